@@ -1,0 +1,268 @@
+//! Users and their passwords: the `id_passwd.txt` format, and checking a
+//! login without telling an unknown user from a wrong password.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use subtle::ConstantTimeEq;
+
+/// Longest username: short enough for a directory name and a log line.
+const MAX_USERNAME_LEN: usize = 32;
+/// Length of the generated password of the default user: 20 characters of
+/// 62 symbols, about 119 bits.
+const GENERATED_PASSWORD_LEN: usize = 20;
+const PASSWORD_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// A password compared against when the user is unknown, so that an unknown
+/// user costs the same work as a wrong password.
+const DECOY_PASSWORD: &[u8] = b"ferry-decoy-password-never-matches";
+
+/// The users a server accepts.
+#[derive(Clone, Default)]
+pub struct Users {
+    passwords: HashMap<String, Vec<u8>>,
+}
+
+// Passwords must never reach a log, so Debug shows the names only.
+impl fmt::Debug for Users {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&str> = self.passwords.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Users").field("names", &names).finish()
+    }
+}
+
+/// What is wrong with a users file: the 1-based line and a message. Its
+/// `Display` is `LINE: message`, to be put behind the file's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsersError {
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for UsersError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for UsersError {}
+
+/// Why a users file could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    Io(io::Error),
+    Invalid(UsersError),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Io(err) => write!(f, "{err}"),
+            LoadError::Invalid(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Usernames are 1 to 32 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`
+/// (so a username is always a plain, visible directory name).
+pub fn is_valid_username(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_USERNAME_LEN
+        && !matches!(name[0], b'.' | b'-')
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+impl Users {
+    pub fn new() -> Users {
+        Users::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.passwords.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.passwords.is_empty()
+    }
+
+    /// Adds a user. Fails on an invalid username, an empty password, or a
+    /// user that already exists.
+    pub fn insert(&mut self, user: &str, password: &[u8]) -> Result<(), String> {
+        if !is_valid_username(user.as_bytes()) {
+            return Err(format!(
+                "invalid username {user:?} (1 to {MAX_USERNAME_LEN} of A-Z a-z 0-9 _ . -, not starting with . or -)"
+            ));
+        }
+        if password.is_empty() {
+            return Err(format!("empty password for user {user:?}"));
+        }
+        if self.passwords.contains_key(user) {
+            return Err(format!("duplicate user {user:?}"));
+        }
+        self.passwords.insert(user.to_owned(), password.to_vec());
+        Ok(())
+    }
+
+    /// Parses the `id_passwd.txt` format: one `username:password` per line
+    /// (the first `:` splits), blank lines and lines starting with `#`
+    /// ignored, CRLF tolerated.
+    pub fn parse(text: &[u8]) -> Result<Users, UsersError> {
+        let mut users = Users::new();
+        for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            if line.iter().all(u8::is_ascii_whitespace) || line.first() == Some(&b'#') {
+                continue;
+            }
+            let fail = |message: String| UsersError {
+                line: index + 1,
+                message,
+            };
+            let colon = line
+                .iter()
+                .position(|&b| b == b':')
+                .ok_or_else(|| fail("expected username:password".to_owned()))?;
+            let (user, password) = (&line[..colon], &line[colon + 1..]);
+            let user = std::str::from_utf8(user)
+                .map_err(|_| fail("username is not valid UTF-8".to_owned()))?;
+            users.insert(user, password).map_err(fail)?;
+        }
+        Ok(users)
+    }
+
+    /// Reads and parses a users file.
+    pub fn load(path: &Path) -> Result<Users, LoadError> {
+        let text = fs::read(path).map_err(LoadError::Io)?;
+        Users::parse(&text).map_err(LoadError::Invalid)
+    }
+
+    /// Creates a new users file (mode 0600; it must not exist yet) holding
+    /// one user `demo` with a random password, and returns the users and
+    /// that password.
+    pub fn create_default(path: &Path) -> io::Result<(Users, String)> {
+        let password = random_password()?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        let text = format!("# ferry users: one username:password per line.\ndemo:{password}\n");
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        let mut users = Users::new();
+        users
+            .insert("demo", password.as_bytes())
+            .map_err(io::Error::other)?;
+        Ok((users, password))
+    }
+
+    /// Checks a login. Returns the user's name when the password matches.
+    /// An unknown user is compared against a decoy, so both failures take
+    /// the same path; password bytes are compared in constant time.
+    pub fn verify(&self, user: &[u8], password: &[u8]) -> Option<&str> {
+        let found = std::str::from_utf8(user)
+            .ok()
+            .and_then(|user| self.passwords.get_key_value(user));
+        let expected = found.map_or(DECOY_PASSWORD, |(_, p)| p.as_slice());
+        let matches = bool::from(expected.ct_eq(password));
+        match found {
+            Some((name, _)) if matches => Some(name.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// A password from the kernel's random source: letters and digits only, so
+/// it can be typed and pasted anywhere.
+fn random_password() -> io::Result<String> {
+    let mut source = fs::File::open("/dev/urandom")?;
+    let mut password = String::with_capacity(GENERATED_PASSWORD_LEN);
+    let mut byte = [0u8; 1];
+    // Rejection sampling keeps every symbol equally likely: 248 is the
+    // largest multiple of 62 that fits in a byte.
+    let limit = 256 - 256 % PASSWORD_ALPHABET.len();
+    while password.len() < GENERATED_PASSWORD_LEN {
+        source.read_exact(&mut byte)?;
+        if usize::from(byte[0]) < limit {
+            password.push(char::from(
+                PASSWORD_ALPHABET[usize::from(byte[0]) % PASSWORD_ALPHABET.len()],
+            ));
+        }
+    }
+    Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_comments_blank_lines_and_crlf() {
+        let users = Users::parse(b"# users\r\n\r\nalice:s3cret\r\n  \nbob:pa:ss word\n").unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users.verify(b"alice", b"s3cret"), Some("alice"));
+        assert_eq!(users.verify(b"bob", b"pa:ss word"), Some("bob"));
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user_both_fail() {
+        let users = Users::parse(b"alice:s3cret\n").unwrap();
+        assert_eq!(users.verify(b"alice", b"s3cre"), None);
+        assert_eq!(users.verify(b"alice", b"s3crets"), None);
+        assert_eq!(users.verify(b"mallory", b"s3cret"), None);
+        assert_eq!(users.verify(b"mallory", DECOY_PASSWORD), None);
+        assert_eq!(users.verify(b"\xff", b"x"), None);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases: [(&[u8], usize, &str); 5] = [
+            (b"alice:x\nnocolon\n", 2, "expected username:password"),
+            (b"alice:x\n\nalice:y\n", 3, "duplicate user"),
+            (b"-bad:x\n", 1, "invalid username"),
+            (b"a/b:x\n", 1, "invalid username"),
+            (b"alice:\n", 1, "empty password"),
+        ];
+        for (text, line, message) in cases {
+            let err = Users::parse(text).unwrap_err();
+            assert_eq!(err.line, line, "{err}");
+            assert!(err.message.contains(message), "{err}");
+        }
+    }
+
+    #[test]
+    fn username_rules() {
+        assert!(is_valid_username(b"a"));
+        assert!(is_valid_username(b"A.b_c-9"));
+        assert!(is_valid_username(&[b'x'; 32]));
+        assert!(!is_valid_username(&[b'x'; 33]));
+        assert!(!is_valid_username(b""));
+        assert!(!is_valid_username(b".hidden"));
+        assert!(!is_valid_username(b"-dash"));
+        assert!(!is_valid_username(b"sp ace"));
+    }
+
+    #[test]
+    fn default_file_is_private_and_loadable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id_passwd.txt");
+        let (users, password) = Users::create_default(&path).unwrap();
+        assert_eq!(password.len(), GENERATED_PASSWORD_LEN);
+        assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_eq!(users.verify(b"demo", password.as_bytes()), Some("demo"));
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let loaded = Users::load(&path).unwrap();
+        assert_eq!(loaded.verify(b"demo", password.as_bytes()), Some("demo"));
+        assert!(!format!("{users:?}").contains(&password));
+        assert!(Users::create_default(&path).is_err(), "must not overwrite");
+    }
+}

@@ -1,0 +1,223 @@
+//! `ferryd`: the ferry server as a program. Parses the command line, sets up
+//! logging and users, and runs [`ferry::Server`] with signal handling.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ferry::auth::LoadError;
+use ferry::{Config, Server, Users};
+use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode, WriteLogger};
+
+const USAGE: &str = "\
+ferryd: multi-user file transfer server (line protocol: see protocol.md)
+
+Usage: ferryd [OPTIONS]
+
+Options:
+  --listen ADDR          address to listen on [default: 127.0.0.1:9999]
+  --storage DIR          storage root, one directory per user [default: ./server_storage]
+  --users FILE           users file, username:password per line [default: ./id_passwd.txt]
+                         (created with one user 'demo' and a random password if missing)
+  --max-file-size BYTES  largest upload accepted [default: 17179869184]
+  --drain-timeout SECS   how long transfers may finish after SIGINT/SIGTERM [default: 5]
+  --no-fsync             acknowledge uploads without syncing them to disk (faster; an
+                         upload acknowledged just before a power loss may be lost)
+  --log-level LEVEL      off, error, warn, info, debug or trace [default: info]
+  --log-file PATH        append the log to PATH instead of stderr
+  -h, --help             print this help
+  -V, --version          print the version
+
+Signals: SIGINT or SIGTERM shut down gracefully; a second one ends the drain at once.
+Exit status: 0 after a clean shutdown, 1 when the server cannot start or fails,
+2 for a usage error or an invalid users file.";
+
+/// Exit status for a failure at run time (cannot bind, storage unusable).
+const EXIT_FAILURE: u8 = 1;
+/// Exit status for a bad command line or users file.
+const EXIT_USAGE: u8 = 2;
+
+struct Options {
+    config: Config,
+    users: PathBuf,
+    log_level: LevelFilter,
+    log_file: Option<PathBuf>,
+}
+
+enum Parsed {
+    Run(Box<Options>),
+    Help,
+    Version,
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args(std::env::args_os().skip(1)) {
+        Ok(Parsed::Run(options)) => options,
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("ferryd {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("ferryd: {message}\nTry 'ferryd --help'.");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(err) = init_logging(&options) {
+        eprintln!("ferryd: cannot open the log: {err}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    let users = match load_users(&options.users) {
+        Ok(users) => users,
+        Err(code) => return ExitCode::from(code),
+    };
+    let mut server = match Server::bind(options.config, users) {
+        Ok(server) => server,
+        Err(err) => {
+            log::error!("{err}");
+            eprintln!("ferryd: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if let Err(err) = server.handle_signals() {
+        eprintln!("ferryd: cannot install signal handlers: {err}");
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("event loop failed: {err}");
+            eprintln!("ferryd: event loop failed: {err}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
+    use lexopt::prelude::*;
+    let mut options = Options {
+        config: Config::default(),
+        users: PathBuf::from("./id_passwd.txt"),
+        log_level: LevelFilter::Info,
+        log_file: None,
+    };
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next().map_err(|err| err.to_string())? {
+        match arg {
+            Long("listen") => {
+                let raw = value(&mut parser, "--listen")?;
+                options.config.listen = raw.parse::<SocketAddr>().map_err(|_| {
+                    format!("--listen: {raw:?} is not an address like 127.0.0.1:9999")
+                })?;
+            }
+            Long("storage") => {
+                options.config.storage = PathBuf::from(value(&mut parser, "--storage")?)
+            }
+            Long("users") => options.users = PathBuf::from(value(&mut parser, "--users")?),
+            Long("max-file-size") => {
+                let raw = value(&mut parser, "--max-file-size")?;
+                options.config.max_file_size = raw
+                    .parse()
+                    .map_err(|_| format!("--max-file-size: {raw:?} is not a number of bytes"))?;
+            }
+            Long("drain-timeout") => {
+                let raw = value(&mut parser, "--drain-timeout")?;
+                options.config.drain_timeout = raw
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                    .ok_or_else(|| {
+                        format!("--drain-timeout: {raw:?} is not a number of seconds")
+                    })?;
+            }
+            Long("no-fsync") => options.config.fsync = false,
+            Long("log-level") => {
+                let raw = value(&mut parser, "--log-level")?;
+                options.log_level = raw.parse().map_err(|_| {
+                    format!(
+                        "--log-level: {raw:?} is not one of off, error, warn, info, debug, trace"
+                    )
+                })?;
+            }
+            Long("log-file") => {
+                options.log_file = Some(PathBuf::from(value(&mut parser, "--log-file")?))
+            }
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('V') | Long("version") => return Ok(Parsed::Version),
+            _ => return Err(arg.unexpected().to_string()),
+        }
+    }
+    Ok(Parsed::Run(Box::new(options)))
+}
+
+fn value(parser: &mut lexopt::Parser, what: &str) -> Result<String, String> {
+    parser
+        .value()
+        .map_err(|err| err.to_string())?
+        .into_string()
+        .map_err(|_| format!("{what}: the value is not valid UTF-8"))
+}
+
+fn init_logging(options: &Options) -> io::Result<()> {
+    let config = ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .build();
+    let result = match &options.log_file {
+        Some(path) => {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            WriteLogger::init(options.log_level, config, file)
+        }
+        None => TermLogger::init(
+            options.log_level,
+            config,
+            TerminalMode::Stderr,
+            ColorChoice::Never,
+        ),
+    };
+    result.map_err(io::Error::other)
+}
+
+/// Loads the users file, or creates it with a `demo` user when it does not
+/// exist. On failure, prints why and returns the exit status.
+fn load_users(path: &Path) -> Result<Users, u8> {
+    match Users::load(path) {
+        Ok(users) => {
+            if users.is_empty() {
+                log::warn!("{} has no users: nobody can log in", path.display());
+            }
+            Ok(users)
+        }
+        Err(LoadError::Invalid(err)) => {
+            eprintln!("{}:{err}", path.display());
+            Err(EXIT_USAGE)
+        }
+        Err(LoadError::Io(err)) if err.kind() == io::ErrorKind::NotFound => {
+            match Users::create_default(path) {
+                Ok((users, password)) => {
+                    eprintln!("ferryd: created {} with one user.", path.display());
+                    eprintln!("ferryd:   user: demo");
+                    eprintln!("ferryd:   password: {password}");
+                    eprintln!("ferryd: (the password is shown only this once)");
+                    Ok(users)
+                }
+                Err(err) => {
+                    eprintln!("ferryd: cannot create {}: {err}", path.display());
+                    Err(EXIT_FAILURE)
+                }
+            }
+        }
+        Err(LoadError::Io(err)) => {
+            eprintln!("ferryd: cannot read {}: {err}", path.display());
+            Err(EXIT_FAILURE)
+        }
+    }
+}

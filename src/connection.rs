@@ -1,0 +1,732 @@
+//! One line-protocol connection as a sans-IO state machine.
+//!
+//! The session never touches a socket. The reactor asks it how many bytes it
+//! will take ([`Session::read_limit`]), hands it what it read
+//! ([`Session::receive`], [`Session::receive_eof`]), takes the bytes it wants
+//! sent ([`Session::output`], [`Session::output_written`]) and closes the
+//! socket once [`Session::is_done`]. Storage and users are reached through
+//! [`Services`]. A test or a fuzz target can drive a whole session from a
+//! byte slice.
+//!
+//! ```text
+//!            AUTH ok                 PUT accepted          all bytes in
+//!   Auth ───────────────► Idle ───────────────► Receiving ─────────────┐
+//!    │ 3rd failure,        ▲ │ LIST/VIEW/GET                            │
+//!    │ QUIT, EOF,          │ └─────────────► Sending ──────┐            │
+//!    │ shutdown            └───────────────────────────────┴────────────┘
+//!    ▼                          QUIT, EOF, shutdown, lost connection
+//!  Closing ◄──────────────────────────── (from any state)
+//! ```
+//!
+//! Buffers are bounded: pending command bytes at most [`MAX_LINE`], queued
+//! replies stop command processing past [`REPLY_BACKLOG`], and a download
+//! holds at most [`TRANSFER_BUFFER`] bytes of file data. Upload bytes go
+//! straight from the reactor's read buffer to the file. An idle session
+//! holds no buffer at all.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::mem;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::auth::Users;
+use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
+use crate::protocol::name::FileName;
+use crate::protocol::reply::Reply;
+use crate::storage::{Entry, Storage, Upload, UserDir};
+
+/// Failed logins allowed on one connection before it is closed.
+pub const MAX_AUTH_FAILURES: u8 = 3;
+/// Bytes a `VIEW` shows.
+pub const PREVIEW_LEN: u64 = 1024;
+/// Largest amount of file data a download holds at once: big enough that a
+/// fast client needs few wake-ups, small enough for thousands of sessions.
+pub const TRANSFER_BUFFER: usize = 128 * 1024;
+/// While more reply bytes than this wait to be sent, no further pipelined
+/// command runs: a client that sends and never reads cannot grow the buffer.
+pub const REPLY_BACKLOG: usize = 4096;
+/// Usernames are at most 32 bytes; a log line shows at most this much of a
+/// claimed one.
+const MAX_LOGGED_USER: usize = 64;
+
+/// What a session may use beyond its own bytes.
+pub struct Services<'a> {
+    pub users: &'a Users,
+    pub storage: &'a Storage,
+    pub max_file_size: u64,
+}
+
+/// A logged-in user: who, and their directory.
+#[derive(Debug)]
+struct Login {
+    user: String,
+    dir: UserDir,
+}
+
+/// An upload in progress. `sink` turns into the error once a write fails;
+/// the rest of the payload is then read and dropped so the stream stays in
+/// step, and the reply is `451`.
+#[derive(Debug)]
+struct Receive {
+    name: String,
+    size: u64,
+    remaining: u64,
+    sink: Result<Upload, io::Error>,
+    started: Instant,
+}
+
+/// Where a download's bytes come from.
+#[derive(Debug)]
+enum Source {
+    File(File),
+    /// `LIST`: lines are formatted as the buffer drains.
+    Listing {
+        entries: Vec<Entry>,
+        next: usize,
+    },
+}
+
+/// A download in progress (`GET`, `VIEW` or `LIST`).
+#[derive(Debug)]
+struct Send {
+    verb: Verb,
+    name: String,
+    source: Source,
+    total: u64,
+    remaining: u64,
+    started: Instant,
+}
+
+#[derive(Debug)]
+enum State {
+    Auth { failures: u8 },
+    Idle(Login),
+    Receiving(Login, Receive),
+    Sending(Login, Send),
+    Closing,
+}
+
+/// One connection's protocol state and buffers.
+#[derive(Debug)]
+pub struct Session {
+    state: State,
+    peer: SocketAddr,
+    /// Command bytes received but not yet executed (at most [`MAX_LINE`]).
+    input: Vec<u8>,
+    /// The rest of a too-long line is being dropped, up to its LF.
+    discarding: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    shutting_down: bool,
+    peer_eof: bool,
+}
+
+impl Session {
+    /// A new connection from `peer`; the greeting is queued.
+    pub fn new(peer: SocketAddr) -> Session {
+        let mut session = Session {
+            state: State::Auth { failures: 0 },
+            peer,
+            input: Vec::new(),
+            discarding: false,
+            out: Vec::new(),
+            out_pos: 0,
+            shutting_down: false,
+            peer_eof: false,
+        };
+        session.reply(Reply::Greeting);
+        session
+    }
+
+    /// How many bytes the session takes now; 0 means do not read.
+    pub fn read_limit(&self) -> usize {
+        if self.peer_eof {
+            return 0;
+        }
+        match &self.state {
+            State::Closing => 0,
+            // Payload goes straight to the file, never past its end, so no
+            // command bytes behind it are read into the upload.
+            State::Receiving(_, receive) if self.input.is_empty() => {
+                usize::try_from(receive.remaining).unwrap_or(usize::MAX)
+            }
+            State::Receiving(..) => 0,
+            State::Auth { .. } | State::Idle(_) | State::Sending(..) => {
+                MAX_LINE.saturating_sub(self.input.len())
+            }
+        }
+    }
+
+    /// Bytes waiting to be sent.
+    pub fn output(&self) -> &[u8] {
+        &self.out[self.out_pos..]
+    }
+
+    /// True when the session has nothing more to do and the socket can be
+    /// closed.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Closing) && self.output().is_empty()
+    }
+
+    /// True while an upload or download is running.
+    pub fn is_transferring(&self) -> bool {
+        matches!(self.state, State::Receiving(..) | State::Sending(..))
+    }
+
+    /// Takes bytes the client sent; `data.len()` is at most
+    /// [`Session::read_limit`].
+    pub fn receive(&mut self, data: &[u8], services: &Services<'_>) {
+        let taken = self.write_payload(data, services);
+        self.input.extend_from_slice(&data[taken..]);
+        self.advance(services);
+    }
+
+    /// The client closed its sending side. Complete lines already received
+    /// are still answered; an unfinished upload is discarded.
+    pub fn receive_eof(&mut self, services: &Services<'_>) {
+        self.peer_eof = true;
+        if matches!(self.state, State::Receiving(..)) {
+            self.lose("client closed the connection");
+        } else {
+            self.advance(services);
+        }
+    }
+
+    /// `n` bytes of [`Session::output`] were sent.
+    pub fn output_written(&mut self, n: usize, services: &Services<'_>) {
+        self.out_pos += n;
+        debug_assert!(self.out_pos <= self.out.len());
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        self.advance(services);
+    }
+
+    /// The server is shutting down: an idle session gets `421` and closes; a
+    /// running transfer may finish first.
+    pub fn begin_shutdown(&mut self, services: &Services<'_>) {
+        self.shutting_down = true;
+        self.advance(services);
+    }
+
+    /// The drain period is over: an unfinished upload is discarded (`421`),
+    /// an unfinished download is cut off.
+    pub fn end_drain(&mut self) {
+        match mem::replace(&mut self.state, State::Closing) {
+            State::Receiving(login, receive) => {
+                log_aborted_upload(self.peer, &login, &receive, "server shutting down");
+                self.reply(Reply::ShuttingDown);
+            }
+            State::Sending(login, send) => {
+                log_cut_download(self.peer, &login, &send, "server shutting down");
+                self.drop_output();
+            }
+            State::Auth { .. } | State::Idle(_) => self.reply(Reply::ShuttingDown),
+            State::Closing => {}
+        }
+    }
+
+    /// The connection failed (reset, write error): drop everything.
+    pub fn connection_lost(&mut self, reason: &str) {
+        self.lose(reason);
+    }
+
+    fn lose(&mut self, reason: &str) {
+        match mem::replace(&mut self.state, State::Closing) {
+            State::Receiving(login, receive) => {
+                log_aborted_upload(self.peer, &login, &receive, reason)
+            }
+            State::Sending(login, send) => log_cut_download(self.peer, &login, &send, reason),
+            _ => {}
+        }
+        self.drop_output();
+    }
+
+    fn drop_output(&mut self) {
+        self.out = Vec::new();
+        self.out_pos = 0;
+    }
+
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(&mut self.out);
+    }
+
+    /// Runs whatever can run now: refills a download, feeds buffered
+    /// payload to an upload, executes complete command lines.
+    fn advance(&mut self, services: &Services<'_>) {
+        loop {
+            match self.state {
+                State::Closing => break,
+                State::Receiving(..) => {
+                    if self.input.is_empty() {
+                        break;
+                    }
+                    // Payload that arrived right behind the PUT line.
+                    let input = mem::take(&mut self.input);
+                    let taken = self.write_payload(&input, services);
+                    self.input = input;
+                    self.input.drain(..taken);
+                }
+                State::Sending(..) => {
+                    if !self.output().is_empty() {
+                        break;
+                    }
+                    self.refill();
+                    if matches!(self.state, State::Sending(..)) {
+                        break;
+                    }
+                }
+                State::Auth { .. } | State::Idle(_) => {
+                    if self.output().len() > REPLY_BACKLOG {
+                        break;
+                    }
+                    if self.shutting_down {
+                        self.reply(Reply::ShuttingDown);
+                        self.state = State::Closing;
+                        break;
+                    }
+                    if !self.next_command(services) {
+                        if self.peer_eof {
+                            self.state = State::Closing;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        self.release_idle_buffers();
+    }
+
+    /// An idle session keeps no allocation.
+    fn release_idle_buffers(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > 0 {
+            self.input = Vec::new();
+        }
+        if self.output().is_empty() && self.out.capacity() > 0 {
+            self.drop_output();
+        }
+    }
+
+    /// Executes the next complete line, if there is one.
+    fn next_command(&mut self, services: &Services<'_>) -> bool {
+        if self.discarding {
+            match line::skip_line(&self.input) {
+                Some(end) => {
+                    self.input.drain(..end);
+                    self.discarding = false;
+                }
+                None => {
+                    self.input.clear();
+                    return false;
+                }
+            }
+        }
+        let input = mem::take(&mut self.input);
+        let consumed = match line::parse(&input) {
+            Status::Partial => {
+                self.input = input;
+                return false;
+            }
+            Status::Complete(parsed) => {
+                self.execute(parsed.command, services);
+                parsed.consumed
+            }
+        };
+        self.input = input;
+        self.input.drain(..consumed);
+        true
+    }
+
+    fn execute(&mut self, command: Result<Command<'_>, ParseError>, services: &Services<'_>) {
+        let logged_in = matches!(self.state, State::Idle(_));
+        let command = match command {
+            Ok(command) if command.verb().needs_login() && !logged_in => {
+                return self.reply(Reply::NotLoggedIn);
+            }
+            Ok(command) => command,
+            Err(err) => {
+                if err == ParseError::LineTooLong {
+                    self.discarding = true;
+                }
+                if !logged_in && err.verb().is_some_and(Verb::needs_login) {
+                    return self.reply(Reply::NotLoggedIn);
+                }
+                return self.reply(Reply::from(err));
+            }
+        };
+        match command {
+            Command::Noop => self.reply(Reply::Ok),
+            Command::Quit => {
+                self.reply(Reply::Bye);
+                self.state = State::Closing;
+            }
+            Command::Auth { user, password } => self.auth(user, password, services),
+            file_command => {
+                let State::Idle(login) = mem::replace(&mut self.state, State::Closing) else {
+                    unreachable!("file commands run only when logged in");
+                };
+                self.state = match file_command {
+                    Command::List => self.start_list(login, services),
+                    Command::View { name } => {
+                        self.start_download(login, Verb::View, name, services)
+                    }
+                    Command::Get { name } => self.start_download(login, Verb::Get, name, services),
+                    Command::Put { size, name } => self.start_upload(login, size, name, services),
+                    Command::Del { name } => self.delete(login, name, services),
+                    Command::Auth { .. } | Command::Noop | Command::Quit => unreachable!(),
+                };
+                // An empty download or upload may already be complete.
+                if let State::Sending(..) = self.state {
+                    self.refill();
+                }
+            }
+        }
+    }
+
+    fn auth(&mut self, user: &[u8], password: &[u8], services: &Services<'_>) {
+        let State::Auth { failures } = &mut self.state else {
+            return self.reply(Reply::AlreadyLoggedIn);
+        };
+        let Some(name) = services.users.verify(user, password) else {
+            *failures += 1;
+            let failures = *failures;
+            log::warn!(
+                "{} login failed for user {:?} ({failures} of {MAX_AUTH_FAILURES})",
+                self.peer,
+                logged_user(user)
+            );
+            if failures >= MAX_AUTH_FAILURES {
+                self.reply(Reply::TooManyFailures);
+                self.state = State::Closing;
+            } else {
+                self.reply(Reply::LoginIncorrect);
+            }
+            return;
+        };
+        match services.storage.user_dir(name) {
+            Ok(dir) => {
+                log::info!("{} logged in as {name}", self.peer);
+                self.reply(Reply::LoggedIn);
+                self.state = State::Idle(Login {
+                    user: name.to_owned(),
+                    dir,
+                });
+            }
+            Err(err) => {
+                log::error!(
+                    "{} cannot prepare the directory of {name}: {err}",
+                    self.peer
+                );
+                self.reply(Reply::LocalError(err));
+            }
+        }
+    }
+
+    fn start_list(&mut self, login: Login, services: &Services<'_>) -> State {
+        let entries = match services.storage.list(&login.dir) {
+            Ok(entries) => entries,
+            Err(err) => {
+                log::error!("{} {}: LIST failed: {err}", self.peer, login.user);
+                self.reply(Reply::from(err));
+                return State::Idle(login);
+            }
+        };
+        let mut line = Vec::new();
+        let total = entries
+            .iter()
+            .map(|entry| {
+                line.clear();
+                write_listing_line(entry, &mut line);
+                line.len() as u64
+            })
+            .sum();
+        self.reply(Reply::Data(total));
+        State::Sending(
+            login,
+            Send {
+                verb: Verb::List,
+                name: String::new(),
+                source: Source::Listing { entries, next: 0 },
+                total,
+                remaining: total,
+                started: Instant::now(),
+            },
+        )
+    }
+
+    fn start_download(
+        &mut self,
+        login: Login,
+        verb: Verb,
+        name: FileName<'_>,
+        services: &Services<'_>,
+    ) -> State {
+        match services.storage.open_read(&login.dir, name) {
+            Ok((file, size)) => {
+                let total = if verb == Verb::View {
+                    size.min(PREVIEW_LEN)
+                } else {
+                    size
+                };
+                self.reply(Reply::Data(total));
+                State::Sending(
+                    login,
+                    Send {
+                        verb,
+                        name: name.as_str().to_owned(),
+                        source: Source::File(file),
+                        total,
+                        remaining: total,
+                        started: Instant::now(),
+                    },
+                )
+            }
+            Err(err) => {
+                log::info!(
+                    "{} {}: {} {name:?}: {err}",
+                    self.peer,
+                    login.user,
+                    verb.as_str()
+                );
+                self.reply(Reply::from(err));
+                State::Idle(login)
+            }
+        }
+    }
+
+    /// Moves more download bytes into the output, or ends the download.
+    fn refill(&mut self) {
+        let State::Sending(_, send) = &mut self.state else {
+            return;
+        };
+        if send.remaining == 0 {
+            let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) else {
+                unreachable!();
+            };
+            log_transfer(
+                self.peer,
+                &login,
+                send.verb,
+                &send.name,
+                send.total,
+                send.started,
+            );
+            self.state = State::Idle(login);
+            return;
+        }
+        let room = TRANSFER_BUFFER.saturating_sub(self.out.len() - self.out_pos);
+        let want = send.remaining.min(room as u64) as usize;
+        let before = self.out.len();
+        let result = match &mut send.source {
+            Source::File(file) => {
+                self.out.reserve_exact(want);
+                file.take(want as u64)
+                    .read_to_end(&mut self.out)
+                    .and_then(|n| {
+                        if n < want {
+                            Err(io::Error::from(io::ErrorKind::UnexpectedEof))
+                        } else {
+                            Ok(())
+                        }
+                    })
+            }
+            Source::Listing { entries, next } => {
+                while *next < entries.len() && self.out.len() - before < want {
+                    write_listing_line(&entries[*next], &mut self.out);
+                    *next += 1;
+                }
+                Ok(())
+            }
+        };
+        let added = (self.out.len() - before) as u64;
+        match result {
+            Ok(()) if added <= send.remaining => send.remaining -= added,
+            Ok(()) => {
+                // The listing grew past what was announced: impossible, as
+                // both come from the same entries; never send more.
+                self.out.truncate(before);
+                self.lose("listing changed while sending");
+            }
+            Err(err) => {
+                // The announced size can no longer be met: the only honest
+                // signal left is closing the connection.
+                log::error!("{} read failed during download: {err}", self.peer);
+                self.out.truncate(before);
+                let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing)
+                else {
+                    unreachable!();
+                };
+                log_cut_download(self.peer, &login, &send, "read failed");
+            }
+        }
+    }
+
+    fn start_upload(
+        &mut self,
+        login: Login,
+        size: u64,
+        name: FileName<'_>,
+        services: &Services<'_>,
+    ) -> State {
+        if size > services.max_file_size {
+            self.reply(Reply::TooLarge {
+                max: services.max_file_size,
+            });
+            return State::Idle(login);
+        }
+        match services.storage.begin_upload(&login.dir, name) {
+            Ok(upload) => {
+                self.reply(Reply::Data(size));
+                let receive = Receive {
+                    name: name.as_str().to_owned(),
+                    size,
+                    remaining: size,
+                    sink: Ok(upload),
+                    started: Instant::now(),
+                };
+                if size == 0 {
+                    self.finish_upload(login, receive, services)
+                } else {
+                    State::Receiving(login, receive)
+                }
+            }
+            Err(err) => {
+                log::info!("{} {}: PUT {name:?}: {err}", self.peer, login.user);
+                self.reply(Reply::from(err));
+                State::Idle(login)
+            }
+        }
+    }
+
+    /// Writes the part of `data` that belongs to the running upload, if any,
+    /// and returns how many bytes that was.
+    fn write_payload(&mut self, data: &[u8], services: &Services<'_>) -> usize {
+        let State::Receiving(login, receive) = &mut self.state else {
+            return 0;
+        };
+        let n = data
+            .len()
+            .min(usize::try_from(receive.remaining).unwrap_or(usize::MAX));
+        if let Ok(upload) = &mut receive.sink
+            && let Err(err) = upload.write(&data[..n])
+        {
+            log::error!(
+                "{} {}: write of {:?} failed: {err}",
+                self.peer,
+                login.user,
+                receive.name
+            );
+            // Dropping the upload removes its temporary file at once, which
+            // frees the space on a full disk.
+            receive.sink = Err(err);
+        }
+        receive.remaining -= n as u64;
+        if receive.remaining == 0 {
+            let State::Receiving(login, receive) = mem::replace(&mut self.state, State::Closing)
+            else {
+                unreachable!();
+            };
+            self.state = self.finish_upload(login, receive, services);
+        }
+        n
+    }
+
+    fn finish_upload(&mut self, login: Login, receive: Receive, services: &Services<'_>) -> State {
+        let result = receive
+            .sink
+            .and_then(|upload| services.storage.commit(upload));
+        match result {
+            Ok(()) => {
+                log_transfer(
+                    self.peer,
+                    &login,
+                    Verb::Put,
+                    &receive.name,
+                    receive.size,
+                    receive.started,
+                );
+                self.reply(Reply::Stored(receive.size));
+            }
+            Err(err) => {
+                log::error!(
+                    "{} {}: PUT {:?} failed: {err}",
+                    self.peer,
+                    login.user,
+                    receive.name
+                );
+                self.reply(Reply::LocalError(err));
+            }
+        }
+        State::Idle(login)
+    }
+
+    fn delete(&mut self, login: Login, name: FileName<'_>, services: &Services<'_>) -> State {
+        match services.storage.delete(&login.dir, name) {
+            Ok(()) => {
+                log::info!("{} {}: DEL {name:?}", self.peer, login.user);
+                self.reply(Reply::Deleted);
+            }
+            Err(err) => {
+                log::info!("{} {}: DEL {name:?}: {err}", self.peer, login.user);
+                self.reply(Reply::from(err));
+            }
+        }
+        State::Idle(login)
+    }
+}
+
+/// One `LIST` line: `<size> <mtime> <name>\n`.
+fn write_listing_line(entry: &Entry, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = writeln!(out, "{} {} {}", entry.size, entry.mtime, entry.name);
+}
+
+/// A claimed username for a log line: escaped, and cut short, since it is
+/// whatever the client sent.
+fn logged_user(user: &[u8]) -> String {
+    String::from_utf8_lossy(&user[..user.len().min(MAX_LOGGED_USER)]).into_owned()
+}
+
+fn log_transfer(
+    peer: SocketAddr,
+    login: &Login,
+    verb: Verb,
+    name: &str,
+    bytes: u64,
+    started: Instant,
+) {
+    let secs = started.elapsed().as_secs_f64();
+    if verb == Verb::List {
+        log::info!("{peer} {}: LIST {bytes} bytes in {secs:.3}s", login.user);
+    } else {
+        log::info!(
+            "{peer} {}: {} {name:?} {bytes} bytes in {secs:.3}s",
+            login.user,
+            verb.as_str()
+        );
+    }
+}
+
+fn log_aborted_upload(peer: SocketAddr, login: &Login, receive: &Receive, reason: &str) {
+    log::warn!(
+        "{peer} {}: PUT {:?} aborted after {} of {} bytes: {reason}",
+        login.user,
+        receive.name,
+        receive.size - receive.remaining,
+        receive.size
+    );
+}
+
+fn log_cut_download(peer: SocketAddr, login: &Login, send: &Send, reason: &str) {
+    log::warn!(
+        "{peer} {}: {} {:?} cut after {} of {} bytes: {reason}",
+        login.user,
+        send.verb.as_str(),
+        send.name,
+        send.total - send.remaining,
+        send.total
+    );
+}

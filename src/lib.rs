@@ -1,0 +1,131 @@
+//! ferry: a multi-user file transfer server on one event-loop thread.
+//!
+//! Users log in with a name and password; each has a private directory under
+//! a storage root and can upload, download, preview, delete and list files
+//! over a line protocol (`protocol.md`). The crate is the server; `ferryd`
+//! is a thin binary over it.
+//!
+//! ```text
+//!             ┌───────────────────── one thread ─────────────────────┐
+//!  clients ──►│ reactor: mio::Poll ── listener, waker, signals       │
+//!             │   │  Slab<Conn>: socket + readiness hints            │
+//!             │   ▼                                                  │
+//!             │ connection::Session (sans-IO state machine)          │
+//!             │   │  bytes in ─► protocol::line::parse ─► Command    │
+//!             │   │  Reply ◄─ protocol::reply (errors ─► codes)      │
+//!             │   ▼                                                  │
+//!             │ storage (checked names in, open files out), auth     │
+//!             └──────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Embedding:
+//!
+//! ```no_run
+//! use ferry::{Config, Server, Users};
+//!
+//! let mut users = Users::new();
+//! users.insert("alice", b"s3cret").unwrap();
+//! let config = Config {
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     storage: "/srv/ferry".into(),
+//!     ..Config::default()
+//! };
+//! let server = Server::bind(config, users).unwrap();
+//! println!("listening on {}", server.local_addr());
+//! let stop = server.shutdown_handle();
+//! std::thread::spawn(move || {
+//!     std::thread::sleep(std::time::Duration::from_secs(60));
+//!     stop.shutdown();
+//! });
+//! server.run().unwrap(); // returns once the shutdown is complete
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod protocol;
+mod reactor;
+pub mod storage;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use auth::Users;
+pub use config::Config;
+
+use reactor::{Reactor, StopSignal};
+use storage::Storage;
+
+/// A bound server, ready to [`run`](Server::run) in the caller's thread.
+pub struct Server {
+    reactor: Reactor,
+}
+
+impl Server {
+    /// Prepares the storage root (creating it, removing temporary files a
+    /// crash left behind) and binds the listener.
+    pub fn bind(config: Config, users: Users) -> io::Result<Server> {
+        let storage = Storage::open(&config.storage, config.fsync).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("storage {}: {err}", config.storage.display()),
+            )
+        })?;
+        let listener = std::net::TcpListener::bind(config.listen).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("cannot listen on {}: {err}", config.listen),
+            )
+        })?;
+        let reactor = Reactor::new(
+            listener,
+            users,
+            storage,
+            config.max_file_size,
+            config.drain_timeout,
+        )?;
+        Ok(Server { reactor })
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.reactor.local_addr()
+    }
+
+    /// A handle that asks the running server to shut down, from any thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            stop: self.reactor.stop_signal(),
+        }
+    }
+
+    /// Makes SIGINT and SIGTERM shut the server down (a second one ends the
+    /// drain at once) instead of killing the process. Optional: an embedder
+    /// that handles signals itself uses a [`ShutdownHandle`] instead.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        self.reactor.handle_signals()
+    }
+
+    /// Serves on the calling thread until a shutdown has completed: every
+    /// connection closed, every unfinished upload discarded.
+    pub fn run(self) -> io::Result<()> {
+        self.reactor.run()
+    }
+}
+
+/// Asks a running [`Server`] to shut down. Cheap to clone, `Send` and
+/// `Sync`: the first call starts a graceful shutdown (running transfers get
+/// the drain period), a second call ends the drain at once.
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle {
+    stop: Arc<StopSignal>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.stop.request();
+    }
+}

@@ -1,0 +1,481 @@
+//! The line-protocol command parser: a pure function of bytes.
+//!
+//! [`parse`] looks at the bytes a client has sent so far and says whether they
+//! hold a complete command line yet ([`Status::Partial`] is not an error),
+//! and if so which command it is (borrowing from the input, no allocation)
+//! and how many bytes the line took. [`Command::write_to`] formats a command
+//! back into a line that parses to the same command.
+
+use super::name::{self, FileName};
+
+/// Longest command line in bytes, terminator included. It bounds the one
+/// buffer an idle session may hold, and leaves room for the longest name
+/// (255 bytes) behind any verb and size with a wide margin.
+pub const MAX_LINE: usize = 4096;
+
+/// Longest decimal size accepted: `u64::MAX` has 20 digits.
+const MAX_SIZE_DIGITS: usize = 20;
+
+/// The verbs of the line protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Auth,
+    List,
+    View,
+    Get,
+    Put,
+    Del,
+    Noop,
+    Quit,
+}
+
+impl Verb {
+    const ALL: [Verb; 8] = [
+        Verb::Auth,
+        Verb::List,
+        Verb::View,
+        Verb::Get,
+        Verb::Put,
+        Verb::Del,
+        Verb::Noop,
+        Verb::Quit,
+    ];
+
+    /// The verb as it is written on the wire (upper case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Auth => "AUTH",
+            Verb::List => "LIST",
+            Verb::View => "VIEW",
+            Verb::Get => "GET",
+            Verb::Put => "PUT",
+            Verb::Del => "DEL",
+            Verb::Noop => "NOOP",
+            Verb::Quit => "QUIT",
+        }
+    }
+
+    /// File commands need a logged-in session; `AUTH`, `NOOP` and `QUIT`
+    /// do not.
+    pub fn needs_login(self) -> bool {
+        !matches!(self, Verb::Auth | Verb::Noop | Verb::Quit)
+    }
+
+    fn from_bytes(raw: &[u8]) -> Option<Verb> {
+        Verb::ALL
+            .into_iter()
+            .find(|verb| verb.as_str().as_bytes().eq_ignore_ascii_case(raw))
+    }
+}
+
+/// A complete, well-formed command. Names and credentials borrow from the
+/// parsed input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `AUTH <user> <password>`; both non-empty, the user has no space, the
+    /// password is the rest of the line.
+    Auth {
+        user: &'a [u8],
+        password: &'a [u8],
+    },
+    List,
+    View {
+        name: FileName<'a>,
+    },
+    Get {
+        name: FileName<'a>,
+    },
+    Put {
+        size: u64,
+        name: FileName<'a>,
+    },
+    Del {
+        name: FileName<'a>,
+    },
+    Noop,
+    Quit,
+}
+
+impl Command<'_> {
+    pub fn verb(&self) -> Verb {
+        match self {
+            Command::Auth { .. } => Verb::Auth,
+            Command::List => Verb::List,
+            Command::View { .. } => Verb::View,
+            Command::Get { .. } => Verb::Get,
+            Command::Put { .. } => Verb::Put,
+            Command::Del { .. } => Verb::Del,
+            Command::Noop => Verb::Noop,
+            Command::Quit => Verb::Quit,
+        }
+    }
+
+    /// Appends the command as a complete line, CRLF included, such that
+    /// [`parse`] gives back an equal command.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.verb().as_str().as_bytes());
+        match self {
+            Command::Auth { user, password } => {
+                out.push(b' ');
+                out.extend_from_slice(user);
+                out.push(b' ');
+                out.extend_from_slice(password);
+            }
+            Command::View { name } | Command::Get { name } | Command::Del { name } => {
+                out.push(b' ');
+                out.extend_from_slice(name.as_str().as_bytes());
+            }
+            Command::Put { size, name } => {
+                out.extend_from_slice(format!(" {size} ").as_bytes());
+                out.extend_from_slice(name.as_str().as_bytes());
+            }
+            Command::List | Command::Noop | Command::Quit => {}
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Why a complete line is not a command. Each maps to one reply in
+/// [`super::reply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// The line holds nothing but its terminator.
+    EmptyLine,
+    /// The first word is not a verb of this protocol.
+    UnknownCommand,
+    /// No LF within [`MAX_LINE`] bytes. The caller must discard the rest of
+    /// the line, up to and including its LF.
+    LineTooLong,
+    /// The verb is known but its arguments are missing, extra or malformed.
+    BadArguments(Verb),
+    /// The file name breaks the rules of [`name::validate`].
+    NameNotAllowed(Verb),
+}
+
+impl ParseError {
+    /// The verb of the line, when it had a known one.
+    pub fn verb(self) -> Option<Verb> {
+        match self {
+            ParseError::BadArguments(verb) | ParseError::NameNotAllowed(verb) => Some(verb),
+            ParseError::EmptyLine | ParseError::UnknownCommand | ParseError::LineTooLong => None,
+        }
+    }
+}
+
+/// Whether the input held enough bytes to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status<T> {
+    /// No complete line yet: read more and call again with all bytes.
+    Partial,
+    Complete(T),
+}
+
+/// A decided line: the command or why it is not one, and how many input
+/// bytes it took (the line and its terminator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed<'a> {
+    pub command: Result<Command<'a>, ParseError>,
+    pub consumed: usize,
+}
+
+/// Parses the first command line in `buf`.
+///
+/// Returns [`Status::Partial`] while `buf` holds fewer than [`MAX_LINE`]
+/// bytes and no LF. With [`MAX_LINE`] bytes and no LF among them the line is
+/// too long: the result is [`ParseError::LineTooLong`] with `consumed ==
+/// MAX_LINE`, and the caller discards up to the next LF.
+pub fn parse(buf: &[u8]) -> Status<Parsed<'_>> {
+    let window = &buf[..buf.len().min(MAX_LINE)];
+    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+        if window.len() == MAX_LINE {
+            return Status::Complete(Parsed {
+                command: Err(ParseError::LineTooLong),
+                consumed: MAX_LINE,
+            });
+        }
+        return Status::Partial;
+    };
+    let mut line = &window[..lf];
+    if let [rest @ .., b'\r'] = line {
+        line = rest;
+    }
+    Status::Complete(Parsed {
+        command: parse_line(line),
+        consumed: lf + 1,
+    })
+}
+
+/// Finds the end of the line that [`ParseError::LineTooLong`] cut short:
+/// the number of bytes up to and including the next LF, if it is in `buf`.
+pub fn skip_line(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|&b| b == b'\n').map(|lf| lf + 1)
+}
+
+/// Parses one line without its terminator.
+fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
+    if line.is_empty() {
+        return Err(ParseError::EmptyLine);
+    }
+    let (word, args) = match line.iter().position(|&b| b == b' ') {
+        Some(space) => (&line[..space], Some(&line[space + 1..])),
+        None => (line, None),
+    };
+    let verb = Verb::from_bytes(word).ok_or(ParseError::UnknownCommand)?;
+    let bad = ParseError::BadArguments(verb);
+    match verb {
+        Verb::List | Verb::Noop | Verb::Quit => {
+            if args.is_some() {
+                return Err(bad);
+            }
+            Ok(match verb {
+                Verb::List => Command::List,
+                Verb::Noop => Command::Noop,
+                _ => Command::Quit,
+            })
+        }
+        Verb::Auth => {
+            let args = args.ok_or(bad)?;
+            let space = args.iter().position(|&b| b == b' ').ok_or(bad)?;
+            let (user, password) = (&args[..space], &args[space + 1..]);
+            if user.is_empty() || password.is_empty() {
+                return Err(bad);
+            }
+            Ok(Command::Auth { user, password })
+        }
+        Verb::View | Verb::Get | Verb::Del => {
+            let raw = args.filter(|a| !a.is_empty()).ok_or(bad)?;
+            let name = file_name(raw, verb)?;
+            Ok(match verb {
+                Verb::View => Command::View { name },
+                Verb::Get => Command::Get { name },
+                _ => Command::Del { name },
+            })
+        }
+        Verb::Put => {
+            let args = args.ok_or(bad)?;
+            let space = args.iter().position(|&b| b == b' ').ok_or(bad)?;
+            let size = parse_size(&args[..space]).ok_or(bad)?;
+            let raw = &args[space + 1..];
+            if raw.is_empty() {
+                return Err(bad);
+            }
+            Ok(Command::Put {
+                size,
+                name: file_name(raw, verb)?,
+            })
+        }
+    }
+}
+
+fn file_name(raw: &[u8], verb: Verb) -> Result<FileName<'_>, ParseError> {
+    name::validate(raw).ok_or(ParseError::NameNotAllowed(verb))
+}
+
+/// A size is 1 to 20 ASCII digits and fits in a `u64`: no sign, no space,
+/// no other base.
+fn parse_size(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() || raw.len() > MAX_SIZE_DIGITS || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    raw.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(name: &str) -> FileName<'_> {
+        name::validate(name.as_bytes()).unwrap()
+    }
+
+    fn one(input: &[u8]) -> Result<Command<'_>, ParseError> {
+        match parse(input) {
+            Status::Complete(parsed) => {
+                assert_eq!(parsed.consumed, input.len(), "{input:?}");
+                parsed.command
+            }
+            Status::Partial => panic!("partial: {input:?}"),
+        }
+    }
+
+    #[test]
+    fn partial_until_lf() {
+        assert_eq!(parse(b""), Status::Partial);
+        assert_eq!(parse(b"GET a"), Status::Partial);
+        assert_eq!(parse(b"GET a\r"), Status::Partial);
+    }
+
+    #[test]
+    fn verbs_are_case_insensitive_and_crlf_is_dropped() {
+        assert_eq!(one(b"noop\n"), Ok(Command::Noop));
+        assert_eq!(one(b"NoOp\r\n"), Ok(Command::Noop));
+        assert_eq!(one(b"list\r\n"), Ok(Command::List));
+        assert_eq!(one(b"get a b\r\n"), Ok(Command::Get { name: n("a b") }));
+    }
+
+    #[test]
+    fn pipelined_lines_are_taken_one_at_a_time() {
+        let input = b"NOOP\nGET x\nLIS";
+        let Status::Complete(first) = parse(input) else {
+            panic!()
+        };
+        assert_eq!(first.command, Ok(Command::Noop));
+        assert_eq!(first.consumed, 5);
+        let Status::Complete(second) = parse(&input[5..]) else {
+            panic!()
+        };
+        assert_eq!(second.command, Ok(Command::Get { name: n("x") }));
+        assert_eq!(parse(&input[5 + second.consumed..]), Status::Partial);
+    }
+
+    #[test]
+    fn name_is_the_rest_of_the_line() {
+        assert_eq!(one(b"GET  lead\n"), Ok(Command::Get { name: n(" lead") }));
+        assert_eq!(one(b"DEL trail \n"), Ok(Command::Del { name: n("trail ") }));
+        assert_eq!(
+            one(b"PUT 12 my file.txt\n"),
+            Ok(Command::Put {
+                size: 12,
+                name: n("my file.txt")
+            })
+        );
+    }
+
+    #[test]
+    fn auth_password_is_the_rest_of_the_line() {
+        assert_eq!(
+            one(b"AUTH bob pass word:x\n"),
+            Ok(Command::Auth {
+                user: b"bob",
+                password: b"pass word:x"
+            })
+        );
+        for bad in [&b"AUTH\n"[..], b"AUTH bob\n", b"AUTH bob \n", b"AUTH  pw\n"] {
+            assert_eq!(
+                one(bad),
+                Err(ParseError::BadArguments(Verb::Auth)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes_are_plain_decimal() {
+        assert_eq!(
+            one(b"PUT 18446744073709551615 a\n"),
+            Ok(Command::Put {
+                size: u64::MAX,
+                name: n("a")
+            })
+        );
+        assert_eq!(
+            one(b"PUT 007 a\n"),
+            Ok(Command::Put {
+                size: 7,
+                name: n("a")
+            })
+        );
+        for bad in [
+            &b"PUT 18446744073709551616 a\n"[..],
+            b"PUT 123456789012345678901 a\n",
+            b"PUT -1 a\n",
+            b"PUT +1 a\n",
+            b"PUT 0x10 a\n",
+            b"PUT abc a\n",
+            b"PUT  a\n",
+            b"PUT 10\n",
+            b"PUT 10 \n",
+            b"PUT\n",
+        ] {
+            assert_eq!(
+                one(bad),
+                Err(ParseError::BadArguments(Verb::Put)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn arguments_where_none_belong_are_refused() {
+        assert_eq!(one(b"NOOP x\n"), Err(ParseError::BadArguments(Verb::Noop)));
+        assert_eq!(one(b"LIST \n"), Err(ParseError::BadArguments(Verb::List)));
+        assert_eq!(one(b"GET\n"), Err(ParseError::BadArguments(Verb::Get)));
+        assert_eq!(one(b"GET \n"), Err(ParseError::BadArguments(Verb::Get)));
+    }
+
+    #[test]
+    fn bad_names_are_refused_not_normalised() {
+        for bad in [
+            &b"GET ..\n"[..],
+            b"GET ../x\n",
+            b"VIEW /etc/passwd\n",
+            b"DEL a\0b\n",
+        ] {
+            assert!(
+                matches!(one(bad), Err(ParseError::NameNotAllowed(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            one(b"PUT 1 a\rb\n"),
+            Err(ParseError::NameNotAllowed(Verb::Put))
+        );
+    }
+
+    #[test]
+    fn unknown_and_empty() {
+        assert_eq!(one(b"\n"), Err(ParseError::EmptyLine));
+        assert_eq!(one(b"\r\n"), Err(ParseError::EmptyLine));
+        assert_eq!(one(b"RETR x\n"), Err(ParseError::UnknownCommand));
+        assert_eq!(one(b" GET x\n"), Err(ParseError::UnknownCommand));
+        assert_eq!(one(b"G\xc3\xa9T x\n"), Err(ParseError::UnknownCommand));
+    }
+
+    #[test]
+    fn too_long_line() {
+        let mut exact = vec![b'x'; MAX_LINE - 1];
+        exact.push(b'\n');
+        assert_eq!(one(&exact), Err(ParseError::UnknownCommand));
+
+        let long = vec![b'x'; MAX_LINE + 10];
+        let Status::Complete(parsed) = parse(&long) else {
+            panic!()
+        };
+        assert_eq!(parsed.command, Err(ParseError::LineTooLong));
+        assert_eq!(parsed.consumed, MAX_LINE);
+        assert_eq!(parse(&long[..MAX_LINE - 1]), Status::Partial);
+        assert_eq!(skip_line(b"xxxx\nNOOP\n"), Some(5));
+        assert_eq!(skip_line(b"xxxx"), None);
+    }
+
+    #[test]
+    fn formatting_round_trips() {
+        let commands = [
+            Command::Auth {
+                user: b"bob",
+                password: b"p w\r",
+            },
+            Command::List,
+            Command::View { name: n("v") },
+            Command::Get { name: n(" g ") },
+            Command::Put {
+                size: 0,
+                name: n("p"),
+            },
+            Command::Put {
+                size: u64::MAX,
+                name: n("x y"),
+            },
+            Command::Del { name: n("d") },
+            Command::Noop,
+            Command::Quit,
+        ];
+        for command in commands {
+            let mut line = Vec::new();
+            command.write_to(&mut line);
+            assert_eq!(one(&line), Ok(command.clone()));
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The wire: pure functions of bytes, no IO.
+//!
+//! - [`name`]: the file-name rules every protocol shares.
+//! - [`line`]: the line-protocol command parser and formatter.
+//! - [`reply`]: every reply the line protocol sends, and the one place where
+//!   errors become reply codes.
+
+pub mod line;
+pub mod name;
+pub mod reply;

@@ -1,0 +1,200 @@
+//! Every reply the line protocol sends, and the one place where errors of
+//! the other layers become reply codes.
+
+use std::io;
+
+use super::line::{ParseError, Verb};
+use crate::storage::StorageError;
+
+/// A reply line. [`Reply::write_to`] gives its exact wire form.
+#[derive(Debug)]
+pub enum Reply {
+    /// `220`: the greeting sent on connect.
+    Greeting,
+    /// `150 <n>`: `n` raw bytes follow (download) or are expected (upload).
+    Data(u64),
+    /// `200`: `NOOP`.
+    Ok,
+    /// `221`: `QUIT`; the server closes the connection.
+    Bye,
+    /// `226 stored <size>`: an upload is complete and in place.
+    Stored(u64),
+    /// `230`: `AUTH` succeeded.
+    LoggedIn,
+    /// `250`: `DEL` succeeded.
+    Deleted,
+    /// `421`: the server is shutting down and closes the connection.
+    ShuttingDown,
+    /// `451`: a local I/O failure; nothing was changed.
+    LocalError(io::Error),
+    /// `500`: the first word is not a verb.
+    UnknownCommand,
+    /// `500`: an empty line.
+    EmptyLine,
+    /// `500`: a line over the length limit.
+    LineTooLong,
+    /// `501`: bad arguments for the verb.
+    BadArguments(Verb),
+    /// `503`: `AUTH` on a logged-in session.
+    AlreadyLoggedIn,
+    /// `530`: a file command before `AUTH`.
+    NotLoggedIn,
+    /// `530`: wrong user or password.
+    LoginIncorrect,
+    /// `530`: the last allowed failed `AUTH`; the server closes the connection.
+    TooManyFailures,
+    /// `550`: no such file.
+    NoSuchFile,
+    /// `550`: the name exists but is not a regular file.
+    NotRegularFile,
+    /// `552`: the upload is larger than the server allows.
+    TooLarge { max: u64 },
+    /// `553`: the file name breaks the rules.
+    NameNotAllowed,
+}
+
+impl Reply {
+    pub fn code(&self) -> u16 {
+        match self {
+            Reply::Data(_) => 150,
+            Reply::Ok => 200,
+            Reply::Greeting => 220,
+            Reply::Bye => 221,
+            Reply::Stored(_) => 226,
+            Reply::LoggedIn => 230,
+            Reply::Deleted => 250,
+            Reply::ShuttingDown => 421,
+            Reply::LocalError(_) => 451,
+            Reply::UnknownCommand | Reply::EmptyLine | Reply::LineTooLong => 500,
+            Reply::BadArguments(_) => 501,
+            Reply::AlreadyLoggedIn => 503,
+            Reply::NotLoggedIn | Reply::LoginIncorrect | Reply::TooManyFailures => 530,
+            Reply::NoSuchFile | Reply::NotRegularFile => 550,
+            Reply::TooLarge { .. } => 552,
+            Reply::NameNotAllowed => 553,
+        }
+    }
+
+    /// Appends the reply as one `NNN text\r\n` line.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let code = self.code();
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            Reply::Greeting => write!(out, "{code} ferry {} ready", env!("CARGO_PKG_VERSION")),
+            Reply::Data(n) => write!(out, "{code} {n}"),
+            Reply::Ok => write!(out, "{code} ok"),
+            Reply::Bye => write!(out, "{code} bye"),
+            Reply::Stored(size) => write!(out, "{code} stored {size}"),
+            Reply::LoggedIn => write!(out, "{code} logged in"),
+            Reply::Deleted => write!(out, "{code} deleted"),
+            Reply::ShuttingDown => write!(out, "{code} server shutting down"),
+            Reply::LocalError(err) => write!(out, "{code} local error: {}", describe_io(err)),
+            Reply::UnknownCommand => write!(out, "{code} unknown command"),
+            Reply::EmptyLine => write!(out, "{code} empty line"),
+            Reply::LineTooLong => write!(out, "{code} line too long"),
+            Reply::BadArguments(verb) => write!(out, "{code} usage: {}", usage(*verb)),
+            Reply::AlreadyLoggedIn => write!(out, "{code} already logged in"),
+            Reply::NotLoggedIn => write!(out, "{code} not logged in"),
+            Reply::LoginIncorrect => write!(out, "{code} login incorrect"),
+            Reply::TooManyFailures => write!(out, "{code} login incorrect, too many failures"),
+            Reply::NoSuchFile => write!(out, "{code} no such file"),
+            Reply::NotRegularFile => write!(out, "{code} not a regular file"),
+            Reply::TooLarge { max } => write!(out, "{code} file too large (maximum {max} bytes)"),
+            Reply::NameNotAllowed => write!(out, "{code} file name not allowed"),
+        };
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+impl From<ParseError> for Reply {
+    fn from(err: ParseError) -> Reply {
+        match err {
+            ParseError::EmptyLine => Reply::EmptyLine,
+            ParseError::UnknownCommand => Reply::UnknownCommand,
+            ParseError::LineTooLong => Reply::LineTooLong,
+            ParseError::BadArguments(verb) => Reply::BadArguments(verb),
+            ParseError::NameNotAllowed(_) => Reply::NameNotAllowed,
+        }
+    }
+}
+
+impl From<StorageError> for Reply {
+    fn from(err: StorageError) -> Reply {
+        match err {
+            StorageError::NotFound => Reply::NoSuchFile,
+            StorageError::NotRegular => Reply::NotRegularFile,
+            StorageError::Io(err) => Reply::LocalError(err),
+        }
+    }
+}
+
+fn usage(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Auth => "AUTH <user> <password>",
+        Verb::List => "LIST",
+        Verb::View => "VIEW <name>",
+        Verb::Get => "GET <name>",
+        Verb::Put => "PUT <size> <name>",
+        Verb::Del => "DEL <name>",
+        Verb::Noop => "NOOP",
+        Verb::Quit => "QUIT",
+    }
+}
+
+/// A short, path-free description of an I/O failure for the client: the
+/// client learns what kind of trouble it is, never where on the server.
+fn describe_io(err: &io::Error) -> &'static str {
+    match err.raw_os_error() {
+        Some(libc::ENOSPC) => "disk full",
+        Some(libc::EDQUOT) => "disk quota exceeded",
+        Some(libc::EROFS) => "read-only file system",
+        Some(libc::EACCES) | Some(libc::EPERM) => "permission denied",
+        Some(libc::EMFILE) | Some(libc::ENFILE) => "too many open files",
+        Some(libc::EIO) => "i/o error",
+        _ if err.kind() == io::ErrorKind::UnexpectedEof => "file changed while reading",
+        _ => "i/o error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(reply: Reply) -> String {
+        let mut out = Vec::new();
+        reply.write_to(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn exact_tokens() {
+        assert_eq!(line(Reply::Data(42)), "150 42\r\n");
+        assert_eq!(line(Reply::Stored(7)), "226 stored 7\r\n");
+        assert_eq!(line(Reply::ShuttingDown), "421 server shutting down\r\n");
+        assert_eq!(
+            line(Reply::LocalError(io::Error::from_raw_os_error(
+                libc::ENOSPC
+            ))),
+            "451 local error: disk full\r\n"
+        );
+    }
+
+    #[test]
+    fn every_reply_is_one_well_formed_line() {
+        let replies = [
+            Reply::Greeting,
+            Reply::BadArguments(Verb::Put),
+            Reply::TooLarge { max: 10 },
+            Reply::TooManyFailures,
+        ];
+        for reply in replies {
+            let text = line(reply);
+            let bytes = text.as_bytes();
+            assert!(bytes[..3].iter().all(u8::is_ascii_digit), "{text:?}");
+            assert_eq!(bytes[3], b' ');
+            assert!(text.ends_with("\r\n"));
+            assert_eq!(text.matches('\n').count(), 1);
+        }
+    }
+}

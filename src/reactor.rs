@@ -1,0 +1,440 @@
+//! The event loop: the only code that touches sockets.
+//!
+//! One `mio::Poll` watches the listener, every connection, the shutdown
+//! waker and (when the embedder asks for it) a signal source. Connections
+//! live in a `Slab` keyed by their token. Sockets are edge-triggered, so each
+//! connection remembers whether it may still be readable or writable (a hint
+//! cleared only by `WouldBlock`); a connection that used up its byte budget
+//! for this turn goes on the `ready` list and the next poll does not block,
+//! so one big transfer cannot starve the others.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::auth::Users;
+use crate::connection::{Services, Session, TRANSFER_BUFFER};
+use crate::storage::Storage;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+const SIGNALS: Token = Token(usize::MAX - 3);
+
+/// Connections accepted per turn before the others get theirs; the rest
+/// wait for the next turn.
+const ACCEPT_BATCH: usize = 64;
+/// Bytes moved per connection per turn: two transfer buffers, so a bulk
+/// transfer keeps its pace while others still get a turn every few hundred
+/// KiB.
+const IO_BUDGET: usize = 2 * TRANSFER_BUFFER;
+/// Events taken from the kernel per poll.
+const EVENTS_CAPACITY: usize = 1024;
+/// Bytes of unread input dropped before a close, so that the kernel sends
+/// FIN rather than RST and the client still reads the last reply.
+const CLOSE_DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Shared between the reactor and every [`crate::ShutdownHandle`].
+#[derive(Debug)]
+pub(crate) struct StopSignal {
+    requests: AtomicUsize,
+    waker: Waker,
+}
+
+impl StopSignal {
+    pub(crate) fn request(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        if let Err(err) = self.waker.wake() {
+            log::error!("cannot wake the event loop: {err}");
+        }
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    session: Session,
+    /// What the socket is registered for now.
+    interest: Interest,
+    /// May still be readable / writable: set by events, cleared by
+    /// `WouldBlock`.
+    readable: bool,
+    writable: bool,
+    /// On the `ready` list already.
+    queued: bool,
+}
+
+/// What the loop is doing about shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    Draining { deadline: Instant },
+}
+
+pub(crate) struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    /// More connections may be waiting in the accept queue.
+    accept_pending: bool,
+    conns: Slab<Conn>,
+    ready: Vec<usize>,
+    /// One read buffer for every connection: reads go here and are handed
+    /// to the session at once, so no session owns a read buffer.
+    scratch: Box<[u8]>,
+    stop: Arc<StopSignal>,
+    signals: Option<Signals>,
+    signal_count: usize,
+    phase: Phase,
+    drain_timeout: Duration,
+    users: Users,
+    storage: Storage,
+    max_file_size: u64,
+}
+
+impl Reactor {
+    pub(crate) fn new(
+        listener: std::net::TcpListener,
+        users: Users,
+        storage: Storage,
+        max_file_size: u64,
+        drain_timeout: Duration,
+    ) -> io::Result<Reactor> {
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        let mut listener = TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        Ok(Reactor {
+            poll,
+            listener: Some(listener),
+            local_addr,
+            accept_pending: true,
+            conns: Slab::new(),
+            ready: Vec::new(),
+            scratch: vec![0; TRANSFER_BUFFER].into_boxed_slice(),
+            stop: Arc::new(StopSignal {
+                requests: AtomicUsize::new(0),
+                waker,
+            }),
+            signals: None,
+            signal_count: 0,
+            phase: Phase::Serving,
+            drain_timeout,
+            users,
+            storage,
+            max_file_size,
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub(crate) fn stop_signal(&self) -> Arc<StopSignal> {
+        Arc::clone(&self.stop)
+    }
+
+    /// SIGINT and SIGTERM become stop requests on this loop.
+    pub(crate) fn handle_signals(&mut self) -> io::Result<()> {
+        if self.signals.is_none() {
+            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            self.poll
+                .registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            self.signals = Some(signals);
+        }
+        Ok(())
+    }
+
+    /// Serves until a shutdown has completed.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        log::info!("ferryd listening on {}", self.local_addr);
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_pending = true,
+                    WAKER => {}
+                    SIGNALS => {
+                        if let Some(signals) = &mut self.signals {
+                            self.signal_count += signals.pending().count();
+                        }
+                    }
+                    Token(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            // An error or hang-up shows up on the next read
+                            // or write, so it sets both hints.
+                            let trouble = event.is_error() || event.is_read_closed();
+                            conn.readable |= event.is_readable() || trouble;
+                            conn.writable |= event.is_writable() || trouble;
+                            if !conn.queued {
+                                conn.queued = true;
+                                self.ready.push(key);
+                            }
+                        }
+                    }
+                }
+            }
+            self.check_stop_requests();
+            if self.accept_pending && self.listener.is_some() {
+                self.accept_batch();
+            }
+            for key in std::mem::take(&mut self.ready) {
+                self.drive(key);
+            }
+            if let Phase::Draining { deadline } = self.phase {
+                if Instant::now() >= deadline {
+                    self.end_drain();
+                }
+                if self.conns.is_empty() {
+                    log::info!("shutdown complete");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Block until an event, unless work is left over from the last turn
+    /// or the drain period is running out.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.ready.is_empty() || (self.accept_pending && self.listener.is_some()) {
+            return Some(Duration::ZERO);
+        }
+        match self.phase {
+            Phase::Serving => None,
+            Phase::Draining { deadline } => {
+                Some(deadline.saturating_duration_since(Instant::now()))
+            }
+        }
+    }
+
+    fn check_stop_requests(&mut self) {
+        let requests = self.stop.requests.load(Ordering::SeqCst) + self.signal_count;
+        if requests >= 1 && self.phase == Phase::Serving {
+            self.begin_drain();
+        }
+        if requests >= 2 && !self.conns.is_empty() {
+            log::info!("second stop request: ending the drain now");
+            self.end_drain();
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        log::info!(
+            "shutting down: no new connections, draining transfers for up to {:?}",
+            self.drain_timeout
+        );
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.phase = Phase::Draining {
+            deadline: Instant::now() + self.drain_timeout,
+        };
+        let services = Services {
+            users: &self.users,
+            storage: &self.storage,
+            max_file_size: self.max_file_size,
+        };
+        for (key, conn) in self.conns.iter_mut() {
+            conn.session.begin_shutdown(&services);
+            if !conn.queued {
+                conn.queued = true;
+                self.ready.push(key);
+            }
+        }
+    }
+
+    /// Ends every transfer now, flushes what the sockets take without
+    /// waiting, and closes everything.
+    fn end_drain(&mut self) {
+        for (_, conn) in self.conns.iter_mut() {
+            conn.session.end_drain();
+            flush_once(conn);
+        }
+        for conn in self.conns.drain() {
+            close(conn, &mut self.scratch, &self.poll);
+        }
+        self.ready.clear();
+    }
+
+    fn accept_batch(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        for _ in 0..ACCEPT_BATCH {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    return;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    // Out of descriptors or memory: the connection stays in
+                    // the backlog and is tried again on the next event.
+                    log::warn!("accept failed: {err}");
+                    self.accept_pending = false;
+                    return;
+                }
+            };
+            // Replies are single small writes; waiting for an ACK before
+            // sending the next one would only add latency.
+            if let Err(err) = stream.set_nodelay(true) {
+                log::debug!("{peer}: cannot set TCP_NODELAY: {err}");
+            }
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let session = Session::new(peer);
+            let interest = interest_of(&session);
+            if let Err(err) = self
+                .poll
+                .registry()
+                .register(&mut stream, Token(key), interest)
+            {
+                log::error!("{peer}: cannot register connection: {err}");
+                continue;
+            }
+            log::info!("{peer} connected");
+            entry.insert(Conn {
+                stream,
+                peer,
+                session,
+                interest,
+                readable: true,
+                writable: true,
+                queued: true,
+            });
+            self.ready.push(key);
+        }
+        // The batch is used up; more may be waiting.
+        self.accept_pending = true;
+    }
+
+    /// Moves bytes for one connection until its socket would block, it has
+    /// nothing to do, or its budget for this turn is spent.
+    fn drive(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.queued = false;
+        let services = Services {
+            users: &self.users,
+            storage: &self.storage,
+            max_file_size: self.max_file_size,
+        };
+        let mut budget = IO_BUDGET;
+        loop {
+            let mut progressed = false;
+            if conn.writable && !conn.session.output().is_empty() {
+                match conn.stream.write(conn.session.output()) {
+                    Ok(0) => conn
+                        .session
+                        .connection_lost("connection closed while writing"),
+                    Ok(n) => {
+                        conn.session.output_written(n, &services);
+                        budget = budget.saturating_sub(n);
+                        progressed = true;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => progressed = true,
+                    Err(err) => conn.session.connection_lost(&err.to_string()),
+                }
+            }
+            let limit = conn.session.read_limit().min(self.scratch.len());
+            if conn.readable && limit > 0 {
+                match conn.stream.read(&mut self.scratch[..limit]) {
+                    Ok(0) => {
+                        conn.readable = false;
+                        conn.session.receive_eof(&services);
+                        progressed = true;
+                    }
+                    Ok(n) => {
+                        conn.session.receive(&self.scratch[..n], &services);
+                        budget = budget.saturating_sub(n);
+                        progressed = true;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => progressed = true,
+                    Err(err) => conn.session.connection_lost(&err.to_string()),
+                }
+            }
+            if conn.session.is_done() {
+                let conn = self.conns.remove(key);
+                log::info!("{} disconnected", conn.peer);
+                close(conn, &mut self.scratch, &self.poll);
+                return;
+            }
+            if !progressed {
+                break;
+            }
+            if budget == 0 {
+                conn.queued = true;
+                self.ready.push(key);
+                break;
+            }
+        }
+        let wanted = interest_of(&conn.session);
+        if wanted != conn.interest {
+            match self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), wanted)
+            {
+                Ok(()) => conn.interest = wanted,
+                Err(err) => log::error!("cannot update interest: {err}"),
+            }
+        }
+    }
+}
+
+/// The one place where a session's state becomes socket interest: read
+/// while it takes bytes, write while it has bytes to send. A session that
+/// wants neither is about to close; readable keeps hang-ups visible.
+fn interest_of(session: &Session) -> Interest {
+    let read = session.read_limit() > 0;
+    let write = !session.output().is_empty();
+    match (read, write) {
+        (true, true) => Interest::READABLE | Interest::WRITABLE,
+        (false, true) => Interest::WRITABLE,
+        _ => Interest::READABLE,
+    }
+}
+
+/// One non-blocking attempt to send what is queued.
+fn flush_once(conn: &mut Conn) {
+    let output = conn.session.output();
+    if !output.is_empty() {
+        let _ = conn.stream.write(output);
+    }
+}
+
+/// Closes a connection gracefully: end our side, drop what the client still
+/// had in flight (so the kernel does not answer it with RST), close.
+fn close(mut conn: Conn, scratch: &mut [u8], poll: &Poll) {
+    let _ = poll.registry().deregister(&mut conn.stream);
+    let _ = conn.stream.shutdown(Shutdown::Write);
+    let mut drained = 0;
+    while drained < CLOSE_DRAIN_LIMIT {
+        match conn.stream.read(scratch) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}

@@ -730,3 +730,172 @@ fn log_cut_download(peer: SocketAddr, login: &Login, send: &Send, reason: &str) 
         send.total
     );
 }
+
+#[cfg(test)]
+mod tests {
+    //! Whole sessions driven from byte slices, no socket: the sans-IO
+    //! property the fuzz targets rely on.
+
+    use super::*;
+
+    struct Harness {
+        _root: tempfile::TempDir,
+        users: Users,
+        storage: Storage,
+        max_file_size: u64,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            let root = tempfile::tempdir().unwrap();
+            let storage = Storage::open(root.path(), false).unwrap();
+            let users = Users::parse(b"alice:pw\n").unwrap();
+            Harness {
+                _root: root,
+                users,
+                storage,
+                max_file_size: 1 << 20,
+            }
+        }
+
+        fn services(&self) -> Services<'_> {
+            Services {
+                users: &self.users,
+                storage: &self.storage,
+                max_file_size: self.max_file_size,
+            }
+        }
+
+        /// Feeds `input` as the reactor would (never more than
+        /// `read_limit`), reading all output as it appears.
+        fn talk(&self, session: &mut Session, mut input: &[u8]) -> Vec<u8> {
+            let services = self.services();
+            let mut seen = Vec::new();
+            loop {
+                let pending = session.output().len();
+                if pending > 0 {
+                    seen.extend_from_slice(session.output());
+                    session.output_written(pending, &services);
+                    continue;
+                }
+                let n = session.read_limit().min(input.len());
+                if n == 0 {
+                    return seen;
+                }
+                session.receive(&input[..n], &services);
+                input = &input[n..];
+            }
+        }
+    }
+
+    fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    #[test]
+    fn whole_session_from_bytes() {
+        let h = Harness::new();
+        let mut session = Session::new(peer());
+        let greeting = format!("220 ferry {} ready\r\n", env!("CARGO_PKG_VERSION"));
+        let out = h.talk(&mut session, b"LIST\nAUTH alice pw\nPUT 5 a b\nhello");
+        assert_eq!(
+            text(&out),
+            format!("{greeting}530 not logged in\r\n230 logged in\r\n150 5\r\n226 stored 5\r\n")
+        );
+        let dir = h.storage.user_dir("alice").unwrap();
+        let mtime = h.storage.list(&dir).unwrap()[0].mtime;
+        let listing = format!("5 {mtime} a b\n");
+        let out = h.talk(&mut session, b"VIEW a b\nLIST\nDEL a b\nGET a b\nQUIT\n");
+        assert_eq!(
+            text(&out),
+            format!(
+                "150 5\r\nhello150 {}\r\n{listing}250 deleted\r\n550 no such file\r\n221 bye\r\n",
+                listing.len()
+            )
+        );
+        assert!(session.is_done());
+    }
+
+    #[test]
+    fn too_long_line_is_answered_once_and_skipped() {
+        let h = Harness::new();
+        let mut session = Session::new(peer());
+        let mut input = vec![b'x'; 3 * MAX_LINE];
+        input.extend_from_slice(b"\nNOOP\n");
+        let out = text(&h.talk(&mut session, &input));
+        assert!(
+            out.ends_with("\r\n500 line too long\r\n200 ok\r\n"),
+            "{out}"
+        );
+        assert!(session.input.capacity() <= MAX_LINE);
+    }
+
+    #[test]
+    fn a_client_that_never_reads_cannot_grow_the_buffers() {
+        let h = Harness::new();
+        let services = h.services();
+        let mut session = Session::new(peer());
+        // Keep sending NOOPs without taking any output.
+        for _ in 0..10_000 {
+            let n = session.read_limit().min(5);
+            if n == 0 {
+                break;
+            }
+            session.receive(&b"NOOP\n"[..n], &services);
+        }
+        assert_eq!(session.read_limit(), 0, "must stop taking input");
+        assert!(session.output().len() <= REPLY_BACKLOG + 64);
+        assert!(session.input.len() <= MAX_LINE);
+    }
+
+    #[test]
+    fn upload_over_the_limit_is_refused_before_any_byte() {
+        let h = Harness::new();
+        let mut session = Session::new(peer());
+        let out = text(&h.talk(&mut session, b"AUTH alice pw\nPUT 2000000 big\nNOOP\n"));
+        assert!(
+            out.ends_with("552 file too large (maximum 1048576 bytes)\r\n200 ok\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn shutdown_lets_an_upload_finish_then_closes() {
+        let h = Harness::new();
+        let services = h.services();
+        let mut session = Session::new(peer());
+        h.talk(&mut session, b"AUTH alice pw\nPUT 4 f\nab");
+        session.begin_shutdown(&services);
+        assert!(session.is_transferring());
+        let out = text(&h.talk(&mut session, b"cdNOOP\n"));
+        assert_eq!(out, "226 stored 4\r\n421 server shutting down\r\n");
+        assert!(session.is_done());
+    }
+
+    #[test]
+    fn end_of_drain_discards_the_upload() {
+        let h = Harness::new();
+        let mut session = Session::new(peer());
+        h.talk(&mut session, b"AUTH alice pw\nPUT 4 f\nab");
+        session.begin_shutdown(&h.services());
+        session.end_drain();
+        assert_eq!(text(session.output()), "421 server shutting down\r\n");
+        let dir = h.storage.user_dir("alice").unwrap();
+        assert!(h.storage.list(&dir).unwrap().is_empty());
+    }
+
+    #[test]
+    fn eof_still_answers_complete_lines() {
+        let h = Harness::new();
+        let services = h.services();
+        let mut session = Session::new(peer());
+        let out = text(&h.talk(&mut session, b"NOOP\nNOO"));
+        assert!(out.ends_with("200 ok\r\n"));
+        session.receive_eof(&services);
+        assert!(session.is_done(), "a partial last line is ignored");
+    }
+}

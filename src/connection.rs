@@ -663,9 +663,10 @@ impl Session {
     }
 
     fn delete(&mut self, login: Login, name: FileName<'_>, services: &Services<'_>) -> State {
+        let started = Instant::now();
         match services.storage.delete(&login.dir, name) {
-            Ok(()) => {
-                log::info!("{} {}: DEL {name:?}", self.peer, login.user);
+            Ok(size) => {
+                log_transfer(self.peer, &login, Verb::Del, name.as_str(), size, started);
                 self.reply(Reply::Deleted);
             }
             Err(err) => {

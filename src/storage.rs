@@ -264,14 +264,15 @@ impl Storage {
     }
 
     /// Removes a regular file's name (other hard links and open handles keep
-    /// the data).
-    pub fn delete(&self, dir: &UserDir, name: FileName<'_>) -> Result<(), StorageError> {
+    /// the data) and returns the size it had.
+    pub fn delete(&self, dir: &UserDir, name: FileName<'_>) -> Result<u64, StorageError> {
         let path = dir.path.join(name.as_str());
-        if !fs::symlink_metadata(&path)?.file_type().is_file() {
+        let meta = fs::symlink_metadata(&path)?;
+        if !meta.file_type().is_file() {
             return Err(StorageError::NotRegular);
         }
         fs::remove_file(&path)?;
-        Ok(())
+        Ok(meta.len())
     }
 }
 

@@ -75,7 +75,9 @@ fn second_shutdown_request_ends_the_drain_at_once() {
     let running = thread::spawn(move || server.run());
 
     let (mut stream, mut reader) = connect(addr);
-    stream.write_all(b"AUTH alice pw\nPUT 10 slow\nabc").unwrap();
+    stream
+        .write_all(b"AUTH alice pw\nPUT 10 slow\nabc")
+        .unwrap();
     assert_eq!(read_line(&mut reader), "230 logged in\r\n");
     assert_eq!(read_line(&mut reader), "150 10\r\n");
 
@@ -89,6 +91,8 @@ fn second_shutdown_request_ends_the_drain_at_once() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let storage = dir.path().join("storage");
     assert!(!storage.join("alice/slow").exists(), "no partial file");
-    let leftovers = std::fs::read_dir(storage.join(".ferry/tmp")).unwrap().count();
+    let leftovers = std::fs::read_dir(storage.join(".ferry/tmp"))
+        .unwrap()
+        .count();
     assert_eq!(leftovers, 0, "the temporary file is removed");
 }

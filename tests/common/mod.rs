@@ -1,0 +1,908 @@
+//! Shared helpers for the `ferryd` integration tests.
+//!
+//! Every test talks to a real `ferryd` process over real sockets on
+//! 127.0.0.1. Every blocking operation is bounded (socket timeouts, polling
+//! loops with deadlines) so that a broken server fails a test instead of
+//! hanging the suite.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+pub const ALICE: &str = "alice";
+pub const ALICE_PW: &str = "alice-Pw-4711";
+pub const BOB: &str = "bob";
+/// A password with spaces: `AUTH` takes the rest of the line as password.
+pub const BOB_PW: &str = "correct horse battery";
+
+/// How long the server may take to print its listening line.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Socket read/write timeout: long enough for a loaded 2-core machine, short
+/// enough that a server that never answers fails the test instead of hanging.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The text ferryd logs on stderr once its listener is bound.
+pub const LISTENING_MARKER: &str = "ferryd listening on ";
+
+pub fn ferryd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferryd")
+}
+
+/// Users file used unless a test supplies its own.
+pub fn default_users_file() -> String {
+    format!("{ALICE}:{ALICE_PW}\n{BOB}:{BOB_PW}\n")
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(data);
+    let mut s = String::with_capacity(64);
+    for b in digest.iter() {
+        write!(s, "{b:02x}").unwrap();
+    }
+    s
+}
+
+/// Deterministic, random-looking bytes (xorshift64*), so that different
+/// seeds give different contents and corruption is visible in a hash.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        let v = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Entries of a directory (empty if it does not exist).
+pub fn dir_entries(dir: &Path) -> Vec<PathBuf> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("cannot read {}: {e}", dir.display()),
+    }
+}
+
+/// Waits for a child with a deadline; `None` if it is still running.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Output of a `ferryd` run that is expected to end by itself.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Configures a `ferryd` process in a fresh temporary directory.
+///
+/// Layout: `<root>/storage` (created), `<root>/id_passwd.txt`.
+pub struct ServerBuilder {
+    dir: TempDir,
+    listen: String,
+    users: Option<Vec<u8>>,
+    fsync: bool,
+    args: Vec<OsString>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerBuilder {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-test-")
+            .tempdir()
+            .expect("tempdir");
+        fs::create_dir(dir.path().join("storage")).unwrap();
+        ServerBuilder {
+            dir,
+            listen: "127.0.0.1:0".to_string(),
+            users: Some(default_users_file().into_bytes()),
+            fsync: false,
+            args: Vec::new(),
+        }
+    }
+
+    /// The temporary directory holding storage, users file and anything else
+    /// the test puts there (canaries).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    pub fn users_path(&self) -> PathBuf {
+        self.dir.path().join("id_passwd.txt")
+    }
+
+    /// Replaces the users file content.
+    pub fn users_file(mut self, content: impl AsRef<[u8]>) -> Self {
+        self.users = Some(content.as_ref().to_vec());
+        self
+    }
+
+    /// Starts without a users file (ferryd must create one).
+    pub fn no_users_file(mut self) -> Self {
+        self.users = None;
+        self
+    }
+
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.to_string();
+        self
+    }
+
+    /// Runs with fsync enabled (tests default to `--no-fsync` for speed).
+    pub fn with_fsync(mut self) -> Self {
+        self.fsync = true;
+        self
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for a in args {
+            self.args.push(a.as_ref().to_os_string());
+        }
+        self
+    }
+
+    fn write_users(&self) {
+        if let Some(content) = &self.users {
+            fs::write(self.users_path(), content).unwrap();
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(ferryd_bin());
+        cmd.arg("--listen")
+            .arg(&self.listen)
+            .arg("--storage")
+            .arg(self.storage())
+            .arg("--users")
+            .arg(self.users_path());
+        if !self.fsync {
+            cmd.arg("--no-fsync");
+        }
+        cmd.args(&self.args);
+        cmd.current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs ferryd to completion (for runs that must end by themselves, like
+    /// `--help` or a bad users file). Panics if it has not exited in time.
+    pub fn run_to_exit(self, timeout: Duration) -> RunOutput {
+        self.write_users();
+        let mut cmd = self.command();
+        run_command_to_exit(&mut cmd, timeout)
+    }
+
+    /// Spawns ferryd and waits for its listening line.
+    pub fn start(self) -> TestServer {
+        self.write_users();
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ferryd");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        let lines2 = Arc::clone(&lines);
+        let reader = thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string();
+                        lines2.lock().unwrap().push(line.clone());
+                        let _ = tx.send(line);
+                    }
+                }
+            }
+        });
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = parse_listening_line(&line) {
+                        break addr;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "ferryd did not print {LISTENING_MARKER:?} within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                        lines.lock().unwrap().join("\n")
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = wait_child(&mut child, Duration::from_secs(5));
+                    panic!(
+                        "ferryd closed stderr before listening (status {status:?}); stderr:\n{}",
+                        lines.lock().unwrap().join("\n")
+                    );
+                }
+            }
+        };
+        TestServer {
+            dir: self.dir,
+            addr,
+            child,
+            exit_status: None,
+            stderr_lines: lines,
+            stderr_reader: Some(reader),
+        }
+    }
+}
+
+/// Runs a command with piped stdout/stderr until it exits (bounded).
+pub fn run_command_to_exit(cmd: &mut Command, timeout: Duration) -> RunOutput {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ferryd");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let status = match wait_child(&mut child, timeout) {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+            panic!("ferryd did not exit within {timeout:?}; stderr:\n{stderr}");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
+    let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+    RunOutput {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Extracts `127.0.0.1:PORT` from a line containing the listening marker.
+pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+    let idx = line.find(LISTENING_MARKER)?;
+    let rest = &line[idx + LISTENING_MARKER.len()..];
+    // The address ends the line; stop at anything that cannot be part of it
+    // (a stray colour escape or whitespace).
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    addr.parse().ok()
+}
+
+/// A running `ferryd`; killed (SIGKILL) on drop if still running.
+pub struct TestServer {
+    dir: TempDir,
+    addr: SocketAddr,
+    child: Child,
+    exit_status: Option<ExitStatus>,
+    stderr_lines: Arc<Mutex<Vec<String>>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// A server with the default users (alice, bob).
+    pub fn start() -> TestServer {
+        ServerBuilder::new().start()
+    }
+
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    pub fn user_dir(&self, user: &str) -> PathBuf {
+        self.storage().join(user)
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.storage().join(".ferry").join("tmp")
+    }
+
+    /// Files currently in `<storage>/.ferry/tmp` (empty if it does not exist).
+    pub fn tmp_entries(&self) -> Vec<PathBuf> {
+        dir_entries(&self.tmp_dir())
+    }
+
+    /// Asserts that `.ferry/tmp` becomes empty within `timeout`.
+    pub fn assert_tmp_empty_within(&self, timeout: Duration) {
+        let ok = wait_until(timeout, || self.tmp_entries().is_empty());
+        assert!(
+            ok,
+            "{} still holds {:?} after {timeout:?}",
+            self.tmp_dir().display(),
+            self.tmp_entries()
+        );
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("kill");
+    }
+
+    /// Waits for the process to exit; `None` if still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(s) = self.exit_status {
+            return Some(s);
+        }
+        let status = wait_child(&mut self.child, timeout)?;
+        self.exit_status = Some(status);
+        // The child has exited: stderr reaches EOF, so collect the rest.
+        if let Some(h) = self.stderr_reader.take() {
+            let _ = h.join();
+        }
+        Some(status)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        if self.exit_status.is_some() {
+            return false;
+        }
+        match self.child.try_wait().expect("try_wait") {
+            Some(s) => {
+                self.exit_status = Some(s);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Sends `sig` and asserts that the process exits with status 0 within
+    /// `timeout`; returns how long it took.
+    pub fn signal_and_expect_clean_exit(&mut self, sig: Signal, timeout: Duration) -> Duration {
+        let start = Instant::now();
+        self.signal(sig);
+        self.expect_clean_exit(start, timeout)
+    }
+
+    /// Asserts exit status 0 within `timeout` measured from `since`.
+    pub fn expect_clean_exit(&mut self, since: Instant, timeout: Duration) -> Duration {
+        let left = timeout.saturating_sub(since.elapsed());
+        let status = self.wait_exit(left);
+        let took = since.elapsed();
+        match status {
+            Some(s) => assert_eq!(
+                s.code(),
+                Some(0),
+                "ferryd exited with {s:?}, expected 0; stderr:\n{}",
+                self.stderr_text()
+            ),
+            None => panic!(
+                "ferryd still running {timeout:?} after shutdown began; stderr:\n{}",
+                self.stderr_text()
+            ),
+        }
+        took
+    }
+
+    /// All stderr lines seen so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr_lines.lock().unwrap().clone()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr_lines().join("\n")
+    }
+
+    /// Connects and reads the greeting.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Connects and logs in.
+    pub fn login(&self, user: &str, password: &str) -> Client {
+        let mut c = self.connect();
+        c.login(user, password);
+        c
+    }
+
+    pub fn alice(&self) -> Client {
+        self.login(ALICE, ALICE_PW)
+    }
+
+    pub fn bob(&self) -> Client {
+        self.login(BOB, BOB_PW)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.exit_status.is_none() {
+            if let Ok(None) = self.child.try_wait() {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a read yielded when a reply line or the end of the stream was acceptable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReplyOrEof {
+    Reply(u16, String),
+    /// Orderly EOF or connection reset.
+    Eof,
+}
+
+/// A protocol client over a blocking `TcpStream` with timeouts.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+/// Longest reply line the client accepts (replies are short; this only
+/// bounds the damage of a server that never sends CRLF).
+const MAX_REPLY_LINE: u64 = 64 * 1024;
+
+impl Client {
+    /// Connects without reading the greeting.
+    pub fn connect_raw(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        let reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+        Ok(Client {
+            reader,
+            writer: stream,
+        })
+    }
+
+    /// Connects and checks the `220 ferry <version> ready` greeting.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let mut c = Client::connect_raw(addr).expect("connect");
+        let (code, text) = c.read_reply();
+        assert_eq!(code, 220, "greeting: {code} {text}");
+        assert!(
+            text.starts_with("ferry ") && text.ends_with(" ready"),
+            "greeting text {text:?} is not `ferry <version> ready`"
+        );
+        c
+    }
+
+    pub fn set_read_timeout(&self, t: Duration) {
+        self.writer.set_read_timeout(Some(t)).unwrap();
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write to server");
+    }
+
+    /// Writes, ignoring errors (for writes racing with a server-side close).
+    pub fn try_send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes)
+    }
+
+    /// Sends `line` followed by LF.
+    pub fn send_line(&mut self, line: &str) {
+        self.send_line_bytes(line.as_bytes());
+    }
+
+    pub fn send_line_bytes(&mut self, line: &[u8]) {
+        let mut v = Vec::with_capacity(line.len() + 1);
+        v.extend_from_slice(line);
+        v.push(b'\n');
+        self.send_raw(&v);
+    }
+
+    pub fn shutdown_write(&self) {
+        self.writer.shutdown(Shutdown::Write).unwrap();
+    }
+
+    /// Reads one reply line; `Ok(None)` on EOF before any byte.
+    /// Asserts the `NNN text\r\n` shape.
+    pub fn try_read_reply(&mut self) -> io::Result<Option<(u16, String)>> {
+        let mut buf = Vec::new();
+        (&mut self.reader)
+            .take(MAX_REPLY_LINE)
+            .read_until(b'\n', &mut buf)?;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        assert!(
+            buf.ends_with(b"\r\n"),
+            "reply line not terminated by CRLF (EOF or overlong?): {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.truncate(buf.len() - 2);
+        let line = String::from_utf8(buf).expect("reply line is not UTF-8");
+        let bytes = line.as_bytes();
+        assert!(
+            bytes.len() >= 5 && bytes[..3].iter().all(u8::is_ascii_digit) && bytes[3] == b' ',
+            "reply line {line:?} is not `NNN text`"
+        );
+        let code: u16 = line[..3].parse().unwrap();
+        Ok(Some((code, line[4..].to_string())))
+    }
+
+    /// Reads one reply line (panics on EOF or timeout).
+    pub fn read_reply(&mut self) -> (u16, String) {
+        match self.try_read_reply() {
+            Ok(Some(r)) => r,
+            Ok(None) => panic!("server closed the connection instead of replying"),
+            Err(e) => panic!("reading a reply failed: {e}"),
+        }
+    }
+
+    /// Reads a reply, treating EOF and connection reset alike.
+    pub fn read_reply_or_eof(&mut self) -> ReplyOrEof {
+        match self.try_read_reply() {
+            Ok(Some((c, t))) => ReplyOrEof::Reply(c, t),
+            Ok(None) => ReplyOrEof::Eof,
+            Err(e) if is_reset(&e) => ReplyOrEof::Eof,
+            Err(e) => panic!("reading a reply failed: {e}"),
+        }
+    }
+
+    /// Reads the reply code only.
+    pub fn read_code(&mut self) -> u16 {
+        self.read_reply().0
+    }
+
+    /// Sends a line and reads the reply.
+    pub fn cmd(&mut self, line: &str) -> (u16, String) {
+        self.send_line(line);
+        self.read_reply()
+    }
+
+    pub fn cmd_bytes(&mut self, line: &[u8]) -> (u16, String) {
+        self.send_line_bytes(line);
+        self.read_reply()
+    }
+
+    /// Sends a line and asserts the reply code.
+    pub fn expect(&mut self, line: &str, code: u16) -> String {
+        let (c, t) = self.cmd(line);
+        assert_eq!(c, code, "`{}` answered `{c} {t}`", line.escape_debug());
+        t
+    }
+
+    pub fn expect_bytes(&mut self, line: &[u8], code: u16) -> String {
+        let (c, t) = self.cmd_bytes(line);
+        assert_eq!(
+            c,
+            code,
+            "`{}` answered `{c} {t}`",
+            String::from_utf8_lossy(line).escape_debug()
+        );
+        t
+    }
+
+    pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.reader
+            .read_exact(&mut v)
+            .unwrap_or_else(|e| panic!("reading {n} data bytes failed: {e}"));
+        v
+    }
+
+    /// Reads until EOF (or reset); returns the bytes.
+    pub fn read_to_eof(&mut self) -> Vec<u8> {
+        let mut v = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match self.reader.read(&mut chunk) {
+                Ok(0) => return v,
+                Ok(n) => v.extend_from_slice(&chunk[..n]),
+                Err(e) if is_reset(&e) => return v,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => panic!("reading until EOF failed after {} bytes: {e}", v.len()),
+            }
+        }
+    }
+
+    /// Asserts that the server closes the connection without sending more.
+    pub fn expect_eof(&mut self) {
+        let rest = self.read_to_eof();
+        assert!(
+            rest.is_empty(),
+            "expected the connection to be closed, got {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
+    pub fn login(&mut self, user: &str, password: &str) {
+        self.expect(&format!("AUTH {user} {password}"), 230);
+    }
+
+    /// Parses `150 <n>`, asserting the exact text.
+    fn expect_150(&mut self, what: &str) -> usize {
+        let (code, text) = self.read_reply();
+        assert_eq!(code, 150, "{what} answered `{code} {text}`");
+        let n: usize = text
+            .parse()
+            .unwrap_or_else(|_| panic!("{what}: `150 {text}` is not exactly `150 <n>`"));
+        assert_eq!(n.to_string(), text, "{what}: `150 {text}` is not canonical");
+        n
+    }
+
+    /// Sends a `PUT`, sends the payload if the server answers `150`, and
+    /// returns the final reply (the refusal, or the reply after the payload).
+    pub fn put_reply(&mut self, name: &[u8], data: &[u8]) -> (u16, String) {
+        let mut line = format!("PUT {} ", data.len()).into_bytes();
+        line.extend_from_slice(name);
+        self.send_line_bytes(&line);
+        let (code, text) = self.read_reply();
+        if code != 150 {
+            return (code, text);
+        }
+        assert_eq!(
+            text,
+            data.len().to_string(),
+            "PUT answered `150 {text}`, expected exactly `150 {}`",
+            data.len()
+        );
+        self.send_raw(data);
+        self.read_reply()
+    }
+
+    /// Uploads and asserts `150 <n>` then exactly `226 stored <n>`.
+    pub fn put(&mut self, name: &str, data: &[u8]) {
+        self.put_bytes(name.as_bytes(), data);
+    }
+
+    pub fn put_bytes(&mut self, name: &[u8], data: &[u8]) {
+        let (code, text) = self.put_reply(name, data);
+        assert_eq!(
+            (code, text.as_str()),
+            (226, format!("stored {}", data.len()).as_str()),
+            "PUT {} {:?}",
+            data.len(),
+            String::from_utf8_lossy(name)
+        );
+    }
+
+    /// Sends `PUT <size> <name>` and expects `150 <size>`; the payload is
+    /// left to the caller.
+    pub fn start_put(&mut self, name: &str, size: usize) {
+        self.send_line(&format!("PUT {size} {name}"));
+        let n = self.expect_150(&format!("PUT {size} {name}"));
+        assert_eq!(n, size);
+    }
+
+    /// `GET`/`VIEW`/`LIST` returning either the data or the error reply.
+    pub fn data_cmd(&mut self, line: &[u8]) -> Result<Vec<u8>, (u16, String)> {
+        self.send_line_bytes(line);
+        let (code, text) = self.read_reply();
+        if code != 150 {
+            return Err((code, text));
+        }
+        let n: usize = text
+            .parse()
+            .unwrap_or_else(|_| panic!("`150 {text}` is not exactly `150 <n>`"));
+        assert_eq!(n.to_string(), text, "`150 {text}` is not canonical");
+        Ok(self.read_exact_bytes(n))
+    }
+
+    pub fn get_reply(&mut self, name: &[u8]) -> Result<Vec<u8>, (u16, String)> {
+        let mut line = b"GET ".to_vec();
+        line.extend_from_slice(name);
+        self.data_cmd(&line)
+    }
+
+    pub fn view_reply(&mut self, name: &[u8]) -> Result<Vec<u8>, (u16, String)> {
+        let mut line = b"VIEW ".to_vec();
+        line.extend_from_slice(name);
+        self.data_cmd(&line)
+    }
+
+    /// Downloads a file (asserting success).
+    pub fn get(&mut self, name: &str) -> Vec<u8> {
+        self.get_reply(name.as_bytes())
+            .unwrap_or_else(|(c, t)| panic!("GET {name:?} answered `{c} {t}`"))
+    }
+
+    pub fn view(&mut self, name: &str) -> Vec<u8> {
+        self.view_reply(name.as_bytes())
+            .unwrap_or_else(|(c, t)| panic!("VIEW {name:?} answered `{c} {t}`"))
+    }
+
+    /// Raw LIST data block.
+    pub fn list_raw(&mut self) -> Vec<u8> {
+        self.data_cmd(b"LIST")
+            .unwrap_or_else(|(c, t)| panic!("LIST answered `{c} {t}`"))
+    }
+
+    /// Parsed LIST: (size, mtime, name bytes), in the order sent.
+    pub fn list(&mut self) -> Vec<ListEntry> {
+        parse_listing(&self.list_raw())
+    }
+
+    /// Names from LIST, lossily decoded.
+    pub fn list_names(&mut self) -> Vec<String> {
+        self.list()
+            .into_iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect()
+    }
+
+    /// NOOP round trip.
+    pub fn noop(&mut self) {
+        self.expect("NOOP", 200);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub size: u64,
+    pub mtime: u64,
+    pub name: Vec<u8>,
+}
+
+/// Parses a LIST data block, asserting its format.
+pub fn parse_listing(data: &[u8]) -> Vec<ListEntry> {
+    if data.is_empty() {
+        return Vec::new();
+    }
+    assert!(
+        data.ends_with(b"\n"),
+        "listing does not end with LF: {:?}",
+        String::from_utf8_lossy(data)
+    );
+    data[..data.len() - 1]
+        .split(|&b| b == b'\n')
+        .map(|line| {
+            let lossy = String::from_utf8_lossy(line);
+            assert!(
+                !line.ends_with(b"\r"),
+                "listing line ends with CR: {lossy:?}"
+            );
+            let mut parts = line.splitn(3, |&b| b == b' ');
+            let size = parts.next().unwrap();
+            let mtime = parts
+                .next()
+                .unwrap_or_else(|| panic!("bad listing line {lossy:?}"));
+            let name = parts
+                .next()
+                .unwrap_or_else(|| panic!("bad listing line {lossy:?}"));
+            let num = |b: &[u8]| -> u64 {
+                assert!(
+                    !b.is_empty() && b.iter().all(u8::is_ascii_digit),
+                    "bad number in listing line {lossy:?}"
+                );
+                std::str::from_utf8(b).unwrap().parse().unwrap()
+            };
+            ListEntry {
+                size: num(size),
+                mtime: num(mtime),
+                name: name.to_vec(),
+            }
+        })
+        .collect()
+}
+
+pub fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+    )
+}
+
+/// Mode bits (permissions) of a path, without following a final symlink.
+pub fn mode_of(path: &Path) -> u32 {
+    fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// Compares two byte strings without dumping megabytes on failure.
+#[track_caller]
+pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first_diff = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: got {} bytes (sha256 {}), want {} bytes (sha256 {}); first difference at offset {first_diff}",
+        got.len(),
+        sha256_hex(got),
+        want.len(),
+        sha256_hex(want)
+    );
+}

@@ -98,6 +98,19 @@ struct Send {
     started: Instant,
 }
 
+impl Send {
+    fn new(verb: Verb, name: String, source: Source, total: u64) -> Send {
+        Send {
+            verb,
+            name,
+            source,
+            total,
+            remaining: total,
+            started: Instant::now(),
+        }
+    }
+}
+
 #[derive(Debug)]
 enum State {
     Auth { failures: u8 },
@@ -443,17 +456,8 @@ impl Session {
             })
             .sum();
         self.reply(Reply::Data(total));
-        State::Sending(
-            login,
-            Send {
-                verb: Verb::List,
-                name: String::new(),
-                source: Source::Listing { entries, next: 0 },
-                total,
-                remaining: total,
-                started: Instant::now(),
-            },
-        )
+        let source = Source::Listing { entries, next: 0 };
+        State::Sending(login, Send::new(Verb::List, String::new(), source, total))
     }
 
     fn start_download(
@@ -471,17 +475,8 @@ impl Session {
                     size
                 };
                 self.reply(Reply::Data(total));
-                State::Sending(
-                    login,
-                    Send {
-                        verb,
-                        name: name.as_str().to_owned(),
-                        source: Source::File(file),
-                        total,
-                        remaining: total,
-                        started: Instant::now(),
-                    },
-                )
+                let name = name.as_str().to_owned();
+                State::Sending(login, Send::new(verb, name, Source::File(file), total))
             }
             Err(err) => {
                 log::info!(

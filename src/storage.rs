@@ -117,11 +117,14 @@ impl Storage {
             .create(&tmp)?;
         let mut stale = 0;
         for entry in fs::read_dir(&tmp)? {
-            let entry = entry?;
-            match fs::remove_file(entry.path()) {
+            let path = entry?.path();
+            match fs::remove_file(&path) {
                 Ok(()) => stale += 1,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
+                // Something ferryd did not put there (a directory, a file it
+                // may not remove): upload names cannot collide with it, so
+                // it is reported rather than made fatal.
+                Err(err) => log::warn!("cannot remove {}: {err}", path.display()),
             }
         }
         if stale > 0 {

@@ -1,6 +1,8 @@
 //! `ferryd`: the ferry server as a program. Parses the command line, sets up
 //! logging and users, and runs [`ferry::Server`] with signal handling.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io;

@@ -906,3 +906,17 @@ pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
         sha256_hex(want)
     );
 }
+
+/// Sends `rounds` NOOPs on `client`, each of which must be answered within a
+/// second: the server is still serving this session promptly.
+pub fn assert_noops_prompt(client: &mut Client, rounds: usize) {
+    for _ in 0..rounds {
+        let t = Instant::now();
+        client.noop();
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "NOOP took {:?}",
+            t.elapsed()
+        );
+    }
+}

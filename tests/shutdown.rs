@@ -80,11 +80,7 @@ fn sigint_with_idle_sessions_sends_421_and_exits_0() {
         fs::read(server.user_dir(ALICE).join("kept.txt")).unwrap(),
         b"kept"
     );
-    assert!(
-        server.tmp_entries().is_empty(),
-        "{:?}",
-        server.tmp_entries()
-    );
+    server.assert_tmp_empty();
 }
 
 #[test]
@@ -134,11 +130,7 @@ fn upload_interrupted_by_sigint_leaves_old_file_after_drain_timeout() {
     );
     assert!(!server.user_dir(BOB).join("new.txt").exists());
     assert!(!server.user_dir(ALICE).join("new2.txt").exists());
-    assert!(
-        server.tmp_entries().is_empty(),
-        "{:?}",
-        server.tmp_entries()
-    );
+    server.assert_tmp_empty();
 }
 
 #[test]
@@ -180,11 +172,7 @@ fn upload_completed_during_drain_gets_226_then_421() {
         b"must survive",
         "a command sent after shutdown began was executed"
     );
-    assert!(
-        server.tmp_entries().is_empty(),
-        "{:?}",
-        server.tmp_entries()
-    );
+    server.assert_tmp_empty();
 }
 
 #[test]
@@ -218,11 +206,7 @@ fn second_sigint_ends_drain_at_once() {
         b"previous version"
     );
     assert!(!server.user_dir(ALICE).join("never").exists());
-    assert!(
-        server.tmp_entries().is_empty(),
-        "{:?}",
-        server.tmp_entries()
-    );
+    server.assert_tmp_empty();
 }
 
 #[test]
@@ -246,11 +230,7 @@ fn sigterm_behaves_like_sigint() {
         fs::read(server.user_dir(ALICE).join("t.txt")).unwrap(),
         b"old"
     );
-    assert!(
-        server.tmp_entries().is_empty(),
-        "{:?}",
-        server.tmp_entries()
-    );
+    server.assert_tmp_empty();
 }
 
 #[test]
@@ -361,10 +341,6 @@ fn stale_tmp_is_empty_after_shutdown_with_many_interrupted_uploads() {
     for (i, c) in clients.iter_mut().enumerate() {
         expect_421_or_eof(c, &format!("uploader {i}"));
     }
-    assert!(
-        server.tmp_entries().is_empty(),
-        "{:?}",
-        server.tmp_entries()
-    );
+    server.assert_tmp_empty();
     assert!(dir_entries(&server.user_dir(ALICE)).is_empty());
 }

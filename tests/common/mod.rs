@@ -407,6 +407,12 @@ impl TestServer {
         );
     }
 
+    /// Asserts that no temporary upload file is left right now.
+    pub fn assert_tmp_empty(&self) {
+        let left = self.tmp_entries();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }

@@ -407,6 +407,26 @@ impl TestServer {
         );
     }
 
+    /// Kills ferryd with SIGKILL, so it cleans up nothing, and starts a new
+    /// one on the same storage root and users file.
+    pub fn crash_and_restart(mut self) -> TestServer {
+        self.signal(Signal::SIGKILL);
+        assert!(
+            self.wait_exit(Duration::from_secs(5)).is_some(),
+            "ferryd survived SIGKILL"
+        );
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        ServerBuilder {
+            dir,
+            listen: "127.0.0.1:0".to_string(),
+            users: None,
+            fsync: false,
+            args: Vec::new(),
+        }
+        .start()
+    }
+
     /// Asserts that no temporary upload file is left right now.
     pub fn assert_tmp_empty(&self) {
         let left = self.tmp_entries();

@@ -871,10 +871,8 @@ fn large_listing_is_complete() {
 fn download_of_file_truncated_behind_servers_back_is_cut_off() {
     let server = TestServer::start();
     let mut c = server.alice();
-    c.put("shrink.bin", b"seed");
-    let path = server.user_dir(ALICE).join("shrink.bin");
     let data = pseudo_random_bytes(20, 32 * 1024 * 1024);
-    fs::write(&path, &data).unwrap();
+    let path = server.plant_file(ALICE, "shrink.bin", &data);
 
     c.send_line("GET shrink.bin");
     assert_eq!(c.read_reply(), (150, data.len().to_string()));
@@ -903,10 +901,8 @@ fn download_of_file_truncated_behind_servers_back_is_cut_off() {
 fn download_sends_size_taken_at_open_when_file_grows() {
     let server = TestServer::start();
     let mut c = server.alice();
-    c.put("grow.bin", b"seed");
-    let path = server.user_dir(ALICE).join("grow.bin");
     let data = pseudo_random_bytes(21, 24 * 1024 * 1024);
-    fs::write(&path, &data).unwrap();
+    let path = server.plant_file(ALICE, "grow.bin", &data);
 
     c.send_line("GET grow.bin");
     assert_eq!(c.read_reply(), (150, data.len().to_string()));

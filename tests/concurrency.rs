@@ -120,10 +120,7 @@ fn download_overlapping_replace_and_delete_delivers_old_content() {
     // the file is replaced and then deleted.
     let old = pseudo_random_bytes(3000, 24 * 1024 * 1024);
     let new = pseudo_random_bytes(3001, 1024 * 1024);
-    // Write the big file directly (faster than uploading it); the user
-    // directory already exists after this first upload.
-    writer.put("big.bin", b"seed");
-    fs::write(server.user_dir(ALICE).join("big.bin"), &old).unwrap();
+    server.plant_file(ALICE, "big.bin", &old);
 
     let mut reader = server.alice();
     reader.send_line("GET big.bin");
@@ -147,10 +144,8 @@ fn download_overlapping_replace_and_delete_delivers_old_content() {
 #[test]
 fn stalled_downloader_does_not_block_other_clients() {
     let server = TestServer::start();
-    let mut setup = server.alice();
-    setup.put("huge.bin", b"seed");
     let data = pseudo_random_bytes(4000, 32 * 1024 * 1024);
-    fs::write(server.user_dir(ALICE).join("huge.bin"), &data).unwrap();
+    server.plant_file(ALICE, "huge.bin", &data);
 
     let mut slow = server.alice();
     slow.send_line("GET huge.bin");

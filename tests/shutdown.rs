@@ -279,11 +279,9 @@ fn new_connections_are_not_accepted_during_drain() {
 #[test]
 fn download_is_cut_off_when_drain_ends() {
     let mut server = server_with_drain("1");
-    let mut setup = server.alice();
-    setup.put("huge.bin", b"seed");
     // Far more than the socket buffers can hold.
     let data = pseudo_random_bytes(5, 48 * 1024 * 1024);
-    fs::write(server.user_dir(ALICE).join("huge.bin"), &data).unwrap();
+    server.plant_file(ALICE, "huge.bin", &data);
 
     let mut c = server.alice();
     c.send_line("GET huge.bin");
@@ -305,10 +303,8 @@ fn download_is_cut_off_when_drain_ends() {
 #[test]
 fn download_completing_during_drain_delivers_all_bytes() {
     let mut server = server_with_drain("5");
-    let mut setup = server.alice();
-    setup.put("big.bin", b"seed");
     let data = pseudo_random_bytes(6, 16 * 1024 * 1024);
-    fs::write(server.user_dir(ALICE).join("big.bin"), &data).unwrap();
+    server.plant_file(ALICE, "big.bin", &data);
 
     let mut c = server.alice();
     c.send_line("GET big.bin");

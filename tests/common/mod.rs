@@ -407,6 +407,21 @@ impl TestServer {
         );
     }
 
+    /// Puts `data` into `user`'s directory as `name` straight on disk
+    /// (faster than uploading megabytes). Logging in first lets the server
+    /// create the directory, as it would for a real user.
+    pub fn plant_file(&self, user: &str, name: &str, data: &[u8]) -> PathBuf {
+        let password = match user {
+            ALICE => ALICE_PW,
+            BOB => BOB_PW,
+            other => panic!("no password known for {other}"),
+        };
+        drop(self.login(user, password));
+        let path = self.user_dir(user).join(name);
+        fs::write(&path, data).unwrap();
+        path
+    }
+
     /// Kills ferryd with SIGKILL, so it cleans up nothing, and starts a new
     /// one on the same storage root and users file.
     pub fn crash_and_restart(mut self) -> TestServer {

@@ -27,6 +27,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Sync each upload and its directory before acknowledging it.
     pub fsync: bool,
+    /// How long the bytes of an interrupted upload are kept for resuming,
+    /// counted from the last byte received.
+    pub partial_ttl: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             fsync: true,
+            partial_ttl: crate::storage::DEFAULT_PARTIAL_TTL,
         }
     }
 }

@@ -11,12 +11,20 @@
 //! ```text
 //!            AUTH ok                 PUT accepted          all bytes in
 //!   Auth ───────────────► Idle ───────────────► Receiving ─────────────┐
-//!    │ 3rd failure,        ▲ │ LIST/VIEW/GET                            │
-//!    │ QUIT, EOF,          │ └─────────────► Sending ──────┐            │
-//!    │ shutdown            └───────────────────────────────┴────────────┘
+//!    │ 3rd failure,        ▲ │ LIST/VIEW/GET        ▲                   │
+//!    │ QUIT, EOF,          │ ├─────────────► Sending ──────┐            │
+//!    │ shutdown            │ │ HASH, resumed PUT  │ prefix hashed       │
+//!    │                     │ └─────────────► Hashing ──────┤            │
+//!    │                     └───────────────────────────────┴────────────┘
 //!    ▼                          QUIT, EOF, shutdown, lost connection
 //!  Closing ◄──────────────────────────── (from any state)
 //! ```
+//!
+//! `Hashing` is work without a socket: reading a file to compute its
+//! SHA-256 (for `HASH` of a file that has no digest record, or for the held
+//! bytes of a resumed upload). The reactor runs it a bounded step at a time
+//! ([`Session::has_work`], [`Session::work`]) so that hashing a large file
+//! never holds up other sessions.
 //!
 //! Buffers are bounded: pending command bytes at most [`MAX_LINE`], queued
 //! replies stop command processing past [`REPLY_BACKLOG`], and a download
@@ -25,16 +33,18 @@
 //! holds no buffer at all.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::mem;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 use crate::auth::Users;
+use crate::integrity::{Digest, Hasher};
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
-use crate::protocol::name::FileName;
+use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{Entry, Storage, Upload, UserDir};
+use crate::storage::{Entry, Identity, Resumed, Storage, Upload, UserDir};
 
 /// Failed logins allowed on one connection before it is closed.
 pub const MAX_AUTH_FAILURES: u8 = 3;
@@ -43,6 +53,9 @@ pub const PREVIEW_LEN: u64 = 1024;
 /// Largest amount of file data a download holds at once: big enough that a
 /// fast client needs few wake-ups, small enough for thousands of sessions.
 pub const TRANSFER_BUFFER: usize = 128 * 1024;
+/// Bytes hashed per step of [`Session::work`]: a fraction of a millisecond
+/// of SHA-256, so other sessions wait no longer than that.
+pub const HASH_STEP: usize = 128 * 1024;
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
 pub const REPLY_BACKLOG: usize = 4096;
@@ -57,23 +70,117 @@ pub struct Services<'a> {
     pub max_file_size: u64,
 }
 
-/// A logged-in user: who, and their directory.
+/// A logged-in user: who, their directory, and what `REST` and `EXPECT`
+/// asked of the next transfer.
 #[derive(Debug)]
 struct Login {
     user: String,
     dir: UserDir,
+    /// `REST`: the next `GET` or `PUT` starts here.
+    rest: Option<u64>,
+    /// `EXPECT`: the next `PUT` must have this digest.
+    expect: Option<Digest>,
+}
+
+impl Login {
+    fn new(user: &str, dir: UserDir) -> Login {
+        Login {
+            user: user.to_owned(),
+            dir,
+            rest: None,
+            expect: None,
+        }
+    }
 }
 
 /// An upload in progress. `sink` turns into the error once a write fails;
 /// the rest of the payload is then read and dropped so the stream stays in
-/// step, and the reply is `451`.
+/// step, and the reply is `451`. `hasher` covers every byte of the file
+/// so far, including those a resumed upload already held.
 #[derive(Debug)]
 struct Receive {
     name: String,
     size: u64,
     remaining: u64,
     sink: Result<Upload, io::Error>,
+    hasher: Hasher,
+    expect: Option<Digest>,
     started: Instant,
+}
+
+impl Receive {
+    fn new(name: FileName<'_>, size: u64, upload: Upload, hasher: Hasher) -> Receive {
+        Receive {
+            name: name.as_str().to_owned(),
+            size,
+            remaining: size - upload.len(),
+            sink: Ok(upload),
+            hasher,
+            expect: None,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// Hashing a file a step at a time, and what to do with the digest.
+#[derive(Debug)]
+struct Digesting {
+    /// Covers the bytes before `pos`.
+    hasher: Hasher,
+    pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    purpose: Purpose,
+    started: Instant,
+}
+
+#[derive(Debug)]
+enum Purpose {
+    /// `HASH`: answer with the digest and record it for next time.
+    Answer {
+        file: File,
+        name: String,
+        identity: Identity,
+    },
+    /// A resumed `PUT`: the bytes held are hashed, then the upload goes on.
+    Resume(Box<Receive>),
+}
+
+impl Digesting {
+    fn new(end: u64, purpose: Purpose) -> Digesting {
+        let chunk = usize::try_from(end).unwrap_or(usize::MAX).min(HASH_STEP);
+        Digesting {
+            hasher: Hasher::new(),
+            pos: 0,
+            end,
+            buf: vec![0; chunk],
+            purpose,
+            started: Instant::now(),
+        }
+    }
+
+    /// Hashes the next chunk; returns how many bytes that was.
+    fn step(&mut self) -> io::Result<usize> {
+        let want = (self.end - self.pos).min(self.buf.len() as u64) as usize;
+        let buf = &mut self.buf[..want];
+        let n = match &self.purpose {
+            Purpose::Answer { file, .. } => file.read_at(buf, self.pos),
+            Purpose::Resume(receive) => match &receive.sink {
+                Ok(upload) => upload.read_at(buf, self.pos),
+                Err(err) => Err(io::Error::new(err.kind(), err.to_string())),
+            },
+        }?;
+        if n == 0 && want > 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        self.hasher.update(&buf[..n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn is_done(&self) -> bool {
+        self.pos == self.end
+    }
 }
 
 /// Where a download's bytes come from.
@@ -117,6 +224,7 @@ enum State {
     Idle(Login),
     Receiving(Login, Receive),
     Sending(Login, Send),
+    Hashing(Login, Digesting),
     Closing,
 }
 
@@ -165,7 +273,7 @@ impl Session {
                 usize::try_from(receive.remaining).unwrap_or(usize::MAX)
             }
             State::Receiving(..) => 0,
-            State::Auth { .. } | State::Idle(_) | State::Sending(..) => {
+            State::Auth { .. } | State::Idle(_) | State::Sending(..) | State::Hashing(..) => {
                 MAX_LINE.saturating_sub(self.input.len())
             }
         }
@@ -187,6 +295,36 @@ impl Session {
         matches!(self.state, State::Receiving(..) | State::Sending(..))
     }
 
+    /// True while the session has work that needs no socket (hashing a
+    /// file): the caller should call [`Session::work`].
+    pub fn has_work(&self) -> bool {
+        matches!(self.state, State::Hashing(..))
+    }
+
+    /// Runs one bounded step of that work (at most [`HASH_STEP`] bytes read
+    /// and hashed) and returns how many bytes it processed.
+    pub fn work(&mut self, services: &Services<'_>) -> usize {
+        let State::Hashing(_, job) = &mut self.state else {
+            return 0;
+        };
+        let n = match job.step() {
+            Ok(n) => {
+                if job.is_done() {
+                    self.finish_hashing(services);
+                }
+                n
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => 0,
+            Err(err) => {
+                self.hashing_failed(err);
+                0
+            }
+        };
+        // Commands that waited behind the hashing run now.
+        self.advance(services);
+        n
+    }
+
     /// Takes bytes the client sent; `data.len()` is at most
     /// [`Session::read_limit`].
     pub fn receive(&mut self, data: &[u8], services: &Services<'_>) {
@@ -199,11 +337,7 @@ impl Session {
     /// are still answered; an unfinished upload is discarded.
     pub fn receive_eof(&mut self, services: &Services<'_>) {
         self.peer_eof = true;
-        if matches!(self.state, State::Receiving(..)) {
-            self.lose("client closed the connection");
-        } else {
-            self.advance(services);
-        }
+        self.advance(services);
     }
 
     /// `n` bytes of [`Session::output`] were sent.
@@ -224,37 +358,57 @@ impl Session {
         self.advance(services);
     }
 
-    /// The drain period is over: an unfinished upload is discarded (`421`),
-    /// an unfinished download is cut off.
-    pub fn end_drain(&mut self) {
-        match mem::replace(&mut self.state, State::Closing) {
-            State::Receiving(login, receive) => {
-                log_aborted_upload(self.peer, &login, &receive, "server shutting down");
-                self.reply(Reply::ShuttingDown);
-            }
-            State::Sending(login, send) => {
-                log_cut_download(self.peer, &login, &send, "server shutting down");
-                self.drop_output();
-            }
-            State::Auth { .. } | State::Idle(_) => self.reply(Reply::ShuttingDown),
-            State::Closing => {}
+    /// The drain period is over: an unfinished upload is kept as a
+    /// resumable partial and its client gets `421`; an unfinished download
+    /// is cut off.
+    pub fn end_drain(&mut self, services: &Services<'_>) {
+        let cut_download = matches!(self.state, State::Sending(..));
+        self.interrupt("server shutting down", services);
+        if cut_download {
+            self.drop_output();
+        } else {
+            self.reply(Reply::ShuttingDown);
         }
     }
 
     /// The connection failed (reset, write error): drop everything.
-    pub fn connection_lost(&mut self, reason: &str) {
-        self.lose(reason);
+    pub fn connection_lost(&mut self, reason: &str, services: &Services<'_>) {
+        self.interrupt(reason, services);
+        self.drop_output();
     }
 
-    fn lose(&mut self, reason: &str) {
+    /// Ends whatever runs now and closes. What an upload received is kept
+    /// for a later resume.
+    fn interrupt(&mut self, reason: &str, services: &Services<'_>) {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(login, receive) => {
-                log_aborted_upload(self.peer, &login, &receive, reason)
+                log_aborted_upload(self.peer, &login, &receive, reason);
+                keep_partial(receive, true, services);
             }
             State::Sending(login, send) => log_cut_download(self.peer, &login, &send, reason),
-            _ => {}
+            State::Hashing(login, job) => {
+                log::info!(
+                    "{} {}: hashing stopped after {} of {} bytes: {reason}",
+                    self.peer,
+                    login.user,
+                    job.pos,
+                    job.end
+                );
+                if let Purpose::Resume(receive) = job.purpose {
+                    keep_partial(*receive, false, services);
+                }
+            }
+            State::Auth { .. } | State::Idle(_) | State::Closing => {}
         }
-        self.drop_output();
+    }
+
+    /// Ends a download that cannot deliver what it announced: closing the
+    /// connection is the only honest signal left. What was already queued
+    /// is still sent.
+    fn cut_download(&mut self, reason: &str) {
+        if let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) {
+            log_cut_download(self.peer, &login, &send, reason);
+        }
     }
 
     fn drop_output(&mut self) {
@@ -274,6 +428,10 @@ impl Session {
                 State::Closing => break,
                 State::Receiving(..) => {
                     if self.input.is_empty() {
+                        if self.peer_eof {
+                            self.interrupt("client closed the connection", services);
+                            self.drop_output();
+                        }
                         break;
                     }
                     // Payload that arrived right behind the PUT line.
@@ -290,6 +448,15 @@ impl Session {
                     if matches!(self.state, State::Sending(..)) {
                         break;
                     }
+                }
+                State::Hashing(..) => {
+                    // Hashing is not a transfer: shutdown does not wait for
+                    // it. A resumed upload keeps its bytes for next time.
+                    if self.shutting_down {
+                        self.interrupt("server shutting down", services);
+                        self.reply(Reply::ShuttingDown);
+                    }
+                    break;
                 }
                 State::Auth { .. } | State::Idle(_) => {
                     if self.output().len() > REPLY_BACKLOG {
@@ -371,6 +538,18 @@ impl Session {
         };
         match command {
             Command::Noop => self.reply(Reply::Ok),
+            Command::Rest { offset } => {
+                if let State::Idle(login) = &mut self.state {
+                    login.rest = Some(offset);
+                }
+                self.reply(Reply::RestartAt(offset));
+            }
+            Command::Expect { sha256 } => {
+                if let State::Idle(login) = &mut self.state {
+                    login.expect = Some(sha256);
+                }
+                self.reply(Reply::Expecting(sha256));
+            }
             Command::Quit => {
                 self.reply(Reply::Bye);
                 self.state = State::Closing;
@@ -388,7 +567,13 @@ impl Session {
                     Command::Get { name } => self.start_download(login, Verb::Get, name, services),
                     Command::Put { size, name } => self.start_upload(login, size, name, services),
                     Command::Del { name } => self.delete(login, name, services),
-                    Command::Auth { .. } | Command::Noop | Command::Quit => unreachable!(),
+                    Command::Hash { name } => self.hash(login, name, services),
+                    Command::Partial { name } => self.partial(login, name, services),
+                    Command::Auth { .. }
+                    | Command::Noop
+                    | Command::Quit
+                    | Command::Rest { .. }
+                    | Command::Expect { .. } => unreachable!(),
                 };
                 // An empty download or upload may already be complete.
                 if let State::Sending(..) = self.state {
@@ -422,10 +607,7 @@ impl Session {
             Ok(dir) => {
                 log::info!("{} logged in as {name}", self.peer);
                 self.reply(Reply::LoggedIn);
-                self.state = State::Idle(Login {
-                    user: name.to_owned(),
-                    dir,
-                });
+                self.state = State::Idle(Login::new(name, dir));
             }
             Err(err) => {
                 log::error!(
@@ -462,13 +644,30 @@ impl Session {
 
     fn start_download(
         &mut self,
-        login: Login,
+        mut login: Login,
         verb: Verb,
         name: FileName<'_>,
         services: &Services<'_>,
     ) -> State {
-        match services.storage.open_read(&login.dir, name) {
-            Ok((file, size)) => {
+        let offset = if verb == Verb::Get {
+            login.rest.take().unwrap_or(0)
+        } else {
+            0
+        };
+        let opened = services
+            .storage
+            .open_read(&login.dir, name)
+            .and_then(|(mut file, size)| {
+                if offset > size {
+                    return Ok(Err(Reply::OffsetPastEnd { offset, size }));
+                }
+                if offset > 0 {
+                    file.seek(SeekFrom::Start(offset))?;
+                }
+                Ok(Ok((file, size - offset)))
+            });
+        match opened {
+            Ok(Ok((file, size))) => {
                 let total = if verb == Verb::View {
                     size.min(PREVIEW_LEN)
                 } else {
@@ -477,6 +676,10 @@ impl Session {
                 self.reply(Reply::Data(total));
                 let name = name.as_str().to_owned();
                 State::Sending(login, Send::new(verb, name, Source::File(file), total))
+            }
+            Ok(Err(reply)) => {
+                self.reply(reply);
+                State::Idle(login)
             }
             Err(err) => {
                 log::info!(
@@ -542,56 +745,83 @@ impl Session {
                 // The listing grew past what was announced: impossible, as
                 // both come from the same entries; never send more.
                 self.out.truncate(before);
-                self.lose("listing changed while sending");
+                self.cut_download("listing changed while sending");
             }
             Err(err) => {
                 // The announced size can no longer be met: the only honest
                 // signal left is closing the connection.
                 log::error!("{} read failed during download: {err}", self.peer);
                 self.out.truncate(before);
-                let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing)
-                else {
-                    unreachable!();
-                };
-                log_cut_download(self.peer, &login, &send, "read failed");
+                self.cut_download("read failed");
             }
         }
     }
 
     fn start_upload(
         &mut self,
-        login: Login,
+        mut login: Login,
         size: u64,
         name: FileName<'_>,
         services: &Services<'_>,
     ) -> State {
+        let rest = login.rest.take();
+        let expect = login.expect.take();
         if size > services.max_file_size {
             self.reply(Reply::TooLarge {
                 max: services.max_file_size,
             });
             return State::Idle(login);
         }
-        match services.storage.begin_upload(&login.dir, name) {
-            Ok(upload) => {
-                self.reply(Reply::Data(size));
-                let receive = Receive {
-                    name: name.as_str().to_owned(),
-                    size,
-                    remaining: size,
-                    sink: Ok(upload),
-                    started: Instant::now(),
-                };
-                if size == 0 {
-                    self.finish_upload(login, receive, services)
-                } else {
-                    State::Receiving(login, receive)
-                }
+        let started = match rest {
+            Some(offset) if offset > size => {
+                self.reply(Reply::OffsetPastEnd { offset, size });
+                return State::Idle(login);
             }
+            Some(offset) => services.storage.resume_upload(&login.dir, name, offset),
+            None => services
+                .storage
+                .begin_upload(&login.dir, name)
+                .map(|upload| Resumed {
+                    upload,
+                    hasher: Some(Hasher::new()),
+                }),
+        };
+        let Resumed { upload, hasher } = match started {
+            Ok(resumed) => resumed,
             Err(err) => {
                 log::info!("{} {}: PUT {name:?}: {err}", self.peer, login.user);
                 self.reply(Reply::from(err));
-                State::Idle(login)
+                return State::Idle(login);
             }
+        };
+        let offset = upload.len();
+        if offset > 0 {
+            log::info!(
+                "{} {}: PUT {name:?} continues at byte {offset}",
+                self.peer,
+                login.user
+            );
+        }
+        let mut receive = Receive::new(name, size, upload, hasher.clone().unwrap_or_default());
+        receive.expect = expect;
+        match hasher {
+            Some(_) => self.accept_upload(login, receive, services),
+            // The bytes held must be hashed before more can follow them.
+            None => {
+                let purpose = Purpose::Resume(Box::new(receive));
+                State::Hashing(login, Digesting::new(offset, purpose))
+            }
+        }
+    }
+
+    /// Asks for the payload (`150`), or finishes at once when there is none
+    /// left to send.
+    fn accept_upload(&mut self, login: Login, receive: Receive, services: &Services<'_>) -> State {
+        self.reply(Reply::Data(receive.remaining));
+        if receive.remaining == 0 {
+            self.finish_upload(login, receive, services)
+        } else {
+            State::Receiving(login, receive)
         }
     }
 
@@ -604,6 +834,7 @@ impl Session {
         let n = data
             .len()
             .min(usize::try_from(receive.remaining).unwrap_or(usize::MAX));
+        receive.hasher.update(&data[..n]);
         if let Ok(upload) = &mut receive.sink
             && let Err(err) = upload.write(&data[..n])
         {
@@ -629,9 +860,26 @@ impl Session {
     }
 
     fn finish_upload(&mut self, login: Login, receive: Receive, services: &Services<'_>) -> State {
+        let sha256 = receive.hasher.finish();
+        if let Some(expected) = receive.expect
+            && expected != sha256
+        {
+            log::warn!(
+                "{} {}: PUT {:?} discarded: checksum mismatch (expected {expected}, received {sha256})",
+                self.peer,
+                login.user,
+                receive.name
+            );
+            // Dropping the upload removes its temporary file.
+            self.reply(Reply::ChecksumMismatch {
+                expected,
+                received: sha256,
+            });
+            return State::Idle(login);
+        }
         let result = receive
             .sink
-            .and_then(|upload| services.storage.commit(upload));
+            .and_then(|upload| services.storage.commit(upload, sha256));
         match result {
             Ok(()) => {
                 log_transfer(
@@ -642,7 +890,10 @@ impl Session {
                     receive.size,
                     receive.started,
                 );
-                self.reply(Reply::Stored(receive.size));
+                self.reply(Reply::Stored {
+                    size: receive.size,
+                    sha256,
+                });
             }
             Err(err) => {
                 log::error!(
@@ -670,6 +921,132 @@ impl Session {
             }
         }
         State::Idle(login)
+    }
+}
+
+impl Session {
+    fn hash(&mut self, login: Login, name: FileName<'_>, services: &Services<'_>) -> State {
+        let opened = services
+            .storage
+            .open_read(&login.dir, name)
+            .and_then(|(file, size)| {
+                let identity = Identity::of_file(&file)?;
+                Ok((file, size, identity))
+            });
+        let (file, size, identity) = match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                log::info!("{} {}: HASH {name:?}: {err}", self.peer, login.user);
+                self.reply(Reply::from(err));
+                return State::Idle(login);
+            }
+        };
+        if let Some(sha256) = services.storage.stored_digest(&login.dir, name, &file) {
+            self.reply(Reply::Sha256(sha256));
+            return State::Idle(login);
+        }
+        // A file that arrived some other way: hash it a step at a time.
+        let name = name.as_str().to_owned();
+        let purpose = Purpose::Answer {
+            file,
+            name,
+            identity,
+        };
+        let job = Digesting::new(size, purpose);
+        if job.is_done() {
+            // An empty file needs no step.
+            self.state = State::Hashing(login, job);
+            self.finish_hashing(services);
+            return mem::replace(&mut self.state, State::Closing);
+        }
+        State::Hashing(login, job)
+    }
+
+    fn finish_hashing(&mut self, services: &Services<'_>) {
+        if !self.has_work() {
+            return;
+        }
+        let State::Hashing(login, job) = mem::replace(&mut self.state, State::Closing) else {
+            unreachable!("checked above");
+        };
+        let secs = job.started.elapsed().as_secs_f64();
+        self.state = match job.purpose {
+            Purpose::Answer {
+                file,
+                name,
+                identity,
+            } => {
+                let sha256 = job.hasher.finish();
+                log::info!(
+                    "{} {}: HASH {name:?} read {} bytes in {secs:.3}s",
+                    self.peer,
+                    login.user,
+                    job.end
+                );
+                // Recorded only if the file did not change while it was read.
+                if Identity::of_file(&file).is_ok_and(|now| now == identity)
+                    && let Some(name) = name::validate(name.as_bytes())
+                {
+                    services
+                        .storage
+                        .remember_digest(&login.dir, name, &identity, sha256);
+                }
+                self.reply(Reply::Sha256(sha256));
+                State::Idle(login)
+            }
+            Purpose::Resume(mut receive) => {
+                log::info!(
+                    "{} {}: PUT {:?} hashed the {} bytes held in {secs:.3}s",
+                    self.peer,
+                    login.user,
+                    receive.name,
+                    job.end
+                );
+                receive.hasher = job.hasher;
+                self.accept_upload(login, *receive, services)
+            }
+        };
+    }
+
+    fn hashing_failed(&mut self, err: io::Error) {
+        if !self.has_work() {
+            return;
+        }
+        let State::Hashing(login, job) = mem::replace(&mut self.state, State::Closing) else {
+            unreachable!("checked above");
+        };
+        let name = match &job.purpose {
+            Purpose::Answer { name, .. } => name,
+            Purpose::Resume(receive) => &receive.name,
+        };
+        log::error!(
+            "{} {}: reading {name:?} to hash it failed: {err}",
+            self.peer,
+            login.user
+        );
+        // A partial that cannot be read is of no use: dropping it removes it.
+        self.reply(Reply::LocalError(err));
+        self.state = State::Idle(login);
+    }
+
+    fn partial(&mut self, login: Login, name: FileName<'_>, services: &Services<'_>) -> State {
+        match services.storage.partial_len(&login.dir, name) {
+            Ok(held) => self.reply(Reply::PartialHeld(held)),
+            Err(err) => {
+                log::info!("{} {}: PARTIAL {name:?}: {err}", self.peer, login.user);
+                self.reply(Reply::from(err));
+            }
+        }
+        State::Idle(login)
+    }
+}
+
+/// Keeps what an interrupted upload holds for a later resume, with its hash
+/// state when `hashed` says the hasher covers all of it.
+fn keep_partial(receive: Receive, hashed: bool, services: &Services<'_>) {
+    if let Ok(upload) = receive.sink {
+        let hasher = hashed.then_some(&receive.hasher);
+        services.storage.keep_partial(upload, hasher);
     }
 }
 
@@ -744,7 +1121,11 @@ mod tests {
     impl Harness {
         fn new() -> Harness {
             let root = tempfile::tempdir().unwrap();
-            let storage = Storage::open(root.path(), false).unwrap();
+            let options = crate::storage::Options {
+                fsync: false,
+                ..Default::default()
+            };
+            let storage = Storage::open(root.path(), options).unwrap();
             let users = Users::parse(b"alice:pw\n").unwrap();
             Harness {
                 _root: root,
@@ -768,6 +1149,10 @@ mod tests {
             let services = self.services();
             let mut seen = Vec::new();
             loop {
+                if session.has_work() {
+                    session.work(&services);
+                    continue;
+                }
                 let pending = session.output().len();
                 if pending > 0 {
                     seen.extend_from_slice(session.output());
@@ -800,7 +1185,11 @@ mod tests {
         let out = h.talk(&mut session, b"LIST\nAUTH alice pw\nPUT 5 a b\nhello");
         assert_eq!(
             text(&out),
-            format!("{greeting}530 not logged in\r\n230 logged in\r\n150 5\r\n226 stored 5\r\n")
+            format!(
+                "{greeting}530 not logged in\r\n230 logged in\r\n150 5\r\n\
+                 226 stored 5 sha256={}\r\n",
+                Digest::of(b"hello")
+            )
         );
         let dir = h.storage.user_dir("alice").unwrap();
         let mtime = h.storage.list(&dir).unwrap()[0].mtime;
@@ -868,7 +1257,13 @@ mod tests {
         session.begin_shutdown(&services);
         assert!(session.is_transferring());
         let out = text(&h.talk(&mut session, b"cdNOOP\n"));
-        assert_eq!(out, "226 stored 4\r\n421 server shutting down\r\n");
+        assert_eq!(
+            out,
+            format!(
+                "226 stored 4 sha256={}\r\n421 server shutting down\r\n",
+                Digest::of(b"abcd")
+            )
+        );
         assert!(session.is_done());
     }
 
@@ -878,7 +1273,7 @@ mod tests {
         let mut session = Session::new(peer());
         h.talk(&mut session, b"AUTH alice pw\nPUT 4 f\nab");
         session.begin_shutdown(&h.services());
-        session.end_drain();
+        session.end_drain(&h.services());
         assert_eq!(text(session.output()), "421 server shutting down\r\n");
         let dir = h.storage.user_dir("alice").unwrap();
         assert!(h.storage.list(&dir).unwrap().is_empty());
@@ -893,5 +1288,164 @@ mod tests {
         assert!(out.ends_with("200 ok\r\n"));
         session.receive_eof(&services);
         assert!(session.is_done(), "a partial last line is ignored");
+    }
+
+    fn login(h: &Harness) -> Session {
+        let mut session = Session::new(peer());
+        let out = text(&h.talk(&mut session, b"AUTH alice pw\n"));
+        assert!(out.ends_with("230 logged in\r\n"), "{out}");
+        session
+    }
+
+    #[test]
+    fn hash_comes_from_the_upload_and_from_reading_a_planted_file() {
+        let h = Harness::new();
+        let mut session = login(&h);
+        let digest = Digest::of(b"hello");
+        let out = text(&h.talk(&mut session, b"PUT 5 a\nhello"));
+        assert_eq!(out, format!("150 5\r\n226 stored 5 sha256={digest}\r\n"));
+        let out = text(&h.talk(&mut session, b"HASH a\n"));
+        assert_eq!(out, format!("213 sha256={digest}\r\n"));
+        assert!(!session.has_work(), "answered from the record");
+
+        // A file put there by other means is read a step at a time.
+        let dir = h.storage.user_dir("alice").unwrap();
+        let big: Vec<u8> = (0..3 * HASH_STEP + 5).map(|i| (i % 253) as u8).collect();
+        std::fs::write(dir_path(&h, "planted"), &big).unwrap();
+        let services = h.services();
+        session.receive(b"HASH planted\nNOOP\n", &services);
+        assert!(session.has_work());
+        assert_eq!(session.output(), b"", "nothing before the digest");
+        let mut steps = 0;
+        while session.has_work() {
+            assert!(session.work(&services) <= HASH_STEP);
+            steps += 1;
+        }
+        assert_eq!(steps, 4);
+        let want = format!("213 sha256={}\r\n200 ok\r\n", Digest::of(&big));
+        assert_eq!(text(session.output()), want);
+        drop(dir);
+    }
+
+    fn dir_path(h: &Harness, name: &str) -> std::path::PathBuf {
+        h.storage.root().join("alice").join(name)
+    }
+
+    #[test]
+    fn rest_then_get_sends_the_tail() {
+        let h = Harness::new();
+        let mut session = login(&h);
+        h.talk(&mut session, b"PUT 10 f\n0123456789");
+        let out = text(&h.talk(&mut session, b"REST 7\nGET f\nGET f\n"));
+        assert_eq!(
+            out,
+            "350 restarting at 7\r\n150 3\r\n789150 10\r\n0123456789"
+        );
+        let out = text(&h.talk(&mut session, b"REST 10\nGET f\nREST 11\nGET f\n"));
+        assert_eq!(
+            out,
+            "350 restarting at 10\r\n150 0\r\n350 restarting at 11\r\n\
+             501 offset 11 is past the end of the file (10 bytes)\r\n"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_upload_is_continued_with_its_saved_hash_state() {
+        let h = Harness::new();
+        let services = h.services();
+        let mut session = login(&h);
+        h.talk(&mut session, b"PUT 10 f\n0123");
+        session.connection_lost("test", &services);
+        assert!(session.is_done());
+
+        let mut session = login(&h);
+        let out = text(&h.talk(&mut session, b"PARTIAL f\nLIST\n"));
+        assert_eq!(out, "213 4\r\n150 0\r\n", "kept, but not listed");
+        let services = h.services();
+        session.receive(b"REST 4\nPUT 10 f\n", &services);
+        assert!(
+            !session.has_work(),
+            "the saved state makes re-reading unnecessary"
+        );
+        let out = text(&h.talk(&mut session, b"456789"));
+        let want = format!(
+            "350 restarting at 4\r\n150 6\r\n226 stored 10 sha256={}\r\n",
+            Digest::of(b"0123456789")
+        );
+        assert_eq!(out, want);
+        let out = text(&h.talk(&mut session, b"PARTIAL f\nGET f\n"));
+        assert_eq!(out, "213 0\r\n150 10\r\n0123456789");
+    }
+
+    #[test]
+    fn resuming_before_the_end_of_the_held_bytes_rehashes_them() {
+        let h = Harness::new();
+        let mut session = login(&h);
+        h.talk(&mut session, b"PUT 10 f\n0123xx");
+        session.receive_eof(&h.services());
+        assert!(session.is_done());
+
+        let mut session = login(&h);
+        let out = text(&h.talk(&mut session, b"REST 7\nPUT 10 f\n"));
+        assert_eq!(
+            out,
+            "350 restarting at 7\r\n501 offset 7 is past the 6 bytes held for this upload\r\n"
+        );
+        let out = text(&h.talk(&mut session, b"REST 4\nPUT 10 f\n456789"));
+        let want = format!(
+            "350 restarting at 4\r\n150 6\r\n226 stored 10 sha256={}\r\n",
+            Digest::of(b"0123456789")
+        );
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn expect_mismatch_discards_and_keeps_the_old_file() {
+        let h = Harness::new();
+        let mut session = login(&h);
+        h.talk(&mut session, b"PUT 3 f\nold");
+        let good = Digest::of(b"new");
+        let bad = Digest::of(b"other");
+        let input = format!("EXPECT sha256={bad}\nPUT 3 f\nnewGET f\n");
+        let out = text(&h.talk(&mut session, input.as_bytes()));
+        assert_eq!(
+            out,
+            format!(
+                "200 expecting sha256={bad}\r\n150 3\r\n451 checksum mismatch: expected \
+                 sha256={bad}, received sha256={good}; upload discarded\r\n150 3\r\nold"
+            )
+        );
+        // EXPECT applied to that PUT only.
+        let out = text(&h.talk(&mut session, b"PUT 3 f\nnew"));
+        assert_eq!(out, format!("150 3\r\n226 stored 3 sha256={good}\r\n"));
+        let out = text(&h.talk(&mut session, b"PARTIAL f\n"));
+        assert_eq!(out, "213 0\r\n", "a mismatch is not kept for resuming");
+    }
+
+    #[test]
+    fn shutdown_stops_hashing_and_keeps_the_partial() {
+        let mut h = Harness::new();
+        h.max_file_size = 1 << 30;
+        let services = h.services();
+        let mut session = login(&h);
+        let mut put = b"PUT 3000000 f\n".to_vec();
+        put.extend_from_slice(&vec![7u8; 2 * HASH_STEP]);
+        session.receive(&put, &services);
+        session.connection_lost("test", &services);
+
+        let mut session = login(&h);
+        // Not the end of the held bytes: they are hashed again first.
+        session.receive(b"REST 100\nPUT 3000000 f\n", &services);
+        assert!(session.has_work());
+        session.begin_shutdown(&services);
+        assert!(!session.has_work());
+        assert_eq!(
+            text(session.output()),
+            "350 restarting at 100\r\n421 server shutting down\r\n"
+        );
+        session.output_written(session.output().len(), &services);
+        assert!(session.is_done());
+        let mut session = login(&h);
+        assert_eq!(text(&h.talk(&mut session, b"PARTIAL f\n")), "213 100\r\n");
     }
 }

@@ -45,6 +45,7 @@
 pub mod auth;
 pub mod config;
 pub mod connection;
+pub mod integrity;
 pub mod protocol;
 mod reactor;
 pub mod storage;
@@ -66,9 +67,14 @@ pub struct Server {
 
 impl Server {
     /// Prepares the storage root (creating it, removing temporary files a
-    /// crash left behind) and binds the listener.
+    /// crash left behind and expired partial uploads) and binds the
+    /// listener.
     pub fn bind(config: Config, users: Users) -> io::Result<Server> {
-        let storage = Storage::open(&config.storage, config.fsync).map_err(|err| {
+        let options = storage::Options {
+            fsync: config.fsync,
+            partial_ttl: config.partial_ttl,
+        };
+        let storage = Storage::open(&config.storage, options).map_err(|err| {
             io::Error::new(
                 err.kind(),
                 format!("storage {}: {err}", config.storage.display()),

@@ -264,8 +264,13 @@ impl Reactor {
     /// Ends every transfer now, flushes what the sockets take without
     /// waiting, and closes everything.
     fn end_drain(&mut self) {
+        let services = Services {
+            users: &self.users,
+            storage: &self.storage,
+            max_file_size: self.max_file_size,
+        };
         for (_, conn) in self.conns.iter_mut() {
-            conn.session.end_drain();
+            conn.session.end_drain(&services);
             flush_once(conn);
         }
         for conn in self.conns.drain() {
@@ -327,8 +332,9 @@ impl Reactor {
         self.accept_pending = true;
     }
 
-    /// Moves bytes for one connection until its socket would block, it has
-    /// nothing to do, or its budget for this turn is spent.
+    /// Moves bytes (and runs socket-free work such as hashing a file) for one
+    /// connection until its socket would block, it has nothing to do, or its
+    /// budget for this turn is spent.
     fn drive(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -346,7 +352,7 @@ impl Reactor {
                 match conn.stream.write(conn.session.output()) {
                     Ok(0) => conn
                         .session
-                        .connection_lost("connection closed while writing"),
+                        .connection_lost("connection closed while writing", &services),
                     Ok(n) => {
                         conn.session.output_written(n, &services);
                         budget = budget.saturating_sub(n);
@@ -354,7 +360,7 @@ impl Reactor {
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => progressed = true,
-                    Err(err) => conn.session.connection_lost(&err.to_string()),
+                    Err(err) => conn.session.connection_lost(&err.to_string(), &services),
                 }
             }
             let limit = conn.session.read_limit().min(self.scratch.len());
@@ -372,8 +378,13 @@ impl Reactor {
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => progressed = true,
-                    Err(err) => conn.session.connection_lost(&err.to_string()),
+                    Err(err) => conn.session.connection_lost(&err.to_string(), &services),
                 }
+            }
+            if conn.session.has_work() {
+                let n = conn.session.work(&services);
+                budget = budget.saturating_sub(n.max(1));
+                progressed = true;
             }
             if conn.session.is_done() {
                 let conn = self.conns.remove(key);

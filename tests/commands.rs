@@ -282,7 +282,7 @@ fn put_of_size_zero_answers_150_0_then_226_at_once() {
     c.send_line("PUT 0 empty");
     assert_eq!(c.read_reply(), (150, "0".to_string()));
     // No payload is sent.
-    assert_eq!(c.read_reply(), (226, "stored 0".to_string()));
+    assert_eq!(c.read_reply(), (226, stored(b"")));
     let meta = fs::metadata(server.user_dir(ALICE).join("empty")).unwrap();
     assert!(meta.is_file());
     assert_eq!(meta.len(), 0);
@@ -517,7 +517,7 @@ fn crlf_line_endings_are_accepted() {
     c.send_raw(b"PUT 3 crlf.txt\r\n");
     assert_eq!(c.read_reply(), (150, "3".to_string()));
     c.send_raw(b"abc");
-    assert_eq!(c.read_reply(), (226, "stored 3".to_string()));
+    assert_eq!(c.read_reply(), (226, stored(b"abc")));
     // The name must not include the CR.
     assert!(server.user_dir(ALICE).join("crlf.txt").is_file());
     assert_eq!(dir_entries(&server.user_dir(ALICE)).len(), 1);
@@ -546,7 +546,7 @@ fn verbs_are_case_insensitive() {
     c.send_line("pUt 2 mixed");
     assert_eq!(c.read_reply(), (150, "2".to_string()));
     c.send_raw(b"hi");
-    assert_eq!(c.read_reply(), (226, "stored 2".to_string()));
+    assert_eq!(c.read_reply(), (226, stored(b"hi")));
     c.send_line("get mixed");
     assert_eq!(c.read_reply(), (150, "2".to_string()));
     assert_eq!(c.read_exact_bytes(2), b"hi");
@@ -673,7 +673,7 @@ fn command_pipelined_after_put_payload_is_answered() {
     assert_eq!(c.read_reply(), (150, "5".to_string()));
     // Payload and the next commands in one write.
     c.send_raw(b"12345NOOP\nGET pp\n");
-    assert_eq!(c.read_reply(), (226, "stored 5".to_string()));
+    assert_eq!(c.read_reply(), (226, stored(b"12345")));
     assert_eq!(c.read_code(), 200);
     assert_eq!(c.read_reply(), (150, "5".to_string()));
     assert_eq!(c.read_exact_bytes(5), b"12345");
@@ -765,9 +765,9 @@ fn upload_in_progress_is_invisible_until_complete() {
     assert_eq!(dir_entries(&server.user_dir(ALICE)).len(), 1);
 
     u.send_raw(&new[10_000..]);
-    assert_eq!(u.read_reply(), (226, format!("stored {}", new.len())));
+    assert_eq!(u.read_reply(), (226, stored(&new)));
     r.send_raw(&new[10_000..]);
-    assert_eq!(r.read_reply(), (226, format!("stored {}", new.len())));
+    assert_eq!(r.read_reply(), (226, stored(&new)));
     assert_eq!(c.get("fresh"), new);
     assert_eq!(c.get("rep"), new);
     server.assert_tmp_empty_within(Duration::from_secs(2));
@@ -798,7 +798,7 @@ fn half_closed_client_completes_upload() {
     c.start_put("last", 6);
     c.send_raw(b"payload"[..6].as_ref());
     c.shutdown_write();
-    assert_eq!(c.read_reply(), (226, "stored 6".to_string()));
+    assert_eq!(c.read_reply(), (226, stored(b"payloa")));
     c.expect_eof();
     assert_eq!(
         fs::read(server.user_dir(ALICE).join("last")).unwrap(),
@@ -985,7 +985,7 @@ fn size_with_leading_zeros_is_answered_as_a_plain_number() {
     let mut c = server.alice();
     assert_eq!(c.cmd("PUT 007 lz"), (150, "7".to_string()));
     c.send_raw(b"1234567");
-    assert_eq!(c.read_reply(), (226, "stored 7".to_string()));
+    assert_eq!(c.read_reply(), (226, stored(b"1234567")));
     assert_eq!(c.get("lz"), b"1234567");
 }
 

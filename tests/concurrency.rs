@@ -93,7 +93,7 @@ fn concurrent_uploads_of_same_name_leave_exactly_one_complete_upload() {
                     c.send_raw(chunk);
                     thread::sleep(Duration::from_millis(2));
                 }
-                assert_eq!(c.read_reply(), (226, format!("stored {}", data.len())));
+                assert_eq!(c.read_reply(), (226, stored(data)));
             })
         })
         .collect();
@@ -193,7 +193,7 @@ fn stalled_uploader_and_partial_line_do_not_block_other_clients() {
     other.put("x", b"y");
 
     up.send_raw(&[7u8; 9_900]);
-    assert_eq!(up.read_reply(), (226, "stored 10000".to_string()));
+    assert_eq!(up.read_reply(), (226, stored(&[7u8; 10_000])));
     half.send_raw(b"P\n");
     assert_eq!(half.read_code(), 200);
     assert_eq!(up.get("slow.bin"), vec![7u8; 10_000]);

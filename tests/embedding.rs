@@ -51,7 +51,13 @@ fn embedded_server_serves_and_stops_with_its_handle() {
     stream.write_all(b"AUTH alice pw\nPUT 3 x\nabc").unwrap();
     assert_eq!(read_line(&mut reader), "230 logged in\r\n");
     assert_eq!(read_line(&mut reader), "150 3\r\n");
-    assert_eq!(read_line(&mut reader), "226 stored 3\r\n");
+    assert_eq!(
+        read_line(&mut reader),
+        format!(
+            "226 stored 3 sha256={}\r\n",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"abc"))
+        )
+    );
     assert_eq!(
         std::fs::read(dir.path().join("storage/alice/x")).unwrap(),
         b"abc"

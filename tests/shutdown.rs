@@ -158,7 +158,7 @@ fn upload_completed_during_drain_gets_226_then_421() {
     let mut rest = data[20_000..].to_vec();
     rest.extend_from_slice(b"DEL other.txt\n");
     c.send_raw(&rest);
-    assert_eq!(c.read_reply(), (226, format!("stored {}", data.len())));
+    assert_eq!(c.read_reply(), (226, stored(&data)));
     expect_421_then_eof(&mut c, "uploader");
     server.expect_clean_exit(start, Duration::from_secs(7));
 

@@ -27,6 +27,8 @@ Options:
                          (created with one user 'demo' and a random password if missing)
   --max-file-size BYTES  largest upload accepted [default: 17179869184]
   --drain-timeout SECS   how long transfers may finish after SIGINT/SIGTERM [default: 5]
+  --partial-ttl SECS     how long the bytes of an interrupted upload are kept for
+                         resuming, counted from the last byte received [default: 86400]
   --no-fsync             acknowledge uploads without syncing them to disk (faster; an
                          upload acknowledged just before a power loss may be lost)
   --log-level LEVEL      off, error, warn, info, debug or trace [default: info]
@@ -130,14 +132,10 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
                     .map_err(|_| format!("--max-file-size: {raw:?} is not a number of bytes"))?;
             }
             Long("drain-timeout") => {
-                let raw = value(&mut parser, "--drain-timeout")?;
-                options.config.drain_timeout = raw
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-                    .ok_or_else(|| {
-                        format!("--drain-timeout: {raw:?} is not a number of seconds")
-                    })?;
+                options.config.drain_timeout = seconds(&mut parser, "--drain-timeout")?;
+            }
+            Long("partial-ttl") => {
+                options.config.partial_ttl = seconds(&mut parser, "--partial-ttl")?;
             }
             Long("no-fsync") => options.config.fsync = false,
             Long("log-level") => {
@@ -165,6 +163,15 @@ fn value(parser: &mut lexopt::Parser, what: &str) -> Result<String, String> {
         .map_err(|err| err.to_string())?
         .into_string()
         .map_err(|_| format!("{what}: the value is not valid UTF-8"))
+}
+
+/// A non-negative number of seconds, fractions allowed.
+fn seconds(parser: &mut lexopt::Parser, what: &str) -> Result<Duration, String> {
+    let raw = value(parser, what)?;
+    raw.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("{what}: {raw:?} is not a number of seconds"))
 }
 
 fn init_logging(options: &Options) -> io::Result<()> {

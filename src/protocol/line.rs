@@ -7,11 +7,16 @@
 //! back into a line that parses to the same command.
 
 use super::name::{self, FileName};
+use crate::integrity::Digest;
 
 /// Longest command line in bytes, terminator included. It bounds the one
 /// buffer an idle session may hold, and leaves room for the longest name
 /// (255 bytes) behind any verb and size with a wide margin.
 pub const MAX_LINE: usize = 4096;
+
+/// How a digest is written in `EXPECT` and in replies: the algorithm, `=`,
+/// then lower-case hex.
+pub const SHA256_PREFIX: &str = "sha256=";
 
 /// Longest decimal size accepted: `u64::MAX` has 20 digits.
 const MAX_SIZE_DIGITS: usize = 20;
@@ -25,18 +30,26 @@ pub enum Verb {
     Get,
     Put,
     Del,
+    Hash,
+    Partial,
+    Rest,
+    Expect,
     Noop,
     Quit,
 }
 
 impl Verb {
-    const ALL: [Verb; 8] = [
+    const ALL: [Verb; 12] = [
         Verb::Auth,
         Verb::List,
         Verb::View,
         Verb::Get,
         Verb::Put,
         Verb::Del,
+        Verb::Hash,
+        Verb::Partial,
+        Verb::Rest,
+        Verb::Expect,
         Verb::Noop,
         Verb::Quit,
     ];
@@ -50,6 +63,10 @@ impl Verb {
             Verb::Get => "GET",
             Verb::Put => "PUT",
             Verb::Del => "DEL",
+            Verb::Hash => "HASH",
+            Verb::Partial => "PARTIAL",
+            Verb::Rest => "REST",
+            Verb::Expect => "EXPECT",
             Verb::Noop => "NOOP",
             Verb::Quit => "QUIT",
         }
@@ -92,6 +109,22 @@ pub enum Command<'a> {
     Del {
         name: FileName<'a>,
     },
+    /// `HASH <name>`: the SHA-256 of a stored file.
+    Hash {
+        name: FileName<'a>,
+    },
+    /// `PARTIAL <name>`: how many bytes of an interrupted upload are held.
+    Partial {
+        name: FileName<'a>,
+    },
+    /// `REST <offset>`: the next `GET` or `PUT` starts at `offset`.
+    Rest {
+        offset: u64,
+    },
+    /// `EXPECT sha256=<hex>`: the next `PUT` must have this digest.
+    Expect {
+        sha256: Digest,
+    },
     Noop,
     Quit,
 }
@@ -105,6 +138,10 @@ impl Command<'_> {
             Command::Get { .. } => Verb::Get,
             Command::Put { .. } => Verb::Put,
             Command::Del { .. } => Verb::Del,
+            Command::Hash { .. } => Verb::Hash,
+            Command::Partial { .. } => Verb::Partial,
+            Command::Rest { .. } => Verb::Rest,
+            Command::Expect { .. } => Verb::Expect,
             Command::Noop => Verb::Noop,
             Command::Quit => Verb::Quit,
         }
@@ -121,9 +158,17 @@ impl Command<'_> {
                 out.push(b' ');
                 out.extend_from_slice(password);
             }
-            Command::View { name } | Command::Get { name } | Command::Del { name } => {
+            Command::View { name }
+            | Command::Get { name }
+            | Command::Del { name }
+            | Command::Hash { name }
+            | Command::Partial { name } => {
                 out.push(b' ');
                 out.extend_from_slice(name.as_str().as_bytes());
+            }
+            Command::Rest { offset } => out.extend_from_slice(format!(" {offset}").as_bytes()),
+            Command::Expect { sha256 } => {
+                out.extend_from_slice(format!(" {SHA256_PREFIX}{sha256}").as_bytes())
             }
             Command::Put { size, name } => {
                 out.extend_from_slice(format!(" {size} ").as_bytes());
@@ -242,14 +287,29 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
             }
             Ok(Command::Auth { user, password })
         }
-        Verb::View | Verb::Get | Verb::Del => {
+        Verb::View | Verb::Get | Verb::Del | Verb::Hash | Verb::Partial => {
             let raw = args.filter(|a| !a.is_empty()).ok_or(bad)?;
             let name = file_name(raw, verb)?;
             Ok(match verb {
                 Verb::View => Command::View { name },
                 Verb::Get => Command::Get { name },
-                _ => Command::Del { name },
+                Verb::Del => Command::Del { name },
+                Verb::Hash => Command::Hash { name },
+                _ => Command::Partial { name },
             })
+        }
+        Verb::Rest => {
+            let offset = args.and_then(parse_size).ok_or(bad)?;
+            Ok(Command::Rest { offset })
+        }
+        Verb::Expect => {
+            let args = args.ok_or(bad)?;
+            let (algorithm, hex) = args.split_at_checked(SHA256_PREFIX.len()).ok_or(bad)?;
+            if !algorithm.eq_ignore_ascii_case(SHA256_PREFIX.as_bytes()) {
+                return Err(bad);
+            }
+            let sha256 = Digest::from_hex(hex).ok_or(bad)?;
+            Ok(Command::Expect { sha256 })
         }
         Verb::Put => {
             let args = args.ok_or(bad)?;
@@ -398,6 +458,42 @@ mod tests {
     }
 
     #[test]
+    fn resume_and_integrity_commands() {
+        assert_eq!(one(b"rest 0\n"), Ok(Command::Rest { offset: 0 }));
+        assert_eq!(one(b"REST 0042\n"), Ok(Command::Rest { offset: 42 }));
+        assert_eq!(one(b"HASH a b\n"), Ok(Command::Hash { name: n("a b") }));
+        assert_eq!(one(b"partial x\n"), Ok(Command::Partial { name: n("x") }));
+        let hex = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
+        let expect = format!("EXPECT SHA256={hex}\r\n");
+        assert_eq!(
+            one(expect.as_bytes()),
+            Ok(Command::Expect {
+                sha256: Digest::of(b"abc")
+            })
+        );
+        for bad in [&b"REST\n"[..], b"REST \n", b"REST -1\n", b"REST 1 2\n"] {
+            assert_eq!(one(bad), Err(ParseError::BadArguments(Verb::Rest)));
+        }
+        let short = format!("EXPECT sha256={}\n", &hex[1..]);
+        let other = format!("EXPECT md5={hex}\n");
+        let spaced = format!("EXPECT sha256= {hex}\n");
+        for bad in [&b"EXPECT\n"[..], b"EXPECT sha256=\n", b"EXPECT x\n"]
+            .into_iter()
+            .chain([short.as_bytes(), other.as_bytes(), spaced.as_bytes()])
+        {
+            assert_eq!(one(bad), Err(ParseError::BadArguments(Verb::Expect)));
+        }
+        assert_eq!(
+            one(b"HASH ../x\n"),
+            Err(ParseError::NameNotAllowed(Verb::Hash))
+        );
+        assert_eq!(
+            one(b"PARTIAL\n"),
+            Err(ParseError::BadArguments(Verb::Partial))
+        );
+    }
+
+    #[test]
     fn arguments_where_none_belong_are_refused() {
         assert_eq!(one(b"NOOP x\n"), Err(ParseError::BadArguments(Verb::Noop)));
         assert_eq!(one(b"LIST \n"), Err(ParseError::BadArguments(Verb::List)));
@@ -469,6 +565,13 @@ mod tests {
                 name: n("x y"),
             },
             Command::Del { name: n("d") },
+            Command::Hash { name: n("h") },
+            Command::Partial { name: n("p a") },
+            Command::Rest { offset: 0 },
+            Command::Rest { offset: u64::MAX },
+            Command::Expect {
+                sha256: Digest::of(b"x"),
+            },
             Command::Noop,
             Command::Quit,
         ];

@@ -3,7 +3,8 @@
 
 use std::io;
 
-use super::line::{ParseError, Verb};
+use super::line::{ParseError, SHA256_PREFIX, Verb};
+use crate::integrity::Digest;
 use crate::storage::StorageError;
 
 /// A reply line. [`Reply::write_to`] gives its exact wire form.
@@ -17,8 +18,23 @@ pub enum Reply {
     Ok,
     /// `221`: `QUIT`; the server closes the connection.
     Bye,
-    /// `226 stored <size>`: an upload is complete and in place.
-    Stored(u64),
+    /// `226 stored <size> sha256=<hex>`: an upload is complete and in place.
+    Stored { size: u64, sha256: Digest },
+    /// `213 sha256=<hex>`: `HASH`.
+    Sha256(Digest),
+    /// `213 <n>`: `PARTIAL`, the bytes held of an interrupted upload.
+    PartialHeld(u64),
+    /// `350`: `REST` accepted for the next `GET` or `PUT`.
+    RestartAt(u64),
+    /// `200`: `EXPECT` accepted for the next `PUT`.
+    Expecting(Digest),
+    /// `451`: the upload's digest is not the one `EXPECT` announced; it was
+    /// discarded.
+    ChecksumMismatch { expected: Digest, received: Digest },
+    /// `501`: `REST` beyond the end of the file to download.
+    OffsetPastEnd { offset: u64, size: u64 },
+    /// `501`: `REST` beyond the bytes held of the upload to continue.
+    OffsetPastHeld { offset: u64, held: u64 },
     /// `230`: `AUTH` succeeded.
     LoggedIn,
     /// `250`: `DEL` succeeded.
@@ -57,16 +73,20 @@ impl Reply {
     pub fn code(&self) -> u16 {
         match self {
             Reply::Data(_) => 150,
-            Reply::Ok => 200,
+            Reply::Ok | Reply::Expecting(_) => 200,
+            Reply::Sha256(_) | Reply::PartialHeld(_) => 213,
+            Reply::RestartAt(_) => 350,
             Reply::Greeting => 220,
             Reply::Bye => 221,
-            Reply::Stored(_) => 226,
+            Reply::Stored { .. } => 226,
             Reply::LoggedIn => 230,
             Reply::Deleted => 250,
             Reply::ShuttingDown => 421,
-            Reply::LocalError(_) => 451,
+            Reply::LocalError(_) | Reply::ChecksumMismatch { .. } => 451,
             Reply::UnknownCommand | Reply::EmptyLine | Reply::LineTooLong => 500,
-            Reply::BadArguments(_) => 501,
+            Reply::BadArguments(_) | Reply::OffsetPastEnd { .. } | Reply::OffsetPastHeld { .. } => {
+                501
+            }
             Reply::AlreadyLoggedIn => 503,
             Reply::NotLoggedIn | Reply::LoginIncorrect | Reply::TooManyFailures => 530,
             Reply::NoSuchFile | Reply::NotRegularFile => 550,
@@ -85,7 +105,26 @@ impl Reply {
             Reply::Data(n) => write!(out, "{code} {n}"),
             Reply::Ok => write!(out, "{code} ok"),
             Reply::Bye => write!(out, "{code} bye"),
-            Reply::Stored(size) => write!(out, "{code} stored {size}"),
+            Reply::Stored { size, sha256 } => {
+                write!(out, "{code} stored {size} {SHA256_PREFIX}{sha256}")
+            }
+            Reply::Sha256(sha256) => write!(out, "{code} {SHA256_PREFIX}{sha256}"),
+            Reply::PartialHeld(n) => write!(out, "{code} {n}"),
+            Reply::RestartAt(offset) => write!(out, "{code} restarting at {offset}"),
+            Reply::Expecting(sha256) => write!(out, "{code} expecting {SHA256_PREFIX}{sha256}"),
+            Reply::ChecksumMismatch { expected, received } => write!(
+                out,
+                "{code} checksum mismatch: expected {SHA256_PREFIX}{expected}, \
+                 received {SHA256_PREFIX}{received}; upload discarded"
+            ),
+            Reply::OffsetPastEnd { offset, size } => write!(
+                out,
+                "{code} offset {offset} is past the end of the file ({size} bytes)"
+            ),
+            Reply::OffsetPastHeld { offset, held } => write!(
+                out,
+                "{code} offset {offset} is past the {held} bytes held for this upload"
+            ),
             Reply::LoggedIn => write!(out, "{code} logged in"),
             Reply::Deleted => write!(out, "{code} deleted"),
             Reply::ShuttingDown => write!(out, "{code} server shutting down"),
@@ -124,6 +163,7 @@ impl From<StorageError> for Reply {
         match err {
             StorageError::NotFound => Reply::NoSuchFile,
             StorageError::NotRegular => Reply::NotRegularFile,
+            StorageError::OffsetPastHeld { offset, held } => Reply::OffsetPastHeld { offset, held },
             StorageError::Io(err) => Reply::LocalError(err),
         }
     }
@@ -137,6 +177,10 @@ fn usage(verb: Verb) -> &'static str {
         Verb::Get => "GET <name>",
         Verb::Put => "PUT <size> <name>",
         Verb::Del => "DEL <name>",
+        Verb::Hash => "HASH <name>",
+        Verb::Partial => "PARTIAL <name>",
+        Verb::Rest => "REST <offset>",
+        Verb::Expect => "EXPECT sha256=<64 hex digits>",
         Verb::Noop => "NOOP",
         Verb::Quit => "QUIT",
     }
@@ -170,7 +214,17 @@ mod tests {
     #[test]
     fn exact_tokens() {
         assert_eq!(line(Reply::Data(42)), "150 42\r\n");
-        assert_eq!(line(Reply::Stored(7)), "226 stored 7\r\n");
+        let abc = Digest::of(b"abc");
+        assert_eq!(
+            line(Reply::Stored {
+                size: 7,
+                sha256: abc
+            }),
+            format!("226 stored 7 sha256={abc}\r\n")
+        );
+        assert_eq!(line(Reply::Sha256(abc)), format!("213 sha256={abc}\r\n"));
+        assert_eq!(line(Reply::PartialHeld(9)), "213 9\r\n");
+        assert_eq!(line(Reply::RestartAt(9)), "350 restarting at 9\r\n");
         assert_eq!(line(Reply::ShuttingDown), "421 server shutting down\r\n");
         assert_eq!(
             line(Reply::LocalError(io::Error::from_raw_os_error(
@@ -187,6 +241,12 @@ mod tests {
             Reply::BadArguments(Verb::Put),
             Reply::TooLarge { max: 10 },
             Reply::TooManyFailures,
+            Reply::ChecksumMismatch {
+                expected: Digest::of(b"a"),
+                received: Digest::of(b"b"),
+            },
+            Reply::OffsetPastEnd { offset: 5, size: 4 },
+            Reply::OffsetPastHeld { offset: 5, held: 4 },
         ];
         for reply in replies {
             let text = line(reply);

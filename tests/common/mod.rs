@@ -49,6 +49,11 @@ pub fn default_users_file() -> String {
 }
 
 /// Lowercase hex SHA-256.
+/// The exact text of the `226` reply for an upload of `data`.
+pub fn stored(data: &[u8]) -> String {
+    format!("stored {} sha256={}", data.len(), sha256_hex(data))
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(data);
@@ -777,7 +782,8 @@ impl Client {
         self.read_reply()
     }
 
-    /// Uploads and asserts `150 <n>` then exactly `226 stored <n>`.
+    /// Uploads and asserts `150 <n>` then exactly
+    /// `226 stored <n> sha256=<hex>`, with the digest computed here.
     pub fn put(&mut self, name: &str, data: &[u8]) {
         self.put_bytes(name.as_bytes(), data);
     }
@@ -786,7 +792,7 @@ impl Client {
         let (code, text) = self.put_reply(name, data);
         assert_eq!(
             (code, text.as_str()),
-            (226, format!("stored {}", data.len()).as_str()),
+            (226, stored(data).as_str()),
             "PUT {} {:?}",
             data.len(),
             String::from_utf8_lossy(name)

@@ -1,0 +1,150 @@
+//! Small sidecar records that remember something about one particular file:
+//! the SHA-256 of a stored file, or the saved hash state of an interrupted
+//! upload.
+//!
+//! A record names the file it describes by [`Identity`]: device, inode,
+//! size, modification and change time, taken after the file got its final
+//! name. A record is only believed while the file still has that identity,
+//! so a record that is stale (the file was replaced, changed behind the
+//! server's back, or a crash came between the file and its record) is
+//! ignored and the value computed again. Records are never the only copy
+//! of anything: losing one costs a re-read, never a wrong answer.
+//!
+//! Format (text, one record per file, written to a temporary file and
+//! renamed into place):
+//!
+//! ```text
+//! ferry-record 1
+//! file <dev> <ino> <size> <mtime-sec>.<mtime-nsec> <ctime-sec>.<ctime-nsec>
+//! <key> <value>
+//! ```
+
+use std::fs::{self, File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+const MAGIC: &str = "ferry-record 1";
+/// Records are a few hundred bytes; anything larger is not one of ours.
+const MAX_RECORD: u64 = 4096;
+
+/// What tells one version of a file from another without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    pub fn of(meta: &Metadata) -> Identity {
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    pub fn of_file(file: &File) -> io::Result<Identity> {
+        Ok(Identity::of(&file.metadata()?))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The same inode, whatever has happened to its times since.
+    pub fn same_inode(&self, other: &Identity) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "file {} {} {} {}.{} {}.{}",
+            self.dev, self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
+        )
+    }
+}
+
+/// Writes `<key> <value>` for the file with `identity` to `dest`, through
+/// the temporary file `tmp` (on the same file system). Not synced: a
+/// record lost in a crash is recomputed.
+pub fn write(
+    tmp: &Path,
+    dest: &Path,
+    identity: &Identity,
+    key: &str,
+    value: &str,
+) -> io::Result<()> {
+    let text = format!("{MAGIC}\n{}\n{key} {value}\n", identity.line());
+    let result = File::create(tmp)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .and_then(|()| fs::rename(tmp, dest));
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}
+
+/// The value stored under `key` in the record at `path`, if there is one
+/// and it describes the file with `identity`.
+pub fn read(path: &Path, identity: &Identity, key: &str) -> Option<String> {
+    let meta = fs::symlink_metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > MAX_RECORD {
+        return None;
+    }
+    let text = fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != MAGIC || lines.next()? != identity.line() {
+        return None;
+    }
+    let value = lines.next()?.strip_prefix(key)?.strip_prefix(' ')?;
+    if lines.next().is_some() {
+        return None;
+    }
+    Some(value.to_owned())
+}
+
+/// Removes a record; a missing one is fine.
+pub fn remove(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => log::warn!("cannot remove {}: {err}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_believed_only_for_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::write(&data, b"hello").unwrap();
+        let identity = Identity::of(&fs::metadata(&data).unwrap());
+        let record = dir.path().join("record");
+        write(&dir.path().join("tmp"), &record, &identity, "sha256", "abc").unwrap();
+        assert_eq!(read(&record, &identity, "sha256").as_deref(), Some("abc"));
+        assert_eq!(read(&record, &identity, "state"), None);
+
+        // Rewriting the file changes its identity: the record is stale.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(&data, b"HELLO").unwrap();
+        let changed = Identity::of(&fs::metadata(&data).unwrap());
+        assert_ne!(changed, identity);
+        assert!(changed.same_inode(&identity));
+        assert_eq!(read(&record, &changed, "sha256"), None);
+
+        fs::write(&record, b"garbage").unwrap();
+        assert_eq!(read(&record, &identity, "sha256"), None);
+        remove(&record);
+        remove(&record);
+        assert_eq!(read(&record, &identity, "sha256"), None);
+    }
+}

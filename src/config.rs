@@ -19,6 +19,8 @@ pub struct Config {
     /// Address of the line-protocol listener; port 0 picks a free port
     /// (see [`crate::Server::local_addr`]).
     pub listen: SocketAddr,
+    /// Address of the HTTP listener; `None` means no HTTP front.
+    pub http_listen: Option<SocketAddr>,
     /// Storage root: one directory per user below it.
     pub storage: PathBuf,
     /// Largest upload in bytes; a larger `PUT` is answered `552`.
@@ -36,6 +38,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            http_listen: None,
             storage: PathBuf::from("./server_storage"),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

@@ -44,10 +44,11 @@
 
 pub mod auth;
 pub mod config;
-pub mod connection;
 pub mod integrity;
+pub mod metrics;
 pub mod protocol;
 mod reactor;
+pub mod session;
 pub mod storage;
 
 use std::io;
@@ -57,7 +58,9 @@ use std::sync::Arc;
 pub use auth::Users;
 pub use config::Config;
 
+use metrics::Metrics;
 use reactor::{Reactor, StopSignal};
+use session::Services;
 use storage::Storage;
 
 /// A bound server, ready to [`run`](Server::run) in the caller's thread.
@@ -86,19 +89,32 @@ impl Server {
                 format!("cannot listen on {}: {err}", config.listen),
             )
         })?;
-        let reactor = Reactor::new(
-            listener,
+        let http = match config.http_listen {
+            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|err| {
+                io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
+            })?),
+            None => None,
+        };
+        let services = Services {
             users,
             storage,
-            config.max_file_size,
-            config.drain_timeout,
-        )?;
+            max_file_size: config.max_file_size,
+            metrics: Metrics::new(),
+        };
+        let reactor = Reactor::new(listener, http, services, config.drain_timeout)?;
         Ok(Server { reactor })
     }
 
-    /// The address the listener is bound to (useful with port 0).
+    /// The address the line-protocol listener is bound to (useful with
+    /// port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.reactor.local_addr()
+    }
+
+    /// The address of the HTTP listener, when [`Config::http_listen`] asked
+    /// for one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.reactor.http_addr()
     }
 
     /// A handle that asks the running server to shut down, from any thread.

@@ -1,8 +1,9 @@
 //! The event loop: the only code that touches sockets.
 //!
-//! One `mio::Poll` watches the listener, every connection, the shutdown
-//! waker and (when the embedder asks for it) a signal source. Connections
-//! live in a `Slab` keyed by their token. Sockets are edge-triggered, so each
+//! One `mio::Poll` watches the listeners (the line protocol's and, when
+//! configured, the HTTP front's), every connection, the shutdown waker and
+//! (when the embedder asks for it) a signal source. Connections of both
+//! kinds live in one `Slab` keyed by their token. Sockets are edge-triggered, so each
 //! connection remembers whether it may still be readable or writable (a hint
 //! cleared only by `WouldBlock`); a connection that used up its byte budget
 //! for this turn goes on the `ready` list and the next poll does not block,
@@ -20,13 +21,14 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::auth::Users;
-use crate::connection::{Services, Session, TRANSFER_BUFFER};
-use crate::storage::Storage;
+use crate::metrics::Protocol;
+use crate::session::line::TRANSFER_BUFFER;
+use crate::session::{Services, Session};
 
-const LISTENER: Token = Token(usize::MAX - 1);
+const LINE_LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
+const HTTP_LISTENER: Token = Token(usize::MAX - 4);
 
 /// Connections accepted per turn before the others get theirs; the rest
 /// wait for the next turn.
@@ -71,6 +73,16 @@ struct Conn {
     queued: bool,
 }
 
+/// A listening socket and the kind of session its connections get.
+struct Listener {
+    socket: TcpListener,
+    token: Token,
+    protocol: Protocol,
+    addr: SocketAddr,
+    /// More connections may be waiting in its accept queue.
+    pending: bool,
+}
+
 /// What the loop is doing about shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -80,10 +92,10 @@ enum Phase {
 
 pub(crate) struct Reactor {
     poll: Poll,
-    listener: Option<TcpListener>,
+    /// Emptied when shutdown begins.
+    listeners: Vec<Listener>,
     local_addr: SocketAddr,
-    /// More connections may be waiting in the accept queue.
-    accept_pending: bool,
+    http_addr: Option<SocketAddr>,
     conns: Slab<Conn>,
     ready: Vec<usize>,
     /// One read buffer for every connection: reads go here and are handed
@@ -94,31 +106,46 @@ pub(crate) struct Reactor {
     signal_count: usize,
     phase: Phase,
     drain_timeout: Duration,
-    users: Users,
-    storage: Storage,
-    max_file_size: u64,
+    services: Services,
 }
 
 impl Reactor {
     pub(crate) fn new(
-        listener: std::net::TcpListener,
-        users: Users,
-        storage: Storage,
-        max_file_size: u64,
+        line: std::net::TcpListener,
+        http: Option<std::net::TcpListener>,
+        services: Services,
         drain_timeout: Duration,
     ) -> io::Result<Reactor> {
-        listener.set_nonblocking(true)?;
-        let local_addr = listener.local_addr()?;
-        let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut listeners = Vec::new();
+        for (socket, token, protocol) in [
+            (Some(line), LINE_LISTENER, Protocol::Line),
+            (http, HTTP_LISTENER, Protocol::Http),
+        ] {
+            let Some(socket) = socket else {
+                continue;
+            };
+            socket.set_nonblocking(true)?;
+            let addr = socket.local_addr()?;
+            let mut socket = TcpListener::from_std(socket);
+            poll.registry()
+                .register(&mut socket, token, Interest::READABLE)?;
+            listeners.push(Listener {
+                socket,
+                token,
+                protocol,
+                addr,
+                pending: true,
+            });
+        }
+        let local_addr = listeners[0].addr;
+        let http_addr = listeners.get(1).map(|listener| listener.addr);
         let waker = Waker::new(poll.registry(), WAKER)?;
         Ok(Reactor {
             poll,
-            listener: Some(listener),
+            listeners,
             local_addr,
-            accept_pending: true,
+            http_addr,
             conns: Slab::new(),
             ready: Vec::new(),
             scratch: vec![0; TRANSFER_BUFFER].into_boxed_slice(),
@@ -130,14 +157,16 @@ impl Reactor {
             signal_count: 0,
             phase: Phase::Serving,
             drain_timeout,
-            users,
-            storage,
-            max_file_size,
+            services,
         })
     }
 
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    pub(crate) fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     pub(crate) fn stop_signal(&self) -> Arc<StopSignal> {
@@ -159,6 +188,9 @@ impl Reactor {
     /// Serves until a shutdown has completed.
     pub(crate) fn run(mut self) -> io::Result<()> {
         log::info!("ferryd listening on {}", self.local_addr);
+        if let Some(addr) = self.http_addr {
+            log::info!("ferryd HTTP listening on {addr}");
+        }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let timeout = self.poll_timeout();
@@ -170,7 +202,11 @@ impl Reactor {
             }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept_pending = true,
+                    LINE_LISTENER | HTTP_LISTENER => {
+                        for listener in &mut self.listeners {
+                            listener.pending |= listener.token == event.token();
+                        }
+                    }
                     WAKER => {}
                     SIGNALS => {
                         if let Some(signals) = &mut self.signals {
@@ -193,8 +229,10 @@ impl Reactor {
                 }
             }
             self.check_stop_requests();
-            if self.accept_pending && self.listener.is_some() {
-                self.accept_batch();
+            for index in 0..self.listeners.len() {
+                if self.listeners[index].pending {
+                    self.accept_batch(index);
+                }
             }
             for key in std::mem::take(&mut self.ready) {
                 self.drive(key);
@@ -214,7 +252,7 @@ impl Reactor {
     /// Block until an event, unless work is left over from the last turn
     /// or the drain period is running out.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() || (self.accept_pending && self.listener.is_some()) {
+        if !self.ready.is_empty() || self.listeners.iter().any(|listener| listener.pending) {
             return Some(Duration::ZERO);
         }
         match self.phase {
@@ -241,19 +279,15 @@ impl Reactor {
             "shutting down: no new connections, draining transfers for up to {:?}",
             self.drain_timeout
         );
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener.socket);
         }
         self.phase = Phase::Draining {
             deadline: Instant::now() + self.drain_timeout,
         };
-        let services = Services {
-            users: &self.users,
-            storage: &self.storage,
-            max_file_size: self.max_file_size,
-        };
+        let services = &self.services;
         for (key, conn) in self.conns.iter_mut() {
-            conn.session.begin_shutdown(&services);
+            conn.session.begin_shutdown(services);
             if !conn.queued {
                 conn.queued = true;
                 self.ready.push(key);
@@ -264,30 +298,28 @@ impl Reactor {
     /// Ends every transfer now, flushes what the sockets take without
     /// waiting, and closes everything.
     fn end_drain(&mut self) {
-        let services = Services {
-            users: &self.users,
-            storage: &self.storage,
-            max_file_size: self.max_file_size,
-        };
+        let services = &self.services;
         for (_, conn) in self.conns.iter_mut() {
-            conn.session.end_drain(&services);
+            conn.session.end_drain(services);
             flush_once(conn);
         }
         for conn in self.conns.drain() {
+            self.services
+                .metrics
+                .session_closed(conn.session.protocol());
             close(conn, &mut self.scratch, &self.poll);
         }
         self.ready.clear();
     }
 
-    fn accept_batch(&mut self) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
+    fn accept_batch(&mut self, index: usize) {
+        let listener = &mut self.listeners[index];
+        let protocol = listener.protocol;
         for _ in 0..ACCEPT_BATCH {
-            let (mut stream, peer) = match listener.accept() {
+            let (mut stream, peer) = match listener.socket.accept() {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_pending = false;
+                    listener.pending = false;
                     return;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -295,7 +327,7 @@ impl Reactor {
                     // Out of descriptors or memory: the connection stays in
                     // the backlog and is tried again on the next event.
                     log::warn!("accept failed: {err}");
-                    self.accept_pending = false;
+                    listener.pending = false;
                     return;
                 }
             };
@@ -306,7 +338,7 @@ impl Reactor {
             }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            let session = Session::new(peer);
+            let session = Session::new(protocol, peer, &self.services);
             let interest = interest_of(&session);
             if let Err(err) = self
                 .poll
@@ -316,7 +348,8 @@ impl Reactor {
                 log::error!("{peer}: cannot register connection: {err}");
                 continue;
             }
-            log::info!("{peer} connected");
+            log::info!("{peer} connected ({})", protocol.as_str());
+            self.services.metrics.session_opened(protocol);
             entry.insert(Conn {
                 stream,
                 peer,
@@ -329,7 +362,7 @@ impl Reactor {
             self.ready.push(key);
         }
         // The batch is used up; more may be waiting.
-        self.accept_pending = true;
+        listener.pending = true;
     }
 
     /// Moves bytes (and runs socket-free work such as hashing a file) for one
@@ -340,11 +373,7 @@ impl Reactor {
             return;
         };
         conn.queued = false;
-        let services = Services {
-            users: &self.users,
-            storage: &self.storage,
-            max_file_size: self.max_file_size,
-        };
+        let services = &self.services;
         let mut budget = IO_BUDGET;
         loop {
             let mut progressed = false;
@@ -352,15 +381,16 @@ impl Reactor {
                 match conn.stream.write(conn.session.output()) {
                     Ok(0) => conn
                         .session
-                        .connection_lost("connection closed while writing", &services),
+                        .connection_lost("connection closed while writing", services),
                     Ok(n) => {
-                        conn.session.output_written(n, &services);
+                        services.metrics.sent(n);
+                        conn.session.output_written(n, services);
                         budget = budget.saturating_sub(n);
                         progressed = true;
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => progressed = true,
-                    Err(err) => conn.session.connection_lost(&err.to_string(), &services),
+                    Err(err) => conn.session.connection_lost(&err.to_string(), services),
                 }
             }
             let limit = conn.session.read_limit().min(self.scratch.len());
@@ -368,27 +398,31 @@ impl Reactor {
                 match conn.stream.read(&mut self.scratch[..limit]) {
                     Ok(0) => {
                         conn.readable = false;
-                        conn.session.receive_eof(&services);
+                        conn.session.receive_eof(services);
                         progressed = true;
                     }
                     Ok(n) => {
-                        conn.session.receive(&self.scratch[..n], &services);
+                        services.metrics.received(n);
+                        conn.session.receive(&self.scratch[..n], services);
                         budget = budget.saturating_sub(n);
                         progressed = true;
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => progressed = true,
-                    Err(err) => conn.session.connection_lost(&err.to_string(), &services),
+                    Err(err) => conn.session.connection_lost(&err.to_string(), services),
                 }
             }
             if conn.session.has_work() {
-                let n = conn.session.work(&services);
+                let n = conn.session.work(services);
                 budget = budget.saturating_sub(n.max(1));
                 progressed = true;
             }
             if conn.session.is_done() {
                 let conn = self.conns.remove(key);
                 log::info!("{} disconnected", conn.peer);
+                self.services
+                    .metrics
+                    .session_closed(conn.session.protocol());
                 close(conn, &mut self.scratch, &self.poll);
                 return;
             }

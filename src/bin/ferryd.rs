@@ -16,12 +16,13 @@ use ferry::{Config, Server, Users};
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode, WriteLogger};
 
 const USAGE: &str = "\
-ferryd: multi-user file transfer server (line protocol: see protocol.md)
+ferryd: multi-user file transfer server (line protocol and HTTP: see protocol.md)
 
 Usage: ferryd [OPTIONS]
 
 Options:
-  --listen ADDR          address to listen on [default: 127.0.0.1:9999]
+  --listen ADDR          address of the line protocol [default: 127.0.0.1:9999]
+  --http-listen ADDR     also serve HTTP/1.1 on ADDR, e.g. 127.0.0.1:9980 [default: off]
   --storage DIR          storage root, one directory per user [default: ./server_storage]
   --users FILE           users file, username:password per line [default: ./id_passwd.txt]
                          (created with one user 'demo' and a random password if missing)
@@ -120,6 +121,13 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
                 options.config.listen = raw.parse::<SocketAddr>().map_err(|_| {
                     format!("--listen: {raw:?} is not an address like 127.0.0.1:9999")
                 })?;
+            }
+            Long("http-listen") => {
+                let raw = value(&mut parser, "--http-listen")?;
+                let addr = raw.parse::<SocketAddr>().map_err(|_| {
+                    format!("--http-listen: {raw:?} is not an address like 127.0.0.1:9980")
+                })?;
+                options.config.http_listen = Some(addr);
             }
             Long("storage") => {
                 options.config.storage = PathBuf::from(value(&mut parser, "--storage")?)

@@ -4,7 +4,12 @@
 //! - [`line`]: the line-protocol command parser and formatter.
 //! - [`reply`]: every reply the line protocol sends, and the one place where
 //!   errors become reply codes.
+//! - [`http`]: HTTP/1.1 request heads (on `httparse`), paths, names,
+//!   ranges, credentials, and response heads.
+//! - [`chunked`]: the chunked transfer coding, decoded incrementally.
 
+pub mod chunked;
+pub mod http;
 pub mod line;
 pub mod name;
 pub mod reply;

@@ -188,7 +188,7 @@ fn usage(verb: Verb) -> &'static str {
 
 /// A short, path-free description of an I/O failure for the client: the
 /// client learns what kind of trouble it is, never where on the server.
-fn describe_io(err: &io::Error) -> &'static str {
+pub(crate) fn describe_io(err: &io::Error) -> &'static str {
     match err.raw_os_error() {
         Some(libc::ENOSPC) => "disk full",
         Some(libc::EDQUOT) => "disk quota exceeded",

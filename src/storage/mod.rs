@@ -142,9 +142,26 @@ pub struct Storage {
 #[derive(Debug, Clone)]
 pub struct UserDir {
     path: PathBuf,
-    sums: PathBuf,
-    partial: PathBuf,
-    partial_sums: PathBuf,
+    /// `.ferry/users/<user>`: the server's records about this user.
+    records: PathBuf,
+}
+
+impl UserDir {
+    fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    fn sums(&self, name: &str) -> PathBuf {
+        self.records.join(SUMS_DIR).join(name)
+    }
+
+    fn partial(&self, name: &str) -> PathBuf {
+        self.records.join(PARTIAL_DIR).join(name)
+    }
+
+    fn partial_sums(&self, name: &str) -> PathBuf {
+        self.records.join(PARTIAL_SUMS_DIR).join(name)
+    }
 }
 
 /// A continued upload: the claimed partial, cut to the requested offset,
@@ -254,16 +271,10 @@ impl Storage {
         create_private_dir(&path)?;
         let records = self.root.join(PRIVATE_DIR).join(USERS_DIR).join(user);
         create_private_dir(&records)?;
-        let dir = UserDir {
-            path,
-            sums: records.join(SUMS_DIR),
-            partial: records.join(PARTIAL_DIR),
-            partial_sums: records.join(PARTIAL_SUMS_DIR),
-        };
-        for sub in [&dir.sums, &dir.partial, &dir.partial_sums] {
-            create_private_dir(sub)?;
+        for sub in [SUMS_DIR, PARTIAL_DIR, PARTIAL_SUMS_DIR] {
+            create_private_dir(&records.join(sub))?;
         }
-        Ok(dir)
+        Ok(UserDir { path, records })
     }
 
     /// The user's regular files, sorted by name (byte order). Names that
@@ -303,7 +314,7 @@ impl Storage {
         dir: &UserDir,
         name: FileName<'_>,
     ) -> Result<(File, u64), StorageError> {
-        let file = open_regular(&dir.path.join(name.as_str()), false)?;
+        let file = open_regular(&dir.file(name.as_str()), false)?;
         let size = file.metadata()?.len();
         Ok((file, size))
     }
@@ -312,7 +323,7 @@ impl Storage {
     /// still describes it.
     pub fn stored_digest(&self, dir: &UserDir, name: FileName<'_>, file: &File) -> Option<Digest> {
         let identity = Identity::of_file(file).ok()?;
-        let hex = record::read(&dir.sums.join(name.as_str()), &identity, SHA256_KEY)?;
+        let hex = record::read(&dir.sums(name.as_str()), &identity, SHA256_KEY)?;
         Digest::from_hex(hex.as_bytes())
     }
 
@@ -326,7 +337,7 @@ impl Storage {
         identity: &Identity,
         sha256: Digest,
     ) {
-        let dest = dir.sums.join(name.as_str());
+        let dest = dir.sums(name.as_str());
         let tmp = self.tmp_path("sum");
         if let Err(err) = record::write(&tmp, &dest, identity, SHA256_KEY, &sha256.to_string()) {
             log::warn!("cannot record the digest of {}: {err}", dest.display());
@@ -346,7 +357,7 @@ impl Storage {
         dir: &UserDir,
         name: FileName<'_>,
     ) -> Result<Option<fs::Metadata>, StorageError> {
-        let path = dir.partial.join(name.as_str());
+        let path = dir.partial(name.as_str());
         let meta = match fs::symlink_metadata(&path) {
             Ok(meta) => meta,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -363,13 +374,13 @@ impl Storage {
     }
 
     fn discard_partial(&self, dir: &UserDir, name: FileName<'_>) {
-        record::remove(&dir.partial.join(name.as_str()));
-        record::remove(&dir.partial_sums.join(name.as_str()));
+        record::remove(&dir.partial(name.as_str()));
+        record::remove(&dir.partial_sums(name.as_str()));
     }
 
     /// Checks that `name` can receive an upload: absent, or a regular file.
     fn check_target(&self, dir: &UserDir, name: FileName<'_>) -> Result<PathBuf, StorageError> {
-        let final_path = dir.path.join(name.as_str());
+        let final_path = dir.file(name.as_str());
         match fs::symlink_metadata(&final_path) {
             Ok(meta) if !meta.file_type().is_file() => Err(StorageError::NotRegular),
             Ok(_) => Ok(final_path),
@@ -422,12 +433,12 @@ impl Storage {
         // The saved hash state is read before the partial moves, because
         // the move changes its change time.
         let before = Identity::of(&held);
-        let saved = record::read(&dir.partial_sums.join(name.as_str()), &before, STATE_KEY)
+        let saved = record::read(&dir.partial_sums(name.as_str()), &before, STATE_KEY)
             .and_then(|hex| hex::decode(hex).ok())
             .and_then(|bytes| Hasher::restore(&bytes))
             .filter(|hasher| hasher.len() == held_len && offset == held_len);
         let tmp_path = self.tmp_path("upload");
-        match fs::rename(dir.partial.join(name.as_str()), &tmp_path) {
+        match fs::rename(dir.partial(name.as_str()), &tmp_path) {
             Ok(()) => {}
             // Another session took it a moment ago.
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -435,7 +446,7 @@ impl Storage {
             }
             Err(err) => return Err(StorageError::Io(err)),
         }
-        record::remove(&dir.partial_sums.join(name.as_str()));
+        record::remove(&dir.partial_sums(name.as_str()));
         let file = match open_regular(&tmp_path, true) {
             Ok(file) => file,
             Err(err) => {
@@ -461,7 +472,7 @@ impl Storage {
         let recorded = Identity::of_file(&file).and_then(|identity| {
             record::write(
                 &sum_tmp,
-                &dir.sums.join(&name),
+                &dir.sums(&name),
                 &identity,
                 SHA256_KEY,
                 &sha256.to_string(),
@@ -470,8 +481,8 @@ impl Storage {
         if let Err(err) = recorded {
             log::warn!("cannot record the digest of {name:?}: {err}");
         }
-        record::remove(&dir.partial.join(&name));
-        record::remove(&dir.partial_sums.join(&name));
+        record::remove(&dir.partial(&name));
+        record::remove(&dir.partial_sums(&name));
         if self.options.fsync {
             File::open(&dir.path)?.sync_all()?;
         }
@@ -481,13 +492,13 @@ impl Storage {
     /// Removes a regular file's name (other hard links and open handles keep
     /// the data) and returns the size it had.
     pub fn delete(&self, dir: &UserDir, name: FileName<'_>) -> Result<u64, StorageError> {
-        let path = dir.path.join(name.as_str());
+        let path = dir.file(name.as_str());
         let meta = fs::symlink_metadata(&path)?;
         if !meta.file_type().is_file() {
             return Err(StorageError::NotRegular);
         }
         fs::remove_file(&path)?;
-        record::remove(&dir.sums.join(name.as_str()));
+        record::remove(&dir.sums(name.as_str()));
         Ok(meta.len())
     }
 
@@ -507,7 +518,7 @@ impl Storage {
                 return;
             }
         };
-        let state_path = dir.partial_sums.join(&name);
+        let state_path = dir.partial_sums(&name);
         let saved = match (hasher, Identity::of_file(&file)) {
             (Some(hasher), Ok(identity)) if hasher.len() == len => {
                 let state = hex::encode(hasher.save());
@@ -629,8 +640,8 @@ mod tests {
         let (root, storage, dir) = setup();
         let outside = root.path().join("canary");
         fs::write(&outside, b"secret").unwrap();
-        std::os::unix::fs::symlink(&outside, dir.path.join("link")).unwrap();
-        fs::create_dir(dir.path.join("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.file("link")).unwrap();
+        fs::create_dir(dir.file("sub")).unwrap();
         for bad in ["link", "sub"] {
             assert!(matches!(
                 storage.open_read(&dir, name(bad)),

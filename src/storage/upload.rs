@@ -89,7 +89,7 @@ impl Upload {
         if fsync {
             file.sync_data()?;
         }
-        fs::rename(&self.tmp_path, self.dir.path.join(&self.name))?;
+        fs::rename(&self.tmp_path, self.dir.file(&self.name))?;
         // The rename happened: nothing is left to remove.
         self.tmp_path = PathBuf::new();
         Ok((file, self.dir.clone(), std::mem::take(&mut self.name)))
@@ -99,7 +99,7 @@ impl Upload {
     /// an older partial. Returns the open file, the user directory and the
     /// name.
     pub(super) fn into_partial(mut self) -> io::Result<(File, UserDir, String)> {
-        fs::rename(&self.tmp_path, self.dir.partial.join(&self.name))?;
+        fs::rename(&self.tmp_path, self.dir.partial(&self.name))?;
         self.tmp_path = PathBuf::new();
         let file = self.file.take().expect("upload placed twice");
         Ok((file, self.dir.clone(), std::mem::take(&mut self.name)))

@@ -39,12 +39,13 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use crate::auth::Users;
+use super::Services;
 use crate::integrity::{Digest, Hasher};
+use crate::metrics::{Direction, Protocol};
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{Entry, Identity, Resumed, Storage, Upload, UserDir};
+use crate::storage::{Entry, Identity, Resumed, Upload, UserDir};
 
 /// Failed logins allowed on one connection before it is closed.
 pub const MAX_AUTH_FAILURES: u8 = 3;
@@ -62,13 +63,6 @@ pub const REPLY_BACKLOG: usize = 4096;
 /// Usernames are at most 32 bytes; a log line shows at most this much of a
 /// claimed one.
 const MAX_LOGGED_USER: usize = 64;
-
-/// What a session may use beyond its own bytes.
-pub struct Services<'a> {
-    pub users: &'a Users,
-    pub storage: &'a Storage,
-    pub max_file_size: u64,
-}
 
 /// A logged-in user: who, their directory, and what `REST` and `EXPECT`
 /// asked of the next transfer.
@@ -222,9 +216,11 @@ impl Send {
 enum State {
     Auth { failures: u8 },
     Idle(Login),
-    Receiving(Login, Receive),
-    Sending(Login, Send),
-    Hashing(Login, Digesting),
+    // Boxed: an idle session pays only for a pointer to what a transfer
+    // needs.
+    Receiving(Login, Box<Receive>),
+    Sending(Login, Box<Send>),
+    Hashing(Login, Box<Digesting>),
     Closing,
 }
 
@@ -245,7 +241,7 @@ pub struct Session {
 
 impl Session {
     /// A new connection from `peer`; the greeting is queued.
-    pub fn new(peer: SocketAddr) -> Session {
+    pub fn new(peer: SocketAddr, services: &Services) -> Session {
         let mut session = Session {
             state: State::Auth { failures: 0 },
             peer,
@@ -256,7 +252,7 @@ impl Session {
             shutting_down: false,
             peer_eof: false,
         };
-        session.reply(Reply::Greeting);
+        session.reply(Reply::Greeting, services);
         session
     }
 
@@ -303,7 +299,7 @@ impl Session {
 
     /// Runs one bounded step of that work (at most [`HASH_STEP`] bytes read
     /// and hashed) and returns how many bytes it processed.
-    pub fn work(&mut self, services: &Services<'_>) -> usize {
+    pub fn work(&mut self, services: &Services) -> usize {
         let State::Hashing(_, job) = &mut self.state else {
             return 0;
         };
@@ -316,7 +312,7 @@ impl Session {
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => 0,
             Err(err) => {
-                self.hashing_failed(err);
+                self.hashing_failed(err, services);
                 0
             }
         };
@@ -327,7 +323,7 @@ impl Session {
 
     /// Takes bytes the client sent; `data.len()` is at most
     /// [`Session::read_limit`].
-    pub fn receive(&mut self, data: &[u8], services: &Services<'_>) {
+    pub fn receive(&mut self, data: &[u8], services: &Services) {
         let taken = self.write_payload(data, services);
         self.input.extend_from_slice(&data[taken..]);
         self.advance(services);
@@ -335,13 +331,13 @@ impl Session {
 
     /// The client closed its sending side. Complete lines already received
     /// are still answered; an unfinished upload is discarded.
-    pub fn receive_eof(&mut self, services: &Services<'_>) {
+    pub fn receive_eof(&mut self, services: &Services) {
         self.peer_eof = true;
         self.advance(services);
     }
 
     /// `n` bytes of [`Session::output`] were sent.
-    pub fn output_written(&mut self, n: usize, services: &Services<'_>) {
+    pub fn output_written(&mut self, n: usize, services: &Services) {
         self.out_pos += n;
         debug_assert!(self.out_pos <= self.out.len());
         if self.out_pos == self.out.len() {
@@ -353,7 +349,7 @@ impl Session {
 
     /// The server is shutting down: an idle session gets `421` and closes; a
     /// running transfer may finish first.
-    pub fn begin_shutdown(&mut self, services: &Services<'_>) {
+    pub fn begin_shutdown(&mut self, services: &Services) {
         self.shutting_down = true;
         self.advance(services);
     }
@@ -361,31 +357,37 @@ impl Session {
     /// The drain period is over: an unfinished upload is kept as a
     /// resumable partial and its client gets `421`; an unfinished download
     /// is cut off.
-    pub fn end_drain(&mut self, services: &Services<'_>) {
+    pub fn end_drain(&mut self, services: &Services) {
         let cut_download = matches!(self.state, State::Sending(..));
         self.interrupt("server shutting down", services);
         if cut_download {
             self.drop_output();
         } else {
-            self.reply(Reply::ShuttingDown);
+            self.reply(Reply::ShuttingDown, services);
         }
     }
 
     /// The connection failed (reset, write error): drop everything.
-    pub fn connection_lost(&mut self, reason: &str, services: &Services<'_>) {
+    pub fn connection_lost(&mut self, reason: &str, services: &Services) {
         self.interrupt(reason, services);
         self.drop_output();
     }
 
     /// Ends whatever runs now and closes. What an upload received is kept
     /// for a later resume.
-    fn interrupt(&mut self, reason: &str, services: &Services<'_>) {
+    fn interrupt(&mut self, reason: &str, services: &Services) {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(login, receive) => {
                 log_aborted_upload(self.peer, &login, &receive, reason);
-                keep_partial(receive, true, services);
+                services.metrics.transfer_aborted(Direction::Upload);
+                keep_partial(*receive, true, services);
             }
-            State::Sending(login, send) => log_cut_download(self.peer, &login, &send, reason),
+            State::Sending(login, send) => {
+                log_cut_download(self.peer, &login, &send, reason);
+                if send.verb != Verb::List {
+                    services.metrics.transfer_aborted(Direction::Download);
+                }
+            }
             State::Hashing(login, job) => {
                 log::info!(
                     "{} {}: hashing stopped after {} of {} bytes: {reason}",
@@ -405,9 +407,12 @@ impl Session {
     /// Ends a download that cannot deliver what it announced: closing the
     /// connection is the only honest signal left. What was already queued
     /// is still sent.
-    fn cut_download(&mut self, reason: &str) {
+    fn cut_download(&mut self, reason: &str, services: &Services) {
         if let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) {
             log_cut_download(self.peer, &login, &send, reason);
+            if send.verb != Verb::List {
+                services.metrics.transfer_aborted(Direction::Download);
+            }
         }
     }
 
@@ -416,13 +421,14 @@ impl Session {
         self.out_pos = 0;
     }
 
-    fn reply(&mut self, reply: Reply) {
+    fn reply(&mut self, reply: Reply, services: &Services) {
+        services.metrics.reply(Protocol::Line, reply.code());
         reply.write_to(&mut self.out);
     }
 
     /// Runs whatever can run now: refills a download, feeds buffered
     /// payload to an upload, executes complete command lines.
-    fn advance(&mut self, services: &Services<'_>) {
+    fn advance(&mut self, services: &Services) {
         loop {
             match self.state {
                 State::Closing => break,
@@ -444,7 +450,7 @@ impl Session {
                     if !self.output().is_empty() {
                         break;
                     }
-                    self.refill();
+                    self.refill(services);
                     if matches!(self.state, State::Sending(..)) {
                         break;
                     }
@@ -454,7 +460,7 @@ impl Session {
                     // it. A resumed upload keeps its bytes for next time.
                     if self.shutting_down {
                         self.interrupt("server shutting down", services);
-                        self.reply(Reply::ShuttingDown);
+                        self.reply(Reply::ShuttingDown, services);
                     }
                     break;
                 }
@@ -463,7 +469,7 @@ impl Session {
                         break;
                     }
                     if self.shutting_down {
-                        self.reply(Reply::ShuttingDown);
+                        self.reply(Reply::ShuttingDown, services);
                         self.state = State::Closing;
                         break;
                     }
@@ -490,7 +496,7 @@ impl Session {
     }
 
     /// Executes the next complete line, if there is one.
-    fn next_command(&mut self, services: &Services<'_>) -> bool {
+    fn next_command(&mut self, services: &Services) -> bool {
         if self.discarding {
             match line::skip_line(&self.input) {
                 Some(end) => {
@@ -519,11 +525,11 @@ impl Session {
         true
     }
 
-    fn execute(&mut self, command: Result<Command<'_>, ParseError>, services: &Services<'_>) {
+    fn execute(&mut self, command: Result<Command<'_>, ParseError>, services: &Services) {
         let logged_in = matches!(self.state, State::Idle(_));
         let command = match command {
             Ok(command) if command.verb().needs_login() && !logged_in => {
-                return self.reply(Reply::NotLoggedIn);
+                return self.reply(Reply::NotLoggedIn, services);
             }
             Ok(command) => command,
             Err(err) => {
@@ -531,27 +537,27 @@ impl Session {
                     self.discarding = true;
                 }
                 if !logged_in && err.verb().is_some_and(Verb::needs_login) {
-                    return self.reply(Reply::NotLoggedIn);
+                    return self.reply(Reply::NotLoggedIn, services);
                 }
-                return self.reply(Reply::from(err));
+                return self.reply(Reply::from(err), services);
             }
         };
         match command {
-            Command::Noop => self.reply(Reply::Ok),
+            Command::Noop => self.reply(Reply::Ok, services),
             Command::Rest { offset } => {
                 if let State::Idle(login) = &mut self.state {
                     login.rest = Some(offset);
                 }
-                self.reply(Reply::RestartAt(offset));
+                self.reply(Reply::RestartAt(offset), services);
             }
             Command::Expect { sha256 } => {
                 if let State::Idle(login) = &mut self.state {
                     login.expect = Some(sha256);
                 }
-                self.reply(Reply::Expecting(sha256));
+                self.reply(Reply::Expecting(sha256), services);
             }
             Command::Quit => {
-                self.reply(Reply::Bye);
+                self.reply(Reply::Bye, services);
                 self.state = State::Closing;
             }
             Command::Auth { user, password } => self.auth(user, password, services),
@@ -577,36 +583,37 @@ impl Session {
                 };
                 // An empty download or upload may already be complete.
                 if let State::Sending(..) = self.state {
-                    self.refill();
+                    self.refill(services);
                 }
             }
         }
     }
 
-    fn auth(&mut self, user: &[u8], password: &[u8], services: &Services<'_>) {
+    fn auth(&mut self, user: &[u8], password: &[u8], services: &Services) {
         let State::Auth { failures } = &mut self.state else {
-            return self.reply(Reply::AlreadyLoggedIn);
+            return self.reply(Reply::AlreadyLoggedIn, services);
         };
         let Some(name) = services.users.verify(user, password) else {
             *failures += 1;
             let failures = *failures;
+            services.metrics.failed_login(Protocol::Line);
             log::warn!(
                 "{} login failed for user {:?} ({failures} of {MAX_AUTH_FAILURES})",
                 self.peer,
                 logged_user(user)
             );
             if failures >= MAX_AUTH_FAILURES {
-                self.reply(Reply::TooManyFailures);
+                self.reply(Reply::TooManyFailures, services);
                 self.state = State::Closing;
             } else {
-                self.reply(Reply::LoginIncorrect);
+                self.reply(Reply::LoginIncorrect, services);
             }
             return;
         };
         match services.storage.user_dir(name) {
             Ok(dir) => {
                 log::info!("{} logged in as {name}", self.peer);
-                self.reply(Reply::LoggedIn);
+                self.reply(Reply::LoggedIn, services);
                 self.state = State::Idle(Login::new(name, dir));
             }
             Err(err) => {
@@ -614,17 +621,17 @@ impl Session {
                     "{} cannot prepare the directory of {name}: {err}",
                     self.peer
                 );
-                self.reply(Reply::LocalError(err));
+                self.reply(Reply::LocalError(err), services);
             }
         }
     }
 
-    fn start_list(&mut self, login: Login, services: &Services<'_>) -> State {
+    fn start_list(&mut self, login: Login, services: &Services) -> State {
         let entries = match services.storage.list(&login.dir) {
             Ok(entries) => entries,
             Err(err) => {
                 log::error!("{} {}: LIST failed: {err}", self.peer, login.user);
-                self.reply(Reply::from(err));
+                self.reply(Reply::from(err), services);
                 return State::Idle(login);
             }
         };
@@ -637,9 +644,10 @@ impl Session {
                 line.len() as u64
             })
             .sum();
-        self.reply(Reply::Data(total));
+        self.reply(Reply::Data(total), services);
         let source = Source::Listing { entries, next: 0 };
-        State::Sending(login, Send::new(Verb::List, String::new(), source, total))
+        let send = Send::new(Verb::List, String::new(), source, total);
+        State::Sending(login, Box::new(send))
     }
 
     fn start_download(
@@ -647,7 +655,7 @@ impl Session {
         mut login: Login,
         verb: Verb,
         name: FileName<'_>,
-        services: &Services<'_>,
+        services: &Services,
     ) -> State {
         let offset = if verb == Verb::Get {
             login.rest.take().unwrap_or(0)
@@ -673,12 +681,13 @@ impl Session {
                 } else {
                     size
                 };
-                self.reply(Reply::Data(total));
+                self.reply(Reply::Data(total), services);
                 let name = name.as_str().to_owned();
-                State::Sending(login, Send::new(verb, name, Source::File(file), total))
+                let send = Send::new(verb, name, Source::File(file), total);
+                State::Sending(login, Box::new(send))
             }
             Ok(Err(reply)) => {
-                self.reply(reply);
+                self.reply(reply, services);
                 State::Idle(login)
             }
             Err(err) => {
@@ -688,14 +697,14 @@ impl Session {
                     login.user,
                     verb.as_str()
                 );
-                self.reply(Reply::from(err));
+                self.reply(Reply::from(err), services);
                 State::Idle(login)
             }
         }
     }
 
     /// Moves more download bytes into the output, or ends the download.
-    fn refill(&mut self) {
+    fn refill(&mut self, services: &Services) {
         let State::Sending(_, send) = &mut self.state else {
             return;
         };
@@ -711,6 +720,9 @@ impl Session {
                 send.total,
                 send.started,
             );
+            if send.verb != Verb::List {
+                services.metrics.transfer_completed(Direction::Download);
+            }
             self.state = State::Idle(login);
             return;
         }
@@ -745,14 +757,14 @@ impl Session {
                 // The listing grew past what was announced: impossible, as
                 // both come from the same entries; never send more.
                 self.out.truncate(before);
-                self.cut_download("listing changed while sending");
+                self.cut_download("listing changed while sending", services);
             }
             Err(err) => {
                 // The announced size can no longer be met: the only honest
                 // signal left is closing the connection.
                 log::error!("{} read failed during download: {err}", self.peer);
                 self.out.truncate(before);
-                self.cut_download("read failed");
+                self.cut_download("read failed", services);
             }
         }
     }
@@ -762,19 +774,22 @@ impl Session {
         mut login: Login,
         size: u64,
         name: FileName<'_>,
-        services: &Services<'_>,
+        services: &Services,
     ) -> State {
         let rest = login.rest.take();
         let expect = login.expect.take();
         if size > services.max_file_size {
-            self.reply(Reply::TooLarge {
-                max: services.max_file_size,
-            });
+            self.reply(
+                Reply::TooLarge {
+                    max: services.max_file_size,
+                },
+                services,
+            );
             return State::Idle(login);
         }
         let started = match rest {
             Some(offset) if offset > size => {
-                self.reply(Reply::OffsetPastEnd { offset, size });
+                self.reply(Reply::OffsetPastEnd { offset, size }, services);
                 return State::Idle(login);
             }
             Some(offset) => services.storage.resume_upload(&login.dir, name, offset),
@@ -790,7 +805,7 @@ impl Session {
             Ok(resumed) => resumed,
             Err(err) => {
                 log::info!("{} {}: PUT {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err));
+                self.reply(Reply::from(err), services);
                 return State::Idle(login);
             }
         };
@@ -809,25 +824,25 @@ impl Session {
             // The bytes held must be hashed before more can follow them.
             None => {
                 let purpose = Purpose::Resume(Box::new(receive));
-                State::Hashing(login, Digesting::new(offset, purpose))
+                State::Hashing(login, Box::new(Digesting::new(offset, purpose)))
             }
         }
     }
 
     /// Asks for the payload (`150`), or finishes at once when there is none
     /// left to send.
-    fn accept_upload(&mut self, login: Login, receive: Receive, services: &Services<'_>) -> State {
-        self.reply(Reply::Data(receive.remaining));
+    fn accept_upload(&mut self, login: Login, receive: Receive, services: &Services) -> State {
+        self.reply(Reply::Data(receive.remaining), services);
         if receive.remaining == 0 {
             self.finish_upload(login, receive, services)
         } else {
-            State::Receiving(login, receive)
+            State::Receiving(login, Box::new(receive))
         }
     }
 
     /// Writes the part of `data` that belongs to the running upload, if any,
     /// and returns how many bytes that was.
-    fn write_payload(&mut self, data: &[u8], services: &Services<'_>) -> usize {
+    fn write_payload(&mut self, data: &[u8], services: &Services) -> usize {
         let State::Receiving(login, receive) = &mut self.state else {
             return 0;
         };
@@ -854,12 +869,12 @@ impl Session {
             else {
                 unreachable!();
             };
-            self.state = self.finish_upload(login, receive, services);
+            self.state = self.finish_upload(login, *receive, services);
         }
         n
     }
 
-    fn finish_upload(&mut self, login: Login, receive: Receive, services: &Services<'_>) -> State {
+    fn finish_upload(&mut self, login: Login, receive: Receive, services: &Services) -> State {
         let sha256 = receive.hasher.finish();
         if let Some(expected) = receive.expect
             && expected != sha256
@@ -871,10 +886,14 @@ impl Session {
                 receive.name
             );
             // Dropping the upload removes its temporary file.
-            self.reply(Reply::ChecksumMismatch {
-                expected,
-                received: sha256,
-            });
+            services.metrics.transfer_aborted(Direction::Upload);
+            self.reply(
+                Reply::ChecksumMismatch {
+                    expected,
+                    received: sha256,
+                },
+                services,
+            );
             return State::Idle(login);
         }
         let result = receive
@@ -890,10 +909,14 @@ impl Session {
                     receive.size,
                     receive.started,
                 );
-                self.reply(Reply::Stored {
-                    size: receive.size,
-                    sha256,
-                });
+                services.metrics.transfer_completed(Direction::Upload);
+                self.reply(
+                    Reply::Stored {
+                        size: receive.size,
+                        sha256,
+                    },
+                    services,
+                );
             }
             Err(err) => {
                 log::error!(
@@ -902,22 +925,23 @@ impl Session {
                     login.user,
                     receive.name
                 );
-                self.reply(Reply::LocalError(err));
+                services.metrics.transfer_aborted(Direction::Upload);
+                self.reply(Reply::LocalError(err), services);
             }
         }
         State::Idle(login)
     }
 
-    fn delete(&mut self, login: Login, name: FileName<'_>, services: &Services<'_>) -> State {
+    fn delete(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
         let started = Instant::now();
         match services.storage.delete(&login.dir, name) {
             Ok(size) => {
                 log_transfer(self.peer, &login, Verb::Del, name.as_str(), size, started);
-                self.reply(Reply::Deleted);
+                self.reply(Reply::Deleted, services);
             }
             Err(err) => {
                 log::info!("{} {}: DEL {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err));
+                self.reply(Reply::from(err), services);
             }
         }
         State::Idle(login)
@@ -925,7 +949,7 @@ impl Session {
 }
 
 impl Session {
-    fn hash(&mut self, login: Login, name: FileName<'_>, services: &Services<'_>) -> State {
+    fn hash(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
         let opened = services
             .storage
             .open_read(&login.dir, name)
@@ -937,12 +961,12 @@ impl Session {
             Ok(opened) => opened,
             Err(err) => {
                 log::info!("{} {}: HASH {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err));
+                self.reply(Reply::from(err), services);
                 return State::Idle(login);
             }
         };
         if let Some(sha256) = services.storage.stored_digest(&login.dir, name, &file) {
-            self.reply(Reply::Sha256(sha256));
+            self.reply(Reply::Sha256(sha256), services);
             return State::Idle(login);
         }
         // A file that arrived some other way: hash it a step at a time.
@@ -955,14 +979,14 @@ impl Session {
         let job = Digesting::new(size, purpose);
         if job.is_done() {
             // An empty file needs no step.
-            self.state = State::Hashing(login, job);
+            self.state = State::Hashing(login, Box::new(job));
             self.finish_hashing(services);
             return mem::replace(&mut self.state, State::Closing);
         }
-        State::Hashing(login, job)
+        State::Hashing(login, Box::new(job))
     }
 
-    fn finish_hashing(&mut self, services: &Services<'_>) {
+    fn finish_hashing(&mut self, services: &Services) {
         if !self.has_work() {
             return;
         }
@@ -991,7 +1015,7 @@ impl Session {
                         .storage
                         .remember_digest(&login.dir, name, &identity, sha256);
                 }
-                self.reply(Reply::Sha256(sha256));
+                self.reply(Reply::Sha256(sha256), services);
                 State::Idle(login)
             }
             Purpose::Resume(mut receive) => {
@@ -1008,7 +1032,7 @@ impl Session {
         };
     }
 
-    fn hashing_failed(&mut self, err: io::Error) {
+    fn hashing_failed(&mut self, err: io::Error, services: &Services) {
         if !self.has_work() {
             return;
         }
@@ -1025,16 +1049,16 @@ impl Session {
             login.user
         );
         // A partial that cannot be read is of no use: dropping it removes it.
-        self.reply(Reply::LocalError(err));
+        self.reply(Reply::LocalError(err), services);
         self.state = State::Idle(login);
     }
 
-    fn partial(&mut self, login: Login, name: FileName<'_>, services: &Services<'_>) -> State {
+    fn partial(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
         match services.storage.partial_len(&login.dir, name) {
-            Ok(held) => self.reply(Reply::PartialHeld(held)),
+            Ok(held) => self.reply(Reply::PartialHeld(held), services),
             Err(err) => {
                 log::info!("{} {}: PARTIAL {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err));
+                self.reply(Reply::from(err), services);
             }
         }
         State::Idle(login)
@@ -1043,7 +1067,7 @@ impl Session {
 
 /// Keeps what an interrupted upload holds for a later resume, with its hash
 /// state when `hashed` says the hasher covers all of it.
-fn keep_partial(receive: Receive, hashed: bool, services: &Services<'_>) {
+fn keep_partial(receive: Receive, hashed: bool, services: &Services) {
     if let Ok(upload) = receive.sink {
         let hasher = hashed.then_some(&receive.hasher);
         services.storage.keep_partial(upload, hasher);
@@ -1110,12 +1134,12 @@ mod tests {
     //! property the fuzz targets rely on.
 
     use super::*;
+    use crate::auth::Users;
+    use crate::storage::Storage;
 
     struct Harness {
         _root: tempfile::TempDir,
-        users: Users,
-        storage: Storage,
-        max_file_size: u64,
+        services: Services,
     }
 
     impl Harness {
@@ -1129,18 +1153,17 @@ mod tests {
             let users = Users::parse(b"alice:pw\n").unwrap();
             Harness {
                 _root: root,
-                users,
-                storage,
-                max_file_size: 1 << 20,
+                services: Services {
+                    users,
+                    storage,
+                    max_file_size: 1 << 20,
+                    metrics: crate::metrics::Metrics::new(),
+                },
             }
         }
 
-        fn services(&self) -> Services<'_> {
-            Services {
-                users: &self.users,
-                storage: &self.storage,
-                max_file_size: self.max_file_size,
-            }
+        fn services(&self) -> &Services {
+            &self.services
         }
 
         /// Feeds `input` as the reactor would (never more than
@@ -1150,20 +1173,20 @@ mod tests {
             let mut seen = Vec::new();
             loop {
                 if session.has_work() {
-                    session.work(&services);
+                    session.work(services);
                     continue;
                 }
                 let pending = session.output().len();
                 if pending > 0 {
                     seen.extend_from_slice(session.output());
-                    session.output_written(pending, &services);
+                    session.output_written(pending, services);
                     continue;
                 }
                 let n = session.read_limit().min(input.len());
                 if n == 0 {
                     return seen;
                 }
-                session.receive(&input[..n], &services);
+                session.receive(&input[..n], services);
                 input = &input[n..];
             }
         }
@@ -1180,7 +1203,7 @@ mod tests {
     #[test]
     fn whole_session_from_bytes() {
         let h = Harness::new();
-        let mut session = Session::new(peer());
+        let mut session = Session::new(peer(), h.services());
         let greeting = format!("220 ferry {} ready\r\n", env!("CARGO_PKG_VERSION"));
         let out = h.talk(&mut session, b"LIST\nAUTH alice pw\nPUT 5 a b\nhello");
         assert_eq!(
@@ -1191,8 +1214,8 @@ mod tests {
                 Digest::of(b"hello")
             )
         );
-        let dir = h.storage.user_dir("alice").unwrap();
-        let mtime = h.storage.list(&dir).unwrap()[0].mtime;
+        let dir = h.services.storage.user_dir("alice").unwrap();
+        let mtime = h.services.storage.list(&dir).unwrap()[0].mtime;
         let listing = format!("5 {mtime} a b\n");
         let out = h.talk(&mut session, b"VIEW a b\nLIST\nDEL a b\nGET a b\nQUIT\n");
         assert_eq!(
@@ -1208,7 +1231,7 @@ mod tests {
     #[test]
     fn too_long_line_is_answered_once_and_skipped() {
         let h = Harness::new();
-        let mut session = Session::new(peer());
+        let mut session = Session::new(peer(), h.services());
         let mut input = vec![b'x'; 3 * MAX_LINE];
         input.extend_from_slice(b"\nNOOP\n");
         let out = text(&h.talk(&mut session, &input));
@@ -1223,14 +1246,14 @@ mod tests {
     fn a_client_that_never_reads_cannot_grow_the_buffers() {
         let h = Harness::new();
         let services = h.services();
-        let mut session = Session::new(peer());
+        let mut session = Session::new(peer(), h.services());
         // Keep sending NOOPs without taking any output.
         for _ in 0..10_000 {
             let n = session.read_limit().min(5);
             if n == 0 {
                 break;
             }
-            session.receive(&b"NOOP\n"[..n], &services);
+            session.receive(&b"NOOP\n"[..n], services);
         }
         assert_eq!(session.read_limit(), 0, "must stop taking input");
         assert!(session.output().len() <= REPLY_BACKLOG + 64);
@@ -1240,7 +1263,7 @@ mod tests {
     #[test]
     fn upload_over_the_limit_is_refused_before_any_byte() {
         let h = Harness::new();
-        let mut session = Session::new(peer());
+        let mut session = Session::new(peer(), h.services());
         let out = text(&h.talk(&mut session, b"AUTH alice pw\nPUT 2000000 big\nNOOP\n"));
         assert!(
             out.ends_with("552 file too large (maximum 1048576 bytes)\r\n200 ok\r\n"),
@@ -1252,9 +1275,9 @@ mod tests {
     fn shutdown_lets_an_upload_finish_then_closes() {
         let h = Harness::new();
         let services = h.services();
-        let mut session = Session::new(peer());
+        let mut session = Session::new(peer(), h.services());
         h.talk(&mut session, b"AUTH alice pw\nPUT 4 f\nab");
-        session.begin_shutdown(&services);
+        session.begin_shutdown(services);
         assert!(session.is_transferring());
         let out = text(&h.talk(&mut session, b"cdNOOP\n"));
         assert_eq!(
@@ -1270,28 +1293,28 @@ mod tests {
     #[test]
     fn end_of_drain_discards_the_upload() {
         let h = Harness::new();
-        let mut session = Session::new(peer());
+        let mut session = Session::new(peer(), h.services());
         h.talk(&mut session, b"AUTH alice pw\nPUT 4 f\nab");
-        session.begin_shutdown(&h.services());
-        session.end_drain(&h.services());
+        session.begin_shutdown(h.services());
+        session.end_drain(h.services());
         assert_eq!(text(session.output()), "421 server shutting down\r\n");
-        let dir = h.storage.user_dir("alice").unwrap();
-        assert!(h.storage.list(&dir).unwrap().is_empty());
+        let dir = h.services.storage.user_dir("alice").unwrap();
+        assert!(h.services.storage.list(&dir).unwrap().is_empty());
     }
 
     #[test]
     fn eof_still_answers_complete_lines() {
         let h = Harness::new();
         let services = h.services();
-        let mut session = Session::new(peer());
+        let mut session = Session::new(peer(), h.services());
         let out = text(&h.talk(&mut session, b"NOOP\nNOO"));
         assert!(out.ends_with("200 ok\r\n"));
-        session.receive_eof(&services);
+        session.receive_eof(services);
         assert!(session.is_done(), "a partial last line is ignored");
     }
 
     fn login(h: &Harness) -> Session {
-        let mut session = Session::new(peer());
+        let mut session = Session::new(peer(), h.services());
         let out = text(&h.talk(&mut session, b"AUTH alice pw\n"));
         assert!(out.ends_with("230 logged in\r\n"), "{out}");
         session
@@ -1309,16 +1332,16 @@ mod tests {
         assert!(!session.has_work(), "answered from the record");
 
         // A file put there by other means is read a step at a time.
-        let dir = h.storage.user_dir("alice").unwrap();
+        let dir = h.services.storage.user_dir("alice").unwrap();
         let big: Vec<u8> = (0..3 * HASH_STEP + 5).map(|i| (i % 253) as u8).collect();
         std::fs::write(dir_path(&h, "planted"), &big).unwrap();
         let services = h.services();
-        session.receive(b"HASH planted\nNOOP\n", &services);
+        session.receive(b"HASH planted\nNOOP\n", services);
         assert!(session.has_work());
         assert_eq!(session.output(), b"", "nothing before the digest");
         let mut steps = 0;
         while session.has_work() {
-            assert!(session.work(&services) <= HASH_STEP);
+            assert!(session.work(services) <= HASH_STEP);
             steps += 1;
         }
         assert_eq!(steps, 4);
@@ -1328,7 +1351,7 @@ mod tests {
     }
 
     fn dir_path(h: &Harness, name: &str) -> std::path::PathBuf {
-        h.storage.root().join("alice").join(name)
+        h.services.storage.root().join("alice").join(name)
     }
 
     #[test]
@@ -1355,14 +1378,14 @@ mod tests {
         let services = h.services();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 10 f\n0123");
-        session.connection_lost("test", &services);
+        session.connection_lost("test", services);
         assert!(session.is_done());
 
         let mut session = login(&h);
         let out = text(&h.talk(&mut session, b"PARTIAL f\nLIST\n"));
         assert_eq!(out, "213 4\r\n150 0\r\n", "kept, but not listed");
         let services = h.services();
-        session.receive(b"REST 4\nPUT 10 f\n", &services);
+        session.receive(b"REST 4\nPUT 10 f\n", services);
         assert!(
             !session.has_work(),
             "the saved state makes re-reading unnecessary"
@@ -1382,7 +1405,7 @@ mod tests {
         let h = Harness::new();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 10 f\n0123xx");
-        session.receive_eof(&h.services());
+        session.receive_eof(h.services());
         assert!(session.is_done());
 
         let mut session = login(&h);
@@ -1425,25 +1448,25 @@ mod tests {
     #[test]
     fn shutdown_stops_hashing_and_keeps_the_partial() {
         let mut h = Harness::new();
-        h.max_file_size = 1 << 30;
+        h.services.max_file_size = 1 << 30;
         let services = h.services();
         let mut session = login(&h);
         let mut put = b"PUT 3000000 f\n".to_vec();
         put.extend_from_slice(&vec![7u8; 2 * HASH_STEP]);
-        session.receive(&put, &services);
-        session.connection_lost("test", &services);
+        session.receive(&put, services);
+        session.connection_lost("test", services);
 
         let mut session = login(&h);
         // Not the end of the held bytes: they are hashed again first.
-        session.receive(b"REST 100\nPUT 3000000 f\n", &services);
+        session.receive(b"REST 100\nPUT 3000000 f\n", services);
         assert!(session.has_work());
-        session.begin_shutdown(&services);
+        session.begin_shutdown(services);
         assert!(!session.has_work());
         assert_eq!(
             text(session.output()),
             "350 restarting at 100\r\n421 server shutting down\r\n"
         );
-        session.output_written(session.output().len(), &services);
+        session.output_written(session.output().len(), services);
         assert!(session.is_done());
         let mut session = login(&h);
         assert_eq!(text(&h.talk(&mut session, b"PARTIAL f\n")), "213 100\r\n");

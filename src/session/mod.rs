@@ -1,0 +1,121 @@
+//! Client sessions as sans-IO state machines, one kind per front.
+//!
+//! A session never touches a socket. The reactor asks it how many bytes it
+//! will take ([`Session::read_limit`]), hands it what it read
+//! ([`Session::receive`], [`Session::receive_eof`]), takes the bytes it
+//! wants sent ([`Session::output`], [`Session::output_written`]), runs its
+//! socket-free work a step at a time ([`Session::has_work`],
+//! [`Session::work`]) and closes the socket once [`Session::is_done`].
+//! Storage, users and counters are reached through [`Services`].
+//!
+//! - [`line`]: the line protocol of `protocol.md`;
+//! - [`http`]: the HTTP/1.1 front.
+
+pub mod http;
+pub mod line;
+
+use std::net::SocketAddr;
+
+use crate::auth::Users;
+use crate::metrics::{Metrics, Protocol};
+use crate::storage::Storage;
+
+/// What every session may use beyond its own bytes.
+#[derive(Debug)]
+pub struct Services {
+    pub users: Users,
+    pub storage: Storage,
+    pub max_file_size: u64,
+    pub metrics: Metrics,
+}
+
+/// A session of either kind, as the reactor keeps it.
+#[derive(Debug)]
+pub enum Session {
+    Line(line::Session),
+    Http(http::Session),
+}
+
+/// Calls the same method on whichever session this is.
+macro_rules! each {
+    ($self:expr, $session:ident => $call:expr) => {
+        match $self {
+            Session::Line($session) => $call,
+            Session::Http($session) => $call,
+        }
+    };
+}
+
+impl Session {
+    /// A new session of `protocol` for a connection from `peer`.
+    pub fn new(protocol: Protocol, peer: SocketAddr, services: &Services) -> Session {
+        match protocol {
+            Protocol::Line => Session::Line(line::Session::new(peer, services)),
+            Protocol::Http => Session::Http(http::Session::new(peer)),
+        }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Session::Line(_) => Protocol::Line,
+            Session::Http(_) => Protocol::Http,
+        }
+    }
+
+    pub fn read_limit(&self) -> usize {
+        each!(self, s => s.read_limit())
+    }
+
+    pub fn receive(&mut self, data: &[u8], services: &Services) {
+        each!(self, s => s.receive(data, services))
+    }
+
+    pub fn receive_eof(&mut self, services: &Services) {
+        each!(self, s => s.receive_eof(services))
+    }
+
+    pub fn output(&self) -> &[u8] {
+        each!(self, s => s.output())
+    }
+
+    pub fn output_written(&mut self, n: usize, services: &Services) {
+        each!(self, s => s.output_written(n, services))
+    }
+
+    pub fn has_work(&self) -> bool {
+        each!(self, s => s.has_work())
+    }
+
+    pub fn work(&mut self, services: &Services) -> usize {
+        each!(self, s => s.work(services))
+    }
+
+    pub fn is_done(&self) -> bool {
+        each!(self, s => s.is_done())
+    }
+
+    pub fn begin_shutdown(&mut self, services: &Services) {
+        each!(self, s => s.begin_shutdown(services))
+    }
+
+    pub fn end_drain(&mut self, services: &Services) {
+        each!(self, s => s.end_drain(services))
+    }
+
+    pub fn connection_lost(&mut self, reason: &str, services: &Services) {
+        each!(self, s => s.connection_lost(reason, services))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection pays for a whole `Session` even when idle; what a
+    /// transfer needs is boxed. Growing past this is a footprint decision.
+    #[test]
+    fn an_idle_session_stays_small() {
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 256, "Session is {size} bytes");
+    }
+}

@@ -102,3 +102,41 @@ fn second_shutdown_request_ends_the_drain_at_once() {
         .count();
     assert_eq!(leftovers, 0, "the temporary file is removed");
 }
+
+#[test]
+fn the_http_front_is_opt_in_and_shares_the_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut users = Users::new();
+    users.insert("alice", b"pw").unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
+        storage: dir.path().join("storage"),
+        fsync: false,
+        ..Config::default()
+    };
+    let server = Server::bind(config, users).unwrap();
+    let http = server.http_addr().expect("an HTTP listener was asked for");
+    assert_ne!(http.port(), 0);
+    assert_ne!(http, server.local_addr());
+    let handle = server.shutdown_handle();
+    let running = thread::spawn(move || server.run());
+
+    let mut stream = TcpStream::connect(http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
+
+    handle.shutdown();
+    running.join().unwrap().unwrap();
+
+    let (_dir, without) = start(Duration::from_secs(1));
+    assert_eq!(without.http_addr(), None, "no flag, no HTTP listener");
+}

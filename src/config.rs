@@ -32,6 +32,71 @@ pub struct Config {
     /// How long the bytes of an interrupted upload are kept for resuming,
     /// counted from the last byte received.
     pub partial_ttl: Duration,
+    /// Timeouts, connection limits and login throttling.
+    pub policy: Policy,
+}
+
+/// How the server defends itself against slow, greedy and hostile clients.
+/// Every field has a `ferryd` flag of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// A connection must log in within this (`--auth-timeout`).
+    pub auth_timeout: Duration,
+    /// A logged-in session with nothing running is closed after this much
+    /// silence (`--idle-timeout`); for HTTP, an idle keep-alive connection.
+    pub idle_timeout: Duration,
+    /// A transfer with no progress for this long is ended
+    /// (`--stall-timeout`).
+    pub stall_timeout: Duration,
+    /// An HTTP request head must arrive within this from its first byte
+    /// (`--head-timeout`).
+    pub head_timeout: Duration,
+    /// Connections served at once, over both fronts (`--max-connections`).
+    pub max_connections: usize,
+    /// Connections from one IP address at once (`--max-per-ip`).
+    pub max_per_ip: usize,
+    /// How long the reply to a failed login is held back (`--login-delay`).
+    pub login_delay: Duration,
+    /// Failed logins from one IP address within `lockout_window` that lock
+    /// it out (`--lockout-failures`).
+    pub lockout_failures: u32,
+    /// `--lockout-window`.
+    pub lockout_window: Duration,
+    /// How long a locked-out address is refused (`--lockout-duration`).
+    pub lockout_duration: Duration,
+}
+
+/// Descriptors kept free for files, the listeners and the log when the
+/// connection limit is derived from the open-file limit: each transfer
+/// holds a file open besides its socket.
+const DESCRIPTOR_RESERVE: u64 = 32;
+
+impl Policy {
+    /// The default connection limit: half of what the open-file limit
+    /// leaves after a reserve, since a transferring session holds a file
+    /// as well as its socket.
+    pub fn default_max_connections() -> usize {
+        let soft = crate::limits::open_file_limit().unwrap_or(1024);
+        let usable = soft.saturating_sub(DESCRIPTOR_RESERVE) / 2;
+        usize::try_from(usable.max(1)).unwrap_or(usize::MAX)
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            auth_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
+            stall_timeout: Duration::from_secs(60),
+            head_timeout: Duration::from_secs(30),
+            max_connections: Policy::default_max_connections(),
+            max_per_ip: 64,
+            login_delay: Duration::from_secs(1),
+            lockout_failures: 10,
+            lockout_window: Duration::from_secs(10 * 60),
+            lockout_duration: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 impl Default for Config {
@@ -44,6 +109,7 @@ impl Default for Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             fsync: true,
             partial_ttl: crate::storage::DEFAULT_PARTIAL_TTL,
+            policy: Policy::default(),
         }
     }
 }

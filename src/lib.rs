@@ -45,6 +45,7 @@
 pub mod auth;
 pub mod config;
 pub mod integrity;
+pub mod limits;
 pub mod metrics;
 pub mod protocol;
 mod reactor;
@@ -58,7 +59,6 @@ use std::sync::Arc;
 pub use auth::Users;
 pub use config::Config;
 
-use metrics::Metrics;
 use reactor::{Reactor, StopSignal};
 use session::Services;
 use storage::Storage;
@@ -95,12 +95,8 @@ impl Server {
             })?),
             None => None,
         };
-        let services = Services {
-            users,
-            storage,
-            max_file_size: config.max_file_size,
-            metrics: Metrics::new(),
-        };
+        let mut services = Services::new(users, storage, config.max_file_size);
+        services.policy = config.policy.clone();
         let reactor = Reactor::new(listener, http, services, config.drain_timeout)?;
         Ok(Server { reactor })
     }

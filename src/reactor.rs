@@ -8,7 +8,16 @@
 //! cleared only by `WouldBlock`); a connection that used up its byte budget
 //! for this turn goes on the `ready` list and the next poll does not block,
 //! so one big transfer cannot starve the others.
+//!
+//! Time is a min-heap of session deadlines (timeouts, held login replies);
+//! the poll blocks until the nearest one. A deadline that moves later is
+//! not pushed again: when its entry comes up, the session's current
+//! deadline is read and the entry re-armed, so each connection has about
+//! one entry however busy it is. With no connections there are no entries
+//! and an idle server makes no wake-ups.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -21,6 +30,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::limits::{Connections, Refusal};
 use crate::metrics::Protocol;
 use crate::session::line::TRANSFER_BUFFER;
 use crate::session::{Services, Session};
@@ -42,6 +52,11 @@ const EVENTS_CAPACITY: usize = 1024;
 /// Bytes of unread input dropped before a close, so that the kernel sends
 /// FIN rather than RST and the client still reads the last reply.
 const CLOSE_DRAIN_LIMIT: usize = 64 * 1024;
+/// How long accepting pauses when the process is out of descriptors (or
+/// memory): short enough to recover quickly, long enough not to spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one log line per this interval about failing accepts.
+const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Shared between the reactor and every [`crate::ShutdownHandle`].
 #[derive(Debug)]
@@ -71,6 +86,8 @@ struct Conn {
     writable: bool,
     /// On the `ready` list already.
     queued: bool,
+    /// The earliest deadline this connection has in the timer heap.
+    armed: Option<Instant>,
 }
 
 /// A listening socket and the kind of session its connections get.
@@ -81,6 +98,8 @@ struct Listener {
     addr: SocketAddr,
     /// More connections may be waiting in its accept queue.
     pending: bool,
+    /// Accepting failed for lack of descriptors: not again before this.
+    paused_until: Option<Instant>,
 }
 
 /// What the loop is doing about shutdown.
@@ -98,6 +117,10 @@ pub(crate) struct Reactor {
     http_addr: Option<SocketAddr>,
     conns: Slab<Conn>,
     ready: Vec<usize>,
+    /// Session deadlines: (when, connection key).
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    connections: Connections,
+    last_accept_warning: Option<Instant>,
     /// One read buffer for every connection: reads go here and are handed
     /// to the session at once, so no session owns a read buffer.
     scratch: Box<[u8]>,
@@ -136,6 +159,7 @@ impl Reactor {
                 protocol,
                 addr,
                 pending: true,
+                paused_until: None,
             });
         }
         let local_addr = listeners[0].addr;
@@ -148,6 +172,9 @@ impl Reactor {
             http_addr,
             conns: Slab::new(),
             ready: Vec::new(),
+            timers: BinaryHeap::new(),
+            connections: Connections::default(),
+            last_accept_warning: None,
             scratch: vec![0; TRANSFER_BUFFER].into_boxed_slice(),
             stop: Arc::new(StopSignal {
                 requests: AtomicUsize::new(0),
@@ -229,11 +256,18 @@ impl Reactor {
                 }
             }
             self.check_stop_requests();
+            let now = Instant::now();
             for index in 0..self.listeners.len() {
-                if self.listeners[index].pending {
+                let listener = &mut self.listeners[index];
+                if listener.paused_until.is_some_and(|until| now < until) {
+                    continue;
+                }
+                listener.paused_until = None;
+                if listener.pending {
                     self.accept_batch(index);
                 }
             }
+            self.fire_timers(now);
             for key in std::mem::take(&mut self.ready) {
                 self.drive(key);
             }
@@ -252,14 +286,64 @@ impl Reactor {
     /// Block until an event, unless work is left over from the last turn
     /// or the drain period is running out.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.ready.is_empty() || self.listeners.iter().any(|listener| listener.pending) {
+        let accepting = self
+            .listeners
+            .iter()
+            .any(|listener| listener.pending && listener.paused_until.is_none());
+        if !self.ready.is_empty() || accepting {
             return Some(Duration::ZERO);
         }
-        match self.phase {
+        let drain = match self.phase {
             Phase::Serving => None,
-            Phase::Draining { deadline } => {
-                Some(deadline.saturating_duration_since(Instant::now()))
+            Phase::Draining { deadline } => Some(deadline),
+        };
+        let resume = self.listeners.iter().filter_map(|l| l.paused_until).min();
+        let timer = self.timers.peek().map(|Reverse((when, _))| *when);
+        let next = [drain, resume, timer].into_iter().flatten().min()?;
+        // mio rounds up to whole milliseconds, so this never wakes early.
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    /// Runs the sessions whose deadline has come.
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((when, key))) = self.timers.peek() {
+            if when > now {
+                break;
             }
+            self.timers.pop();
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.armed != Some(when) {
+                // Stale: the connection has an earlier entry, or is new.
+                continue;
+            }
+            conn.armed = None;
+            match conn.session.deadline(&self.services) {
+                Some(deadline) if deadline <= now => {
+                    conn.session.on_deadline(now, &self.services);
+                    if !conn.queued {
+                        conn.queued = true;
+                        self.ready.push(key);
+                    }
+                }
+                // The deadline moved on since this entry was pushed.
+                _ => self.arm(key),
+            }
+        }
+    }
+
+    /// Makes sure the connection's current deadline is in the heap.
+    fn arm(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(deadline) = conn.session.deadline(&self.services) else {
+            return;
+        };
+        if conn.armed.is_none_or(|armed| deadline < armed) {
+            conn.armed = Some(deadline);
+            self.timers.push(Reverse((deadline, key)));
         }
     }
 
@@ -307,8 +391,10 @@ impl Reactor {
             self.services
                 .metrics
                 .session_closed(conn.session.protocol());
+            self.connections.release(conn.peer.ip());
             close(conn, &mut self.scratch, &self.poll);
         }
+        self.timers.clear();
         self.ready.clear();
     }
 
@@ -325,12 +411,36 @@ impl Reactor {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
                     // Out of descriptors or memory: the connection stays in
-                    // the backlog and is tried again on the next event.
-                    log::warn!("accept failed: {err}");
-                    listener.pending = false;
+                    // the backlog; accepting pauses briefly instead of
+                    // spinning on the same error, and resumes by itself.
+                    let now = Instant::now();
+                    listener.paused_until = Some(now + ACCEPT_BACKOFF);
+                    if self
+                        .last_accept_warning
+                        .is_none_or(|last| now.duration_since(last) >= ACCEPT_WARNING_INTERVAL)
+                    {
+                        self.last_accept_warning = Some(now);
+                        log::warn!(
+                            "accept failed: {err}; pausing new connections for {:?} \
+                             (logged at most every {:?})",
+                            ACCEPT_BACKOFF,
+                            ACCEPT_WARNING_INTERVAL
+                        );
+                    }
                     return;
                 }
             };
+            if let Err(refusal) = self.connections.admit(peer.ip(), &self.services.policy) {
+                refuse(&mut stream, protocol, refusal, &self.services);
+                log::warn!(
+                    "{peer} refused: {}",
+                    match refusal {
+                        Refusal::TooMany => "too many connections",
+                        Refusal::TooManyFromAddress => "too many connections from this address",
+                    }
+                );
+                continue;
+            }
             // Replies are single small writes; waiting for an ACK before
             // sending the next one would only add latency.
             if let Err(err) = stream.set_nodelay(true) {
@@ -340,12 +450,14 @@ impl Reactor {
             let key = entry.key();
             let session = Session::new(protocol, peer, &self.services);
             let interest = interest_of(&session);
+            let armed = session.deadline(&self.services);
             if let Err(err) = self
                 .poll
                 .registry()
                 .register(&mut stream, Token(key), interest)
             {
                 log::error!("{peer}: cannot register connection: {err}");
+                self.connections.release(peer.ip());
                 continue;
             }
             log::info!("{peer} connected ({})", protocol.as_str());
@@ -358,8 +470,12 @@ impl Reactor {
                 readable: true,
                 writable: true,
                 queued: true,
+                armed,
             });
             self.ready.push(key);
+            if let Some(deadline) = armed {
+                self.timers.push(Reverse((deadline, key)));
+            }
         }
         // The batch is used up; more may be waiting.
         listener.pending = true;
@@ -423,6 +539,7 @@ impl Reactor {
                 self.services
                     .metrics
                     .session_closed(conn.session.protocol());
+                self.connections.release(conn.peer.ip());
                 close(conn, &mut self.scratch, &self.poll);
                 return;
             }
@@ -446,6 +563,7 @@ impl Reactor {
                 Err(err) => log::error!("cannot update interest: {err}"),
             }
         }
+        self.arm(key);
     }
 }
 
@@ -460,6 +578,38 @@ fn interest_of(session: &Session) -> Interest {
         (false, true) => Interest::WRITABLE,
         _ => Interest::READABLE,
     }
+}
+
+/// Turns a connection away before any session starts: one non-blocking
+/// write of the refusal, then the stream is dropped (closed).
+fn refuse(stream: &mut TcpStream, protocol: Protocol, refusal: Refusal, services: &Services) {
+    let mut out = Vec::new();
+    let code = match protocol {
+        Protocol::Line => {
+            let reply = crate::protocol::reply::Reply::TooManyConnections;
+            reply.write_to(&mut out);
+            reply.code()
+        }
+        Protocol::Http => {
+            let body = match refusal {
+                Refusal::TooMany => "too many connections\n",
+                Refusal::TooManyFromAddress => "too many connections from this address\n",
+            };
+            let fields = [("Content-Type", "text/plain; charset=utf-8")];
+            crate::protocol::http::write_head(
+                &mut out,
+                503,
+                &fields,
+                Some(body.len() as u64),
+                true,
+            );
+            out.extend_from_slice(body.as_bytes());
+            503
+        }
+    };
+    services.metrics.reply(protocol, code);
+    let _ = stream.write(&out);
+    let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// One non-blocking attempt to send what is queued.

@@ -201,7 +201,8 @@ fn stalled_uploader_and_partial_line_do_not_block_other_clients() {
 
 #[test]
 fn many_idle_connections_do_not_block_service() {
-    let server = TestServer::start();
+    // More connections from 127.0.0.1 than the default per-address limit.
+    let server = TestServer::builder().args(["--max-per-ip", "200"]).start();
     let idle: Vec<Client> = (0..64).map(|_| server.connect()).collect();
     let mut c = server.alice();
     let t = Instant::now();

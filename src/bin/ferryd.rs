@@ -32,6 +32,19 @@ Options:
                          resuming, counted from the last byte received [default: 86400]
   --no-fsync             acknowledge uploads without syncing them to disk (faster; an
                          upload acknowledged just before a power loss may be lost)
+  --auth-timeout SECS    close a connection that has not logged in after this [default: 30]
+  --idle-timeout SECS    close a logged-in session (or an HTTP keep-alive connection)
+                         that sends nothing for this long [default: 300]
+  --stall-timeout SECS   end a transfer that makes no progress for this long [default: 60]
+  --head-timeout SECS    an HTTP request head must arrive within this [default: 30]
+  --max-connections N    connections served at once, both protocols
+                         [default: half of the open-file limit less a reserve]
+  --max-per-ip N         connections from one IP address at once [default: 64]
+  --login-delay SECS     hold the reply to a failed login this long [default: 1]
+  --lockout-failures N   failed logins from one address within the window that lock
+                         it out; 0 turns lockouts off [default: 10]
+  --lockout-window SECS  [default: 600]
+  --lockout-duration SECS  how long a locked-out address is refused [default: 900]
   --log-level LEVEL      off, error, warn, info, debug or trace [default: info]
   --log-file PATH        append the log to PATH instead of stderr
   -h, --help             print this help
@@ -146,6 +159,37 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
                 options.config.partial_ttl = seconds(&mut parser, "--partial-ttl")?;
             }
             Long("no-fsync") => options.config.fsync = false,
+            Long("auth-timeout") => {
+                options.config.policy.auth_timeout = seconds(&mut parser, "--auth-timeout")?
+            }
+            Long("idle-timeout") => {
+                options.config.policy.idle_timeout = seconds(&mut parser, "--idle-timeout")?
+            }
+            Long("stall-timeout") => {
+                options.config.policy.stall_timeout = seconds(&mut parser, "--stall-timeout")?
+            }
+            Long("head-timeout") => {
+                options.config.policy.head_timeout = seconds(&mut parser, "--head-timeout")?
+            }
+            Long("max-connections") => {
+                options.config.policy.max_connections = count(&mut parser, "--max-connections")?
+            }
+            Long("max-per-ip") => {
+                options.config.policy.max_per_ip = count(&mut parser, "--max-per-ip")?
+            }
+            Long("login-delay") => {
+                options.config.policy.login_delay = seconds(&mut parser, "--login-delay")?
+            }
+            Long("lockout-failures") => {
+                let n = count(&mut parser, "--lockout-failures")?;
+                options.config.policy.lockout_failures = u32::try_from(n).unwrap_or(u32::MAX);
+            }
+            Long("lockout-window") => {
+                options.config.policy.lockout_window = seconds(&mut parser, "--lockout-window")?
+            }
+            Long("lockout-duration") => {
+                options.config.policy.lockout_duration = seconds(&mut parser, "--lockout-duration")?
+            }
             Long("log-level") => {
                 let raw = value(&mut parser, "--log-level")?;
                 options.log_level = raw.parse().map_err(|_| {
@@ -171,6 +215,13 @@ fn value(parser: &mut lexopt::Parser, what: &str) -> Result<String, String> {
         .map_err(|err| err.to_string())?
         .into_string()
         .map_err(|_| format!("{what}: the value is not valid UTF-8"))
+}
+
+/// A non-negative whole number.
+fn count(parser: &mut lexopt::Parser, what: &str) -> Result<usize, String> {
+    let raw = value(parser, what)?;
+    raw.parse()
+        .map_err(|_| format!("{what}: {raw:?} is not a whole number"))
 }
 
 /// A non-negative number of seconds, fractions allowed.

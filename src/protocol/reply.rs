@@ -41,6 +41,10 @@ pub enum Reply {
     Deleted,
     /// `421`: the server is shutting down and closes the connection.
     ShuttingDown,
+    /// `421`: a timeout ran out; the server closes the connection.
+    Timeout,
+    /// `421`: a connection limit was reached; sent instead of the greeting.
+    TooManyConnections,
     /// `451`: a local I/O failure; nothing was changed.
     LocalError(io::Error),
     /// `500`: the first word is not a verb.
@@ -81,7 +85,7 @@ impl Reply {
             Reply::Stored { .. } => 226,
             Reply::LoggedIn => 230,
             Reply::Deleted => 250,
-            Reply::ShuttingDown => 421,
+            Reply::ShuttingDown | Reply::Timeout | Reply::TooManyConnections => 421,
             Reply::LocalError(_) | Reply::ChecksumMismatch { .. } => 451,
             Reply::UnknownCommand | Reply::EmptyLine | Reply::LineTooLong => 500,
             Reply::BadArguments(_) | Reply::OffsetPastEnd { .. } | Reply::OffsetPastHeld { .. } => {
@@ -128,6 +132,8 @@ impl Reply {
             Reply::LoggedIn => write!(out, "{code} logged in"),
             Reply::Deleted => write!(out, "{code} deleted"),
             Reply::ShuttingDown => write!(out, "{code} server shutting down"),
+            Reply::Timeout => write!(out, "{code} timeout"),
+            Reply::TooManyConnections => write!(out, "{code} too many connections"),
             Reply::LocalError(err) => write!(out, "{code} local error: {}", describe_io(err)),
             Reply::UnknownCommand => write!(out, "{code} unknown command"),
             Reply::EmptyLine => write!(out, "{code} empty line"),

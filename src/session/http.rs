@@ -111,6 +111,13 @@ pub struct Session {
     failures: u8,
     shutting_down: bool,
     peer_eof: bool,
+    /// Last byte received or sent: the idle and stall timeouts count from
+    /// here.
+    last_activity: Instant,
+    /// When the first byte of the request head being read arrived.
+    head_started: Instant,
+    /// The response to a failed login is held back until then.
+    hold_until: Option<Instant>,
 }
 
 /// What to do after a response: keep the connection or close it.
@@ -141,12 +148,15 @@ impl Session {
             failures: 0,
             shutting_down: false,
             peer_eof: false,
+            last_activity: Instant::now(),
+            head_started: Instant::now(),
+            hold_until: None,
         }
     }
 
     /// How many bytes the session takes now; 0 means do not read.
     pub fn read_limit(&self) -> usize {
-        if self.peer_eof {
+        if self.peer_eof || self.hold_until.is_some() {
             return 0;
         }
         match &self.state {
@@ -164,11 +174,71 @@ impl Session {
     }
 
     pub fn output(&self) -> &[u8] {
+        if self.hold_until.is_some() {
+            return &[];
+        }
+        self.queued()
+    }
+
+    fn queued(&self) -> &[u8] {
         &self.out[self.out_pos..]
     }
 
     pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Closing) && self.output().is_empty()
+        matches!(self.state, State::Closing) && self.queued().is_empty()
+    }
+
+    /// When the session next needs [`Session::on_deadline`].
+    pub fn deadline(&self, services: &Services) -> Option<Instant> {
+        if let Some(until) = self.hold_until {
+            return Some(until);
+        }
+        let policy = &services.policy;
+        Some(match self.state {
+            State::Head if self.input.is_empty() => self.last_activity + policy.idle_timeout,
+            State::Head => self.head_started + policy.head_timeout,
+            State::Receiving(_) | State::Sending(_) | State::Closing => {
+                self.last_activity + policy.stall_timeout
+            }
+        })
+    }
+
+    /// Called at or after [`Session::deadline`]: releases a held response,
+    /// or ends the connection when its time is up (`408` for a request
+    /// that did not arrive in time).
+    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
+        if let Some(until) = self.hold_until {
+            if now >= until {
+                self.hold_until = None;
+                self.advance(services);
+            }
+            return;
+        }
+        if self
+            .deadline(services)
+            .is_none_or(|deadline| now < deadline)
+        {
+            return;
+        }
+        match mem::replace(&mut self.state, State::Closing) {
+            State::Head if self.input.is_empty() => {
+                log::info!("{} idle keep-alive connection closed", self.peer);
+            }
+            State::Head => {
+                log::info!("{} timeout: request head incomplete", self.peer);
+                self.input.clear();
+                self.error(408, After::Close, services);
+            }
+            State::Receiving(put) => {
+                self.abort_upload(*put, "timeout: upload stalled", services);
+                self.error(408, After::Close, services);
+            }
+            State::Sending(send) => {
+                self.cut(&send, "timeout: the client stopped reading", services);
+                self.drop_output();
+            }
+            State::Closing => self.drop_output(),
+        }
     }
 
     /// HTTP sessions have no socket-free work.
@@ -181,6 +251,10 @@ impl Session {
     }
 
     pub fn receive(&mut self, data: &[u8], services: &Services) {
+        self.last_activity = Instant::now();
+        if self.input.is_empty() {
+            self.head_started = self.last_activity;
+        }
         let taken = self.take_body(data, services);
         self.input.extend_from_slice(&data[taken..]);
         self.advance(services);
@@ -192,6 +266,7 @@ impl Session {
     }
 
     pub fn output_written(&mut self, n: usize, services: &Services) {
+        self.last_activity = Instant::now();
         self.out_pos += n;
         debug_assert!(self.out_pos <= self.out.len());
         if self.out_pos == self.out.len() {
@@ -240,6 +315,9 @@ impl Session {
 
     fn advance(&mut self, services: &Services) {
         loop {
+            if self.hold_until.is_some() {
+                break;
+            }
             match &self.state {
                 State::Closing => break,
                 State::Receiving(_) => {
@@ -288,7 +366,7 @@ impl Session {
         if self.input.is_empty() && self.input.capacity() > 0 {
             self.input = Vec::new();
         }
-        if self.output().is_empty() && self.out.capacity() > 0 {
+        if self.queued().is_empty() && self.out.capacity() > 0 {
             self.drop_output();
         }
     }
@@ -315,6 +393,8 @@ impl Session {
         };
         self.input = input;
         self.input.drain(..consumed);
+        // A pipelined request behind it has its own time from now.
+        self.head_started = Instant::now();
         true
     }
 
@@ -364,7 +444,11 @@ impl Session {
                 self.respond(200, &fields, text.as_bytes(), head_only, after, services)
             }
             Route::Listing | Route::File(_) => {
+                let failures_before = self.failures;
                 let Some(user) = self.authenticate(&request.credentials, services) else {
+                    if self.failures > failures_before && !services.policy.login_delay.is_zero() {
+                        self.hold_until = Some(Instant::now() + services.policy.login_delay);
+                    }
                     let after = if self.failures >= MAX_AUTH_FAILURES {
                         After::Close
                     } else {
@@ -417,11 +501,11 @@ impl Session {
             Credentials::Malformed => (b"", b""),
             Credentials::Basic { user, password } => (user, password),
         };
-        if let Some(name) = services.users.verify(user, password) {
+        if let Some(name) = super::check_login(services, self.peer, user, password, Protocol::Http)
+        {
             return Some(name.to_owned());
         }
         self.failures = self.failures.saturating_add(1);
-        services.metrics.failed_login(Protocol::Http);
         log::warn!(
             "{} HTTP login failed for user {:?} ({} of {MAX_AUTH_FAILURES})",
             self.peer,
@@ -960,7 +1044,6 @@ mod tests {
 
     use super::*;
     use crate::auth::Users;
-    use crate::metrics::Metrics;
     use crate::storage::{Options, Storage};
 
     struct Harness {
@@ -975,13 +1058,13 @@ mod tests {
                 fsync: false,
                 ..Options::default()
             };
+            let users = Users::parse(b"alice:pw\n").unwrap();
+            let storage = Storage::open(root.path(), options).unwrap();
+            let mut services = Services::new(users, storage, 1000);
+            // Held replies are tested on their own.
+            services.policy.login_delay = std::time::Duration::ZERO;
             Harness {
-                services: Services {
-                    users: Users::parse(b"alice:pw\n").unwrap(),
-                    storage: Storage::open(root.path(), options).unwrap(),
-                    max_file_size: 1000,
-                    metrics: Metrics::new(),
-                },
+                services,
                 _root: root,
             }
         }

@@ -70,6 +70,13 @@ const MAX_LOGGED_USER: usize = 64;
 struct Login {
     user: String,
     dir: UserDir,
+    /// Boxed, and absent until used: most sessions never send them.
+    pending: Option<Box<Pending>>,
+}
+
+/// What `REST` and `EXPECT` asked of the next transfer.
+#[derive(Debug, Default)]
+struct Pending {
     /// `REST`: the next `GET` or `PUT` starts here.
     rest: Option<u64>,
     /// `EXPECT`: the next `PUT` must have this digest.
@@ -81,9 +88,21 @@ impl Login {
         Login {
             user: user.to_owned(),
             dir,
-            rest: None,
-            expect: None,
+            pending: None,
         }
+    }
+
+    fn pending(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_default()
+    }
+
+    /// Takes the `REST` offset for the transfer that starts now.
+    fn take_rest(&mut self) -> Option<u64> {
+        self.pending.as_mut().and_then(|p| p.rest.take())
+    }
+
+    fn take_expect(&mut self) -> Option<Digest> {
+        self.pending.as_mut().and_then(|p| p.expect.take())
     }
 }
 
@@ -214,7 +233,11 @@ impl Send {
 
 #[derive(Debug)]
 enum State {
-    Auth { failures: u8 },
+    /// Not logged in yet, since `since`.
+    Auth {
+        failures: u8,
+        since: Instant,
+    },
     Idle(Login),
     // Boxed: an idle session pays only for a pointer to what a transfer
     // needs.
@@ -237,13 +260,22 @@ pub struct Session {
     out_pos: usize,
     shutting_down: bool,
     peer_eof: bool,
+    /// Last byte received or sent: the idle and stall timeouts count from
+    /// here.
+    last_activity: Instant,
+    /// The reply to a failed login is held back until then; meanwhile the
+    /// session sends and takes nothing.
+    hold_until: Option<Instant>,
 }
 
 impl Session {
     /// A new connection from `peer`; the greeting is queued.
     pub fn new(peer: SocketAddr, services: &Services) -> Session {
         let mut session = Session {
-            state: State::Auth { failures: 0 },
+            state: State::Auth {
+                failures: 0,
+                since: Instant::now(),
+            },
             peer,
             input: Vec::new(),
             discarding: false,
@@ -251,6 +283,8 @@ impl Session {
             out_pos: 0,
             shutting_down: false,
             peer_eof: false,
+            last_activity: Instant::now(),
+            hold_until: None,
         };
         session.reply(Reply::Greeting, services);
         session
@@ -258,7 +292,7 @@ impl Session {
 
     /// How many bytes the session takes now; 0 means do not read.
     pub fn read_limit(&self) -> usize {
-        if self.peer_eof {
+        if self.peer_eof || self.hold_until.is_some() {
             return 0;
         }
         match &self.state {
@@ -277,13 +311,79 @@ impl Session {
 
     /// Bytes waiting to be sent.
     pub fn output(&self) -> &[u8] {
+        if self.hold_until.is_some() {
+            return &[];
+        }
+        self.queued()
+    }
+
+    /// Reply bytes not yet sent, held or not.
+    fn queued(&self) -> &[u8] {
         &self.out[self.out_pos..]
+    }
+
+    /// When the session next needs [`Session::on_deadline`]: the end of a
+    /// held login reply, or the timeout of what it is doing now.
+    pub fn deadline(&self, services: &Services) -> Option<Instant> {
+        if let Some(until) = self.hold_until {
+            return Some(until);
+        }
+        let policy = &services.policy;
+        match self.state {
+            State::Auth { since, .. } => Some(since + policy.auth_timeout),
+            State::Idle(_) => Some(self.last_activity + policy.idle_timeout),
+            // A client that does not read its last reply is a stalled
+            // transfer too.
+            State::Receiving(..) | State::Sending(..) | State::Closing => {
+                Some(self.last_activity + policy.stall_timeout)
+            }
+            // Hashing is the server's own work.
+            State::Hashing(..) => None,
+        }
+    }
+
+    /// Called at or after [`Session::deadline`]: releases a held reply, or
+    /// ends the session with `421 timeout` when its time is up.
+    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
+        if let Some(until) = self.hold_until {
+            if now >= until {
+                self.hold_until = None;
+                self.advance(services);
+            }
+            return;
+        }
+        if self
+            .deadline(services)
+            .is_none_or(|deadline| now < deadline)
+        {
+            return;
+        }
+        match self.state {
+            State::Closing => {
+                log::info!("{} closed: the client stopped reading", self.peer);
+                self.drop_output();
+            }
+            State::Sending(..) => {
+                self.interrupt("timeout", services);
+                self.drop_output();
+            }
+            _ => {
+                let what = match self.state {
+                    State::Auth { .. } => "no login",
+                    State::Idle(_) => "idle",
+                    _ => "transfer stalled",
+                };
+                log::info!("{} timeout: {what}", self.peer);
+                self.interrupt("timeout", services);
+                self.reply(Reply::Timeout, services);
+            }
+        }
     }
 
     /// True when the session has nothing more to do and the socket can be
     /// closed.
     pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Closing) && self.output().is_empty()
+        matches!(self.state, State::Closing) && self.queued().is_empty()
     }
 
     /// True while an upload or download is running.
@@ -324,6 +424,7 @@ impl Session {
     /// Takes bytes the client sent; `data.len()` is at most
     /// [`Session::read_limit`].
     pub fn receive(&mut self, data: &[u8], services: &Services) {
+        self.last_activity = Instant::now();
         let taken = self.write_payload(data, services);
         self.input.extend_from_slice(&data[taken..]);
         self.advance(services);
@@ -338,6 +439,7 @@ impl Session {
 
     /// `n` bytes of [`Session::output`] were sent.
     pub fn output_written(&mut self, n: usize, services: &Services) {
+        self.last_activity = Instant::now();
         self.out_pos += n;
         debug_assert!(self.out_pos <= self.out.len());
         if self.out_pos == self.out.len() {
@@ -430,6 +532,9 @@ impl Session {
     /// payload to an upload, executes complete command lines.
     fn advance(&mut self, services: &Services) {
         loop {
+            if self.hold_until.is_some() {
+                break;
+            }
             match self.state {
                 State::Closing => break,
                 State::Receiving(..) => {
@@ -490,7 +595,7 @@ impl Session {
         if self.input.is_empty() && self.input.capacity() > 0 {
             self.input = Vec::new();
         }
-        if self.output().is_empty() && self.out.capacity() > 0 {
+        if self.queued().is_empty() && self.out.capacity() > 0 {
             self.drop_output();
         }
     }
@@ -546,13 +651,13 @@ impl Session {
             Command::Noop => self.reply(Reply::Ok, services),
             Command::Rest { offset } => {
                 if let State::Idle(login) = &mut self.state {
-                    login.rest = Some(offset);
+                    login.pending().rest = Some(offset);
                 }
                 self.reply(Reply::RestartAt(offset), services);
             }
             Command::Expect { sha256 } => {
                 if let State::Idle(login) = &mut self.state {
-                    login.expect = Some(sha256);
+                    login.pending().expect = Some(sha256);
                 }
                 self.reply(Reply::Expecting(sha256), services);
             }
@@ -590,13 +695,13 @@ impl Session {
     }
 
     fn auth(&mut self, user: &[u8], password: &[u8], services: &Services) {
-        let State::Auth { failures } = &mut self.state else {
+        let State::Auth { failures, .. } = &mut self.state else {
             return self.reply(Reply::AlreadyLoggedIn, services);
         };
-        let Some(name) = services.users.verify(user, password) else {
+        let Some(name) = super::check_login(services, self.peer, user, password, Protocol::Line)
+        else {
             *failures += 1;
             let failures = *failures;
-            services.metrics.failed_login(Protocol::Line);
             log::warn!(
                 "{} login failed for user {:?} ({failures} of {MAX_AUTH_FAILURES})",
                 self.peer,
@@ -607,6 +712,11 @@ impl Session {
                 self.state = State::Closing;
             } else {
                 self.reply(Reply::LoginIncorrect, services);
+            }
+            // The reply waits; an unknown user and a wrong password wait
+            // alike.
+            if !services.policy.login_delay.is_zero() {
+                self.hold_until = Some(Instant::now() + services.policy.login_delay);
             }
             return;
         };
@@ -658,7 +768,7 @@ impl Session {
         services: &Services,
     ) -> State {
         let offset = if verb == Verb::Get {
-            login.rest.take().unwrap_or(0)
+            login.take_rest().unwrap_or(0)
         } else {
             0
         };
@@ -776,8 +886,8 @@ impl Session {
         name: FileName<'_>,
         services: &Services,
     ) -> State {
-        let rest = login.rest.take();
-        let expect = login.expect.take();
+        let rest = login.take_rest();
+        let expect = login.take_expect();
         if size > services.max_file_size {
             self.reply(
                 Reply::TooLarge {
@@ -832,6 +942,8 @@ impl Session {
     /// Asks for the payload (`150`), or finishes at once when there is none
     /// left to send.
     fn accept_upload(&mut self, login: Login, receive: Receive, services: &Services) -> State {
+        // Hashing held bytes does not count against the client's time.
+        self.last_activity = Instant::now();
         self.reply(Reply::Data(receive.remaining), services);
         if receive.remaining == 0 {
             self.finish_upload(login, receive, services)
@@ -1151,14 +1263,12 @@ mod tests {
             };
             let storage = Storage::open(root.path(), options).unwrap();
             let users = Users::parse(b"alice:pw\n").unwrap();
+            let mut services = Services::new(users, storage, 1 << 20);
+            // Held replies are tested on their own.
+            services.policy.login_delay = std::time::Duration::ZERO;
             Harness {
                 _root: root,
-                services: Services {
-                    users,
-                    storage,
-                    max_file_size: 1 << 20,
-                    metrics: crate::metrics::Metrics::new(),
-                },
+                services,
             }
         }
 

@@ -14,9 +14,13 @@
 pub mod http;
 pub mod line;
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use crate::auth::Users;
+use crate::config::Policy;
+use crate::limits::{self, Logins};
 use crate::metrics::{Metrics, Protocol};
 use crate::storage::Storage;
 
@@ -27,6 +31,60 @@ pub struct Services {
     pub storage: Storage,
     pub max_file_size: u64,
     pub metrics: Metrics,
+    pub policy: Policy,
+    /// Failed logins per address, shared by both fronts.
+    pub logins: RefCell<Logins>,
+}
+
+impl Services {
+    /// Services with the default policy and empty counters.
+    pub fn new(users: Users, storage: Storage, max_file_size: u64) -> Services {
+        Services {
+            users,
+            storage,
+            max_file_size,
+            metrics: Metrics::new(),
+            policy: Policy::default(),
+            logins: RefCell::new(Logins::default()),
+        }
+    }
+}
+
+/// Checks a login with the rules both fronts share: an address that is
+/// locked out is refused without looking at the password, and every
+/// failure counts toward its address's lockout. Returns the user's name.
+pub(crate) fn check_login<'a>(
+    services: &'a Services,
+    peer: SocketAddr,
+    user: &[u8],
+    password: &[u8],
+    protocol: Protocol,
+) -> Option<&'a str> {
+    let now = Instant::now();
+    let ip = peer.ip();
+    let locked = services.logins.borrow().is_locked(ip, now);
+    let verified = if locked {
+        None
+    } else {
+        services.users.verify(user, password)
+    };
+    if verified.is_none() {
+        services.metrics.failed_login(protocol);
+        if locked {
+            log::warn!("{peer} login refused: {ip} is locked out");
+        } else if services
+            .logins
+            .borrow_mut()
+            .failed(ip, now, &services.policy)
+        {
+            log::warn!(
+                "{ip} locked out for {} after {} failed logins",
+                limits::secs(services.policy.lockout_duration),
+                services.policy.lockout_failures
+            );
+        }
+    }
+    verified
 }
 
 /// A session of either kind, as the reactor keeps it.
@@ -104,6 +162,14 @@ impl Session {
 
     pub fn connection_lost(&mut self, reason: &str, services: &Services) {
         each!(self, s => s.connection_lost(reason, services))
+    }
+
+    pub fn deadline(&self, services: &Services) -> Option<Instant> {
+        each!(self, s => s.deadline(services))
+    }
+
+    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
+        each!(self, s => s.on_deadline(now, services))
     }
 }
 

@@ -1,0 +1,445 @@
+//! The reactor against slow, greedy and hostile clients: timeouts,
+//! connection limits, running out of descriptors, slowloris, login delay
+//! and lockout. Every wait here is bounded; windows and timeouts are set
+//! short on the command line so the tests stay quick.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Reads what the server sends until it closes (bounded by the client's
+/// read timeout).
+fn rest_of(client: &mut Client) -> String {
+    String::from_utf8_lossy(&client.read_to_eof()).into_owned()
+}
+
+#[test]
+fn a_connection_that_does_not_log_in_times_out() {
+    let server = TestServer::builder()
+        .args(["--auth-timeout", "0.5"])
+        .start();
+    let started = Instant::now();
+    let mut c = server.connect();
+    assert_eq!(c.read_reply(), (421, "timeout".to_string()));
+    c.expect_eof();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn an_idle_session_times_out_but_activity_keeps_it() {
+    let server = TestServer::builder()
+        .args(["--idle-timeout", "0.8"])
+        .start();
+    let mut c = server.alice();
+    // Activity more often than the timeout keeps the session.
+    for _ in 0..4 {
+        thread::sleep(Duration::from_millis(400));
+        c.noop();
+    }
+    let quiet = Instant::now();
+    assert_eq!(c.read_reply(), (421, "timeout".to_string()));
+    c.expect_eof();
+    assert!(quiet.elapsed() >= Duration::from_millis(700));
+}
+
+#[test]
+fn a_stalled_upload_is_ended_and_never_appears_under_its_name() {
+    let server = TestServer::builder()
+        .args(["--stall-timeout", "0.5"])
+        .start();
+    let mut c = server.alice();
+    c.put("f", b"old");
+    c.start_put("f", 100);
+    c.send_raw(&[b'x'; 10]);
+    assert_eq!(c.read_reply(), (421, "timeout".to_string()));
+    c.expect_eof();
+    let mut d = server.alice();
+    assert_eq!(d.get("f"), b"old");
+    // Like any interrupted upload, what arrived is kept for resuming.
+    assert_eq!(d.cmd("PARTIAL f"), (213, "10".to_string()));
+    server.assert_tmp_empty();
+}
+
+#[test]
+fn a_download_to_a_client_that_stops_reading_is_cut() {
+    let server = TestServer::builder()
+        .args(["--stall-timeout", "0.5"])
+        .start();
+    // Far larger than what loopback socket buffers can hold (sparse, so
+    // it costs nothing to make).
+    let size = 512u64 << 20;
+    let mut alice = server.alice();
+    alice.noop();
+    std::fs::File::create(server.user_dir(ALICE).join("big"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let mut c = server.alice();
+    c.send_line("GET big");
+    // Never read: the socket buffers fill, the transfer stalls, the server
+    // gives up and closes. Then reading shows fewer bytes than announced.
+    thread::sleep(Duration::from_millis(1500));
+    let mut got = Vec::new();
+    let _ = c.stream().try_clone().unwrap().read_to_end(&mut got);
+    assert!((got.len() as u64) < size, "the download was cut");
+    alice.noop();
+}
+
+fn http_addr(server: &TestServer) -> std::net::SocketAddr {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        let found = server.stderr_lines().iter().find_map(|line| {
+            line.split_once("ferryd HTTP listening on ")
+                .map(|(_, addr)| addr.trim().parse().unwrap())
+        });
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(Instant::now() < deadline, "no HTTP listening line");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn http_connect(addr: std::net::SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
+fn read_all(stream: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn http_heads_must_arrive_in_time_and_idle_keep_alive_closes() {
+    let server = TestServer::builder()
+        .args(["--http-listen", "127.0.0.1:0"])
+        .args(["--head-timeout", "0.5", "--idle-timeout", "0.7"])
+        .start();
+    let addr = http_addr(&server);
+
+    let mut slow = http_connect(addr);
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    let response = read_all(&mut slow);
+    assert!(response.starts_with("HTTP/1.1 408 "), "{response}");
+    assert!(response.contains("Connection: close\r\n"), "{response}");
+
+    let mut idle = http_connect(addr);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let response = read_all(&mut idle);
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response}");
+    assert!(started.elapsed() >= Duration::from_millis(600));
+}
+
+#[test]
+fn per_address_limit_refuses_the_extra_connection_only() {
+    let server = TestServer::builder()
+        .args(["--max-per-ip", "3", "--http-listen", "127.0.0.1:0"])
+        .start();
+    let mut kept: Vec<Client> = (0..3).map(|_| server.connect()).collect();
+    let mut extra = Client::connect_raw(server.addr()).unwrap();
+    assert_eq!(
+        extra.read_reply(),
+        (421, "too many connections".to_string())
+    );
+    extra.expect_eof();
+    // HTTP counts against the same address.
+    let mut http = http_connect(http_addr(&server));
+    let response = read_all(&mut http);
+    assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
+    // The established sessions are unaffected.
+    for c in &mut kept {
+        c.noop();
+    }
+    drop(kept.pop());
+    // A freed slot is usable again (the close is noticed asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = Client::connect_raw(server.addr()).unwrap();
+        match c.read_reply() {
+            (220, _) => break,
+            (421, _) => assert!(Instant::now() < deadline, "slot never freed"),
+            other => panic!("{other:?}"),
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn global_limit_counts_both_protocols() {
+    let server = TestServer::builder()
+        .args(["--max-connections", "2", "--http-listen", "127.0.0.1:0"])
+        .start();
+    let addr = http_addr(&server);
+    let mut a = server.connect();
+    let mut keep_alive = http_connect(addr);
+    keep_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = keep_alive.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut third = Client::connect_raw(server.addr()).unwrap();
+    assert_eq!(third.read_reply().0, 421);
+    a.noop();
+}
+
+/// User and system CPU time of a process, from /proc.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // The kernel reports in clock ticks, 100 per second on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn running_out_of_descriptors_does_not_spin_and_recovers() {
+    let server = TestServer::builder()
+        .args(["--max-connections", "1000", "--max-per-ip", "1000"])
+        .start();
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={}", server.pid()))
+        .arg("--nofile=40:40")
+        .status()
+        .expect("prlimit (util-linux) is needed for this test");
+    assert!(status.success());
+
+    // More clients than the server has descriptors for.
+    let mut clients: Vec<TcpStream> = (0..80)
+        .map(|_| {
+            let s = TcpStream::connect(server.addr()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let before = cpu_time(server.pid());
+    thread::sleep(Duration::from_secs(2));
+    let spent = cpu_time(server.pid()) - before;
+    assert!(
+        spent < Duration::from_millis(300),
+        "the server burned {spent:?} of CPU in 2 s while out of descriptors"
+    );
+    let log = server.stderr_text();
+    assert!(log.contains("accept failed"), "{log}");
+    assert!(
+        log.matches("accept failed").count() <= 2,
+        "logged once per interval, not per attempt:\n{log}"
+    );
+
+    // Others leave; the waiting clients are served by themselves.
+    let waiting = clients.split_off(50);
+    drop(clients);
+    let mut greeted = 0;
+    for mut s in waiting.iter() {
+        let mut buf = [0u8; 64];
+        if let Ok(n) = s.read(&mut buf)
+            && buf[..n].starts_with(b"220 ")
+        {
+            greeted += 1;
+        }
+    }
+    assert_eq!(greeted, waiting.len(), "every waiting client was served");
+    let mut c = server.alice();
+    c.noop();
+}
+
+#[test]
+fn slowloris_sockets_do_not_slow_a_normal_client() {
+    const SLOW: usize = 300;
+    let server = TestServer::builder()
+        .args(["--max-per-ip", "1000", "--http-listen", "127.0.0.1:0"])
+        .start();
+    let http = http_addr(&server);
+    let mut slow: Vec<TcpStream> = (0..SLOW)
+        .map(|i| {
+            let addr = if i % 2 == 0 { server.addr() } else { http };
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut normal = server.alice();
+    let started = Instant::now();
+    let mut round = 0u8;
+    let mut worst = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(4) {
+        // A byte on every slow socket, as a slowloris client would send.
+        for s in &mut slow {
+            let _ = s.write(if round.is_multiple_of(2) { b"N" } else { b"O" });
+        }
+        round = round.wrapping_add(1);
+        for _ in 0..10 {
+            let t = Instant::now();
+            normal.noop();
+            worst = worst.max(t.elapsed());
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        worst < Duration::from_millis(500),
+        "a NOOP took {worst:?} next to {SLOW} slow sockets"
+    );
+}
+
+#[test]
+fn a_failed_login_is_answered_after_the_delay_without_holding_others() {
+    let server = TestServer::builder().args(["--login-delay", "1"]).start();
+    let mut other = server.alice();
+    let mut c = server.connect();
+    let started = Instant::now();
+    c.send_line(&format!("AUTH {ALICE} wrong"));
+    c.send_line("NOOP");
+    // Meanwhile everyone else is served at once.
+    assert_noops_prompt(&mut other, 5);
+    assert_eq!(c.read_reply(), (530, "login incorrect".to_string()));
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(950), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    // What was sent meanwhile is answered after it, in order.
+    assert_eq!(c.read_reply(), (200, "ok".to_string()));
+}
+
+#[test]
+fn unknown_user_and_wrong_password_look_the_same() {
+    let server = TestServer::builder().args(["--login-delay", "0.3"]).start();
+    let mut timings = Vec::new();
+    let mut replies = Vec::new();
+    for line in [
+        format!("AUTH {ALICE} wrong"),
+        "AUTH nobody wrong".to_string(),
+    ] {
+        let mut c = server.connect();
+        let t = Instant::now();
+        replies.push(c.cmd(&line));
+        timings.push(t.elapsed());
+    }
+    assert_eq!(replies[0], replies[1]);
+    assert_eq!(replies[0].0, 530);
+    for t in timings {
+        assert!(
+            t >= Duration::from_millis(280) && t < Duration::from_secs(2),
+            "{t:?}"
+        );
+    }
+}
+
+#[test]
+fn repeated_failures_lock_an_address_out_until_it_expires() {
+    let server = TestServer::builder()
+        .args(["--login-delay", "0", "--lockout-failures", "3"])
+        .args(["--lockout-window", "60", "--lockout-duration", "1.5"])
+        .args(["--http-listen", "127.0.0.1:0"])
+        .start();
+    // Failures count per address, across connections.
+    for _ in 0..3 {
+        let mut c = server.connect();
+        c.expect(&format!("AUTH {ALICE} wrong"), 530);
+    }
+    let locked_at = Instant::now();
+    // Now even the right password gets the same 530...
+    let mut c = server.connect();
+    assert_eq!(
+        c.cmd(&format!("AUTH {ALICE} {ALICE_PW}")),
+        (530, "login incorrect".to_string())
+    );
+    // ...and HTTP from the same address is refused too.
+    let mut http = http_connect(http_addr(&server));
+    let basic = base64_basic(ALICE, ALICE_PW);
+    write!(
+        http,
+        "GET /files/ HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let response = read_all(&mut http);
+    assert!(response.starts_with("HTTP/1.1 401 "), "{response}");
+    assert!(server.stderr_text().contains("locked out"));
+
+    // After the lockout, the right password works again.
+    let wait = Duration::from_millis(1600).saturating_sub(locked_at.elapsed());
+    thread::sleep(wait);
+    let mut c = server.connect();
+    c.expect(&format!("AUTH {ALICE} {ALICE_PW}"), 230);
+}
+
+/// `user:password` in base64, written out here so the test does not use
+/// the server's own decoder.
+fn base64_basic(user: &str, password: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}").into_bytes();
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_helper_matches_a_known_value() {
+    assert_eq!(base64_basic("alice", "pw"), "YWxpY2U6cHc=");
+    assert_eq!(base64_basic("a", "b"), "YTpi");
+}
+
+#[test]
+fn the_session_after_a_refusal_is_not_counted() {
+    // A refused connection must release nothing it never took: after many
+    // refusals the limit still admits exactly its number.
+    let server = TestServer::builder().args(["--max-per-ip", "2"]).start();
+    let a = server.connect();
+    let b = server.connect();
+    for _ in 0..20 {
+        let mut extra = Client::connect_raw(server.addr()).unwrap();
+        assert_eq!(extra.read_reply().0, 421);
+        let _ = rest_of(&mut extra);
+    }
+    drop(a);
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut admitted = 0;
+    let mut held = Vec::new();
+    while admitted < 2 {
+        let mut c = Client::connect_raw(server.addr()).unwrap();
+        match c.read_reply().0 {
+            220 => {
+                admitted += 1;
+                held.push(c);
+            }
+            _ => {
+                assert!(Instant::now() < deadline, "slots never freed");
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    let mut third = Client::connect_raw(server.addr()).unwrap();
+    assert_eq!(third.read_reply().0, 421);
+}

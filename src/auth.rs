@@ -163,6 +163,10 @@ impl Users {
         Ok((users, password))
     }
 
+    pub fn contains(&self, user: &str) -> bool {
+        self.passwords.contains_key(user)
+    }
+
     /// Checks a login. Returns the user's name when the password matches.
     /// An unknown user is compared against a decoy, so both failures take
     /// the same path; password bytes are compared in constant time.

@@ -34,6 +34,9 @@ pub struct Config {
     pub partial_ttl: Duration,
     /// Timeouts, connection limits and login throttling.
     pub policy: Policy,
+    /// The users file that SIGHUP (with [`crate::Server::handle_signals`])
+    /// and the control port's `RELOAD` read again; `None` disables reloads.
+    pub users_file: Option<PathBuf>,
 }
 
 /// How the server defends itself against slow, greedy and hostile clients.
@@ -110,6 +113,7 @@ impl Default for Config {
             fsync: true,
             partial_ttl: crate::storage::DEFAULT_PARTIAL_TTL,
             policy: Policy::default(),
+            users_file: None,
         }
     }
 }

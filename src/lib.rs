@@ -42,6 +42,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod integrity;
@@ -97,6 +98,7 @@ impl Server {
         };
         let mut services = Services::new(users, storage, config.max_file_size);
         services.policy = config.policy.clone();
+        services.users_file = config.users_file.clone();
         let reactor = Reactor::new(listener, http, services, config.drain_timeout)?;
         Ok(Server { reactor })
     }

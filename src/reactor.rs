@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -126,6 +126,7 @@ pub(crate) struct Reactor {
     scratch: Box<[u8]>,
     stop: Arc<StopSignal>,
     signals: Option<Signals>,
+    /// Stop requests from signals and the control port.
     signal_count: usize,
     phase: Phase,
     drain_timeout: Duration,
@@ -203,7 +204,7 @@ impl Reactor {
     /// SIGINT and SIGTERM become stop requests on this loop.
     pub(crate) fn handle_signals(&mut self) -> io::Result<()> {
         if self.signals.is_none() {
-            let mut signals = Signals::new([SIGINT, SIGTERM])?;
+            let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
             self.poll
                 .registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -237,7 +238,15 @@ impl Reactor {
                     WAKER => {}
                     SIGNALS => {
                         if let Some(signals) = &mut self.signals {
-                            self.signal_count += signals.pending().count();
+                            for signal in signals.pending() {
+                                if signal == SIGHUP {
+                                    log::info!("SIGHUP: reloading the users");
+                                    // The outcome is logged either way.
+                                    let _ = self.services.reload_users();
+                                } else {
+                                    self.signal_count += 1;
+                                }
+                            }
                         }
                     }
                     Token(key) => {
@@ -348,6 +357,8 @@ impl Reactor {
     }
 
     fn check_stop_requests(&mut self) {
+        // A SHUTDOWN on the control port counts like a signal.
+        self.signal_count += usize::from(self.services.shutdown_requested.replace(false));
         let requests = self.stop.requests.load(Ordering::SeqCst) + self.signal_count;
         if requests >= 1 && self.phase == Phase::Serving {
             self.begin_drain();
@@ -432,13 +443,11 @@ impl Reactor {
             };
             if let Err(refusal) = self.connections.admit(peer.ip(), &self.services.policy) {
                 refuse(&mut stream, protocol, refusal, &self.services);
-                log::warn!(
-                    "{peer} refused: {}",
-                    match refusal {
-                        Refusal::TooMany => "too many connections",
-                        Refusal::TooManyFromAddress => "too many connections from this address",
-                    }
-                );
+                let limit = match refusal {
+                    Refusal::TooMany => "max-connections",
+                    Refusal::TooManyFromAddress => "max-per-ip",
+                };
+                crate::audit::event("limit", peer, protocol, format_args!("limit={limit}"));
                 continue;
             }
             // Replies are single small writes; waiting for an ACK before

@@ -443,3 +443,113 @@ fn the_session_after_a_refusal_is_not_counted() {
     let mut third = Client::connect_raw(server.addr()).unwrap();
     assert_eq!(third.read_reply().0, 421);
 }
+
+/// The audit lines (after the `audit: ` marker) in the server's log.
+fn audit_lines(server: &TestServer) -> Vec<String> {
+    server
+        .stderr_lines()
+        .into_iter()
+        .filter_map(|line| {
+            line.split_once(" audit: ")
+                .map(|(_, rest)| rest.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_audit_log_records_events_and_cannot_be_forged() {
+    let server = TestServer::builder().args(["--login-delay", "0"]).start();
+    // A claimed user name that tries to end the line and forge another,
+    // with an ANSI escape for good measure.
+    let mut c = server.connect();
+    c.send_raw(
+        b"AUTH x\x1b[31m\rT [INFO] audit: login_ok ip=6.6.6.6 proto=line user=\"root\" pw\n",
+    );
+    assert_eq!(c.read_code(), 530);
+    let mut a = server.alice();
+    a.put("report.txt", b"hello");
+    assert_eq!(a.get("report.txt"), b"hello");
+    a.expect("DEL report.txt", 250);
+    a.expect("GET ../x", 553);
+    drop(a);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let lines = audit_lines(&server);
+        if lines.iter().any(|l| l.starts_with("name_refused")) || Instant::now() > deadline {
+            break lines;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let text = server.stderr_text();
+    assert!(
+        !text.contains('\u{1b}'),
+        "a raw escape reached the log:\n{text}"
+    );
+    assert!(!text.contains('\r'), "a raw CR reached the log:\n{text}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("ip=6.6.6.6") && l.starts_with("login_ok")),
+        "a forged line:\n{lines:#?}"
+    );
+    let expect = [
+        // The user name is the first word; the rest is the password,
+        // which is never logged.
+        r#"login_failed ip=127.0.0.1 proto=line user="x\u{1b}[31m\rT""#,
+        r#"login_ok ip=127.0.0.1 proto=line user="alice""#,
+        r#"upload ip=127.0.0.1 proto=line user="alice" verb=PUT name="report.txt" size=5 result=ok"#,
+        r#"download ip=127.0.0.1 proto=line user="alice" verb=GET name="report.txt" size=5 result=ok"#,
+        r#"delete ip=127.0.0.1 proto=line user="alice" verb=DEL name="report.txt" size=5 result=ok"#,
+        r#"name_refused ip=127.0.0.1 proto=line user="alice" verb=GET"#,
+    ];
+    for prefix in expect {
+        assert!(
+            lines.iter().any(|l| l.starts_with(prefix)),
+            "no audit line starting with {prefix}:\n{lines:#?}"
+        );
+    }
+    // Passwords never appear.
+    assert!(!text.contains(ALICE_PW));
+}
+
+#[test]
+fn sighup_reloads_users_and_a_broken_file_keeps_the_old_ones() {
+    let mut server = TestServer::builder().args(["--login-delay", "0"]).start();
+    let mut alice = server.alice();
+    let users = server.root().join("id_passwd.txt");
+    assert!(users.is_file());
+
+    // A new user appears, alice is removed.
+    std::fs::write(&users, "carol:new-pass\n").unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stderr_text().contains("reloaded 1 user") {
+        assert!(Instant::now() < deadline, "no reload logged");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut carol = server.connect();
+    carol.expect("AUTH carol new-pass", 230);
+    let mut c = server.connect();
+    c.expect(&format!("AUTH {ALICE} {ALICE_PW}"), 530);
+    // Alice's open session ends at her next command.
+    assert_eq!(alice.cmd("NOOP"), (421, "account removed".to_string()));
+    alice.expect_eof();
+
+    // A broken file changes nothing.
+    std::fs::write(&users, "carol:new-pass\nbroken line without colon\n").unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !server.stderr_text().contains("reload failed") {
+        assert!(Instant::now() < deadline, "no failed reload logged");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.stderr_text().contains(":2: "),
+        "the bad line is named"
+    );
+    let mut again = server.connect();
+    again.expect("AUTH carol new-pass", 230);
+    carol.noop();
+    assert!(server.is_running());
+}

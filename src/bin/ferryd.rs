@@ -51,6 +51,7 @@ Options:
   -V, --version          print the version
 
 Signals: SIGINT or SIGTERM shut down gracefully; a second one ends the drain at once.
+SIGHUP re-reads the users file (a broken file keeps the old users and is logged).
 Exit status: 0 after a clean shutdown, 1 when the server cannot start or fails,
 2 for a usage error or an invalid users file.";
 
@@ -96,7 +97,9 @@ fn main() -> ExitCode {
         Ok(users) => users,
         Err(code) => return ExitCode::from(code),
     };
-    let mut server = match Server::bind(options.config, users) {
+    let mut config = options.config;
+    config.users_file = Some(options.users.clone());
+    let mut server = match Server::bind(config, users) {
         Ok(server) => server,
         Err(err) => {
             log::error!("{err}");

@@ -43,6 +43,8 @@ pub enum Reply {
     ShuttingDown,
     /// `421`: a timeout ran out; the server closes the connection.
     Timeout,
+    /// `421`: the logged-in user was removed by a reload of the users.
+    AccountRemoved,
     /// `421`: a connection limit was reached; sent instead of the greeting.
     TooManyConnections,
     /// `451`: a local I/O failure; nothing was changed.
@@ -85,7 +87,10 @@ impl Reply {
             Reply::Stored { .. } => 226,
             Reply::LoggedIn => 230,
             Reply::Deleted => 250,
-            Reply::ShuttingDown | Reply::Timeout | Reply::TooManyConnections => 421,
+            Reply::ShuttingDown
+            | Reply::Timeout
+            | Reply::TooManyConnections
+            | Reply::AccountRemoved => 421,
             Reply::LocalError(_) | Reply::ChecksumMismatch { .. } => 451,
             Reply::UnknownCommand | Reply::EmptyLine | Reply::LineTooLong => 500,
             Reply::BadArguments(_) | Reply::OffsetPastEnd { .. } | Reply::OffsetPastHeld { .. } => {
@@ -133,6 +138,7 @@ impl Reply {
             Reply::Deleted => write!(out, "{code} deleted"),
             Reply::ShuttingDown => write!(out, "{code} server shutting down"),
             Reply::Timeout => write!(out, "{code} timeout"),
+            Reply::AccountRemoved => write!(out, "{code} account removed"),
             Reply::TooManyConnections => write!(out, "{code} too many connections"),
             Reply::LocalError(err) => write!(out, "{code} local error: {}", describe_io(err)),
             Reply::UnknownCommand => write!(out, "{code} unknown command"),

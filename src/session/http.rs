@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Services;
+use crate::audit::{self, Quoted};
 use super::line::{MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER};
 use crate::integrity::Hasher;
 use crate::metrics::{Direction, Protocol};
@@ -64,7 +65,9 @@ struct Send {
     remaining: u64,
     total: u64,
     keep_alive: bool,
-    what: String,
+    user: String,
+    /// The file sent, or empty for a listing.
+    name: String,
     started: Instant,
 }
 
@@ -474,6 +477,16 @@ impl Session {
                 match route {
                     Route::File(raw) => {
                         let Some(name) = http::decode_name(raw) else {
+                            audit::event(
+                                "name_refused",
+                                self.peer,
+                                Protocol::Http,
+                                format_args!(
+                                    "user={} path={}",
+                                    Quoted(&user),
+                                    audit::lossy(request.path)
+                                ),
+                            );
                             let fields = [("Content-Type", TEXT)];
                             return self.respond(
                                 400,
@@ -506,10 +519,9 @@ impl Session {
             return Some(name.to_owned());
         }
         self.failures = self.failures.saturating_add(1);
-        log::warn!(
-            "{} HTTP login failed for user {:?} ({} of {MAX_AUTH_FAILURES})",
+        log::debug!(
+            "{} failed login {} of {MAX_AUTH_FAILURES}",
             self.peer,
-            String::from_utf8_lossy(&user[..user.len().min(64)]),
             self.failures
         );
         None
@@ -566,7 +578,8 @@ impl Session {
             remaining,
             total,
             keep_alive: after == After::KeepAlive,
-            what: format!("{user} listing"),
+            user: user.to_owned(),
+            name: String::new(),
             started: Instant::now(),
         }));
         self.refill(services);
@@ -591,7 +604,16 @@ impl Session {
             Method::Put => self.start_upload(request, user, dir, file_name, after, services),
             Method::Delete => match services.storage.delete(dir, file_name) {
                 Ok(size) => {
-                    log::info!("{} {user}: DELETE {name:?} ({size} bytes)", self.peer);
+                    audit::event(
+                        "delete",
+                        self.peer,
+                        Protocol::Http,
+                        format_args!(
+                            "user={} verb=DELETE name={} size={size} result=ok",
+                            Quoted(user),
+                            Quoted(name)
+                        ),
+                    );
                     self.respond(204, &[], b"", true, after, services);
                 }
                 Err(err) => {
@@ -675,7 +697,8 @@ impl Session {
             remaining: len,
             total: len,
             keep_alive: after == After::KeepAlive,
-            what: format!("{user}: GET {name:?}"),
+            user: user.to_owned(),
+            name: name.as_str().to_owned(),
             started: Instant::now(),
         }));
         self.refill(services);
@@ -820,11 +843,8 @@ impl Session {
         match sink.and_then(|upload| services.storage.commit(upload, sha256)) {
             Ok(()) => {
                 services.metrics.transfer_completed(Direction::Upload);
-                log::info!(
-                    "{} {user}: PUT {name:?} {received} bytes in {:.3}s",
-                    self.peer,
-                    started.elapsed().as_secs_f64()
-                );
+                let secs = format!("{:.3}s", started.elapsed().as_secs_f64());
+                self.audit_upload((&user, &name, received), "ok", &secs);
                 let status = if existed { 204 } else { 201 };
                 let digest = sha256.to_string();
                 let fields = [("X-Ferry-SHA256", digest.as_str())];
@@ -832,7 +852,7 @@ impl Session {
             }
             Err(err) => {
                 services.metrics.transfer_aborted(Direction::Upload);
-                log::error!("{} {user}: PUT {name:?} failed: {err}", self.peer);
+                self.audit_upload((&user, &name, received), "failed", &err.to_string());
                 self.storage_error(StorageError::Io(err), after, services);
             }
         }
@@ -840,13 +860,7 @@ impl Session {
 
     fn abort_upload(&mut self, put: Put, reason: &str, services: &Services) {
         services.metrics.transfer_aborted(Direction::Upload);
-        log::warn!(
-            "{} {}: PUT {:?} aborted after {} bytes: {reason}",
-            self.peer,
-            put.user,
-            put.name,
-            put.received
-        );
+        self.audit_upload((&put.user, &put.name, put.received), "aborted", reason);
         // Dropping the upload removes its temporary file.
     }
 
@@ -854,12 +868,42 @@ impl Session {
         if matches!(send.source, Source::File(_)) {
             services.metrics.transfer_aborted(Direction::Download);
         }
-        log::warn!(
-            "{} {} cut after {} of {} bytes: {reason}",
+        self.audit_download(send, "cut", reason);
+    }
+
+    fn audit_download(&self, send: &Send, result: &str, reason: &str) {
+        if send.name.is_empty() {
+            log::info!("{} {}: listing {result} ({} bytes)", self.peer, send.user, send.total);
+            return;
+        }
+        audit::event(
+            "download",
             self.peer,
-            send.what,
-            send.total - send.remaining,
-            send.total
+            Protocol::Http,
+            format_args!(
+                "user={} verb=GET name={} size={} sent={} result={result} reason={} secs={:.3}",
+                Quoted(&send.user),
+                Quoted(&send.name),
+                send.total,
+                send.total - send.remaining,
+                Quoted(reason),
+                send.started.elapsed().as_secs_f64()
+            ),
+        );
+    }
+
+    fn audit_upload(&self, put: (&str, &str, u64), result: &str, reason: &str) {
+        let (user, name, received) = put;
+        audit::event(
+            "upload",
+            self.peer,
+            Protocol::Http,
+            format_args!(
+                "user={} verb=PUT name={} received={received} result={result} reason={}",
+                Quoted(user),
+                Quoted(name),
+                Quoted(reason)
+            ),
         );
     }
 
@@ -875,13 +919,7 @@ impl Session {
             if matches!(send.source, Source::File(_)) {
                 services.metrics.transfer_completed(Direction::Download);
             }
-            log::info!(
-                "{} {} {} bytes in {:.3}s",
-                self.peer,
-                send.what,
-                send.total,
-                send.started.elapsed().as_secs_f64()
-            );
+            self.audit_download(&send, "ok", "");
             let keep = send.keep_alive && !self.shutting_down;
             return self.after_response(After::from_keep_alive(keep));
         }

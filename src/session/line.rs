@@ -40,6 +40,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 use super::Services;
+use crate::audit::{self, Quoted};
 use crate::integrity::{Digest, Hasher};
 use crate::metrics::{Direction, Protocol};
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
@@ -60,9 +61,6 @@ pub const HASH_STEP: usize = 128 * 1024;
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
 pub const REPLY_BACKLOG: usize = 4096;
-/// Usernames are at most 32 bytes; a log line shows at most this much of a
-/// claimed one.
-const MAX_LOGGED_USER: usize = 64;
 
 /// A logged-in user: who, their directory, and what `REST` and `EXPECT`
 /// asked of the next transfer.
@@ -631,6 +629,18 @@ impl Session {
     }
 
     fn execute(&mut self, command: Result<Command<'_>, ParseError>, services: &Services) {
+        if let State::Idle(login) = &self.state
+            && !services.user_exists(&login.user)
+        {
+            log::info!(
+                "{} {}: closed, the user was removed from the users file",
+                self.peer,
+                login.user
+            );
+            self.reply(Reply::AccountRemoved, services);
+            self.state = State::Closing;
+            return;
+        }
         let logged_in = matches!(self.state, State::Idle(_));
         let command = match command {
             Ok(command) if command.verb().needs_login() && !logged_in => {
@@ -640,6 +650,14 @@ impl Session {
             Err(err) => {
                 if err == ParseError::LineTooLong {
                     self.discarding = true;
+                }
+                if let (ParseError::NameNotAllowed(verb), State::Idle(login)) = (err, &self.state) {
+                    audit::event(
+                        "name_refused",
+                        self.peer,
+                        Protocol::Line,
+                        format_args!("user={} verb={}", Quoted(&login.user), verb.as_str()),
+                    );
                 }
                 if !logged_in && err.verb().is_some_and(Verb::needs_login) {
                     return self.reply(Reply::NotLoggedIn, services);
@@ -700,13 +718,11 @@ impl Session {
         };
         let Some(name) = super::check_login(services, self.peer, user, password, Protocol::Line)
         else {
+            // The audit log has the failure; this says what it means for
+            // the connection.
             *failures += 1;
             let failures = *failures;
-            log::warn!(
-                "{} login failed for user {:?} ({failures} of {MAX_AUTH_FAILURES})",
-                self.peer,
-                logged_user(user)
-            );
+            log::debug!("{} failed login {failures} of {MAX_AUTH_FAILURES}", self.peer);
             if failures >= MAX_AUTH_FAILURES {
                 self.reply(Reply::TooManyFailures, services);
                 self.state = State::Closing;
@@ -720,11 +736,10 @@ impl Session {
             }
             return;
         };
-        match services.storage.user_dir(name) {
+        match services.storage.user_dir(&name) {
             Ok(dir) => {
-                log::info!("{} logged in as {name}", self.peer);
                 self.reply(Reply::LoggedIn, services);
-                self.state = State::Idle(Login::new(name, dir));
+                self.state = State::Idle(Login::new(&name, dir));
             }
             Err(err) => {
                 log::error!(
@@ -991,12 +1006,9 @@ impl Session {
         if let Some(expected) = receive.expect
             && expected != sha256
         {
-            log::warn!(
-                "{} {}: PUT {:?} discarded: checksum mismatch (expected {expected}, received {sha256})",
-                self.peer,
-                login.user,
-                receive.name
-            );
+            let reason = format!("checksum mismatch: expected {expected}, received {sha256}");
+            let upload = (receive.name.as_str(), receive.size, receive.size);
+            log_upload_failure(self.peer, &login, upload, "mismatch", &reason);
             // Dropping the upload removes its temporary file.
             services.metrics.transfer_aborted(Direction::Upload);
             self.reply(
@@ -1031,12 +1043,8 @@ impl Session {
                 );
             }
             Err(err) => {
-                log::error!(
-                    "{} {}: PUT {:?} failed: {err}",
-                    self.peer,
-                    login.user,
-                    receive.name
-                );
+                let upload = (receive.name.as_str(), receive.size, receive.size);
+                log_upload_failure(self.peer, &login, upload, "failed", &err.to_string());
                 services.metrics.transfer_aborted(Direction::Upload);
                 self.reply(Reply::LocalError(err), services);
             }
@@ -1193,12 +1201,6 @@ fn write_listing_line(entry: &Entry, out: &mut Vec<u8>) {
     let _ = writeln!(out, "{} {} {}", entry.size, entry.mtime, entry.name);
 }
 
-/// A claimed username for a log line: escaped, and cut short, since it is
-/// whatever the client sent.
-fn logged_user(user: &[u8]) -> String {
-    String::from_utf8_lossy(&user[..user.len().min(MAX_LOGGED_USER)]).into_owned()
-}
-
 fn log_transfer(
     peer: SocketAddr,
     login: &Login,
@@ -1208,35 +1210,73 @@ fn log_transfer(
     started: Instant,
 ) {
     let secs = started.elapsed().as_secs_f64();
-    if verb == Verb::List {
-        log::info!("{peer} {}: LIST {bytes} bytes in {secs:.3}s", login.user);
-    } else {
-        log::info!(
-            "{peer} {}: {} {name:?} {bytes} bytes in {secs:.3}s",
-            login.user,
-            verb.as_str()
-        );
-    }
+    let event = match verb {
+        Verb::List => {
+            log::info!("{peer} {}: LIST {bytes} bytes in {secs:.3}s", login.user);
+            return;
+        }
+        Verb::Put => "upload",
+        Verb::Del => "delete",
+        _ => "download",
+    };
+    audit::event(
+        event,
+        peer,
+        Protocol::Line,
+        format_args!(
+            "user={} verb={} name={} size={bytes} result=ok secs={secs:.3}",
+            Quoted(&login.user),
+            verb.as_str(),
+            Quoted(name)
+        ),
+    );
 }
 
 fn log_aborted_upload(peer: SocketAddr, login: &Login, receive: &Receive, reason: &str) {
-    log::warn!(
-        "{peer} {}: PUT {:?} aborted after {} of {} bytes: {reason}",
-        login.user,
-        receive.name,
-        receive.size - receive.remaining,
-        receive.size
+    let received = receive.size - receive.remaining;
+    let upload = (receive.name.as_str(), receive.size, received);
+    log_upload_failure(peer, login, upload, "aborted", reason);
+}
+
+/// An upload that did not end in `226`: (name, size, bytes received).
+fn log_upload_failure(
+    peer: SocketAddr,
+    login: &Login,
+    (name, size, received): (&str, u64, u64),
+    result: &str,
+    reason: &str,
+) {
+    audit::event(
+        "upload",
+        peer,
+        Protocol::Line,
+        format_args!(
+            "user={} verb=PUT name={} size={size} received={received} result={result} reason={}",
+            Quoted(&login.user),
+            Quoted(name),
+            Quoted(reason)
+        ),
     );
 }
 
 fn log_cut_download(peer: SocketAddr, login: &Login, send: &Send, reason: &str) {
-    log::warn!(
-        "{peer} {}: {} {:?} cut after {} of {} bytes: {reason}",
-        login.user,
-        send.verb.as_str(),
-        send.name,
-        send.total - send.remaining,
-        send.total
+    if send.verb == Verb::List {
+        log::warn!("{peer} {}: LIST cut: {reason}", login.user);
+        return;
+    }
+    audit::event(
+        "download",
+        peer,
+        Protocol::Line,
+        format_args!(
+            "user={} verb={} name={} size={} sent={} result=cut reason={}",
+            Quoted(&login.user),
+            send.verb.as_str(),
+            Quoted(&send.name),
+            send.total,
+            send.total - send.remaining,
+            Quoted(reason)
+        ),
     );
 }
 

@@ -14,10 +14,12 @@
 pub mod http;
 pub mod line;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::audit::{self, Quoted};
 use crate::auth::Users;
 use crate::config::Policy;
 use crate::limits::{self, Logins};
@@ -27,61 +29,133 @@ use crate::storage::Storage;
 /// What every session may use beyond its own bytes.
 #[derive(Debug)]
 pub struct Services {
-    pub users: Users,
+    /// Replaced as a whole by a reload; a session holds no borrow of it.
+    pub users: RefCell<Users>,
+    /// Where a reload reads users from, if anywhere.
+    pub users_file: Option<PathBuf>,
     pub storage: Storage,
     pub max_file_size: u64,
     pub metrics: Metrics,
     pub policy: Policy,
     /// Failed logins per address, shared by both fronts.
     pub logins: RefCell<Logins>,
+    /// When the server started (for the control port's `STATUS`).
+    pub started: Instant,
+    /// A session asked the server to shut down (the control port's
+    /// `SHUTDOWN`); the reactor acts on it.
+    pub shutdown_requested: Cell<bool>,
 }
 
 impl Services {
     /// Services with the default policy and empty counters.
     pub fn new(users: Users, storage: Storage, max_file_size: u64) -> Services {
         Services {
-            users,
+            users: RefCell::new(users),
+            users_file: None,
             storage,
             max_file_size,
             metrics: Metrics::new(),
             policy: Policy::default(),
             logins: RefCell::new(Logins::default()),
+            started: Instant::now(),
+            shutdown_requested: Cell::new(false),
         }
+    }
+
+    /// Re-reads the users file: a valid one replaces every user at once, a
+    /// broken one leaves the users as they were. Returns how many users
+    /// there are now, or why nothing changed.
+    pub fn reload_users(&self) -> Result<usize, String> {
+        let Some(path) = &self.users_file else {
+            return Err("no users file to reload".to_owned());
+        };
+        match Users::load(path) {
+            Ok(users) => {
+                let count = users.len();
+                *self.users.borrow_mut() = users;
+                log::info!("reloaded {count} user(s) from {}", path.display());
+                Ok(count)
+            }
+            Err(err) => {
+                let message = match err {
+                    crate::auth::LoadError::Io(err) => format!("{}: {err}", path.display()),
+                    crate::auth::LoadError::Invalid(err) => format!("{}:{err}", path.display()),
+                };
+                log::error!("reload failed, keeping the users as they were: {message}");
+                Err(message)
+            }
+        }
+    }
+
+    /// True while `user` is still in the users list.
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.users.borrow().contains(user)
     }
 }
 
 /// Checks a login with the rules both fronts share: an address that is
 /// locked out is refused without looking at the password, and every
 /// failure counts toward its address's lockout. Returns the user's name.
-pub(crate) fn check_login<'a>(
-    services: &'a Services,
+pub(crate) fn check_login(
+    services: &Services,
     peer: SocketAddr,
     user: &[u8],
     password: &[u8],
     protocol: Protocol,
-) -> Option<&'a str> {
+) -> Option<String> {
     let now = Instant::now();
     let ip = peer.ip();
     let locked = services.logins.borrow().is_locked(ip, now);
     let verified = if locked {
         None
     } else {
-        services.users.verify(user, password)
+        services
+            .users
+            .borrow()
+            .verify(user, password)
+            .map(str::to_owned)
     };
-    if verified.is_none() {
-        services.metrics.failed_login(protocol);
-        if locked {
-            log::warn!("{peer} login refused: {ip} is locked out");
-        } else if services
-            .logins
-            .borrow_mut()
-            .failed(ip, now, &services.policy)
-        {
-            log::warn!(
-                "{ip} locked out for {} after {} failed logins",
-                limits::secs(services.policy.lockout_duration),
-                services.policy.lockout_failures
+    let claimed = audit::lossy(user);
+    match &verified {
+        Some(name) => audit::event(
+            "login_ok",
+            peer,
+            protocol,
+            format_args!("user={}", Quoted(name)),
+        ),
+        None if locked => {
+            services.metrics.failed_login(protocol);
+            audit::event(
+                "login_refused",
+                peer,
+                protocol,
+                format_args!("user={claimed} reason=\"locked out\""),
             );
+        }
+        None => {
+            services.metrics.failed_login(protocol);
+            audit::event(
+                "login_failed",
+                peer,
+                protocol,
+                format_args!("user={claimed}"),
+            );
+            if services
+                .logins
+                .borrow_mut()
+                .failed(ip, now, &services.policy)
+            {
+                audit::event(
+                    "lockout",
+                    peer,
+                    protocol,
+                    format_args!(
+                        "failures={} duration={}",
+                        services.policy.lockout_failures,
+                        limits::secs(services.policy.lockout_duration)
+                    ),
+                );
+            }
         }
     }
     verified

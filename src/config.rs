@@ -21,6 +21,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address of the HTTP listener; `None` means no HTTP front.
     pub http_listen: Option<SocketAddr>,
+    /// Address of the control port (loopback only); `None` means none.
+    pub control_listen: Option<SocketAddr>,
+    /// The token the control port asks for; required with
+    /// `control_listen`.
+    pub control_token: Option<String>,
     /// Storage root: one directory per user below it.
     pub storage: PathBuf,
     /// Largest upload in bytes; a larger `PUT` is answered `552`.
@@ -107,6 +112,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
             http_listen: None,
+            control_listen: None,
+            control_token: None,
             storage: PathBuf::from("./server_storage"),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

@@ -74,6 +74,17 @@ impl Server {
     /// crash left behind and expired partial uploads) and binds the
     /// listener.
     pub fn bind(config: Config, users: Users) -> io::Result<Server> {
+        if let Some(addr) = config.control_listen {
+            let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+            if !addr.ip().is_loopback() {
+                return Err(invalid(format!(
+                    "the control port must be on a loopback address, not {addr}"
+                )));
+            }
+            if config.control_token.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid("the control port needs a token".to_owned()));
+            }
+        }
         let options = storage::Options {
             fsync: config.fsync,
             partial_ttl: config.partial_ttl,
@@ -96,10 +107,17 @@ impl Server {
             })?),
             None => None,
         };
+        let control = match config.control_listen {
+            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|err| {
+                io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
+            })?),
+            None => None,
+        };
         let mut services = Services::new(users, storage, config.max_file_size);
         services.policy = config.policy.clone();
         services.users_file = config.users_file.clone();
-        let reactor = Reactor::new(listener, http, services, config.drain_timeout)?;
+        services.control_token = config.control_token.clone();
+        let reactor = Reactor::new(listener, http, control, services, config.drain_timeout)?;
         Ok(Server { reactor })
     }
 
@@ -113,6 +131,12 @@ impl Server {
     /// for one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.reactor.http_addr()
+    }
+
+    /// The address of the control port, when [`Config::control_listen`]
+    /// asked for one.
+    pub fn control_addr(&self) -> Option<SocketAddr> {
+        self.reactor.control_addr()
     }
 
     /// A handle that asks the running server to shut down, from any thread.

@@ -9,15 +9,18 @@ use std::fmt::Write as _;
 pub enum Protocol {
     Line,
     Http,
+    /// The operator's control port.
+    Control,
 }
 
 impl Protocol {
-    const ALL: [Protocol; 2] = [Protocol::Line, Protocol::Http];
+    const ALL: [Protocol; 3] = [Protocol::Line, Protocol::Http, Protocol::Control];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Line => "line",
             Protocol::Http => "http",
+            Protocol::Control => "control",
         }
     }
 
@@ -54,13 +57,14 @@ const CODES: usize = 600;
 
 #[derive(Debug)]
 pub struct Metrics {
-    sessions_open: [Cell<u64>; 2],
+    sessions_open: [Cell<u64>; 3],
     received: Cell<u64>,
     sent: Cell<u64>,
+    started: [Cell<u64>; 2],
     completed: [Cell<u64>; 2],
     aborted: [Cell<u64>; 2],
-    failed_logins: [Cell<u64>; 2],
-    replies: [Box<[Cell<u64>]>; 2],
+    failed_logins: [Cell<u64>; 3],
+    replies: [Box<[Cell<u64>]>; 3],
 }
 
 impl Default for Metrics {
@@ -76,10 +80,11 @@ impl Metrics {
             sessions_open: Default::default(),
             received: Cell::new(0),
             sent: Cell::new(0),
+            started: Default::default(),
             completed: Default::default(),
             aborted: Default::default(),
             failed_logins: Default::default(),
-            replies: [codes(), codes()],
+            replies: [codes(), codes(), codes()],
         }
     }
 
@@ -98,6 +103,30 @@ impl Metrics {
 
     pub fn sent(&self, bytes: usize) {
         add(&self.sent, bytes as u64);
+    }
+
+    pub fn transfer_started(&self, direction: Direction) {
+        add(&self.started[direction.index()], 1);
+    }
+
+    /// Transfers started and not yet completed or aborted.
+    pub fn transfers_running(&self) -> u64 {
+        Direction::ALL
+            .into_iter()
+            .map(|d| {
+                let i = d.index();
+                let ended = self.completed[i].get() + self.aborted[i].get();
+                self.started[i].get().saturating_sub(ended)
+            })
+            .sum()
+    }
+
+    pub fn received_total(&self) -> u64 {
+        self.received.get()
+    }
+
+    pub fn sent_total(&self) -> u64 {
+        self.sent.get()
     }
 
     pub fn transfer_completed(&self, direction: Direction) {
@@ -139,6 +168,13 @@ impl Metrics {
                 self.sessions_open[protocol.index()].get()
             );
         }
+        header(
+            &mut text,
+            "ferry_transfers_running",
+            "gauge",
+            "Uploads and downloads in progress.",
+        );
+        let _ = writeln!(text, "ferry_transfers_running {}", self.transfers_running());
         header(
             &mut text,
             "ferry_received_bytes_total",

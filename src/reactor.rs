@@ -39,6 +39,10 @@ const LINE_LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const HTTP_LISTENER: Token = Token(usize::MAX - 4);
+const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
+/// Control connections at once. They are not counted against the client
+/// limits, so the operator gets in when clients have used them all up.
+const MAX_CONTROL_SESSIONS: usize = 8;
 
 /// Connections accepted per turn before the others get theirs; the rest
 /// wait for the next turn.
@@ -115,6 +119,7 @@ pub(crate) struct Reactor {
     listeners: Vec<Listener>,
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
+    control_addr: Option<SocketAddr>,
     conns: Slab<Conn>,
     ready: Vec<usize>,
     /// Session deadlines: (when, connection key).
@@ -137,6 +142,7 @@ impl Reactor {
     pub(crate) fn new(
         line: std::net::TcpListener,
         http: Option<std::net::TcpListener>,
+        control: Option<std::net::TcpListener>,
         services: Services,
         drain_timeout: Duration,
     ) -> io::Result<Reactor> {
@@ -145,6 +151,7 @@ impl Reactor {
         for (socket, token, protocol) in [
             (Some(line), LINE_LISTENER, Protocol::Line),
             (http, HTTP_LISTENER, Protocol::Http),
+            (control, CONTROL_LISTENER, Protocol::Control),
         ] {
             let Some(socket) = socket else {
                 continue;
@@ -164,13 +171,21 @@ impl Reactor {
             });
         }
         let local_addr = listeners[0].addr;
-        let http_addr = listeners.get(1).map(|listener| listener.addr);
+        let addr_of = |protocol| {
+            listeners
+                .iter()
+                .find(|listener: &&Listener| listener.protocol == protocol)
+                .map(|listener| listener.addr)
+        };
+        let http_addr = addr_of(Protocol::Http);
+        let control_addr = addr_of(Protocol::Control);
         let waker = Waker::new(poll.registry(), WAKER)?;
         Ok(Reactor {
             poll,
             listeners,
             local_addr,
             http_addr,
+            control_addr,
             conns: Slab::new(),
             ready: Vec::new(),
             timers: BinaryHeap::new(),
@@ -197,6 +212,10 @@ impl Reactor {
         self.http_addr
     }
 
+    pub(crate) fn control_addr(&self) -> Option<SocketAddr> {
+        self.control_addr
+    }
+
     pub(crate) fn stop_signal(&self) -> Arc<StopSignal> {
         Arc::clone(&self.stop)
     }
@@ -219,6 +238,9 @@ impl Reactor {
         if let Some(addr) = self.http_addr {
             log::info!("ferryd HTTP listening on {addr}");
         }
+        if let Some(addr) = self.control_addr {
+            log::info!("ferryd control port listening on {addr}");
+        }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let timeout = self.poll_timeout();
@@ -230,7 +252,7 @@ impl Reactor {
             }
             for event in events.iter() {
                 match event.token() {
-                    LINE_LISTENER | HTTP_LISTENER => {
+                    LINE_LISTENER | HTTP_LISTENER | CONTROL_LISTENER => {
                         for listener in &mut self.listeners {
                             listener.pending |= listener.token == event.token();
                         }
@@ -279,6 +301,10 @@ impl Reactor {
             self.fire_timers(now);
             for key in std::mem::take(&mut self.ready) {
                 self.drive(key);
+            }
+            // A session may have asked for a shutdown (control port).
+            if self.services.shutdown_requested.get() {
+                self.check_stop_requests();
             }
             if let Phase::Draining { deadline } = self.phase {
                 if Instant::now() >= deadline {
@@ -402,7 +428,7 @@ impl Reactor {
             self.services
                 .metrics
                 .session_closed(conn.session.protocol());
-            self.connections.release(conn.peer.ip());
+            release(&mut self.connections, &conn);
             close(conn, &mut self.scratch, &self.poll);
         }
         self.timers.clear();
@@ -441,7 +467,17 @@ impl Reactor {
                     return;
                 }
             };
-            if let Err(refusal) = self.connections.admit(peer.ip(), &self.services.policy) {
+            let admitted = if protocol == Protocol::Control {
+                let open = self.services.metrics.open_sessions(Protocol::Control);
+                if open < MAX_CONTROL_SESSIONS as u64 {
+                    Ok(())
+                } else {
+                    Err(Refusal::TooMany)
+                }
+            } else {
+                self.connections.admit(peer.ip(), &self.services.policy)
+            };
+            if let Err(refusal) = admitted {
                 refuse(&mut stream, protocol, refusal, &self.services);
                 let limit = match refusal {
                     Refusal::TooMany => "max-connections",
@@ -466,7 +502,9 @@ impl Reactor {
                 .register(&mut stream, Token(key), interest)
             {
                 log::error!("{peer}: cannot register connection: {err}");
-                self.connections.release(peer.ip());
+                if protocol != Protocol::Control {
+                    self.connections.release(peer.ip());
+                }
                 continue;
             }
             log::info!("{peer} connected ({})", protocol.as_str());
@@ -548,7 +586,7 @@ impl Reactor {
                 self.services
                     .metrics
                     .session_closed(conn.session.protocol());
-                self.connections.release(conn.peer.ip());
+                release(&mut self.connections, &conn);
                 close(conn, &mut self.scratch, &self.poll);
                 return;
             }
@@ -594,7 +632,7 @@ fn interest_of(session: &Session) -> Interest {
 fn refuse(stream: &mut TcpStream, protocol: Protocol, refusal: Refusal, services: &Services) {
     let mut out = Vec::new();
     let code = match protocol {
-        Protocol::Line => {
+        Protocol::Line | Protocol::Control => {
             let reply = crate::protocol::reply::Reply::TooManyConnections;
             reply.write_to(&mut out);
             reply.code()
@@ -619,6 +657,13 @@ fn refuse(stream: &mut TcpStream, protocol: Protocol, refusal: Refusal, services
     services.metrics.reply(protocol, code);
     let _ = stream.write(&out);
     let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Gives back the connection's place under the client limits.
+fn release(connections: &mut Connections, conn: &Conn) {
+    if conn.session.protocol() != Protocol::Control {
+        connections.release(conn.peer.ip());
+    }
 }
 
 /// One non-blocking attempt to send what is queued.

@@ -23,6 +23,10 @@ Usage: ferryd [OPTIONS]
 Options:
   --listen ADDR          address of the line protocol [default: 127.0.0.1:9999]
   --http-listen ADDR     also serve HTTP/1.1 on ADDR, e.g. 127.0.0.1:9980 [default: off]
+  --control ADDR         a control port on this loopback address, e.g. 127.0.0.1:10000
+                         (TOKEN, STATUS, RELOAD, SHUTDOWN; see README) [default: off]
+  --control-token-file PATH  the control port's token (first line); the file must not
+                         be readable by group or others
   --storage DIR          storage root, one directory per user [default: ./server_storage]
   --users FILE           users file, username:password per line [default: ./id_passwd.txt]
                          (created with one user 'demo' and a random password if missing)
@@ -63,6 +67,7 @@ const EXIT_USAGE: u8 = 2;
 struct Options {
     config: Config,
     users: PathBuf,
+    control_token_file: Option<PathBuf>,
     log_level: LevelFilter,
     log_file: Option<PathBuf>,
 }
@@ -99,6 +104,15 @@ fn main() -> ExitCode {
     };
     let mut config = options.config;
     config.users_file = Some(options.users.clone());
+    if let Some(path) = &options.control_token_file {
+        match read_token(path) {
+            Ok(token) => config.control_token = Some(token),
+            Err(message) => {
+                eprintln!("ferryd: --control-token-file {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
     let mut server = match Server::bind(config, users) {
         Ok(server) => server,
         Err(err) => {
@@ -126,6 +140,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
     let mut options = Options {
         config: Config::default(),
         users: PathBuf::from("./id_passwd.txt"),
+        control_token_file: None,
         log_level: LevelFilter::Info,
         log_file: None,
     };
@@ -144,6 +159,22 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
                     format!("--http-listen: {raw:?} is not an address like 127.0.0.1:9980")
                 })?;
                 options.config.http_listen = Some(addr);
+            }
+            Long("control") => {
+                let raw = value(&mut parser, "--control")?;
+                let addr = raw.parse::<SocketAddr>().map_err(|_| {
+                    format!("--control: {raw:?} is not an address like 127.0.0.1:10000")
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(format!(
+                        "--control: {addr} is not a loopback address (127.0.0.0/8 or ::1)"
+                    ));
+                }
+                options.config.control_listen = Some(addr);
+            }
+            Long("control-token-file") => {
+                let path = PathBuf::from(value(&mut parser, "--control-token-file")?);
+                options.control_token_file = Some(path);
             }
             Long("storage") => {
                 options.config.storage = PathBuf::from(value(&mut parser, "--storage")?)
@@ -209,7 +240,30 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
             _ => return Err(arg.unexpected().to_string()),
         }
     }
+    if options.config.control_listen.is_some() && options.control_token_file.is_none() {
+        return Err("--control needs --control-token-file".to_owned());
+    }
     Ok(Parsed::Run(Box::new(options)))
+}
+
+/// Reads the control port's token: the first line of a file that group and
+/// others cannot read.
+fn read_token(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|err| format!("{shown}: {err}"))?;
+    if meta.mode() & 0o044 != 0 {
+        return Err(format!(
+            "{shown}: readable by group or others (mode {:o}); chmod 600 it",
+            meta.mode() & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|err| format!("{shown}: {err}"))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        return Err(format!("{shown}: the token is empty"));
+    }
+    Ok(token.to_owned())
 }
 
 fn value(parser: &mut lexopt::Parser, what: &str) -> Result<String, String> {

@@ -26,8 +26,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Services;
-use crate::audit::{self, Quoted};
 use super::line::{MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER};
+use crate::audit::{self, Quoted};
 use crate::integrity::Hasher;
 use crate::metrics::{Direction, Protocol};
 use crate::protocol::chunked::ChunkedDecoder;
@@ -692,6 +692,7 @@ impl Session {
         if request.method == Method::Head {
             return self.after_response(after);
         }
+        services.metrics.transfer_started(Direction::Download);
         self.state = State::Sending(Box::new(Send {
             source: Source::File(file),
             remaining: len,
@@ -743,6 +744,7 @@ impl Session {
             services.metrics.reply(Protocol::Http, 100);
             self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
+        services.metrics.transfer_started(Direction::Upload);
         let put = Put {
             user: user.to_owned(),
             name: name.as_str().to_owned(),
@@ -873,7 +875,12 @@ impl Session {
 
     fn audit_download(&self, send: &Send, result: &str, reason: &str) {
         if send.name.is_empty() {
-            log::info!("{} {}: listing {result} ({} bytes)", self.peer, send.user, send.total);
+            log::info!(
+                "{} {}: listing {result} ({} bytes)",
+                self.peer,
+                send.user,
+                send.total
+            );
             return;
         }
         audit::event(

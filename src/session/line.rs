@@ -497,6 +497,7 @@ impl Session {
                     job.end
                 );
                 if let Purpose::Resume(receive) = job.purpose {
+                    services.metrics.transfer_aborted(Direction::Upload);
                     keep_partial(*receive, false, services);
                 }
             }
@@ -722,7 +723,10 @@ impl Session {
             // the connection.
             *failures += 1;
             let failures = *failures;
-            log::debug!("{} failed login {failures} of {MAX_AUTH_FAILURES}", self.peer);
+            log::debug!(
+                "{} failed login {failures} of {MAX_AUTH_FAILURES}",
+                self.peer
+            );
             if failures >= MAX_AUTH_FAILURES {
                 self.reply(Reply::TooManyFailures, services);
                 self.state = State::Closing;
@@ -807,6 +811,7 @@ impl Session {
                     size
                 };
                 self.reply(Reply::Data(total), services);
+                services.metrics.transfer_started(Direction::Download);
                 let name = name.as_str().to_owned();
                 let send = Send::new(verb, name, Source::File(file), total);
                 State::Sending(login, Box::new(send))
@@ -942,6 +947,7 @@ impl Session {
                 login.user
             );
         }
+        services.metrics.transfer_started(Direction::Upload);
         let mut receive = Receive::new(name, size, upload, hasher.clone().unwrap_or_default());
         receive.expect = expect;
         match hasher {
@@ -1161,7 +1167,10 @@ impl Session {
         };
         let name = match &job.purpose {
             Purpose::Answer { name, .. } => name,
-            Purpose::Resume(receive) => &receive.name,
+            Purpose::Resume(receive) => {
+                services.metrics.transfer_aborted(Direction::Upload);
+                &receive.name
+            }
         };
         log::error!(
             "{} {}: reading {name:?} to hash it failed: {err}",

@@ -9,8 +9,10 @@
 //! Storage, users and counters are reached through [`Services`].
 //!
 //! - [`line`]: the line protocol of `protocol.md`;
-//! - [`http`]: the HTTP/1.1 front.
+//! - [`http`]: the HTTP/1.1 front;
+//! - [`control`]: the operator's control port.
 
+pub mod control;
 pub mod http;
 pub mod line;
 
@@ -44,6 +46,8 @@ pub struct Services {
     /// A session asked the server to shut down (the control port's
     /// `SHUTDOWN`); the reactor acts on it.
     pub shutdown_requested: Cell<bool>,
+    /// The control port's token, when there is a control port.
+    pub control_token: Option<String>,
 }
 
 impl Services {
@@ -59,6 +63,7 @@ impl Services {
             logins: RefCell::new(Logins::default()),
             started: Instant::now(),
             shutdown_requested: Cell::new(false),
+            control_token: None,
         }
     }
 
@@ -166,6 +171,7 @@ pub(crate) fn check_login(
 pub enum Session {
     Line(line::Session),
     Http(http::Session),
+    Control(control::Session),
 }
 
 /// Calls the same method on whichever session this is.
@@ -174,6 +180,7 @@ macro_rules! each {
         match $self {
             Session::Line($session) => $call,
             Session::Http($session) => $call,
+            Session::Control($session) => $call,
         }
     };
 }
@@ -184,6 +191,7 @@ impl Session {
         match protocol {
             Protocol::Line => Session::Line(line::Session::new(peer, services)),
             Protocol::Http => Session::Http(http::Session::new(peer)),
+            Protocol::Control => Session::Control(control::Session::new(peer)),
         }
     }
 
@@ -191,6 +199,7 @@ impl Session {
         match self {
             Session::Line(_) => Protocol::Line,
             Session::Http(_) => Protocol::Http,
+            Session::Control(_) => Protocol::Control,
         }
     }
 

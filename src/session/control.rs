@@ -1,0 +1,305 @@
+//! The control port: a tiny line protocol for the operator, on a loopback
+//! listener of the same reactor (`--control`), off by default.
+//!
+//! ```text
+//! S: 220 ferry control ready
+//! C: TOKEN <token>          S: 230 ok             (530 bad token)
+//! C: STATUS                 S: 211 uptime=12 sessions_line=3 sessions_http=1 transfers=1 received=1024 sent=2048
+//! C: RELOAD                 S: 200 reloaded 4 users   (451 reload failed: <why>)
+//! C: SHUTDOWN               S: 221 shutting down  (exactly as SIGINT)
+//! C: NOOP                   S: 200 ok
+//! C: QUIT                   S: 221 bye
+//! ```
+//!
+//! Every command but `TOKEN`, `NOOP` and `QUIT` needs the token first
+//! (`530 token required`). The third wrong token closes the connection,
+//! and each wrong one is answered after the login delay, as for users.
+//! Lines end with LF (CRLF works), are at most [`MAX_CONTROL_LINE`] bytes,
+//! and the verb is case-insensitive.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use subtle::ConstantTimeEq;
+
+use super::Services;
+use super::line::MAX_AUTH_FAILURES;
+use crate::audit;
+use crate::metrics::Protocol;
+
+/// Longest control line, terminator included.
+pub const MAX_CONTROL_LINE: usize = 1024;
+/// While more reply bytes than this wait, no further command runs.
+const REPLY_BACKLOG: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the token, since `since`.
+    Locked {
+        failures: u8,
+        since: Instant,
+    },
+    Unlocked,
+    Closing,
+}
+
+/// One control connection.
+#[derive(Debug)]
+pub struct Session {
+    state: State,
+    peer: SocketAddr,
+    input: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    peer_eof: bool,
+    shutting_down: bool,
+    last_activity: Instant,
+    hold_until: Option<Instant>,
+}
+
+impl Session {
+    pub fn new(peer: SocketAddr) -> Session {
+        let now = Instant::now();
+        let mut session = Session {
+            state: State::Locked {
+                failures: 0,
+                since: now,
+            },
+            peer,
+            input: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            peer_eof: false,
+            shutting_down: false,
+            last_activity: now,
+            hold_until: None,
+        };
+        session
+            .out
+            .extend_from_slice(b"220 ferry control ready\r\n");
+        session
+    }
+
+    pub fn read_limit(&self) -> usize {
+        if self.peer_eof || self.hold_until.is_some() || self.state == State::Closing {
+            return 0;
+        }
+        MAX_CONTROL_LINE.saturating_sub(self.input.len())
+    }
+
+    pub fn output(&self) -> &[u8] {
+        if self.hold_until.is_some() {
+            return &[];
+        }
+        &self.out[self.out_pos..]
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Closing && self.out_pos == self.out.len()
+    }
+
+    pub fn has_work(&self) -> bool {
+        false
+    }
+
+    pub fn work(&mut self, _services: &Services) -> usize {
+        0
+    }
+
+    pub fn receive(&mut self, data: &[u8], services: &Services) {
+        self.last_activity = Instant::now();
+        self.input.extend_from_slice(data);
+        self.advance(services);
+    }
+
+    pub fn receive_eof(&mut self, services: &Services) {
+        self.peer_eof = true;
+        self.advance(services);
+    }
+
+    pub fn output_written(&mut self, n: usize, services: &Services) {
+        self.last_activity = Instant::now();
+        self.out_pos += n;
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+        self.advance(services);
+    }
+
+    pub fn begin_shutdown(&mut self, services: &Services) {
+        self.shutting_down = true;
+        self.advance(services);
+    }
+
+    pub fn end_drain(&mut self, _services: &Services) {
+        self.state = State::Closing;
+    }
+
+    pub fn connection_lost(&mut self, _reason: &str, _services: &Services) {
+        self.state = State::Closing;
+        self.out.clear();
+        self.out_pos = 0;
+    }
+
+    pub fn deadline(&self, services: &Services) -> Option<Instant> {
+        if let Some(until) = self.hold_until {
+            return Some(until);
+        }
+        let policy = &services.policy;
+        Some(match self.state {
+            State::Locked { since, .. } => since + policy.auth_timeout,
+            State::Unlocked => self.last_activity + policy.idle_timeout,
+            State::Closing => self.last_activity + policy.stall_timeout,
+        })
+    }
+
+    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
+        if let Some(until) = self.hold_until {
+            if now >= until {
+                self.hold_until = None;
+                self.advance(services);
+            }
+            return;
+        }
+        if self
+            .deadline(services)
+            .is_some_and(|deadline| now >= deadline)
+        {
+            if self.state != State::Closing {
+                self.reply("421 timeout");
+            } else {
+                self.out.clear();
+                self.out_pos = 0;
+            }
+            self.state = State::Closing;
+        }
+    }
+
+    fn reply(&mut self, line: &str) {
+        self.out.extend_from_slice(line.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn advance(&mut self, services: &Services) {
+        while self.hold_until.is_none()
+            && self.state != State::Closing
+            && self.out.len() - self.out_pos <= REPLY_BACKLOG
+        {
+            if self.shutting_down {
+                self.reply("421 server shutting down");
+                self.state = State::Closing;
+                break;
+            }
+            let Some(lf) = self.input.iter().position(|&b| b == b'\n') else {
+                if self.input.len() >= MAX_CONTROL_LINE {
+                    self.reply("500 line too long");
+                    self.state = State::Closing;
+                } else if self.peer_eof {
+                    self.state = State::Closing;
+                }
+                break;
+            };
+            let mut line: Vec<u8> = self.input.drain(..=lf).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            self.execute(&line, services);
+        }
+        if self.input.is_empty() {
+            self.input = Vec::new();
+        }
+    }
+
+    fn execute(&mut self, line: &[u8], services: &Services) {
+        let (verb, arg) = match line.iter().position(|&b| b == b' ') {
+            Some(space) => (&line[..space], Some(&line[space + 1..])),
+            None => (line, None),
+        };
+        let verb = String::from_utf8_lossy(verb).to_ascii_uppercase();
+        match (verb.as_str(), arg) {
+            ("NOOP", None) => self.reply("200 ok"),
+            ("QUIT", None) => {
+                self.reply("221 bye");
+                self.state = State::Closing;
+            }
+            ("TOKEN", Some(token)) => self.token(token, services),
+            ("STATUS" | "RELOAD" | "SHUTDOWN", None)
+                if matches!(self.state, State::Locked { .. }) =>
+            {
+                self.reply("530 token required")
+            }
+            ("STATUS", None) => {
+                let metrics = &services.metrics;
+                let status = format!(
+                    "211 uptime={} sessions_line={} sessions_http={} transfers={} received={} sent={}",
+                    services.started.elapsed().as_secs(),
+                    metrics.open_sessions(Protocol::Line),
+                    metrics.open_sessions(Protocol::Http),
+                    metrics.transfers_running(),
+                    metrics.received_total(),
+                    metrics.sent_total()
+                );
+                self.reply(&status);
+            }
+            ("RELOAD", None) => match services.reload_users() {
+                Ok(count) => self.reply(&format!("200 reloaded {count} users")),
+                Err(why) => self.reply(&format!("451 reload failed: {}", one_line(&why))),
+            },
+            ("SHUTDOWN", None) => {
+                log::info!("{} SHUTDOWN on the control port", self.peer);
+                self.reply("221 shutting down");
+                services.shutdown_requested.set(true);
+                self.state = State::Closing;
+            }
+            ("", None) => self.reply("500 empty line"),
+            ("NOOP" | "QUIT" | "STATUS" | "RELOAD" | "SHUTDOWN", Some(_)) | ("TOKEN", None) => {
+                self.reply("501 bad arguments")
+            }
+            _ => self.reply("500 unknown command"),
+        }
+    }
+
+    fn token(&mut self, token: &[u8], services: &Services) {
+        let State::Locked { failures, since } = self.state else {
+            return self.reply("503 already unlocked");
+        };
+        let expected = services.control_token.as_deref().unwrap_or_default();
+        let matches = !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(token));
+        if matches {
+            audit::event(
+                "control_ok",
+                self.peer,
+                Protocol::Control,
+                format_args!("result=ok"),
+            );
+            self.state = State::Unlocked;
+            return self.reply("230 ok");
+        }
+        audit::event(
+            "control_failed",
+            self.peer,
+            Protocol::Control,
+            format_args!("result=bad_token"),
+        );
+        let failures = failures + 1;
+        if failures >= MAX_AUTH_FAILURES {
+            self.reply("530 bad token, too many failures");
+            self.state = State::Closing;
+        } else {
+            self.reply("530 bad token");
+            self.state = State::Locked { failures, since };
+        }
+        if !services.policy.login_delay.is_zero() {
+            self.hold_until = Some(Instant::now() + services.policy.login_delay);
+        }
+    }
+}
+
+/// An error message on one reply line: control characters become spaces.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}

@@ -1,0 +1,200 @@
+//! The control port: token, STATUS, RELOAD, SHUTDOWN, and the start-up
+//! checks that keep it private.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TOKEN: &str = "s3cret-control-token";
+
+/// Writes a token file with `mode` next to the test and returns its path.
+fn token_file(dir: &Path, mode: u32) -> PathBuf {
+    let path = dir.join(format!("token-{mode:o}"));
+    fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+fn control_server(tokens: &tempfile::TempDir) -> (TestServer, std::net::SocketAddr) {
+    let token = token_file(tokens.path(), 0o600);
+    let server = TestServer::builder()
+        .args(["--login-delay", "0", "--control", "127.0.0.1:0"])
+        .arg("--control-token-file")
+        .arg(&token)
+        .start();
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let addr = loop {
+        let found = server.stderr_lines().iter().find_map(|line| {
+            line.split_once("ferryd control port listening on ")
+                .map(|(_, addr)| addr.trim().parse().unwrap())
+        });
+        if let Some(addr) = found {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "no control port line");
+        thread::sleep(Duration::from_millis(20));
+    };
+    (server, addr)
+}
+
+fn control(addr: std::net::SocketAddr) -> Client {
+    let mut c = Client::connect_raw(addr).unwrap();
+    assert_eq!(c.read_reply(), (220, "ferry control ready".to_string()));
+    c
+}
+
+#[test]
+fn every_command_needs_the_token() {
+    let tokens = tempfile::tempdir().unwrap();
+    let (_server, addr) = control_server(&tokens);
+    let mut c = control(addr);
+    for command in ["STATUS", "RELOAD", "SHUTDOWN"] {
+        assert_eq!(c.cmd(command), (530, "token required".to_string()));
+    }
+    assert_eq!(c.cmd("NOOP"), (200, "ok".to_string()));
+    assert_eq!(c.cmd("TOKEN wrong"), (530, "bad token".to_string()));
+    assert_eq!(
+        c.cmd(&format!("TOKEN {TOKEN}x")),
+        (530, "bad token".to_string())
+    );
+    assert_eq!(
+        c.cmd("TOKEN also-wrong"),
+        (530, "bad token, too many failures".to_string())
+    );
+    c.expect_eof();
+    let mut c = control(addr);
+    assert_eq!(c.cmd(&format!("token {TOKEN}")), (230, "ok".to_string()));
+    assert_eq!(c.cmd("BOGUS").0, 500);
+    assert_eq!(c.cmd("QUIT"), (221, "bye".to_string()));
+    c.expect_eof();
+}
+
+#[test]
+fn status_reports_sessions_transfers_and_bytes() {
+    let tokens = tempfile::tempdir().unwrap();
+    let (server, addr) = control_server(&tokens);
+    let mut alice = server.alice();
+    alice.put("f", b"12345");
+    let mut bob = server.bob();
+    bob.noop();
+    let mut c = control(addr);
+    c.expect(&format!("TOKEN {TOKEN}"), 230);
+    let (code, text) = c.cmd("STATUS");
+    assert_eq!(code, 211, "{text}");
+    let fields: std::collections::HashMap<&str, u64> = text
+        .split(' ')
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap();
+            (k, v.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(fields["sessions_line"], 2, "{text}");
+    assert_eq!(fields["sessions_http"], 0, "{text}");
+    assert_eq!(fields["transfers"], 0, "{text}");
+    assert!(fields["received"] >= 5, "{text}");
+    assert!(fields["sent"] > 0, "{text}");
+    assert!(fields["uptime"] < 600, "{text}");
+}
+
+#[test]
+fn reload_replaces_users_or_keeps_them_when_the_file_is_broken() {
+    let tokens = tempfile::tempdir().unwrap();
+    let (server, addr) = control_server(&tokens);
+    let users = server.root().join("id_passwd.txt");
+    let mut c = control(addr);
+    c.expect(&format!("TOKEN {TOKEN}"), 230);
+
+    fs::write(&users, "dave:pw1\neve:pw2\n").unwrap();
+    assert_eq!(c.cmd("RELOAD"), (200, "reloaded 2 users".to_string()));
+    server.login("dave", "pw1").noop();
+
+    fs::write(&users, "dave:pw1\n:no-user\n").unwrap();
+    let (code, text) = c.cmd("RELOAD");
+    assert_eq!(code, 451, "{text}");
+    assert!(text.contains(":2:"), "names the bad line: {text}");
+    server.login("eve", "pw2").noop();
+}
+
+#[test]
+fn shutdown_is_exactly_sigint() {
+    let tokens = tempfile::tempdir().unwrap();
+    let (mut server, addr) = control_server(&tokens);
+    let mut idle = server.alice();
+    let mut c = control(addr);
+    c.expect(&format!("TOKEN {TOKEN}"), 230);
+    let started = Instant::now();
+    assert_eq!(c.cmd("SHUTDOWN"), (221, "shutting down".to_string()));
+    assert_eq!(idle.read_reply(), (421, "server shutting down".to_string()));
+    server.expect_clean_exit(started, Duration::from_secs(7));
+}
+
+#[test]
+fn the_token_file_must_be_private_and_the_port_loopback() {
+    let tokens = tempfile::tempdir().unwrap();
+    let shared = token_file(tokens.path(), 0o644);
+    let out = TestServer::builder()
+        .args(["--control", "127.0.0.1:0", "--control-token-file"])
+        .arg(&shared)
+        .run_to_exit(Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("readable by group or others"),
+        "{}",
+        out.stderr
+    );
+
+    let private = token_file(tokens.path(), 0o600);
+    let out = TestServer::builder()
+        .args(["--control", "0.0.0.0:0", "--control-token-file"])
+        .arg(&private)
+        .run_to_exit(Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("loopback"), "{}", out.stderr);
+
+    let out = TestServer::builder()
+        .args(["--control", "127.0.0.1:0"])
+        .run_to_exit(Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--control-token-file"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn the_operator_gets_in_when_clients_have_used_every_slot() {
+    let tokens = tempfile::tempdir().unwrap();
+    let token = token_file(tokens.path(), 0o600);
+    let server = TestServer::builder()
+        .args(["--max-connections", "1", "--control", "127.0.0.1:0"])
+        .arg("--control-token-file")
+        .arg(&token)
+        .start();
+    let addr = {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let found = server.stderr_lines().iter().find_map(|line| {
+                line.split_once("ferryd control port listening on ")
+                    .map(|(_, addr)| addr.trim().parse().unwrap())
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            assert!(Instant::now() < deadline);
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let _client = server.connect();
+    let mut refused = Client::connect_raw(server.addr()).unwrap();
+    assert_eq!(refused.read_reply().0, 421);
+    let mut c = control(addr);
+    c.expect(&format!("TOKEN {TOKEN}"), 230);
+    assert_eq!(c.cmd("STATUS").0, 211);
+}

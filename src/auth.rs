@@ -1,5 +1,10 @@
 //! Users and their passwords: the `id_passwd.txt` format, and checking a
 //! login without telling an unknown user from a wrong password.
+//!
+//! A password entry is either plain text or a PBKDF2 hash
+//! ([`crate::kdf`], `$pbkdf2-sha256$...`). Plain entries are checked at
+//! once; hashed ones return a [`PendingLogin`] that the session runs a
+//! slice at a time.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,6 +14,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use subtle::ConstantTimeEq;
+
+use crate::kdf::{self, PasswordHash};
 
 /// Longest username: short enough for a directory name and a log line.
 const MAX_USERNAME_LEN: usize = 32;
@@ -20,10 +27,61 @@ const PASSWORD_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 /// user costs the same work as a wrong password.
 const DECOY_PASSWORD: &[u8] = b"ferry-decoy-password-never-matches";
 
+/// How a user's password is kept.
+#[derive(Clone)]
+enum Secret {
+    Plain(Vec<u8>),
+    Hashed(PasswordHash),
+}
+
 /// The users a server accepts.
 #[derive(Clone, Default)]
 pub struct Users {
-    passwords: HashMap<String, Vec<u8>>,
+    passwords: HashMap<String, Secret>,
+    /// A hash that an unknown user's password is checked against when
+    /// hashed entries exist, so that it costs what a real check costs.
+    decoy: Option<PasswordHash>,
+}
+
+/// The outcome of starting a login check.
+#[derive(Debug)]
+pub enum Verification {
+    /// Decided: the user's name, or `None` for a failure.
+    Done(Option<String>),
+    /// A hashed password: run [`PendingLogin::step`] until it decides.
+    Pending(Box<PendingLogin>),
+}
+
+/// A login whose password hash is being checked, a slice at a time.
+#[derive(Debug)]
+pub struct PendingLogin {
+    /// `None` for an unknown user (checked against the decoy).
+    name: Option<String>,
+    check: kdf::Check,
+}
+
+impl PendingLogin {
+    /// Runs at most `budget` iterations; `Some` once decided, with the
+    /// user's name on success.
+    pub fn step(&mut self, budget: u32) -> Option<Option<String>> {
+        let matched = self.check.step(budget)?;
+        Some(self.name.take().filter(|_| matched))
+    }
+
+    /// Runs iterations for about `time` (checking the clock every
+    /// [`kdf::ITERATIONS_PER_CLOCK_CHECK`]), so a slice stays short on any
+    /// machine and in any build.
+    pub fn step_for(&mut self, time: std::time::Duration) -> Option<Option<String>> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(result) = self.step(kdf::ITERATIONS_PER_CLOCK_CHECK) {
+                return Some(result);
+            }
+            if started.elapsed() >= time {
+                return None;
+            }
+        }
+    }
 }
 
 // Passwords must never reach a log, so Debug shows the names only.
@@ -107,8 +165,41 @@ impl Users {
         if self.passwords.contains_key(user) {
             return Err(format!("duplicate user {user:?}"));
         }
-        self.passwords.insert(user.to_owned(), password.to_vec());
+        let secret = if PasswordHash::is_hash(password) {
+            let text = std::str::from_utf8(password)
+                .map_err(|_| format!("password hash of {user:?} is not UTF-8"))?;
+            let hash = PasswordHash::parse(text)
+                .map_err(|why| format!("password hash of {user:?}: {why}"))?;
+            // The decoy costs what the most expensive real check costs.
+            if self
+                .decoy
+                .as_ref()
+                .is_none_or(|decoy| decoy.iterations() < hash.iterations())
+            {
+                self.decoy = Some(PasswordHash::new(
+                    DECOY_PASSWORD,
+                    b"ferry-decoy-salt",
+                    hash.iterations(),
+                ));
+            }
+            Secret::Hashed(hash)
+        } else {
+            Secret::Plain(password.to_vec())
+        };
+        self.passwords.insert(user.to_owned(), secret);
         Ok(())
+    }
+
+    /// The users whose password is stored in plain text, sorted.
+    pub fn plain_text_users(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .passwords
+            .iter()
+            .filter(|(_, secret)| matches!(secret, Secret::Plain(_)))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
     }
 
     /// Parses the `id_passwd.txt` format: one `username:password` per line
@@ -167,20 +258,53 @@ impl Users {
         self.passwords.contains_key(user)
     }
 
-    /// Checks a login. Returns the user's name when the password matches.
-    /// An unknown user is compared against a decoy, so both failures take
-    /// the same path; password bytes are compared in constant time.
+    /// Checks a plain-text login at once. Returns the user's name when the
+    /// password matches. An unknown user is compared against a decoy, so
+    /// both failures take the same path; password bytes are compared in
+    /// constant time. A hashed entry never matches here: use
+    /// [`Users::start_verify`].
     pub fn verify(&self, user: &[u8], password: &[u8]) -> Option<&str> {
         let found = std::str::from_utf8(user)
             .ok()
             .and_then(|user| self.passwords.get_key_value(user));
-        let expected = found.map_or(DECOY_PASSWORD, |(_, p)| p.as_slice());
+        let expected = match found {
+            Some((_, Secret::Plain(p))) => p.as_slice(),
+            _ => DECOY_PASSWORD,
+        };
         let matches = bool::from(expected.ct_eq(password));
         match found {
-            Some((name, _)) if matches => Some(name.as_str()),
+            Some((name, Secret::Plain(_))) if matches => Some(name.as_str()),
             _ => None,
         }
     }
+
+    /// Starts checking a login: plain entries are decided at once, hashed
+    /// ones (and unknown users, when hashed entries exist) need slices.
+    pub fn start_verify(&self, user: &[u8], password: &[u8]) -> Verification {
+        let found = std::str::from_utf8(user)
+            .ok()
+            .and_then(|user| self.passwords.get_key_value(user));
+        match (found, &self.decoy) {
+            (Some((name, Secret::Hashed(hash))), _) => {
+                Verification::Pending(Box::new(PendingLogin {
+                    name: Some(name.clone()),
+                    check: hash.check(password),
+                }))
+            }
+            (None, Some(decoy)) => Verification::Pending(Box::new(PendingLogin {
+                name: None,
+                check: decoy.check(password),
+            })),
+            _ => Verification::Done(self.verify(user, password).map(str::to_owned)),
+        }
+    }
+}
+
+/// `n` bytes from the kernel's random source (salts).
+pub fn random_bytes(n: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = vec![0; n];
+    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// A password from the kernel's random source: letters and digits only, so

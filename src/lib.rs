@@ -46,6 +46,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod integrity;
+pub mod kdf;
 pub mod limits;
 pub mod metrics;
 pub mod protocol;

@@ -17,7 +17,7 @@
 //! and an idle server makes no wake-ups.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -92,6 +92,8 @@ struct Conn {
     queued: bool,
     /// The earliest deadline this connection has in the timer heap.
     armed: Option<Instant>,
+    /// In the queue for a password-check slot.
+    waiting_check: bool,
 }
 
 /// A listening socket and the kind of session its connections get.
@@ -124,6 +126,9 @@ pub(crate) struct Reactor {
     ready: Vec<usize>,
     /// Session deadlines: (when, connection key).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Connections waiting for a password-check slot, first come first
+    /// served.
+    check_waiters: VecDeque<usize>,
     connections: Connections,
     last_accept_warning: Option<Instant>,
     /// One read buffer for every connection: reads go here and are handed
@@ -189,6 +194,7 @@ impl Reactor {
             conns: Slab::new(),
             ready: Vec::new(),
             timers: BinaryHeap::new(),
+            check_waiters: VecDeque::new(),
             connections: Connections::default(),
             last_accept_warning: None,
             scratch: vec![0; TRANSFER_BUFFER].into_boxed_slice(),
@@ -306,6 +312,7 @@ impl Reactor {
             if self.services.shutdown_requested.get() {
                 self.check_stop_requests();
             }
+            self.hand_out_check_slots();
             if let Phase::Draining { deadline } = self.phase {
                 if Instant::now() >= deadline {
                     self.end_drain();
@@ -337,6 +344,23 @@ impl Reactor {
         let next = [drain, resume, timer].into_iter().flatten().min()?;
         // mio rounds up to whole milliseconds, so this never wakes early.
         Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    /// Gives free password-check slots to waiting connections, in order.
+    fn hand_out_check_slots(&mut self) {
+        while self.services.check_slot_free() {
+            let Some(key) = self.check_waiters.pop_front() else {
+                return;
+            };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.waiting_check = false;
+            if conn.session.take_check_slot(&self.services) && !conn.queued {
+                conn.queued = true;
+                self.ready.push(key);
+            }
+        }
     }
 
     /// Runs the sessions whose deadline has come.
@@ -518,6 +542,7 @@ impl Reactor {
                 writable: true,
                 queued: true,
                 armed,
+                waiting_check: false,
             });
             self.ready.push(key);
             if let Some(deadline) = armed {
@@ -609,6 +634,10 @@ impl Reactor {
                 Ok(()) => conn.interest = wanted,
                 Err(err) => log::error!("cannot update interest: {err}"),
             }
+        }
+        if conn.session.wants_check_slot() && !conn.waiting_check {
+            conn.waiting_check = true;
+            self.check_waiters.push_back(key);
         }
         self.arm(key);
     }

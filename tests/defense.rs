@@ -553,3 +553,124 @@ fn sighup_reloads_users_and_a_broken_file_keeps_the_old_ones() {
     carol.noop();
     assert!(server.is_running());
 }
+
+/// A users-file line for `user` with a PBKDF2 hash, made by the binary's
+/// own `hash-password` command (which is under test too).
+fn hashed_entry(user: &str, password: &str, iterations: u32) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
+        .args([
+            "hash-password",
+            "--iterations",
+            &iterations.to_string(),
+            user,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        line.starts_with(&format!("{user}:$pbkdf2-sha256$i={iterations},l=32$")),
+        "{line}"
+    );
+    line
+}
+
+#[test]
+fn hash_password_output_round_trips_through_the_pbkdf2_crate() {
+    let line = hashed_entry("carol", "open sesame", 2_000);
+    let phc = line.strip_prefix("carol:").unwrap();
+    let parts: Vec<&str> = phc.split('$').collect();
+    let b64 = |s: &str| {
+        // Unpadded standard base64, decoded by hand to stay independent.
+        const TABLE: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut bits = 0u32;
+        let mut n = 0;
+        let mut out = Vec::new();
+        for c in s.chars() {
+            bits = (bits << 6) | TABLE.find(c).unwrap() as u32;
+            n += 6;
+            if n >= 8 {
+                n -= 8;
+                out.push((bits >> n) as u8);
+            }
+        }
+        out
+    };
+    let (salt, hash) = (b64(parts[3]), b64(parts[4]));
+    let mut expected = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(b"open sesame", &salt, 2_000, &mut expected);
+    assert_eq!(hash, expected);
+}
+
+#[test]
+fn hashed_passwords_work_over_both_protocols_and_warn_about_plain_ones() {
+    let entry = hashed_entry("carol", "open sesame", 20_000);
+    let server = TestServer::builder()
+        .users_file(format!("{entry}\n{ALICE}:{ALICE_PW}\n"))
+        .args(["--login-delay", "0", "--http-listen", "127.0.0.1:0"])
+        .start();
+    let mut c = server.connect();
+    c.expect("AUTH carol wrong", 530);
+    c.expect("AUTH nobody open sesame", 530);
+    c.expect("AUTH carol open sesame", 230);
+    c.put("x", b"hashed");
+
+    let mut http = http_connect(http_addr(&server));
+    let basic = base64_basic("carol", "open sesame");
+    write!(
+        http,
+        "GET /files/x HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\r\n\
+         GET /files/x HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let response = read_all(&mut http);
+    assert_eq!(response.matches("HTTP/1.1 200 OK").count(), 2, "{response}");
+    assert!(response.ends_with("hashed"), "{response}");
+
+    let log = server.stderr_text();
+    assert!(
+        log.contains("passwords stored in plain text for: alice;"),
+        "{log}"
+    );
+}
+
+#[test]
+fn password_checks_do_not_stall_other_sessions() {
+    // Heavy enough that each check takes many slices (in a debug build,
+    // several seconds of CPU in all).
+    let entry = hashed_entry("carol", "pw", 100_000);
+    let server = TestServer::builder()
+        .users_file(format!("{entry}\n{ALICE}:{ALICE_PW}\n"))
+        .args(["--login-delay", "0", "--max-per-ip", "100"])
+        .start();
+    let mut alice = server.alice();
+    let started = Instant::now();
+    let mut checking: Vec<Client> = (0..4)
+        .map(|i| {
+            let mut c = server.connect();
+            let password = if i % 2 == 0 { "pw" } else { "wrong" };
+            c.send_line(&format!("AUTH carol {password}"));
+            c
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        alice.noop();
+        worst = worst.max(t.elapsed());
+    }
+    for (i, c) in checking.iter_mut().enumerate() {
+        let expected = if i % 2 == 0 { 230 } else { 530 };
+        assert_eq!(c.read_code(), expected);
+    }
+    assert!(
+        worst < Duration::from_millis(400),
+        "a NOOP waited {worst:?} behind password checks (all took {:?})",
+        started.elapsed()
+    );
+}

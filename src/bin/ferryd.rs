@@ -15,10 +15,19 @@ use ferry::auth::LoadError;
 use ferry::{Config, Server, Users};
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode, WriteLogger};
 
+const HASH_USAGE: &str = "\
+Usage: ferryd hash-password [--iterations N] USER
+
+Reads a password (typed twice without echo on a terminal, else the first
+line of standard input) and prints the line for the users file:
+  USER:$pbkdf2-sha256$i=N,l=32$<salt>$<hash>
+--iterations N  PBKDF2 iterations [default: 600000; at least 1000]";
+
 const USAGE: &str = "\
 ferryd: multi-user file transfer server (line protocol and HTTP: see protocol.md)
 
 Usage: ferryd [OPTIONS]
+       ferryd hash-password [--iterations N] USER   (prints a users-file line; see --help there)
 
 Options:
   --listen ADDR          address of the line protocol [default: 127.0.0.1:9999]
@@ -79,7 +88,12 @@ enum Parsed {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args_os().skip(1)) {
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args.peek().is_some_and(|first| first == "hash-password") {
+        args.next();
+        return hash_password(args);
+    }
+    let options = match parse_args(args) {
         Ok(Parsed::Run(options)) => options,
         Ok(Parsed::Help) => {
             println!("{USAGE}");
@@ -311,6 +325,89 @@ fn init_logging(options: &Options) -> io::Result<()> {
     result.map_err(io::Error::other)
 }
 
+/// `ferryd hash-password [--iterations N] USER`: reads a password (without
+/// echo on a terminal, asking twice) and prints the users-file line.
+fn hash_password(args: impl Iterator<Item = OsString>) -> ExitCode {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut user = None;
+    let mut iterations = ferry::kdf::DEFAULT_ITERATIONS;
+    let usage = |message: &str| {
+        eprintln!("ferryd hash-password: {message}\n{HASH_USAGE}");
+        ExitCode::from(EXIT_USAGE)
+    };
+    loop {
+        match parser.next() {
+            Ok(None) => break,
+            Ok(Some(Long("iterations"))) => {
+                match count(&mut parser, "--iterations").map(u32::try_from) {
+                    Ok(Ok(n)) if n >= ferry::kdf::MIN_ITERATIONS => iterations = n,
+                    _ => {
+                        let min = ferry::kdf::MIN_ITERATIONS;
+                        return usage(&format!("--iterations must be a number of at least {min}"));
+                    }
+                }
+            }
+            Ok(Some(Short('h') | Long("help"))) => {
+                println!("{HASH_USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            Ok(Some(Value(value))) if user.is_none() => {
+                user = Some(value.to_string_lossy().into_owned())
+            }
+            Ok(Some(arg)) => return usage(&arg.unexpected().to_string()),
+            Err(err) => return usage(&err.to_string()),
+        }
+    }
+    let Some(user) = user else {
+        return usage("which user?");
+    };
+    if !ferry::auth::is_valid_username(user.as_bytes()) {
+        return usage(&format!("{user:?} is not a valid username"));
+    }
+    let password = match read_new_password() {
+        Ok(password) => password,
+        Err(message) => {
+            eprintln!("ferryd hash-password: {message}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let salt = match ferry::auth::random_bytes(16) {
+        Ok(salt) => salt,
+        Err(err) => {
+            eprintln!("ferryd hash-password: no random salt: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let hash = ferry::kdf::PasswordHash::new(password.as_bytes(), &salt, iterations);
+    println!("{user}:{hash}");
+    ExitCode::SUCCESS
+}
+
+/// A password from the terminal (typed twice, not echoed) or, when stdin
+/// is not a terminal, its first line.
+fn read_new_password() -> Result<String, String> {
+    use std::io::IsTerminal;
+    let password = if io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|err| err.to_string())?;
+        let again = rpassword::prompt_password("Again: ").map_err(|err| err.to_string())?;
+        if first != again {
+            return Err("the passwords differ".to_owned());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        io::stdin()
+            .read_line(&mut line)
+            .map_err(|err| err.to_string())?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        return Err("empty password".to_owned());
+    }
+    Ok(password)
+}
+
 /// Loads the users file, or creates it with a `demo` user when it does not
 /// exist. On failure, prints why and returns the exit status.
 fn load_users(path: &Path) -> Result<Users, u8> {
@@ -318,6 +415,15 @@ fn load_users(path: &Path) -> Result<Users, u8> {
         Ok(users) => {
             if users.is_empty() {
                 log::warn!("{} has no users: nobody can log in", path.display());
+            }
+            let plain = users.plain_text_users();
+            if !plain.is_empty() {
+                log::warn!(
+                    "{}: passwords stored in plain text for: {}; replace each with the line \
+                     `ferryd hash-password USER` prints",
+                    path.display(),
+                    plain.join(", ")
+                );
             }
             Ok(users)
         }

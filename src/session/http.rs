@@ -25,10 +25,12 @@ use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::Services;
 use super::line::{MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER};
+use super::{CheckSlot, LoginStart, Services};
 use crate::audit::{self, Quoted};
+use crate::auth::PendingLogin;
 use crate::integrity::Hasher;
+use crate::kdf::STEP_TIME;
 use crate::metrics::{Direction, Protocol};
 use crate::protocol::chunked::ChunkedDecoder;
 use crate::protocol::http::{
@@ -91,12 +93,50 @@ struct Put {
     started: Instant,
 }
 
+/// A password check for the request waiting at the front of the input.
+#[derive(Debug)]
+struct HttpVerifying {
+    key: [u8; 32],
+    pending: Box<PendingLogin>,
+    slot: Option<CheckSlot>,
+}
+
+/// The last credentials checked on this connection and their outcome, so a
+/// keep-alive client does not pay for a password check per request.
+#[derive(Debug)]
+struct AuthCache {
+    /// SHA-256 of the user and password, not the password itself.
+    key: [u8; 32],
+    result: Option<String>,
+    /// Whether the outcome is already in the audit log and counters.
+    recorded: bool,
+}
+
+/// What [`Session::authenticate`] found.
+enum Authenticated {
+    User(String),
+    No,
+    Pending,
+}
+
+/// A digest of credentials for [`AuthCache`]: user and password with a
+/// separator, so `a:bc` and `ab:c` differ.
+fn credentials_key(user: &[u8], password: &[u8]) -> [u8; 32] {
+    let mut hasher = Hasher::new();
+    hasher.update(&(user.len() as u64).to_be_bytes());
+    hasher.update(user);
+    hasher.update(password);
+    *hasher.finish().as_bytes()
+}
+
 #[derive(Debug)]
 enum State {
     /// Waiting for a request head.
     Head,
     Receiving(Box<Put>),
     Sending(Box<Send>),
+    /// The request at the front of `input` waits for a password check.
+    Verifying(Box<HttpVerifying>),
     /// Sends what is queued, then the connection closes.
     Closing,
 }
@@ -112,6 +152,7 @@ pub struct Session {
     out_pos: usize,
     /// Failed logins on this connection.
     failures: u8,
+    auth_cache: Option<Box<AuthCache>>,
     shutting_down: bool,
     peer_eof: bool,
     /// Last byte received or sent: the idle and stall timeouts count from
@@ -149,6 +190,7 @@ impl Session {
             out: Vec::new(),
             out_pos: 0,
             failures: 0,
+            auth_cache: None,
             shutting_down: false,
             peer_eof: false,
             last_activity: Instant::now(),
@@ -172,7 +214,9 @@ impl Session {
                     .saturating_add(CHUNK_FRAMING_READ),
             },
             State::Sending(send) if !send.keep_alive => 0,
-            State::Head | State::Sending(_) => MAX_HEAD.saturating_sub(self.input.len()),
+            State::Head | State::Sending(_) | State::Verifying(_) => {
+                MAX_HEAD.saturating_sub(self.input.len())
+            }
         }
     }
 
@@ -199,7 +243,7 @@ impl Session {
         let policy = &services.policy;
         Some(match self.state {
             State::Head if self.input.is_empty() => self.last_activity + policy.idle_timeout,
-            State::Head => self.head_started + policy.head_timeout,
+            State::Head | State::Verifying(_) => self.head_started + policy.head_timeout,
             State::Receiving(_) | State::Sending(_) | State::Closing => {
                 self.last_activity + policy.stall_timeout
             }
@@ -227,7 +271,7 @@ impl Session {
             State::Head if self.input.is_empty() => {
                 log::info!("{} idle keep-alive connection closed", self.peer);
             }
-            State::Head => {
+            State::Head | State::Verifying(_) => {
                 log::info!("{} timeout: request head incomplete", self.peer);
                 self.input.clear();
                 self.error(408, After::Close, services);
@@ -244,13 +288,33 @@ impl Session {
         }
     }
 
-    /// HTTP sessions have no socket-free work.
+    /// Socket-free work: a password-hash check that holds a slot.
     pub fn has_work(&self) -> bool {
-        false
+        matches!(&self.state, State::Verifying(v) if v.slot.is_some())
     }
 
-    pub fn work(&mut self, _services: &Services) -> usize {
-        0
+    /// One slice of the password check; once decided, the waiting request
+    /// is handled again.
+    pub fn work(&mut self, services: &Services) -> usize {
+        let State::Verifying(verifying) = &mut self.state else {
+            return 0;
+        };
+        if verifying.slot.is_none() {
+            return 0;
+        }
+        if let Some(result) = verifying.pending.step_for(STEP_TIME) {
+            let key = verifying.key;
+            self.auth_cache = Some(Box::new(AuthCache {
+                key,
+                result,
+                recorded: false,
+            }));
+            self.state = State::Head;
+            self.advance(services);
+        }
+        // One slice is this session's whole turn: with at most two checks
+        // running, a turn of the loop spends about 2 ms on them.
+        usize::MAX
     }
 
     pub fn receive(&mut self, data: &[u8], services: &Services) {
@@ -297,7 +361,7 @@ impl Session {
                 self.cut(&send, "server shutting down", services);
                 self.drop_output();
             }
-            State::Head | State::Closing => {}
+            State::Head | State::Verifying(_) | State::Closing => {}
         }
         self.state = State::Closing;
     }
@@ -306,7 +370,7 @@ impl Session {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(put) => self.abort_upload(*put, reason, services),
             State::Sending(send) => self.cut(&send, reason, services),
-            State::Head | State::Closing => {}
+            State::Head | State::Verifying(_) | State::Closing => {}
         }
         self.drop_output();
     }
@@ -338,6 +402,13 @@ impl Session {
                     if matches!(self.state, State::Receiving(_)) {
                         break;
                     }
+                }
+                State::Verifying(_) => {
+                    // Not a transfer: a shutdown does not wait for it.
+                    if self.shutting_down {
+                        self.state = State::Closing;
+                    }
+                    break;
                 }
                 State::Sending(_) => {
                     if !self.output().is_empty() {
@@ -391,6 +462,13 @@ impl Session {
             Ok(Status::Complete(request)) => {
                 let consumed = request.head_len;
                 self.handle(&request, services);
+                if matches!(self.state, State::Verifying(_)) {
+                    // The password check decides; the request is handled
+                    // again, from the same bytes, once it has.
+                    drop(request);
+                    self.input = input;
+                    return false;
+                }
                 consumed
             }
         };
@@ -448,7 +526,12 @@ impl Session {
             }
             Route::Listing | Route::File(_) => {
                 let failures_before = self.failures;
-                let Some(user) = self.authenticate(&request.credentials, services) else {
+                let user = match self.authenticate(&request.credentials, services) {
+                    Authenticated::User(user) => Some(user),
+                    Authenticated::Pending => return,
+                    Authenticated::No => None,
+                };
+                let Some(user) = user else {
                     if self.failures > failures_before && !services.policy.login_delay.is_zero() {
                         self.hold_until = Some(Instant::now() + services.policy.login_delay);
                     }
@@ -506,17 +589,70 @@ impl Session {
         }
     }
 
-    /// The user the credentials name, or `None` after counting a failure
-    /// (wrong credentials) or not (none given).
-    fn authenticate(&mut self, credentials: &Credentials, services: &Services) -> Option<String> {
+    /// The user the credentials name; a failure is counted (wrong
+    /// credentials) or not (none given). A hashed password puts the session
+    /// in `Verifying` and the request is handled again when it is decided.
+    fn authenticate(&mut self, credentials: &Credentials, services: &Services) -> Authenticated {
         let (user, password): (&[u8], &[u8]) = match credentials {
-            Credentials::Missing => return None,
+            Credentials::Missing => return Authenticated::No,
             Credentials::Malformed => (b"", b""),
             Credentials::Basic { user, password } => (user, password),
         };
-        if let Some(name) = super::check_login(services, self.peer, user, password, Protocol::Http)
-        {
-            return Some(name.to_owned());
+        let key = credentials_key(user, password);
+        let result = match self.auth_cache.take() {
+            // Decided before on this connection (or just now, by a
+            // password check): no second check.
+            Some(cached) if cached.key == key => {
+                let result = if cached.result.is_some() && cached.recorded {
+                    cached.result.clone()
+                } else {
+                    super::finish_login(
+                        services,
+                        self.peer,
+                        user,
+                        cached.result.clone(),
+                        false,
+                        Protocol::Http,
+                    )
+                };
+                self.auth_cache = Some(Box::new(AuthCache {
+                    recorded: true,
+                    ..*cached
+                }));
+                result
+            }
+            _ => match super::start_login(services, self.peer, user, password) {
+                LoginStart::Done(result) => {
+                    let result = super::finish_login(
+                        services,
+                        self.peer,
+                        user,
+                        result,
+                        false,
+                        Protocol::Http,
+                    );
+                    self.auth_cache = Some(Box::new(AuthCache {
+                        key,
+                        result: result.clone(),
+                        recorded: true,
+                    }));
+                    result
+                }
+                LoginStart::Locked => {
+                    super::finish_login(services, self.peer, user, None, true, Protocol::Http)
+                }
+                LoginStart::Pending(pending) => {
+                    self.state = State::Verifying(Box::new(HttpVerifying {
+                        key,
+                        pending,
+                        slot: services.try_check_slot(),
+                    }));
+                    return Authenticated::Pending;
+                }
+            },
+        };
+        if let Some(name) = result {
+            return Authenticated::User(name);
         }
         self.failures = self.failures.saturating_add(1);
         log::debug!(
@@ -524,7 +660,23 @@ impl Session {
             self.peer,
             self.failures
         );
-        None
+        Authenticated::No
+    }
+
+    /// True while a password check waits for a free slot.
+    pub fn wants_check_slot(&self) -> bool {
+        matches!(&self.state, State::Verifying(v) if v.slot.is_none())
+    }
+
+    /// Takes a free check slot when waiting for one.
+    pub fn take_check_slot(&mut self, services: &Services) -> bool {
+        match &mut self.state {
+            State::Verifying(v) if v.slot.is_none() => {
+                v.slot = services.try_check_slot();
+                v.slot.is_some()
+            }
+            _ => false,
+        }
     }
 
     fn listing(

@@ -39,9 +39,11 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use super::Services;
+use super::{CheckSlot, LoginStart, Services};
 use crate::audit::{self, Quoted};
+use crate::auth::PendingLogin;
 use crate::integrity::{Digest, Hasher};
+use crate::kdf::STEP_TIME;
 use crate::metrics::{Direction, Protocol};
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
@@ -102,6 +104,18 @@ impl Login {
     fn take_expect(&mut self) -> Option<Digest> {
         self.pending.as_mut().and_then(|p| p.expect.take())
     }
+}
+
+/// A login waiting for its password-hash check.
+#[derive(Debug)]
+struct Verifying {
+    failures: u8,
+    since: Instant,
+    /// The user name as claimed, for the audit line.
+    claimed: Vec<u8>,
+    pending: Box<PendingLogin>,
+    /// `None` while every check slot is taken: the session waits.
+    slot: Option<CheckSlot>,
 }
 
 /// An upload in progress. `sink` turns into the error once a write fails;
@@ -236,6 +250,8 @@ enum State {
         failures: u8,
         since: Instant,
     },
+    /// An `AUTH` whose password hash is being checked, a slice at a time.
+    Verifying(Box<Verifying>),
     Idle(Login),
     // Boxed: an idle session pays only for a pointer to what a transfer
     // needs.
@@ -301,9 +317,11 @@ impl Session {
                 usize::try_from(receive.remaining).unwrap_or(usize::MAX)
             }
             State::Receiving(..) => 0,
-            State::Auth { .. } | State::Idle(_) | State::Sending(..) | State::Hashing(..) => {
-                MAX_LINE.saturating_sub(self.input.len())
-            }
+            State::Auth { .. }
+            | State::Verifying(_)
+            | State::Idle(_)
+            | State::Sending(..)
+            | State::Hashing(..) => MAX_LINE.saturating_sub(self.input.len()),
         }
     }
 
@@ -337,6 +355,7 @@ impl Session {
             }
             // Hashing is the server's own work.
             State::Hashing(..) => None,
+            State::Verifying(ref verifying) => Some(verifying.since + policy.auth_timeout),
         }
     }
 
@@ -392,12 +411,56 @@ impl Session {
     /// True while the session has work that needs no socket (hashing a
     /// file): the caller should call [`Session::work`].
     pub fn has_work(&self) -> bool {
-        matches!(self.state, State::Hashing(..))
+        match &self.state {
+            State::Hashing(..) => true,
+            State::Verifying(verifying) => verifying.slot.is_some(),
+            _ => false,
+        }
+    }
+
+    /// True while a password check waits for a free slot.
+    pub fn wants_check_slot(&self) -> bool {
+        matches!(&self.state, State::Verifying(v) if v.slot.is_none())
+    }
+
+    /// Takes a free check slot when waiting for one.
+    pub fn take_check_slot(&mut self, services: &Services) -> bool {
+        match &mut self.state {
+            State::Verifying(v) if v.slot.is_none() => {
+                v.slot = services.try_check_slot();
+                v.slot.is_some()
+            }
+            _ => false,
+        }
     }
 
     /// Runs one bounded step of that work (at most [`HASH_STEP`] bytes read
-    /// and hashed) and returns how many bytes it processed.
+    /// and hashed, or one slice of a password check) and returns how much
+    /// of the session's turn it used, in bytes (`usize::MAX`: all of it).
     pub fn work(&mut self, services: &Services) -> usize {
+        if let State::Verifying(verifying) = &mut self.state {
+            if verifying.slot.is_none() {
+                return 0;
+            }
+            if let Some(result) = verifying.pending.step_for(STEP_TIME) {
+                let State::Verifying(verifying) = mem::replace(&mut self.state, State::Closing)
+                else {
+                    unreachable!();
+                };
+                let Verifying {
+                    failures,
+                    since,
+                    claimed,
+                    ..
+                } = *verifying;
+                self.state = State::Auth { failures, since };
+                self.login_decided(&claimed, result, false, services);
+                self.advance(services);
+            }
+            // One slice is this session's whole turn: with at most two
+            // checks running, a turn of the loop spends about 2 ms on them.
+            return usize::MAX;
+        }
         let State::Hashing(_, job) = &mut self.state else {
             return 0;
         };
@@ -501,7 +564,7 @@ impl Session {
                     keep_partial(*receive, false, services);
                 }
             }
-            State::Auth { .. } | State::Idle(_) | State::Closing => {}
+            State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
         }
     }
 
@@ -559,9 +622,9 @@ impl Session {
                         break;
                     }
                 }
-                State::Hashing(..) => {
-                    // Hashing is not a transfer: shutdown does not wait for
-                    // it. A resumed upload keeps its bytes for next time.
+                State::Hashing(..) | State::Verifying(_) => {
+                    // Neither is a transfer: shutdown does not wait for
+                    // them. A resumed upload keeps its bytes for next time.
                     if self.shutting_down {
                         self.interrupt("server shutting down", services);
                         self.reply(Reply::ShuttingDown, services);
@@ -714,11 +777,38 @@ impl Session {
     }
 
     fn auth(&mut self, user: &[u8], password: &[u8], services: &Services) {
-        let State::Auth { failures, .. } = &mut self.state else {
+        let State::Auth { failures, since } = self.state else {
             return self.reply(Reply::AlreadyLoggedIn, services);
         };
-        let Some(name) = super::check_login(services, self.peer, user, password, Protocol::Line)
-        else {
+        match super::start_login(services, self.peer, user, password) {
+            LoginStart::Done(result) => self.login_decided(user, result, false, services),
+            LoginStart::Locked => self.login_decided(user, None, true, services),
+            LoginStart::Pending(pending) => {
+                self.state = State::Verifying(Box::new(Verifying {
+                    failures,
+                    since,
+                    claimed: user.to_vec(),
+                    pending,
+                    slot: services.try_check_slot(),
+                }));
+            }
+        }
+    }
+
+    /// Answers an `AUTH` once its outcome is known.
+    fn login_decided(
+        &mut self,
+        claimed: &[u8],
+        result: Option<String>,
+        locked: bool,
+        services: &Services,
+    ) {
+        let result =
+            super::finish_login(services, self.peer, claimed, result, locked, Protocol::Line);
+        let State::Auth { failures, .. } = &mut self.state else {
+            return;
+        };
+        let Some(name) = result else {
             // The audit log has the failure; this says what it means for
             // the connection.
             *failures += 1;
@@ -1113,7 +1203,7 @@ impl Session {
     }
 
     fn finish_hashing(&mut self, services: &Services) {
-        if !self.has_work() {
+        if !matches!(self.state, State::Hashing(..)) {
             return;
         }
         let State::Hashing(login, job) = mem::replace(&mut self.state, State::Closing) else {
@@ -1159,7 +1249,7 @@ impl Session {
     }
 
     fn hashing_failed(&mut self, err: io::Error, services: &Services) {
-        if !self.has_work() {
+        if !matches!(self.state, State::Hashing(..)) {
             return;
         }
         let State::Hashing(login, job) = mem::replace(&mut self.state, State::Closing) else {

@@ -19,10 +19,12 @@ pub mod line;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::audit::{self, Quoted};
-use crate::auth::Users;
+use crate::auth::{PendingLogin, Users, Verification};
 use crate::config::Policy;
 use crate::limits::{self, Logins};
 use crate::metrics::{Metrics, Protocol};
@@ -48,6 +50,9 @@ pub struct Services {
     pub shutdown_requested: Cell<bool>,
     /// The control port's token, when there is a control port.
     pub control_token: Option<String>,
+    /// Password-hash checks running (see [`CheckSlot`]). Atomic only so
+    /// that the server stays `Send`; it is used from one thread.
+    checks_running: Arc<AtomicUsize>,
 }
 
 impl Services {
@@ -64,6 +69,7 @@ impl Services {
             started: Instant::now(),
             shutdown_requested: Cell::new(false),
             control_token: None,
+            checks_running: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -98,30 +104,49 @@ impl Services {
     }
 }
 
-/// Checks a login with the rules both fronts share: an address that is
-/// locked out is refused without looking at the password, and every
-/// failure counts toward its address's lockout. Returns the user's name.
-pub(crate) fn check_login(
+/// How a login check started.
+#[derive(Debug)]
+pub(crate) enum LoginStart {
+    /// Decided at once (plain-text entry): the user, or `None`.
+    Done(Option<String>),
+    /// A password hash: run it a slice at a time, then [`finish_login`].
+    Pending(Box<PendingLogin>),
+    /// The address is locked out: refused without looking at the password.
+    Locked,
+}
+
+/// Starts a login check with the rules both fronts share.
+pub(crate) fn start_login(
     services: &Services,
     peer: SocketAddr,
     user: &[u8],
     password: &[u8],
+) -> LoginStart {
+    if services
+        .logins
+        .borrow()
+        .is_locked(peer.ip(), Instant::now())
+    {
+        return LoginStart::Locked;
+    }
+    match services.users.borrow().start_verify(user, password) {
+        Verification::Done(result) => LoginStart::Done(result),
+        Verification::Pending(pending) => LoginStart::Pending(pending),
+    }
+}
+
+/// Records the outcome of a login: the audit line, the failure counters
+/// and the address's lockout. Returns the user's name on success.
+pub(crate) fn finish_login(
+    services: &Services,
+    peer: SocketAddr,
+    claimed: &[u8],
+    result: Option<String>,
+    locked: bool,
     protocol: Protocol,
 ) -> Option<String> {
-    let now = Instant::now();
-    let ip = peer.ip();
-    let locked = services.logins.borrow().is_locked(ip, now);
-    let verified = if locked {
-        None
-    } else {
-        services
-            .users
-            .borrow()
-            .verify(user, password)
-            .map(str::to_owned)
-    };
-    let claimed = audit::lossy(user);
-    match &verified {
+    let claimed = audit::lossy(claimed);
+    match &result {
         Some(name) => audit::event(
             "login_ok",
             peer,
@@ -145,10 +170,11 @@ pub(crate) fn check_login(
                 protocol,
                 format_args!("user={claimed}"),
             );
+            let now = Instant::now();
             if services
                 .logins
                 .borrow_mut()
-                .failed(ip, now, &services.policy)
+                .failed(peer.ip(), now, &services.policy)
             {
                 audit::event(
                     "lockout",
@@ -163,7 +189,38 @@ pub(crate) fn check_login(
             }
         }
     }
-    verified
+    result
+}
+
+/// Password-hash checks running at once, over every session: each takes
+/// slices of the one thread, so more would only delay everyone.
+pub const MAX_CONCURRENT_CHECKS: usize = 2;
+
+/// A place among the [`MAX_CONCURRENT_CHECKS`] running checks; given back
+/// when dropped, however the check ends.
+#[derive(Debug)]
+pub struct CheckSlot(Arc<AtomicUsize>);
+
+impl Drop for CheckSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Services {
+    /// A slot for a password-hash check, if one is free.
+    pub fn try_check_slot(&self) -> Option<CheckSlot> {
+        let in_use = self.checks_running.load(Ordering::Relaxed);
+        if in_use >= MAX_CONCURRENT_CHECKS {
+            return None;
+        }
+        self.checks_running.store(in_use + 1, Ordering::Relaxed);
+        Some(CheckSlot(Arc::clone(&self.checks_running)))
+    }
+
+    pub fn check_slot_free(&self) -> bool {
+        self.checks_running.load(Ordering::Relaxed) < MAX_CONCURRENT_CHECKS
+    }
 }
 
 /// A session of either kind, as the reactor keeps it.
@@ -253,6 +310,25 @@ impl Session {
 
     pub fn on_deadline(&mut self, now: Instant, services: &Services) {
         each!(self, s => s.on_deadline(now, services))
+    }
+
+    /// True while the session waits for a password-check slot.
+    pub fn wants_check_slot(&self) -> bool {
+        match self {
+            Session::Line(s) => s.wants_check_slot(),
+            Session::Http(s) => s.wants_check_slot(),
+            Session::Control(_) => false,
+        }
+    }
+
+    /// Takes a free password-check slot if the session waits for one;
+    /// true when it did (the session then has work).
+    pub fn take_check_slot(&mut self, services: &Services) -> bool {
+        match self {
+            Session::Line(s) => s.take_check_slot(services),
+            Session::Http(s) => s.take_check_slot(services),
+            Session::Control(_) => false,
+        }
     }
 }
 

@@ -417,23 +417,12 @@ impl Conn {
 
     /// Closes abortively (RST), like a killed client.
     fn abort(self) {
-        use std::os::fd::AsRawFd;
+        use nix::sys::socket::{setsockopt, sockopt};
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
         };
-        // SAFETY: a valid open socket and a pointer to a `linger` that lives
-        // for the duration of the call, with its exact size.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+        setsockopt(&self.stream, sockopt::Linger, &linger).expect("setsockopt(SO_LINGER)");
         drop(self);
     }
 }

@@ -455,12 +455,19 @@ impl Session {
                         break;
                     }
                 }
-                State::Hashing(..) => {
+                State::Hashing(_, ref job) => {
                     // Hashing is not a transfer: shutdown does not wait for
                     // it. A resumed upload keeps its bytes for next time.
                     if self.shutting_down {
                         self.interrupt("server shutting down", services);
                         self.reply(Reply::ShuttingDown, services);
+                    } else if self.peer_eof && matches!(job.purpose, Purpose::Resume(_)) {
+                        // No payload can follow: stop now rather than after
+                        // hashing bytes for nobody. (A HASH goes on: a
+                        // client that only closed its sending side still
+                        // reads the answer.)
+                        self.interrupt("client closed the connection", services);
+                        self.drop_output();
                     }
                     break;
                 }

@@ -153,6 +153,9 @@ pub struct Session {
     /// Failed logins on this connection.
     failures: u8,
     auth_cache: Option<Box<AuthCache>>,
+    /// The request being answered is a `HEAD`: no response body, whatever
+    /// the status.
+    head_request: bool,
     shutting_down: bool,
     peer_eof: bool,
     /// Last byte received or sent: the idle and stall timeouts count from
@@ -191,6 +194,7 @@ impl Session {
             out_pos: 0,
             failures: 0,
             auth_cache: None,
+            head_request: false,
             shutting_down: false,
             peer_eof: false,
             last_activity: Instant::now(),
@@ -455,6 +459,7 @@ impl Session {
             }
             Err(err) => {
                 log::info!("{} bad request head: {err:?}", self.peer);
+                self.head_request = false;
                 self.error(err.status(), After::Close, services);
                 // Nothing after a head that cannot be read can be trusted.
                 return true;
@@ -482,6 +487,7 @@ impl Session {
     /// Decides the response to one request, in the order of checks of
     /// `protocol.md`: path, method, authentication, name, the request.
     fn handle(&mut self, request: &Request<'_>, services: &Services) {
+        self.head_request = request.method == Method::Head;
         // A body that will not be read leaves the stream unusable.
         let reads_body = request.method == Method::Put;
         let keep_alive = request.keep_alive && (reads_body || !request.body.is_present());
@@ -1164,7 +1170,7 @@ impl Session {
     ) {
         let length = (status != 204).then_some(body.len() as u64);
         self.start_head(status, fields, length, after, services);
-        if !head_only && status != 204 {
+        if !head_only && !self.head_request && status != 204 {
             self.out.extend_from_slice(body);
         }
         self.after_response(after);

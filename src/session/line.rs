@@ -625,9 +625,20 @@ impl Session {
                 State::Hashing(..) | State::Verifying(_) => {
                     // Neither is a transfer: shutdown does not wait for
                     // them. A resumed upload keeps its bytes for next time.
+                    let resuming = matches!(
+                        &self.state,
+                        State::Hashing(_, job) if matches!(job.purpose, Purpose::Resume(_))
+                    );
                     if self.shutting_down {
                         self.interrupt("server shutting down", services);
                         self.reply(Reply::ShuttingDown, services);
+                    } else if self.peer_eof && resuming {
+                        // No payload can follow: stop now rather than after
+                        // hashing bytes for nobody. (A HASH goes on: a
+                        // client that only closed its sending side still
+                        // reads the answer.)
+                        self.interrupt("client closed the connection", services);
+                        self.drop_output();
                     }
                     break;
                 }

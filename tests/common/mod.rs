@@ -967,3 +967,254 @@ pub fn assert_noops_prompt(client: &mut Client, rounds: usize) {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Integrity and resume: HASH, EXPECT, REST, PARTIAL, and the server's records.
+// ---------------------------------------------------------------------------
+
+impl ServerBuilder {
+    /// Keeps the bytes of interrupted uploads for `secs` seconds
+    /// (`--partial-ttl`).
+    pub fn partial_ttl(self, secs: &str) -> Self {
+        self.args(["--partial-ttl", secs])
+    }
+}
+
+impl TestServer {
+    /// `<storage>/.ferry/users/<user>`: what the server keeps about a user.
+    pub fn records_dir(&self, user: &str) -> PathBuf {
+        self.storage().join(".ferry").join("users").join(user)
+    }
+
+    /// The digest record of `<user>/<name>`.
+    pub fn sum_record(&self, user: &str, name: &str) -> PathBuf {
+        self.records_dir(user).join("sums").join(name)
+    }
+
+    /// Where the bytes of an interrupted upload of `<name>` are held.
+    pub fn partial_path(&self, user: &str, name: &str) -> PathBuf {
+        self.records_dir(user).join("partial").join(name)
+    }
+
+    /// Total size of the files in `.ferry/tmp` (uploads in progress).
+    pub fn tmp_bytes(&self) -> u64 {
+        self.tmp_entries()
+            .iter()
+            .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Waits until the uploads in progress hold exactly `n` bytes on disk:
+    /// everything the client sent so far has been read by the server.
+    #[track_caller]
+    pub fn wait_tmp_bytes(&self, n: u64, timeout: Duration) {
+        let ok = wait_until(timeout, || self.tmp_bytes() == n);
+        assert!(
+            ok,
+            "uploads in progress hold {} bytes after {timeout:?}, expected {n}",
+            self.tmp_bytes()
+        );
+    }
+
+    /// Starts a new ferryd on the same storage root and users file, with
+    /// `args`, once this one has exited (asserted).
+    pub fn restart_with<I, S>(mut self, args: I) -> TestServer
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        assert!(
+            self.wait_exit(Duration::from_secs(5)).is_some(),
+            "restart_with: ferryd is still running"
+        );
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        ServerBuilder {
+            dir,
+            listen: "127.0.0.1:0".to_string(),
+            users: None,
+            fsync: false,
+            args: Vec::new(),
+        }
+        .args(args)
+        .start()
+    }
+
+    /// Stops ferryd with SIGINT (asserting exit status 0) and starts a new
+    /// one on the same storage root, with `args`.
+    pub fn stop_and_restart_with<I, S>(mut self, args: I) -> TestServer
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.signal_and_expect_clean_exit(Signal::SIGINT, Duration::from_secs(5));
+        self.restart_with(args)
+    }
+
+    /// [`TestServer::stop_and_restart_with`] without extra arguments.
+    pub fn stop_and_restart(self) -> TestServer {
+        self.stop_and_restart_with(Vec::<OsString>::new())
+    }
+}
+
+/// The digest in a record file: its last line must be `sha256 <hex>`.
+#[track_caller]
+pub fn recorded_sha256(record: &Path) -> String {
+    let text = fs::read_to_string(record)
+        .unwrap_or_else(|e| panic!("cannot read the record {}: {e}", record.display()));
+    let last = text.lines().last().unwrap_or("");
+    last.strip_prefix("sha256 ")
+        .unwrap_or_else(|| panic!("last line of {} is {last:?}", record.display()))
+        .to_string()
+}
+
+/// Replaces the value of the `sha256 <hex>` last line of a record with
+/// `hex`, keeping every other byte as it was.
+pub fn forge_recorded_sha256(record: &Path, hex: &str) {
+    let text = fs::read_to_string(record).unwrap();
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    // A final LF leaves an empty last piece: the value line is before it.
+    let at = lines.len() - if text.ends_with('\n') { 2 } else { 1 };
+    assert!(
+        lines[at].starts_with("sha256 "),
+        "last line of {} is {:?}",
+        record.display(),
+        lines[at]
+    );
+    let forged_line = format!("sha256 {hex}");
+    lines[at] = &forged_line;
+    let forged = lines.join("\n");
+    assert_eq!(forged.len(), text.len(), "the forged record changed size");
+    fs::write(record, forged).unwrap();
+}
+
+/// Deterministic numbers for break points (xorshift64).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `lo..hi` (`hi > lo`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        assert!(hi > lo, "empty range {lo}..{hi}");
+        lo + self.next_u64() % (hi - lo)
+    }
+}
+
+/// Whether `s` is exactly 64 lower-case hexadecimal digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Client {
+    /// `HASH <name>`: asserts exactly `213 sha256=<64 lower-case hex>` and
+    /// returns the hex.
+    #[track_caller]
+    pub fn hash(&mut self, name: &str) -> String {
+        let (code, text) = self.cmd(&format!("HASH {name}"));
+        assert_eq!(code, 213, "HASH {name:?} answered `{code} {text}`");
+        let hex = text
+            .strip_prefix("sha256=")
+            .filter(|h| is_sha256_hex(h))
+            .unwrap_or_else(|| panic!("HASH {name:?}: `213 {text}` is not `213 sha256=<hex>`"));
+        hex.to_string()
+    }
+
+    /// `PARTIAL <name>`: asserts exactly `213 <n>` and returns `n`.
+    #[track_caller]
+    pub fn partial(&mut self, name: &str) -> u64 {
+        let (code, text) = self.cmd(&format!("PARTIAL {name}"));
+        assert_eq!(code, 213, "PARTIAL {name:?} answered `{code} {text}`");
+        let n: u64 = text
+            .parse()
+            .unwrap_or_else(|_| panic!("PARTIAL {name:?}: `213 {text}` is not `213 <n>`"));
+        assert_eq!(n.to_string(), text, "PARTIAL {name:?}: `213 {text}`");
+        n
+    }
+
+    /// Polls `PARTIAL <name>` until it answers `want` (the server notices
+    /// a closed connection asynchronously); returns the last answer.
+    pub fn wait_partial(&mut self, name: &str, want: u64, timeout: Duration) -> u64 {
+        let mut last = 0;
+        wait_until(timeout, || {
+            last = self.partial(name);
+            last == want
+        });
+        last
+    }
+
+    /// `REST <offset>`, asserting `350`.
+    #[track_caller]
+    pub fn rest(&mut self, offset: u64) {
+        self.expect(&format!("REST {offset}"), 350);
+    }
+
+    /// `EXPECT sha256=<hex>`, asserting exactly `200 expecting sha256=<hex>`.
+    #[track_caller]
+    pub fn expect_sha256(&mut self, hex: &str) {
+        let reply = self.cmd(&format!("EXPECT sha256={hex}"));
+        assert_eq!(
+            reply,
+            (
+                200,
+                format!("expecting sha256={}", hex.to_ascii_lowercase())
+            ),
+            "EXPECT sha256={hex}"
+        );
+    }
+
+    /// `REST <offset>` then `PUT <data.len()> <name>`: asserts
+    /// `150 <len - offset>`, sends the bytes from `offset`, returns the
+    /// final reply.
+    #[track_caller]
+    pub fn resume_put_reply(&mut self, name: &str, data: &[u8], offset: u64) -> (u16, String) {
+        self.rest(offset);
+        self.send_line(&format!("PUT {} {name}", data.len()));
+        let left = data.len() as u64 - offset;
+        let (code, text) = self.read_reply();
+        assert_eq!(
+            (code, text.as_str()),
+            (150, left.to_string().as_str()),
+            "REST {offset} + PUT {} {name:?}",
+            data.len()
+        );
+        self.send_raw(&data[offset as usize..]);
+        self.read_reply()
+    }
+
+    /// [`Client::resume_put_reply`], asserting exactly
+    /// `226 stored <len> sha256=<digest of all of data>`.
+    #[track_caller]
+    pub fn resume_put(&mut self, name: &str, data: &[u8], offset: u64) {
+        let reply = self.resume_put_reply(name, data, offset);
+        assert_eq!(
+            (reply.0, reply.1.as_str()),
+            (226, stored(data).as_str()),
+            "REST {offset} + PUT {} {name:?}",
+            data.len()
+        );
+    }
+
+    /// Closes the connection abortively (RST, as when a client is killed
+    /// with bytes in flight): the server may lose what it has not read yet.
+    pub fn abort(self) {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        setsockopt(&self.writer, sockopt::Linger, &linger).expect("setsockopt(SO_LINGER)");
+        drop(self);
+    }
+}

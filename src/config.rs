@@ -72,6 +72,10 @@ pub struct Policy {
     pub lockout_window: Duration,
     /// How long a locked-out address is refused (`--lockout-duration`).
     pub lockout_duration: Duration,
+    /// Bytes each user may store in all (`--user-quota`); `None`: no limit.
+    pub user_quota: Option<u64>,
+    /// Files each user may store (`--user-max-files`); `None`: no limit.
+    pub user_max_files: Option<u64>,
 }
 
 /// Descriptors kept free for files, the listeners and the log when the
@@ -103,6 +107,8 @@ impl Default for Policy {
             lockout_failures: 10,
             lockout_window: Duration::from_secs(10 * 60),
             lockout_duration: Duration::from_secs(15 * 60),
+            user_quota: None,
+            user_max_files: None,
         }
     }
 }

@@ -674,3 +674,64 @@ fn password_checks_do_not_stall_other_sessions() {
         started.elapsed()
     );
 }
+
+#[test]
+fn quotas_refuse_an_upload_before_any_byte_over_both_protocols() {
+    let server = TestServer::builder()
+        .args(["--user-quota", "100", "--user-max-files", "3"])
+        .args(["--http-listen", "127.0.0.1:0"])
+        .start();
+    let mut c = server.alice();
+    c.put("a", &[1u8; 60]);
+    // 60 + 41 > 100: refused instead of 150, nothing expected, nothing kept.
+    assert_eq!(
+        c.cmd("PUT 41 b"),
+        (
+            552,
+            "quota exceeded (at most 100 bytes per user)".to_string()
+        )
+    );
+    c.noop();
+    server.assert_tmp_empty();
+    assert_eq!(c.cmd("PARTIAL b"), (213, "0".to_string()));
+    // Replacing a file gives its bytes back first.
+    c.put("a", &[2u8; 100]);
+    c.expect("DEL a", 250);
+    c.put("a", &[3u8; 40]);
+    c.put("b", &[4u8; 30]);
+    c.put("c", &[5u8; 30]);
+    assert_eq!(
+        c.cmd("PUT 0 d"),
+        (552, "quota exceeded (at most 3 files per user)".to_string())
+    );
+    // Bob has his own quota.
+    server.bob().put("b", &[6u8; 100]);
+
+    // HTTP: a declared length is refused at once, without 100 Continue...
+    let mut http = http_connect(http_addr(&server));
+    let basic = base64_basic(ALICE, ALICE_PW);
+    write!(
+        http,
+        "PUT /files/a HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
+         Content-Length: 41\r\nExpect: 100-continue\r\n\r\n"
+    )
+    .unwrap();
+    let response = read_all(&mut http);
+    assert!(response.starts_with("HTTP/1.1 507 "), "{response}");
+    assert!(!response.contains("100 Continue"), "{response}");
+    assert!(response.contains("quota exceeded"), "{response}");
+    // ...and a chunked body as soon as it grows past the room left.
+    let mut http = http_connect(http_addr(&server));
+    write!(
+        http,
+        "PUT /files/a HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n20\r\n{}\r\n20\r\n{}\r\n0\r\n\r\n",
+        "x".repeat(32),
+        "y".repeat(32)
+    )
+    .unwrap();
+    let response = read_all(&mut http);
+    assert!(response.starts_with("HTTP/1.1 507 "), "{response}");
+    assert_eq!(c.get("a"), vec![3u8; 40], "the old version stays");
+    server.assert_tmp_empty_within(Duration::from_secs(5));
+}

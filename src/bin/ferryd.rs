@@ -58,6 +58,8 @@ Options:
                          it out; 0 turns lockouts off [default: 10]
   --lockout-window SECS  [default: 600]
   --lockout-duration SECS  how long a locked-out address is refused [default: 900]
+  --user-quota BYTES     bytes each user may store in all [default: no limit]
+  --user-max-files N     files each user may store [default: no limit]
   --log-level LEVEL      off, error, warn, info, debug or trace [default: info]
   --log-file PATH        append the log to PATH instead of stderr
   -h, --help             print this help
@@ -234,6 +236,14 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
             }
             Long("lockout-window") => {
                 options.config.policy.lockout_window = seconds(&mut parser, "--lockout-window")?
+            }
+            Long("user-quota") => {
+                let n = count(&mut parser, "--user-quota")?;
+                options.config.policy.user_quota = Some(n as u64);
+            }
+            Long("user-max-files") => {
+                let n = count(&mut parser, "--user-max-files")?;
+                options.config.policy.user_max_files = Some(n as u64);
             }
             Long("lockout-duration") => {
                 options.config.policy.lockout_duration = seconds(&mut parser, "--lockout-duration")?

@@ -71,6 +71,8 @@ pub enum Reply {
     NotRegularFile,
     /// `552`: the upload is larger than the server allows.
     TooLarge { max: u64 },
+    /// `552`: the upload would take the user over a quota.
+    OverQuota(crate::session::OverQuota),
     /// `553`: the file name breaks the rules.
     NameNotAllowed,
 }
@@ -99,7 +101,7 @@ impl Reply {
             Reply::AlreadyLoggedIn => 503,
             Reply::NotLoggedIn | Reply::LoginIncorrect | Reply::TooManyFailures => 530,
             Reply::NoSuchFile | Reply::NotRegularFile => 550,
-            Reply::TooLarge { .. } => 552,
+            Reply::TooLarge { .. } | Reply::OverQuota(_) => 552,
             Reply::NameNotAllowed => 553,
         }
     }
@@ -152,6 +154,15 @@ impl Reply {
             Reply::NoSuchFile => write!(out, "{code} no such file"),
             Reply::NotRegularFile => write!(out, "{code} not a regular file"),
             Reply::TooLarge { max } => write!(out, "{code} file too large (maximum {max} bytes)"),
+            Reply::OverQuota(crate::session::OverQuota::Bytes { quota }) => {
+                write!(
+                    out,
+                    "{code} quota exceeded (at most {quota} bytes per user)"
+                )
+            }
+            Reply::OverQuota(crate::session::OverQuota::Files { max }) => {
+                write!(out, "{code} quota exceeded (at most {max} files per user)")
+            }
             Reply::NameNotAllowed => write!(out, "{code} file name not allowed"),
         };
         out.extend_from_slice(b"\r\n");

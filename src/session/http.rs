@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::line::{MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER};
-use super::{CheckSlot, LoginStart, Services};
+use super::{CheckSlot, LoginStart, OverQuota, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
 use crate::integrity::Hasher;
@@ -89,6 +89,10 @@ struct Put {
     sink: Result<Upload, io::Error>,
     hasher: Hasher,
     received: u64,
+    /// Most bytes the body may have: the maximum file size, or less when
+    /// the user's quota leaves less room (`over_quota` then says so).
+    limit: u64,
+    over_quota: Option<OverQuota>,
     keep_alive: bool,
     started: Instant,
 }
@@ -891,6 +895,27 @@ impl Session {
             Err(StorageError::NotFound) => false,
             Err(err) => return self.storage_error(err, After::Close, services),
         };
+        // A declared length is checked against the quota now; a chunked
+        // body as it grows.
+        let declared = match framing {
+            Framing::Length { left } => left,
+            Framing::Chunked(_) => 0,
+        };
+        if let Err(over) = super::check_quota(services, dir, name, declared) {
+            return self.quota_error(over, services);
+        }
+        let mut limit = services.max_file_size;
+        let mut over_quota = None;
+        if let (Some(quota), Ok((bytes, _))) =
+            (services.policy.user_quota, services.storage.usage(dir))
+        {
+            let kept = bytes.saturating_sub(services.storage.size_of(dir, name).unwrap_or(0));
+            let room = quota.saturating_sub(kept);
+            if room < limit {
+                limit = room;
+                over_quota = Some(OverQuota::Bytes { quota });
+            }
+        }
         let upload = match services.storage.begin_upload(dir, name) {
             Ok(upload) => upload,
             Err(err) => {
@@ -911,6 +936,8 @@ impl Session {
             sink: Ok(upload),
             hasher: Hasher::new(),
             received: 0,
+            limit,
+            over_quota,
             keep_alive: after == After::KeepAlive,
             started: Instant::now(),
         };
@@ -927,7 +954,7 @@ impl Session {
         let State::Receiving(put) = &mut self.state else {
             return 0;
         };
-        let max = services.max_file_size;
+        let max = put.limit;
         let Put {
             framing,
             sink,
@@ -973,8 +1000,12 @@ impl Session {
             let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
                 unreachable!();
             };
-            self.abort_upload(*put, "body over the maximum file size", services);
-            self.error(413, After::Close, services);
+            let over = put.over_quota;
+            self.abort_upload(*put, "body over the size limit", services);
+            match over {
+                Some(over) => self.quota_error(over, services),
+                None => self.error(413, After::Close, services),
+            }
             return data.len();
         }
         if done {
@@ -1194,6 +1225,19 @@ impl Session {
             after,
             services,
         );
+    }
+
+    /// `507` for an upload that does not fit the user's quota; the body
+    /// is not read, so the connection closes.
+    fn quota_error(&mut self, over: OverQuota, services: &Services) {
+        let text = match over {
+            OverQuota::Bytes { quota } => {
+                format!("quota exceeded (at most {quota} bytes per user)\n")
+            }
+            OverQuota::Files { max } => format!("quota exceeded (at most {max} files per user)\n"),
+        };
+        let fields = [("Content-Type", TEXT)];
+        self.respond(507, &fields, text.as_bytes(), false, After::Close, services);
     }
 
     /// The one place storage errors become HTTP statuses.

@@ -1018,6 +1018,15 @@ impl Session {
             );
             return State::Idle(login);
         }
+        if let Err(over) = super::check_quota(services, &login.dir, name, size) {
+            log::info!(
+                "{} {}: PUT {name:?} over quota: {over:?}",
+                self.peer,
+                login.user
+            );
+            self.reply(Reply::OverQuota(over), services);
+            return State::Idle(login);
+        }
         let started = match rest {
             Some(offset) if offset > size => {
                 self.reply(Reply::OffsetPastEnd { offset, size }, services);

@@ -28,7 +28,8 @@ use crate::auth::{PendingLogin, Users, Verification};
 use crate::config::Policy;
 use crate::limits::{self, Logins};
 use crate::metrics::{Metrics, Protocol};
-use crate::storage::Storage;
+use crate::protocol::name::FileName;
+use crate::storage::{Storage, UserDir};
 
 /// What every session may use beyond its own bytes.
 #[derive(Debug)]
@@ -102,6 +103,48 @@ impl Services {
     pub fn user_exists(&self, user: &str) -> bool {
         self.users.borrow().contains(user)
     }
+}
+
+/// Why an upload does not fit the user's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverQuota {
+    Bytes { quota: u64 },
+    Files { max: u64 },
+}
+
+/// Checks that storing `size` bytes under `name` keeps the user within
+/// `--user-quota` and `--user-max-files` (a replaced file's bytes are
+/// given back). Uploads running at the same time are not counted.
+pub(crate) fn check_quota(
+    services: &Services,
+    dir: &UserDir,
+    name: FileName<'_>,
+    size: u64,
+) -> Result<(), OverQuota> {
+    let policy = &services.policy;
+    if policy.user_quota.is_none() && policy.user_max_files.is_none() {
+        return Ok(());
+    }
+    // If the usage cannot be read, the upload itself will tell.
+    let Ok((bytes, files)) = services.storage.usage(dir) else {
+        return Ok(());
+    };
+    let existing = services.storage.size_of(dir, name);
+    if let Some(quota) = policy.user_quota
+        && bytes
+            .saturating_sub(existing.unwrap_or(0))
+            .saturating_add(size)
+            > quota
+    {
+        return Err(OverQuota::Bytes { quota });
+    }
+    if let Some(max) = policy.user_max_files
+        && existing.is_none()
+        && files + 1 > max
+    {
+        return Err(OverQuota::Files { max });
+    }
+    Ok(())
 }
 
 /// How a login check started.

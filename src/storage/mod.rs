@@ -307,6 +307,21 @@ impl Storage {
         Ok(entries)
     }
 
+    /// What a user stores now: bytes and number of regular files (partials
+    /// of interrupted uploads are not counted).
+    pub fn usage(&self, dir: &UserDir) -> Result<(u64, u64), StorageError> {
+        let entries = self.list(dir)?;
+        Ok((entries.iter().map(|e| e.size).sum(), entries.len() as u64))
+    }
+
+    /// The size of `name` if it is a regular file now, else `None`.
+    pub fn size_of(&self, dir: &UserDir, name: FileName<'_>) -> Option<u64> {
+        fs::symlink_metadata(dir.file(name.as_str()))
+            .ok()
+            .filter(|meta| meta.is_file())
+            .map(|meta| meta.len())
+    }
+
     /// Opens a regular file for reading and returns it with its size at the
     /// moment of opening.
     pub fn open_read(

@@ -735,3 +735,33 @@ fn quotas_refuse_an_upload_before_any_byte_over_both_protocols() {
     assert_eq!(c.get("a"), vec![3u8; 40], "the old version stays");
     server.assert_tmp_empty_within(Duration::from_secs(5));
 }
+
+/// Voluntary context switches of a process: each is a wake-up from a wait.
+fn wake_ups(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn an_idle_server_does_not_wake_up() {
+    let server = TestServer::builder()
+        .args(["--http-listen", "127.0.0.1:0"])
+        .start();
+    // Connect and leave once, so everything is set up, then stay away.
+    server.alice().noop();
+    thread::sleep(Duration::from_millis(200));
+    let before = wake_ups(server.pid());
+    thread::sleep(Duration::from_secs(2));
+    let after = wake_ups(server.pid());
+    assert!(
+        after - before <= 2,
+        "{} wake-ups in 2 s with nobody connected",
+        after - before
+    );
+}

@@ -147,9 +147,12 @@ impl Command<'_> {
         }
     }
 
-    /// Appends the command as a complete line, CRLF included, such that
-    /// [`parse`] gives back an equal command.
+    /// Appends the command as a complete line such that [`parse`] gives
+    /// back an equal command. The line ends with LF, or with CRLF when the
+    /// command itself ends with CR (a password may), so that it is never
+    /// longer than the line it was parsed from.
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        let start = out.len();
         out.extend_from_slice(self.verb().as_str().as_bytes());
         match self {
             Command::Auth { user, password } => {
@@ -176,7 +179,10 @@ impl Command<'_> {
             }
             Command::List | Command::Noop | Command::Quit => {}
         }
-        out.extend_from_slice(b"\r\n");
+        if out[start..].ends_with(b"\r") {
+            out.push(b'\r');
+        }
+        out.push(b'\n');
     }
 }
 

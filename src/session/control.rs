@@ -119,11 +119,7 @@ impl Session {
 
     pub fn output_written(&mut self, n: usize, services: &Services) {
         self.last_activity = Instant::now();
-        self.out_pos += n;
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        }
+        super::consume_output(&mut self.out, &mut self.out_pos, n);
         self.advance(services);
     }
 

@@ -342,12 +342,7 @@ impl Session {
 
     pub fn output_written(&mut self, n: usize, services: &Services) {
         self.last_activity = Instant::now();
-        self.out_pos += n;
-        debug_assert!(self.out_pos <= self.out.len());
-        if self.out_pos == self.out.len() {
-            self.out.clear();
-            self.out_pos = 0;
-        }
+        super::consume_output(&mut self.out, &mut self.out_pos, n);
         self.advance(services);
     }
 

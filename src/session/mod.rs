@@ -105,6 +105,22 @@ impl Services {
     }
 }
 
+/// Marks `n` more bytes of `out` (from `*pos`) as sent. The sent prefix is
+/// dropped once it is at least half the buffer, so a client that keeps
+/// taking all but a little of each write cannot grow the buffer by
+/// everything ever sent (and each byte is moved at most once on average).
+pub(crate) fn consume_output(out: &mut Vec<u8>, pos: &mut usize, n: usize) {
+    *pos += n;
+    debug_assert!(*pos <= out.len());
+    if *pos == out.len() {
+        out.clear();
+        *pos = 0;
+    } else if *pos * 2 >= out.len() {
+        out.drain(..*pos);
+        *pos = 0;
+    }
+}
+
 /// Why an upload does not fit the user's quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverQuota {

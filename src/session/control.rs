@@ -24,6 +24,7 @@ use subtle::ConstantTimeEq;
 
 use super::Services;
 use super::line::MAX_AUTH_FAILURES;
+use super::outbox::Outbox;
 use crate::audit;
 use crate::metrics::Protocol;
 
@@ -49,12 +50,10 @@ pub struct Session {
     state: State,
     peer: SocketAddr,
     input: Vec<u8>,
-    out: Vec<u8>,
-    out_pos: usize,
+    out: Outbox,
     peer_eof: bool,
     shutting_down: bool,
     last_activity: Instant,
-    hold_until: Option<Instant>,
 }
 
 impl Session {
@@ -67,35 +66,28 @@ impl Session {
             },
             peer,
             input: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
+            out: Outbox::default(),
             peer_eof: false,
             shutting_down: false,
             last_activity: now,
-            hold_until: None,
         };
-        session
-            .out
-            .extend_from_slice(b"220 ferry control ready\r\n");
+        session.reply("220 ferry control ready");
         session
     }
 
     pub fn read_limit(&self) -> usize {
-        if self.peer_eof || self.hold_until.is_some() || self.state == State::Closing {
+        if self.peer_eof || self.out.is_held() || self.state == State::Closing {
             return 0;
         }
         MAX_CONTROL_LINE.saturating_sub(self.input.len())
     }
 
     pub fn output(&self) -> &[u8] {
-        if self.hold_until.is_some() {
-            return &[];
-        }
-        &self.out[self.out_pos..]
+        self.out.sendable()
     }
 
     pub fn is_done(&self) -> bool {
-        self.state == State::Closing && self.out_pos == self.out.len()
+        self.state == State::Closing && self.out.queued().is_empty()
     }
 
     pub fn has_work(&self) -> bool {
@@ -119,7 +111,7 @@ impl Session {
 
     pub fn output_written(&mut self, n: usize, services: &Services) {
         self.last_activity = Instant::now();
-        super::consume_output(&mut self.out, &mut self.out_pos, n);
+        self.out.consume(n);
         self.advance(services);
     }
 
@@ -134,12 +126,11 @@ impl Session {
 
     pub fn connection_lost(&mut self, _reason: &str, _services: &Services) {
         self.state = State::Closing;
-        self.out.clear();
-        self.out_pos = 0;
+        self.out.discard();
     }
 
     pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        if let Some(until) = self.hold_until {
+        if let Some(until) = self.out.held_until() {
             return Some(until);
         }
         let policy = &services.policy;
@@ -151,9 +142,8 @@ impl Session {
     }
 
     pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        if let Some(until) = self.hold_until {
-            if now >= until {
-                self.hold_until = None;
+        if self.out.is_held() {
+            if self.out.release_if_due(now) {
                 self.advance(services);
             }
             return;
@@ -165,22 +155,21 @@ impl Session {
             if self.state != State::Closing {
                 self.reply("421 timeout");
             } else {
-                self.out.clear();
-                self.out_pos = 0;
+                self.out.discard();
             }
             self.state = State::Closing;
         }
     }
 
     fn reply(&mut self, line: &str) {
-        self.out.extend_from_slice(line.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
+        self.out.buf().extend_from_slice(line.as_bytes());
+        self.out.buf().extend_from_slice(b"\r\n");
     }
 
     fn advance(&mut self, services: &Services) {
-        while self.hold_until.is_none()
+        while !self.out.is_held()
             && self.state != State::Closing
-            && self.out.len() - self.out_pos <= REPLY_BACKLOG
+            && self.out.queued().len() <= REPLY_BACKLOG
         {
             if self.shutting_down {
                 self.reply("421 server shutting down");
@@ -288,7 +277,7 @@ impl Session {
             self.state = State::Locked { failures, since };
         }
         if !services.policy.login_delay.is_zero() {
-            self.hold_until = Some(Instant::now() + services.policy.login_delay);
+            self.out.hold(Instant::now() + services.policy.login_delay);
         }
     }
 }

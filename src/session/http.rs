@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::line::{MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER};
+use super::outbox::Outbox;
 use super::{CheckSlot, LoginStart, OverQuota, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
@@ -152,8 +153,8 @@ pub struct Session {
     peer: SocketAddr,
     /// Bytes of the next request head (or of a body, right behind its head).
     input: Vec<u8>,
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Responses; held back after a failed login.
+    out: Outbox,
     /// Failed logins on this connection.
     failures: u8,
     auth_cache: Option<Box<AuthCache>>,
@@ -167,8 +168,6 @@ pub struct Session {
     last_activity: Instant,
     /// When the first byte of the request head being read arrived.
     head_started: Instant,
-    /// The response to a failed login is held back until then.
-    hold_until: Option<Instant>,
 }
 
 /// What to do after a response: keep the connection or close it.
@@ -194,8 +193,7 @@ impl Session {
             state: State::Head,
             peer,
             input: Vec::new(),
-            out: Vec::new(),
-            out_pos: 0,
+            out: Outbox::default(),
             failures: 0,
             auth_cache: None,
             head_request: false,
@@ -203,13 +201,12 @@ impl Session {
             peer_eof: false,
             last_activity: Instant::now(),
             head_started: Instant::now(),
-            hold_until: None,
         }
     }
 
     /// How many bytes the session takes now; 0 means do not read.
     pub fn read_limit(&self) -> usize {
-        if self.peer_eof || self.hold_until.is_some() {
+        if self.peer_eof || self.out.is_held() {
             return 0;
         }
         match &self.state {
@@ -229,23 +226,16 @@ impl Session {
     }
 
     pub fn output(&self) -> &[u8] {
-        if self.hold_until.is_some() {
-            return &[];
-        }
-        self.queued()
-    }
-
-    fn queued(&self) -> &[u8] {
-        &self.out[self.out_pos..]
+        self.out.sendable()
     }
 
     pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Closing) && self.queued().is_empty()
+        matches!(self.state, State::Closing) && self.out.queued().is_empty()
     }
 
     /// When the session next needs [`Session::on_deadline`].
     pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        if let Some(until) = self.hold_until {
+        if let Some(until) = self.out.held_until() {
             return Some(until);
         }
         let policy = &services.policy;
@@ -262,9 +252,8 @@ impl Session {
     /// or ends the connection when its time is up (`408` for a request
     /// that did not arrive in time).
     pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        if let Some(until) = self.hold_until {
-            if now >= until {
-                self.hold_until = None;
+        if self.out.is_held() {
+            if self.out.release_if_due(now) {
                 self.advance(services);
             }
             return;
@@ -342,7 +331,7 @@ impl Session {
 
     pub fn output_written(&mut self, n: usize, services: &Services) {
         self.last_activity = Instant::now();
-        super::consume_output(&mut self.out, &mut self.out_pos, n);
+        self.out.consume(n);
         self.advance(services);
     }
 
@@ -379,13 +368,12 @@ impl Session {
     }
 
     fn drop_output(&mut self) {
-        self.out = Vec::new();
-        self.out_pos = 0;
+        self.out.discard();
     }
 
     fn advance(&mut self, services: &Services) {
         loop {
-            if self.hold_until.is_some() {
+            if self.out.is_held() {
                 break;
             }
             match &self.state {
@@ -443,9 +431,7 @@ impl Session {
         if self.input.is_empty() && self.input.capacity() > 0 {
             self.input = Vec::new();
         }
-        if self.queued().is_empty() && self.out.capacity() > 0 {
-            self.drop_output();
-        }
+        self.out.shrink_if_empty();
     }
 
     /// Handles the next complete request head, if there is one.
@@ -538,7 +524,7 @@ impl Session {
                 };
                 let Some(user) = user else {
                     if self.failures > failures_before && !services.policy.login_delay.is_zero() {
-                        self.hold_until = Some(Instant::now() + services.policy.login_delay);
+                        self.out.hold(Instant::now() + services.policy.login_delay);
                     }
                     let after = if self.failures >= MAX_AUTH_FAILURES {
                         After::Close
@@ -723,7 +709,7 @@ impl Session {
         }
         let mut remaining = total;
         if json {
-            self.out.extend_from_slice(JSON_OPEN.as_bytes());
+            self.out.buf().extend_from_slice(JSON_OPEN.as_bytes());
             remaining -= JSON_OPEN.len() as u64;
         }
         self.state = State::Sending(Box::new(Send {
@@ -920,7 +906,9 @@ impl Session {
         };
         if request.expect == Expect::Continue {
             services.metrics.reply(Protocol::Http, 100);
-            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.out
+                .buf()
+                .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         services.metrics.transfer_started(Direction::Upload);
         let put = Put {
@@ -1114,40 +1102,39 @@ impl Session {
             let keep = send.keep_alive && !self.shutting_down;
             return self.after_response(After::from_keep_alive(keep));
         }
-        let room = TRANSFER_BUFFER.saturating_sub(self.out.len() - self.out_pos);
+        let room = TRANSFER_BUFFER.saturating_sub(self.out.queued().len());
         let want = send.remaining.min(room as u64) as usize;
-        let before = self.out.len();
+        let out = self.out.buf();
+        let before = out.len();
         let result = match &mut send.source {
             Source::File(file) => {
-                self.out.reserve_exact(want);
-                file.take(want as u64)
-                    .read_to_end(&mut self.out)
-                    .and_then(|n| {
-                        if n < want {
-                            Err(io::Error::from(io::ErrorKind::UnexpectedEof))
-                        } else {
-                            Ok(())
-                        }
-                    })
+                out.reserve_exact(want);
+                file.take(want as u64).read_to_end(out).and_then(|n| {
+                    if n < want {
+                        Err(io::Error::from(io::ErrorKind::UnexpectedEof))
+                    } else {
+                        Ok(())
+                    }
+                })
             }
             Source::Listing {
                 entries,
                 next,
                 json,
             } => {
-                while *next < entries.len() && self.out.len() - before < want {
-                    write_listing_entry(&entries[*next], *next, *json, &mut self.out);
+                while *next < entries.len() && out.len() - before < want {
+                    write_listing_entry(&entries[*next], *next, *json, out);
                     *next += 1;
                 }
                 if *next == entries.len() && *json {
-                    self.out.extend_from_slice(JSON_CLOSE.as_bytes());
+                    out.extend_from_slice(JSON_CLOSE.as_bytes());
                     // Written once: no entry is left to trigger it again.
                     *next += 1;
                 }
                 Ok(())
             }
         };
-        let added = (self.out.len() - before) as u64;
+        let added = (out.len() - before) as u64;
         match result {
             Ok(()) if added <= send.remaining => send.remaining -= added,
             result => {
@@ -1156,7 +1143,7 @@ impl Session {
                 if let Err(err) = result {
                     log::error!("{} read failed during download: {err}", self.peer);
                 }
-                self.out.truncate(before);
+                self.out.buf().truncate(before);
                 if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
                     self.cut(&send, "read failed", services);
                 }
@@ -1175,7 +1162,7 @@ impl Session {
     ) {
         services.metrics.reply(Protocol::Http, status);
         write_head(
-            &mut self.out,
+            self.out.buf(),
             status,
             fields,
             content_length,
@@ -1197,7 +1184,7 @@ impl Session {
         let length = (status != 204).then_some(body.len() as u64);
         self.start_head(status, fields, length, after, services);
         if !head_only && !self.head_request && status != 204 {
-            self.out.extend_from_slice(body);
+            self.out.buf().extend_from_slice(body);
         }
         self.after_response(after);
     }

@@ -39,6 +39,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
+use super::outbox::Outbox;
 use super::{CheckSlot, LoginStart, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
@@ -270,16 +271,14 @@ pub struct Session {
     input: Vec<u8>,
     /// The rest of a too-long line is being dropped, up to its LF.
     discarding: bool,
-    out: Vec<u8>,
-    out_pos: usize,
+    /// Replies and download data; held back after a failed login, and
+    /// meanwhile the session takes nothing either.
+    out: Outbox,
     shutting_down: bool,
     peer_eof: bool,
     /// Last byte received or sent: the idle and stall timeouts count from
     /// here.
     last_activity: Instant,
-    /// The reply to a failed login is held back until then; meanwhile the
-    /// session sends and takes nothing.
-    hold_until: Option<Instant>,
 }
 
 impl Session {
@@ -293,12 +292,10 @@ impl Session {
             peer,
             input: Vec::new(),
             discarding: false,
-            out: Vec::new(),
-            out_pos: 0,
+            out: Outbox::default(),
             shutting_down: false,
             peer_eof: false,
             last_activity: Instant::now(),
-            hold_until: None,
         };
         session.reply(Reply::Greeting, services);
         session
@@ -306,7 +303,7 @@ impl Session {
 
     /// How many bytes the session takes now; 0 means do not read.
     pub fn read_limit(&self) -> usize {
-        if self.peer_eof || self.hold_until.is_some() {
+        if self.peer_eof || self.out.is_held() {
             return 0;
         }
         match &self.state {
@@ -327,21 +324,13 @@ impl Session {
 
     /// Bytes waiting to be sent.
     pub fn output(&self) -> &[u8] {
-        if self.hold_until.is_some() {
-            return &[];
-        }
-        self.queued()
-    }
-
-    /// Reply bytes not yet sent, held or not.
-    fn queued(&self) -> &[u8] {
-        &self.out[self.out_pos..]
+        self.out.sendable()
     }
 
     /// When the session next needs [`Session::on_deadline`]: the end of a
     /// held login reply, or the timeout of what it is doing now.
     pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        if let Some(until) = self.hold_until {
+        if let Some(until) = self.out.held_until() {
             return Some(until);
         }
         let policy = &services.policy;
@@ -362,9 +351,8 @@ impl Session {
     /// Called at or after [`Session::deadline`]: releases a held reply, or
     /// ends the session with `421 timeout` when its time is up.
     pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        if let Some(until) = self.hold_until {
-            if now >= until {
-                self.hold_until = None;
+        if self.out.is_held() {
+            if self.out.release_if_due(now) {
                 self.advance(services);
             }
             return;
@@ -400,7 +388,7 @@ impl Session {
     /// True when the session has nothing more to do and the socket can be
     /// closed.
     pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Closing) && self.queued().is_empty()
+        matches!(self.state, State::Closing) && self.out.queued().is_empty()
     }
 
     /// True while an upload or download is running.
@@ -501,7 +489,7 @@ impl Session {
     /// `n` bytes of [`Session::output`] were sent.
     pub fn output_written(&mut self, n: usize, services: &Services) {
         self.last_activity = Instant::now();
-        super::consume_output(&mut self.out, &mut self.out_pos, n);
+        self.out.consume(n);
         self.advance(services);
     }
 
@@ -576,20 +564,19 @@ impl Session {
     }
 
     fn drop_output(&mut self) {
-        self.out = Vec::new();
-        self.out_pos = 0;
+        self.out.discard();
     }
 
     fn reply(&mut self, reply: Reply, services: &Services) {
         services.metrics.reply(Protocol::Line, reply.code());
-        reply.write_to(&mut self.out);
+        reply.write_to(self.out.buf());
     }
 
     /// Runs whatever can run now: refills a download, feeds buffered
     /// payload to an upload, executes complete command lines.
     fn advance(&mut self, services: &Services) {
         loop {
-            if self.hold_until.is_some() {
+            if self.out.is_held() {
                 break;
             }
             match self.state {
@@ -663,9 +650,7 @@ impl Session {
         if self.input.is_empty() && self.input.capacity() > 0 {
             self.input = Vec::new();
         }
-        if self.queued().is_empty() && self.out.capacity() > 0 {
-            self.drop_output();
-        }
+        self.out.shrink_if_empty();
     }
 
     /// Executes the next complete line, if there is one.
@@ -832,7 +817,7 @@ impl Session {
             // The reply waits; an unknown user and a wrong password wait
             // alike.
             if !services.policy.login_delay.is_zero() {
-                self.hold_until = Some(Instant::now() + services.policy.login_delay);
+                self.out.hold(Instant::now() + services.policy.login_delay);
             }
             return;
         };
@@ -952,44 +937,43 @@ impl Session {
             self.state = State::Idle(login);
             return;
         }
-        let room = TRANSFER_BUFFER.saturating_sub(self.out.len() - self.out_pos);
+        let room = TRANSFER_BUFFER.saturating_sub(self.out.queued().len());
         let want = send.remaining.min(room as u64) as usize;
-        let before = self.out.len();
+        let out = self.out.buf();
+        let before = out.len();
         let result = match &mut send.source {
             Source::File(file) => {
-                self.out.reserve_exact(want);
-                file.take(want as u64)
-                    .read_to_end(&mut self.out)
-                    .and_then(|n| {
-                        if n < want {
-                            Err(io::Error::from(io::ErrorKind::UnexpectedEof))
-                        } else {
-                            Ok(())
-                        }
-                    })
+                out.reserve_exact(want);
+                file.take(want as u64).read_to_end(out).and_then(|n| {
+                    if n < want {
+                        Err(io::Error::from(io::ErrorKind::UnexpectedEof))
+                    } else {
+                        Ok(())
+                    }
+                })
             }
             Source::Listing { entries, next } => {
-                while *next < entries.len() && self.out.len() - before < want {
-                    write_listing_line(&entries[*next], &mut self.out);
+                while *next < entries.len() && out.len() - before < want {
+                    write_listing_line(&entries[*next], out);
                     *next += 1;
                 }
                 Ok(())
             }
         };
-        let added = (self.out.len() - before) as u64;
+        let added = (out.len() - before) as u64;
         match result {
             Ok(()) if added <= send.remaining => send.remaining -= added,
             Ok(()) => {
                 // The listing grew past what was announced: impossible, as
                 // both come from the same entries; never send more.
-                self.out.truncate(before);
+                self.out.buf().truncate(before);
                 self.cut_download("listing changed while sending", services);
             }
             Err(err) => {
                 // The announced size can no longer be met: the only honest
                 // signal left is closing the connection.
                 log::error!("{} read failed during download: {err}", self.peer);
-                self.out.truncate(before);
+                self.out.buf().truncate(before);
                 self.cut_download("read failed", services);
             }
         }

@@ -15,6 +15,7 @@
 pub mod control;
 pub mod http;
 pub mod line;
+mod outbox;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -102,22 +103,6 @@ impl Services {
     /// True while `user` is still in the users list.
     pub fn user_exists(&self, user: &str) -> bool {
         self.users.borrow().contains(user)
-    }
-}
-
-/// Marks `n` more bytes of `out` (from `*pos`) as sent. The sent prefix is
-/// dropped once it is at least half the buffer, so a client that keeps
-/// taking all but a little of each write cannot grow the buffer by
-/// everything ever sent (and each byte is moved at most once on average).
-pub(crate) fn consume_output(out: &mut Vec<u8>, pos: &mut usize, n: usize) {
-    *pos += n;
-    debug_assert!(*pos <= out.len());
-    if *pos == out.len() {
-        out.clear();
-        *pos = 0;
-    } else if *pos * 2 >= out.len() {
-        out.drain(..*pos);
-        *pos = 0;
     }
 }
 

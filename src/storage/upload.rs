@@ -3,45 +3,71 @@
 //! on [`Storage::keep_partial`](super::Storage::keep_partial), and is
 //! removed when dropped otherwise.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::UserDir;
+use super::dir::Dir;
 use crate::protocol::name::FileName;
 
 #[derive(Debug)]
 pub struct Upload {
     file: Option<File>,
-    /// Empty once the file has left the temporary directory.
-    tmp_path: PathBuf,
+    /// The server's temporary directory, which holds the file until it is
+    /// placed.
+    tmp: Arc<Dir>,
+    /// The file's name in `tmp`; `None` once it has left it.
+    tmp_name: Option<String>,
     dir: UserDir,
     name: String,
     /// Bytes in the file: the resumed offset plus what was written since.
     len: u64,
+    /// A write failed: the file's content is not what the
+    /// client sent, so it must never be placed.
+    failed: bool,
 }
 
 impl Upload {
     pub(super) fn new(
         file: File,
-        tmp_path: PathBuf,
+        tmp: &Arc<Dir>,
+        tmp_name: String,
         len: u64,
         dir: &UserDir,
         name: FileName<'_>,
     ) -> Upload {
         Upload {
             file: Some(file),
-            tmp_path,
+            tmp: Arc::clone(tmp),
+            tmp_name: Some(tmp_name),
             dir: dir.clone(),
             name: name.as_str().to_owned(),
             len,
+            failed: false,
         }
     }
 
-    /// Appends bytes to the temporary file.
+    /// Appends bytes to the temporary file. After an error the upload is
+    /// broken for good: every later call fails too.
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.file_mut()?.write_all(data)?;
+        if self.failed {
+            return Err(io::Error::other("an earlier write of this upload failed"));
+        }
+        let result = self.append(data);
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
+    }
+
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("upload already finished"))?;
+        file.write_all(data)?;
         self.len += data.len() as u64;
         Ok(())
     }
@@ -67,15 +93,12 @@ impl Upload {
             .expect("upload file is present until it is placed")
     }
 
-    fn file_mut(&mut self) -> io::Result<&mut File> {
-        self.file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("upload already finished"))
-    }
-
     /// Cuts the file to `len` bytes and continues writing from there.
     pub(super) fn cut_to(&mut self, len: u64) -> io::Result<()> {
-        let file = self.file_mut()?;
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("upload already finished"))?;
         file.set_len(len)?;
         file.seek(SeekFrom::Start(len))?;
         self.len = len;
@@ -83,15 +106,25 @@ impl Upload {
     }
 
     /// Syncs the data (when asked) and renames the file over its final
-    /// name. Returns the open file, the user directory and the name.
+    /// name. Returns the open file, the user directory and the name. On
+    /// error nothing was renamed, and dropping the upload removes the
+    /// temporary file.
     pub(super) fn into_place(mut self, fsync: bool) -> io::Result<(File, UserDir, String)> {
+        if self.failed {
+            return Err(io::Error::other("an earlier write of this upload failed"));
+        }
         let file = self.file.take().expect("upload placed twice");
         if fsync {
+            // An error here is final: the kernel reports a failed
+            // write-back once, so asking again could answer "synced" for
+            // data that is lost.
             file.sync_data()?;
         }
-        fs::rename(&self.tmp_path, self.dir.file(&self.name))?;
+        let tmp_name = self.tmp_name.as_deref().expect("upload placed twice");
+        self.tmp
+            .rename(tmp_name, &self.dir.inner.files, &self.name)?;
         // The rename happened: nothing is left to remove.
-        self.tmp_path = PathBuf::new();
+        self.tmp_name = None;
         Ok((file, self.dir.clone(), std::mem::take(&mut self.name)))
     }
 
@@ -99,8 +132,13 @@ impl Upload {
     /// an older partial. Returns the open file, the user directory and the
     /// name.
     pub(super) fn into_partial(mut self) -> io::Result<(File, UserDir, String)> {
-        fs::rename(&self.tmp_path, self.dir.partial(&self.name))?;
-        self.tmp_path = PathBuf::new();
+        if self.failed {
+            return Err(io::Error::other("an earlier write of this upload failed"));
+        }
+        let tmp_name = self.tmp_name.as_deref().expect("upload placed twice");
+        self.tmp
+            .rename(tmp_name, &self.dir.inner.partial, &self.name)?;
+        self.tmp_name = None;
         let file = self.file.take().expect("upload placed twice");
         Ok((file, self.dir.clone(), std::mem::take(&mut self.name)))
     }
@@ -108,15 +146,12 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if self.tmp_path.as_os_str().is_empty() {
+        let Some(tmp_name) = self.tmp_name.take() else {
             return;
-        }
+        };
         drop(self.file.take());
-        if let Err(err) = fs::remove_file(&self.tmp_path) {
-            log::error!(
-                "cannot remove temporary file {}: {err}",
-                self.tmp_path.display()
-            );
+        if let Err(err) = self.tmp.remove(&tmp_name) {
+            log::error!("cannot remove temporary file {tmp_name}: {err}");
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The few Linux system calls std does not offer, each behind a safe
 //! function: opening a name relative to a directory handle (`openat2`,
 //! `openat`), renaming and unlinking relative to directory handles,
-//! creating a directory relative to one, and listing a directory from its
-//! handle.
+//! creating a directory relative to one, listing a directory from its
+//! handle, and starting or awaiting write-back of part of a file
+//! (`sync_file_range`).
 //!
 //! This is the one module of the crate allowed to contain `unsafe`. Every
 //! function takes borrowed descriptors and C strings, so the kernel only
@@ -214,6 +215,25 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
     result.map(|()| names)
 }
 
+/// Asks the kernel to start writing the dirty pages of `file` in
+/// `offset..offset + len` to the device, without waiting for it.
+pub fn start_writeback(file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    sync_file_range(file, offset, len, libc::SYNC_FILE_RANGE_WRITE)
+}
+
+/// Waits until the write-out already started for `offset..offset + len`
+/// of `file` has reached the device (reporting its error, if any).
+pub fn await_writeback(file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    sync_file_range(file, offset, len, libc::SYNC_FILE_RANGE_WAIT_BEFORE)
+}
+
+fn sync_file_range(file: BorrowedFd<'_>, offset: u64, len: u64, flags: u32) -> io::Result<()> {
+    let offset = i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `file` is live; the call only takes plain integers.
+    cvt(unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) }).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +291,8 @@ mod tests {
         .unwrap();
         let mut file = File::from(fd);
         file.write_all(&[7u8; 100_000]).unwrap();
+        start_writeback(file.as_fd(), 0, 100_000).unwrap();
+        await_writeback(file.as_fd(), 0, 100_000).unwrap();
         renameat(dir.as_fd(), c"a", dir.as_fd(), c"b").unwrap();
         let mut names = read_dir(dir.as_fd()).unwrap();
         names.sort();

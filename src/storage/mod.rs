@@ -24,7 +24,7 @@
 //! directory are refused, not listed, never followed and never opened.
 //!
 //! Durability: uploads never write in place. They go to a fresh file in
-//! `.ferry/tmp/`,
+//! `.ferry/tmp/` (handed to the disk while it streams in, see [`Upload`]),
 //! which is synced, renamed over the final name, and the directory synced,
 //! before [`Storage::commit`] returns (unless fsync is off). A failure at
 //! any step fails the commit and the previous version stays; a failed sync
@@ -494,7 +494,15 @@ impl Storage {
     pub fn begin_upload(&self, dir: &UserDir, name: FileName<'_>) -> Result<Upload, StorageError> {
         self.check_target(dir, name)?;
         let (tmp, tmp_name, file) = self.create_tmp("upload").map_err(StorageError::Io)?;
-        Ok(Upload::new(file, &tmp, tmp_name, 0, dir, name))
+        Ok(Upload::new(
+            file,
+            &tmp,
+            tmp_name,
+            0,
+            dir,
+            name,
+            self.options.fsync,
+        ))
     }
 
     /// Continues the interrupted upload of `name` from byte `offset`: the
@@ -548,7 +556,7 @@ impl Storage {
             }
         };
         // From here on, dropping the upload removes the claimed file.
-        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, name);
+        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, name, self.options.fsync);
         let claimed = Identity::of_file(upload.file())?;
         let hasher = saved.filter(|_| claimed.same_inode(&before) && claimed.size() == held_len);
         upload.cut_to(offset)?;

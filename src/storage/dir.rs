@@ -86,7 +86,7 @@ impl Dir {
         };
         let dir = self.open_dir(name)?;
         if created {
-            dir.handle.set_permissions(Permissions::from_mode(mode))?;
+            dir.set_mode(mode)?;
             if durable {
                 self.sync()?;
             }
@@ -189,6 +189,11 @@ impl Dir {
     /// Makes the directory's entries durable.
     pub fn sync(&self) -> io::Result<()> {
         self.handle.sync_all()
+    }
+
+    /// Sets the directory's own permission bits.
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        self.handle.set_permissions(Permissions::from_mode(mode))
     }
 
     /// The directory's own metadata.

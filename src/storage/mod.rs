@@ -205,11 +205,19 @@ impl Storage {
     /// temporary files of uploads that a crash left behind, and removes
     /// interrupted uploads that have expired.
     pub fn open(root: &Path, options: Options) -> io::Result<Storage> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(root)?;
+        let created = !root.is_dir();
+        if created {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(root)?;
+        }
         let root_dir = Dir::open_path(root)?;
+        if created {
+            // 0700 whatever the umask; a root that already existed keeps
+            // the mode its owner gave it.
+            root_dir.set_mode(DIR_MODE)?;
+        }
         let durable = options.fsync;
         let private = root_dir.ensure_dir(PRIVATE_DIR, DIR_MODE, durable)?;
         let tmp = private.ensure_dir(TMP_DIR, DIR_MODE, durable)?;

@@ -467,8 +467,25 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// Starts ferryd (syncing, as by default) on `<root>/storage` with the
+    /// users in `<root>/id_passwd.txt`.
     fn start(root: &Path) -> Daemon {
-        let mut child = Command::new(ferryd_bin())
+        Daemon::start_with_umask(root, None)
+    }
+
+    /// The same, under the file-creation mask `umask` (as a shell sets it).
+    fn start_with_umask(root: &Path, umask: Option<&str>) -> Daemon {
+        let mut command = match umask {
+            None => Command::new(ferryd_bin()),
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .arg(ferryd_bin());
+                sh
+            }
+        };
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--storage"])
             .arg(root.join("storage"))
             .arg("--users")
@@ -689,6 +706,107 @@ fn verify_histories(histories: &mut HashMap<String, History>, user_dir: &Path, r
         shown(&expected_names),
         "round {round}: unexpected files"
     );
+}
+
+/// A users file and a storage path (not created yet) in a fresh directory.
+fn daemon_root() -> tempfile::TempDir {
+    let root = tempfile::Builder::new()
+        .prefix("ferry-faults-")
+        .tempdir()
+        .unwrap();
+    fs::write(root.path().join("id_passwd.txt"), default_users_file()).unwrap();
+    root
+}
+
+#[test]
+fn partials_survive_kill_9_and_temporary_files_do_not() {
+    let root = daemon_root();
+    let storage = root.path().join("storage");
+    let mut daemon = Daemon::start(root.path());
+    let data = pseudo_random_bytes(41, 1_000_000);
+
+    // One upload is cut by its client (kept as a partial), one by the kill.
+    let mut cut = Client::connect(daemon.addr);
+    cut.login(ALICE, ALICE_PW);
+    cut.start_put("resumable", data.len());
+    cut.send_raw(&data[..300_000]);
+    drop(cut);
+    let mut probe = Client::connect(daemon.addr);
+    probe.login(ALICE, ALICE_PW);
+    let kept = wait_until(Duration::from_secs(5), || {
+        probe.expect("PARTIAL resumable", 213) == "300000"
+    });
+    assert!(kept, "the cut upload was not kept as a partial");
+    let mut in_flight = Client::connect(daemon.addr);
+    in_flight.login(ALICE, ALICE_PW);
+    in_flight.start_put("in-flight", data.len());
+    in_flight.send_raw(&data[..200_000]);
+    let tmp = storage.join(".ferry/tmp");
+    let arrived = wait_until(Duration::from_secs(5), || {
+        dir_entries(&tmp)
+            .iter()
+            .any(|p| fs::metadata(p).is_ok_and(|m| m.len() == 200_000))
+    });
+    assert!(arrived, "the in-flight upload never reached the disk");
+    daemon.kill_9();
+
+    let daemon = Daemon::start(root.path());
+    assert!(
+        dir_entries(&tmp).is_empty(),
+        "temporary files survived a restart"
+    );
+    let mut c = Client::connect(daemon.addr);
+    c.login(ALICE, ALICE_PW);
+    assert_eq!(c.expect("PARTIAL in-flight", 213), "0");
+    assert_eq!(c.expect("PARTIAL resumable", 213), "300000");
+    c.expect("REST 300000", 350);
+    c.send_line(&format!("PUT {} resumable", data.len()));
+    assert_eq!(c.read_reply(), (150, "700000".to_string()));
+    c.send_raw(&data[300_000..]);
+    assert_eq!(c.read_reply(), (226, stored(&data)));
+    assert_eq!(sha256_hex(&c.get("resumable")), sha256_hex(&data));
+    assert_eq!(
+        names_in(&storage.join(ALICE)),
+        BTreeSet::from([b"resumable".to_vec()])
+    );
+}
+
+#[test]
+fn files_and_directories_are_private_whatever_the_umask() {
+    for umask in ["000", "277"] {
+        let root = daemon_root();
+        let storage = root.path().join("storage");
+        let daemon = Daemon::start_with_umask(root.path(), Some(umask));
+        let mut c = Client::connect(daemon.addr);
+        c.login(ALICE, ALICE_PW);
+        c.put("file", b"data");
+        c.start_put("cut", 10);
+        c.send_raw(b"12345");
+        drop(c);
+        let records = storage.join(".ferry/users").join(ALICE);
+        let partial = records.join("partial/cut");
+        assert!(wait_until(Duration::from_secs(5), || partial.exists()));
+        for dir in [
+            storage.clone(),
+            storage.join(".ferry"),
+            storage.join(".ferry/tmp"),
+            storage.join(".ferry/users"),
+            storage.join(ALICE),
+            records.clone(),
+            records.join("sums"),
+            records.join("partial"),
+            records.join("partial-sums"),
+        ] {
+            assert_eq!(mode_of(&dir), 0o700, "umask {umask}: {}", dir.display());
+        }
+        for file in [
+            storage.join(ALICE).join("file"),
+            records.join("sums/file"),
+            partial,
+        ] {
+            assert_eq!(mode_of(&file), 0o600, "umask {umask}: {}", file.display());
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1381,6 +1499,31 @@ fn a_user_directory_swapped_for_a_symlink_does_not_lead_elsewhere() {
     escape.assert_contained();
 }
 
+#[test]
+fn a_hard_link_is_an_ordinary_file_never_written_through_or_destroyed() {
+    let escape = Escape::set_up();
+    let server = &escape.server;
+    let outside = server.root().join("outside-hl");
+    fs::write(&outside, b"shared inode").unwrap();
+    let dir = server.user_dir(ALICE);
+    fs::hard_link(&outside, dir.join("hl")).unwrap();
+    fs::hard_link(&outside, dir.join("hl2")).unwrap();
+    let mut c = server.alice();
+    assert_eq!(c.get("hl"), b"shared inode");
+    // An upload replaces the name; the other links keep the old content.
+    c.put("hl", b"replaced");
+    assert_eq!(fs::read(&outside).unwrap(), b"shared inode");
+    assert_eq!(fs::read(dir.join("hl2")).unwrap(), b"shared inode");
+    assert_eq!(c.get("hl"), b"replaced");
+    // A delete removes the name only.
+    c.expect("DEL hl2", 250);
+    let http_del = http(escape.http, "DELETE", b"/files/hl", (ALICE, ALICE_PW), None);
+    assert_eq!(http_del.status, 204);
+    assert_eq!(fs::read(&outside).unwrap(), b"shared inode");
+    fs::remove_file(&outside).unwrap();
+    escape.assert_contained();
+}
+
 // ---------------------------------------------------------------------------
 // The longest stall during a large synced upload (measurement)
 // ---------------------------------------------------------------------------
@@ -1405,32 +1548,7 @@ fn stall_during_a_large_synced_upload() {
         .tempdir_in(&parent)
         .unwrap();
     fs::write(root.path().join("id_passwd.txt"), default_users_file()).unwrap();
-    let daemon = {
-        let mut child = Command::new(ferryd_bin())
-            .args(["--listen", "127.0.0.1:0", "--storage"])
-            .arg(root.path().join("storage"))
-            .arg("--users")
-            .arg(root.path().join("id_passwd.txt"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "ferryd did not start"
-            );
-            if let Some(addr) = parse_listening_line(&line) {
-                break addr;
-            }
-        };
-        thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Daemon { child, addr }
-    };
+    let daemon = Daemon::start(root.path());
     let addr = daemon.addr;
     let done = Arc::new(AtomicBool::new(false));
     let probe = {

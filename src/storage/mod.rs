@@ -17,7 +17,7 @@
 //! Containment: the root is opened once, by path; every other operation is
 //! made relative to an open directory handle, one name at a time, without
 //! following symlinks (`openat2` with `RESOLVE_BENEATH |
-//! RESOLVE_NO_SYMLINKS`, see [`dir`]). A user's handles are taken at login,
+//! RESOLVE_NO_SYMLINKS`, see `storage/dir.rs`). A user's handles are taken at login,
 //! so nothing renamed or swapped in later above them changes what the
 //! session reaches. Only regular files are ever opened for reading or
 //! writing: symlinks, directories, FIFOs, sockets and devices in a user
@@ -147,7 +147,7 @@ pub struct Entry {
 ///
 /// Every operation is made relative to an open directory handle: the root
 /// is opened once, by path, at start; everything below it, by single names
-/// relative to handles (see [`dir`]).
+/// relative to handles (see `storage/dir.rs`).
 #[derive(Debug)]
 pub struct Storage {
     path: PathBuf,

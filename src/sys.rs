@@ -47,8 +47,9 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 /// RESOLVE_NO_SYMLINKS` where the kernel has it, otherwise `openat` with
 /// `O_NOFOLLOW` (enough for the single path components ferry uses: there
 /// is no intermediate component to follow). `O_CLOEXEC` is always added.
-/// A symlink is `ELOOP` either way; with `O_PATH` the fallback opens the
-/// link itself, which the caller's check on the descriptor refuses.
+/// A symlink is `ELOOP` either way, except with `O_PATH`, where both open
+/// the link itself (never its target), which the caller's check on the
+/// descriptor then refuses.
 pub fn open_beneath(
     dir: BorrowedFd<'_>,
     name: &CStr,
@@ -89,7 +90,8 @@ pub fn openat2(
         // openat2 refuses the flags that plain open silently drops.
         flags &= libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_DIRECTORY;
     }
-    let creates = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
+    // O_TMPFILE shares its bits with O_DIRECTORY: all of them must be set.
+    let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
     let how = OpenHow {
         flags: flags as u32 as u64,
         // openat2 insists on a zero mode unless a file is created.

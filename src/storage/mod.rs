@@ -14,32 +14,45 @@
 //!       partial-sums/<name>        saved hash state of those bytes
 //! ```
 //!
-//! Uploads never write in place: they go to a fresh file in `.ferry/tmp/`,
-//! which is renamed over the final name only when every byte has arrived
-//! (and has been synced, unless fsync is off). An upload that is cut off
-//! is moved to `partial/` instead, where a later upload of the same name
-//! can continue it, until it expires. A download keeps its open handle, so
-//! a replace or delete of the same name during it leaves it the complete
-//! old content. Only regular files are ever opened: symlinks, directories,
-//! FIFOs and devices in a user directory are refused without being
-//! followed.
+//! Containment: the root is opened once, by path; every other operation is
+//! made relative to an open directory handle, one name at a time, without
+//! following symlinks (`openat2` with `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS`, see `storage/dir.rs`). A user's handles are taken at login,
+//! so nothing renamed or swapped in later above them changes what the
+//! session reaches. Only regular files are ever opened for reading or
+//! writing: symlinks, directories, FIFOs, sockets and devices in a user
+//! directory are refused, not listed, never followed and never opened.
+//!
+//! Durability: uploads never write in place. They go to a fresh file in
+//! `.ferry/tmp/` (handed to the disk while it streams in, see [`Upload`]),
+//! which is synced, renamed over the final name, and the directory synced,
+//! before [`Storage::commit`] returns (unless fsync is off). A failure at
+//! any step fails the commit and the previous version stays; a failed sync
+//! is never retried into a success. An upload that is cut off is moved to
+//! `partial/` instead, where a later upload of the same name can continue
+//! it, until it expires. A download keeps its open handle, so a replace or
+//! delete of the same name during it leaves it the complete old content.
 //!
 //! The SHA-256 of every stored file is kept in a sidecar record ([`record`])
 //! tied to the file's identity, so asking for it costs no re-read.
 
+mod dir;
 mod record;
 mod upload;
 
-use std::cell::Cell;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fs::{DirBuilder, File, Metadata};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::integrity::{Digest, Hasher};
 use crate::protocol::name::{self, FileName};
 
+use dir::Dir;
 pub use record::Identity;
 pub use upload::Upload;
 
@@ -66,7 +79,8 @@ pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// How a storage root is used.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Sync uploads (data and directory) before acknowledging them.
+    /// Sync uploads (data and directory) before acknowledging them, and
+    /// deletes before answering them.
     pub fsync: bool,
     /// Interrupted uploads older than this (since their last byte) are
     /// removed.
@@ -113,6 +127,7 @@ impl From<io::Error> for StorageError {
     fn from(err: io::Error) -> StorageError {
         match err.kind() {
             io::ErrorKind::NotFound => StorageError::NotFound,
+            // A symlink met by O_NOFOLLOW or RESOLVE_NO_SYMLINKS.
             _ if err.raw_os_error() == Some(libc::ELOOP) => StorageError::NotRegular,
             _ => StorageError::Io(err),
         }
@@ -129,38 +144,50 @@ pub struct Entry {
 }
 
 /// The storage root. Exactly one server may use a root at a time.
+///
+/// Every operation is made relative to an open directory handle: the root
+/// is opened once, by path, at start; everything below it, by single names
+/// relative to handles (see `storage/dir.rs`).
 #[derive(Debug)]
 pub struct Storage {
-    root: PathBuf,
-    tmp: PathBuf,
+    path: PathBuf,
+    root: Dir,
+    /// `.ferry`.
+    private: Dir,
+    /// `.ferry/tmp`, shared with every upload (which removes its file from
+    /// it when dropped). Opened again if an operator replaced it.
+    tmp: RefCell<Arc<Dir>>,
+    /// `.ferry/users`.
+    users: Dir,
     options: Options,
     next_tmp: Cell<u64>,
+    /// The open directories of logged-in users, shared by their sessions.
+    user_dirs: RefCell<HashMap<String, Weak<UserDirs>>>,
 }
 
 /// A user's private directory and the server's records about it, handed
-/// out after login.
+/// out after login: open handles, so a rename of anything above them
+/// cannot redirect what a session reaches.
 #[derive(Debug, Clone)]
 pub struct UserDir {
+    inner: Arc<UserDirs>,
+}
+
+#[derive(Debug)]
+struct UserDirs {
+    /// `<root>/<user>`, for messages and tests only: never opened by path.
     path: PathBuf,
-    /// `.ferry/users/<user>`: the server's records about this user.
-    records: PathBuf,
+    files: Dir,
+    /// `.ferry/users/<user>/sums`, `partial`, `partial-sums`.
+    sums: Dir,
+    partial: Dir,
+    partial_sums: Dir,
 }
 
 impl UserDir {
+    #[cfg(test)]
     fn file(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    fn sums(&self, name: &str) -> PathBuf {
-        self.records.join(SUMS_DIR).join(name)
-    }
-
-    fn partial(&self, name: &str) -> PathBuf {
-        self.records.join(PARTIAL_DIR).join(name)
-    }
-
-    fn partial_sums(&self, name: &str) -> PathBuf {
-        self.records.join(PARTIAL_SUMS_DIR).join(name)
+        self.inner.path.join(name)
     }
 }
 
@@ -178,23 +205,32 @@ impl Storage {
     /// temporary files of uploads that a crash left behind, and removes
     /// interrupted uploads that have expired.
     pub fn open(root: &Path, options: Options) -> io::Result<Storage> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(root)?;
-        let private = root.join(PRIVATE_DIR);
-        let tmp = private.join(TMP_DIR);
-        for dir in [&tmp, &private.join(USERS_DIR)] {
+        let created = !root.is_dir();
+        if created {
             DirBuilder::new()
                 .recursive(true)
                 .mode(DIR_MODE)
-                .create(dir)?;
+                .create(root)?;
         }
+        let root_dir = Dir::open_path(root)?;
+        if created {
+            // 0700 whatever the umask; a root that already existed keeps
+            // the mode its owner gave it.
+            root_dir.set_mode(DIR_MODE)?;
+        }
+        let durable = options.fsync;
+        let private = root_dir.ensure_dir(PRIVATE_DIR, DIR_MODE, durable)?;
+        let tmp = private.ensure_dir(TMP_DIR, DIR_MODE, durable)?;
+        let users = private.ensure_dir(USERS_DIR, DIR_MODE, durable)?;
         let storage = Storage {
-            root: root.to_path_buf(),
-            tmp,
+            path: root.to_path_buf(),
+            root: root_dir,
+            private,
+            tmp: RefCell::new(Arc::new(tmp)),
+            users,
             options,
             next_tmp: Cell::new(0),
+            user_dirs: RefCell::new(HashMap::new()),
         };
         storage.remove_stale_tmp()?;
         storage.remove_expired_partials()?;
@@ -202,20 +238,30 @@ impl Storage {
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.path
     }
 
+    /// Removes everything a previous run left in the temporary directory:
+    /// uploads that never completed (an upload cut off by a crash is not
+    /// kept as a partial: nothing says how much of it reached the disk).
     fn remove_stale_tmp(&self) -> io::Result<()> {
         let mut stale = 0;
-        for entry in fs::read_dir(&self.tmp)? {
-            let path = entry?.path();
-            match fs::remove_file(&path) {
+        let tmp = self.tmp();
+        for name in tmp.names()? {
+            match tmp.remove(&name) {
                 Ok(()) => stale += 1,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
                 // Something ferryd did not put there (a directory, a file it
                 // may not remove): temporary names cannot collide with it,
                 // so it is reported rather than made fatal.
-                Err(err) => log::warn!("cannot remove {}: {err}", path.display()),
+                Err(err) => log::warn!(
+                    "cannot remove {}: {err}",
+                    self.path
+                        .join(PRIVATE_DIR)
+                        .join(TMP_DIR)
+                        .join(&name)
+                        .display()
+                ),
             }
         }
         if stale > 0 {
@@ -226,19 +272,23 @@ impl Storage {
 
     fn remove_expired_partials(&self) -> io::Result<()> {
         let mut expired = 0;
-        for user in fs::read_dir(self.root.join(PRIVATE_DIR).join(USERS_DIR))? {
-            let user = user?.path();
-            let Ok(partials) = fs::read_dir(user.join(PARTIAL_DIR)) else {
+        for user in self.users.names()? {
+            let Ok(records) = self.users.open_dir(&user) else {
                 continue;
             };
-            for entry in partials {
-                let entry = entry?;
-                let Ok(meta) = entry.metadata() else {
+            let Ok(partials) = records.open_dir(PARTIAL_DIR) else {
+                continue;
+            };
+            let sums = records.open_dir(PARTIAL_SUMS_DIR).ok();
+            for name in partials.names()? {
+                let Ok(meta) = partials.stat(&name) else {
                     continue;
                 };
-                if self.is_expired(&meta) {
-                    let _ = fs::remove_file(entry.path());
-                    record::remove(&user.join(PARTIAL_SUMS_DIR).join(entry.file_name()));
+                if meta.file_type().is_file() && self.is_expired(&meta) {
+                    record::remove(&partials, &name);
+                    if let Some(sums) = &sums {
+                        record::remove(sums, &name);
+                    }
                     expired += 1;
                 }
             }
@@ -249,55 +299,108 @@ impl Storage {
         Ok(())
     }
 
-    fn is_expired(&self, meta: &fs::Metadata) -> bool {
+    fn is_expired(&self, meta: &Metadata) -> bool {
         let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         written
             .elapsed()
             .is_ok_and(|age| age > self.options.partial_ttl)
     }
 
-    /// A fresh path in the temporary directory.
-    fn tmp_path(&self, kind: &str) -> PathBuf {
+    /// The temporary directory.
+    fn tmp(&self) -> Arc<Dir> {
+        Arc::clone(&self.tmp.borrow())
+    }
+
+    /// Creates a fresh temporary file. If that fails because the directory
+    /// the server holds is no longer `.ferry/tmp` (an operator removed or
+    /// replaced it), the new one is opened and tried once more.
+    fn create_tmp(&self, kind: &str) -> io::Result<(Arc<Dir>, String, File)> {
+        let tmp_name = self.tmp_name(kind);
+        let tmp = self.tmp();
+        let err = match tmp.create_new(&tmp_name, FILE_MODE) {
+            Ok(file) => return Ok((tmp, tmp_name, file)),
+            Err(err) => err,
+        };
+        let held = tmp.metadata()?;
+        let replaced = match self.private.stat(TMP_DIR) {
+            Ok(now) => (now.dev(), now.ino()) != (held.dev(), held.ino()),
+            Err(_) => true,
+        };
+        if !replaced {
+            return Err(err);
+        }
+        let fresh = Arc::new(
+            self.private
+                .ensure_dir(TMP_DIR, DIR_MODE, self.options.fsync)?,
+        );
+        log::warn!("{TMP_DIR} was replaced; using the new one");
+        *self.tmp.borrow_mut() = Arc::clone(&fresh);
+        let file = fresh.create_new(&tmp_name, FILE_MODE)?;
+        Ok((fresh, tmp_name, file))
+    }
+
+    /// A fresh name in the temporary directory.
+    fn tmp_name(&self, kind: &str) -> String {
         let serial = self.next_tmp.get();
         self.next_tmp.set(serial + 1);
-        self.tmp
-            .join(format!("{kind}-{}-{serial}", std::process::id()))
+        format!("{kind}-{}-{serial}", std::process::id())
     }
 
     /// The directory of `user` (a valid username), created mode 0700 on
-    /// first use, with the server's record directories for it.
+    /// first use, with the server's record directories for it. Sessions of
+    /// the same user share the open handles.
     pub fn user_dir(&self, user: &str) -> io::Result<UserDir> {
-        let path = self.root.join(user);
-        create_private_dir(&path)?;
-        let records = self.root.join(PRIVATE_DIR).join(USERS_DIR).join(user);
-        create_private_dir(&records)?;
-        for sub in [SUMS_DIR, PARTIAL_DIR, PARTIAL_SUMS_DIR] {
-            create_private_dir(&records.join(sub))?;
+        if let Some(inner) = self.cached_user_dir(user) {
+            return Ok(UserDir { inner });
         }
-        Ok(UserDir { path, records })
+        let durable = self.options.fsync;
+        let files = self.root.ensure_dir(user, DIR_MODE, durable)?;
+        let records = self.users.ensure_dir(user, DIR_MODE, durable)?;
+        let inner = Arc::new(UserDirs {
+            path: self.path.join(user),
+            files,
+            sums: records.ensure_dir(SUMS_DIR, DIR_MODE, durable)?,
+            partial: records.ensure_dir(PARTIAL_DIR, DIR_MODE, durable)?,
+            partial_sums: records.ensure_dir(PARTIAL_SUMS_DIR, DIR_MODE, durable)?,
+        });
+        let mut cache = self.user_dirs.borrow_mut();
+        cache.retain(|_, dirs| dirs.strong_count() > 0);
+        cache.insert(user.to_owned(), Arc::downgrade(&inner));
+        Ok(UserDir { inner })
+    }
+
+    /// The handles a session of `user` already holds, if the name still
+    /// leads to that same directory (an operator may have moved it).
+    fn cached_user_dir(&self, user: &str) -> Option<Arc<UserDirs>> {
+        let inner = self.user_dirs.borrow().get(user)?.upgrade()?;
+        let named = self.root.stat(user).ok()?;
+        let held = inner.files.metadata().ok()?;
+        let same =
+            named.file_type().is_dir() && (named.dev(), named.ino()) == (held.dev(), held.ino());
+        same.then_some(inner)
     }
 
     /// The user's regular files, sorted by name (byte order). Names that
     /// break the rules and anything that is not a regular file are left out.
     pub fn list(&self, dir: &UserDir) -> Result<Vec<Entry>, StorageError> {
+        let files = &dir.inner.files;
         let mut entries = Vec::new();
-        for entry in fs::read_dir(&dir.path)? {
-            let entry = entry?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+        for name in files.names()? {
+            let Some(name) = name.to_str() else {
                 continue;
             };
-            if !name::is_valid(&name) {
+            if !name::is_valid(name) {
                 continue;
             }
-            // DirEntry::metadata does not follow symlinks.
-            let meta = match entry.metadata() {
+            let meta = match files.stat(name) {
                 Ok(meta) => meta,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(StorageError::Io(err)),
+                // Gone meanwhile, or a symlink refused by name.
+                Err(StorageError::NotFound | StorageError::NotRegular) => continue,
+                Err(err) => return Err(err),
             };
             if meta.file_type().is_file() {
                 entries.push(Entry {
-                    name,
+                    name: name.to_owned(),
                     size: meta.len(),
                     mtime: meta.mtime(),
                 });
@@ -316,7 +419,9 @@ impl Storage {
 
     /// The size of `name` if it is a regular file now, else `None`.
     pub fn size_of(&self, dir: &UserDir, name: FileName<'_>) -> Option<u64> {
-        fs::symlink_metadata(dir.file(name.as_str()))
+        dir.inner
+            .files
+            .stat(name.as_str())
             .ok()
             .filter(|meta| meta.is_file())
             .map(|meta| meta.len())
@@ -329,7 +434,7 @@ impl Storage {
         dir: &UserDir,
         name: FileName<'_>,
     ) -> Result<(File, u64), StorageError> {
-        let file = open_regular(&dir.file(name.as_str()), false)?;
+        let file = dir.inner.files.open_regular(name.as_str(), false)?;
         let size = file.metadata()?.len();
         Ok((file, size))
     }
@@ -338,7 +443,7 @@ impl Storage {
     /// still describes it.
     pub fn stored_digest(&self, dir: &UserDir, name: FileName<'_>, file: &File) -> Option<Digest> {
         let identity = Identity::of_file(file).ok()?;
-        let hex = record::read(&dir.sums(name.as_str()), &identity, SHA256_KEY)?;
+        let hex = record::read(&dir.inner.sums, name.as_str(), &identity, SHA256_KEY)?;
         Digest::from_hex(hex.as_bytes())
     }
 
@@ -352,10 +457,22 @@ impl Storage {
         identity: &Identity,
         sha256: Digest,
     ) {
-        let dest = dir.sums(name.as_str());
-        let tmp = self.tmp_path("sum");
-        if let Err(err) = record::write(&tmp, &dest, identity, SHA256_KEY, &sha256.to_string()) {
-            log::warn!("cannot record the digest of {}: {err}", dest.display());
+        self.record_digest(dir, name.as_str(), identity, sha256);
+    }
+
+    fn record_digest(&self, dir: &UserDir, name: &str, identity: &Identity, sha256: Digest) {
+        let written = record::write(
+            &self.tmp(),
+            &self.tmp_name("sum"),
+            &dir.inner.sums,
+            name,
+            identity,
+            SHA256_KEY,
+            &sha256.to_string(),
+        );
+        if let Err(err) = written {
+            let path = dir.inner.path.join(name);
+            log::warn!("cannot record the digest of {}: {err}", path.display());
         }
     }
 
@@ -367,40 +484,33 @@ impl Storage {
 
     /// The metadata of the live partial of `name`; an expired one is
     /// removed and reported as none.
-    fn partial(
-        &self,
-        dir: &UserDir,
-        name: FileName<'_>,
-    ) -> Result<Option<fs::Metadata>, StorageError> {
-        let path = dir.partial(name.as_str());
-        let meta = match fs::symlink_metadata(&path) {
+    fn partial(&self, dir: &UserDir, name: FileName<'_>) -> Result<Option<Metadata>, StorageError> {
+        let meta = match dir.inner.partial.stat(name.as_str()) {
             Ok(meta) => meta,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(StorageError::Io(err)),
+            Err(StorageError::NotFound) => return Ok(None),
+            Err(err) => return Err(err),
         };
-        if !meta.is_file() {
+        if !meta.file_type().is_file() {
             return Err(StorageError::NotRegular);
         }
         if self.is_expired(&meta) {
-            self.discard_partial(dir, name);
+            self.discard_partial(dir, name.as_str());
             return Ok(None);
         }
         Ok(Some(meta))
     }
 
-    fn discard_partial(&self, dir: &UserDir, name: FileName<'_>) {
-        record::remove(&dir.partial(name.as_str()));
-        record::remove(&dir.partial_sums(name.as_str()));
+    fn discard_partial(&self, dir: &UserDir, name: &str) {
+        record::remove(&dir.inner.partial, name);
+        record::remove(&dir.inner.partial_sums, name);
     }
 
     /// Checks that `name` can receive an upload: absent, or a regular file.
-    fn check_target(&self, dir: &UserDir, name: FileName<'_>) -> Result<PathBuf, StorageError> {
-        let final_path = dir.file(name.as_str());
-        match fs::symlink_metadata(&final_path) {
+    fn check_target(&self, dir: &UserDir, name: FileName<'_>) -> Result<(), StorageError> {
+        match dir.inner.files.stat(name.as_str()) {
             Ok(meta) if !meta.file_type().is_file() => Err(StorageError::NotRegular),
-            Ok(_) => Ok(final_path),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(final_path),
-            Err(err) => Err(StorageError::Io(err)),
+            Ok(_) | Err(StorageError::NotFound) => Ok(()),
+            Err(err) => Err(err),
         }
     }
 
@@ -408,16 +518,16 @@ impl Storage {
     /// [`Storage::commit`].
     pub fn begin_upload(&self, dir: &UserDir, name: FileName<'_>) -> Result<Upload, StorageError> {
         self.check_target(dir, name)?;
-        let tmp_path = self.tmp_path("upload");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp_path)
-            .map_err(StorageError::Io)?;
-        Ok(Upload::new(file, tmp_path, 0, dir, name))
+        let (tmp, tmp_name, file) = self.create_tmp("upload").map_err(StorageError::Io)?;
+        Ok(Upload::new(
+            file,
+            &tmp,
+            tmp_name,
+            0,
+            dir,
+            name,
+            self.options.fsync,
+        ))
     }
 
     /// Continues the interrupted upload of `name` from byte `offset`: the
@@ -448,12 +558,13 @@ impl Storage {
         // The saved hash state is read before the partial moves, because
         // the move changes its change time.
         let before = Identity::of(&held);
-        let saved = record::read(&dir.partial_sums(name.as_str()), &before, STATE_KEY)
+        let saved = record::read(&dir.inner.partial_sums, name.as_str(), &before, STATE_KEY)
             .and_then(|hex| hex::decode(hex).ok())
             .and_then(|bytes| Hasher::restore(&bytes))
             .filter(|hasher| hasher.len() == held_len && offset == held_len);
-        let tmp_path = self.tmp_path("upload");
-        match fs::rename(dir.partial(name.as_str()), &tmp_path) {
+        let tmp = self.tmp();
+        let tmp_name = self.tmp_name("upload");
+        match dir.inner.partial.rename(name.as_str(), &tmp, &tmp_name) {
             Ok(()) => {}
             // Another session took it a moment ago.
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -461,16 +572,16 @@ impl Storage {
             }
             Err(err) => return Err(StorageError::Io(err)),
         }
-        record::remove(&dir.partial_sums(name.as_str()));
-        let file = match open_regular(&tmp_path, true) {
+        record::remove(&dir.inner.partial_sums, name.as_str());
+        let file = match tmp.open_regular(&tmp_name, true) {
             Ok(file) => file,
             Err(err) => {
-                let _ = fs::remove_file(&tmp_path);
+                record::remove(&tmp, &tmp_name);
                 return Err(err);
             }
         };
         // From here on, dropping the upload removes the claimed file.
-        let mut upload = Upload::new(file, tmp_path, offset, dir, name);
+        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, name, self.options.fsync);
         let claimed = Identity::of_file(upload.file())?;
         let hasher = saved.filter(|_| claimed.same_inode(&before) && claimed.size() == held_len);
         upload.cut_to(offset)?;
@@ -478,42 +589,42 @@ impl Storage {
     }
 
     /// Puts a complete upload in place: sync its data (unless fsync is off),
-    /// rename it over the final name, record its digest, sync the directory.
-    /// On error the temporary file is removed and the final name is
-    /// unchanged. A partial of the same name is superseded and removed.
+    /// rename it over the final name, record its digest, sync the directory,
+    /// all before returning, so that a success is durable. If the data sync
+    /// or the rename fails, the temporary file is removed and the final
+    /// name is unchanged. If only the directory sync fails, the name
+    /// already holds the complete new file, but the call still fails: the
+    /// client is never told an upload is safe that may not be. A partial of
+    /// the same name is superseded and removed.
     pub fn commit(&self, upload: Upload, sha256: Digest) -> io::Result<()> {
         let (file, dir, name) = upload.into_place(self.options.fsync)?;
-        let sum_tmp = self.tmp_path("sum");
-        let recorded = Identity::of_file(&file).and_then(|identity| {
-            record::write(
-                &sum_tmp,
-                &dir.sums(&name),
-                &identity,
-                SHA256_KEY,
-                &sha256.to_string(),
-            )
-        });
-        if let Err(err) = recorded {
-            log::warn!("cannot record the digest of {name:?}: {err}");
+        match Identity::of_file(&file) {
+            Ok(identity) => self.record_digest(&dir, &name, &identity, sha256),
+            Err(err) => log::warn!("cannot record the digest of {name:?}: {err}"),
         }
-        record::remove(&dir.partial(&name));
-        record::remove(&dir.partial_sums(&name));
+        self.discard_partial(&dir, &name);
         if self.options.fsync {
-            File::open(&dir.path)?.sync_all()?;
+            dir.inner.files.sync()?;
         }
         Ok(())
     }
 
     /// Removes a regular file's name (other hard links and open handles keep
-    /// the data) and returns the size it had.
+    /// the data) and returns the size it had. With fsync on, the removal is
+    /// durable when this returns.
     pub fn delete(&self, dir: &UserDir, name: FileName<'_>) -> Result<u64, StorageError> {
-        let path = dir.file(name.as_str());
-        let meta = fs::symlink_metadata(&path)?;
+        let files = &dir.inner.files;
+        let meta = files.stat(name.as_str())?;
         if !meta.file_type().is_file() {
             return Err(StorageError::NotRegular);
         }
-        fs::remove_file(&path)?;
-        record::remove(&dir.sums(name.as_str()));
+        // unlinkat removes a name, whatever it is by now: even if it was
+        // swapped for something else since the check, nothing is followed.
+        files.remove(name.as_str())?;
+        record::remove(&dir.inner.sums, name.as_str());
+        if self.options.fsync {
+            files.sync()?;
+        }
         Ok(meta.len())
     }
 
@@ -533,13 +644,14 @@ impl Storage {
                 return;
             }
         };
-        let state_path = dir.partial_sums(&name);
         let saved = match (hasher, Identity::of_file(&file)) {
             (Some(hasher), Ok(identity)) if hasher.len() == len => {
                 let state = hex::encode(hasher.save());
                 record::write(
-                    &self.tmp_path("state"),
-                    &state_path,
+                    &self.tmp(),
+                    &self.tmp_name("state"),
+                    &dir.inner.partial_sums,
+                    &name,
                     &identity,
                     STATE_KEY,
                     &state,
@@ -550,53 +662,15 @@ impl Storage {
         if let Err(err) = saved {
             // Without it a resume hashes the held bytes again.
             log::debug!("no saved hash state for the partial {name:?}: {err}");
-            record::remove(&state_path);
+            record::remove(&dir.inner.partial_sums, &name);
         }
     }
-}
-
-fn create_private_dir(path: &Path) -> io::Result<()> {
-    match DirBuilder::new().mode(DIR_MODE).create(path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
-            if fs::symlink_metadata(path)?.is_dir() {
-                Ok(())
-            } else {
-                Err(io::Error::other(format!(
-                    "{} is not a directory",
-                    path.display()
-                )))
-            }
-        }
-        Err(err) => Err(err),
-    }
-}
-
-/// Opens a regular file, never following a symlink and never blocking on
-/// a FIFO or device.
-fn open_regular(path: &Path, write: bool) -> Result<File, StorageError> {
-    // Refuse anything that is not a regular file before opening it, so a
-    // device or FIFO is never even opened in the common case...
-    if !fs::symlink_metadata(path)?.file_type().is_file() {
-        return Err(StorageError::NotRegular);
-    }
-    // ...and check again on the opened handle, because the name may have
-    // been swapped in between: O_NOFOLLOW refuses a symlink, O_NONBLOCK
-    // keeps a FIFO from blocking the reactor.
-    let file = OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    if !file.metadata()?.file_type().is_file() {
-        return Err(StorageError::NotRegular);
-    }
-    Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::io::Read;
 
     fn name(raw: &str) -> FileName<'_> {
@@ -618,7 +692,7 @@ mod tests {
     }
 
     fn tmp_is_empty(storage: &Storage) -> bool {
-        fs::read_dir(&storage.tmp).unwrap().next().is_none()
+        storage.tmp().names().unwrap().is_empty()
     }
 
     #[test]
@@ -678,7 +752,8 @@ mod tests {
     #[test]
     fn stale_temporary_files_are_removed_at_open() {
         let (root, storage, _dir) = setup();
-        fs::write(storage.tmp.join("upload-1-1"), b"partial").unwrap();
+        let tmp = root.path().join(PRIVATE_DIR).join(TMP_DIR);
+        fs::write(tmp.join("upload-1-1"), b"partial").unwrap();
         drop(storage);
         let storage = Storage::open(root.path(), no_fsync()).unwrap();
         assert!(tmp_is_empty(&storage));

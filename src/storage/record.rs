@@ -19,14 +19,18 @@
 //! <key> <value>
 //! ```
 
-use std::fs::{self, File, Metadata};
-use std::io::{self, Write};
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+
+use super::dir::Dir;
 
 const MAGIC: &str = "ferry-record 1";
 /// Records are a few hundred bytes; anything larger is not one of ours.
 const MAX_RECORD: u64 = 4096;
+/// Records are the server's own business.
+const RECORD_MODE: u32 = 0o600;
 
 /// What tells one version of a file from another without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,34 +74,38 @@ impl Identity {
     }
 }
 
-/// Writes `<key> <value>` for the file with `identity` to `dest`, through
-/// the temporary file `tmp` (on the same file system). Not synced: a
-/// record lost in a crash is recomputed.
-pub fn write(
-    tmp: &Path,
-    dest: &Path,
+/// Writes `<key> <value>` for the file with `identity` to `dest_name` in
+/// `dest`, through the temporary file `tmp_name` in `tmp` (on the same file
+/// system). Not synced: a record lost in a crash is recomputed.
+pub(super) fn write(
+    tmp: &Dir,
+    tmp_name: &str,
+    dest: &Dir,
+    dest_name: &str,
     identity: &Identity,
     key: &str,
     value: &str,
 ) -> io::Result<()> {
     let text = format!("{MAGIC}\n{}\n{key} {value}\n", identity.line());
-    let result = File::create(tmp)
+    let result = tmp
+        .create_new(tmp_name, RECORD_MODE)
         .and_then(|mut file| file.write_all(text.as_bytes()))
-        .and_then(|()| fs::rename(tmp, dest));
+        .and_then(|()| tmp.rename(tmp_name, dest, dest_name));
     if result.is_err() {
-        let _ = fs::remove_file(tmp);
+        let _ = tmp.remove(tmp_name);
     }
     result
 }
 
-/// The value stored under `key` in the record at `path`, if there is one
-/// and it describes the file with `identity`.
-pub fn read(path: &Path, identity: &Identity, key: &str) -> Option<String> {
-    let meta = fs::symlink_metadata(path).ok()?;
-    if !meta.is_file() || meta.len() > MAX_RECORD {
+/// The value stored under `key` in the record `name` in `dir`, if there is
+/// one and it describes the file with `identity`.
+pub(super) fn read(dir: &Dir, name: &str, identity: &Identity, key: &str) -> Option<String> {
+    let file = dir.open_regular(name, false).ok()?;
+    if file.metadata().ok()?.len() > MAX_RECORD {
         return None;
     }
-    let text = fs::read_to_string(path).ok()?;
+    let mut text = String::new();
+    file.take(MAX_RECORD).read_to_string(&mut text).ok()?;
     let mut lines = text.lines();
     if lines.next()? != MAGIC || lines.next()? != identity.line() {
         return None;
@@ -109,29 +117,36 @@ pub fn read(path: &Path, identity: &Identity, key: &str) -> Option<String> {
     Some(value.to_owned())
 }
 
-/// Removes a record; a missing one is fine.
-pub fn remove(path: &Path) {
-    match fs::remove_file(path) {
+/// Removes a record (or any other file of the server's); a missing one is
+/// fine.
+pub(super) fn remove(dir: &Dir, name: impl AsRef<OsStr>) {
+    let name = name.as_ref();
+    match dir.remove(name) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => log::warn!("cannot remove {}: {err}", path.display()),
+        Err(err) => log::warn!("cannot remove {}: {err}", name.to_string_lossy()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn a_record_is_believed_only_for_its_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_path(tmp.path()).unwrap();
+        let data = tmp.path().join("data");
         fs::write(&data, b"hello").unwrap();
         let identity = Identity::of(&fs::metadata(&data).unwrap());
-        let record = dir.path().join("record");
-        write(&dir.path().join("tmp"), &record, &identity, "sha256", "abc").unwrap();
-        assert_eq!(read(&record, &identity, "sha256").as_deref(), Some("abc"));
-        assert_eq!(read(&record, &identity, "state"), None);
+        write(&dir, "tmp", &dir, "record", &identity, "sha256", "abc").unwrap();
+        assert_eq!(
+            read(&dir, "record", &identity, "sha256").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(read(&dir, "record", &identity, "state"), None);
+        assert!(!tmp.path().join("tmp").exists());
 
         // Rewriting the file changes its identity: the record is stale.
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -139,12 +154,12 @@ mod tests {
         let changed = Identity::of(&fs::metadata(&data).unwrap());
         assert_ne!(changed, identity);
         assert!(changed.same_inode(&identity));
-        assert_eq!(read(&record, &changed, "sha256"), None);
+        assert_eq!(read(&dir, "record", &changed, "sha256"), None);
 
-        fs::write(&record, b"garbage").unwrap();
-        assert_eq!(read(&record, &identity, "sha256"), None);
-        remove(&record);
-        remove(&record);
-        assert_eq!(read(&record, &identity, "sha256"), None);
+        fs::write(tmp.path().join("record"), b"garbage").unwrap();
+        assert_eq!(read(&dir, "record", &identity, "sha256"), None);
+        remove(&dir, "record");
+        remove(&dir, "record");
+        assert_eq!(read(&dir, "record", &identity, "sha256"), None);
     }
 }

@@ -1,0 +1,285 @@
+//! An open directory, and every file operation the storage makes, relative
+//! to it.
+//!
+//! Names are single path components (checked by `protocol::name`, or made
+//! by the server). They are resolved with `openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS)`, or `openat(O_NOFOLLOW)` where the kernel lacks it
+//! ([`crate::sys::open_beneath`]), so nothing is ever looked up through a
+//! path string that could change between a check and its use.
+//!
+//! A file is opened for reading or writing only once its kind is known
+//! from a handle that cannot change: it is first opened with `O_PATH`
+//! (which does no I/O, so even a FIFO or a device is not really opened),
+//! checked with `fstat`, and only a regular file is then opened for real
+//! through that same handle (`/proc/self/fd/N` names exactly the inode the
+//! handle holds). Without `/proc`, the name is opened again with
+//! `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY` (so that a FIFO swapped in at that
+//! instant still cannot block) and must turn out to be the same inode.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{File, Metadata, OpenOptions, Permissions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use super::StorageError;
+use crate::sys;
+
+/// An open directory handle.
+#[derive(Debug)]
+pub(super) struct Dir {
+    handle: File,
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.handle.as_fd()
+    }
+}
+
+fn c_name(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+impl Dir {
+    /// Opens the directory at `path`: only the storage root is ever opened
+    /// by path (it is the operator's choice, symlinks in it included).
+    pub fn open_path(path: &Path) -> io::Result<Dir> {
+        let handle = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(path)?;
+        Ok(Dir { handle })
+    }
+
+    /// Opens the subdirectory `name`; a symlink is refused.
+    pub fn open_dir(&self, name: impl AsRef<OsStr>) -> io::Result<Dir> {
+        let name = name.as_ref();
+        let fd = sys::open_beneath(
+            self.as_fd(),
+            &c_name(name)?,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
+                io::Error::other(format!("{} is not a directory", name.to_string_lossy()))
+            }
+            _ => err,
+        })?;
+        Ok(Dir {
+            handle: File::from(fd),
+        })
+    }
+
+    /// Opens the subdirectory `name`, creating it with `mode` (exactly, not
+    /// as masked by the umask) when it does not exist. With `durable`, a
+    /// directory created here is recorded in this one on disk before the
+    /// call returns.
+    pub fn ensure_dir(&self, name: &str, mode: u32, durable: bool) -> io::Result<Dir> {
+        let created = match sys::mkdirat(self.as_fd(), &c_name(name.as_ref())?, mode) {
+            Ok(()) => true,
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(err) => return Err(err),
+        };
+        let dir = self.open_dir(name)?;
+        if created {
+            dir.set_mode(mode)?;
+            if durable {
+                self.sync()?;
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The metadata of `name` itself (a symlink is not followed).
+    pub fn stat(&self, name: impl AsRef<OsStr>) -> Result<Metadata, StorageError> {
+        Ok(self.node(name.as_ref())?.metadata()?)
+    }
+
+    /// An `O_PATH` handle of `name`: enough to learn what it is, not to
+    /// read or write it.
+    fn node(&self, name: &OsStr) -> Result<File, StorageError> {
+        let fd = sys::open_beneath(self.as_fd(), &c_name(name)?, libc::O_PATH, 0)?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens `name` for reading (and writing, with `write`) if, and only
+    /// if, it is a regular file.
+    pub fn open_regular(&self, name: impl AsRef<OsStr>, write: bool) -> Result<File, StorageError> {
+        self.open_regular_with(name.as_ref(), write, reopen)
+    }
+
+    fn open_regular_with(
+        &self,
+        name: &OsStr,
+        write: bool,
+        reopen: fn(&File, bool) -> io::Result<File>,
+    ) -> Result<File, StorageError> {
+        let node = self.node(name)?;
+        let meta = node.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(StorageError::NotRegular);
+        }
+        let file = match reopen(&node, write) {
+            Ok(file) => file,
+            // No /proc: open the name again, safely, and compare below.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let access = if write { libc::O_RDWR } else { libc::O_RDONLY };
+                let flags = access | libc::O_NONBLOCK | libc::O_NOCTTY;
+                File::from(sys::open_beneath(self.as_fd(), &c_name(name)?, flags, 0)?)
+            }
+            Err(err) => return Err(StorageError::Io(err)),
+        };
+        let opened = file.metadata()?;
+        if !opened.file_type().is_file() || (opened.dev(), opened.ino()) != (meta.dev(), meta.ino())
+        {
+            // Swapped between the two opens (fallback only): refuse.
+            return Err(StorageError::NotRegular);
+        }
+        Ok(file)
+    }
+
+    /// Creates the new file `name` (read and write, mode `mode` exactly);
+    /// fails if the name exists in any form.
+    pub fn create_new(&self, name: &str, mode: u32) -> io::Result<File> {
+        let fd = sys::open_beneath(
+            self.as_fd(),
+            &c_name(name.as_ref())?,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+            mode,
+        )?;
+        let file = File::from(fd);
+        file.set_permissions(Permissions::from_mode(mode))?;
+        Ok(file)
+    }
+
+    /// Renames `from` in this directory to `to` in `to_dir`, replacing
+    /// whatever name `to` was (a symlink there is replaced, never followed).
+    pub fn rename(
+        &self,
+        from: impl AsRef<OsStr>,
+        to_dir: &Dir,
+        to: impl AsRef<OsStr>,
+    ) -> io::Result<()> {
+        sys::renameat(
+            self.as_fd(),
+            &c_name(from.as_ref())?,
+            to_dir.as_fd(),
+            &c_name(to.as_ref())?,
+        )
+    }
+
+    /// Removes the name `name` (never a directory; a symlink itself, not
+    /// its target).
+    pub fn remove(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        sys::unlinkat(self.as_fd(), &c_name(name.as_ref())?)
+    }
+
+    /// The names in the directory, in no particular order.
+    pub fn names(&self) -> io::Result<Vec<OsString>> {
+        Ok(sys::read_dir(self.as_fd())?
+            .into_iter()
+            .map(|name| OsString::from_vec(name.into_bytes()))
+            .collect())
+    }
+
+    /// Makes the directory's entries durable.
+    pub fn sync(&self) -> io::Result<()> {
+        self.handle.sync_all()
+    }
+
+    /// Sets the directory's own permission bits.
+    pub fn set_mode(&self, mode: u32) -> io::Result<()> {
+        self.handle.set_permissions(Permissions::from_mode(mode))
+    }
+
+    /// The directory's own metadata.
+    pub fn metadata(&self) -> io::Result<Metadata> {
+        self.handle.metadata()
+    }
+}
+
+/// Opens the very inode an `O_PATH` handle holds, for reading (and
+/// writing), through the handle's `/proc/self/fd` entry: no name lookup
+/// that anyone else could race. `NotFound` when `/proc` is not mounted.
+fn reopen(node: &File, write: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+        .open(format!("/proc/self/fd/{}", node.as_raw_fd()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_path(tmp.path()).unwrap();
+        std::fs::write(tmp.path().join("file"), b"data").unwrap();
+        std::os::unix::fs::symlink("file", tmp.path().join("link")).unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(tmp.path().join("fifo"))
+            .status()
+            .is_ok_and(|status| status.success());
+
+        // Through /proc, and as without it.
+        let no_proc: fn(&File, bool) -> io::Result<File> =
+            |_, _| Err(io::Error::from(io::ErrorKind::NotFound));
+        for reopen in [reopen, no_proc] {
+            let open = |name: &str, write| dir.open_regular_with(name.as_ref(), write, reopen);
+            std::fs::write(tmp.path().join("file"), b"data").unwrap();
+            let mut text = String::new();
+            open("file", false)
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+            assert_eq!(text, "data");
+            open("file", true).unwrap().write_all(b"DA").unwrap();
+            assert_eq!(std::fs::read(tmp.path().join("file")).unwrap(), b"DAta");
+            let mut refused = vec!["link", "sub"];
+            if fifo {
+                refused.push("fifo");
+            }
+            for name in refused {
+                for write in [false, true] {
+                    assert!(matches!(open(name, write), Err(StorageError::NotRegular)));
+                }
+                assert!(!dir.stat(name).unwrap().file_type().is_file());
+            }
+            assert!(matches!(
+                open("missing", false),
+                Err(StorageError::NotFound)
+            ));
+        }
+        assert!(dir.open_dir("link").is_err());
+        assert!(dir.open_dir("file").is_err());
+        dir.open_dir("sub").unwrap();
+    }
+
+    #[test]
+    fn created_files_and_directories_get_their_mode_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_path(tmp.path()).unwrap();
+        let sub = dir.ensure_dir("sub", 0o700, true).unwrap();
+        dir.ensure_dir("sub", 0o700, true).unwrap();
+        assert_eq!(sub.metadata().unwrap().mode() & 0o7777, 0o700);
+        let file = sub.create_new("f", 0o600).unwrap();
+        assert_eq!(file.metadata().unwrap().mode() & 0o7777, 0o600);
+        assert_eq!(
+            sub.create_new("f", 0o600).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        sub.rename("f", &dir, "g").unwrap();
+        assert_eq!(dir.names().unwrap().len(), 2);
+        dir.remove("g").unwrap();
+        assert!(dir.remove("sub").is_err());
+    }
+}

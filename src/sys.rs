@@ -1,0 +1,309 @@
+//! The few Linux system calls std does not offer, each behind a safe
+//! function: opening a name relative to a directory handle (`openat2`,
+//! `openat`), renaming and unlinking relative to directory handles,
+//! creating a directory relative to one, listing a directory from its
+//! handle, and starting or awaiting write-back of part of a file
+//! (`sync_file_range`).
+//!
+//! This is the one module of the crate allowed to contain `unsafe`. Every
+//! function takes borrowed descriptors and C strings, so the kernel only
+//! ever sees valid descriptors and NUL-terminated names; results come back
+//! as `OwnedFd` or `io::Error`.
+
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// `struct open_how` of `linux/openat2.h`. libc's own is `non_exhaustive`,
+/// so it cannot be built outside libc; the kernel's layout is fixed (its
+/// size is passed along, which is how the kernel versions it).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Whether `openat2` works here: not yet known, yes, or no (an old kernel,
+/// or a sandbox that filters it).
+static OPENAT2: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const AVAILABLE: u8 = 1;
+const MISSING: u8 = 2;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Opens `name` relative to `dir` without ever following a symlink in it
+/// and without ever leaving `dir`: `openat2` with `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS` where the kernel has it, otherwise `openat` with
+/// `O_NOFOLLOW` (enough for the single path components ferry uses: there
+/// is no intermediate component to follow). `O_CLOEXEC` is always added.
+/// A symlink is `ELOOP` either way, except with `O_PATH`, where both open
+/// the link itself (never its target), which the caller's check on the
+/// descriptor then refuses.
+pub fn open_beneath(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    if OPENAT2.load(Ordering::Relaxed) != MISSING {
+        match openat2(dir, name, flags, mode) {
+            Ok(fd) => {
+                OPENAT2.store(AVAILABLE, Ordering::Relaxed);
+                return Ok(fd);
+            }
+            // ENOSYS: kernel before 5.6. EPERM straight away on the first
+            // call: a seccomp filter that does not know the call.
+            Err(err)
+                if err.raw_os_error() == Some(libc::ENOSYS)
+                    || (err.raw_os_error() == Some(libc::EPERM)
+                        && OPENAT2.load(Ordering::Relaxed) == UNKNOWN) =>
+            {
+                log::info!("openat2 is not available ({err}); using openat with O_NOFOLLOW");
+                OPENAT2.store(MISSING, Ordering::Relaxed);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    openat_nofollow(dir, name, flags, mode)
+}
+
+/// `openat2(dir, name, {flags, mode, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS})`.
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    let mut flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    if flags & libc::O_PATH != 0 {
+        // openat2 refuses the flags that plain open silently drops.
+        flags &= libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_DIRECTORY;
+    }
+    // O_TMPFILE shares its bits with O_DIRECTORY: all of them must be set.
+    let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+    let how = OpenHow {
+        flags: flags as u32 as u64,
+        // openat2 insists on a zero mode unless a file is created.
+        mode: if creates { u64::from(mode) } else { 0 },
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+    };
+    // SAFETY: `dir` is a live descriptor for the duration of the call,
+    // `name` is NUL-terminated, and `how` is a properly laid out
+    // `open_how` whose exact size is passed; the kernel only reads them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(ret).map_err(|_| io::Error::other("openat2: bad fd"))?;
+    // SAFETY: the kernel just returned this descriptor to us and nothing
+    // else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`: the fallback
+/// where `openat2` is missing.
+pub fn openat_nofollow(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    let flags = flags | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: `dir` is live, `name` is NUL-terminated; the mode is passed
+    // as the variadic argument open expects (an unsigned int).
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags,
+            libc::c_uint::from(mode),
+        )
+    })?;
+    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mkdirat(dir, name, mode)`.
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: `dir` is live and `name` is NUL-terminated.
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+/// `renameat(from_dir, from, to_dir, to)`: atomically replaces `to` (never
+/// following a symlink there: a symlink is replaced, not written through).
+pub fn renameat(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &CStr,
+) -> io::Result<()> {
+    // SAFETY: both descriptors are live and both names NUL-terminated.
+    cvt(unsafe {
+        libc::renameat(
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+        )
+    })
+    .map(drop)
+}
+
+/// `unlinkat(dir, name, 0)`: removes one name of a non-directory (a
+/// symlink itself, never its target; other hard links keep the data).
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: `dir` is live and `name` is NUL-terminated.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+}
+
+/// The names in the directory `dir` (without `.` and `..`), read through a
+/// fresh descriptor of it so that `dir`'s own offset is left alone.
+pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    let own = openat_nofollow(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let raw = std::os::fd::IntoRawFd::into_raw_fd(own);
+    // SAFETY: `raw` is an open directory descriptor we own; on success
+    // fdopendir takes it over (closedir below closes it).
+    let stream = unsafe { libc::fdopendir(raw) };
+    if stream.is_null() {
+        let err = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `raw` is still ours to close.
+        drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        return Err(err);
+    }
+    let mut names = Vec::new();
+    let result = loop {
+        // readdir reports the end and an error both as NULL; errno tells
+        // them apart, so it is cleared first.
+        // SAFETY: __errno_location returns this thread's errno.
+        unsafe { *libc::__errno_location() = 0 };
+        // SAFETY: `stream` is a valid DIR* until closedir below.
+        let entry = unsafe { libc::readdir64(stream) };
+        if entry.is_null() {
+            let err = io::Error::last_os_error();
+            break match err.raw_os_error() {
+                Some(0) => Ok(()),
+                _ => Err(err),
+            };
+        }
+        // SAFETY: a non-NULL entry points at a dirent64 valid until the
+        // next readdir on this stream; d_name is NUL-terminated. The name
+        // is copied out before the next call.
+        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    };
+    // SAFETY: `stream` came from fdopendir and is closed exactly once.
+    unsafe { libc::closedir(stream) };
+    result.map(|()| names)
+}
+
+/// Asks the kernel to start writing the dirty pages of `file` in
+/// `offset..offset + len` to the device, without waiting for it.
+pub fn start_writeback(file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    sync_file_range(file, offset, len, libc::SYNC_FILE_RANGE_WRITE)
+}
+
+/// Waits until the write-out already started for `offset..offset + len`
+/// of `file` has reached the device (reporting its error, if any).
+pub fn await_writeback(file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    sync_file_range(file, offset, len, libc::SYNC_FILE_RANGE_WAIT_BEFORE)
+}
+
+fn sync_file_range(file: BorrowedFd<'_>, offset: u64, len: u64, flags: u32) -> io::Result<()> {
+    let offset = i64::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `file` is live; the call only takes plain integers.
+    cvt(unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) }).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::io::Write;
+    use std::os::fd::AsFd;
+
+    fn dir_fd(path: &std::path::Path) -> OwnedFd {
+        File::open(path).unwrap().into()
+    }
+
+    #[test]
+    fn both_opens_refuse_symlinks_and_stay_beneath() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink("file", tmp.path().join("link")).unwrap();
+        let dir = dir_fd(tmp.path());
+        for open in [openat_nofollow, openat2] {
+            match open(dir.as_fd(), c"file", libc::O_RDONLY, 0) {
+                Ok(_) => {}
+                // A sandbox without openat2: the fallback is what runs.
+                Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => continue,
+                Err(err) => panic!("{err}"),
+            }
+            let err = open(dir.as_fd(), c"link", libc::O_RDONLY, 0).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+        }
+        // Only openat2 can refuse a way out by itself; ferry's names never
+        // hold a '/' or '..', so the fallback does not need to.
+        if let Err(err) = openat2(dir.as_fd(), c"../x", libc::O_RDONLY, 0) {
+            assert!(matches!(
+                err.raw_os_error(),
+                Some(libc::EXDEV) | Some(libc::ENOSYS)
+            ));
+        }
+        let path = open_beneath(dir.as_fd(), c"link", libc::O_PATH, 0);
+        if let Ok(fd) = path {
+            // The fallback opens the link itself; never its target.
+            let meta = File::from(fd).metadata().unwrap();
+            assert!(meta.file_type().is_symlink());
+        }
+    }
+
+    #[test]
+    fn rename_unlink_mkdir_and_list_relative_to_a_handle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = dir_fd(tmp.path());
+        mkdirat(dir.as_fd(), c"sub", 0o700).unwrap();
+        let fd = open_beneath(
+            dir.as_fd(),
+            c"a",
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        )
+        .unwrap();
+        let mut file = File::from(fd);
+        file.write_all(&[7u8; 100_000]).unwrap();
+        start_writeback(file.as_fd(), 0, 100_000).unwrap();
+        await_writeback(file.as_fd(), 0, 100_000).unwrap();
+        renameat(dir.as_fd(), c"a", dir.as_fd(), c"b").unwrap();
+        let mut names = read_dir(dir.as_fd()).unwrap();
+        names.sort();
+        assert_eq!(names, vec![c"b".to_owned(), c"sub".to_owned()]);
+        unlinkat(dir.as_fd(), c"b").unwrap();
+        assert_eq!(
+            unlinkat(dir.as_fd(), c"sub").unwrap_err().raw_os_error(),
+            Some(libc::EISDIR)
+        );
+        assert_eq!(read_dir(dir.as_fd()).unwrap(), vec![c"sub".to_owned()]);
+    }
+}

@@ -1,0 +1,981 @@
+//! A whole line-protocol `Session`, driven from one input with no socket,
+//! over a real storage root in a temporary directory.
+//!
+//! Input layout: `<client bytes>[SEPARATOR <schedule>]`, split at the last
+//! separator. The client bytes are what the client sends, commands and
+//! payload alike (seeds start with `AUTH alice pw\n`). Each schedule byte is
+//! one step of the driver: take a chunk of client bytes (never more than
+//! `read_limit()`), take some output as a socket would, run freely, or an
+//! event of the connection's life: end of input, shutdown, end of the drain,
+//! lost connection. Without a schedule the driver acts as a patient peer:
+//! send everything, read everything, close.
+//!
+//! The driver reads every byte the session produces and checks it against a
+//! model of the protocol: the greeting, then one well-formed reply per
+//! command line in order (the commands are recovered from the client bytes
+//! with `line::parse`, the same framing the session uses), `150 <n>`
+//! followed by exactly `n` bytes that match the model's files, and nothing
+//! after the session said goodbye. It also checks the buffer bounds, that the
+//! session always finishes, that the logged-in user's directory ends up as
+//! the model says, and that nothing else under the temporary directory
+//! changes (a canary file outside the root, the other user's directory, the
+//! server's `.ferry/tmp`).
+
+#![no_main]
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+mod common;
+
+use common::{short, show};
+use ferry::Users;
+use ferry::connection::{
+    MAX_AUTH_FAILURES, PREVIEW_LEN, REPLY_BACKLOG, Services, Session, TRANSFER_BUFFER,
+};
+use ferry::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
+use ferry::protocol::name::MAX_NAME_LEN;
+use ferry::storage::Storage;
+use libfuzzer_sys::fuzz_target;
+use tempfile::TempDir;
+
+/// Splits the client bytes from the schedule. `0xff` never occurs in UTF-8,
+/// so text seeds never contain it by accident.
+const SEPARATOR: &[u8] = b"\xff\xffctl";
+
+/// Small, so that uploads stay fast and `552` is easy to reach.
+const MAX_FILE_SIZE: u64 = 64 * 1024;
+/// The users, both with a directory of their own. Bob's password is out of
+/// reach for the fuzzer (it is compared in constant time, so comparison
+/// tracing does not help), so his directory must stay untouched; should the
+/// fuzzer log in as bob anyway, the model simply follows him instead.
+const USERS: [(&str, &[u8]); 2] = [
+    ("alice", b"pw"),
+    ("bob", b"8vQz-Kd3r-Wm7x-Lp2n-Ht6c-Yb4s-Jf9g"),
+];
+/// Every user directory starts with these regular files...
+const HELLO: &[u8] = b"hello, world\n";
+const BIG_LEN: usize = 3000;
+/// ...and these entries that are not regular files: never opened, never
+/// listed, never replaced.
+const LINK: &str = "link";
+const SUBDIR: &str = "sub";
+const CANARY: &[u8] = b"the canary outside the storage root\n";
+/// The mtime of planted files (November 2023).
+const PLANTED_SECS: u64 = 1_700_000_000;
+
+/// Longest reply line the protocol sends, CRLF included. The longest today
+/// is `552 file too large (maximum <u64> bytes)`, 57 bytes; this leaves room
+/// for longer texts without letting a runaway line through.
+const MAX_REPLY_LINE: usize = 128;
+/// Longest `LIST` line: `<u64 size> <i64 mtime> <name>\n`.
+const MAX_LISTING_LINE: usize = 20 + 1 + 20 + 1 + MAX_NAME_LEN + 1;
+/// Pending output outside a transfer. A command runs only while at most
+/// `REPLY_BACKLOG` bytes wait, and adds one reply line (two for `PUT 0`:
+/// `150 0` and `226`); shutdown may add `421`. Replies never echo command
+/// bytes, so `MAX_LINE` does not enter.
+const IDLE_OUTPUT_BOUND: usize = REPLY_BACKLOG + 3 * MAX_REPLY_LINE;
+/// Pending output at any time. A download refills only up to
+/// `TRANSFER_BUFFER` pending bytes, but a listing writes whole lines and may
+/// pass it by less than one line.
+const OUTPUT_BOUND: usize = max(IDLE_OUTPUT_BOUND, TRANSFER_BUFFER + MAX_LISTING_LINE);
+/// `read_limit` never asks for more than a line or the rest of an upload.
+const READ_LIMIT_BOUND: usize = max(MAX_LINE, MAX_FILE_SIZE as usize);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
+
+/// Chunk sizes a schedule byte selects for reading or writing: every small
+/// size (to split lines and payloads anywhere), the sizes around powers of
+/// two and limits, and "all".
+const CHUNKS: [usize; 32] = [
+    1,
+    2,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+    13,
+    14,
+    15,
+    16,
+    17,
+    24,
+    31,
+    32,
+    33,
+    63,
+    64,
+    100,
+    127,
+    128,
+    255,
+    256,
+    1000,
+    MAX_LINE - 1,
+    MAX_LINE,
+    usize::MAX,
+];
+
+/// Steps before the driver declares a session that never finishes stuck.
+/// Every step moves at least one byte, and a run moves a few hundred KiB.
+const MAX_SETTLE_STEPS: usize = 1_000_000;
+
+thread_local! {
+    static WORLD: World = World::new();
+}
+
+fuzz_target!(|data: &[u8]| {
+    WORLD.with(|world| world.run(data));
+});
+
+/// The temporary directory, shared by the runs of one process and reset
+/// after each: creating a root per run would cost more than the run.
+///
+/// ```text
+/// <tmp>/canary
+/// <tmp>/root/.ferry/tmp/          uploads in progress
+/// <tmp>/root/<user>/hello, big    regular files
+/// <tmp>/root/<user>/link          symlink to the canary
+/// <tmp>/root/<user>/sub/          directory
+/// ```
+struct World {
+    dir: TempDir,
+    users: Users,
+    storage: Storage,
+    /// The whole tree after set-up.
+    baseline: Snapshot,
+}
+
+impl World {
+    fn new() -> World {
+        let base = scratch_base();
+        remove_stale_dirs(&base);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{DIR_PREFIX}{}-", std::process::id()))
+            .tempdir_in(&base)
+            .expect("temporary directory");
+        fs::write(dir.path().join("canary"), CANARY).unwrap();
+        let root = dir.path().join("root");
+        let storage = Storage::open(&root, false).expect("storage root");
+        let mut users = Users::new();
+        for (user, password) in USERS {
+            users.insert(user, password).unwrap();
+            plant_home(&root.join(user), &dir.path().join("canary"));
+        }
+        let baseline = snapshot(dir.path(), None);
+        World {
+            dir,
+            users,
+            storage,
+            baseline,
+        }
+    }
+
+    fn run(&self, data: &[u8]) {
+        let (client, schedule) = split_input(data);
+        let services = Services {
+            users: &self.users,
+            storage: &self.storage,
+            max_file_size: MAX_FILE_SIZE,
+        };
+        let mut driver = Driver::new(client, &services);
+        for &step in schedule {
+            driver.step(step);
+        }
+        driver.finish();
+        let model = driver.into_model();
+        self.check_and_reset(&model);
+    }
+
+    /// After the session is gone: its user's directory holds what the model
+    /// says, and everything else is as it was.
+    fn check_and_reset(&self, model: &Model) {
+        let home = model.user.map(|user| Path::new("root").join(user));
+        let now = snapshot(self.dir.path(), home.as_deref());
+        let outside_home =
+            |path: &&PathBuf| home.as_ref().is_none_or(|home| !path.starts_with(home));
+        let before = self.baseline.iter().filter(|(path, _)| outside_home(path));
+        if !now.iter().eq(before) {
+            let changed: Vec<_> = now
+                .keys()
+                .chain(self.baseline.keys().filter(outside_home))
+                .filter(|path| now.get(*path) != self.baseline.get(*path))
+                .collect();
+            panic!("changed outside the logged-in user's directory: {changed:?}");
+        }
+        if let Some(home) = home {
+            let home = self.dir.path().join(home);
+            check_home(&home, model, &self.dir.path().join("canary"));
+            // Planting again is the slowest part of a run: only when needed.
+            if model.changed {
+                fs::remove_dir_all(&home).unwrap();
+                plant_home(&home, &self.dir.path().join("canary"));
+            }
+        }
+    }
+}
+
+const DIR_PREFIX: &str = "ferry-fuzz-session-";
+
+/// Where the temporary directory goes: a run is mostly file-system calls,
+/// and they are several times faster on tmpfs than on a disk.
+fn scratch_base() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// libFuzzer ends the process with `exit`, so a `TempDir` in a thread-local
+/// is never dropped: remove what earlier processes left behind.
+fn remove_stale_dirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(DIR_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn big_content() -> Vec<u8> {
+    (0..BIG_LEN).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Plants a user directory. The files get a fixed mtime, so that a planted
+/// directory is identical to the baseline snapshot.
+fn plant_home(home: &Path, canary: &Path) {
+    fs::create_dir(home).unwrap();
+    for (name, content) in [("hello", HELLO.to_vec()), ("big", big_content())] {
+        let path = home.join(name);
+        fs::write(&path, content).unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(PLANTED_SECS))
+            .unwrap();
+    }
+    std::os::unix::fs::symlink(canary, home.join(LINK)).unwrap();
+    fs::create_dir(home.join(SUBDIR)).unwrap();
+}
+
+/// The directory of the user who logged in holds exactly the model's
+/// regular files, and its other entries are untouched.
+fn check_home(home: &Path, model: &Model, canary: &Path) {
+    let mut regular = 0;
+    for entry in fs::read_dir(home).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().expect("UTF-8 name");
+        let path = entry.path();
+        let kind = fs::symlink_metadata(&path).unwrap().file_type();
+        match name.as_str() {
+            LINK => {
+                assert!(kind.is_symlink());
+                assert_eq!(fs::read_link(&path).unwrap(), canary);
+            }
+            SUBDIR => {
+                assert!(kind.is_dir());
+                assert!(fs::read_dir(&path).unwrap().next().is_none(), "{path:?}");
+            }
+            _ => {
+                assert!(kind.is_file(), "{path:?}");
+                let content = fs::read(&path).unwrap();
+                let want = model.files.get(&name);
+                assert!(
+                    want == Some(&content),
+                    "{name:?} holds {}, the model says {}",
+                    show(&content),
+                    want.map_or("nothing".to_owned(), |want| show(want))
+                );
+                regular += 1;
+            }
+        }
+    }
+    assert_eq!(regular, model.files.len(), "files {:?}", model.files.keys());
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Dir,
+    File {
+        content: Vec<u8>,
+        modified: SystemTime,
+    },
+    Symlink(PathBuf),
+    Other,
+}
+
+type Snapshot = BTreeMap<PathBuf, Node>;
+
+/// Everything under `base` by relative path, except the subtree `skip`.
+fn snapshot(base: &Path, skip: Option<&Path>) -> Snapshot {
+    let mut nodes = Snapshot::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(base.join(&dir)).unwrap() {
+            let entry = entry.unwrap();
+            let relative = dir.join(entry.file_name());
+            if skip == Some(relative.as_path()) {
+                continue;
+            }
+            let meta = fs::symlink_metadata(entry.path()).unwrap();
+            let node = if meta.is_dir() {
+                pending.push(relative.clone());
+                Node::Dir
+            } else if meta.is_file() {
+                Node::File {
+                    content: fs::read(entry.path()).unwrap(),
+                    modified: meta.modified().unwrap(),
+                }
+            } else if meta.is_symlink() {
+                Node::Symlink(fs::read_link(entry.path()).unwrap())
+            } else {
+                Node::Other
+            };
+            nodes.insert(relative, node);
+        }
+    }
+    nodes
+}
+
+fn split_input(data: &[u8]) -> (&[u8], &[u8]) {
+    let found = data
+        .windows(SEPARATOR.len())
+        .rposition(|window| window == SEPARATOR);
+    match found {
+        Some(at) => (&data[..at], &data[at + SEPARATOR.len()..]),
+        None => (data, &[]),
+    }
+}
+
+/// Plays the reactor and the client.
+struct Driver<'a> {
+    session: Session,
+    services: &'a Services<'a>,
+    client: &'a [u8],
+    /// Client bytes handed to the session so far.
+    fed: usize,
+    /// How many bytes of `session.output()` the checker has seen.
+    seen: usize,
+    eof: bool,
+    shutdown: bool,
+    drain_ended: bool,
+    lost: bool,
+    checker: Checker,
+}
+
+impl<'a> Driver<'a> {
+    fn new(client: &'a [u8], services: &'a Services<'a>) -> Driver<'a> {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut driver = Driver {
+            session: Session::new(peer),
+            services,
+            client,
+            fed: 0,
+            seen: 0,
+            eof: false,
+            shutdown: false,
+            drain_ended: false,
+            lost: false,
+            checker: Checker::new(),
+        };
+        driver.sync(0, false);
+        driver
+    }
+
+    /// One schedule byte: the top three bits pick the action, the low five
+    /// its size or event.
+    fn step(&mut self, step: u8) {
+        let arg = usize::from(step & 0x1f);
+        match step >> 5 {
+            0..=2 => {
+                self.feed(CHUNKS[arg]);
+            }
+            3 | 4 => {
+                self.write(CHUNKS[arg]);
+            }
+            5 => {
+                self.write(usize::MAX);
+            }
+            6 => self.settle(),
+            _ => match arg % 4 {
+                0 => self.eof(),
+                1 => self.begin_shutdown(),
+                2 => self.end_drain(),
+                _ => self.connection_lost(),
+            },
+        }
+    }
+
+    /// The client sends all it has and reads all it gets, then closes its
+    /// side; the session must then finish.
+    fn finish(&mut self) {
+        self.settle();
+        self.eof();
+        self.settle();
+        assert!(
+            self.session.is_done(),
+            "the session neither sends, reads nor finishes"
+        );
+        self.checker
+            .finish(&self.client[..self.fed], self.lost || self.drain_ended);
+    }
+
+    fn into_model(self) -> Model {
+        drop(self.session);
+        self.checker.model
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..MAX_SETTLE_STEPS {
+            let wrote = self.write(usize::MAX);
+            let fed = self.feed(usize::MAX);
+            if !wrote && !fed {
+                return;
+            }
+        }
+        panic!("the session keeps producing output");
+    }
+
+    /// Hands up to `n` client bytes to the session, as a read would.
+    fn feed(&mut self, n: usize) -> bool {
+        let limit = self.session.read_limit();
+        let n = n.min(limit).min(self.client.len() - self.fed);
+        if n == 0 || self.eof {
+            return false;
+        }
+        let chunk = &self.client[self.fed..self.fed + n];
+        self.fed += n;
+        self.session.receive(chunk, self.services);
+        self.sync(self.seen, false);
+        true
+    }
+
+    /// Takes up to `n` bytes of output, as a socket write would.
+    fn write(&mut self, n: usize) -> bool {
+        let n = n.min(self.session.output().len());
+        if n == 0 {
+            return false;
+        }
+        self.session.output_written(n, self.services);
+        self.sync(self.seen - n, false);
+        true
+    }
+
+    /// The reactor reports end of input only from a read, which it makes
+    /// only while the session takes bytes. The client sends nothing after.
+    fn eof(&mut self) {
+        if self.eof || self.session.read_limit() == 0 {
+            return;
+        }
+        self.eof = true;
+        self.session.receive_eof(self.services);
+        self.sync(self.seen, true);
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown || self.session.is_done() {
+            return;
+        }
+        self.shutdown = true;
+        self.checker.shutdown_requested = true;
+        self.session.begin_shutdown(self.services);
+        self.sync(self.seen, true);
+    }
+
+    /// The reactor ends the drain only after starting it, once.
+    fn end_drain(&mut self) {
+        self.begin_shutdown();
+        if self.drain_ended || self.session.is_done() {
+            return;
+        }
+        self.drain_ended = true;
+        self.session.end_drain();
+        self.sync(self.seen, true);
+        assert_eq!(
+            self.session.read_limit(),
+            0,
+            "nothing is read after the drain"
+        );
+    }
+
+    fn connection_lost(&mut self) {
+        if self.session.is_done() {
+            return;
+        }
+        self.lost = true;
+        self.session.connection_lost("fuzzed");
+        self.sync(self.seen, true);
+        assert!(self.session.is_done(), "a lost connection is finished");
+    }
+
+    /// Passes the bytes the last call added to the checker and checks the
+    /// bounds. `kept` is how many already seen bytes should still be
+    /// pending; fewer means the session dropped its output, which only a
+    /// lost connection, an aborted upload or a cut download may do.
+    fn sync(&mut self, kept: usize, may_drop: bool) {
+        let output = self.session.output();
+        if output.len() < kept {
+            assert!(may_drop, "pending output shrank by itself");
+            assert!(output.is_empty(), "output dropped only in part");
+            assert!(self.session.is_done(), "output dropped, yet not finished");
+        } else {
+            self.checker.feed(&output[kept..], &self.client[..self.fed]);
+        }
+        self.seen = output.len();
+
+        assert!(
+            output.len() <= OUTPUT_BOUND,
+            "{} bytes pending",
+            output.len()
+        );
+        if !self.session.is_transferring() {
+            assert!(
+                output.len() <= IDLE_OUTPUT_BOUND,
+                "{} bytes pending outside a transfer",
+                output.len()
+            );
+        }
+        let limit = self.session.read_limit();
+        assert!(limit <= READ_LIMIT_BOUND, "read_limit {limit}");
+        if !self.session.is_transferring() {
+            assert!(limit <= MAX_LINE, "read_limit {limit} outside an upload");
+        }
+        if self.eof || self.session.is_done() {
+            assert_eq!(limit, 0, "reading after the end");
+        }
+    }
+}
+
+/// What the client knows: who is logged in and which files they have.
+#[derive(Debug)]
+struct Model {
+    user: Option<&'static str>,
+    failures: u8,
+    files: BTreeMap<String, Vec<u8>>,
+    /// A file was stored or deleted.
+    changed: bool,
+}
+
+enum Lookup<'m> {
+    File(&'m [u8]),
+    NotRegular,
+    Missing,
+}
+
+impl Model {
+    fn new() -> Model {
+        let mut files = BTreeMap::new();
+        files.insert("hello".to_owned(), HELLO.to_vec());
+        files.insert("big".to_owned(), big_content());
+        Model {
+            user: None,
+            failures: 0,
+            files,
+            changed: false,
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Lookup<'_> {
+        match self.files.get(name) {
+            Some(content) => Lookup::File(content),
+            None if name == LINK || name == SUBDIR => Lookup::NotRegular,
+            None => Lookup::Missing,
+        }
+    }
+}
+
+/// Where the reply stream is.
+#[derive(Debug)]
+enum Phase {
+    Greeting,
+    Replies,
+    /// After `150 <n>` for a download: `left` raw bytes to come.
+    Data {
+        left: usize,
+        expect: Expect,
+    },
+    /// After `150 <size>` for `PUT`: the payload is the client's `size`
+    /// bytes at `payload_at`; the result (`226`) is the next reply.
+    Upload {
+        name: String,
+        size: usize,
+        payload_at: usize,
+    },
+    /// After `221`, `421` or the last failed login: nothing may follow.
+    Closed,
+}
+
+#[derive(Debug)]
+enum Expect {
+    /// The exact bytes, consumed from the front as they arrive.
+    Bytes(Vec<u8>),
+    /// A listing of these `(name, size)`, checked when complete.
+    Listing {
+        got: Vec<u8>,
+        files: Vec<(String, u64)>,
+    },
+}
+
+/// Reads the reply stream as a client would, against the model.
+struct Checker {
+    phase: Phase,
+    /// Produced bytes not yet taken (an incomplete reply line).
+    pending: Vec<u8>,
+    model: Model,
+    /// How far the client bytes are accounted for: commands that got their
+    /// reply, and upload payloads.
+    cursor: usize,
+    /// A too-long line was answered: skip to its LF before the next command.
+    discarding: bool,
+    shutdown_requested: bool,
+}
+
+impl Checker {
+    fn new() -> Checker {
+        Checker {
+            phase: Phase::Greeting,
+            pending: Vec::new(),
+            model: Model::new(),
+            cursor: 0,
+            discarding: false,
+            shutdown_requested: false,
+        }
+    }
+
+    /// `bytes` were just produced; `client` is every byte the session got.
+    fn feed(&mut self, bytes: &[u8], client: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+        let mut at = 0;
+        loop {
+            let rest = &self.pending[at..];
+            match &mut self.phase {
+                Phase::Closed => {
+                    assert!(
+                        rest.is_empty(),
+                        "bytes after the last reply: {}",
+                        show(rest)
+                    );
+                    break;
+                }
+                Phase::Data { left, expect } => {
+                    let n = (*left).min(rest.len());
+                    match expect {
+                        Expect::Bytes(want) => {
+                            assert!(
+                                rest[..n] == want[..n],
+                                "downloaded bytes\n  got: {}\n want: {}",
+                                show(&rest[..n]),
+                                show(&want[..n])
+                            );
+                            want.drain(..n);
+                        }
+                        Expect::Listing { got, .. } => got.extend_from_slice(&rest[..n]),
+                    }
+                    *left -= n;
+                    at += n;
+                    if *left > 0 {
+                        break;
+                    }
+                    let Phase::Data { expect, .. } =
+                        std::mem::replace(&mut self.phase, Phase::Replies)
+                    else {
+                        unreachable!()
+                    };
+                    check_download(expect);
+                }
+                Phase::Greeting | Phase::Replies | Phase::Upload { .. } => {
+                    let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+                        assert!(rest.len() < MAX_REPLY_LINE, "runaway reply {}", show(rest));
+                        break;
+                    };
+                    let reply = rest[..=lf].to_vec();
+                    at += lf + 1;
+                    let (code, text) = parse_reply(&reply);
+                    self.reply(code, text, client);
+                }
+            }
+        }
+        self.pending.drain(..at);
+    }
+
+    fn reply(&mut self, code: u16, text: &str, client: &[u8]) {
+        match std::mem::replace(&mut self.phase, Phase::Replies) {
+            Phase::Greeting => assert_eq!(code, 220, "greeting"),
+            Phase::Upload {
+                name,
+                size,
+                payload_at,
+            } => match code {
+                226 => {
+                    assert_eq!(text, format!("stored {size}"));
+                    let payload = client
+                        .get(payload_at..payload_at + size)
+                        .expect("226 before the whole payload arrived");
+                    self.model.files.insert(name, payload.to_vec());
+                    self.model.changed = true;
+                }
+                421 => {
+                    assert!(self.shutdown_requested, "421 without a shutdown");
+                    self.phase = Phase::Closed;
+                }
+                _ => panic!("upload ended with {code} {text}"),
+            },
+            Phase::Replies if code == 421 => {
+                assert!(self.shutdown_requested, "421 without a shutdown");
+                self.phase = Phase::Closed;
+            }
+            Phase::Replies => {
+                assert!(
+                    !self.shutdown_requested,
+                    "a command ran after the shutdown began"
+                );
+                let (command, consumed) = self.next_command(client);
+                self.cursor += consumed;
+                self.answer(command, code, text);
+            }
+            Phase::Data { .. } | Phase::Closed => unreachable!(),
+        }
+    }
+
+    /// The command line the next reply answers, and how many client bytes
+    /// it took.
+    fn next_command<'c>(&mut self, client: &'c [u8]) -> (Result<Command<'c>, ParseError>, usize) {
+        if self.discarding {
+            let rest = client.get(self.cursor..).unwrap_or_default();
+            let end = line::skip_line(rest).expect("a reply before the long line ended");
+            self.cursor += end;
+            self.discarding = false;
+        }
+        let rest = client.get(self.cursor..).unwrap_or_default();
+        match line::parse(rest) {
+            Status::Complete(Parsed { command, consumed }) => {
+                if command == Err(ParseError::LineTooLong) {
+                    self.discarding = true;
+                }
+                (command, consumed)
+            }
+            Status::Partial => panic!("a reply without a complete command line: {}", show(rest)),
+        }
+    }
+
+    /// Checks the reply to one command against the model and updates it.
+    fn answer(&mut self, command: Result<Command<'_>, ParseError>, code: u16, text: &str) {
+        let logged_in = self.model.user.is_some();
+        let command = match command {
+            Err(err) => {
+                let want = match err {
+                    _ if !logged_in && err.verb().is_some_and(|verb| verb.needs_login()) => 530,
+                    ParseError::EmptyLine | ParseError::UnknownCommand => 500,
+                    ParseError::LineTooLong => 500,
+                    ParseError::BadArguments(_) => 501,
+                    ParseError::NameNotAllowed(_) => 553,
+                };
+                assert_eq!(code, want, "{err:?} answered {text:?}");
+                return;
+            }
+            Ok(command) if command.verb().needs_login() && !logged_in => {
+                assert_eq!(code, 530, "{} before login: {text:?}", short(&command));
+                return;
+            }
+            Ok(command) => command,
+        };
+        let context = format!("{} answered {code} {text:?}", short(&command));
+        match command {
+            Command::Noop => assert_eq!(code, 200, "{context}"),
+            Command::Quit => {
+                assert_eq!(code, 221, "{context}");
+                self.phase = Phase::Closed;
+            }
+            Command::Auth { .. } if logged_in => assert_eq!(code, 503, "{context}"),
+            Command::Auth { user, password } => {
+                let known = USERS
+                    .iter()
+                    .find(|(name, secret)| name.as_bytes() == user && *secret == password);
+                if let Some((name, _)) = known {
+                    assert_eq!(code, 230, "{context}");
+                    self.model.user = Some(*name);
+                } else {
+                    assert_eq!(code, 530, "{context}");
+                    self.model.failures += 1;
+                    if self.model.failures >= MAX_AUTH_FAILURES {
+                        self.phase = Phase::Closed;
+                    }
+                }
+            }
+            Command::List => {
+                let files: Vec<(String, u64)> = self
+                    .model
+                    .files
+                    .iter()
+                    .map(|(name, content)| (name.clone(), content.len() as u64))
+                    .collect();
+                let left = data_size(code, text, &context);
+                self.phase = Phase::Data {
+                    left,
+                    expect: Expect::Listing {
+                        got: Vec::new(),
+                        files,
+                    },
+                };
+            }
+            Command::View { name } | Command::Get { name } => {
+                let preview = matches!(command, Command::View { .. });
+                match self.model.lookup(name.as_str()) {
+                    Lookup::File(content) => {
+                        let shown = if preview {
+                            content.len().min(PREVIEW_LEN as usize)
+                        } else {
+                            content.len()
+                        };
+                        let want = content[..shown].to_vec();
+                        let left = data_size(code, text, &context);
+                        assert_eq!(left, shown, "{context}");
+                        self.phase = Phase::Data {
+                            left,
+                            expect: Expect::Bytes(want),
+                        };
+                    }
+                    Lookup::NotRegular | Lookup::Missing => assert_eq!(code, 550, "{context}"),
+                }
+            }
+            Command::Put { size, name } => {
+                if size > MAX_FILE_SIZE {
+                    assert_eq!(code, 552, "{context}");
+                } else if let Lookup::NotRegular = self.model.lookup(name.as_str()) {
+                    assert_eq!(code, 550, "{context}");
+                } else {
+                    let left = data_size(code, text, &context);
+                    assert_eq!(left as u64, size, "{context}");
+                    self.phase = Phase::Upload {
+                        name: name.as_str().to_owned(),
+                        size: left,
+                        payload_at: self.cursor,
+                    };
+                    self.cursor += left;
+                }
+            }
+            Command::Del { name } => match self.model.lookup(name.as_str()) {
+                Lookup::File(_) => {
+                    assert_eq!(code, 250, "{context}");
+                    self.model.files.remove(name.as_str());
+                    self.model.changed = true;
+                }
+                Lookup::NotRegular | Lookup::Missing => assert_eq!(code, 550, "{context}"),
+            },
+        }
+    }
+
+    /// The session is finished. `client` is every byte it got; `aborted`
+    /// says whether a transfer may have been cut short.
+    fn finish(&mut self, client: &[u8], aborted: bool) {
+        assert!(
+            self.pending.is_empty(),
+            "half a reply: {}",
+            show(&self.pending)
+        );
+        match &self.phase {
+            Phase::Greeting => panic!("no greeting"),
+            Phase::Closed => {}
+            Phase::Data { left, .. } => {
+                assert!(aborted, "download ended {left} bytes short");
+            }
+            Phase::Upload {
+                size, payload_at, ..
+            } => {
+                assert!(
+                    client.len() < payload_at + size,
+                    "the whole payload arrived, but no 226"
+                );
+            }
+            Phase::Replies if aborted => {}
+            Phase::Replies => {
+                // The client closed: every complete line still got its reply.
+                let mut rest = client.get(self.cursor..).unwrap_or_default();
+                if self.discarding {
+                    let Some(end) = line::skip_line(rest) else {
+                        return;
+                    };
+                    rest = &rest[end..];
+                }
+                assert_eq!(
+                    line::parse(rest),
+                    Status::Partial,
+                    "a complete line was not answered"
+                );
+            }
+        }
+    }
+}
+
+/// Checks the form of one reply line, `NNN text\r\n`, and splits it.
+fn parse_reply(reply: &[u8]) -> (u16, &str) {
+    assert!(reply.len() <= MAX_REPLY_LINE, "long reply {}", show(reply));
+    let body = reply
+        .strip_suffix(b"\r\n")
+        .unwrap_or_else(|| panic!("reply without CRLF: {}", show(reply)));
+    let well_formed = body.len() > 4
+        && matches!(body[0], b'1'..=b'5')
+        && body[1].is_ascii_digit()
+        && body[2].is_ascii_digit()
+        && body[3] == b' '
+        && body[4..].iter().all(|&b| (0x20..0x7f).contains(&b));
+    assert!(well_formed, "malformed reply {}", show(reply));
+    let code = u16::from(body[0] - b'0') * 100
+        + u16::from(body[1] - b'0') * 10
+        + u16::from(body[2] - b'0');
+    let text = std::str::from_utf8(&body[4..]).unwrap();
+    (code, text)
+}
+
+/// The `n` of `150 <n>`, written without leading zeros.
+fn data_size(code: u16, text: &str, context: &str) -> usize {
+    assert_eq!(code, 150, "{context}");
+    let n: u64 = text
+        .parse()
+        .unwrap_or_else(|_| panic!("150 without a size: {context}"));
+    assert_eq!(n.to_string(), text, "{context}");
+    usize::try_from(n).unwrap()
+}
+
+fn check_download(expect: Expect) {
+    match expect {
+        Expect::Bytes(want) => assert!(want.is_empty()),
+        Expect::Listing { got, files } => {
+            let text = std::str::from_utf8(&got).expect("listing is UTF-8");
+            let lines: Vec<&str> = text.split_terminator('\n').collect();
+            assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
+            assert_eq!(lines.len(), files.len(), "{text:?} vs {files:?}");
+            for (line, (name, size)) in lines.iter().zip(&files) {
+                let mut parts = line.splitn(3, ' ');
+                let listed_size = parts.next().unwrap();
+                let mtime = parts.next().expect("mtime");
+                let listed_name = parts.next().expect("name");
+                assert_eq!(listed_size, size.to_string(), "{line:?}");
+                assert!(mtime.parse::<i64>().is_ok(), "{line:?}");
+                assert_eq!(listed_name, name, "{line:?}");
+            }
+        }
+    }
+}

@@ -43,8 +43,8 @@ Options:
   --drain-timeout SECS   how long transfers may finish after SIGINT/SIGTERM [default: 5]
   --partial-ttl SECS     how long the bytes of an interrupted upload are kept for
                          resuming, counted from the last byte received [default: 86400]
-  --no-fsync             acknowledge uploads without syncing them to disk (faster; an
-                         upload acknowledged just before a power loss may be lost)
+  --no-fsync             acknowledge uploads and deletes without syncing them to disk
+                         (faster; one acknowledged just before a power loss may be lost)
   --auth-timeout SECS    close a connection that has not logged in after this [default: 30]
   --idle-timeout SECS    close a logged-in session (or an HTTP keep-alive connection)
                          that sends nothing for this long [default: 300]
@@ -56,7 +56,7 @@ Options:
   --login-delay SECS     hold the reply to a failed login this long [default: 1]
   --lockout-failures N   failed logins from one address within the window that lock
                          it out; 0 turns lockouts off [default: 10]
-  --lockout-window SECS  [default: 600]
+  --lockout-window SECS  the time within which those failures count [default: 600]
   --lockout-duration SECS  how long a locked-out address is refused [default: 900]
   --user-quota BYTES     bytes each user may store in all [default: no limit]
   --user-max-files N     files each user may store [default: no limit]

@@ -37,6 +37,17 @@ pub fn lossy(bytes: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(cut))
 }
 
+/// The end of a transfer's line: `result=<result>`, the quoted reason when
+/// there is one, and the seconds it took.
+pub fn outcome(result: &str, reason: &str, started: std::time::Instant) -> String {
+    let secs = started.elapsed().as_secs_f64();
+    if reason.is_empty() {
+        format!("result={result} secs={secs:.3}")
+    } else {
+        format!("result={result} reason={} secs={secs:.3}", Quoted(reason))
+    }
+}
+
 /// Writes one audit line: `audit: <event> ip=<ip> proto=<protocol> <rest>`.
 pub fn event(event: &str, peer: SocketAddr, protocol: Protocol, rest: fmt::Arguments<'_>) {
     log::info!(

@@ -1001,32 +1001,22 @@ impl Session {
         let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
             return;
         };
-        let Put {
-            user,
-            name,
-            existed,
-            sink,
-            hasher,
-            received,
-            keep_alive,
-            started,
-            ..
-        } = *put;
-        let after = After::from_keep_alive(keep_alive && !self.shutting_down);
-        let sha256 = hasher.finish();
+        let mut put = *put;
+        let sink = mem::replace(&mut put.sink, Err(io::Error::other("placed")));
+        let after = After::from_keep_alive(put.keep_alive && !self.shutting_down);
+        let sha256 = mem::take(&mut put.hasher).finish();
         match sink.and_then(|upload| services.storage.commit(upload, sha256)) {
             Ok(()) => {
                 services.metrics.transfer_completed(Direction::Upload);
-                let secs = format!("{:.3}s", started.elapsed().as_secs_f64());
-                self.audit_upload((&user, &name, received), "ok", &secs);
-                let status = if existed { 204 } else { 201 };
+                self.audit_upload(&put, "ok", "");
+                let status = if put.existed { 204 } else { 201 };
                 let digest = sha256.to_string();
                 let fields = [("X-Ferry-SHA256", digest.as_str())];
                 self.respond(status, &fields, b"", true, after, services);
             }
             Err(err) => {
                 services.metrics.transfer_aborted(Direction::Upload);
-                self.audit_upload((&user, &name, received), "failed", &err.to_string());
+                self.audit_upload(&put, "failed", &err.to_string());
                 self.storage_error(StorageError::Io(err), after, services);
             }
         }
@@ -1034,7 +1024,7 @@ impl Session {
 
     fn abort_upload(&mut self, put: Put, reason: &str, services: &Services) {
         services.metrics.transfer_aborted(Direction::Upload);
-        self.audit_upload((&put.user, &put.name, put.received), "aborted", reason);
+        self.audit_upload(&put, "aborted", reason);
         // Dropping the upload removes its temporary file.
     }
 
@@ -1060,28 +1050,27 @@ impl Session {
             self.peer,
             Protocol::Http,
             format_args!(
-                "user={} verb=GET name={} size={} sent={} result={result} reason={} secs={:.3}",
+                "user={} verb=GET name={} size={} sent={} {}",
                 Quoted(&send.user),
                 Quoted(&send.name),
                 send.total,
                 send.total - send.remaining,
-                Quoted(reason),
-                send.started.elapsed().as_secs_f64()
+                audit::outcome(result, reason, send.started)
             ),
         );
     }
 
-    fn audit_upload(&self, put: (&str, &str, u64), result: &str, reason: &str) {
-        let (user, name, received) = put;
+    fn audit_upload(&self, put: &Put, result: &str, reason: &str) {
         audit::event(
             "upload",
             self.peer,
             Protocol::Http,
             format_args!(
-                "user={} verb=PUT name={} received={received} result={result} reason={}",
-                Quoted(user),
-                Quoted(name),
-                Quoted(reason)
+                "user={} verb=PUT name={} received={} {}",
+                Quoted(&put.user),
+                Quoted(&put.name),
+                put.received,
+                audit::outcome(result, reason, put.started)
             ),
         );
     }

@@ -1322,10 +1322,11 @@ fn log_transfer(
         peer,
         Protocol::Line,
         format_args!(
-            "user={} verb={} name={} size={bytes} result=ok secs={secs:.3}",
+            "user={} verb={} name={} size={bytes} {}",
             Quoted(&login.user),
             verb.as_str(),
-            Quoted(name)
+            Quoted(name),
+            audit::outcome("ok", "", started)
         ),
     );
 }

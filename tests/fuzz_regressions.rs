@@ -150,3 +150,57 @@ fn resident_bytes() -> usize {
         .expect("VmRSS in /proc/self/status");
     kib << 10
 }
+
+/// fuzz target `session` (input `QUIT\n`, then shutdown and the end of the
+/// drain before the client read anything): a session that has already
+/// said its last reply (`221`, `421`, the last failed login) and is only
+/// flushing it is still handed `end_drain` by the reactor, which queues
+/// `421 server shutting down` behind that last reply. protocol.md: nothing
+/// follows `221` or `421`; the session is not in a transfer, so the end of
+/// the drain has nothing to say to it.
+#[test]
+fn end_of_drain_adds_nothing_after_the_last_reply() {
+    let h = Harness::new();
+    let services = h.services();
+    let mut session = Session::new(peer(), services);
+    session.receive(b"QUIT\n", services);
+    session.begin_shutdown(services);
+    session.end_drain(services);
+    let out = String::from_utf8_lossy(session.output()).into_owned();
+    assert!(out.ends_with("\r\n221 bye\r\n"), "{out:?}");
+
+    // The same after the 421 of the shutdown itself.
+    let mut session = Session::new(peer(), services);
+    session.begin_shutdown(services);
+    session.end_drain(services);
+    let out = String::from_utf8_lossy(session.output()).into_owned();
+    assert_eq!(out.matches("421").count(), 1, "{out:?}");
+}
+
+/// fuzz target `session` (minimised: a `NOOP`-like line answered `500`,
+/// then `PUT 10 f` with 3 bytes of payload, then the end of input, all
+/// before the client read the replies): the end of input in the middle of
+/// an upload discards every queued reply, also the replies to the complete
+/// lines before the `PUT`. protocol.md, "NOOP and QUIT": the server still
+/// answers the complete command lines it received before the client's end
+/// of the stream and then closes. Dropping the upload is right; dropping
+/// what is queued for the client is not (a reset connection is another
+/// matter: `connection_lost`).
+#[test]
+fn end_of_input_mid_upload_still_sends_the_replies_before_it() {
+    let h = Harness::new();
+    let services = h.services();
+    let mut session = Session::new(peer(), services);
+    session.receive(b"AUTH alice pw\nNOOP\nPUT 10 f\nabc", services);
+    session.receive_eof(services);
+    let out = String::from_utf8_lossy(session.output()).into_owned();
+    assert!(
+        out.ends_with("\r\n230 logged in\r\n200 ok\r\n150 10\r\n"),
+        "{out:?}"
+    );
+    let pending = session.output().len();
+    session.output_written(pending, services);
+    assert!(session.is_done());
+    drop(session);
+    assert_eq!(h.upload_files_left(), 0);
+}

@@ -147,6 +147,17 @@ fn check_command(command: &Command<'_>, text: &[u8]) {
         assert!(!user.contains(&b' '), "the user ends at the first space");
         assert!(!user.contains(&b'\n') && !password.contains(&b'\n'));
     }
+    if let Command::Expect { sha256 } = command {
+        // The digest is exactly the 64 hex digits of the line, in any case.
+        let hex = sha256.to_string();
+        assert_eq!(hex.len(), 64);
+        let content = text.strip_suffix(b"\r").unwrap_or(text);
+        assert!(
+            content.len() >= 64 && content[content.len() - 64..].eq_ignore_ascii_case(hex.as_bytes()),
+            "{hex} from {}",
+            show(text)
+        );
+    }
     if let Some(name) = file_name(command) {
         same(
             name::validate(name.as_str().as_bytes()),
@@ -157,18 +168,27 @@ fn check_command(command: &Command<'_>, text: &[u8]) {
 
     let mut written = Vec::new();
     command.write_to(&mut written);
-    assert!(written.ends_with(b"\r\n"), "{}", show(&written));
+    // One line, ending in LF; in CRLF only when the command's own last byte
+    // is a CR (a password may end in one), which `parse` would otherwise
+    // take for the terminator's.
     assert_eq!(
         written.iter().filter(|&&b| b == b'\n').count(),
         1,
         "one line: {}",
         show(&written)
     );
+    let body = written.strip_suffix(b"\n").expect("ends with LF");
+    let written_content = match body.strip_suffix(b"\r") {
+        Some(before) if before.ends_with(b"\r") => before,
+        Some(_) => panic!("CRLF after a command not ending in CR: {}", show(&written)),
+        None => body,
+    };
     // The written form is canonical (one space, upper-case verb, no leading
-    // zeros), so its content is never longer than the line it came from.
+    // zeros, lower-case hex), so its content is never longer than the line
+    // it came from, and neither is the whole written line.
     let content = text.strip_suffix(b"\r").unwrap_or(text);
     assert!(
-        written.len() - 2 <= content.len(),
+        written_content.len() <= content.len() && written.len() <= text.len() + 1,
         "{} written from {}",
         show(&written),
         show(text)
@@ -194,7 +214,9 @@ fn file_name<'a>(command: &Command<'a>) -> Option<FileName<'a>> {
         Command::View { name }
         | Command::Get { name }
         | Command::Put { name, .. }
-        | Command::Del { name } => Some(*name),
+        | Command::Del { name }
+        | Command::Hash { name }
+        | Command::Partial { name } => Some(*name),
         _ => None,
     }
 }

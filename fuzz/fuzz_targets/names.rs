@@ -1,6 +1,8 @@
 //! `name::validate` and `name::is_valid` against a reference model of the
-//! file-name rules in `protocol.md`, and the same rules seen through a
-//! command line.
+//! file-name rules in `protocol.md`, the same rules seen through a command
+//! line, and the HTTP front's percent-decoding of names
+//! (`http::percent_decode`, `http::decode_name`, `http::route`) against a
+//! reference decoder.
 //!
 //! The model is written from the protocol text, not from the code: it reads
 //! the name as characters where `validate` scans bytes, so the two only agree
@@ -12,6 +14,7 @@
 mod common;
 
 use common::{same, show};
+use ferry::protocol::http::{self, Route};
 use ferry::protocol::line::{self, Command, ParseError, Parsed, Status, Verb};
 use ferry::protocol::name::{self, MAX_NAME_LEN};
 use libfuzzer_sys::fuzz_target;
@@ -33,6 +36,7 @@ fn allowed_by_spec(raw: &[u8]) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
+    check_percent_decoding(data);
     assert_eq!(MAX_NAME_LEN, SPEC_MAX_NAME_BYTES);
     let expected = allowed_by_spec(data);
 
@@ -100,4 +104,76 @@ fn check_in_line(
         }),
         show(&text),
     );
+}
+
+/// `protocol.md`, "Paths": a name is percent-decoded exactly once, `%`
+/// followed by two hexadecimal digits (either case) is that byte, every other
+/// byte stands for itself, and a `%` without two hex digits makes the whole
+/// segment invalid (`400`). Written byte by byte, without `hex`.
+fn reference_decode(raw: &[u8]) -> Option<Vec<u8>> {
+    fn digit(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let high = digit(*raw.get(i + 1)?)?;
+            let low = digit(*raw.get(i + 2)?)?;
+            out.push(high * 16 + low);
+            i += 3;
+        } else {
+            out.push(raw[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The HTTP front's names: `data` as the segment after `/files/`.
+fn check_percent_decoding(data: &[u8]) {
+    let decoded = reference_decode(data);
+    same(
+        http::percent_decode(data),
+        decoded.clone(),
+        format_args!("percent_decode of {}", show(data)),
+    );
+    // decode_name == validate(percent_decode(x)): decoded once, then the
+    // line protocol's rules, on the decoded bytes as they are.
+    let want = decoded
+        .as_deref()
+        .filter(|bytes| allowed_by_spec(bytes))
+        .map(|bytes| String::from_utf8(bytes.to_vec()).unwrap());
+    same(
+        http::decode_name(data),
+        want,
+        format_args!("decode_name of {}", show(data)),
+    );
+    // Exactly once: encoding every byte (upper and lower case hex) and
+    // decoding gives the bytes back, `%` included, so `%252F` is `%2F`.
+    for upper in [false, true] {
+        let encoded: String = data
+            .iter()
+            .map(|b| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") })
+            .collect();
+        same(
+            http::percent_decode(encoded.as_bytes()),
+            Some(data.to_vec()),
+            "decoding an encoded segment",
+        );
+    }
+    // The segment behind `/files/` is what `route` hands on, undecoded.
+    let mut path = b"/files/".to_vec();
+    path.extend_from_slice(data);
+    let want = if data.is_empty() {
+        Route::Listing
+    } else {
+        Route::File(data)
+    };
+    same(http::route(&path), want, format_args!("route of {}", show(&path)));
 }

@@ -18,8 +18,17 @@
 //! after the session said goodbye. It also checks the buffer bounds, that the
 //! session always finishes, that the logged-in user's directory ends up as
 //! the model says, and that nothing else under the temporary directory
-//! changes (a canary file outside the root, the other user's directory, the
-//! server's `.ferry/tmp`).
+//! changes (a canary file outside the root, the other user's directory and
+//! records, the server's `.ferry/tmp`).
+//!
+//! The model covers the integrity and resume commands too: `226` and `213`
+//! carry the SHA-256 of the model's bytes (computed here with the `sha2`
+//! crate, not with ferry's code), `EXPECT` and `REST` apply to the next
+//! transfer only, and every user starts with planted partials (interrupted
+//! uploads) that `PARTIAL` reports and `REST` + `PUT` continue. Socket-free
+//! work (`has_work`/`work`) is run to its end after every step, so hashing
+//! never overlaps another event; with files of at most 64 KiB one step of
+//! `work` hashes a whole file anyway.
 
 #![no_main]
 #![forbid(unsafe_code)]
@@ -34,13 +43,15 @@ mod common;
 
 use common::{short, show};
 use ferry::Users;
-use ferry::connection::{
-    MAX_AUTH_FAILURES, PREVIEW_LEN, REPLY_BACKLOG, Services, Session, TRANSFER_BUFFER,
-};
 use ferry::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
 use ferry::protocol::name::MAX_NAME_LEN;
-use ferry::storage::Storage;
+use ferry::session::Services;
+use ferry::session::line::{
+    MAX_AUTH_FAILURES, PREVIEW_LEN, REPLY_BACKLOG, Session, TRANSFER_BUFFER,
+};
+use ferry::storage::{Options, Storage};
 use libfuzzer_sys::fuzz_target;
+use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
 /// Splits the client bytes from the schedule. `0xff` never occurs in UTF-8,
@@ -65,13 +76,21 @@ const BIG_LEN: usize = 3000;
 const LINK: &str = "link";
 const SUBDIR: &str = "sub";
 const CANARY: &[u8] = b"the canary outside the storage root\n";
+/// Every user starts with these interrupted uploads (no saved hash state,
+/// so continuing one hashes the bytes held first): one for an existing
+/// file, one for a name that has no file.
+const PARTIALS: [(&str, &[u8]); 2] = [
+    ("hello", b"hello, partial world"),
+    ("part", b"0123456789abcdefghijklmnopqrstuvwxyz"),
+];
 /// The mtime of planted files (November 2023).
 const PLANTED_SECS: u64 = 1_700_000_000;
 
 /// Longest reply line the protocol sends, CRLF included. The longest today
-/// is `552 file too large (maximum <u64> bytes)`, 57 bytes; this leaves room
-/// for longer texts without letting a runaway line through.
-const MAX_REPLY_LINE: usize = 128;
+/// is `451 checksum mismatch: expected sha256=<64>, received sha256=<64>;
+/// upload discarded`, 206 bytes; this leaves room for longer texts without
+/// letting a runaway line through.
+const MAX_REPLY_LINE: usize = 256;
 /// Longest `LIST` line: `<u64 size> <i64 mtime> <name>\n`.
 const MAX_LISTING_LINE: usize = 20 + 1 + 20 + 1 + MAX_NAME_LEN + 1;
 /// Pending output outside a transfer. A command runs only while at most
@@ -146,14 +165,17 @@ fuzz_target!(|data: &[u8]| {
 /// ```text
 /// <tmp>/canary
 /// <tmp>/root/.ferry/tmp/          uploads in progress
+/// <tmp>/root/.ferry/users/<user>/ digests and partials (see PARTIALS)
 /// <tmp>/root/<user>/hello, big    regular files
 /// <tmp>/root/<user>/link          symlink to the canary
 /// <tmp>/root/<user>/sub/          directory
 /// ```
 struct World {
     dir: TempDir,
-    users: Users,
-    storage: Storage,
+    services: Services,
+    /// The mtime of the planted partials: the start of the process, so that
+    /// they are the same in every run and do not expire (24 h) meanwhile.
+    partials_time: SystemTime,
     /// The whole tree after set-up.
     baseline: Snapshot,
 }
@@ -168,29 +190,36 @@ impl World {
             .expect("temporary directory");
         fs::write(dir.path().join("canary"), CANARY).unwrap();
         let root = dir.path().join("root");
-        let storage = Storage::open(&root, false).expect("storage root");
+        let options = Options {
+            fsync: false,
+            ..Options::default()
+        };
+        let storage = Storage::open(&root, options).expect("storage root");
+        let partials_time = SystemTime::now();
         let mut users = Users::new();
         for (user, password) in USERS {
             users.insert(user, password).unwrap();
             plant_home(&root.join(user), &dir.path().join("canary"));
+            plant_records(&records_of(&root, user), partials_time);
         }
-        let baseline = snapshot(dir.path(), None);
+        let mut services = Services::new(users, storage, MAX_FILE_SIZE);
+        // A failed login's reply would otherwise wait a second for a timer
+        // this driver does not run.
+        services.policy.login_delay = Duration::ZERO;
+        // Failed logins of earlier runs must not lock the next ones out.
+        services.policy.lockout_failures = 0;
+        let baseline = snapshot(dir.path(), &[]);
         World {
             dir,
-            users,
-            storage,
+            services,
+            partials_time,
             baseline,
         }
     }
 
     fn run(&self, data: &[u8]) {
         let (client, schedule) = split_input(data);
-        let services = Services {
-            users: &self.users,
-            storage: &self.storage,
-            max_file_size: MAX_FILE_SIZE,
-        };
-        let mut driver = Driver::new(client, &services);
+        let mut driver = Driver::new(client, &self.services);
         for &step in schedule {
             driver.step(step);
         }
@@ -203,9 +232,10 @@ impl World {
     /// says, and everything else is as it was.
     fn check_and_reset(&self, model: &Model) {
         let home = model.user.map(|user| Path::new("root").join(user));
-        let now = snapshot(self.dir.path(), home.as_deref());
-        let outside_home =
-            |path: &&PathBuf| home.as_ref().is_none_or(|home| !path.starts_with(home));
+        let records = model.user.map(|user| records_of(Path::new("root"), user));
+        let skip: Vec<PathBuf> = home.iter().chain(&records).cloned().collect();
+        let now = snapshot(self.dir.path(), &skip);
+        let outside_home = |path: &&PathBuf| !skip.iter().any(|skip| path.starts_with(skip));
         let before = self.baseline.iter().filter(|(path, _)| outside_home(path));
         if !now.iter().eq(before) {
             let changed: Vec<_> = now
@@ -224,6 +254,35 @@ impl World {
                 plant_home(&home, &self.dir.path().join("canary"));
             }
         }
+        // Digests recorded and partials used or left: back to the start.
+        if let Some(records) = records {
+            let records = self.dir.path().join(records);
+            fs::remove_dir_all(&records).unwrap();
+            plant_records(&records, self.partials_time);
+        }
+    }
+}
+
+/// Where the server keeps a user's digests and partials.
+fn records_of(root: &Path, user: &str) -> PathBuf {
+    root.join(".ferry").join("users").join(user)
+}
+
+/// The record directories of a user as the server creates them, with the
+/// planted partials.
+fn plant_records(records: &Path, mtime: SystemTime) {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut builder = fs::DirBuilder::new();
+    builder.mode(0o700);
+    builder.create(records).unwrap();
+    for sub in ["sums", "partial", "partial-sums"] {
+        builder.create(records.join(sub)).unwrap();
+    }
+    for (name, content) in PARTIALS {
+        let path = records.join("partial").join(name);
+        fs::write(&path, content).unwrap();
+        let file = fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(mtime).unwrap();
     }
 }
 
@@ -328,15 +387,15 @@ enum Node {
 
 type Snapshot = BTreeMap<PathBuf, Node>;
 
-/// Everything under `base` by relative path, except the subtree `skip`.
-fn snapshot(base: &Path, skip: Option<&Path>) -> Snapshot {
+/// Everything under `base` by relative path, except the subtrees `skip`.
+fn snapshot(base: &Path, skip: &[PathBuf]) -> Snapshot {
     let mut nodes = Snapshot::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(dir) = pending.pop() {
         for entry in fs::read_dir(base.join(&dir)).unwrap() {
             let entry = entry.unwrap();
             let relative = dir.join(entry.file_name());
-            if skip == Some(relative.as_path()) {
+            if skip.contains(&relative) {
                 continue;
             }
             let meta = fs::symlink_metadata(entry.path()).unwrap();
@@ -372,7 +431,7 @@ fn split_input(data: &[u8]) -> (&[u8], &[u8]) {
 /// Plays the reactor and the client.
 struct Driver<'a> {
     session: Session,
-    services: &'a Services<'a>,
+    services: &'a Services,
     client: &'a [u8],
     /// Client bytes handed to the session so far.
     fed: usize,
@@ -386,10 +445,10 @@ struct Driver<'a> {
 }
 
 impl<'a> Driver<'a> {
-    fn new(client: &'a [u8], services: &'a Services<'a>) -> Driver<'a> {
+    fn new(client: &'a [u8], services: &'a Services) -> Driver<'a> {
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut driver = Driver {
-            session: Session::new(peer),
+            session: Session::new(peer, services),
             services,
             client,
             fed: 0,
@@ -511,7 +570,7 @@ impl<'a> Driver<'a> {
             return;
         }
         self.drain_ended = true;
-        self.session.end_drain();
+        self.session.end_drain(self.services);
         self.sync(self.seen, true);
         assert_eq!(
             self.session.read_limit(),
@@ -525,7 +584,7 @@ impl<'a> Driver<'a> {
             return;
         }
         self.lost = true;
-        self.session.connection_lost("fuzzed");
+        self.session.connection_lost("fuzzed", self.services);
         self.sync(self.seen, true);
         assert!(self.session.is_done(), "a lost connection is finished");
     }
@@ -535,6 +594,15 @@ impl<'a> Driver<'a> {
     /// pending; fewer means the session dropped its output, which only a
     /// lost connection, an aborted upload or a cut download may do.
     fn sync(&mut self, kept: usize, may_drop: bool) {
+        // Socket-free work, as the reactor runs it: a step at a time, until
+        // there is none. Each step must do something, or report nothing
+        // done while the session waits for a check slot.
+        let mut steps = 0;
+        while self.session.has_work() {
+            self.session.work(self.services);
+            steps += 1;
+            assert!(steps < MAX_SETTLE_STEPS, "the session keeps working");
+        }
         let output = self.session.output();
         if output.len() < kept {
             assert!(may_drop, "pending output shrank by itself");
@@ -574,6 +642,12 @@ struct Model {
     user: Option<&'static str>,
     failures: u8,
     files: BTreeMap<String, Vec<u8>>,
+    /// Bytes held of interrupted uploads, by name.
+    partials: BTreeMap<String, Vec<u8>>,
+    /// `REST` for the next `GET` or `PUT`.
+    rest: Option<u64>,
+    /// `EXPECT` for the next `PUT`.
+    expect: Option<[u8; 32]>,
     /// A file was stored or deleted.
     changed: bool,
 }
@@ -589,10 +663,17 @@ impl Model {
         let mut files = BTreeMap::new();
         files.insert("hello".to_owned(), HELLO.to_vec());
         files.insert("big".to_owned(), big_content());
+        let partials = PARTIALS
+            .iter()
+            .map(|(name, content)| (name.to_string(), content.to_vec()))
+            .collect();
         Model {
             user: None,
             failures: 0,
             files,
+            partials,
+            rest: None,
+            expect: None,
             changed: false,
         }
     }
@@ -616,12 +697,16 @@ enum Phase {
         left: usize,
         expect: Expect,
     },
-    /// After `150 <size>` for `PUT`: the payload is the client's `size`
-    /// bytes at `payload_at`; the result (`226`) is the next reply.
+    /// After `150 <n>` for `PUT`: the payload is the client's `size` (`n`)
+    /// bytes at `payload_at`, behind the `prefix` a resumed upload kept; the
+    /// result (`226`, or `451` for a digest other than `expect`) is the next
+    /// reply.
     Upload {
         name: String,
+        prefix: Vec<u8>,
         size: usize,
         payload_at: usize,
+        expect: Option<[u8; 32]>,
     },
     /// After `221`, `421` or the last failed login: nothing may follow.
     Closed,
@@ -725,16 +810,44 @@ impl Checker {
             Phase::Greeting => assert_eq!(code, 220, "greeting"),
             Phase::Upload {
                 name,
+                prefix,
                 size,
                 payload_at,
+                expect,
             } => match code {
-                226 => {
-                    assert_eq!(text, format!("stored {size}"));
+                226 | 451 => {
                     let payload = client
                         .get(payload_at..payload_at + size)
-                        .expect("226 before the whole payload arrived");
-                    self.model.files.insert(name, payload.to_vec());
-                    self.model.changed = true;
+                        .unwrap_or_else(|| panic!("{code} before the whole payload arrived"));
+                    let mut content = prefix;
+                    content.extend_from_slice(payload);
+                    let digest = sha256(&content);
+                    match expect {
+                        Some(expected) if expected != digest => {
+                            // protocol.md, "Integrity": the upload is
+                            // discarded, the old file stays.
+                            assert_eq!(
+                                text,
+                                format!(
+                                    "checksum mismatch: expected sha256={}, \
+                                     received sha256={}; upload discarded",
+                                    hex(&expected),
+                                    hex(&digest)
+                                )
+                            );
+                        }
+                        _ => {
+                            assert_eq!(code, 226, "upload of {name:?} answered {text:?}");
+                            assert_eq!(
+                                text,
+                                format!("stored {} sha256={}", content.len(), hex(&digest))
+                            );
+                            // A completed upload supersedes its partial.
+                            self.model.partials.remove(&name);
+                            self.model.files.insert(name, content);
+                            self.model.changed = true;
+                        }
+                    }
                 }
                 421 => {
                     assert!(self.shutdown_requested, "421 without a shutdown");
@@ -842,8 +955,24 @@ impl Checker {
             }
             Command::View { name } | Command::Get { name } => {
                 let preview = matches!(command, Command::View { .. });
+                // REST is GET's (and PUT's) only, used up whatever the
+                // outcome; VIEW leaves it. REST 0 is the same as none.
+                let offset = if preview {
+                    0
+                } else {
+                    self.model.rest.take().unwrap_or(0)
+                };
                 match self.model.lookup(name.as_str()) {
+                    Lookup::File(content) if offset > content.len() as u64 => {
+                        assert_eq!(code, 501, "{context}");
+                        let want = format!(
+                            "offset {offset} is past the end of the file ({} bytes)",
+                            content.len()
+                        );
+                        assert_eq!(text, want, "{context}");
+                    }
                     Lookup::File(content) => {
+                        let content = &content[offset as usize..];
                         let shown = if preview {
                             content.len().min(PREVIEW_LEN as usize)
                         } else {
@@ -860,21 +989,29 @@ impl Checker {
                     Lookup::NotRegular | Lookup::Missing => assert_eq!(code, 550, "{context}"),
                 }
             }
-            Command::Put { size, name } => {
-                if size > MAX_FILE_SIZE {
-                    assert_eq!(code, 552, "{context}");
-                } else if let Lookup::NotRegular = self.model.lookup(name.as_str()) {
-                    assert_eq!(code, 550, "{context}");
-                } else {
-                    let left = data_size(code, text, &context);
-                    assert_eq!(left as u64, size, "{context}");
-                    self.phase = Phase::Upload {
-                        name: name.as_str().to_owned(),
-                        size: left,
-                        payload_at: self.cursor,
-                    };
-                    self.cursor += left;
+            Command::Put { size, name } => self.answer_put(size, name.as_str(), code, text, &context),
+            Command::Hash { name } => match self.model.lookup(name.as_str()) {
+                Lookup::File(content) => {
+                    assert_eq!(code, 213, "{context}");
+                    assert_eq!(text, format!("sha256={}", hex(&sha256(content))), "{context}");
                 }
+                Lookup::NotRegular | Lookup::Missing => assert_eq!(code, 550, "{context}"),
+            },
+            Command::Partial { name } => {
+                let held = self.model.partials.get(name.as_str()).map_or(0, Vec::len);
+                assert_eq!(code, 213, "{context}");
+                assert_eq!(text, held.to_string(), "{context}");
+            }
+            Command::Rest { offset } => {
+                assert_eq!(code, 350, "{context}");
+                assert_eq!(text, format!("restarting at {offset}"), "{context}");
+                self.model.rest = Some(offset);
+            }
+            Command::Expect { sha256 } => {
+                assert_eq!(code, 200, "{context}");
+                let digest = *sha256.as_bytes();
+                assert_eq!(text, format!("expecting sha256={}", hex(&digest)), "{context}");
+                self.model.expect = Some(digest);
             }
             Command::Del { name } => match self.model.lookup(name.as_str()) {
                 Lookup::File(_) => {
@@ -885,6 +1022,63 @@ impl Checker {
                 Lookup::NotRegular | Lookup::Missing => assert_eq!(code, 550, "{context}"),
             },
         }
+    }
+
+    /// `PUT`, in the order of checks of protocol.md ("Resume"): the size,
+    /// the `REST` offset against the size, the target, the offset against
+    /// the bytes held. `REST` and `EXPECT` are used up whatever the outcome.
+    fn answer_put(&mut self, size: u64, name: &str, code: u16, text: &str, context: &str) {
+        let rest = self.model.rest.take();
+        let expect = self.model.expect.take();
+        if size > MAX_FILE_SIZE {
+            assert_eq!(code, 552, "{context}");
+            let want = format!("file too large (maximum {MAX_FILE_SIZE} bytes)");
+            assert_eq!(text, want, "{context}");
+            return;
+        }
+        if let Some(offset) = rest
+            && offset > size
+        {
+            assert_eq!(code, 501, "{context}");
+            let want = format!("offset {offset} is past the end of the file ({size} bytes)");
+            assert_eq!(text, want, "{context}");
+            return;
+        }
+        if let Lookup::NotRegular = self.model.lookup(name) {
+            assert_eq!(code, 550, "{context}");
+            return;
+        }
+        let offset = rest.unwrap_or(0);
+        let prefix = if rest.is_some() {
+            let held = self.model.partials.get(name).map_or(0, Vec::len) as u64;
+            if offset > held {
+                assert_eq!(code, 501, "{context}");
+                let want = format!("offset {offset} is past the {held} bytes held for this upload");
+                assert_eq!(text, want, "{context}");
+                return;
+            }
+            // Continued: the partial is taken (it is no longer reported)
+            // and cut to the offset.
+            self.model
+                .partials
+                .remove(name)
+                .map(|bytes| bytes[..offset as usize].to_vec())
+                .unwrap_or_default()
+        } else {
+            // A fresh upload leaves a partial of the name alone until it
+            // completes.
+            Vec::new()
+        };
+        let left = data_size(code, text, context);
+        assert_eq!(left as u64, size - offset, "{context}");
+        self.phase = Phase::Upload {
+            name: name.to_owned(),
+            prefix,
+            size: left,
+            payload_at: self.cursor,
+            expect,
+        };
+        self.cursor += left;
     }
 
     /// The session is finished. `client` is every byte it got; `aborted`
@@ -904,6 +1098,7 @@ impl Checker {
             Phase::Upload {
                 size, payload_at, ..
             } => {
+                let (size, payload_at) = (*size, *payload_at);
                 assert!(
                     client.len() < payload_at + size,
                     "the whole payload arrived, but no 226"
@@ -978,4 +1173,14 @@ fn check_download(expect: Expect) {
             }
         }
     }
+}
+
+/// The SHA-256 of `bytes`, computed independently of ferry.
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Lower-case hex, as `protocol.md` gives digests.
+fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -381,7 +381,13 @@ impl Session {
                 State::Receiving(_) => {
                     if self.input.is_empty() {
                         if self.peer_eof {
-                            self.connection_lost("client closed the connection", services);
+                            // The body cannot complete: the upload is
+                            // discarded, responses already queued still go.
+                            if let State::Receiving(put) =
+                                mem::replace(&mut self.state, State::Closing)
+                            {
+                                self.abort_upload(*put, "client closed the connection", services);
+                            }
                         }
                         break;
                     }

@@ -504,12 +504,18 @@ impl Session {
     /// resumable partial and its client gets `421`; an unfinished download
     /// is cut off.
     pub fn end_drain(&mut self, services: &Services) {
-        let cut_download = matches!(self.state, State::Sending(..));
-        self.interrupt("server shutting down", services);
-        if cut_download {
-            self.drop_output();
-        } else {
-            self.reply(Reply::ShuttingDown, services);
+        match self.state {
+            // Its last reply is said (221, 421, the last failed login):
+            // nothing may follow it.
+            State::Closing => {}
+            State::Sending(..) => {
+                self.interrupt("server shutting down", services);
+                self.drop_output();
+            }
+            _ => {
+                self.interrupt("server shutting down", services);
+                self.reply(Reply::ShuttingDown, services);
+            }
         }
     }
 
@@ -584,8 +590,9 @@ impl Session {
                 State::Receiving(..) => {
                     if self.input.is_empty() {
                         if self.peer_eof {
+                            // The upload cannot complete; the replies to the
+                            // lines before it are still sent.
                             self.interrupt("client closed the connection", services);
-                            self.drop_output();
                         }
                         break;
                     }
@@ -620,7 +627,6 @@ impl Session {
                         // client that only closed its sending side still
                         // reads the answer.)
                         self.interrupt("client closed the connection", services);
-                        self.drop_output();
                     }
                     break;
                 }

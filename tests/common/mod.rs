@@ -429,22 +429,9 @@ impl TestServer {
 
     /// Kills ferryd with SIGKILL, so it cleans up nothing, and starts a new
     /// one on the same storage root and users file.
-    pub fn crash_and_restart(mut self) -> TestServer {
+    pub fn crash_and_restart(self) -> TestServer {
         self.signal(Signal::SIGKILL);
-        assert!(
-            self.wait_exit(Duration::from_secs(5)).is_some(),
-            "ferryd survived SIGKILL"
-        );
-        let placeholder = tempfile::tempdir().expect("tempdir");
-        let dir = std::mem::replace(&mut self.dir, placeholder);
-        ServerBuilder {
-            dir,
-            listen: "127.0.0.1:0".to_string(),
-            users: None,
-            fsync: false,
-            args: Vec::new(),
-        }
-        .start()
+        self.restart_with(Vec::<OsString>::new())
     }
 
     /// Asserts that no temporary upload file is left right now.

@@ -5,39 +5,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use common::*;
-
-const CANARY: &[u8] = b"canary: must never be served, changed or removed\n";
-
-/// A file outside the storage root whose content and mtime must not change.
-struct Canary {
-    path: PathBuf,
-    mtime: SystemTime,
-}
-
-impl Canary {
-    fn plant(root: &Path) -> Canary {
-        let path = root.join("canary");
-        fs::write(&path, CANARY).unwrap();
-        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
-        Canary { path, mtime }
-    }
-
-    fn assert_intact(&self) {
-        let meta = fs::symlink_metadata(&self.path).expect("canary was removed");
-        assert!(meta.file_type().is_file(), "canary replaced");
-        assert_eq!(
-            fs::read(&self.path).unwrap(),
-            CANARY,
-            "canary content changed"
-        );
-        assert_eq!(meta.modified().unwrap(), self.mtime, "canary mtime changed");
-    }
-}
 
 fn names_in(dir: &Path) -> BTreeSet<String> {
     dir_entries(dir)
@@ -116,7 +88,7 @@ fn path_escape_and_invalid_names_get_553_for_every_file_command() {
     assert_eq!(c.read_code(), 553);
     c.noop();
 
-    canary.assert_intact();
+    canary.assert_untouched();
     assert_eq!(
         names_in(server.root()),
         root_before,
@@ -194,7 +166,7 @@ fn odd_but_valid_names_are_stored_verbatim_inside_user_dir() {
     let want: BTreeSet<String> = names.iter().map(|s| s.to_string()).collect();
     assert_eq!(names_in(&server.user_dir(ALICE)), want);
     assert_eq!(c.list_names().into_iter().collect::<BTreeSet<_>>(), want);
-    canary.assert_intact();
+    canary.assert_untouched();
 }
 
 /// Sends `PUT` over a non-regular file; returns the first reply code. If the
@@ -223,7 +195,7 @@ fn symlink_to_outside_file_is_never_followed() {
     assert_eq!(c.list_names(), vec!["seed".to_string()]);
 
     let first = put_over(&mut c, "link", b"PWNED");
-    canary.assert_intact();
+    canary.assert_untouched();
     assert_eq!(
         first.0, 550,
         "PUT over a symlink answered `{} {}`",
@@ -243,7 +215,7 @@ fn symlink_to_outside_file_is_never_followed() {
             .file_type()
             .is_symlink()
     );
-    canary.assert_intact();
+    canary.assert_untouched();
     c.noop();
 }
 
@@ -265,7 +237,7 @@ fn symlink_swapped_in_during_upload_is_not_written_through() {
         code == 226 || code == 451,
         "upload over a swapped-in symlink answered `{code} {text}`"
     );
-    canary.assert_intact();
+    canary.assert_untouched();
     if code == 226 {
         let meta = fs::symlink_metadata(&link).unwrap();
         assert!(meta.file_type().is_file());

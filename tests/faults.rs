@@ -13,7 +13,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, File, FileTimes};
+use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
@@ -65,62 +65,7 @@ impl Rng {
     }
 }
 
-const CANARY: &[u8] = b"CANARY-5b1e: outside the storage root; never read, changed or removed\n";
 const BOB_SECRET: &[u8] = b"BOB-SECRET-77d0: only bob may read this\n";
-
-/// A file outside the storage root. Its access time is set well before its
-/// modification time, so that any read of it moves the access time
-/// (`relatime`, the Linux default): "never read" is checked, not assumed.
-struct Canary {
-    path: PathBuf,
-    accessed: SystemTime,
-    modified: SystemTime,
-}
-
-impl Canary {
-    fn plant(dir: &Path) -> Canary {
-        let path = dir.join("canary");
-        fs::write(&path, CANARY).unwrap();
-        let modified = SystemTime::now() - Duration::from_secs(3600);
-        let accessed = modified - Duration::from_secs(3 * 24 * 3600);
-        let times = FileTimes::new()
-            .set_accessed(accessed)
-            .set_modified(modified);
-        File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_times(times)
-            .unwrap();
-        Canary {
-            path,
-            accessed,
-            modified,
-        }
-    }
-
-    /// Checks, in this order, that nothing read, changed or removed the
-    /// canary (reading it here is the last thing done with it).
-    fn assert_untouched(&self) {
-        let meta = fs::symlink_metadata(&self.path).expect("the canary was removed");
-        assert!(meta.file_type().is_file(), "the canary was replaced");
-        assert_eq!(
-            meta.accessed().unwrap(),
-            self.accessed,
-            "the canary was read"
-        );
-        assert_eq!(
-            meta.modified().unwrap(),
-            self.modified,
-            "the canary was changed"
-        );
-        assert_eq!(
-            fs::read(&self.path).unwrap(),
-            CANARY,
-            "the canary was changed"
-        );
-    }
-}
 
 /// Asserts that `bytes` carries neither the canary nor bob's secret.
 #[track_caller]

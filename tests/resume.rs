@@ -158,21 +158,6 @@ fn break_and_resume(server: &TestServer, name: &str, data: &[u8], seed: u64, bre
     });
 }
 
-/// After shutdown began, an interrupted transfer's client sees `421` or
-/// EOF, never anything else.
-fn expect_421_or_eof(c: &mut Client, who: &str) {
-    match c.read_reply_or_eof() {
-        ReplyOrEof::Reply(421, _) => {
-            let rest = c.read_to_eof();
-            assert!(rest.is_empty(), "{who}: data after 421: {rest:?}");
-        }
-        ReplyOrEof::Eof => {}
-        ReplyOrEof::Reply(code, text) => {
-            panic!("{who}: expected 421 or EOF, got `{code} {text}`")
-        }
-    }
-}
-
 // --- Downloads ------------------------------------------------------------
 
 #[test]

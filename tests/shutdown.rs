@@ -18,21 +18,6 @@ fn server_with_drain(secs: &str) -> TestServer {
         .start()
 }
 
-/// After shutdown began, an interrupted transfer's client sees `421` or EOF,
-/// never anything else.
-fn expect_421_or_eof(c: &mut Client, who: &str) {
-    match c.read_reply_or_eof() {
-        ReplyOrEof::Reply(421, _) => {
-            let rest = c.read_to_eof();
-            assert!(rest.is_empty(), "{who}: data after 421: {rest:?}");
-        }
-        ReplyOrEof::Eof => {}
-        ReplyOrEof::Reply(code, text) => {
-            panic!("{who}: expected 421 or EOF, got `{code} {text}`")
-        }
-    }
-}
-
 /// An idle session gets exactly `421` and then EOF.
 fn expect_421_then_eof(c: &mut Client, who: &str) {
     match c.read_reply_or_eof() {

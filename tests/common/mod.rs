@@ -10,7 +10,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
-use std::fs;
+use std::fs::{self, File, FileTimes};
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -19,7 +19,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -1203,5 +1203,84 @@ impl Client {
         };
         setsockopt(&self.writer, sockopt::Linger, &linger).expect("setsockopt(SO_LINGER)");
         drop(self);
+    }
+}
+
+/// The content of a [`Canary`].
+pub const CANARY: &[u8] =
+    b"CANARY-5b1e: outside the storage root; never read, changed or removed\n";
+
+/// A file outside the storage root. Its access time is set well before its
+/// modification time, so that any read of it moves the access time
+/// (`relatime`, the Linux default): "never read" is checked, not assumed.
+pub struct Canary {
+    pub path: PathBuf,
+    accessed: SystemTime,
+    modified: SystemTime,
+}
+
+impl Canary {
+    pub fn plant(dir: &Path) -> Canary {
+        let path = dir.join("canary");
+        fs::write(&path, CANARY).unwrap();
+        let modified = SystemTime::now() - Duration::from_secs(3600);
+        let accessed = modified - Duration::from_secs(3 * 24 * 3600);
+        set_times(&path, accessed, modified);
+        Canary {
+            path,
+            accessed,
+            modified,
+        }
+    }
+
+    /// Checks, in this order, that nothing read, changed or removed the
+    /// canary. Reading its content here moves its access time, which is
+    /// then set back, so the check can be made again later in a test.
+    pub fn assert_untouched(&self) {
+        let meta = fs::symlink_metadata(&self.path).expect("the canary was removed");
+        assert!(meta.file_type().is_file(), "the canary was replaced");
+        assert_eq!(
+            meta.accessed().unwrap(),
+            self.accessed,
+            "the canary was read"
+        );
+        assert_eq!(
+            meta.modified().unwrap(),
+            self.modified,
+            "the canary was changed"
+        );
+        assert_eq!(
+            fs::read(&self.path).unwrap(),
+            CANARY,
+            "the canary was changed"
+        );
+        set_times(&self.path, self.accessed, self.modified);
+    }
+}
+
+fn set_times(path: &Path, accessed: SystemTime, modified: SystemTime) {
+    let times = FileTimes::new()
+        .set_accessed(accessed)
+        .set_modified(modified);
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+}
+
+/// After shutdown began, an interrupted transfer's client sees `421` or EOF,
+/// never anything else.
+pub fn expect_421_or_eof(c: &mut Client, who: &str) {
+    match c.read_reply_or_eof() {
+        ReplyOrEof::Reply(421, _) => {
+            let rest = c.read_to_eof();
+            assert!(rest.is_empty(), "{who}: data after 421: {rest:?}");
+        }
+        ReplyOrEof::Eof => {}
+        ReplyOrEof::Reply(code, text) => {
+            panic!("{who}: expected 421 or EOF, got `{code} {text}`")
+        }
     }
 }

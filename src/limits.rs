@@ -142,11 +142,6 @@ impl Logins {
             self.by_ip.retain(|_, f| f.window_start > cutoff);
         }
     }
-
-    /// How many addresses are remembered (for tests and metrics).
-    pub fn tracked(&self) -> usize {
-        self.by_ip.len()
-    }
 }
 
 /// A short description of a duration for log lines.

@@ -1108,7 +1108,12 @@ impl Session {
             && expected != sha256
         {
             let reason = format!("checksum mismatch: expected {expected}, received {sha256}");
-            let upload = (receive.name.as_str(), receive.size, receive.size);
+            let upload = (
+                receive.name.as_str(),
+                receive.size,
+                receive.size,
+                receive.started,
+            );
             log_upload_failure(self.peer, &login, upload, "mismatch", &reason);
             // Dropping the upload removes its temporary file.
             services.metrics.transfer_aborted(Direction::Upload);
@@ -1144,7 +1149,12 @@ impl Session {
                 );
             }
             Err(err) => {
-                let upload = (receive.name.as_str(), receive.size, receive.size);
+                let upload = (
+                    receive.name.as_str(),
+                    receive.size,
+                    receive.size,
+                    receive.started,
+                );
                 log_upload_failure(self.peer, &login, upload, "failed", &err.to_string());
                 services.metrics.transfer_aborted(Direction::Upload);
                 self.reply(Reply::LocalError(err), services);
@@ -1339,15 +1349,21 @@ fn log_transfer(
 
 fn log_aborted_upload(peer: SocketAddr, login: &Login, receive: &Receive, reason: &str) {
     let received = receive.size - receive.remaining;
-    let upload = (receive.name.as_str(), receive.size, received);
+    let upload = (
+        receive.name.as_str(),
+        receive.size,
+        received,
+        receive.started,
+    );
     log_upload_failure(peer, login, upload, "aborted", reason);
 }
 
-/// An upload that did not end in `226`: (name, size, bytes received).
+/// An upload that did not end in `226`: (name, size, bytes received, when
+/// it started).
 fn log_upload_failure(
     peer: SocketAddr,
     login: &Login,
-    (name, size, received): (&str, u64, u64),
+    (name, size, received, started): (&str, u64, u64, Instant),
     result: &str,
     reason: &str,
 ) {
@@ -1356,10 +1372,10 @@ fn log_upload_failure(
         peer,
         Protocol::Line,
         format_args!(
-            "user={} verb=PUT name={} size={size} received={received} result={result} reason={}",
+            "user={} verb=PUT name={} size={size} received={received} {}",
             Quoted(&login.user),
             Quoted(name),
-            Quoted(reason)
+            audit::outcome(result, reason, started)
         ),
     );
 }
@@ -1374,13 +1390,13 @@ fn log_cut_download(peer: SocketAddr, login: &Login, send: &Send, reason: &str) 
         peer,
         Protocol::Line,
         format_args!(
-            "user={} verb={} name={} size={} sent={} result=cut reason={}",
+            "user={} verb={} name={} size={} sent={} {}",
             Quoted(&login.user),
             send.verb.as_str(),
             Quoted(&send.name),
             send.total,
             send.total - send.remaining,
-            Quoted(reason)
+            audit::outcome("cut", reason, send.started)
         ),
     );
 }

@@ -888,20 +888,17 @@ impl Session {
             Framing::Length { left } => left,
             Framing::Chunked(_) => 0,
         };
-        if let Err(over) = super::check_quota(services, dir, name, declared) {
-            return self.quota_error(over, services);
-        }
+        let room = match super::check_quota(services, dir, name, declared) {
+            Ok(room) => room,
+            Err(over) => return self.quota_error(over, services),
+        };
         let mut limit = services.max_file_size;
         let mut over_quota = None;
-        if let (Some(quota), Ok((bytes, _))) =
-            (services.policy.user_quota, services.storage.usage(dir))
+        if let (Some(room), Some(quota)) = (room, services.policy.user_quota)
+            && room < limit
         {
-            let kept = bytes.saturating_sub(services.storage.size_of(dir, name).unwrap_or(0));
-            let room = quota.saturating_sub(kept);
-            if room < limit {
-                limit = room;
-                over_quota = Some(OverQuota::Bytes { quota });
-            }
+            limit = room;
+            over_quota = Some(OverQuota::Bytes { quota });
         }
         let upload = match services.storage.begin_upload(dir, name) {
             Ok(upload) => upload,

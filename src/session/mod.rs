@@ -115,27 +115,29 @@ pub enum OverQuota {
 
 /// Checks that storing `size` bytes under `name` keeps the user within
 /// `--user-quota` and `--user-max-files` (a replaced file's bytes are
-/// given back). Uploads running at the same time are not counted.
+/// given back), and returns how many bytes the quota leaves for `name`
+/// (`None`: no byte quota). Uploads running at the same time are not
+/// counted.
 pub(crate) fn check_quota(
     services: &Services,
     dir: &UserDir,
     name: FileName<'_>,
     size: u64,
-) -> Result<(), OverQuota> {
+) -> Result<Option<u64>, OverQuota> {
     let policy = &services.policy;
     if policy.user_quota.is_none() && policy.user_max_files.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     // If the usage cannot be read, the upload itself will tell.
     let Ok((bytes, files)) = services.storage.usage(dir) else {
-        return Ok(());
+        return Ok(None);
     };
     let existing = services.storage.size_of(dir, name);
-    if let Some(quota) = policy.user_quota
-        && bytes
-            .saturating_sub(existing.unwrap_or(0))
-            .saturating_add(size)
-            > quota
+    let room = policy
+        .user_quota
+        .map(|quota| quota.saturating_sub(bytes.saturating_sub(existing.unwrap_or(0))));
+    if let (Some(quota), Some(room)) = (policy.user_quota, room)
+        && size > room
     {
         return Err(OverQuota::Bytes { quota });
     }
@@ -145,7 +147,7 @@ pub(crate) fn check_quota(
     {
         return Err(OverQuota::Files { max });
     }
-    Ok(())
+    Ok(room)
 }
 
 /// How a login check started.

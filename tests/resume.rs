@@ -505,6 +505,57 @@ fn continuing_short_of_a_large_partial_rehashes_without_holding_up_others() {
     assert!(closed.elapsed() < NOTICE, "{:?}", closed.elapsed());
 }
 
+/// A client that ends its stream (half-close) right after a `PUT` that
+/// continues a large partial still reads an answer to every line: with the
+/// payload still to come, `150` and then the close (the hashing stops, the
+/// partial keeps the bytes up to the offset); with the whole payload sent
+/// behind the `PUT` line, the upload completes (`226`).
+#[test]
+fn half_close_while_hashing_the_bytes_held_answers_the_put() {
+    const MIB: u64 = 1 << 20;
+    let server = TestServer::start();
+    drop(server.alice());
+    let plant = || {
+        fs::File::create(server.partial_path(ALICE, "held.bin"))
+            .unwrap()
+            .set_len(128 * MIB)
+            .unwrap();
+    };
+
+    // The payload cannot arrive any more.
+    plant();
+    let mut up = server.alice();
+    up.rest(96 * MIB);
+    up.send_line(&format!("PUT {} held.bin", 100 * MIB));
+    up.shutdown_write();
+    assert_eq!(up.read_reply(), (150, (4 * MIB).to_string()));
+    up.expect_eof();
+    server.assert_tmp_empty_within(NOTICE);
+    let mut c = server.alice();
+    assert_eq!(c.partial("held.bin"), 96 * MIB);
+    assert_eq!(c.cmd("HASH held.bin").0, 550, "no file under the name");
+
+    // The payload is all there, behind the PUT line.
+    plant();
+    let tail = pseudo_random_bytes(7, 1000);
+    let mut up = server.alice();
+    up.rest(96 * MIB);
+    up.send_line(&format!("PUT {} held.bin", 96 * MIB + tail.len() as u64));
+    up.send_raw(&tail);
+    up.shutdown_write();
+    assert_eq!(up.read_reply(), (150, tail.len().to_string()));
+    let mut whole = vec![0; 96 * MIB as usize];
+    whole.extend_from_slice(&tail);
+    let want = sha256_hex(&whole);
+    assert_eq!(
+        up.read_reply(),
+        (226, format!("stored {} sha256={want}", whole.len()))
+    );
+    up.expect_eof();
+    assert_stored(&server, "held.bin", &whole, &want);
+    assert_eq!(c.partial("held.bin"), 0);
+}
+
 #[test]
 fn rest_at_the_bytes_held_with_that_size_completes_at_once() {
     let server = TestServer::start();

@@ -614,18 +614,31 @@ impl Session {
                 State::Hashing(..) | State::Verifying(_) => {
                     // Neither is a transfer: shutdown does not wait for
                     // them. A resumed upload keeps its bytes for next time.
-                    let resuming = matches!(
-                        &self.state,
-                        State::Hashing(_, job) if matches!(job.purpose, Purpose::Resume(_))
-                    );
+                    let awaiting = match &self.state {
+                        State::Hashing(_, job) => match &job.purpose {
+                            Purpose::Resume(receive)
+                                if receive.remaining > self.input.len() as u64 =>
+                            {
+                                Some(receive.remaining)
+                            }
+                            _ => None,
+                        },
+                        _ => None,
+                    };
                     if self.shutting_down {
                         self.interrupt("server shutting down", services);
                         self.reply(Reply::ShuttingDown, services);
-                    } else if self.peer_eof && resuming {
-                        // No payload can follow: stop now rather than after
-                        // hashing bytes for nobody. (A HASH goes on: a
-                        // client that only closed its sending side still
-                        // reads the answer.)
+                    } else if let (true, Some(remaining)) = (self.peer_eof, awaiting) {
+                        // The payload this upload needs is not all here
+                        // and can no longer arrive: stop now rather than after hashing bytes
+                        // for nobody. The PUT line is still answered as if
+                        // the hashing had finished (`150`, then the close
+                        // that interrupts the upload), exactly as a fresh
+                        // PUT after the end of the client's stream is. (A
+                        // HASH, or a resume whose payload is all here, goes
+                        // on: a client that only closed its sending side
+                        // still reads the answer.)
+                        self.reply(Reply::Data(remaining), services);
                         self.interrupt("client closed the connection", services);
                     }
                     break;

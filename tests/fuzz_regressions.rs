@@ -204,3 +204,59 @@ fn end_of_input_mid_upload_still_sends_the_replies_before_it() {
     drop(session);
     assert_eq!(h.upload_files_left(), 0);
 }
+
+/// fuzz target `session`: a client that ends its stream right behind
+/// `REST` + `PUT` that continue a partial, while the server still hashes
+/// the bytes held. The `PUT` went unanswered (the session stopped hashing
+/// and closed in silence), and when the whole payload had arrived behind
+/// the `PUT` line the upload was dropped instead of completed.
+/// `tests/resume.rs` checks the same over a socket, where the timing cannot
+/// be forced.
+#[test]
+fn end_of_input_while_hashing_the_bytes_held_still_answers_the_put() {
+    let h = Harness::new();
+    let services = h.services();
+    let held: Vec<u8> = (0..900_000u32).map(|i| (i % 251) as u8).collect();
+    let plant = || {
+        let partials = h.root.path().join(".ferry/users/alice/partial");
+        fs::create_dir_all(&partials).unwrap();
+        fs::write(partials.join("f"), &held).unwrap();
+    };
+    let drive = |client: &[u8]| {
+        let mut session = Session::new(peer(), services);
+        session.receive(client, services);
+        let early = String::from_utf8_lossy(session.output()).into_owned();
+        assert!(session.has_work(), "hashing the bytes held: {early:?}");
+        session.receive_eof(services);
+        while session.has_work() {
+            session.work(services);
+        }
+        let out = String::from_utf8_lossy(session.output()).into_owned();
+        let pending = session.output().len();
+        session.output_written(pending, services);
+        assert!(session.is_done(), "{out:?}");
+        out
+    };
+
+    plant();
+    let out = drive(b"AUTH alice pw\nREST 600000\nPUT 1000000 f\n");
+    assert!(
+        out.ends_with("\r\n230 logged in\r\n350 restarting at 600000\r\n150 400000\r\n"),
+        "{out:?}"
+    );
+    let kept = fs::read(h.root.path().join(".ferry/users/alice/partial/f")).unwrap();
+    assert!(
+        kept == held[..600_000],
+        "the partial holds the bytes up to the offset"
+    );
+
+    plant();
+    let out = drive(b"AUTH alice pw\nREST 600000\nPUT 600003 f\nxyz");
+    let mut whole = held[..600_000].to_vec();
+    whole.extend_from_slice(b"xyz");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&whole));
+    let want = format!("\r\n150 3\r\n226 stored 600003 sha256={digest}\r\n");
+    assert!(out.ends_with(&want), "{out:?}");
+    assert!(fs::read(h.root.path().join("alice/f")).unwrap() == whole);
+    assert_eq!(h.upload_files_left(), 0);
+}

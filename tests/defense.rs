@@ -741,6 +741,92 @@ fn quotas_refuse_an_upload_before_any_byte_over_both_protocols() {
     server.assert_tmp_empty_within(Duration::from_secs(5));
 }
 
+/// The quota counts uploads in progress (their declared size from the
+/// first byte, over both protocols) and the partials of interrupted
+/// uploads: neither two uploads at once nor abandoned uploads pass it.
+#[test]
+fn quota_counts_uploads_in_progress_and_partials() {
+    let server = TestServer::builder()
+        .args(["--user-quota", "100"])
+        .args(["--http-listen", "127.0.0.1:0"])
+        .start();
+    let over = (
+        552,
+        "quota exceeded (at most 100 bytes per user)".to_string(),
+    );
+    // 60 bytes announced and not one sent yet: 41 more do not fit.
+    let mut first = server.alice();
+    first.start_put("first", 60);
+    let mut c = server.alice();
+    assert_eq!(c.cmd("PUT 41 second"), over);
+    let mut http = http_connect(http_addr(&server));
+    let basic = base64_basic(ALICE, ALICE_PW);
+    write!(
+        http,
+        "PUT /files/second HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
+         Content-Length: 41\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let response = read_all(&mut http);
+    assert!(response.starts_with("HTTP/1.1 507 "), "{response}");
+    c.put("second", &[1u8; 40]);
+    first.send_raw(&[2u8; 60]);
+    assert_eq!(first.read_reply().0, 226);
+
+    // An upload broken off after 30 bytes holds them as a partial, and
+    // they count: 60 + 30 + 11 > 100.
+    c.expect("DEL second", 250);
+    let mut broken = server.alice();
+    broken.start_put("third", 40);
+    broken.send_raw(&[3u8; 30]);
+    drop(broken);
+    assert_eq!(c.wait_partial("third", 30, Duration::from_secs(5)), 30);
+    assert_eq!(c.cmd("PUT 11 fourth"), over);
+    c.put("fourth", &[4u8; 10]);
+    // Continuing it gives the 30 bytes held back: 60 + 10 - 30 + 40 > 100...
+    c.rest(30);
+    assert_eq!(c.cmd("PUT 40 third"), over);
+    // ...until there is room for the whole file.
+    c.expect("DEL fourth", 250);
+    c.rest(30);
+    c.send_line("PUT 40 third");
+    assert_eq!(c.read_reply(), (150, "10".to_string()));
+    c.send_raw(&[3u8; 10]);
+    assert_eq!(c.read_reply().0, 226);
+    assert_eq!(c.get("third"), vec![3u8; 40]);
+    // Everything ended: the claims are all given back.
+    c.expect("DEL first", 250);
+    c.put("fifth", &[5u8; 60]);
+    server.assert_tmp_empty();
+}
+
+/// `--user-max-files` counts uploads of new names in progress.
+#[test]
+fn file_limit_counts_uploads_of_new_names_in_progress() {
+    let server = TestServer::builder()
+        .args(["--user-max-files", "2"])
+        .start();
+    let mut running = server.alice();
+    running.start_put("x", 5);
+    let mut c = server.alice();
+    c.put("y", b"y");
+    assert_eq!(
+        c.cmd("PUT 1 z"),
+        (552, "quota exceeded (at most 2 files per user)".to_string())
+    );
+    // Replacing a file adds none.
+    c.put("y", b"yy");
+    running.send_raw(b"xxxxx");
+    assert_eq!(running.read_reply().0, 226);
+    // An upload that ends without completing gives its file back.
+    c.expect("DEL y", 250);
+    let mut broken = server.alice();
+    broken.start_put("w", 5);
+    drop(broken);
+    server.assert_tmp_empty_within(Duration::from_secs(5));
+    c.put("z", b"z");
+}
+
 /// Voluntary context switches of a process: each is a wake-up from a wait.
 fn wake_ups(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

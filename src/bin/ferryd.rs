@@ -58,8 +58,10 @@ Options:
                          it out; 0 turns lockouts off [default: 10]
   --lockout-window SECS  the time within which those failures count [default: 600]
   --lockout-duration SECS  how long a locked-out address is refused [default: 900]
-  --user-quota BYTES     bytes each user may store in all [default: no limit]
-  --user-max-files N     files each user may store [default: no limit]
+  --user-quota BYTES     bytes each user may store in all, counting partials and
+                         uploads in progress [default: no limit]
+  --user-max-files N     files each user may store, counting uploads of new names
+                         in progress [default: no limit]
   --log-level LEVEL      off, error, warn, info, debug or trace [default: info]
   --log-file PATH        append the log to PATH instead of stderr
   -h, --help             print this help

@@ -901,7 +901,10 @@ impl Session {
             over_quota = Some(OverQuota::Bytes { quota });
         }
         let upload = match services.storage.begin_upload(dir, name) {
-            Ok(upload) => upload,
+            Ok(mut upload) => {
+                upload.claim(declared);
+                upload
+            }
             Err(err) => {
                 log::info!("{} {user}: PUT {name:?}: {err}", self.peer);
                 return self.storage_error(err, After::Close, services);

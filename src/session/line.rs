@@ -1039,7 +1039,7 @@ impl Session {
                     hasher: Some(Hasher::new()),
                 }),
         };
-        let Resumed { upload, hasher } = match started {
+        let Resumed { mut upload, hasher } = match started {
             Ok(resumed) => resumed,
             Err(err) => {
                 log::info!("{} {}: PUT {name:?}: {err}", self.peer, login.user);
@@ -1047,6 +1047,7 @@ impl Session {
                 return State::Idle(login);
             }
         };
+        upload.claim(size);
         let offset = upload.len();
         if offset > 0 {
             log::info!(

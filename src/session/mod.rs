@@ -114,10 +114,16 @@ pub enum OverQuota {
 }
 
 /// Checks that storing `size` bytes under `name` keeps the user within
-/// `--user-quota` and `--user-max-files` (a replaced file's bytes are
-/// given back), and returns how many bytes the quota leaves for `name`
-/// (`None`: no byte quota). Uploads running at the same time are not
-/// counted.
+/// `--user-quota` and `--user-max-files`, and returns how many bytes the
+/// quota leaves for `name` (`None`: no byte quota). The user's files,
+/// partials and running uploads count (see [`Storage::usage`]); the file
+/// the upload replaces and the partial of the same name give their bytes
+/// back (the upload takes their place). The caller claims `size` on the
+/// upload it then starts ([`Upload::claim`]), so that the next check
+/// counts it.
+///
+/// [`Storage::usage`]: crate::storage::Storage::usage
+/// [`Upload::claim`]: crate::storage::Upload::claim
 pub(crate) fn check_quota(
     services: &Services,
     dir: &UserDir,
@@ -128,14 +134,17 @@ pub(crate) fn check_quota(
     if policy.user_quota.is_none() && policy.user_max_files.is_none() {
         return Ok(None);
     }
+    let storage = &services.storage;
     // If the usage cannot be read, the upload itself will tell.
-    let Ok((bytes, files)) = services.storage.usage(dir) else {
+    let Ok(usage) = storage.usage(dir) else {
         return Ok(None);
     };
-    let existing = services.storage.size_of(dir, name);
+    let existing = storage.size_of(dir, name);
+    let held = storage.partial_len(dir, name).unwrap_or(0);
+    let given_back = existing.unwrap_or(0).saturating_add(held);
     let room = policy
         .user_quota
-        .map(|quota| quota.saturating_sub(bytes.saturating_sub(existing.unwrap_or(0))));
+        .map(|quota| quota.saturating_sub(usage.bytes.saturating_sub(given_back)));
     if let (Some(quota), Some(room)) = (policy.user_quota, room)
         && size > room
     {
@@ -143,7 +152,7 @@ pub(crate) fn check_quota(
     }
     if let Some(max) = policy.user_max_files
         && existing.is_none()
-        && files + 1 > max
+        && usage.files + 1 > max
     {
         return Err(OverQuota::Files { max });
     }

@@ -46,6 +46,7 @@ use std::fs::{DirBuilder, File, Metadata};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -182,6 +183,41 @@ struct UserDirs {
     sums: Dir,
     partial: Dir,
     partial_sums: Dir,
+    /// What this user's running uploads claim against the quota.
+    claims: Claims,
+}
+
+/// The share of a user's quota that uploads in progress hold: each claims
+/// its declared size (or what it received so far, when that is more, as
+/// for a chunked HTTP body) and, when its name is new, one file. Counted
+/// by the uploads themselves ([`Upload`]), released when they end. (The
+/// server has one thread; atomics only keep the handles `Send`.)
+#[derive(Debug, Default)]
+struct Claims {
+    bytes: AtomicU64,
+    files: AtomicU64,
+}
+
+impl Claims {
+    fn add(&self, bytes: u64, files: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.files.fetch_add(files, Ordering::Relaxed);
+    }
+
+    fn release(&self, bytes: u64, files: u64) {
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.files.fetch_sub(files, Ordering::Relaxed);
+    }
+}
+
+/// What a user stores and holds, as the quota counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Regular files, partials of interrupted uploads, and the claims of
+    /// uploads in progress.
+    pub bytes: u64,
+    /// Regular files, and uploads in progress to names that were new.
+    pub files: u64,
 }
 
 impl UserDir {
@@ -362,6 +398,7 @@ impl Storage {
             sums: records.ensure_dir(SUMS_DIR, DIR_MODE, durable)?,
             partial: records.ensure_dir(PARTIAL_DIR, DIR_MODE, durable)?,
             partial_sums: records.ensure_dir(PARTIAL_SUMS_DIR, DIR_MODE, durable)?,
+            claims: Claims::default(),
         });
         let mut cache = self.user_dirs.borrow_mut();
         cache.retain(|_, dirs| dirs.strong_count() > 0);
@@ -410,11 +447,31 @@ impl Storage {
         Ok(entries)
     }
 
-    /// What a user stores now: bytes and number of regular files (partials
-    /// of interrupted uploads are not counted).
-    pub fn usage(&self, dir: &UserDir) -> Result<(u64, u64), StorageError> {
+    /// What a user stores and holds now, as the quota counts it: regular
+    /// files, the live partials of interrupted uploads (bytes only), and
+    /// what the uploads in progress claim.
+    pub fn usage(&self, dir: &UserDir) -> Result<Usage, StorageError> {
         let entries = self.list(dir)?;
-        Ok((entries.iter().map(|e| e.size).sum(), entries.len() as u64))
+        let mut bytes: u64 = entries.iter().map(|e| e.size).sum();
+        let partial = &dir.inner.partial;
+        for name in partial.names()? {
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            match partial.stat(name) {
+                Ok(meta) if meta.file_type().is_file() && !self.is_expired(&meta) => {
+                    bytes += meta.len();
+                }
+                // Gone meanwhile (claimed by a resume), expired, or not ours.
+                Ok(_) | Err(StorageError::NotFound | StorageError::NotRegular) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        let claims = &dir.inner.claims;
+        Ok(Usage {
+            bytes: bytes + claims.bytes.load(Ordering::Relaxed),
+            files: entries.len() as u64 + claims.files.load(Ordering::Relaxed),
+        })
     }
 
     /// The size of `name` if it is a regular file now, else `None`.
@@ -506,10 +563,12 @@ impl Storage {
     }
 
     /// Checks that `name` can receive an upload: absent, or a regular file.
-    fn check_target(&self, dir: &UserDir, name: FileName<'_>) -> Result<(), StorageError> {
+    /// Returns whether the name is new.
+    fn check_target(&self, dir: &UserDir, name: FileName<'_>) -> Result<bool, StorageError> {
         match dir.inner.files.stat(name.as_str()) {
             Ok(meta) if !meta.file_type().is_file() => Err(StorageError::NotRegular),
-            Ok(_) | Err(StorageError::NotFound) => Ok(()),
+            Ok(_) => Ok(false),
+            Err(StorageError::NotFound) => Ok(true),
             Err(err) => Err(err),
         }
     }
@@ -517,17 +576,13 @@ impl Storage {
     /// Starts an upload to `name`. Nothing under `name` changes until
     /// [`Storage::commit`].
     pub fn begin_upload(&self, dir: &UserDir, name: FileName<'_>) -> Result<Upload, StorageError> {
-        self.check_target(dir, name)?;
+        let new_name = self.check_target(dir, name)?;
         let (tmp, tmp_name, file) = self.create_tmp("upload").map_err(StorageError::Io)?;
-        Ok(Upload::new(
-            file,
-            &tmp,
-            tmp_name,
-            0,
-            dir,
-            name,
-            self.options.fsync,
-        ))
+        let mut upload = Upload::new(file, &tmp, tmp_name, 0, dir, name, self.options.fsync);
+        if new_name {
+            upload.claim_file();
+        }
+        Ok(upload)
     }
 
     /// Continues the interrupted upload of `name` from byte `offset`: the
@@ -540,7 +595,7 @@ impl Storage {
         name: FileName<'_>,
         offset: u64,
     ) -> Result<Resumed, StorageError> {
-        self.check_target(dir, name)?;
+        let new_name = self.check_target(dir, name)?;
         let held = self.partial(dir, name)?;
         let held_len = held.as_ref().map_or(0, |meta| meta.len());
         if offset > held_len {
@@ -581,7 +636,11 @@ impl Storage {
             }
         };
         // From here on, dropping the upload removes the claimed file.
-        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, name, self.options.fsync);
+        let fsync = self.options.fsync;
+        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, name, fsync);
+        if new_name {
+            upload.claim_file();
+        }
         let claimed = Identity::of_file(upload.file())?;
         let hasher = saved.filter(|_| claimed.same_inode(&before) && claimed.size() == held_len);
         upload.cut_to(offset)?;
@@ -693,6 +752,35 @@ mod tests {
 
     fn tmp_is_empty(storage: &Storage) -> bool {
         storage.tmp().names().unwrap().is_empty()
+    }
+
+    #[test]
+    fn uploads_in_progress_and_partials_count_in_usage_until_they_end() {
+        let (_root, storage, dir) = setup();
+        let usage = |bytes, files| Usage { bytes, files };
+        assert_eq!(storage.usage(&dir).unwrap(), usage(0, 0));
+        let mut upload = storage.begin_upload(&dir, name("a")).unwrap();
+        upload.claim(100);
+        assert_eq!(storage.usage(&dir).unwrap(), usage(100, 1));
+        // Past the claim, what was written counts.
+        upload.write(&[7; 150]).unwrap();
+        assert_eq!(storage.usage(&dir).unwrap(), usage(150, 1));
+        // A partial counts its bytes, not a file.
+        storage.keep_partial(upload, None);
+        assert_eq!(storage.usage(&dir).unwrap(), usage(150, 0));
+        // Continued, the claim covers the whole file; placed, the file.
+        let mut upload = storage.resume_upload(&dir, name("a"), 100).unwrap().upload;
+        upload.claim(120);
+        assert_eq!(storage.usage(&dir).unwrap(), usage(120, 1));
+        upload.write(&[8; 20]).unwrap();
+        storage.commit(upload, Digest::of(b"any")).unwrap();
+        assert_eq!(storage.usage(&dir).unwrap(), usage(120, 1));
+        // A dropped upload gives everything back.
+        let mut upload = storage.begin_upload(&dir, name("b")).unwrap();
+        upload.claim(1000);
+        assert_eq!(storage.usage(&dir).unwrap(), usage(1120, 2));
+        drop(upload);
+        assert_eq!(storage.usage(&dir).unwrap(), usage(120, 1));
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub struct Upload {
     /// A write or write-back failed: the file's content is not what the
     /// client sent, so it must never be placed.
     failed: bool,
+    /// Bytes claimed against the user's quota (see `Claims`), at least
+    /// `len`; released when the upload is dropped.
+    claimed: u64,
+    /// Whether a file is claimed too (the name was new).
+    claimed_file: bool,
 }
 
 /// How far the data has been handed to the disk.
@@ -67,6 +72,7 @@ impl Upload {
         name: FileName<'_>,
         sync: bool,
     ) -> Upload {
+        dir.inner.claims.add(len, 0);
         Upload {
             file: Some(file),
             tmp: Arc::clone(tmp),
@@ -76,6 +82,27 @@ impl Upload {
             len,
             writeback: sync.then(Writeback::default),
             failed: false,
+            claimed: len,
+            claimed_file: false,
+        }
+    }
+
+    /// Claims one file of the user's quota while the upload runs: its name
+    /// is new, so placing it will add a file.
+    pub(super) fn claim_file(&mut self) {
+        if !self.claimed_file {
+            self.dir.inner.claims.add(0, 1);
+            self.claimed_file = true;
+        }
+    }
+
+    /// Claims `size` bytes of the user's quota for as long as the upload
+    /// runs: the size it declared, so that uploads running at the same time
+    /// count against each other from their first byte.
+    pub fn claim(&mut self, size: u64) {
+        if size > self.claimed {
+            self.dir.inner.claims.add(size - self.claimed, 0);
+            self.claimed = size;
         }
     }
 
@@ -86,6 +113,7 @@ impl Upload {
             return Err(io::Error::other("an earlier write of this upload failed"));
         }
         let result = self.append(data);
+        self.claim(self.len);
         if result.is_err() {
             self.failed = true;
         }
@@ -192,6 +220,10 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
+        // Placed, kept as a partial or removed: either way the bytes are
+        // counted where they are now, or not at all.
+        let files = u64::from(self.claimed_file);
+        self.dir.inner.claims.release(self.claimed, files);
         let Some(tmp_name) = self.tmp_name.take() else {
             return;
         };

@@ -5,7 +5,8 @@
 //!
 //! The input is split in two by its first byte: the first part is read as a
 //! request head, the rest as a chunked body; the whole is also fed to a
-//! session in pieces whose sizes come from the input.
+//! session, in pieces and with a connection event (a shutdown, the end of
+//! the drain, a lost connection) that the first byte picks.
 
 #![no_main]
 #![forbid(unsafe_code)]
@@ -170,8 +171,23 @@ fn decode_chunked(input: &[u8], step: usize) -> Result<(Vec<u8>, usize, bool), C
     Ok((body, used, decoder.is_done()))
 }
 
-/// A whole HTTP session over a temporary storage root: no panic, buffers
-/// bounded, every response well formed, nothing outside alice's directory
+/// What happens to the connection besides the client's bytes, picked by
+/// the split byte: mostly nothing (a patient client), else a shutdown, a
+/// shutdown whose drain ends, or a lost connection, a few rounds in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    None,
+    Shutdown,
+    DrainEnds,
+    Lost,
+}
+
+/// A whole HTTP session over a temporary storage root, the input fed in
+/// pieces and the output taken in pieces whose sizes come from `seed`, with
+/// the connection event `seed` picks: no panic, buffers bounded, the
+/// session finishes once its client has ended and read everything, every
+/// response well formed (only a cut connection may end one early), no
+/// upload left in the temporary area, nothing outside alice's directory
 /// touched.
 fn drive_session(input: &[u8], seed: u8) {
     let root = tempfile::tempdir().unwrap();
@@ -190,34 +206,68 @@ fn drive_session(input: &[u8], seed: u8) {
     let mut out = Vec::new();
     let mut rest = input;
     let step = usize::from(seed % 61) + 1;
-    let mut rounds = 0;
-    while !session.is_done() && rounds < 100_000 {
-        rounds += 1;
+    let write_step = if seed % 3 == 0 { step } else { usize::MAX };
+    let event = match seed % 8 {
+        5 => Event::Shutdown,
+        6 => Event::DrainEnds,
+        7 => Event::Lost,
+        _ => Event::None,
+    };
+    let event_round = usize::from(seed / 8);
+    let mut cut = false;
+    let mut eof = false;
+    for round in 0..100_000usize {
+        if !session.is_done() {
+            match (event, round.checked_sub(event_round)) {
+                (Event::Shutdown | Event::DrainEnds, Some(0)) => session.begin_shutdown(&services),
+                (Event::DrainEnds, Some(2)) => {
+                    session.end_drain(&services);
+                    cut = true;
+                }
+                (Event::Lost, Some(0)) => {
+                    session.connection_lost("fuzzed", &services);
+                    cut = true;
+                    assert!(session.is_done(), "a lost connection is finished");
+                }
+                _ => {}
+            }
+        }
         assert!(session.output().len() <= OUTPUT_BOUND, "output {}", session.output().len());
         while session.has_work() {
             session.work(&services);
         }
-        let pending = session.output().len();
+        let pending = session.output().len().min(write_step);
         if pending > 0 {
-            out.extend_from_slice(session.output());
+            out.extend_from_slice(&session.output()[..pending]);
             session.output_written(pending, &services);
             continue;
         }
+        if session.is_done() {
+            break;
+        }
         let n = session.read_limit().min(rest.len()).min(step);
         if n == 0 {
-            if rest.is_empty() {
-                session.receive_eof(&services);
-                if session.output().is_empty() {
-                    break;
-                }
-                continue;
+            if eof {
+                break;
             }
-            break;
+            // The client has sent all it will (or all the session takes).
+            session.receive_eof(&services);
+            eof = true;
+            assert_eq!(session.read_limit(), 0, "reading after the end");
+            continue;
         }
         session.receive(&rest[..n], &services);
         rest = &rest[n..];
     }
-    check_responses(&out);
+    assert!(
+        session.is_done(),
+        "the client ended and read everything, yet the session goes on"
+    );
+    drop(session);
+    let tmp = root.path().join("storage").join(".ferry").join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "uploads left in the temporary area: {left:?}");
+    check_responses(&out, cut);
     same(&std::fs::read(&canary).unwrap()[..], &b"outside"[..], "the canary");
     assert_outside_untouched(root.path());
 }
@@ -230,12 +280,15 @@ fn drive_session(input: &[u8], seed: u8) {
 /// Whether a body follows depends on the request (`HEAD` has none), which is
 /// not tracked here: a response's body is taken as present when the bytes
 /// behind it are the end or the next status line, else as absent, and one
-/// of the two must fit.
-fn check_responses(out: &[u8]) {
+/// of the two must fit. When the connection was `cut` (lost, or the drain
+/// ended), the last response may stop anywhere.
+fn check_responses(out: &[u8], cut: bool) {
     let mut rest = out;
     while !rest.is_empty() {
-        let end = find(rest, b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("a response head without its end: {}", show(rest)));
+        let Some(end) = find(rest, b"\r\n\r\n") else {
+            assert!(cut, "a response head without its end: {}", show(rest));
+            return;
+        };
         let head = std::str::from_utf8(&rest[..end])
             .unwrap_or_else(|_| panic!("a response head not in UTF-8: {}", show(rest)));
         let mut lines = head.split("\r\n");
@@ -295,9 +348,15 @@ fn check_responses(out: &[u8]) {
             assert_eq!(status, 204, "no Content-Length in {head:?}");
             0
         });
-        let is_next = |at: &[u8]| at.is_empty() || at.starts_with(b"HTTP/1.1 ");
+        // The next status line, or (cut) the start of one.
+        let is_next = |at: &[u8]| {
+            at.is_empty() || at.starts_with(b"HTTP/1.1 ") || (cut && b"HTTP/1.1 ".starts_with(at))
+        };
         if rest.len() >= length && is_next(&rest[length..]) {
             rest = &rest[length..];
+        } else if cut && rest.len() < length && !rest.starts_with(b"HTTP/1.1 ") {
+            // A body cut short: nothing can follow it.
+            return;
         } else {
             assert!(is_next(rest), "after {head:?}: {}", show(rest));
         }

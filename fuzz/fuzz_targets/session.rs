@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime};
 
 mod common;
 
-use common::{short, show};
+use common::{same, short, show};
 use ferry::Users;
 use ferry::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
 use ferry::protocol::name::MAX_NAME_LEN;
@@ -49,7 +49,7 @@ use ferry::session::Services;
 use ferry::session::line::{
     MAX_AUTH_FAILURES, PREVIEW_LEN, REPLY_BACKLOG, Session, TRANSFER_BUFFER,
 };
-use ferry::storage::{Options, Storage};
+use ferry::storage::{Options, Storage, Usage, UserDir};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
@@ -218,6 +218,13 @@ impl World {
     }
 
     fn run(&self, data: &[u8]) {
+        // Held through the run, so that the session shares these handles
+        // and what its uploads claim against the quota shows on them.
+        let storage = &self.services.storage;
+        let dirs: Vec<UserDir> = USERS
+            .iter()
+            .map(|(user, _)| storage.user_dir(user).unwrap())
+            .collect();
         let (client, schedule) = split_input(data);
         let mut driver = Driver::new(client, &self.services);
         for &step in schedule {
@@ -225,7 +232,32 @@ impl World {
         }
         driver.finish();
         let model = driver.into_model();
+        if let Some(at) = USERS.iter().position(|(user, _)| Some(*user) == model.user) {
+            self.check_usage(&dirs[at], &model);
+        }
+        drop(dirs);
         self.check_and_reset(&model);
+    }
+
+    /// With the session gone, every upload gave back what it claimed: the
+    /// usage the quota counts is exactly the files and partials on disk.
+    fn check_usage(&self, dir: &UserDir, model: &Model) {
+        let user = model.user.unwrap();
+        let partials = self
+            .dir
+            .path()
+            .join(records_of(Path::new("root"), user))
+            .join("partial");
+        let held: u64 = fs::read_dir(partials)
+            .unwrap()
+            .map(|entry| entry.unwrap().metadata().unwrap().len())
+            .sum();
+        let stored: u64 = model.files.values().map(|content| content.len() as u64).sum();
+        let want = Usage {
+            bytes: stored + held,
+            files: model.files.len() as u64,
+        };
+        same(self.services.storage.usage(dir).unwrap(), want, "usage after the session");
     }
 
     /// After the session is gone: its user's directory holds what the model

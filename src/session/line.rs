@@ -630,14 +630,15 @@ impl Session {
                         self.reply(Reply::ShuttingDown, services);
                     } else if let (true, Some(remaining)) = (self.peer_eof, awaiting) {
                         // The payload this upload needs is not all here
-                        // and can no longer arrive: stop now rather than after hashing bytes
-                        // for nobody. The PUT line is still answered as if
-                        // the hashing had finished (`150`, then the close
-                        // that interrupts the upload), exactly as a fresh
-                        // PUT after the end of the client's stream is. (A
-                        // HASH, or a resume whose payload is all here, goes
-                        // on: a client that only closed its sending side
-                        // still reads the answer.)
+                        // and can no longer arrive: stop now rather than
+                        // after hashing bytes for nobody. The PUT line is
+                        // still answered as if the hashing had finished
+                        // (`150`, then the close that interrupts the
+                        // upload), exactly as a fresh PUT after the end of
+                        // the client's stream is. (A HASH, or a resume
+                        // whose payload is all here, goes on: a client
+                        // that only closed its sending side still reads
+                        // the answer.)
                         self.reply(Reply::Data(remaining), services);
                         self.interrupt("client closed the connection", services);
                     }

@@ -2,7 +2,7 @@
 //! function: opening a name relative to a directory handle (`openat2`,
 //! `openat`), renaming and unlinking relative to directory handles,
 //! creating a directory relative to one, listing a directory from its
-//! handle, and starting or awaiting write-back of part of a file
+//! handle and describing its entries (`fstatat`), and starting or awaiting write-back of part of a file
 //! (`sync_file_range`).
 //!
 //! This is the one module of the crate allowed to contain `unsafe`. Every
@@ -173,6 +173,25 @@ pub fn renameat(
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     // SAFETY: `dir` is live and `name` is NUL-terminated.
     cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
+}
+
+/// The status of the entry `name` of `dir` itself: `fstatat` with
+/// `AT_SYMLINK_NOFOLLOW`, so a symlink is described, never followed. One
+/// call and no descriptor, for listings that need only sizes and kinds.
+pub fn stat_entry(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `dir` is live, `name` is NUL-terminated, and `stat` points
+    // at writable memory the size of a `struct stat`.
+    cvt(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            stat.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: fstatat succeeded, so the kernel filled in the whole struct.
+    Ok(unsafe { stat.assume_init() })
 }
 
 /// The names in the directory `dir` (without `.` and `..`), read through a

@@ -39,6 +39,16 @@ impl AsFd for Dir {
     }
 }
 
+/// An entry as a listing sees it (see [`Dir::entry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// A regular file (not a symlink, whatever it points at).
+    pub is_file: bool,
+    pub len: u64,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
 fn c_name(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
@@ -97,6 +107,19 @@ impl Dir {
     /// The metadata of `name` itself (a symlink is not followed).
     pub fn stat(&self, name: impl AsRef<OsStr>) -> Result<Metadata, StorageError> {
         Ok(self.node(name.as_ref())?.metadata()?)
+    }
+
+    /// What a listing needs to know of the entry `name`, from one
+    /// `fstatat` that describes a symlink rather than following it: no
+    /// descriptor is opened, so a listing of many files costs a third of
+    /// the calls [`Dir::stat`] would make.
+    pub fn entry(&self, name: impl AsRef<OsStr>) -> Result<EntryMeta, StorageError> {
+        let stat = sys::stat_entry(self.as_fd(), &c_name(name.as_ref())?)?;
+        Ok(EntryMeta {
+            is_file: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
+            len: u64::try_from(stat.st_size).unwrap_or(0),
+            mtime: stat.st_mtime,
+        })
     }
 
     /// An `O_PATH` handle of `name`: enough to learn what it is, not to
@@ -217,6 +240,23 @@ fn reopen(node: &File, write: bool) -> io::Result<File> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn entry_describes_a_symlink_and_never_follows_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_path(tmp.path()).unwrap();
+        std::fs::write(tmp.path().join("file"), b"data").unwrap();
+        std::os::unix::fs::symlink("file", tmp.path().join("link")).unwrap();
+        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        let file = dir.entry("file").unwrap();
+        assert!(file.is_file);
+        assert_eq!(file.len, 4);
+        let mtime = std::fs::metadata(tmp.path().join("file")).unwrap().mtime();
+        assert_eq!(file.mtime, mtime);
+        assert!(!dir.entry("link").unwrap().is_file, "a link to a file");
+        assert!(!dir.entry("sub").unwrap().is_file);
+        assert!(matches!(dir.entry("gone"), Err(StorageError::NotFound)));
+    }
 
     #[test]
     fn only_regular_files_are_opened() {

@@ -429,17 +429,17 @@ impl Storage {
             if !name::is_valid(name) {
                 continue;
             }
-            let meta = match files.stat(name) {
+            let meta = match files.entry(name) {
                 Ok(meta) => meta,
-                // Gone meanwhile, or a symlink refused by name.
+                // Gone meanwhile.
                 Err(StorageError::NotFound | StorageError::NotRegular) => continue,
                 Err(err) => return Err(err),
             };
-            if meta.file_type().is_file() {
+            if meta.is_file {
                 entries.push(Entry {
                     name: name.to_owned(),
-                    size: meta.len(),
-                    mtime: meta.mtime(),
+                    size: meta.len,
+                    mtime: meta.mtime,
                 });
             }
         }

@@ -241,13 +241,20 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    #[test]
-    fn entry_describes_a_symlink_and_never_follows_it() {
+    /// A directory holding `file` (4 bytes), `link` (a symlink to it) and
+    /// the directory `sub`.
+    fn populated() -> (tempfile::TempDir, Dir) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Dir::open_path(tmp.path()).unwrap();
         std::fs::write(tmp.path().join("file"), b"data").unwrap();
         std::os::unix::fs::symlink("file", tmp.path().join("link")).unwrap();
         std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        (tmp, dir)
+    }
+
+    #[test]
+    fn entry_describes_a_symlink_and_never_follows_it() {
+        let (tmp, dir) = populated();
         let file = dir.entry("file").unwrap();
         assert!(file.is_file);
         assert_eq!(file.len, 4);
@@ -260,11 +267,7 @@ mod tests {
 
     #[test]
     fn only_regular_files_are_opened() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = Dir::open_path(tmp.path()).unwrap();
-        std::fs::write(tmp.path().join("file"), b"data").unwrap();
-        std::os::unix::fs::symlink("file", tmp.path().join("link")).unwrap();
-        std::fs::create_dir(tmp.path().join("sub")).unwrap();
+        let (tmp, dir) = populated();
         let fifo = std::process::Command::new("mkfifo")
             .arg(tmp.path().join("fifo"))
             .status()

@@ -46,6 +46,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod integrity;
 pub mod kdf;

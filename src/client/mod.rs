@@ -1,0 +1,692 @@
+//! A blocking client for the line protocol (`protocol.md`).
+//!
+//! The `ferry` command-line tool is built on this module, and so can any
+//! program that wants to move files to and from a `ferryd`. It uses plain
+//! `std::net` with timeouts: a client does one thing at a time, so it needs
+//! no event loop.
+//!
+//! - [`Connection`]: one logged-in session, one method per command. It checks
+//!   names and passwords before they reach the wire, so nothing a caller
+//!   passes can turn into a second command line.
+//! - [`transfer`]: whole-file uploads and downloads with resume and SHA-256
+//!   verification, the way the `ferry` tool does them.
+//! - [`Error`]: what went wrong, sorted into the kinds a caller acts on
+//!   differently (see [`ErrorKind`]).
+
+pub mod transfer;
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::integrity::{Digest, Hasher};
+use crate::protocol::name;
+
+/// The size of the buffer for file data in both directions.
+const CHUNK: usize = 256 * 1024;
+
+/// Longest reply line the client accepts; the server's are far shorter.
+const MAX_REPLY: usize = 8192;
+
+/// One reply line: the three-digit code and the text after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// What kind of failure an [`Error`] is; each maps to its own exit code in
+/// the `ferry` tool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A local file could not be read or written.
+    Local,
+    /// The caller asked for something that cannot be sent (a name the
+    /// protocol does not allow, a password with a line break).
+    Usage,
+    /// The server refused the login.
+    Auth,
+    /// The server refused or failed a command (no such file, name not
+    /// allowed, quota, its own disk error).
+    Remote,
+    /// The connection failed, dropped, timed out, was closed by the server
+    /// (`421`), or carried something that is not the protocol. Worth a retry.
+    Network,
+    /// The bytes that arrived are not the bytes that were sent.
+    Checksum,
+}
+
+/// A client error. Its `Display` names the file and quotes the server.
+#[derive(Debug)]
+pub enum Error {
+    /// A local file operation failed.
+    Local { path: PathBuf, err: io::Error },
+    /// A request that cannot be put on the wire.
+    Usage(String),
+    /// `AUTH` was answered with this.
+    Auth(Reply),
+    /// The server answered a command about `name` with this error reply.
+    Remote { name: String, reply: Reply },
+    /// Connecting, sending or receiving failed.
+    Network(io::Error),
+    /// The server closed the session with `421` (shutting down, timeout,
+    /// too many connections, account removed).
+    Closed(Reply),
+    /// The server sent something the protocol does not allow.
+    Protocol(String),
+    /// The digest of the data does not match.
+    Checksum {
+        name: String,
+        expected: Digest,
+        received: Digest,
+    },
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Local { .. } => ErrorKind::Local,
+            Error::Usage(_) => ErrorKind::Usage,
+            Error::Auth(_) => ErrorKind::Auth,
+            Error::Remote { .. } => ErrorKind::Remote,
+            Error::Network(_) | Error::Closed(_) | Error::Protocol(_) => ErrorKind::Network,
+            Error::Checksum { .. } => ErrorKind::Checksum,
+        }
+    }
+
+    /// True for failures that a new connection may get past.
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == ErrorKind::Network
+    }
+
+    pub(crate) fn local(path: impl Into<PathBuf>, err: io::Error) -> Error {
+        Error::Local {
+            path: path.into(),
+            err,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Local { path, err } => write!(f, "{}: {err}", path.display()),
+            Error::Usage(msg) => f.write_str(msg),
+            Error::Auth(reply) => write!(f, "login refused: server said \"{reply}\""),
+            Error::Remote { name, reply } => write!(f, "{name}: server said \"{reply}\""),
+            Error::Network(err) => write!(f, "network: {err}"),
+            Error::Closed(reply) => write!(f, "server closed the session: \"{reply}\""),
+            Error::Protocol(msg) => write!(f, "protocol error: {msg}"),
+            Error::Checksum {
+                name,
+                expected,
+                received,
+            } => write!(
+                f,
+                "{name}: checksum mismatch: expected sha256={expected}, received sha256={received}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Error {
+        Error::Network(err)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One line of `LIST`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: u64,
+}
+
+/// Where a transfer reports its progress.
+pub trait Progress {
+    /// The server agreed to the transfer: `bytes` will now move.
+    fn announce(&mut self, _bytes: u64) {}
+    /// `bytes` more have moved.
+    fn advance(&mut self, bytes: u64);
+}
+
+impl<F: FnMut(u64)> Progress for F {
+    fn advance(&mut self, bytes: u64) {
+        self(bytes)
+    }
+}
+
+/// Timeouts for a [`Connection`].
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// How long any one read or write may wait. A `HASH` of a large file
+    /// that the server has to read first takes a while, so keep this long.
+    pub io: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            io: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A session with a `ferryd`, over one TCP connection.
+pub struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+    greeting: Reply,
+}
+
+impl Connection {
+    /// Connects (trying each address `addr` resolves to) and reads the
+    /// greeting.
+    pub fn connect(addr: impl ToSocketAddrs, timeouts: Timeouts) -> Result<Connection> {
+        let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address to connect to");
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, timeouts.connect) {
+                Ok(stream) => return Connection::over(stream, timeouts),
+                Err(err) => last = err,
+            }
+        }
+        Err(Error::Network(last))
+    }
+
+    /// Starts a session on a stream that is already connected.
+    pub fn over(stream: TcpStream, timeouts: Timeouts) -> Result<Connection> {
+        stream.set_read_timeout(Some(timeouts.io))?;
+        stream.set_write_timeout(Some(timeouts.io))?;
+        stream.set_nodelay(true)?;
+        let writer = stream.try_clone()?;
+        let mut conn = Connection {
+            reader: BufReader::with_capacity(CHUNK, stream),
+            writer,
+            greeting: Reply {
+                code: 0,
+                text: String::new(),
+            },
+        };
+        let greeting = conn.read_reply()?;
+        match greeting.code {
+            220 => {}
+            421 => return Err(Error::Closed(greeting)),
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "unexpected greeting \"{greeting}\""
+                )));
+            }
+        }
+        conn.greeting = greeting;
+        Ok(conn)
+    }
+
+    /// The server's `220` line.
+    pub fn greeting(&self) -> &Reply {
+        &self.greeting
+    }
+
+    /// `AUTH`: logs in, or fails with [`Error::Auth`].
+    pub fn login(&mut self, user: &str, password: &str) -> Result<()> {
+        if user.is_empty() || user.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(Error::Usage(format!("user name {user:?} cannot be sent")));
+        }
+        if password.is_empty() || password.bytes().any(|b| b == b'\n' || b == b'\r') {
+            return Err(Error::Usage(
+                "the password is empty or holds a line break".to_string(),
+            ));
+        }
+        let reply = self.command(&format!("AUTH {user} {password}"))?;
+        match reply.code {
+            230 => Ok(()),
+            530 => Err(Error::Auth(reply)),
+            _ => Err(unexpected("AUTH", reply)),
+        }
+    }
+
+    /// Sends one command line and reads its reply. `421` becomes
+    /// [`Error::Closed`]; other codes are the caller's to judge.
+    pub fn command(&mut self, line: &str) -> Result<Reply> {
+        debug_assert!(!line.contains('\n'));
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        self.writer.write_all(&bytes)?;
+        let reply = self.read_reply()?;
+        if reply.code == 421 {
+            return Err(Error::Closed(reply));
+        }
+        Ok(reply)
+    }
+
+    /// `LIST`, parsed.
+    pub fn list(&mut self) -> Result<Vec<Entry>> {
+        let reply = self.command("LIST")?;
+        let n = data_size("LIST", &reply)?;
+        let mut data = Vec::new();
+        self.read_data(n, &mut data, &mut |_| {})
+            .map_err(|e| e.into_error(PathBuf::new()))?;
+        let text = String::from_utf8(data)
+            .map_err(|_| Error::Protocol("LIST data is not UTF-8".to_string()))?;
+        text.lines().map(parse_entry).collect()
+    }
+
+    /// `VIEW`: the first (up to) 1024 bytes of `name`.
+    pub fn view(&mut self, name: &str) -> Result<Vec<u8>> {
+        check_name(name)?;
+        let reply = self.command(&format!("VIEW {name}"))?;
+        let n = expect_data(name, reply)?;
+        let mut data = Vec::new();
+        self.read_data(n, &mut data, &mut |_| {})
+            .map_err(|e| e.into_error(PathBuf::new()))?;
+        Ok(data)
+    }
+
+    /// `HASH`: the server's SHA-256 of `name`.
+    pub fn hash(&mut self, name: &str) -> Result<Digest> {
+        check_name(name)?;
+        let reply = self.command(&format!("HASH {name}"))?;
+        if reply.code != 213 {
+            return Err(remote_or_unexpected(name, reply));
+        }
+        reply
+            .text
+            .strip_prefix("sha256=")
+            .and_then(|hex| Digest::from_hex(hex.as_bytes()))
+            .ok_or_else(|| unexpected("HASH", reply.clone()))
+    }
+
+    /// `PARTIAL`: bytes the server holds of an interrupted upload of `name`.
+    pub fn partial(&mut self, name: &str) -> Result<u64> {
+        check_name(name)?;
+        let reply = self.command(&format!("PARTIAL {name}"))?;
+        if reply.code != 213 {
+            return Err(remote_or_unexpected(name, reply));
+        }
+        reply
+            .text
+            .parse()
+            .map_err(|_| unexpected("PARTIAL", reply.clone()))
+    }
+
+    /// `DEL`.
+    pub fn delete(&mut self, name: &str) -> Result<()> {
+        check_name(name)?;
+        let reply = self.command(&format!("DEL {name}"))?;
+        match reply.code {
+            250 => Ok(()),
+            _ => Err(remote_or_unexpected(name, reply)),
+        }
+    }
+
+    /// `NOOP`.
+    pub fn noop(&mut self) -> Result<()> {
+        let reply = self.command("NOOP")?;
+        match reply.code {
+            200 => Ok(()),
+            _ => Err(unexpected("NOOP", reply)),
+        }
+    }
+
+    /// `QUIT`, then the connection is gone.
+    pub fn quit(mut self) -> Result<()> {
+        let reply = self.command("QUIT")?;
+        match reply.code {
+            221 => Ok(()),
+            _ => Err(unexpected("QUIT", reply)),
+        }
+    }
+
+    /// Downloads `name` from byte `offset` (`REST`, when not 0) into `sink`,
+    /// hashing what it writes into `hasher`. Returns the bytes received.
+    ///
+    /// When the transfer breaks, the bytes that arrived are all in `sink`
+    /// (a caller can resume from there) and the error says what broke.
+    pub fn get(
+        &mut self,
+        name: &str,
+        offset: u64,
+        sink: &mut dyn Write,
+        sink_path: &Path,
+        hasher: &mut Hasher,
+        progress: &mut dyn Progress,
+    ) -> Result<u64> {
+        check_name(name)?;
+        if offset > 0 {
+            let reply = self.command(&format!("REST {offset}"))?;
+            if reply.code != 350 {
+                return Err(remote_or_unexpected(name, reply));
+            }
+        }
+        let reply = self.command(&format!("GET {name}"))?;
+        let n = expect_data(name, reply)?;
+        progress.announce(n);
+        let mut hashing = HashingWriter { sink, hasher };
+        self.read_data(n, &mut hashing, progress)
+            .map_err(|e| e.into_error(sink_path.to_path_buf()))?;
+        Ok(n)
+    }
+
+    /// Uploads `size` bytes from `source` as `name` with `PUT`, starting at
+    /// byte `offset` of the file (`REST`, continuing the server's partial,
+    /// when `offset` is not 0; `source` must then be positioned there).
+    /// With `expect`, the server checks the whole file's digest (`EXPECT`)
+    /// and keeps nothing on a mismatch. Every byte sent is also fed to
+    /// `hasher`. Returns the digest from the server's `226`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put(
+        &mut self,
+        name: &str,
+        size: u64,
+        offset: u64,
+        source: &mut dyn Read,
+        source_path: &Path,
+        expect: Option<Digest>,
+        hasher: &mut Hasher,
+        progress: &mut dyn Progress,
+    ) -> Result<Digest> {
+        check_name(name)?;
+        if offset > size {
+            return Err(Error::Usage(format!(
+                "{name}: cannot continue at {offset}, past the size {size}"
+            )));
+        }
+        if let Some(digest) = expect {
+            let reply = self.command(&format!("EXPECT sha256={digest}"))?;
+            if reply.code != 200 {
+                return Err(unexpected("EXPECT", reply));
+            }
+        }
+        if offset > 0 {
+            let reply = self.command(&format!("REST {offset}"))?;
+            if reply.code != 350 {
+                return Err(remote_or_unexpected(name, reply));
+            }
+        }
+        let reply = self.command(&format!("PUT {size} {name}"))?;
+        let announced = expect_data(name, reply)?;
+        if announced != size - offset {
+            return Err(Error::Protocol(format!(
+                "PUT of {} bytes answered 150 {announced}",
+                size - offset
+            )));
+        }
+        progress.announce(announced);
+        let mut buf = vec![0; CHUNK];
+        let mut left = announced;
+        while left > 0 {
+            let want = left.min(CHUNK as u64) as usize;
+            let got = source
+                .read(&mut buf[..want])
+                .map_err(|e| Error::local(source_path, e))?;
+            if got == 0 {
+                // The file shrank while it was being sent. Stopping here
+                // (the caller drops the connection) leaves the server a
+                // partial and the old version of the file in place.
+                return Err(Error::local(
+                    source_path,
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file got shorter while it was being sent",
+                    ),
+                ));
+            }
+            hasher.update(&buf[..got]);
+            self.writer.write_all(&buf[..got])?;
+            left -= got as u64;
+            progress.advance(got as u64);
+        }
+        let reply = self.read_reply()?;
+        match reply.code {
+            226 => stored_digest(size, &reply).ok_or_else(|| unexpected("PUT", reply.clone())),
+            421 => Err(Error::Closed(reply)),
+            _ => Err(remote_or_unexpected(name, reply)),
+        }
+    }
+
+    fn read_reply(&mut self) -> Result<Reply> {
+        let mut line = Vec::new();
+        let n = (&mut self.reader)
+            .take(MAX_REPLY as u64)
+            .read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Err(Error::Network(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )));
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(if n >= MAX_REPLY {
+                Error::Protocol("reply line too long".to_string())
+            } else {
+                Error::Network(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection in the middle of a reply",
+                ))
+            });
+        }
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        parse_reply(&line).ok_or_else(|| {
+            Error::Protocol(format!(
+                "malformed reply {:?}",
+                String::from_utf8_lossy(&line)
+            ))
+        })
+    }
+
+    /// Reads exactly `n` data bytes into `sink`.
+    fn read_data(
+        &mut self,
+        n: u64,
+        sink: &mut dyn Write,
+        progress: &mut dyn Progress,
+    ) -> std::result::Result<(), DataError> {
+        let mut left = n;
+        while left > 0 {
+            let chunk = match self.reader.fill_buf() {
+                Ok([]) => {
+                    return Err(DataError::Network(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the connection closed after {} of {n} bytes", n - left),
+                    )));
+                }
+                Ok(chunk) => chunk,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(DataError::Network(err)),
+            };
+            let take = chunk.len().min(left.min(usize::MAX as u64) as usize);
+            sink.write_all(&chunk[..take]).map_err(DataError::Local)?;
+            self.reader.consume(take);
+            left -= take as u64;
+            progress.advance(take as u64);
+        }
+        Ok(())
+    }
+}
+
+/// A failure while reading data: the socket's or the sink's.
+enum DataError {
+    Network(io::Error),
+    Local(io::Error),
+}
+
+impl DataError {
+    fn into_error(self, path: PathBuf) -> Error {
+        match self {
+            DataError::Network(err) => Error::Network(err),
+            DataError::Local(err) => Error::Local { path, err },
+        }
+    }
+}
+
+/// Writes through to a sink and hashes what it wrote.
+struct HashingWriter<'a> {
+    sink: &'a mut dyn Write,
+    hasher: &'a mut Hasher,
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.sink.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sink.flush()
+    }
+}
+
+/// Refuses a name the server would refuse anyway, and above all one that
+/// would end the command line early.
+pub fn check_name(name: &str) -> Result<()> {
+    if name::is_valid(name) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "{name:?}: not a file name the server allows (1 to 255 bytes, no '/', no control characters, not . or ..)"
+        )))
+    }
+}
+
+/// `NNN text`, three digits and a space (the text may be empty).
+fn parse_reply(line: &[u8]) -> Option<Reply> {
+    let text = std::str::from_utf8(line).ok()?;
+    let (code, rest) = text.split_at_checked(3)?;
+    if !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let rest = match rest {
+        "" => "",
+        _ => rest.strip_prefix(' ')?,
+    };
+    Some(Reply {
+        code: code.parse().ok()?,
+        text: rest.to_string(),
+    })
+}
+
+fn parse_entry(line: &str) -> Result<Entry> {
+    let bad = || Error::Protocol(format!("malformed LIST line {line:?}"));
+    let (size, rest) = line.split_once(' ').ok_or_else(bad)?;
+    let (mtime, name) = rest.split_once(' ').ok_or_else(bad)?;
+    Ok(Entry {
+        name: name.to_string(),
+        size: size.parse().map_err(|_| bad())?,
+        mtime: mtime.parse().map_err(|_| bad())?,
+    })
+}
+
+/// The `<n>` of a `150 <n>`, or the error the reply stands for.
+fn expect_data(name: &str, reply: Reply) -> Result<u64> {
+    if reply.code == 150 {
+        data_size(name, &reply)
+    } else {
+        Err(remote_or_unexpected(name, reply))
+    }
+}
+
+fn data_size(what: &str, reply: &Reply) -> Result<u64> {
+    if reply.code != 150 {
+        return Err(unexpected(what, reply.clone()));
+    }
+    reply
+        .text
+        .parse()
+        .map_err(|_| unexpected(what, reply.clone()))
+}
+
+/// The digest in `226 stored <size> sha256=<hex>`, when the size is right.
+fn stored_digest(size: u64, reply: &Reply) -> Option<Digest> {
+    let rest = reply.text.strip_prefix("stored ")?;
+    let (stored, hex) = rest.split_once(" sha256=")?;
+    if stored.parse::<u64>().ok()? != size {
+        return None;
+    }
+    Digest::from_hex(hex.as_bytes())
+}
+
+/// Error replies (4xx/5xx) are the server refusing something about `name`;
+/// anything else is a reply the command cannot have.
+fn remote_or_unexpected(name: &str, reply: Reply) -> Error {
+    match reply.code {
+        421 => Error::Closed(reply),
+        400..=599 => Error::Remote {
+            name: name.to_string(),
+            reply,
+        },
+        _ => unexpected(name, reply),
+    }
+}
+
+fn unexpected(what: &str, reply: Reply) -> Error {
+    Error::Protocol(format!("unexpected reply to {what}: \"{reply}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_parse_as_the_protocol_writes_them() {
+        assert_eq!(
+            parse_reply(b"226 stored 6 sha256=ab"),
+            Some(Reply {
+                code: 226,
+                text: "stored 6 sha256=ab".into()
+            })
+        );
+        assert_eq!(parse_reply(b"200").map(|r| r.code), Some(200));
+        for bad in [&b"20 ok"[..], b"abc ok", b"200ok", b"", b"2001 x"] {
+            assert_eq!(parse_reply(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn list_lines_keep_spaces_in_names() {
+        let entry = parse_entry("12 1763700000  two  spaces ").unwrap();
+        assert_eq!(entry.name, " two  spaces ");
+        assert_eq!((entry.size, entry.mtime), (12, 1763700000));
+        assert!(parse_entry("12 x name").is_err());
+        assert!(parse_entry("12").is_err());
+    }
+
+    #[test]
+    fn stored_digest_checks_the_size() {
+        let digest = Digest::of(b"hello\n");
+        let reply = Reply {
+            code: 226,
+            text: format!("stored 6 sha256={digest}"),
+        };
+        assert_eq!(stored_digest(6, &reply), Some(digest));
+        assert_eq!(stored_digest(7, &reply), None);
+    }
+
+    #[test]
+    fn names_that_would_break_the_line_are_refused_before_sending() {
+        for bad in ["a\nDEL b", "a\r", "", ".", "..", "x/y"] {
+            assert_eq!(check_name(bad).unwrap_err().kind(), ErrorKind::Usage);
+        }
+        check_name("my file.txt").unwrap();
+    }
+}

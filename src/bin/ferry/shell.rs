@@ -1,0 +1,308 @@
+//! `ferry shell`: the same commands, one per line, on one session.
+//!
+//! On a terminal it is a line editor (`rustyline`) with history kept in
+//! `$XDG_STATE_HOME/ferry/history` (else `~/.local/state/ferry/history`)
+//! and tab completion of commands, remote names and local paths. From a
+//! pipe it reads lines quietly, so scripts can drive it.
+
+use std::cell::RefCell;
+use std::ffi::OsString;
+use std::io::{self, BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use rustyline::completion::{Completer, FilenameCompleter, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, Helper};
+
+use crate::args::{self, Options, Parsed, Verb};
+use crate::commands::{self, EXIT_LOCAL, EXIT_USAGE, Remote, Status};
+
+const HELP: &str = "\
+commands:
+  put FILE...  [-o NAME]      upload
+  get NAME...  [-o PATH | -d DIR]
+                              download
+  ls [-h]                     list
+  view NAME [--raw]           the first 1024 bytes
+  rm NAME...                  delete
+  hash NAME...                the server's SHA-256
+  lcd DIR                     change the local directory
+  help                        this text
+  quit, exit                  leave (so does end of input)
+--json, --quiet, --no-resume and --limit-rate work per command. Quote names with spaces:
+  get 'my file.txt'";
+
+/// Words that start a shell line, for completion.
+const WORDS: [&str; 10] = [
+    "put", "get", "ls", "view", "rm", "hash", "lcd", "help", "quit", "exit",
+];
+
+enum Flow {
+    Continue,
+    Quit,
+}
+
+/// Runs the shell. `defaults` are the options given on the command line
+/// (`--json`, `--quiet`, `--no-resume`), applied to every command.
+pub fn run(remote: &mut Remote, defaults: &Options, status: &mut Status) {
+    // A session the server closed while the user was away is opened again.
+    remote.set_min_retries(1);
+    // Log in now, so that a wrong password shows before the first command.
+    if let Err(err) = remote.connect() {
+        eprintln!("ferry: {err}");
+        status.fail(commands::exit_code(err.kind()));
+        return;
+    }
+    if io::stdin().is_terminal() {
+        interactive(remote, defaults, status);
+    } else {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else {
+                eprintln!("ferry: cannot read the commands: not UTF-8 text");
+                status.fail(EXIT_USAGE);
+                break;
+            };
+            if let Flow::Quit = execute(remote, &line, defaults, status) {
+                break;
+            }
+        }
+    }
+}
+
+fn interactive(remote: &mut Remote, defaults: &Options, status: &mut Status) {
+    let names = Rc::new(RefCell::new(Vec::new()));
+    let mut editor: Editor<ShellHelper, DefaultHistory> = match Editor::new() {
+        Ok(editor) => editor,
+        Err(err) => {
+            eprintln!("ferry: cannot start the line editor: {err}");
+            status.fail(EXIT_LOCAL);
+            return;
+        }
+    };
+    editor.set_helper(Some(ShellHelper {
+        names: Rc::clone(&names),
+        files: FilenameCompleter::new(),
+    }));
+    let history = history_path();
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    println!("{}; type help for the commands", remote_banner(remote));
+    let mut stale = true;
+    loop {
+        if stale {
+            // For completion; a failure here shows when a command fails.
+            if let Ok(list) = remote.run(|conn, _| conn.list()) {
+                *names.borrow_mut() = list.into_iter().map(|e| e.name).collect();
+            }
+            stale = false;
+        }
+        let line = match editor.readline("ferry> ") {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(err) => {
+                eprintln!("ferry: {err}");
+                status.fail(EXIT_LOCAL);
+                break;
+            }
+        };
+        if !line.trim().is_empty() {
+            let _ = editor.add_history_entry(line.as_str());
+            if let Some(path) = &history {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let _ = editor.save_history(path);
+            }
+        }
+        match execute(remote, &line, defaults, status) {
+            Flow::Quit => break,
+            Flow::Continue => {
+                let first = line.split_whitespace().next().unwrap_or("");
+                stale = matches!(first, "put" | "rm" | "ls");
+            }
+        }
+    }
+}
+
+fn remote_banner(remote: &mut Remote) -> String {
+    match remote.connect() {
+        Ok(conn) => conn.greeting().text.clone(),
+        Err(err) => err.to_string(),
+    }
+}
+
+/// Runs one shell line.
+fn execute(remote: &mut Remote, line: &str, defaults: &Options, status: &mut Status) -> Flow {
+    let Some(words) = shlex::split(line) else {
+        eprintln!("ferry: unbalanced quotes in: {line}");
+        status.fail(EXIT_USAGE);
+        return Flow::Continue;
+    };
+    let Some(first) = words.first() else {
+        return Flow::Continue;
+    };
+    match first.as_str() {
+        "quit" | "exit" => return Flow::Quit,
+        "help" | "?" => {
+            println!("{HELP}");
+            return Flow::Continue;
+        }
+        "lcd" => {
+            match words.as_slice() {
+                [_, dir] => {
+                    if let Err(err) = std::env::set_current_dir(dir) {
+                        eprintln!("ferry: lcd: {dir}: {err}");
+                        status.fail(EXIT_LOCAL);
+                    }
+                }
+                _ => {
+                    eprintln!("ferry: lcd takes one directory");
+                    status.fail(EXIT_USAGE);
+                }
+            }
+            return Flow::Continue;
+        }
+        _ => {}
+    }
+    let args = words.into_iter().map(OsString::from).collect();
+    match args::parse(args, true) {
+        Ok(Parsed::Run(mut command)) => {
+            debug_assert_ne!(command.verb, Verb::Shell);
+            command.options.json |= defaults.json;
+            command.options.quiet |= defaults.quiet;
+            command.options.no_resume |= defaults.no_resume;
+            command.options.limit_rate = command.options.limit_rate.or(defaults.limit_rate);
+            commands::run(remote, &command, status);
+        }
+        Ok(Parsed::Help) => println!("{HELP}"),
+        Ok(Parsed::Version) => {}
+        Err(message) => {
+            eprintln!("ferry: {message} (type help for the commands)");
+            status.fail(EXIT_USAGE);
+        }
+    }
+    Flow::Continue
+}
+
+fn history_path() -> Option<PathBuf> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| PathBuf::from(home).join(".local/state"))
+        })?;
+    Some(state.join("ferry").join("history"))
+}
+
+/// Completion: the command word, then remote names (from the last listing)
+/// or local paths, depending on the command.
+struct ShellHelper {
+    names: Rc<RefCell<Vec<String>>>,
+    files: FilenameCompleter,
+}
+
+impl Completer for ShellHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        let start = word_start(before);
+        let word = unquote(&before[start..]);
+        let candidates = |words: &mut dyn Iterator<Item = &str>| -> Vec<Pair> {
+            words
+                .filter(|w| w.starts_with(&word))
+                .map(|w| Pair {
+                    display: w.to_string(),
+                    replacement: shlex::try_quote(w)
+                        .map(|q| q.into_owned())
+                        .unwrap_or_else(|_| w.to_string()),
+                })
+                .collect()
+        };
+        match before[..start].split_whitespace().next() {
+            None => Ok((start, candidates(&mut WORDS.iter().copied()))),
+            Some("put" | "lcd") => self.files.complete(line, pos, ctx),
+            Some("get" | "view" | "rm" | "hash") => {
+                let names = self.names.borrow();
+                Ok((start, candidates(&mut names.iter().map(String::as_str))))
+            }
+            Some(_) => Ok((start, Vec::new())),
+        }
+    }
+}
+
+/// Where the word under the cursor starts: after the last space that is
+/// not escaped or inside quotes.
+fn word_start(before: &str) -> usize {
+    let mut start = 0;
+    let mut quote = None;
+    let mut escaped = false;
+    for (i, c) in before.char_indices() {
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            (None | Some('"'), '\\') => escaped = true,
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, ' ') => start = i + 1,
+            _ => {}
+        }
+    }
+    start
+}
+
+/// The text of a partly typed word: quotes and escapes taken off.
+fn unquote(word: &str) -> String {
+    let mut out = String::new();
+    let mut escaped = false;
+    for c in word.chars() {
+        match c {
+            _ if escaped => {
+                out.push(c);
+                escaped = false;
+            }
+            '\\' => escaped = true,
+            '\'' | '"' => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+impl Hinter for ShellHelper {
+    type Hint = String;
+}
+
+impl Highlighter for ShellHelper {}
+
+impl Validator for ShellHelper {}
+
+impl Helper for ShellHelper {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_word_under_the_cursor_respects_quotes_and_escapes() {
+        assert_eq!(word_start("get my"), 4);
+        assert_eq!(word_start("get 'my fi"), 4);
+        assert_eq!(word_start("get my\\ fi"), 4);
+        assert_eq!(word_start("get a b"), 6);
+        assert_eq!(unquote("'my fi"), "my fi");
+        assert_eq!(unquote("my\\ fi"), "my fi");
+    }
+}

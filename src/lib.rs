@@ -3,7 +3,8 @@
 //! Users log in with a name and password; each has a private directory under
 //! a storage root and can upload, download, preview, delete and list files
 //! over a line protocol (`protocol.md`). The crate is the server; `ferryd`
-//! is a thin binary over it.
+//! is a thin binary over it. [`client`] is the other end, which the `ferry`
+//! command-line tool is built on.
 //!
 //! ```text
 //!             ┌───────────────────── one thread ─────────────────────┐

@@ -389,6 +389,34 @@ fn a_partial_of_other_content_is_not_continued() {
 }
 
 #[test]
+fn two_downloads_into_one_file_do_not_mix() {
+    let server = TestServer::start();
+    let s = Scratch::new();
+    let data = pseudo_random_bytes(13, 2 << 20);
+    server.plant_file(ALICE, "f", &data);
+    let part = s.work().join("f.ferry-part");
+    let mut slow = s
+        .ferry(server.addr())
+        .args(["get", "-q", "f", "--limit-rate", "1M"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || fs::metadata(&part)
+        .is_ok_and(|m| m.len() > 0)));
+    let second = run(s.ferry(server.addr()).args(["get", "f"]));
+    assert_eq!(code(&second), EXIT_LOCAL, "{}", second.stderr);
+    assert!(
+        second
+            .stderr
+            .contains("another download to this file is running"),
+        "{}",
+        second.stderr
+    );
+    assert!(wait_child(&mut slow, RUN_TIMEOUT).unwrap().success());
+    assert_eq!(fs::read(s.work().join("f")).unwrap(), data);
+}
+
+#[test]
 fn no_resume_starts_over() {
     let server = TestServer::start();
     let s = Scratch::new();

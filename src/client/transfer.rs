@@ -151,6 +151,16 @@ pub fn download(
             .truncate(false)
             .open(&part)
             .map_err(|e| Error::local(&part, e))?;
+        // Two downloads into one .ferry-part would interleave their bytes.
+        file.try_lock().map_err(|_| {
+            Error::local(
+                &part,
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another download to this file is running",
+                ),
+            )
+        })?;
         let mut have = file.metadata().map_err(|e| Error::local(&part, e))?.len();
         if !resume && have > 0 {
             file.set_len(0).map_err(|e| Error::local(&part, e))?;
@@ -168,6 +178,10 @@ pub fn download(
         // Whatever arrived stays in the .ferry-part file for the next try.
         let flushed = sink.flush().map_err(|e| Error::local(&part, e));
         drop(sink);
+        if got.is_err() && file.metadata().is_ok_and(|m| m.len() == 0) {
+            // Nothing arrived to resume from: leave no clutter.
+            let _ = fs::remove_file(&part);
+        }
         match got {
             Ok(_) => flushed?,
             // The partial is longer than the file is now: start over.
@@ -199,6 +213,7 @@ pub fn download(
         }
         file.sync_all().map_err(|e| Error::local(&part, e))?;
         fs::rename(&part, target).map_err(|e| Error::local(target, e))?;
+        sync_parent(target);
         let size = file.metadata().map_err(|e| Error::local(target, e))?.len();
         return Ok(Report {
             remote: remote.to_string(),
@@ -207,6 +222,17 @@ pub fn download(
             sha256: expected,
             resumed_from: have,
         });
+    }
+}
+
+/// Makes a rename in `path`'s directory durable, as far as it can.
+fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
     }
 }
 

@@ -27,6 +27,9 @@ use crate::protocol::name;
 /// The size of the buffer for file data in both directions.
 const CHUNK: usize = 256 * 1024;
 
+/// A preview is at most this long (`protocol.md`).
+const PREVIEW_MAX: u64 = 1024;
+
 /// Longest reply line the client accepts; the server's are far shorter.
 const MAX_REPLY: usize = 8192;
 
@@ -293,6 +296,11 @@ impl Connection {
         check_name(name)?;
         let reply = self.command(&format!("VIEW {name}"))?;
         let n = expect_data(name, reply)?;
+        if n > PREVIEW_MAX {
+            return Err(Error::Protocol(format!(
+                "VIEW announced {n} bytes, more than {PREVIEW_MAX}"
+            )));
+        }
         let mut data = Vec::new();
         self.read_data(n, &mut data, &mut |_| {})
             .map_err(|e| e.into_error(PathBuf::new()))?;

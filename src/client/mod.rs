@@ -191,10 +191,11 @@ impl Default for Timeouts {
     }
 }
 
-/// A session with a `ferryd`, over one TCP connection.
-pub struct Connection {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+/// A session with a `ferryd`, over one TCP connection (or, for tests and
+/// fuzzing, any byte stream both ways).
+pub struct Connection<S = TcpStream> {
+    /// Reads are buffered; writes go straight through `get_mut`.
+    stream: BufReader<S>,
     greeting: Reply,
 }
 
@@ -213,15 +214,20 @@ impl Connection {
         Err(Error::Network(last))
     }
 
-    /// Starts a session on a stream that is already connected.
+    /// Starts a session on a TCP stream that is already connected.
     pub fn over(stream: TcpStream, timeouts: Timeouts) -> Result<Connection> {
         stream.set_read_timeout(Some(timeouts.io))?;
         stream.set_write_timeout(Some(timeouts.io))?;
         stream.set_nodelay(true)?;
-        let writer = stream.try_clone()?;
+        Connection::on(stream)
+    }
+}
+
+impl<S: Read + Write> Connection<S> {
+    /// Starts a session on any byte stream: reads the greeting.
+    pub fn on(stream: S) -> Result<Connection<S>> {
         let mut conn = Connection {
-            reader: BufReader::with_capacity(CHUNK, stream),
-            writer,
+            stream: BufReader::with_capacity(CHUNK, stream),
             greeting: Reply {
                 code: 0,
                 text: String::new(),
@@ -239,6 +245,12 @@ impl Connection {
         }
         conn.greeting = greeting;
         Ok(conn)
+    }
+
+    /// The stream underneath, for a test to look at what was sent. Writing
+    /// to it puts the session out of step.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.stream.get_mut()
     }
 
     /// The server's `220` line.
@@ -271,7 +283,7 @@ impl Connection {
         let mut bytes = Vec::with_capacity(line.len() + 2);
         bytes.extend_from_slice(line.as_bytes());
         bytes.extend_from_slice(b"\r\n");
-        self.writer.write_all(&bytes)?;
+        self.stream.get_mut().write_all(&bytes)?;
         let reply = self.read_reply()?;
         if reply.code == 421 {
             return Err(Error::Closed(reply));
@@ -288,7 +300,12 @@ impl Connection {
             .map_err(|e| e.into_error(PathBuf::new()))?;
         let text = String::from_utf8(data)
             .map_err(|_| Error::Protocol("LIST data is not UTF-8".to_string()))?;
-        text.lines().map(parse_entry).collect()
+        if !text.is_empty() && !text.ends_with('\n') {
+            return Err(Error::Protocol(
+                "LIST data does not end with a line break".to_string(),
+            ));
+        }
+        text.split_terminator('\n').map(parse_entry).collect()
     }
 
     /// `VIEW`: the first (up to) 1024 bytes of `name`.
@@ -457,7 +474,7 @@ impl Connection {
                 ));
             }
             hasher.update(&buf[..got]);
-            self.writer.write_all(&buf[..got])?;
+            self.stream.get_mut().write_all(&buf[..got])?;
             left -= got as u64;
             progress.advance(got as u64);
         }
@@ -471,7 +488,7 @@ impl Connection {
 
     fn read_reply(&mut self) -> Result<Reply> {
         let mut line = Vec::new();
-        let n = (&mut self.reader)
+        let n = (&mut self.stream)
             .take(MAX_REPLY as u64)
             .read_until(b'\n', &mut line)?;
         if n == 0 {
@@ -511,7 +528,7 @@ impl Connection {
     ) -> std::result::Result<(), DataError> {
         let mut left = n;
         while left > 0 {
-            let chunk = match self.reader.fill_buf() {
+            let chunk = match self.stream.fill_buf() {
                 Ok([]) => {
                     return Err(DataError::Network(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -524,7 +541,7 @@ impl Connection {
             };
             let take = chunk.len().min(left.min(usize::MAX as u64) as usize);
             sink.write_all(&chunk[..take]).map_err(DataError::Local)?;
-            self.reader.consume(take);
+            self.stream.consume(take);
             left -= take as u64;
             progress.advance(take as u64);
         }
@@ -598,6 +615,11 @@ fn parse_entry(line: &str) -> Result<Entry> {
     let bad = || Error::Protocol(format!("malformed LIST line {line:?}"));
     let (size, rest) = line.split_once(' ').ok_or_else(bad)?;
     let (mtime, name) = rest.split_once(' ').ok_or_else(bad)?;
+    // A name the server could never have stored, and one that could carry
+    // terminal escapes to whoever reads the listing.
+    if !name::is_valid(name) {
+        return Err(bad());
+    }
     Ok(Entry {
         name: name.to_string(),
         size: size.parse().map_err(|_| bad())?,
@@ -677,6 +699,9 @@ mod tests {
         assert_eq!((entry.size, entry.mtime), (12, 1763700000));
         assert!(parse_entry("12 x name").is_err());
         assert!(parse_entry("12").is_err());
+        assert!(parse_entry("1 2 \r").is_err());
+        assert!(parse_entry("1 2 \x1b[2J").is_err());
+        assert!(parse_entry("1 2 ..").is_err());
     }
 
     #[test]

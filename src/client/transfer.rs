@@ -58,8 +58,8 @@ impl Meter for Silent {
 
 /// Uploads `local` as `remote`. With `resume`, continues the server's
 /// partial of `remote` when there is one.
-pub fn upload(
-    conn: &mut Connection,
+pub fn upload<S: Read + Write>(
+    conn: &mut Connection<S>,
     local: &Path,
     remote: &str,
     resume: bool,
@@ -132,8 +132,8 @@ pub fn upload(
 
 /// Downloads `remote` to the file `target`. With `resume`, continues the
 /// `<target>.ferry-part` an earlier download left.
-pub fn download(
-    conn: &mut Connection,
+pub fn download<S: Read + Write>(
+    conn: &mut Connection<S>,
     remote: &str,
     target: &Path,
     resume: bool,

@@ -260,3 +260,37 @@ fn end_of_input_while_hashing_the_bytes_held_still_answers_the_put() {
     assert!(fs::read(h.root.path().join("alice/f")).unwrap() == whole);
     assert_eq!(h.upload_files_left(), 0);
 }
+
+/// `client_replies`: the client took any text after `<size> <mtime> ` in a
+/// listing as a name, so a hostile server could put a CR or terminal
+/// escapes in front of whoever runs `ferry ls`. Entries must now be names
+/// the protocol allows.
+#[test]
+fn the_client_refuses_listing_names_the_protocol_does_not_allow() {
+    use ferry::client::{Connection, ErrorKind};
+    use std::io::{Cursor, Read, Write};
+
+    struct Wire(Cursor<Vec<u8>>);
+    impl Read for Wire {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl Write for Wire {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    for data in [&b"0 0 \r"[..], b"1 2 \x1b[2J\n", b"1 2 ..\n", b"1 2 ok"] {
+        let mut server = b"220 ferry ready\r\n".to_vec();
+        server.extend_from_slice(format!("150 {}\r\n", data.len()).as_bytes());
+        server.extend_from_slice(data);
+        let mut conn = Connection::on(Wire(Cursor::new(server))).unwrap();
+        let err = conn.list().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Network, "{data:?}: {err}");
+    }
+}

@@ -33,13 +33,13 @@
 //! holds no buffer at all.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use super::outbox::Outbox;
+use super::outbox::{FileBody, FileOutput, Outbox};
 use super::{CheckSlot, LoginStart, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
@@ -212,7 +212,7 @@ impl Digesting {
 /// Where a download's bytes come from.
 #[derive(Debug)]
 enum Source {
-    File(File),
+    File(FileBody),
     /// `LIST`: lines are formatted as the buffer drains.
     Listing {
         entries: Vec<Entry>,
@@ -325,6 +325,57 @@ impl Session {
     /// Bytes waiting to be sent.
     pub fn output(&self) -> &[u8] {
         self.out.sendable()
+    }
+
+    /// The driver sends file bytes itself from now on: a download offers
+    /// its file through [`Session::file_output`] instead of reading it
+    /// into [`Session::output`].
+    pub fn send_files_directly(&mut self) {
+        self.out.send_files_directly();
+    }
+
+    /// The rest of the file being downloaded, once every byte before it
+    /// was sent, when the driver sends files itself.
+    pub fn file_output(&self) -> Option<FileOutput<'_>> {
+        if !self.out.file_may_follow() {
+            return None;
+        }
+        match &self.state {
+            State::Sending(_, send) if send.remaining > 0 => match &send.source {
+                Source::File(body) => Some(body.output(send.remaining)),
+                Source::Listing { .. } => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of [`Session::file_output`] were sent (at most its
+    /// `len`).
+    pub fn file_output_written(&mut self, n: u64, services: &Services) {
+        if let State::Sending(_, send) = &mut self.state
+            && let Source::File(body) = &mut send.source
+        {
+            let n = n.min(send.remaining);
+            body.sent(n);
+            send.remaining -= n;
+            self.last_activity = Instant::now();
+        }
+        self.advance(services);
+    }
+
+    /// Sending [`Session::file_output`] failed on the file's side: it
+    /// ended sooner than announced (`UnexpectedEof`) or could not be read.
+    pub fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
+        if matches!(self.state, State::Sending(..)) {
+            self.download_failed(err, services);
+        }
+    }
+
+    /// The driver cannot send from files after all: the file goes through
+    /// [`Session::output`] again, from where it stopped.
+    pub fn stop_sending_files_directly(&mut self, services: &Services) {
+        self.out.stop_sending_files_directly();
+        self.advance(services);
     }
 
     /// When the session next needs [`Session::on_deadline`]: the end of a
@@ -895,14 +946,11 @@ impl Session {
         let opened = services
             .storage
             .open_read(&login.dir, name)
-            .and_then(|(mut file, size)| {
+            .map(|(file, size)| {
                 if offset > size {
-                    return Ok(Err(Reply::OffsetPastEnd { offset, size }));
+                    return Err(Reply::OffsetPastEnd { offset, size });
                 }
-                if offset > 0 {
-                    file.seek(SeekFrom::Start(offset))?;
-                }
-                Ok(Ok((file, size - offset)))
+                Ok((FileBody::new(file, offset), size - offset))
             });
         match opened {
             Ok(Ok((file, size))) => {
@@ -957,21 +1005,16 @@ impl Session {
             self.state = State::Idle(login);
             return;
         }
+        if matches!(send.source, Source::File(_)) && self.out.sends_files_directly() {
+            // The reactor sends the file itself (`file_output`).
+            return;
+        }
         let room = TRANSFER_BUFFER.saturating_sub(self.out.queued().len());
         let want = send.remaining.min(room as u64) as usize;
         let out = self.out.buf();
         let before = out.len();
         let result = match &mut send.source {
-            Source::File(file) => {
-                out.reserve_exact(want);
-                file.take(want as u64).read_to_end(out).and_then(|n| {
-                    if n < want {
-                        Err(io::Error::from(io::ErrorKind::UnexpectedEof))
-                    } else {
-                        Ok(())
-                    }
-                })
-            }
+            Source::File(body) => body.fill(out, want),
             Source::Listing { entries, next } => {
                 while *next < entries.len() && out.len() - before < want {
                     write_listing_line(&entries[*next], out);
@@ -990,13 +1033,18 @@ impl Session {
                 self.cut_download("listing changed while sending", services);
             }
             Err(err) => {
-                // The announced size can no longer be met: the only honest
-                // signal left is closing the connection.
-                log::error!("{} read failed during download: {err}", self.peer);
                 self.out.buf().truncate(before);
-                self.cut_download("read failed", services);
+                self.download_failed(&err, services);
             }
         }
+    }
+
+    /// The announced size can no longer be met (a read failed, or the file
+    /// was truncated behind the server's back): the only honest signal
+    /// left is closing the connection.
+    fn download_failed(&mut self, err: &io::Error, services: &Services) {
+        log::error!("{} read failed during download: {err}", self.peer);
+        self.cut_download("read failed", services);
     }
 
     fn start_upload(

@@ -17,6 +17,8 @@ pub mod http;
 pub mod line;
 mod outbox;
 
+pub use outbox::FileOutput;
+
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -333,6 +335,55 @@ impl Session {
 
     pub fn output_written(&mut self, n: usize, services: &Services) {
         each!(self, s => s.output_written(n, services))
+    }
+
+    /// The driver sends download bytes straight from the file
+    /// ([`Session::file_output`]); the control port has no downloads.
+    pub fn send_files_directly(&mut self) {
+        match self {
+            Session::Line(s) => s.send_files_directly(),
+            Session::Http(s) => s.send_files_directly(),
+            Session::Control(_) => {}
+        }
+    }
+
+    /// File bytes to send after [`Session::output`], when the driver sends
+    /// files itself.
+    pub fn file_output(&self) -> Option<FileOutput<'_>> {
+        match self {
+            Session::Line(s) => s.file_output(),
+            Session::Http(s) => s.file_output(),
+            Session::Control(_) => None,
+        }
+    }
+
+    pub fn file_output_written(&mut self, n: u64, services: &Services) {
+        match self {
+            Session::Line(s) => s.file_output_written(n, services),
+            Session::Http(s) => s.file_output_written(n, services),
+            Session::Control(_) => {}
+        }
+    }
+
+    pub fn file_output_failed(&mut self, err: &std::io::Error, services: &Services) {
+        match self {
+            Session::Line(s) => s.file_output_failed(err, services),
+            Session::Http(s) => s.file_output_failed(err, services),
+            Session::Control(_) => {}
+        }
+    }
+
+    pub fn stop_sending_files_directly(&mut self, services: &Services) {
+        match self {
+            Session::Line(s) => s.stop_sending_files_directly(services),
+            Session::Http(s) => s.stop_sending_files_directly(services),
+            Session::Control(_) => {}
+        }
+    }
+
+    /// True while there is anything to send, from the buffer or a file.
+    pub fn wants_to_write(&self) -> bool {
+        !self.output().is_empty() || self.file_output().is_some()
     }
 
     pub fn has_work(&self) -> bool {

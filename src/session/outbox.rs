@@ -1,7 +1,20 @@
 //! What a session has queued for its client: one buffer with a read
 //! position, which can be held back (the reply to a failed login waits for
-//! its delay). Shared by every kind of session.
+//! its delay), and the file a download sends. Shared by every kind of
+//! session.
+//!
+//! A file's bytes reach the client one of two ways. By default the session
+//! reads them into the buffer a piece at a time ([`FileBody::fill`]), so a
+//! driver without a socket (a test, a fuzz target) sees every byte in
+//! [`Outbox::sendable`]. The reactor instead asks for direct file output
+//! ([`Outbox::send_files_directly`]): once the bytes before the file are
+//! sent, the session offers the rest of the file as a [`FileOutput`] and
+//! the reactor hands it to the kernel with `sendfile`, so file data never
+//! passes through a buffer of ours.
 
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 #[derive(Debug, Default)]
@@ -11,6 +24,73 @@ pub struct Outbox {
     pos: usize,
     /// Nothing is handed to the socket before then.
     hold_until: Option<Instant>,
+    /// The driver sends file bytes itself (see the module docs).
+    direct_files: bool,
+}
+
+/// Bytes of a file that the driver should send straight from the file to
+/// the socket, after everything in the buffer: `len` bytes from `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct FileOutput<'a> {
+    pub file: &'a File,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A file being downloaded and the next byte of it to send. Reads go by
+/// offset, never through the file's own position.
+#[derive(Debug)]
+pub struct FileBody {
+    file: File,
+    next: u64,
+}
+
+impl FileBody {
+    /// Sends `file` from `offset` on.
+    pub fn new(file: File, offset: u64) -> FileBody {
+        FileBody { file, next: offset }
+    }
+
+    /// Appends the next `want` bytes of the file to `out` (the buffer
+    /// path). A file that ends sooner (it was truncated behind the
+    /// server's back) is `UnexpectedEof`; after any error nothing was
+    /// appended.
+    pub fn fill(&mut self, out: &mut Vec<u8>, want: usize) -> io::Result<()> {
+        let before = out.len();
+        out.resize(before + want, 0);
+        let mut filled = 0;
+        let result = loop {
+            if filled == want {
+                break Ok(());
+            }
+            let offset = self.next + filled as u64;
+            match self.file.read_at(&mut out[before + filled..], offset) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => break Err(err),
+            }
+        };
+        match result {
+            Ok(()) => self.next += want as u64,
+            Err(_) => out.truncate(before),
+        }
+        result
+    }
+
+    /// The next `len` bytes, for the driver to send.
+    pub fn output(&self, len: u64) -> FileOutput<'_> {
+        FileOutput {
+            file: &self.file,
+            offset: self.next,
+            len,
+        }
+    }
+
+    /// The driver sent `n` more bytes of the file.
+    pub fn sent(&mut self, n: u64) {
+        self.next += n;
+    }
 }
 
 impl Outbox {
@@ -60,6 +140,27 @@ impl Outbox {
         if self.queued().is_empty() && self.buf.capacity() > 0 {
             self.discard();
         }
+    }
+
+    /// From now on the driver sends file bytes itself ([`FileOutput`]).
+    pub fn send_files_directly(&mut self) {
+        self.direct_files = true;
+    }
+
+    /// The driver cannot send from files after all (`sendfile` refused
+    /// the pair of descriptors): file bytes go through the buffer again.
+    pub fn stop_sending_files_directly(&mut self) {
+        self.direct_files = false;
+    }
+
+    pub fn sends_files_directly(&self) -> bool {
+        self.direct_files
+    }
+
+    /// Whether a file may be offered to the driver now: it sends files
+    /// itself and everything queued before the file has been sent.
+    pub fn file_may_follow(&self) -> bool {
+        self.direct_files && self.hold_until.is_none() && self.queued().is_empty()
     }
 
     /// Holds everything queued (and queued later) until `until`.

@@ -141,7 +141,13 @@ pub(crate) struct Reactor {
     connections: Connections,
     last_accept_warning: Option<Instant>,
     /// One read buffer for every connection: reads go here and are handed
-    /// to the session at once, so no session owns a read buffer.
+    /// to the session at once, so no session owns a read buffer. Upload
+    /// bytes are hashed and written to the file straight from it, with no
+    /// allocation per chunk. `splice(2)` from the socket to the file would
+    /// save that pass through user space, but the SHA-256 of every upload
+    /// must see each byte, so the bytes come through here anyway. Reads of
+    /// 256 or 512 KiB (with the budget grown to match) measured no faster
+    /// than 128 KiB (`upload_digest`, 512 MiB to tmpfs: within the noise).
     scratch: Box<[u8]>,
     stop: Arc<StopSignal>,
     signals: Option<Signals>,

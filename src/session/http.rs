@@ -242,14 +242,13 @@ impl Session {
     /// and everything before it was sent, when the driver sends files
     /// itself.
     pub fn file_output(&self) -> Option<FileOutput<'_>> {
-        if !self.out.file_may_follow() {
-            return None;
-        }
         match &self.state {
-            State::Sending(send) if send.remaining > 0 => match &send.source {
-                Source::File(body) => Some(body.output(send.remaining)),
-                Source::Listing { .. } => None,
-            },
+            State::Sending(send) if send.remaining > 0 && self.out.file_may_follow(send.total) => {
+                match &send.source {
+                    Source::File(body) => Some(body.output(send.remaining)),
+                    Source::Listing { .. } => None,
+                }
+            }
             _ => None,
         }
     }
@@ -1142,7 +1141,7 @@ impl Session {
             let keep = send.keep_alive && !self.shutting_down;
             return self.after_response(After::from_keep_alive(keep));
         }
-        if matches!(send.source, Source::File(_)) && self.out.sends_files_directly() {
+        if matches!(send.source, Source::File(_)) && self.out.sends_file_directly(send.total) {
             // The reactor sends the file itself (`file_output`).
             return;
         }

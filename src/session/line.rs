@@ -337,14 +337,15 @@ impl Session {
     /// The rest of the file being downloaded, once every byte before it
     /// was sent, when the driver sends files itself.
     pub fn file_output(&self) -> Option<FileOutput<'_>> {
-        if !self.out.file_may_follow() {
-            return None;
-        }
         match &self.state {
-            State::Sending(_, send) if send.remaining > 0 => match &send.source {
-                Source::File(body) => Some(body.output(send.remaining)),
-                Source::Listing { .. } => None,
-            },
+            State::Sending(_, send)
+                if send.remaining > 0 && self.out.file_may_follow(send.total) =>
+            {
+                match &send.source {
+                    Source::File(body) => Some(body.output(send.remaining)),
+                    Source::Listing { .. } => None,
+                }
+            }
             _ => None,
         }
     }
@@ -1005,7 +1006,7 @@ impl Session {
             self.state = State::Idle(login);
             return;
         }
-        if matches!(send.source, Source::File(_)) && self.out.sends_files_directly() {
+        if matches!(send.source, Source::File(_)) && self.out.sends_file_directly(send.total) {
             // The reactor sends the file itself (`file_output`).
             return;
         }

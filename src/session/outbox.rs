@@ -17,6 +17,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
+/// Downloads shorter than this go through the buffer even when the driver
+/// sends files itself: then one write carries the reply (or response
+/// head) and the whole file, where `sendfile` would take a write for the
+/// reply and a `sendfile` for the file, and the client two wake-ups. For
+/// 4 KiB GETs on 64 connections that was about 43,000 requests a second
+/// against 30,000 (line protocol; HTTP 24,000 against 20,000).
+pub const DIRECT_MIN: u64 = 64 * 1024;
+
 #[derive(Debug, Default)]
 pub struct Outbox {
     buf: Vec<u8>,
@@ -153,14 +161,19 @@ impl Outbox {
         self.direct_files = false;
     }
 
-    pub fn sends_files_directly(&self) -> bool {
-        self.direct_files
+    /// Whether a download of `total` bytes is sent by the driver (see
+    /// [`DIRECT_MIN`]) rather than through the buffer. Decided by the
+    /// whole download's length, so one download never switches midway
+    /// (unless the driver gives up on `sendfile`).
+    pub fn sends_file_directly(&self, total: u64) -> bool {
+        self.direct_files && total >= DIRECT_MIN
     }
 
-    /// Whether a file may be offered to the driver now: it sends files
-    /// itself and everything queued before the file has been sent.
-    pub fn file_may_follow(&self) -> bool {
-        self.direct_files && self.hold_until.is_none() && self.queued().is_empty()
+    /// Whether a file of a download of `total` bytes may be offered to
+    /// the driver now: the driver sends it, and everything queued before
+    /// the file has been sent.
+    pub fn file_may_follow(&self, total: u64) -> bool {
+        self.sends_file_directly(total) && self.hold_until.is_none() && self.queued().is_empty()
     }
 
     /// Holds everything queued (and queued later) until `until`.

@@ -114,6 +114,10 @@ struct AuthCache {
     result: Option<String>,
     /// Whether the outcome is already in the audit log and counters.
     recorded: bool,
+    /// The user's directory, once a request needed it: kept for the
+    /// requests that follow on this connection, as a line session keeps
+    /// it from login to logout, so that each does not open it again.
+    dir: Option<UserDir>,
 }
 
 /// What [`Session::authenticate`] found.
@@ -354,6 +358,7 @@ impl Session {
                 key,
                 result,
                 recorded: false,
+                dir: None,
             }));
             self.state = State::Head;
             self.advance(services);
@@ -593,7 +598,7 @@ impl Session {
                     let body = format!("{}\n", http::reason(401));
                     return self.respond(401, &fields, body.as_bytes(), head_only, after, services);
                 };
-                let dir = match services.storage.user_dir(&user) {
+                let dir = match self.user_dir(&user, services) {
                     Ok(dir) => dir,
                     Err(err) => {
                         log::error!(
@@ -681,6 +686,7 @@ impl Session {
                         key,
                         result: result.clone(),
                         recorded: true,
+                        dir: None,
                     }));
                     result
                 }
@@ -707,6 +713,23 @@ impl Session {
             self.failures
         );
         Authenticated::No
+    }
+
+    /// The directory of `user`, who the cached credentials name.
+    fn user_dir(&mut self, user: &str, services: &Services) -> io::Result<UserDir> {
+        let Some(cache) = self
+            .auth_cache
+            .as_mut()
+            .filter(|cache| cache.result.as_deref() == Some(user))
+        else {
+            return services.storage.user_dir(user);
+        };
+        if let Some(dir) = &cache.dir {
+            return Ok(dir.clone());
+        }
+        let dir = services.storage.user_dir(user)?;
+        cache.dir = Some(dir.clone());
+        Ok(dir)
     }
 
     /// True while a password check waits for a free slot.
@@ -832,16 +855,16 @@ impl Session {
         after: After,
         services: &Services,
     ) {
-        let (file, size) = match services.storage.open_read(dir, name) {
+        let (file, meta) = match services.storage.open_read(dir, name) {
             Ok(opened) => opened,
             Err(err) => {
                 log::info!("{} {user}: GET {name:?}: {err}", self.peer);
                 return self.storage_error(err, after, services);
             }
         };
-        let modified = file
-            .metadata()
-            .and_then(|meta| meta.modified())
+        let size = meta.len();
+        let modified = meta
+            .modified()
             .map(httpdate::fmt_http_date)
             .unwrap_or_default();
         let preview = http::query_has(request.query, b"preview");

@@ -947,7 +947,8 @@ impl Session {
         let opened = services
             .storage
             .open_read(&login.dir, name)
-            .map(|(file, size)| {
+            .map(|(file, meta)| {
+                let size = meta.len();
                 if offset > size {
                     return Err(Reply::OffsetPastEnd { offset, size });
                 }
@@ -1248,9 +1249,9 @@ impl Session {
         let opened = services
             .storage
             .open_read(&login.dir, name)
-            .and_then(|(file, size)| {
+            .and_then(|(file, meta)| {
                 let identity = Identity::of_file(&file)?;
-                Ok((file, size, identity))
+                Ok((file, meta.len(), identity))
             });
         let (file, size, identity) = match opened {
             Ok(opened) => opened,

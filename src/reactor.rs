@@ -41,7 +41,7 @@ use slab::Slab;
 use crate::limits::{Connections, Refusal};
 use crate::metrics::Protocol;
 use crate::session::line::TRANSFER_BUFFER;
-use crate::session::{Services, Session};
+use crate::session::{DIRECT_MIN, Services, Session};
 use crate::sys;
 
 const LINE_LISTENER: Token = Token(usize::MAX - 1);
@@ -539,7 +539,7 @@ impl Reactor {
             let key = entry.key();
             let mut session = Session::new(protocol, peer, &self.services);
             if self.sendfile {
-                session.send_files_directly();
+                session.send_files_directly(DIRECT_MIN);
             }
             let interest = interest_of(&session);
             let armed = session.deadline(&self.services);

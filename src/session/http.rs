@@ -238,8 +238,8 @@ impl Session {
 
     /// The driver sends file bytes itself from now on (see the line
     /// session's method of the same name).
-    pub fn send_files_directly(&mut self) {
-        self.out.send_files_directly();
+    pub fn send_files_directly(&mut self, min_len: u64) {
+        self.out.send_files_directly(min_len);
     }
 
     /// The rest of the file being sent as a response body, once the head

@@ -327,11 +327,12 @@ impl Session {
         self.out.sendable()
     }
 
-    /// The driver sends file bytes itself from now on: a download offers
-    /// its file through [`Session::file_output`] instead of reading it
-    /// into [`Session::output`].
-    pub fn send_files_directly(&mut self) {
-        self.out.send_files_directly();
+    /// The driver sends file bytes itself from now on: a download of at
+    /// least `min_len` bytes offers its file through
+    /// [`Session::file_output`] instead of reading it into
+    /// [`Session::output`] (the reactor passes [`super::DIRECT_MIN`]).
+    pub fn send_files_directly(&mut self, min_len: u64) {
+        self.out.send_files_directly(min_len);
     }
 
     /// The rest of the file being downloaded, once every byte before it

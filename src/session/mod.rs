@@ -17,7 +17,7 @@ pub mod http;
 pub mod line;
 mod outbox;
 
-pub use outbox::FileOutput;
+pub use outbox::{DIRECT_MIN, FileOutput};
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -337,12 +337,13 @@ impl Session {
         each!(self, s => s.output_written(n, services))
     }
 
-    /// The driver sends download bytes straight from the file
-    /// ([`Session::file_output`]); the control port has no downloads.
-    pub fn send_files_directly(&mut self) {
+    /// The driver sends the bytes of downloads of at least `min_len`
+    /// bytes straight from the file ([`Session::file_output`]); the
+    /// control port has no downloads.
+    pub fn send_files_directly(&mut self, min_len: u64) {
         match self {
-            Session::Line(s) => s.send_files_directly(),
-            Session::Http(s) => s.send_files_directly(),
+            Session::Line(s) => s.send_files_directly(min_len),
+            Session::Http(s) => s.send_files_directly(min_len),
             Session::Control(_) => {}
         }
     }

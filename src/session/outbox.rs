@@ -17,8 +17,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-/// Downloads shorter than this go through the buffer even when the driver
-/// sends files itself: then one write carries the reply (or response
+/// Downloads shorter than this go through the buffer when the reactor
+/// sends files itself (its argument to [`Outbox::send_files_directly`]):
+/// then one write carries the reply (or response
 /// head) and the whole file, where `sendfile` would take a write for the
 /// reply and a `sendfile` for the file, and the client two wake-ups. For
 /// 4 KiB GETs on 64 connections that was about 43,000 requests a second
@@ -32,8 +33,9 @@ pub struct Outbox {
     pos: usize,
     /// Nothing is handed to the socket before then.
     hold_until: Option<Instant>,
-    /// The driver sends file bytes itself (see the module docs).
-    direct_files: bool,
+    /// The driver sends the file bytes of downloads of at least this many
+    /// bytes itself (see the module docs).
+    direct_min: Option<u64>,
 }
 
 /// Bytes of a file that the driver should send straight from the file to
@@ -150,23 +152,24 @@ impl Outbox {
         }
     }
 
-    /// From now on the driver sends file bytes itself ([`FileOutput`]).
-    pub fn send_files_directly(&mut self) {
-        self.direct_files = true;
+    /// From now on the driver sends the file bytes of downloads of at
+    /// least `min_len` bytes itself ([`FileOutput`]).
+    pub fn send_files_directly(&mut self, min_len: u64) {
+        self.direct_min = Some(min_len);
     }
 
     /// The driver cannot send from files after all (`sendfile` refused
     /// the pair of descriptors): file bytes go through the buffer again.
     pub fn stop_sending_files_directly(&mut self) {
-        self.direct_files = false;
+        self.direct_min = None;
     }
 
-    /// Whether a download of `total` bytes is sent by the driver (see
-    /// [`DIRECT_MIN`]) rather than through the buffer. Decided by the
-    /// whole download's length, so one download never switches midway
-    /// (unless the driver gives up on `sendfile`).
+    /// Whether a download of `total` bytes is sent by the driver rather
+    /// than through the buffer. Decided by the whole download's length, so
+    /// one download never switches midway (unless the driver gives up on
+    /// `sendfile`).
     pub fn sends_file_directly(&self, total: u64) -> bool {
-        self.direct_files && total >= DIRECT_MIN
+        self.direct_min.is_some_and(|min| total >= min)
     }
 
     /// Whether a file of a download of `total` bytes may be offered to

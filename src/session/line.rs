@@ -1808,4 +1808,46 @@ mod tests {
         let mut session = login(&h);
         assert_eq!(text(&h.talk(&mut session, b"PARTIAL f\n")), "213 100\r\n");
     }
+
+    #[test]
+    fn a_direct_download_falls_back_to_the_buffer_where_it_stopped() {
+        use std::os::unix::fs::FileExt;
+        let h = Harness::new();
+        let services = h.services();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let mut session = Session::new(peer(), services);
+        session.send_files_directly(100_000);
+        let input = [b"AUTH alice pw\nPUT 300000 f\n".as_slice(), &data].concat();
+        h.talk(&mut session, &input);
+        // Under the threshold: through the buffer, reply and bytes at once.
+        let out = h.talk(&mut session, b"REST 250000\nGET f\n");
+        assert_eq!(
+            out[..out.len() - 50_000],
+            *b"350 restarting at 250000\r\n150 50000\r\n"
+        );
+        assert_eq!(out[out.len() - 50_000..], data[250_000..]);
+        // Over it: the reply, then the file is offered, not buffered.
+        let out = h.talk(&mut session, b"REST 1000\nGET f\nNOOP\n");
+        assert_eq!(text(&out), "350 restarting at 1000\r\n150 299000\r\n");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let file = session.file_output().expect("the file is offered");
+            assert_eq!(
+                (file.offset, file.len),
+                (1000 + got.len() as u64, 299_000 - got.len() as u64)
+            );
+            let mut chunk = vec![0; 70_000];
+            file.file.read_exact_at(&mut chunk, file.offset).unwrap();
+            got.extend_from_slice(&chunk);
+            session.file_output_written(70_000, services);
+            assert!(session.output().is_empty(), "nothing before the last byte");
+        }
+        // sendfile refused: the rest comes through the buffer, then the NOOP.
+        session.stop_sending_files_directly(services);
+        assert!(session.file_output().is_none());
+        let out = h.talk(&mut session, b"");
+        got.extend_from_slice(&out[..out.len() - 8]);
+        assert_eq!(&out[out.len() - 8..], b"200 ok\r\n");
+        assert!(got == data[1000..], "the download's bytes differ");
+    }
 }

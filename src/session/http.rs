@@ -896,15 +896,15 @@ impl Session {
             None if preview => (200, 0, size.min(PREVIEW_LEN), None),
             None => (200, 0, size, None),
         };
-        let mut fields = vec![
+        let fields = [
             ("Content-Type", "application/octet-stream"),
             ("Last-Modified", modified.as_str()),
             ("Accept-Ranges", "bytes"),
+            ("Content-Range", range_field.as_deref().unwrap_or_default()),
         ];
-        if let Some(range) = &range_field {
-            fields.push(("Content-Range", range.as_str()));
-        }
-        self.start_head(status, &fields, Some(len), after, services);
+        // The last field only for a range.
+        let fields = &fields[..if range_field.is_some() { 4 } else { 3 }];
+        self.start_head(status, fields, Some(len), after, services);
         if request.method == Method::Head {
             return self.after_response(after);
         }

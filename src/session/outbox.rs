@@ -26,6 +26,10 @@ use std::time::Instant;
 /// against 30,000 (line protocol; HTTP 24,000 against 20,000).
 pub const DIRECT_MIN: u64 = 64 * 1024;
 
+/// Bytes the buffer first takes: a response head with its fields is about
+/// 200.
+const FIRST_CAPACITY: usize = 512;
+
 #[derive(Debug, Default)]
 pub struct Outbox {
     buf: Vec<u8>,
@@ -117,8 +121,13 @@ impl Outbox {
         &self.buf[self.pos..]
     }
 
-    /// The buffer, to append to.
+    /// The buffer, to append to. An empty one (an idle session holds
+    /// none) starts with room for a reply or a response head, so that one
+    /// allocation holds it rather than a doubling per piece written.
     pub fn buf(&mut self) -> &mut Vec<u8> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(FIRST_CAPACITY);
+        }
         &mut self.buf
     }
 

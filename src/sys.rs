@@ -266,7 +266,10 @@ const SENDFILE_MAX: usize = 0x7fff_f000;
 /// socket buffer filled up or the file ends sooner (0 at its end). A
 /// non-blocking socket that takes nothing is `WouldBlock`; `EINVAL` or
 /// `ENOSYS` mean this pair of descriptors cannot be used with it (the
-/// caller then copies the bytes itself).
+/// caller then copies the bytes itself). Unlike `send`, `sendfile` has no
+/// `MSG_NOSIGNAL`: a peer that is gone raises `SIGPIPE`, which Rust
+/// programs ignore from the start (std sets it to `SIG_IGN` before
+/// `main`), so the call fails with `EPIPE` instead.
 pub fn sendfile(
     socket: BorrowedFd<'_>,
     file: BorrowedFd<'_>,

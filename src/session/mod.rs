@@ -3,10 +3,12 @@
 //! A session never touches a socket. The reactor asks it how many bytes it
 //! will take ([`Session::read_limit`]), hands it what it read
 //! ([`Session::receive`], [`Session::receive_eof`]), takes the bytes it
-//! wants sent ([`Session::output`], [`Session::output_written`]), runs its
-//! socket-free work a step at a time ([`Session::has_work`],
-//! [`Session::work`]) and closes the socket once [`Session::is_done`].
-//! Storage, users and counters are reached through [`Services`].
+//! wants sent ([`Session::output`], [`Session::output_written`]; when the
+//! reactor asks for it, a download offers its file for `sendfile` instead,
+//! [`Session::file_output`]), runs its socket-free work a step at a time
+//! ([`Session::has_work`], [`Session::work`]) and closes the socket once
+//! [`Session::is_done`]. Storage, users and counters are reached through
+//! [`Services`].
 //!
 //! - [`line`]: the line protocol of `protocol.md`;
 //! - [`http`]: the HTTP/1.1 front;

@@ -38,13 +38,31 @@ pub fn lossy(bytes: &[u8]) -> String {
 }
 
 /// The end of a transfer's line: `result=<result>`, the quoted reason when
-/// there is one, and the seconds it took.
-pub fn outcome(result: &str, reason: &str, started: std::time::Instant) -> String {
-    let secs = started.elapsed().as_secs_f64();
-    if reason.is_empty() {
-        format!("result={result} secs={secs:.3}")
-    } else {
-        format!("result={result} reason={} secs={secs:.3}", Quoted(reason))
+/// there is one, and the seconds it took. Formatted only when the line is
+/// written (nothing is allocated when the log level drops it).
+pub fn outcome<'a>(result: &'a str, reason: &'a str, started: std::time::Instant) -> Outcome<'a> {
+    Outcome {
+        result,
+        reason,
+        started,
+    }
+}
+
+/// See [`outcome`].
+pub struct Outcome<'a> {
+    result: &'a str,
+    reason: &'a str,
+    started: std::time::Instant,
+}
+
+impl fmt::Display for Outcome<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.started.elapsed().as_secs_f64();
+        write!(f, "result={}", self.result)?;
+        if !self.reason.is_empty() {
+            write!(f, " reason={}", Quoted(self.reason))?;
+        }
+        write!(f, " secs={secs:.3}")
     }
 }
 

@@ -891,7 +891,15 @@ fn download_of_file_truncated_behind_servers_back_is_cut_off() {
         "received all {} announced bytes of a truncated file",
         got.len()
     );
-    assert_same_bytes(&got, &data[..got.len()], "received prefix");
+    // Only the bytes read before the truncation are certain: the server
+    // sends from the file itself (sendfile), so bytes still in flight may
+    // already show the change (protocol.md). The client must treat the
+    // whole download as failed anyway.
+    assert_same_bytes(
+        &got[..1000],
+        &data[..1000],
+        "prefix read before the truncation",
+    );
     // The server survives and serves others.
     let mut d = server.alice();
     assert_eq!(d.get("shrink.bin").len(), 4096);

@@ -856,3 +856,53 @@ fn an_idle_server_does_not_wake_up() {
         after - before
     );
 }
+
+#[test]
+fn idle_sessions_do_not_wake_the_server_before_their_timeout() {
+    let server = TestServer::builder()
+        .args(["--http-listen", "127.0.0.1:0"])
+        .start();
+    // Logged-in line sessions and a keep-alive HTTP connection after a
+    // download: each has a deadline (the idle timeout, minutes away) and
+    // nothing else to do.
+    let mut sessions: Vec<Client> = (0..20).map(|_| server.alice()).collect();
+    server.plant_file(ALICE, "f", &[7u8; 100_000]);
+    for c in &mut sessions {
+        assert_eq!(c.get("f").len(), 100_000);
+    }
+    let mut http = http_connect(http_addr(&server));
+    http.write_all(
+        format!(
+            "GET /files/f HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\r\n",
+            base64_basic(ALICE, ALICE_PW)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let complete = |got: &[u8]| {
+        got.windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .is_some_and(|head| got.len() >= head + 4 + 100_000)
+    };
+    while !complete(&got) {
+        let n = http.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    thread::sleep(Duration::from_millis(200));
+    let before = wake_ups(server.pid());
+    thread::sleep(Duration::from_secs(2));
+    let after = wake_ups(server.pid());
+    assert!(
+        after - before <= 2,
+        "{} wake-ups in 2 s with only idle sessions",
+        after - before
+    );
+    // Still there, and served at once.
+    for c in &mut sessions {
+        c.noop();
+    }
+}

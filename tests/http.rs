@@ -2695,3 +2695,131 @@ fn drain_end_discards_an_unfinished_upload() {
     assert_eq!(alice.partial("new.bin"), 0);
     assert_eq!(alice.list_names(), ["doc.bin"]);
 }
+
+// ---------------------------------------------------------------------------
+// Response bodies sent straight from the file (sendfile).
+// ---------------------------------------------------------------------------
+
+/// Reads a response head off `c` and returns its Content-Length, leaving
+/// any body bytes in `c.buf`.
+fn read_head_only(c: &mut Conn) -> (u16, usize) {
+    let end = loop {
+        if let Some(i) = find(&c.buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        assert!(c.fill().unwrap() > 0, "closed inside the head");
+    };
+    let head = String::from_utf8(c.buf[..end - 4].to_vec()).unwrap();
+    let (status, headers) = parse_response_head(&head);
+    let length = header_in(&headers, "content-length")
+        .unwrap()
+        .parse()
+        .unwrap();
+    c.buf.drain(..end);
+    (status, length)
+}
+
+#[test]
+fn ranges_and_whole_files_of_a_large_file_on_one_keep_alive_connection() {
+    let (server, addr) = http_server();
+    let data = pseudo_random_bytes(181, 5 * 1024 * 1024 + 3);
+    server.plant_file(ALICE, "big.bin", &data);
+    let mut c = Conn::open(addr);
+    let last = data.len() - 1;
+    for (range, first, end) in [
+        ("bytes=1000000-4000000", 1_000_000, 4_000_001),
+        ("bytes=4095-", 4095, data.len()),
+        ("bytes=-3", data.len() - 3, data.len()),
+        (&*format!("bytes={last}-{last}"), last, data.len()),
+    ] {
+        let field = format!("Range: {range}");
+        c.send(&request(
+            "GET",
+            "/files/big.bin",
+            &[&alice_auth(), &field],
+            b"",
+        ));
+        let resp = c.response();
+        resp.assert_status(206, range);
+        assert_eq!(
+            resp.header("content-range"),
+            Some(format!("bytes {first}-{}/{}", end - 1, data.len()).as_str()),
+            "{range}"
+        );
+        assert_same_bytes(&resp.body, &data[first..end], range);
+    }
+    // A whole file and a small one, pipelined behind each other.
+    server.plant_file(ALICE, "small.bin", &data[..4096]);
+    let mut both = alice_req("GET", "/files/big.bin");
+    both.extend_from_slice(&alice_req("GET", "/files/small.bin"));
+    c.send(&both);
+    let resp = c.response();
+    resp.assert_status(200, "whole file");
+    assert_same_bytes(&resp.body, &data, "whole file");
+    let resp = c.response();
+    resp.assert_status(200, "small file");
+    assert_same_bytes(&resp.body, &data[..4096], "small file");
+}
+
+#[test]
+fn a_file_truncated_during_an_http_download_closes_the_connection() {
+    let (server, addr) = http_server();
+    let data = pseudo_random_bytes(182, 32 * 1024 * 1024);
+    let path = server.plant_file(ALICE, "shrink.bin", &data);
+    let mut c = Conn::open(addr);
+    c.send(&alice_req("GET", "/files/shrink.bin"));
+    let (status, length) = read_head_only(&mut c);
+    assert_eq!((status, length), (200, data.len()));
+    while c.buf.len() < 1000 {
+        assert!(c.fill().unwrap() > 0, "closed early");
+    }
+    let head: Vec<u8> = c.buf.drain(..1000).collect();
+    assert_same_bytes(&head, &data[..1000], "bytes read before the truncation");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    while c.fill().unwrap() > 0 {}
+    let got = 1000 + c.buf.len();
+    assert!(
+        got < data.len(),
+        "received all {got} announced bytes of a truncated file"
+    );
+    // The server goes on serving.
+    let resp = exchange(addr, &alice_req("GET", "/files/shrink.bin"));
+    resp.assert_status(200, "after the truncation");
+    assert_eq!(resp.body.len(), 4096);
+}
+
+#[test]
+fn drain_end_cuts_off_a_download_to_a_client_that_does_not_read() {
+    let (mut server, addr) = start_http(TestServer::builder().args(["--drain-timeout", "1"]));
+    // Sparse and far larger than the socket buffers.
+    let size = 1u64 << 30;
+    let path = server.plant_file(ALICE, "huge", b"");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let mut c = Conn::open(addr);
+    c.send(&alice_req("GET", "/files/huge"));
+    let (status, length) = read_head_only(&mut c);
+    assert_eq!((status, length as u64), (200, size));
+    let start = Instant::now();
+    server.signal(Signal::SIGINT);
+    let took = server.expect_clean_exit(start, Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(900),
+        "the drain ended after {took:?}, not ~1 s"
+    );
+    while c.fill().unwrap() > 0 {}
+    assert!((c.buf.len() as u64) < size, "the download was not cut off");
+    assert!(
+        c.buf.iter().all(|&b| b == 0),
+        "a sparse file reads as zeros"
+    );
+}

@@ -6,7 +6,10 @@
 //! The input is split in two by its first byte: the first part is read as a
 //! request head, the rest as a chunked body; the whole is also fed to a
 //! session, in pieces and with a connection event (a shutdown, the end of
-//! the drain, a lost connection) that the first byte picks.
+//! the drain, a lost connection) that the first byte picks. When the input
+//! after the first byte has an odd length, the driver takes response bodies straight from the
+//! file as the reactor's `sendfile` does (`file_output`), otherwise through
+//! the session's buffer.
 
 #![no_main]
 #![forbid(unsafe_code)]
@@ -14,6 +17,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::{same, show};
@@ -203,6 +207,10 @@ fn drive_session(input: &[u8], seed: u8) {
     services.policy.login_delay = std::time::Duration::ZERO;
     let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
     let mut session = Session::new(peer);
+    if input.len() % 2 == 1 {
+        // Every file body, however short, goes through `file_output`.
+        session.send_files_directly(0);
+    }
     let mut out = Vec::new();
     let mut rest = input;
     let step = usize::from(seed % 61) + 1;
@@ -240,6 +248,17 @@ fn drive_session(input: &[u8], seed: u8) {
         if pending > 0 {
             out.extend_from_slice(&session.output()[..pending]);
             session.output_written(pending, &services);
+            continue;
+        }
+        if let Some(file) = session.file_output() {
+            // As `sendfile` would: from the file at the offset given.
+            let n = usize::try_from(file.len).unwrap_or(usize::MAX).min(write_step);
+            let start = out.len();
+            out.resize(start + n, 0);
+            file.file
+                .read_exact_at(&mut out[start..], file.offset)
+                .expect("the file holds the bytes offered");
+            session.file_output_written(n as u64, &services);
             continue;
         }
         if session.is_done() {

@@ -324,10 +324,12 @@ fn parse_basic(value: &[u8]) -> Credentials {
         return Credentials::Malformed;
     };
     match decoded.iter().position(|&b| b == b':') {
-        Some(colon) => Credentials::Basic {
-            user: decoded[..colon].to_vec(),
-            password: decoded[colon + 1..].to_vec(),
-        },
+        Some(colon) => {
+            let mut user = decoded;
+            let password = user.split_off(colon + 1);
+            user.truncate(colon);
+            Credentials::Basic { user, password }
+        }
         None => Credentials::Malformed,
     }
 }
@@ -463,7 +465,7 @@ pub fn write_head(
     close: bool,
 ) {
     use std::io::Write as _;
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let date = httpdate::HttpDate::from(std::time::SystemTime::now());
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,

@@ -19,14 +19,13 @@
 //! file, and no further pipelined request runs while more than
 //! [`OUTPUT_BACKLOG`] bytes of responses wait to be sent.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::line::{MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER};
-use super::outbox::Outbox;
+use super::outbox::{FileBody, FileOutput, Outbox};
 use super::{CheckSlot, LoginStart, OverQuota, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
@@ -53,7 +52,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// How a response body is produced.
 #[derive(Debug)]
 enum Source {
-    File(File),
+    File(FileBody),
     Listing {
         entries: Vec<Entry>,
         next: usize,
@@ -115,6 +114,10 @@ struct AuthCache {
     result: Option<String>,
     /// Whether the outcome is already in the audit log and counters.
     recorded: bool,
+    /// The user's directory, once a request needed it: kept for the
+    /// requests that follow on this connection, as a line session keeps
+    /// it from login to logout, so that each does not open it again.
+    dir: Option<UserDir>,
 }
 
 /// What [`Session::authenticate`] found.
@@ -233,6 +236,56 @@ impl Session {
         matches!(self.state, State::Closing) && self.out.queued().is_empty()
     }
 
+    /// The driver sends file bytes itself from now on (see the line
+    /// session's method of the same name).
+    pub fn send_files_directly(&mut self, min_len: u64) {
+        self.out.send_files_directly(min_len);
+    }
+
+    /// The rest of the file being sent as a response body, once the head
+    /// and everything before it was sent, when the driver sends files
+    /// itself.
+    pub fn file_output(&self) -> Option<FileOutput<'_>> {
+        match &self.state {
+            State::Sending(send) if send.remaining > 0 && self.out.file_may_follow(send.total) => {
+                match &send.source {
+                    Source::File(body) => Some(body.output(send.remaining)),
+                    Source::Listing { .. } => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of [`Session::file_output`] were sent.
+    pub fn file_output_written(&mut self, n: u64, services: &Services) {
+        if let State::Sending(send) = &mut self.state
+            && let Source::File(body) = &mut send.source
+        {
+            let n = n.min(send.remaining);
+            body.sent(n);
+            send.remaining -= n;
+            self.last_activity = Instant::now();
+        }
+        self.advance(services);
+    }
+
+    /// Sending [`Session::file_output`] failed on the file's side (it
+    /// ended sooner than announced, or a read failed).
+    pub fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
+        if matches!(self.state, State::Sending(_)) {
+            log::error!("{} read failed during download: {err}", self.peer);
+            self.cut_response("read failed", services);
+        }
+    }
+
+    /// The driver cannot send from files after all: the body goes through
+    /// [`Session::output`] again, from where it stopped.
+    pub fn stop_sending_files_directly(&mut self, services: &Services) {
+        self.out.stop_sending_files_directly();
+        self.advance(services);
+    }
+
     /// When the session next needs [`Session::on_deadline`].
     pub fn deadline(&self, services: &Services) -> Option<Instant> {
         if let Some(until) = self.out.held_until() {
@@ -305,6 +358,7 @@ impl Session {
                 key,
                 result,
                 recorded: false,
+                dir: None,
             }));
             self.state = State::Head;
             self.advance(services);
@@ -544,7 +598,7 @@ impl Session {
                     let body = format!("{}\n", http::reason(401));
                     return self.respond(401, &fields, body.as_bytes(), head_only, after, services);
                 };
-                let dir = match services.storage.user_dir(&user) {
+                let dir = match self.user_dir(&user, services) {
                     Ok(dir) => dir,
                     Err(err) => {
                         log::error!(
@@ -632,6 +686,7 @@ impl Session {
                         key,
                         result: result.clone(),
                         recorded: true,
+                        dir: None,
                     }));
                     result
                 }
@@ -658,6 +713,23 @@ impl Session {
             self.failures
         );
         Authenticated::No
+    }
+
+    /// The directory of `user`, who the cached credentials name.
+    fn user_dir(&mut self, user: &str, services: &Services) -> io::Result<UserDir> {
+        let Some(cache) = self
+            .auth_cache
+            .as_mut()
+            .filter(|cache| cache.result.as_deref() == Some(user))
+        else {
+            return services.storage.user_dir(user);
+        };
+        if let Some(dir) = &cache.dir {
+            return Ok(dir.clone());
+        }
+        let dir = services.storage.user_dir(user)?;
+        cache.dir = Some(dir.clone());
+        Ok(dir)
     }
 
     /// True while a password check waits for a free slot.
@@ -783,16 +855,16 @@ impl Session {
         after: After,
         services: &Services,
     ) {
-        let (mut file, size) = match services.storage.open_read(dir, name) {
+        let (file, meta) = match services.storage.open_read(dir, name) {
             Ok(opened) => opened,
             Err(err) => {
                 log::info!("{} {user}: GET {name:?}: {err}", self.peer);
                 return self.storage_error(err, after, services);
             }
         };
-        let modified = file
-            .metadata()
-            .and_then(|meta| meta.modified())
+        let size = meta.len();
+        let modified = meta
+            .modified()
             .map(httpdate::fmt_http_date)
             .unwrap_or_default();
         let preview = http::query_has(request.query, b"preview");
@@ -824,26 +896,21 @@ impl Session {
             None if preview => (200, 0, size.min(PREVIEW_LEN), None),
             None => (200, 0, size, None),
         };
-        if first > 0
-            && let Err(err) = file.seek(SeekFrom::Start(first))
-        {
-            return self.storage_error(StorageError::Io(err), after, services);
-        }
-        let mut fields = vec![
+        let fields = [
             ("Content-Type", "application/octet-stream"),
             ("Last-Modified", modified.as_str()),
             ("Accept-Ranges", "bytes"),
+            ("Content-Range", range_field.as_deref().unwrap_or_default()),
         ];
-        if let Some(range) = &range_field {
-            fields.push(("Content-Range", range.as_str()));
-        }
-        self.start_head(status, &fields, Some(len), after, services);
+        // The last field only for a range.
+        let fields = &fields[..if range_field.is_some() { 4 } else { 3 }];
+        self.start_head(status, fields, Some(len), after, services);
         if request.method == Method::Head {
             return self.after_response(after);
         }
         services.metrics.transfer_started(Direction::Download);
         self.state = State::Sending(Box::new(Send {
-            source: Source::File(file),
+            source: Source::File(FileBody::new(file, first)),
             remaining: len,
             total: len,
             keep_alive: after == After::KeepAlive,
@@ -1097,21 +1164,16 @@ impl Session {
             let keep = send.keep_alive && !self.shutting_down;
             return self.after_response(After::from_keep_alive(keep));
         }
+        if matches!(send.source, Source::File(_)) && self.out.sends_file_directly(send.total) {
+            // The reactor sends the file itself (`file_output`).
+            return;
+        }
         let room = TRANSFER_BUFFER.saturating_sub(self.out.queued().len());
         let want = send.remaining.min(room as u64) as usize;
         let out = self.out.buf();
         let before = out.len();
         let result = match &mut send.source {
-            Source::File(file) => {
-                out.reserve_exact(want);
-                file.take(want as u64).read_to_end(out).and_then(|n| {
-                    if n < want {
-                        Err(io::Error::from(io::ErrorKind::UnexpectedEof))
-                    } else {
-                        Ok(())
-                    }
-                })
-            }
+            Source::File(body) => body.fill(out, want),
             Source::Listing {
                 entries,
                 next,
@@ -1133,16 +1195,20 @@ impl Session {
         match result {
             Ok(()) if added <= send.remaining => send.remaining -= added,
             result => {
-                // The announced length can no longer be met: closing the
-                // connection is the only honest signal left.
                 if let Err(err) = result {
                     log::error!("{} read failed during download: {err}", self.peer);
                 }
                 self.out.buf().truncate(before);
-                if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
-                    self.cut(&send, "read failed", services);
-                }
+                self.cut_response("read failed", services);
             }
+        }
+    }
+
+    /// The announced length can no longer be met: closing the connection
+    /// is the only honest signal left. What was queued is still sent.
+    fn cut_response(&mut self, reason: &str, services: &Services) {
+        if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
+            self.cut(&send, reason, services);
         }
     }
 

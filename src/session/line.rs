@@ -33,13 +33,13 @@
 //! holds no buffer at all.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 use std::mem;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use super::outbox::Outbox;
+use super::outbox::{FileBody, FileOutput, Outbox};
 use super::{CheckSlot, LoginStart, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
@@ -212,7 +212,7 @@ impl Digesting {
 /// Where a download's bytes come from.
 #[derive(Debug)]
 enum Source {
-    File(File),
+    File(FileBody),
     /// `LIST`: lines are formatted as the buffer drains.
     Listing {
         entries: Vec<Entry>,
@@ -325,6 +325,59 @@ impl Session {
     /// Bytes waiting to be sent.
     pub fn output(&self) -> &[u8] {
         self.out.sendable()
+    }
+
+    /// The driver sends file bytes itself from now on: a download of at
+    /// least `min_len` bytes offers its file through
+    /// [`Session::file_output`] instead of reading it into
+    /// [`Session::output`] (the reactor passes [`super::DIRECT_MIN`]).
+    pub fn send_files_directly(&mut self, min_len: u64) {
+        self.out.send_files_directly(min_len);
+    }
+
+    /// The rest of the file being downloaded, once every byte before it
+    /// was sent, when the driver sends files itself.
+    pub fn file_output(&self) -> Option<FileOutput<'_>> {
+        match &self.state {
+            State::Sending(_, send)
+                if send.remaining > 0 && self.out.file_may_follow(send.total) =>
+            {
+                match &send.source {
+                    Source::File(body) => Some(body.output(send.remaining)),
+                    Source::Listing { .. } => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// `n` bytes of [`Session::file_output`] were sent (at most its
+    /// `len`).
+    pub fn file_output_written(&mut self, n: u64, services: &Services) {
+        if let State::Sending(_, send) = &mut self.state
+            && let Source::File(body) = &mut send.source
+        {
+            let n = n.min(send.remaining);
+            body.sent(n);
+            send.remaining -= n;
+            self.last_activity = Instant::now();
+        }
+        self.advance(services);
+    }
+
+    /// Sending [`Session::file_output`] failed on the file's side: it
+    /// ended sooner than announced (`UnexpectedEof`) or could not be read.
+    pub fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
+        if matches!(self.state, State::Sending(..)) {
+            self.download_failed(err, services);
+        }
+    }
+
+    /// The driver cannot send from files after all: the file goes through
+    /// [`Session::output`] again, from where it stopped.
+    pub fn stop_sending_files_directly(&mut self, services: &Services) {
+        self.out.stop_sending_files_directly();
+        self.advance(services);
     }
 
     /// When the session next needs [`Session::on_deadline`]: the end of a
@@ -895,14 +948,12 @@ impl Session {
         let opened = services
             .storage
             .open_read(&login.dir, name)
-            .and_then(|(mut file, size)| {
+            .map(|(file, meta)| {
+                let size = meta.len();
                 if offset > size {
-                    return Ok(Err(Reply::OffsetPastEnd { offset, size }));
+                    return Err(Reply::OffsetPastEnd { offset, size });
                 }
-                if offset > 0 {
-                    file.seek(SeekFrom::Start(offset))?;
-                }
-                Ok(Ok((file, size - offset)))
+                Ok((FileBody::new(file, offset), size - offset))
             });
         match opened {
             Ok(Ok((file, size))) => {
@@ -957,21 +1008,16 @@ impl Session {
             self.state = State::Idle(login);
             return;
         }
+        if matches!(send.source, Source::File(_)) && self.out.sends_file_directly(send.total) {
+            // The reactor sends the file itself (`file_output`).
+            return;
+        }
         let room = TRANSFER_BUFFER.saturating_sub(self.out.queued().len());
         let want = send.remaining.min(room as u64) as usize;
         let out = self.out.buf();
         let before = out.len();
         let result = match &mut send.source {
-            Source::File(file) => {
-                out.reserve_exact(want);
-                file.take(want as u64).read_to_end(out).and_then(|n| {
-                    if n < want {
-                        Err(io::Error::from(io::ErrorKind::UnexpectedEof))
-                    } else {
-                        Ok(())
-                    }
-                })
-            }
+            Source::File(body) => body.fill(out, want),
             Source::Listing { entries, next } => {
                 while *next < entries.len() && out.len() - before < want {
                     write_listing_line(&entries[*next], out);
@@ -990,13 +1036,18 @@ impl Session {
                 self.cut_download("listing changed while sending", services);
             }
             Err(err) => {
-                // The announced size can no longer be met: the only honest
-                // signal left is closing the connection.
-                log::error!("{} read failed during download: {err}", self.peer);
                 self.out.buf().truncate(before);
-                self.cut_download("read failed", services);
+                self.download_failed(&err, services);
             }
         }
+    }
+
+    /// The announced size can no longer be met (a read failed, or the file
+    /// was truncated behind the server's back): the only honest signal
+    /// left is closing the connection.
+    fn download_failed(&mut self, err: &io::Error, services: &Services) {
+        log::error!("{} read failed during download: {err}", self.peer);
+        self.cut_download("read failed", services);
     }
 
     fn start_upload(
@@ -1199,9 +1250,9 @@ impl Session {
         let opened = services
             .storage
             .open_read(&login.dir, name)
-            .and_then(|(file, size)| {
+            .and_then(|(file, meta)| {
                 let identity = Identity::of_file(&file)?;
-                Ok((file, size, identity))
+                Ok((file, meta.len(), identity))
             });
         let (file, size, identity) = match opened {
             Ok(opened) => opened,
@@ -1756,5 +1807,47 @@ mod tests {
         assert!(session.is_done());
         let mut session = login(&h);
         assert_eq!(text(&h.talk(&mut session, b"PARTIAL f\n")), "213 100\r\n");
+    }
+
+    #[test]
+    fn a_direct_download_falls_back_to_the_buffer_where_it_stopped() {
+        use std::os::unix::fs::FileExt;
+        let h = Harness::new();
+        let services = h.services();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let mut session = Session::new(peer(), services);
+        session.send_files_directly(100_000);
+        let input = [b"AUTH alice pw\nPUT 300000 f\n".as_slice(), &data].concat();
+        h.talk(&mut session, &input);
+        // Under the threshold: through the buffer, reply and bytes at once.
+        let out = h.talk(&mut session, b"REST 250000\nGET f\n");
+        assert_eq!(
+            out[..out.len() - 50_000],
+            *b"350 restarting at 250000\r\n150 50000\r\n"
+        );
+        assert_eq!(out[out.len() - 50_000..], data[250_000..]);
+        // Over it: the reply, then the file is offered, not buffered.
+        let out = h.talk(&mut session, b"REST 1000\nGET f\nNOOP\n");
+        assert_eq!(text(&out), "350 restarting at 1000\r\n150 299000\r\n");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let file = session.file_output().expect("the file is offered");
+            assert_eq!(
+                (file.offset, file.len),
+                (1000 + got.len() as u64, 299_000 - got.len() as u64)
+            );
+            let mut chunk = vec![0; 70_000];
+            file.file.read_exact_at(&mut chunk, file.offset).unwrap();
+            got.extend_from_slice(&chunk);
+            session.file_output_written(70_000, services);
+            assert!(session.output().is_empty(), "nothing before the last byte");
+        }
+        // sendfile refused: the rest comes through the buffer, then the NOOP.
+        session.stop_sending_files_directly(services);
+        assert!(session.file_output().is_none());
+        let out = h.talk(&mut session, b"");
+        got.extend_from_slice(&out[..out.len() - 8]);
+        assert_eq!(&out[out.len() - 8..], b"200 ok\r\n");
+        assert!(got == data[1000..], "the download's bytes differ");
     }
 }

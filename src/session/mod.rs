@@ -3,10 +3,12 @@
 //! A session never touches a socket. The reactor asks it how many bytes it
 //! will take ([`Session::read_limit`]), hands it what it read
 //! ([`Session::receive`], [`Session::receive_eof`]), takes the bytes it
-//! wants sent ([`Session::output`], [`Session::output_written`]), runs its
-//! socket-free work a step at a time ([`Session::has_work`],
-//! [`Session::work`]) and closes the socket once [`Session::is_done`].
-//! Storage, users and counters are reached through [`Services`].
+//! wants sent ([`Session::output`], [`Session::output_written`]; when the
+//! reactor asks for it, a download offers its file for `sendfile` instead,
+//! [`Session::file_output`]), runs its socket-free work a step at a time
+//! ([`Session::has_work`], [`Session::work`]) and closes the socket once
+//! [`Session::is_done`]. Storage, users and counters are reached through
+//! [`Services`].
 //!
 //! - [`line`]: the line protocol of `protocol.md`;
 //! - [`http`]: the HTTP/1.1 front;
@@ -16,6 +18,8 @@ pub mod control;
 pub mod http;
 pub mod line;
 mod outbox;
+
+pub use outbox::{DIRECT_MIN, FileOutput};
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -333,6 +337,56 @@ impl Session {
 
     pub fn output_written(&mut self, n: usize, services: &Services) {
         each!(self, s => s.output_written(n, services))
+    }
+
+    /// The driver sends the bytes of downloads of at least `min_len`
+    /// bytes straight from the file ([`Session::file_output`]); the
+    /// control port has no downloads.
+    pub fn send_files_directly(&mut self, min_len: u64) {
+        match self {
+            Session::Line(s) => s.send_files_directly(min_len),
+            Session::Http(s) => s.send_files_directly(min_len),
+            Session::Control(_) => {}
+        }
+    }
+
+    /// File bytes to send after [`Session::output`], when the driver sends
+    /// files itself.
+    pub fn file_output(&self) -> Option<FileOutput<'_>> {
+        match self {
+            Session::Line(s) => s.file_output(),
+            Session::Http(s) => s.file_output(),
+            Session::Control(_) => None,
+        }
+    }
+
+    pub fn file_output_written(&mut self, n: u64, services: &Services) {
+        match self {
+            Session::Line(s) => s.file_output_written(n, services),
+            Session::Http(s) => s.file_output_written(n, services),
+            Session::Control(_) => {}
+        }
+    }
+
+    pub fn file_output_failed(&mut self, err: &std::io::Error, services: &Services) {
+        match self {
+            Session::Line(s) => s.file_output_failed(err, services),
+            Session::Http(s) => s.file_output_failed(err, services),
+            Session::Control(_) => {}
+        }
+    }
+
+    pub fn stop_sending_files_directly(&mut self, services: &Services) {
+        match self {
+            Session::Line(s) => s.stop_sending_files_directly(services),
+            Session::Http(s) => s.stop_sending_files_directly(services),
+            Session::Control(_) => {}
+        }
+    }
+
+    /// True while there is anything to send, from the buffer or a file.
+    pub fn wants_to_write(&self) -> bool {
+        !self.output().is_empty() || self.file_output().is_some()
     }
 
     pub fn has_work(&self) -> bool {

@@ -133,6 +133,16 @@ impl Dir {
     /// if, it is a regular file.
     pub fn open_regular(&self, name: impl AsRef<OsStr>, write: bool) -> Result<File, StorageError> {
         self.open_regular_with(name.as_ref(), write, reopen)
+            .map(|(file, _)| file)
+    }
+
+    /// [`Dir::open_regular`] for reading, with the file's metadata as of
+    /// the open (the check needs it anyway: no second `fstat`).
+    pub fn open_regular_read(
+        &self,
+        name: impl AsRef<OsStr>,
+    ) -> Result<(File, Metadata), StorageError> {
+        self.open_regular_with(name.as_ref(), false, reopen)
     }
 
     fn open_regular_with(
@@ -140,7 +150,7 @@ impl Dir {
         name: &OsStr,
         write: bool,
         reopen: fn(&File, bool) -> io::Result<File>,
-    ) -> Result<File, StorageError> {
+    ) -> Result<(File, Metadata), StorageError> {
         let node = self.node(name)?;
         let meta = node.metadata()?;
         if !meta.file_type().is_file() {
@@ -162,7 +172,7 @@ impl Dir {
             // Swapped between the two opens (fallback only): refuse.
             return Err(StorageError::NotRegular);
         }
-        Ok(file)
+        Ok((file, opened))
     }
 
     /// Creates the new file `name` (read and write, mode `mode` exactly);
@@ -277,7 +287,10 @@ mod tests {
         let no_proc: fn(&File, bool) -> io::Result<File> =
             |_, _| Err(io::Error::from(io::ErrorKind::NotFound));
         for reopen in [reopen, no_proc] {
-            let open = |name: &str, write| dir.open_regular_with(name.as_ref(), write, reopen);
+            let open = |name: &str, write| {
+                dir.open_regular_with(name.as_ref(), write, reopen)
+                    .map(|(file, _)| file)
+            };
             std::fs::write(tmp.path().join("file"), b"data").unwrap();
             let mut text = String::new();
             open("file", false)

@@ -484,16 +484,14 @@ impl Storage {
             .map(|meta| meta.len())
     }
 
-    /// Opens a regular file for reading and returns it with its size at the
-    /// moment of opening.
+    /// Opens a regular file for reading and returns it with its metadata
+    /// (size, modification time) at the moment of opening.
     pub fn open_read(
         &self,
         dir: &UserDir,
         name: FileName<'_>,
-    ) -> Result<(File, u64), StorageError> {
-        let file = dir.inner.files.open_regular(name.as_str(), false)?;
-        let size = file.metadata()?.len();
-        Ok((file, size))
+    ) -> Result<(File, Metadata), StorageError> {
+        dir.inner.files.open_regular_read(name.as_str())
     }
 
     /// The recorded SHA-256 of `file` (opened from `name`), if the record
@@ -805,10 +803,10 @@ mod tests {
         let mut second = storage.begin_upload(&dir, name("a")).unwrap();
         second.write(b"new but partial").unwrap();
         drop(second);
-        let (mut file, size) = storage.open_read(&dir, name("a")).unwrap();
+        let (mut file, meta) = storage.open_read(&dir, name("a")).unwrap();
         let mut text = String::new();
         file.read_to_string(&mut text).unwrap();
-        assert_eq!((text.as_str(), size), ("old", 3));
+        assert_eq!((text.as_str(), meta.len()), ("old", 3));
         assert!(tmp_is_empty(&storage));
     }
 

@@ -56,6 +56,9 @@ const MAX_CONTROL_SESSIONS: usize = 8;
 /// Connections accepted per turn before the others get theirs; the rest
 /// wait for the next turn.
 const ACCEPT_BATCH: usize = 64;
+/// Connections the kernel queues for each listener (it caps this at
+/// `net.core.somaxconn`, 4096 by default).
+const LISTEN_BACKLOG: i32 = 4096;
 /// Bytes moved per connection per turn: two transfer buffers, so a bulk
 /// transfer keeps its pace while others still get a turn every few hundred
 /// KiB.
@@ -181,6 +184,11 @@ impl Reactor {
                 continue;
             };
             socket.set_nonblocking(true)?;
+            // When many clients connect at once (a restart, a burst), the
+            // ones past std's backlog of 128 are dropped by the kernel and
+            // retry after a second or more; one thread accepting in batches
+            // needs a longer queue than that.
+            sys::set_listen_backlog(socket.as_fd(), LISTEN_BACKLOG)?;
             let addr = socket.local_addr()?;
             let mut socket = TcpListener::from_std(socket);
             poll.registry()
@@ -586,6 +594,12 @@ impl Reactor {
         conn.queued = false;
         let services = &self.services;
         let mut budget = IO_BUDGET;
+        // Set once a read got this connection an answer: it reads no more
+        // this turn, so a client that asks again at once (keep-alive,
+        // request after request) waits behind the others instead of being
+        // served until its byte budget runs out. An upload, which gets no
+        // answer until its end, is bounded by the budget alone.
+        let mut answered = false;
         loop {
             let mut progressed = false;
             if conn.writable && !conn.session.output().is_empty() {
@@ -635,7 +649,7 @@ impl Reactor {
                 }
             }
             let limit = conn.session.read_limit().min(self.scratch.len());
-            if conn.readable && limit > 0 {
+            if conn.readable && limit > 0 && !answered {
                 match conn.stream.read(&mut self.scratch[..limit]) {
                     Ok(0) => {
                         conn.readable = false;
@@ -646,6 +660,7 @@ impl Reactor {
                         services.metrics.received(n);
                         conn.session.receive(&self.scratch[..n], services);
                         budget = budget.saturating_sub(n);
+                        answered |= conn.session.wants_to_write();
                         progressed = true;
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.readable = false,
@@ -669,6 +684,12 @@ impl Reactor {
                 return;
             }
             if !progressed {
+                // Answered, with more perhaps waiting to be read: the others
+                // get their turn first.
+                if answered && conn.readable && conn.session.read_limit() > 0 {
+                    conn.queued = true;
+                    self.ready.push(key);
+                }
                 break;
             }
             if budget == 0 {

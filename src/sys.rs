@@ -3,8 +3,9 @@
 //! `openat`), renaming and unlinking relative to directory handles,
 //! creating a directory relative to one, listing a directory from its
 //! handle and describing its entries (`fstatat`), starting or awaiting
-//! write-back of part of a file (`sync_file_range`), and sending part of a
-//! file straight to a socket (`sendfile`).
+//! write-back of part of a file (`sync_file_range`), sending part of a
+//! file straight to a socket (`sendfile`), and a listener's backlog
+//! (`listen`).
 //!
 //! This is the one module of the crate allowed to contain `unsafe`. Every
 //! function takes borrowed descriptors and C strings, so the kernel only
@@ -254,6 +255,15 @@ fn sync_file_range(file: BorrowedFd<'_>, offset: u64, len: u64, flags: u32) -> i
     let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: `file` is live; the call only takes plain integers.
     cvt(unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) }).map(drop)
+}
+
+/// `listen(socket, backlog)` again on a listening socket: sets how many
+/// connections the kernel queues before they are accepted (capped by
+/// `net.core.somaxconn`). std binds with 128.
+pub fn set_listen_backlog(socket: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: `socket` is a live descriptor for the duration of the call;
+    // listen reads no memory of ours.
+    cvt(unsafe { libc::listen(socket.as_raw_fd(), backlog) }).map(drop)
 }
 
 /// Most bytes one `sendfile` call moves on Linux, whatever it is asked.

@@ -79,15 +79,17 @@ pub fn password(settings: &Settings) -> Result<String, String> {
 
 /// `$XDG_CONFIG_HOME/ferry/config`, else `~/.config/ferry/config`.
 pub fn default_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
+    Some(xdg_dir("XDG_CONFIG_HOME", ".config")?.join("config"))
+}
+
+/// `ferry`'s directory under an XDG base directory: `$<var>/ferry`, else
+/// `$HOME/<fallback>/ferry`.
+pub fn xdg_dir(var: &str, fallback: &str) -> Option<PathBuf> {
+    let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let base = set(var)
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|home| PathBuf::from(home).join(".config"))
-        })?;
-    Some(base.join("ferry").join("config"))
+        .or_else(|| set("HOME").map(|home| PathBuf::from(home).join(fallback)))?;
+    Some(base.join("ferry"))
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {

@@ -21,6 +21,7 @@ use rustyline::{Context, Editor, Helper};
 
 use crate::args::{self, Options, Parsed, Verb};
 use crate::commands::{self, EXIT_LOCAL, EXIT_USAGE, Remote, Status};
+use crate::settings;
 
 const HELP: &str = "\
 commands:
@@ -192,15 +193,7 @@ fn execute(remote: &mut Remote, line: &str, defaults: &Options, status: &mut Sta
 }
 
 fn history_path() -> Option<PathBuf> {
-    let state = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|home| PathBuf::from(home).join(".local/state"))
-        })?;
-    Some(state.join("ferry").join("history"))
+    Some(settings::xdg_dir("XDG_STATE_HOME", ".local/state")?.join("history"))
 }
 
 /// Completion: the command word, then remote names (from the last listing)

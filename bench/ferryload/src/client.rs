@@ -351,8 +351,9 @@ fn http_response(
         if chunked {
             loop {
                 let size_line = c.line()?;
-                let size = u64::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-                    .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
+                let size =
+                    u64::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                        .map_err(|_| bad(format!("bad chunk size {size_line:?}")))?;
                 if size == 0 {
                     while !c.line()?.is_empty() {}
                     break;
@@ -402,7 +403,10 @@ fn ftp_pasv(c: &mut Conn) -> io::Result<Conn> {
         .nth(1)
         .and_then(|s| s.split(')').next())
         .ok_or_else(|| bad(format!("bad 227 {l:?}")))?;
-    let n: Vec<u16> = inner.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    let n: Vec<u16> = inner
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
     if n.len() != 6 {
         return Err(bad(format!("bad 227 {l:?}")));
     }

@@ -71,7 +71,9 @@ impl Args {
     }
     fn n(&self, k: &str, d: u64) -> u64 {
         match self.map.get(k) {
-            Some(v) => v.parse().unwrap_or_else(|_| die(&format!("--{k}: not a number"))),
+            Some(v) => v
+                .parse()
+                .unwrap_or_else(|_| die(&format!("--{k}: not a number"))),
             None => d,
         }
     }
@@ -124,7 +126,9 @@ impl Out {
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first() else {
-        die("usage: ferryload <mkfile|xfer|small|idle|mix|populate|list|startup|record|report|svg> --key value ...")
+        die(
+            "usage: ferryload <mkfile|xfer|small|idle|mix|populate|list|startup|record|report|svg|hashrate> --key value ...",
+        )
     };
     let a = Args::parse(&argv[1..]);
     match cmd.as_str() {
@@ -145,6 +149,7 @@ fn main() {
         ),
         "report" => report::main(&a.s("results"), &a.or("machine", ""), &a.or("evidence", "")),
         "svg" => svg::main(&a.s("curves"), &a.s("dir")),
+        "hashrate" => hashrate(&a),
         _ => die(&format!("unknown command {cmd}")),
     }
 }
@@ -159,7 +164,8 @@ fn mkfile(a: &Args) {
     let mut left = a.n("size", 0);
     while left > 0 {
         let n = pat.len().min(left as usize);
-        f.write_all(&pat[..n]).unwrap_or_else(|e| die(&format!("mkfile: {e}")));
+        f.write_all(&pat[..n])
+            .unwrap_or_else(|e| die(&format!("mkfile: {e}")));
         left -= n as u64;
     }
     f.flush().unwrap_or_else(|e| die(&format!("mkfile: {e}")));
@@ -228,7 +234,12 @@ fn xfer(a: &Args) {
     }
     let med = median(&mut times);
     if let Some(curve) = a.map.get("curve") {
-        let line = format!("{}\t{}\t{size}\t{:.6}\n", a.s("chart"), a.s("system"), med * 1e3);
+        let line = format!(
+            "{}\t{}\t{size}\t{:.6}\n",
+            a.s("chart"),
+            a.s("system"),
+            med * 1e3
+        );
         append(curve, &line);
     }
     if a.map.contains_key("out") {
@@ -480,7 +491,11 @@ fn mix(a: &Args) {
         if users > 1 {
             t.user = format!("{}{u}", base.user);
         }
-        let dir = if user_dirs { format!("u{u}/") } else { String::new() };
+        let dir = if user_dirs {
+            format!("u{u}/")
+        } else {
+            String::new()
+        };
         let list_path = format!("{list_base}{dir}");
         let (vars, barrier, stop, bad_sum, errors, bytes) = (
             vars.clone(),
@@ -513,7 +528,8 @@ fn mix(a: &Args) {
                             return lat;
                         }
                     };
-                    let mut rng = 0x2545_f491_4f6c_dd1du64 ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    let mut rng = 0x2545_f491_4f6c_dd1du64
+                        ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                     while !stop.load(Ordering::Relaxed) {
                         rng ^= rng << 13;
                         rng ^= rng >> 7;
@@ -528,12 +544,13 @@ fn mix(a: &Args) {
                             1 | 2 => {
                                 let want = &vars[held[k]].0[..1024.min(size)];
                                 let mut got = Vec::with_capacity(1024);
-                                c.view(&names[k], &mut |b| got.extend_from_slice(b)).map(|n| {
-                                    bytes.fetch_add(n, Ordering::Relaxed);
-                                    if got != want {
-                                        bad_sum.fetch_add(1, Ordering::Relaxed);
-                                    }
-                                })
+                                c.view(&names[k], &mut |b| got.extend_from_slice(b))
+                                    .map(|n| {
+                                        bytes.fetch_add(n, Ordering::Relaxed);
+                                        if got != want {
+                                            bad_sum.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                    })
                             }
                             3..=6 => {
                                 let mut h = Sha256::new();
@@ -579,10 +596,22 @@ fn mix(a: &Args) {
     let el = start.elapsed().as_secs_f64();
     let out = Out::new(a);
     out.row("ops", lat.len() as f64 / el, "op/s");
-    out.row("throughput", bytes.load(Ordering::Relaxed) as f64 / el / 1e6, "MB/s");
+    out.row(
+        "throughput",
+        bytes.load(Ordering::Relaxed) as f64 / el / 1e6,
+        "MB/s",
+    );
     out.row("p99", percentile(&lat, 0.99), "ms");
-    out.row("checksum_errors", bad_sum.load(Ordering::Relaxed) as f64, "count");
-    out.row("session_errors", errors.load(Ordering::Relaxed) as f64, "count");
+    out.row(
+        "checksum_errors",
+        bad_sum.load(Ordering::Relaxed) as f64,
+        "count",
+    );
+    out.row(
+        "session_errors",
+        errors.load(Ordering::Relaxed) as f64,
+        "count",
+    );
 }
 
 /// Creates `--n` empty files `f000000`.. in `--dir` (for the LIST curve;
@@ -620,6 +649,25 @@ fn list(a: &Args) {
         median(&mut times) * 1e3
     );
     append(&a.s("curve"), &line);
+}
+
+/// SHA-256 of `--mib` MiB in memory, with the same `sha2` ferryd uses:
+/// the most an upload can reach while ferryd hashes it on its one thread.
+fn hashrate(a: &Args) {
+    let pat = client::pattern();
+    let mib = a.n("mib", 1024);
+    let s = Instant::now();
+    let mut h = Sha256::new();
+    for _ in 0..mib {
+        h.update(&pat);
+    }
+    let d = h.finalize();
+    let secs = s.elapsed().as_secs_f64();
+    println!(
+        "{:.0} MB/s ({:02x}..)",
+        (mib << 20) as f64 / secs / 1e6,
+        d[0]
+    );
 }
 
 /// Start-up to listening: runs the command after `--`, and times from

@@ -17,9 +17,15 @@ const TITLES: &[(&str, &str)] = &[
     ("s0-binary", "Binary size and start-up"),
     ("s1-download", "1. Download of a 1 GiB file"),
     ("s2-upload", "2. Upload of a 1 GiB file"),
-    ("s3-small", "3. Small operations: 64 persistent connections fetching a 4 KiB file"),
+    (
+        "s3-small",
+        "3. Small operations: 64 persistent connections fetching a 4 KiB file",
+    ),
     ("s4-footprint", "4. Footprint: idle authenticated sessions"),
-    ("s5-scale", "5. Scale: concurrent sessions doing LIST/VIEW/GET/PUT of 64 KiB files"),
+    (
+        "s5-scale",
+        "5. Scale: concurrent sessions doing LIST/VIEW/GET/PUT of 64 KiB files",
+    ),
 ];
 
 /// Metrics worth a ferryd / peer ratio.
@@ -108,8 +114,16 @@ pub fn main(results: &str, machine: &str, evidence: &str) {
             .find(|t| t.0 == *s)
             .map_or(s.to_string(), |t| t.1.to_string());
         out.push_str(&format!("## {title}\n\n"));
-        let systems = ordered(rows.iter().filter(|r| r.scenario == *s).map(|r| r.system.as_str()));
-        let metrics = ordered(rows.iter().filter(|r| r.scenario == *s).map(|r| r.metric.as_str()));
+        let systems = ordered(
+            rows.iter()
+                .filter(|r| r.scenario == *s)
+                .map(|r| r.system.as_str()),
+        );
+        let metrics = ordered(
+            rows.iter()
+                .filter(|r| r.scenario == *s)
+                .map(|r| r.metric.as_str()),
+        );
         out.push_str("| system |");
         for m in &metrics {
             out.push_str(&format!(" {m} ({}) |", units.get(m).unwrap_or(&"")));
@@ -134,8 +148,16 @@ pub fn main(results: &str, machine: &str, evidence: &str) {
             out.push_str(&format!(" {rounds} |\n"));
         }
         out.push('\n');
-        let ferry: Vec<&str> = systems.iter().copied().filter(|x| x.starts_with("ferryd")).collect();
-        let peers: Vec<&str> = systems.iter().copied().filter(|x| !x.starts_with("ferryd")).collect();
+        let ferry: Vec<&str> = systems
+            .iter()
+            .copied()
+            .filter(|x| x.starts_with("ferryd"))
+            .collect();
+        let peers: Vec<&str> = systems
+            .iter()
+            .copied()
+            .filter(|x| !x.starts_with("ferryd"))
+            .collect();
         let mut ratio_lines = Vec::new();
         for m in metrics.iter().filter(|m| RATIO_METRICS.contains(m)) {
             for f in &ferry {
@@ -157,12 +179,14 @@ pub fn main(results: &str, machine: &str, evidence: &str) {
     }
 
     out.push_str("## 6. Cost curves\n\n");
-    out.push_str("Time per operation as the file grows (ferryd line protocol and nginx HTTP, \
+    out.push_str(
+        "Time per operation as the file grows (ferryd line protocol and nginx HTTP, \
                   same client, one persistent session, median of several operations):\n\n\
                   ![time per operation](size-curve.svg)\n\n\
                   LIST time as the directory grows (ferryd `LIST`, nginx `autoindex` JSON):\n\n\
                   ![LIST time](list-curve.svg)\n\n\
-                  The points are in `curves.tsv` next to this file.\n\n");
+                  The points are in `curves.tsv` next to this file.\n\n",
+    );
 
     // The issue's targets, checked against the same medians.
     out.push_str("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n");

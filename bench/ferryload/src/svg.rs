@@ -11,7 +11,9 @@ const LEFT: f64 = 80.0;
 const RIGHT: f64 = 170.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 60.0;
-const COLOURS: &[&str] = &["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLOURS: &[&str] = &[
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
 
 struct Chart {
     title: &'static str,
@@ -109,8 +111,14 @@ fn draw(c: &Chart, series: &[(&str, Vec<(f64, f64)>)]) -> String {
         y1 = y1.max(y);
     }
     // Whole decades on both axes.
-    let (lx0, lx1) = (x0.log10().floor(), x1.log10().ceil().max(x0.log10().floor() + 1.0));
-    let (ly0, ly1) = (y0.log10().floor(), y1.log10().ceil().max(y0.log10().floor() + 1.0));
+    let (lx0, lx1) = (
+        x0.log10().floor(),
+        x1.log10().ceil().max(x0.log10().floor() + 1.0),
+    );
+    let (ly0, ly1) = (
+        y0.log10().floor(),
+        y1.log10().ceil().max(y0.log10().floor() + 1.0),
+    );
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let px = |x: f64| LEFT + (x.log10() - lx0) / (lx1 - lx0) * pw;

@@ -28,6 +28,43 @@ const TITLES: &[(&str, &str)] = &[
     ),
 ];
 
+/// What a reader must know to read a scenario's table.
+const NOTES: &[(&str, &str)] = &[
+    (
+        "s1-download",
+        "iperf3 is the loopback ceiling: memory-to-memory TCP with no file and no protocol.",
+    ),
+    (
+        "s2-upload",
+        "ferryd runs with `--no-fsync` like its peers, which do not sync; the `-fsync` rows are \
+         a second ferryd with durability on (fdatasync and directory sync before the reply), \
+         storage also on tmpfs, where a sync costs little. nginx keeps its default \
+         `client_body_buffer_size`.",
+    ),
+    (
+        "s3-small",
+        "Rows without `-wrk` use ferryload: one thread per connection, one request at a time, \
+         so the line protocol and HTTP are compared through the same client. The `-wrk` rows \
+         use `wrk -t1 -c64`.",
+    ),
+    (
+        "s4-footprint",
+        "per_session = (PSS after - PSS before) / sessions, summed over the server's process \
+         tree (nginx: master and worker; vsftpd: the listener and its per-session processes), \
+         ferryd and nginx started fresh for the round (vsftpd forks per session, so its listener is as started). PSS is user-space memory: the kernel's \
+         socket memory is not in it, for any system. HTTP sessions made one 4 KiB GET each \
+         (used keep-alive connections). wakeups = the server's voluntary and involuntary \
+         context switches per second while the sessions idle.",
+    ),
+    (
+        "s5-scale",
+        "Each session owns four files and picks LIST 10%, VIEW 20%, GET 40%, PUT 30% at \
+         random; 100 users. checksum_errors counts downloads whose SHA-256 (or preview bytes) \
+         differ from what that session stored, and upload digests the server reported wrong; \
+         session_errors counts sessions that ended with an I/O or protocol error.",
+    ),
+];
+
 /// Metrics worth a ferryd / peer ratio.
 const RATIO_METRICS: &[&str] = &["throughput", "rate", "p99", "per_session", "ops"];
 
@@ -114,6 +151,10 @@ pub fn main(results: &str, machine: &str, evidence: &str) {
             .find(|t| t.0 == *s)
             .map_or(s.to_string(), |t| t.1.to_string());
         out.push_str(&format!("## {title}\n\n"));
+        if let Some(n) = NOTES.iter().find(|n| n.0 == *s) {
+            out.push_str(n.1);
+            out.push_str("\n\n");
+        }
         let systems = ordered(
             rows.iter()
                 .filter(|r| r.scenario == *s)

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+/// How long a read may wait for the server, in seconds (`--timeout`).
+pub static READ_TIMEOUT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(120);
+
 /// Bytes of read buffer per connection. Large enough that a 1 GiB download
 /// is not bounded by the number of `read` calls the client makes.
 const READ_BUF: usize = 256 * 1024;
@@ -63,7 +66,8 @@ impl Conn {
     fn connect(addr: SocketAddr) -> io::Result<Conn> {
         let s = TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(Duration::from_secs(120)))?;
+        let secs = READ_TIMEOUT.load(std::sync::atomic::Ordering::Relaxed);
+        s.set_read_timeout(Some(Duration::from_secs(secs)))?;
         Ok(Conn {
             r: BufReader::with_capacity(READ_BUF, s),
         })

@@ -127,16 +127,18 @@ fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = argv.first() else {
         die(
-            "usage: ferryload <mkfile|xfer|small|idle|mix|populate|list|startup|record|report|svg|hashrate> --key value ...",
+            "usage: ferryload <mkfile|xfer|small|idle|mix|burst|populate|list|startup|record|report|svg|hashrate> --key value ...",
         )
     };
     let a = Args::parse(&argv[1..]);
+    client::READ_TIMEOUT.store(a.n("timeout", 120).max(1), Ordering::Relaxed);
     match cmd.as_str() {
         "mkfile" => mkfile(&a),
         "xfer" => xfer(&a),
         "small" => small(&a),
         "idle" => idle(&a),
         "mix" => mix(&a),
+        "burst" => burst(&a),
         "populate" => populate(&a),
         "list" => list(&a),
         "startup" => startup(&a),
@@ -476,6 +478,10 @@ fn mix(a: &Args) {
     // nginx keeps each user's files in a directory of its own: `/u<i>/`.
     let user_dirs = a.n("user-dirs", 0) == 1;
     let list_base = a.or("list-path", "/");
+    // Sessions connect spread over this time: the scenario measures 1,000
+    // sessions at work, not a connection storm (`burst` measures that).
+    let ramp = Duration::from_millis(a.n("ramp-ms", 2000));
+    let overflows0 = listen_overflows();
     let vars = Arc::new(variants(size));
     let barrier = Arc::new(Barrier::new(conns + 1));
     let stop = Arc::new(AtomicBool::new(false));
@@ -512,6 +518,7 @@ fn mix(a: &Args) {
                     let names: Vec<String> = (0..4).map(|k| format!("{dir}m{i}_{k}")).collect();
                     let mut held = [0usize, 1, 2, 3];
                     let mut lat = Vec::new();
+                    std::thread::sleep(ramp * i as u32 / conns as u32);
                     let setup = (|| -> io::Result<Client> {
                         let mut c = Client::open(&t)?;
                         for k in 0..4 {
@@ -610,6 +617,75 @@ fn mix(a: &Args) {
     out.row(
         "session_errors",
         errors.load(Ordering::Relaxed) as f64,
+        "count",
+    );
+    out.row(
+        "listen_overflows",
+        listen_overflows().saturating_sub(overflows0) as f64,
+        "count",
+    );
+}
+
+/// The kernel's count of connections dropped because a listener's accept
+/// queue was full (TcpExt ListenOverflows, all listeners of the host).
+fn listen_overflows() -> u64 {
+    let text = fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A connection storm: `--n` sessions connect and log in at the same
+/// instant (HTTP: make one small request). Records how many got in within
+/// `--timeout` seconds, the p99 and slowest time to logged in, and the
+/// listen-queue overflows the kernel counted meanwhile.
+fn burst(a: &Args) {
+    let t = a.target();
+    let n = a.n("n", 1000) as usize;
+    let small = a.or("small", "small.bin");
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let overflows0 = listen_overflows();
+    let mut hs = Vec::new();
+    for _ in 0..n {
+        let (t, small, barrier) = (t.clone(), small.clone(), barrier.clone());
+        hs.push(
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    barrier.wait();
+                    let s = Instant::now();
+                    let c = client::open_idle(&t, &small);
+                    // Returned, so it stays open until every thread is done:
+                    // the storm is n sessions at once.
+                    (micros(s.elapsed()), c.ok())
+                })
+                .unwrap_or_else(|e| die(&format!("thread: {e}"))),
+        );
+    }
+    barrier.wait();
+    let results: Vec<(u32, Option<Client>)> =
+        hs.into_iter().filter_map(|h| h.join().ok()).collect();
+    let mut ok: Vec<u32> = results
+        .iter()
+        .filter(|r| r.1.is_some())
+        .map(|r| r.0)
+        .collect();
+    ok.sort_unstable();
+    let out = Out::new(a);
+    out.row("logged_in", ok.len() as f64, "count");
+    out.row("failed", (n - ok.len()) as f64, "count");
+    out.row("login_p99", percentile(&ok, 0.99), "ms");
+    out.row("login_max", percentile(&ok, 1.0), "ms");
+    out.row(
+        "listen_overflows",
+        listen_overflows().saturating_sub(overflows0) as f64,
         "count",
     );
 }

@@ -146,7 +146,7 @@ pub fn main(results: &str, machine: &str, evidence: &str) {
     let mut out = String::new();
     out.push_str("# Benchmark results\n\n");
     out.push_str(
-        "Written by `bench/run` (see README, *Benchmarks*). Every number is the median over \
+        "Written by `bench/run` (see README, *Measuring*). Every number is the median over \
          the rounds shown; the systems ran alternately (A B A B ...) on loopback with \
          storage on tmpfs, driven by the same client (`bench/ferryload`, or `wrk` where \
          named). Ratios are ferryd / peer: above 1 is better for rates and \

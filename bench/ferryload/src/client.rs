@@ -161,6 +161,21 @@ impl Payload<'_> {
 }
 
 impl Client {
+    /// The socket and, for HTTP, the credentials and path prefix: for the
+    /// event-driven client, which drives many sessions on one thread.
+    /// `None` when bytes are still buffered (there should be none between
+    /// requests).
+    pub fn into_stream(self) -> Option<(TcpStream, Option<(String, String)>)> {
+        let (conn, http) = match self {
+            Client::Line(c) | Client::Ftp(c, _) => (c, None),
+            Client::Http(c, auth, prefix) => (c, Some((auth, prefix))),
+        };
+        if !conn.r.buffer().is_empty() {
+            return None;
+        }
+        Some((conn.r.into_inner(), http))
+    }
+
     /// Connects and logs in (line: `AUTH`; FTP: `USER`/`PASS`/`TYPE I`;
     /// HTTP: nothing until the first request, which carries the credentials).
     pub fn open(t: &Target) -> io::Result<Client> {

@@ -4,11 +4,14 @@
 //! Each measuring subcommand appends rows `scenario system metric value
 //! unit` (tab-separated) to `--out`; `report` turns those rows into the
 //! Markdown of `bench/RESULTS.md` (medians and ratios), `svg` draws the
-//! cost curves. Blocking sockets and one thread per connection: the server
-//! is single-threaded, the client need not be. Traffic goes where `--addr`
-//! says; `bench/run` only ever passes loopback addresses.
+//! cost curves. Blocking sockets and one thread per connection (the server
+//! is single-threaded, the client need not be), except for small requests,
+//! which one `mio` loop drives (`event.rs`) so that the client is not what
+//! is measured. Traffic goes where `--addr` says; `bench/run` only ever
+//! passes loopback addresses.
 
 mod client;
+mod event;
 mod report;
 mod svg;
 
@@ -272,13 +275,28 @@ fn micros(d: Duration) -> u32 {
 }
 
 /// `--conns` persistent sessions each fetching `--name` (GET or VIEW) one
-/// request at a time, as fast as they can, for `--secs`.
+/// request at a time, as fast as they can, for `--secs`: one blocking
+/// thread per session, or with `--engine event` all sessions on one
+/// thread (see `event.rs`).
 fn small(a: &Args) {
     let t = a.target();
     let conns = a.n("conns", 64) as usize;
     let secs = a.n("secs", 5);
     let name = a.s("name");
     let op = a.or("op", "get");
+    if a.or("engine", "threads") == "event" {
+        let outcome = event::run(&t, conns, secs, &name, op == "view");
+        let lat = merge(vec![outcome.latencies]);
+        let out = Out::new(a);
+        out.row(
+            "rate",
+            lat.len() as f64 / outcome.elapsed.as_secs_f64(),
+            "req/s",
+        );
+        out.row("p99", percentile(&lat, 0.99), "ms");
+        out.row("errors", outcome.errors as f64, "count");
+        return;
+    }
     let barrier = Arc::new(Barrier::new(conns + 1));
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));

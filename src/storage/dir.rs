@@ -157,7 +157,9 @@ impl Dir {
             return Err(StorageError::NotRegular);
         }
         let file = match reopen(&node, write) {
-            Ok(file) => file,
+            // The descriptor's magic link opens the very inode checked
+            // above, so its metadata stands: no second `fstat`.
+            Ok(file) => return Ok((file, meta)),
             // No /proc: open the name again, safely, and compare below.
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 let access = if write { libc::O_RDWR } else { libc::O_RDONLY };

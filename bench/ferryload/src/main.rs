@@ -287,14 +287,7 @@ fn small(a: &Args) {
     if a.or("engine", "threads") == "event" {
         let outcome = event::run(&t, conns, secs, &name, op == "view");
         let lat = merge(vec![outcome.latencies]);
-        let out = Out::new(a);
-        out.row(
-            "rate",
-            lat.len() as f64 / outcome.elapsed.as_secs_f64(),
-            "req/s",
-        );
-        out.row("p99", percentile(&lat, 0.99), "ms");
-        out.row("errors", outcome.errors as f64, "count");
+        small_rows(a, &lat, outcome.elapsed.as_secs_f64(), outcome.errors);
         return;
     }
     let barrier = Arc::new(Barrier::new(conns + 1));
@@ -345,10 +338,15 @@ fn small(a: &Args) {
     stop.store(true, Ordering::Relaxed);
     let lat = merge(hs.into_iter().filter_map(|h| h.join().ok()).collect());
     let el = start.elapsed().as_secs_f64();
+    small_rows(a, &lat, el, errors.load(Ordering::Relaxed));
+}
+
+/// The rows of `small`, whichever engine drove it: `lat` sorted, in µs.
+fn small_rows(a: &Args, lat: &[u32], secs: f64, errors: u64) {
     let out = Out::new(a);
-    out.row("rate", lat.len() as f64 / el, "req/s");
-    out.row("p99", percentile(&lat, 0.99), "ms");
-    out.row("errors", errors.load(Ordering::Relaxed) as f64, "count");
+    out.row("rate", lat.len() as f64 / secs, "req/s");
+    out.row("p99", percentile(lat, 0.99), "ms");
+    out.row("errors", errors as f64, "count");
 }
 
 /// PSS in KiB summed over `root` and all its descendants.

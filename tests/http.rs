@@ -2823,3 +2823,85 @@ fn drain_end_cuts_off_a_download_to_a_client_that_does_not_read() {
         "a sparse file reads as zeros"
     );
 }
+
+/// Issue 14, item 1: `curl -C 1000 -T` sends the tail of the file with
+/// `Content-Range`; taking that body as the whole file replaced a 52,311-byte
+/// file by its 51,311-byte tail and answered `204`. Such a PUT is refused
+/// before its body is read, and the stored file stays as it was; so does a
+/// body with a `Content-Encoding` the server does not decode.
+#[test]
+fn put_with_content_range_or_encoding_is_refused_and_changes_nothing() {
+    let (server, addr) = http_server();
+    let work = tempfile::tempdir().unwrap();
+    let userpass = alice_userpass();
+    let url = format!("http://{addr}/files/resume.pdf");
+    let stored_path = server.user_dir(ALICE).join("resume.pdf");
+    let report = pseudo_random_bytes(14, 52_311);
+    let src = work.path().join("report.pdf");
+    fs::write(&src, &report).unwrap();
+    let first = curl_ok(&["-u", &userpass, "-T", src.to_str().unwrap(), &url]);
+    assert_eq!(first.code, 201);
+
+    let resumed = curl(&[
+        "-v",
+        "-u",
+        &userpass,
+        "-C",
+        "1000",
+        "-T",
+        src.to_str().unwrap(),
+        &url,
+    ]);
+    assert!(
+        resumed
+            .stderr
+            .contains("> Content-Range: bytes 1000-52310/52311"),
+        "curl -C did not send the Content-Range this test is about; stderr:\n{}",
+        resumed.stderr
+    );
+    assert_eq!(resumed.code, 400, "stderr:\n{}", resumed.stderr);
+    assert!(
+        String::from_utf8_lossy(&resumed.body).contains("Content-Range"),
+        "the 400 must say what was refused: {}",
+        lossy(&resumed.body)
+    );
+    assert_same_bytes(&fs::read(&stored_path).unwrap(), &report, "after -C");
+
+    // The same over a raw socket, for a name that does not exist yet: no
+    // file appears.
+    let tail = &report[1000..];
+    let range = format!("Content-Range: bytes 1000-52310/{}", report.len());
+    let length = format!("Content-Length: {}", tail.len());
+    let raw = request(
+        "PUT",
+        "/files/new.pdf",
+        &[&alice_auth(), &length, &range],
+        tail,
+    );
+    expect_closing_error(addr, &raw, 400, "PUT with Content-Range");
+    assert!(!server.user_dir(ALICE).join("new.pdf").exists());
+
+    let gzip = request(
+        "PUT",
+        "/files/resume.pdf",
+        &[&alice_auth(), "Content-Length: 4", "Content-Encoding: gzip"],
+        b"\x1f\x8b\x08\x00",
+    );
+    let resp = expect_closing_error(addr, &gzip, 415, "PUT with Content-Encoding: gzip");
+    assert!(String::from_utf8_lossy(&resp.body).contains("Content-Encoding"));
+    assert_same_bytes(
+        &fs::read(&stored_path).unwrap(),
+        &report,
+        "after Content-Encoding",
+    );
+
+    // `identity` is no encoding at all.
+    let plain = request(
+        "PUT",
+        "/files/plain.txt",
+        &[&alice_auth(), "Content-Length: 5", "Content-Encoding: identity"],
+        b"hello",
+    );
+    exchange(addr, &plain).assert_status(201, "PUT with Content-Encoding: identity");
+    server.assert_tmp_empty();
+}

@@ -151,6 +151,13 @@ pub enum HeadError {
     HeadTooLarge,
     /// `501`: a transfer coding other than `chunked`.
     UnsupportedCoding,
+    /// `400`: a `PUT` with `Content-Range`. A ranged write is not
+    /// implemented, and taking the body as the whole file would replace the
+    /// file by a piece of it (RFC 9110 §14.4 asks for `400`).
+    RangedPut,
+    /// `415`: a `PUT` whose body has a `Content-Encoding` other than
+    /// `identity`: storing the encoded bytes as the file would be wrong.
+    EncodedBody,
     /// `505`: not HTTP/1.0 or HTTP/1.1.
     Version,
 }
@@ -158,11 +165,22 @@ pub enum HeadError {
 impl HeadError {
     pub fn status(self) -> u16 {
         match self {
-            HeadError::Malformed | HeadError::BadFraming => 400,
+            HeadError::Malformed | HeadError::BadFraming | HeadError::RangedPut => 400,
             HeadError::TargetTooLong => 414,
             HeadError::HeadTooLarge => 431,
             HeadError::UnsupportedCoding => 501,
+            HeadError::EncodedBody => 415,
             HeadError::Version => 505,
+        }
+    }
+
+    /// The text of the error response: what was refused, where the reason
+    /// phrase alone would not tell the client what to change.
+    pub fn text(self) -> &'static str {
+        match self {
+            HeadError::RangedPut => "Content-Range is not supported on PUT: send the whole file",
+            HeadError::EncodedBody => "Content-Encoding is not supported on PUT: send the body as is",
+            other => reason(other.status()),
         }
     }
 }
@@ -208,6 +226,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
     let mut credentials = Credentials::Missing;
     let mut range = None;
     let mut ranges_seen = 0;
+    let mut content_range = false;
+    let mut content_encoding = false;
     for field in request.headers.iter() {
         let value = field.value;
         let name = field.name;
@@ -241,7 +261,23 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
         } else if name.eq_ignore_ascii_case("range") {
             ranges_seen += 1;
             range = parse_range(value);
+        } else if name.eq_ignore_ascii_case("content-range") {
+            content_range = true;
+        } else if name.eq_ignore_ascii_case("content-encoding") {
+            content_encoding |= value
+                .split(|&b| b == b',')
+                .map(trim)
+                .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"));
         }
+    }
+    // Headers that change what a body means, which the server does not
+    // implement: refused before a byte of the body is read, so nothing is
+    // stored.
+    if method == Method::Put && content_range {
+        return Err(HeadError::RangedPut);
+    }
+    if method == Method::Put && content_encoding {
+        return Err(HeadError::EncodedBody);
     }
     if length.is_some() && transfer_encoding {
         return Err(HeadError::BadFraming);
@@ -443,6 +479,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         416 => "Range Not Satisfiable",
+        415 => "Unsupported Media Type",
         417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -537,6 +574,21 @@ mod tests {
         assert_eq!(head(both), Err(HeadError::BadFraming));
         let gzip = "PUT /files/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n";
         assert_eq!(head(gzip), Err(HeadError::UnsupportedCoding));
+    }
+
+    #[test]
+    fn put_bodies_the_server_cannot_store_as_sent() {
+        let ranged = "PUT /files/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Range: bytes 1000-1002/1003\r\n\r\n";
+        assert_eq!(head(ranged), Err(HeadError::RangedPut));
+        assert_eq!(HeadError::RangedPut.status(), 400);
+        let gzip = "PUT /files/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Encoding: gzip\r\n\r\n";
+        assert_eq!(head(gzip), Err(HeadError::EncodedBody));
+        assert_eq!(HeadError::EncodedBody.status(), 415);
+        let identity = "PUT /files/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Encoding: identity\r\n\r\n";
+        assert_eq!(head(identity).unwrap().body, Body::Length(3));
+        // Without a body to misread, the fields change nothing.
+        let get = "GET /files/a HTTP/1.1\r\nHost: x\r\nContent-Range: bytes 0-1/2\r\nContent-Encoding: gzip\r\n\r\n";
+        assert_eq!(head(get).unwrap().method, Method::Get);
     }
 
     #[test]

@@ -505,7 +505,16 @@ impl Session {
             Err(err) => {
                 log::info!("{} bad request head: {err:?}", self.peer);
                 self.head_request = false;
-                self.error(err.status(), After::Close, services);
+                let body = format!("{}\n", err.text());
+                let fields = [("Content-Type", TEXT)];
+                self.respond(
+                    err.status(),
+                    &fields,
+                    body.as_bytes(),
+                    false,
+                    After::Close,
+                    services,
+                );
                 // Nothing after a head that cannot be read can be trusted.
                 return true;
             }

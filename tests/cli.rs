@@ -232,7 +232,7 @@ fn get_replaces_an_existing_local_file_only_with_verified_content() {
     let s = Scratch::new();
     server.plant_file(ALICE, "doc", b"new content");
     s.file("doc", b"old local content");
-    assert_ok(&run(s.ferry(server.addr()).args(["get", "doc"])));
+    assert_ok(&run(s.ferry(server.addr()).args(["get", "--force", "doc"])));
     assert_eq!(fs::read(s.work().join("doc")).unwrap(), b"new content");
 
     // The server's digest is forged: the download must not replace the file.
@@ -241,7 +241,7 @@ fn get_replaces_an_existing_local_file_only_with_verified_content() {
     probe.expect("HASH doc2", 213);
     forge_recorded_sha256(&server.sum_record(ALICE, "doc2"), &"ab".repeat(32));
     s.file("doc2", b"keep me");
-    let out = run(s.ferry(server.addr()).args(["get", "doc2"]));
+    let out = run(s.ferry(server.addr()).args(["get", "-f", "doc2"]));
     assert_eq!(code(&out), EXIT_CHECKSUM, "{}", out.stderr);
     assert!(
         out.stderr
@@ -1186,4 +1186,86 @@ fn dir_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Issue 14, item 4: `ferry get report.pdf` silently replaced a different
+/// local `report.pdf`. Without `--force` (and without a terminal to ask
+/// on) a local file of other content is left alone: exit 1, nothing
+/// fetched, no part file; the other names still go. A local file with the
+/// same content, and ferry's own `.ferry-part`, are no obstacle.
+#[test]
+fn get_never_replaces_a_local_file_of_other_content_unless_forced() {
+    let server = TestServer::start();
+    let s = Scratch::new();
+    server.plant_file(ALICE, "report.pdf", b"the server's report");
+    server.plant_file(ALICE, "other", b"other");
+    s.file("report.pdf", b"my own, different report");
+    let out = run(s
+        .ferry(server.addr())
+        .stdin(std::process::Stdio::null())
+        .args(["get", "report.pdf", "other"]));
+    assert_eq!(code(&out), EXIT_LOCAL, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("report.pdf")
+            && out.stderr.contains("exists with other content")
+            && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        fs::read(s.work().join("report.pdf")).unwrap(),
+        b"my own, different report"
+    );
+    assert!(!s.work().join("report.pdf.ferry-part").exists());
+    assert_eq!(fs::read(s.work().join("other")).unwrap(), b"other");
+
+    // The same content: nothing to lose, so no question.
+    fs::write(s.work().join("same"), b"same bytes").unwrap();
+    server.plant_file(ALICE, "same", b"same bytes");
+    assert_ok(&run(s.ferry(server.addr()).args(["get", "same"])));
+
+    // An interrupted download of ours is continued without asking.
+    let data = pseudo_random_bytes(41, 200_000);
+    server.plant_file(ALICE, "big", &data);
+    fs::write(s.work().join("big.ferry-part"), &data[..50_000]).unwrap();
+    let out = run(s.ferry(server.addr()).args(["--json", "get", "big"]));
+    assert_ok(&out);
+    assert_eq!(json_lines(&out.stdout)[0]["resumed_from"], 50_000);
+    assert_eq!(fs::read(s.work().join("big")).unwrap(), data);
+
+    assert_ok(&run(s.ferry(server.addr()).args([
+        "get",
+        "--force",
+        "report.pdf",
+    ])));
+    assert_eq!(
+        fs::read(s.work().join("report.pdf")).unwrap(),
+        b"the server's report"
+    );
+}
+
+/// Issue 14, item 18: pointed at an HTTP port, `ferry` waited two minutes
+/// for a greeting. A server that does not greet within a few seconds is
+/// named for what it is.
+#[test]
+fn a_server_that_answers_like_http_is_named_within_seconds() {
+    let server = TestServer::builder()
+        .args(["--http-listen", "127.0.0.1:0"])
+        .start();
+    let http = server.http_addr();
+    let s = Scratch::new();
+    let started = Instant::now();
+    let out = run(s.ferry(http).arg("ls"));
+    let took = started.elapsed();
+    assert_eq!(code(&out), EXIT_NETWORK, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("not a ferry server (it answered like HTTP)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}: the greeting deadline is a few seconds"
+    );
 }

@@ -59,7 +59,8 @@ fn transfers_report_progress_and_verify() {
 
     let target = dir.path().join("down");
     let mut count = Count::default();
-    let report = transfer::download(&mut conn, "f", &target, true, &mut count).unwrap();
+    let report =
+        transfer::download(&mut conn, "f", &target, true, &mut |_| false, &mut count).unwrap();
     assert_eq!(report.sha256.to_string(), sha256_hex(&data));
     assert_eq!(fs::read(&target).unwrap(), data);
     assert_eq!(count.moved, 700_001);

@@ -93,21 +93,6 @@ fn a_download_to_a_client_that_stops_reading_is_cut() {
     alice.noop();
 }
 
-fn http_addr(server: &TestServer) -> std::net::SocketAddr {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        let found = server.stderr_lines().iter().find_map(|line| {
-            line.split_once("ferryd HTTP listening on ")
-                .map(|(_, addr)| addr.trim().parse().unwrap())
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no HTTP listening line");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn http_connect(addr: std::net::SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).unwrap();
     stream
@@ -128,7 +113,7 @@ fn http_heads_must_arrive_in_time_and_idle_keep_alive_closes() {
         .args(["--http-listen", "127.0.0.1:0"])
         .args(["--head-timeout", "0.5", "--idle-timeout", "0.7"])
         .start();
-    let addr = http_addr(&server);
+    let addr = server.http_addr();
 
     let mut slow = http_connect(addr);
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
@@ -159,7 +144,7 @@ fn per_address_limit_refuses_the_extra_connection_only() {
     );
     extra.expect_eof();
     // HTTP counts against the same address.
-    let mut http = http_connect(http_addr(&server));
+    let mut http = http_connect(server.http_addr());
     let response = read_all(&mut http);
     assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
     // The established sessions are unaffected.
@@ -185,7 +170,7 @@ fn global_limit_counts_both_protocols() {
     let server = TestServer::builder()
         .args(["--max-connections", "2", "--http-listen", "127.0.0.1:0"])
         .start();
-    let addr = http_addr(&server);
+    let addr = server.http_addr();
     let mut a = server.connect();
     let mut keep_alive = http_connect(addr);
     keep_alive
@@ -268,7 +253,7 @@ fn slowloris_sockets_do_not_slow_a_normal_client() {
     let server = TestServer::builder()
         .args(["--max-per-ip", "1000", "--http-listen", "127.0.0.1:0"])
         .start();
-    let http = http_addr(&server);
+    let http = server.http_addr();
     let mut slow: Vec<TcpStream> = (0..SLOW)
         .map(|i| {
             let addr = if i % 2 == 0 { server.addr() } else { http };
@@ -362,7 +347,7 @@ fn repeated_failures_lock_an_address_out_until_it_expires() {
         (530, "login incorrect".to_string())
     );
     // ...and HTTP from the same address is refused too.
-    let mut http = http_connect(http_addr(&server));
+    let mut http = http_connect(server.http_addr());
     let basic = base64_basic(ALICE, ALICE_PW);
     write!(
         http,
@@ -625,7 +610,7 @@ fn hashed_passwords_work_over_both_protocols_and_warn_about_plain_ones() {
     c.expect("AUTH carol open sesame", 230);
     c.put("x", b"hashed");
 
-    let mut http = http_connect(http_addr(&server));
+    let mut http = http_connect(server.http_addr());
     let basic = base64_basic("carol", "open sesame");
     write!(
         http,
@@ -713,7 +698,7 @@ fn quotas_refuse_an_upload_before_any_byte_over_both_protocols() {
     server.bob().put("b", &[6u8; 100]);
 
     // HTTP: a declared length is refused at once, without 100 Continue...
-    let mut http = http_connect(http_addr(&server));
+    let mut http = http_connect(server.http_addr());
     let basic = base64_basic(ALICE, ALICE_PW);
     write!(
         http,
@@ -726,7 +711,7 @@ fn quotas_refuse_an_upload_before_any_byte_over_both_protocols() {
     assert!(!response.contains("100 Continue"), "{response}");
     assert!(response.contains("quota exceeded"), "{response}");
     // ...and a chunked body as soon as it grows past the room left.
-    let mut http = http_connect(http_addr(&server));
+    let mut http = http_connect(server.http_addr());
     write!(
         http,
         "PUT /files/a HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
@@ -759,7 +744,7 @@ fn quota_counts_uploads_in_progress_and_partials() {
     first.start_put("first", 60);
     let mut c = server.alice();
     assert_eq!(c.cmd("PUT 41 second"), over);
-    let mut http = http_connect(http_addr(&server));
+    let mut http = http_connect(server.http_addr());
     let basic = base64_basic(ALICE, ALICE_PW);
     write!(
         http,
@@ -870,7 +855,7 @@ fn idle_sessions_do_not_wake_the_server_before_their_timeout() {
     for c in &mut sessions {
         assert_eq!(c.get("f").len(), 100_000);
     }
-    let mut http = http_connect(http_addr(&server));
+    let mut http = http_connect(server.http_addr());
     http.write_all(
         format!(
             "GET /files/f HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\r\n",

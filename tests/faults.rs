@@ -102,21 +102,6 @@ fn partial_dir(storage: &Path, user: &str) -> PathBuf {
         .join("partial")
 }
 
-/// The address ferryd logged for its HTTP listener.
-fn http_addr(server: &TestServer) -> SocketAddr {
-    const MARKER: &str = "ferryd HTTP listening on ";
-    let mut found = None;
-    let logged = wait_until(STARTUP_TIMEOUT, || {
-        found = server.stderr_lines().iter().find_map(|line| {
-            let at = line.find(MARKER)?;
-            line[at + MARKER.len()..].trim().parse().ok()
-        });
-        found.is_some()
-    });
-    assert!(logged, "no HTTP address logged:\n{}", server.stderr_text());
-    found.unwrap()
-}
-
 /// The resident memory of a process, in KiB.
 fn rss_kib(pid: i32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -861,7 +846,7 @@ fn disk_full_mid_upload_answers_451_keeps_serving_and_recovers() {
     };
     let server = &full.server;
     let canary = Canary::plant(server.root());
-    let http_at = http_addr(server);
+    let http_at = server.http_addr();
     let mut c = server.alice();
     let keep = pseudo_random_bytes(1, 1024 * 1024);
     c.put("keep", &keep);
@@ -1056,7 +1041,7 @@ impl Escape {
         let server = TestServer::builder()
             .args(["--http-listen", "127.0.0.1:0"])
             .start();
-        let http = http_addr(&server);
+        let http = server.http_addr();
         let canary = Canary::plant(server.root());
         let mut bob = server.bob();
         bob.put("secret", BOB_SECRET);

@@ -22,8 +22,6 @@ use base64::Engine as _;
 use common::*;
 use nix::sys::signal::Signal;
 
-/// What ferryd logs on stderr once the HTTP listener is bound.
-const HTTP_MARKER: &str = "ferryd HTTP listening on ";
 /// The longest response head the raw client accepts.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -31,33 +29,12 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 // Starting a server with the HTTP front.
 // ---------------------------------------------------------------------------
 
-fn parse_http_line(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(HTTP_MARKER)? + HTTP_MARKER.len()..];
-    let addr: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-        .collect();
-    addr.parse().ok()
-}
-
 /// Starts ferryd from `builder` with `--http-listen 127.0.0.1:0` and waits
 /// (bounded) for the HTTP listening line.
 fn start_http(builder: ServerBuilder) -> (TestServer, SocketAddr) {
     let server = builder.args(["--http-listen", "127.0.0.1:0"]).start();
-    let mut addr = None;
-    let found = wait_until(Duration::from_secs(5), || {
-        addr = server
-            .stderr_lines()
-            .iter()
-            .find_map(|l| parse_http_line(l));
-        addr.is_some()
-    });
-    assert!(
-        found,
-        "ferryd did not log {HTTP_MARKER:?} within 5 s; stderr:\n{}",
-        server.stderr_text()
-    );
-    (server, addr.unwrap())
+    let addr = server.http_addr();
+    (server, addr)
 }
 
 fn http_server() -> (TestServer, SocketAddr) {
@@ -2899,7 +2876,11 @@ fn put_with_content_range_or_encoding_is_refused_and_changes_nothing() {
     let plain = request(
         "PUT",
         "/files/plain.txt",
-        &[&alice_auth(), "Content-Length: 5", "Content-Encoding: identity"],
+        &[
+            &alice_auth(),
+            "Content-Length: 5",
+            "Content-Encoding: identity",
+        ],
         b"hello",
     );
     exchange(addr, &plain).assert_status(201, "PUT with Content-Encoding: identity");

@@ -180,6 +180,10 @@ pub struct Timeouts {
     /// How long any one read or write may wait. A `HASH` of a large file
     /// that the server has to read first takes a while, so keep this long.
     pub io: Duration,
+    /// How long the greeting may take. A ferryd greets at once, even when
+    /// it is busy; a server that says nothing is not one (an HTTP server
+    /// waits for a request), so this is short where `io` is long.
+    pub greeting: Duration,
 }
 
 impl Default for Timeouts {
@@ -187,9 +191,17 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(10),
             io: Duration::from_secs(120),
+            greeting: GREETING_TIMEOUT,
         }
     }
 }
+
+/// The default [`Timeouts::greeting`].
+pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a server that sent no greeting is given to answer a probe
+/// line, so the error can say what it is.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A session with a `ferryd`, over one TCP connection (or, for tests and
 /// fuzzing, any byte stream both ways).
@@ -214,12 +226,64 @@ impl Connection {
         Err(Error::Network(last))
     }
 
-    /// Starts a session on a TCP stream that is already connected.
+    /// Starts a session on a TCP stream that is already connected. The
+    /// greeting must come within `timeouts.greeting`; when it does not, the
+    /// server is sent a probe line and the error says what answered (an
+    /// HTTP server answers it with an HTTP status line).
     pub fn over(stream: TcpStream, timeouts: Timeouts) -> Result<Connection> {
-        stream.set_read_timeout(Some(timeouts.io))?;
+        stream.set_read_timeout(Some(timeouts.greeting.min(timeouts.io)))?;
         stream.set_write_timeout(Some(timeouts.io))?;
         stream.set_nodelay(true)?;
-        Connection::on(stream)
+        match Connection::on(stream.try_clone()?) {
+            Ok(conn) => {
+                stream.set_read_timeout(Some(timeouts.io))?;
+                Ok(conn)
+            }
+            Err(Error::Network(err))
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(Error::Protocol(silent_server(stream, timeouts.greeting)))
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// What to say of a server that sent no greeting within `waited`: it is
+/// sent a line that a ferryd, an HTTP server and most line protocols
+/// answer, and the first line of its answer tells which it is.
+fn silent_server(mut stream: TcpStream, waited: Duration) -> String {
+    let silent = format!("not a ferry server: no greeting within {waited:?}");
+    if stream.set_read_timeout(Some(PROBE_TIMEOUT)).is_err()
+        || stream.write_all(b"QUIT\r\n\r\n").is_err()
+    {
+        return silent;
+    }
+    let mut first = Vec::new();
+    let _ = BufReader::new(stream)
+        .take(MAX_REPLY as u64)
+        .read_until(b'\n', &mut first);
+    describe_first_line(&first).map_or(silent, |what| {
+        format!("not a ferry server (it answered like {what})")
+    })
+}
+
+/// The protocol a first line of an answer belongs to, when it is one that
+/// is often pointed at by mistake.
+fn describe_first_line(line: &[u8]) -> Option<&'static str> {
+    if line.starts_with(b"HTTP/") {
+        Some("HTTP")
+    } else if line.starts_with(b"SSH-") {
+        Some("SSH")
+    } else if line.starts_with(b"\x15\x03") || line.starts_with(b"\x16\x03") {
+        Some("TLS")
+    } else if line.is_empty() {
+        None
+    } else {
+        Some("another protocol")
     }
 }
 
@@ -233,7 +297,13 @@ impl<S: Read + Write> Connection<S> {
                 text: String::new(),
             },
         };
-        let greeting = conn.read_reply()?;
+        let line = conn.read_line()?;
+        let Some(greeting) = parse_reply(&line) else {
+            let what = describe_first_line(&line).unwrap_or("another protocol");
+            return Err(Error::Protocol(format!(
+                "not a ferry server (it answered like {what})"
+            )));
+        };
         match greeting.code {
             220 => {}
             421 => return Err(Error::Closed(greeting)),
@@ -487,6 +557,17 @@ impl<S: Read + Write> Connection<S> {
     }
 
     fn read_reply(&mut self) -> Result<Reply> {
+        let line = self.read_line()?;
+        parse_reply(&line).ok_or_else(|| {
+            Error::Protocol(format!(
+                "malformed reply {:?}",
+                String::from_utf8_lossy(&line)
+            ))
+        })
+    }
+
+    /// One line from the server, without its line end.
+    fn read_line(&mut self) -> Result<Vec<u8>> {
         let mut line = Vec::new();
         let n = (&mut self.stream)
             .take(MAX_REPLY as u64)
@@ -511,12 +592,7 @@ impl<S: Read + Write> Connection<S> {
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        parse_reply(&line).ok_or_else(|| {
-            Error::Protocol(format!(
-                "malformed reply {:?}",
-                String::from_utf8_lossy(&line)
-            ))
-        })
+        Ok(line)
     }
 
     /// Reads exactly `n` data bytes into `sink`.

@@ -132,15 +132,32 @@ pub fn upload<S: Read + Write>(
 
 /// Downloads `remote` to the file `target`. With `resume`, continues the
 /// `<target>.ferry-part` an earlier download left.
+///
+/// A file already at `target` whose content is not the remote file's is
+/// replaced only when `replace(target)` says so; otherwise the download
+/// stops with a local error before a byte is fetched and the file stays as
+/// it is. (A file with the same content is replaced by the same bytes.)
 pub fn download<S: Read + Write>(
     conn: &mut Connection<S>,
     remote: &str,
     target: &Path,
     resume: bool,
+    replace: &mut dyn FnMut(&Path) -> bool,
     meter: &mut dyn Meter,
 ) -> Result<Report> {
     check_name(remote)?;
     let mut expected = conn.hash(remote)?;
+    if target_differs(target, &expected)? && !replace(target) {
+        return Err(Error::local(
+            target,
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "exists with other content than {remote}; not replaced (--force replaces it)"
+                ),
+            ),
+        ));
+    }
     let part = part_path(target);
     let mut resume = resume;
     loop {
@@ -222,6 +239,18 @@ pub fn download<S: Read + Write>(
             sha256: expected,
             resumed_from: have,
         });
+    }
+}
+
+/// Whether something is at `target` that a download of content `expected`
+/// would destroy: a file with other content, or anything not a regular
+/// file (a symlink is judged by itself, not followed).
+fn target_differs(target: &Path, expected: &Digest) -> Result<bool> {
+    match fs::symlink_metadata(target) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::local(target, err)),
+        Ok(meta) if meta.is_file() => Ok(hash_file(target)? != *expected),
+        Ok(_) => Ok(true),
     }
 }
 

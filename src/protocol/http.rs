@@ -179,7 +179,9 @@ impl HeadError {
     pub fn text(self) -> &'static str {
         match self {
             HeadError::RangedPut => "Content-Range is not supported on PUT: send the whole file",
-            HeadError::EncodedBody => "Content-Encoding is not supported on PUT: send the body as is",
+            HeadError::EncodedBody => {
+                "Content-Encoding is not supported on PUT: send the body as is"
+            }
             other => reason(other.status()),
         }
     }

@@ -37,6 +37,9 @@ options:
   --limit-rate RATE      move at most RATE bytes per second (K, M, G suffixes)
   -o, --output NAME      the other end's name for a single put or get
   -d, --dir DIR          where get stores files (default: here)
+  -f, --force            get: replace a local file whose content differs
+                         (without it, ferry asks on a terminal and refuses
+                         otherwise)
   -h, --human            ls: sizes in K, M, G (powers of 1024)
   --raw                  view: write the preview's bytes unchanged
   --json                 one JSON object per line on stdout: one per file for
@@ -106,6 +109,8 @@ pub struct Options {
     pub human: bool,
     pub raw: bool,
     pub no_resume: bool,
+    /// `get` may replace a local file whose content differs.
+    pub force: bool,
     /// Bytes per second, at most.
     pub limit_rate: Option<u64>,
     pub output: Option<OsString>,
@@ -174,6 +179,7 @@ pub fn parse(args: Vec<OsString>, in_shell: bool) -> Result<Parsed, String> {
             Long("raw") => options.raw = true,
             Long("json") => options.json = true,
             Short('q') | Long("quiet") => options.quiet = true,
+            Short('f') | Long("force") => options.force = true,
             Value(value) if verb.is_none() => {
                 let name = value.to_string_lossy();
                 match Verb::from_name(&name) {
@@ -232,6 +238,9 @@ fn check(verb: Verb, operands: &[OsString], options: &Options) -> Result<(), Str
     }
     if options.dir.is_some() && verb != Verb::Get {
         return Err("-d applies to get".to_string());
+    }
+    if options.force && !matches!(verb, Verb::Get | Verb::Shell) {
+        return Err("--force applies to get".to_string());
     }
     if options.human && verb != Verb::Ls && verb != Verb::Shell {
         return Err("-h applies to ls".to_string());

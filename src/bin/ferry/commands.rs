@@ -2,7 +2,7 @@
 //! line and for the shell.
 
 use std::ffi::OsString;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,7 @@ impl Remote {
             let timeouts = Timeouts {
                 connect: self.settings.timeout.min(Duration::from_secs(10)),
                 io: self.settings.timeout,
+                ..Timeouts::default()
             };
             let server = with_port(&self.settings.server);
             let mut conn =
@@ -296,15 +297,34 @@ fn get(
         }
         let started = Instant::now();
         let mut bar = Bar::new(options.quiet, options.limit_rate);
+        let mut replace = |path: &Path| options.force || confirm_replace(path, &name);
         let result = remote.run(|conn, attempt| {
             let resume = !options.no_resume || attempt > 0;
-            transfer::download(conn, &name, &target, resume, &mut bar)
+            transfer::download(conn, &name, &target, resume, &mut replace, &mut bar)
         });
         bar.clear();
         if !out.transfer("get", operand, result, started, status) {
             return;
         }
     }
+}
+
+/// Asks on the terminal whether the local `path`, whose content is not
+/// the remote file's, may be replaced. Without a terminal to ask on, the
+/// answer is no: a script gets the refusal and its exit status.
+fn confirm_replace(path: &Path, remote: &str) -> bool {
+    if !(io::stdin().is_terminal() && io::stderr().is_terminal()) {
+        return false;
+    }
+    eprint!(
+        "ferry: {} exists and differs from {remote}; replace it? [y/N] ",
+        path.display()
+    );
+    let mut answer = String::new();
+    if io::stdin().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes")
 }
 
 /// A remote name from an operand: it must be UTF-8 to go on the wire.

@@ -509,10 +509,11 @@ fn ls_lines_up_and_speaks_json() {
     assert_eq!(lines.len(), 2, "{}", out.stdout);
     assert!(lines[0].starts_with("1572864  ") && lines[0].ends_with("  big one"));
     assert!(lines[1].starts_with("      5  ") && lines[1].ends_with("  small"));
-    // The date column: YYYY-MM-DD HH:MM.
-    let date = &lines[0][9..25];
+    // The date column: YYYY-MM-DD HH:MM UTC (std knows no time zones, and
+    // the column says so).
+    let date = &lines[0][9..29];
     assert!(
-        date.as_bytes()[4] == b'-' && date.as_bytes()[13] == b':',
+        date.as_bytes()[4] == b'-' && date.as_bytes()[13] == b':' && date.ends_with(" UTC"),
         "{date}"
     );
 
@@ -523,6 +524,7 @@ fn ls_lines_up_and_speaks_json() {
 
     let json = run(s.ferry(server.addr()).args(["ls", "--json"]));
     let entries = json_lines(&json.stdout);
+    assert!(entries.iter().all(|e| e["op"] == "ls"), "{}", json.stdout);
     assert_eq!(entries[0]["name"], "big one");
     assert_eq!(entries[0]["size"], 1572864);
     assert_eq!(entries[1]["name"], "small");
@@ -1052,7 +1054,8 @@ fn on_a_terminal_transfers_show_a_progress_bar_and_the_shell_completes_names() {
         &s,
         server.addr(),
         "shell -q",
-        &[b"get progr\t -o by-tab.bin\n", b"quit\n"],
+        // No space typed after the Tab: completion adds it.
+        &[b"get progr\t-o by-tab.bin\n", b"quit\n"],
         |line| line > 0 || by_tab.exists(),
     );
     assert_eq!(code, 0, "{shown}");
@@ -1268,4 +1271,91 @@ fn a_server_that_answers_like_http_is_named_within_seconds() {
         took < Duration::from_secs(20),
         "took {took:?}: the greeting deadline is a few seconds"
     );
+}
+
+/// Issue 18: every `--json` object names its operation, as errors do.
+#[test]
+fn every_json_object_names_its_operation() {
+    let server = TestServer::start();
+    let s = Scratch::new();
+    server.plant_file(ALICE, "a", b"alpha");
+    server.plant_file(ALICE, "b", b"beta");
+    for (args, op) in [
+        (&["hash", "a", "b"][..], "hash"),
+        (&["view", "a"][..], "view"),
+        (&["rm", "a", "b"][..], "rm"),
+    ] {
+        let out = run(s.ferry(server.addr()).arg("--json").args(args));
+        assert_ok(&out);
+        let objects = json_lines(&out.stdout);
+        assert!(!objects.is_empty(), "{args:?}: no output");
+        for object in objects {
+            assert_eq!(object["op"], op, "{args:?}: {object}");
+        }
+    }
+}
+
+/// Issue 18: `-d` (or `-o`) into a folder that does not exist is said of
+/// the folder, not of the `.ferry-part` file the download would open.
+#[test]
+fn get_into_a_missing_folder_names_the_folder() {
+    let server = TestServer::start();
+    let s = Scratch::new();
+    server.plant_file(ALICE, "a", b"alpha");
+    for args in [
+        &["get", "a", "-d", "nowhere"][..],
+        &["get", "a", "-o", "nowhere/a"],
+    ] {
+        let out = run(s.ferry(server.addr()).args(args));
+        assert_eq!(code(&out), EXIT_LOCAL, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("nowhere: no such folder") && !out.stderr.contains("ferry-part"),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
+/// Issue 18: Ctrl-C during a transfer in `ferry shell` stops the transfer
+/// and goes back to the prompt; the shell goes on, and what arrived stays
+/// for a resume.
+#[test]
+fn ctrl_c_in_the_shell_stops_the_transfer_not_the_shell() {
+    let server = TestServer::start();
+    let s = Scratch::new();
+    let data = pseudo_random_bytes(43, 8 << 20);
+    server.plant_file(ALICE, "slow.bin", &data);
+    server.plant_file(ALICE, "after", b"after");
+    let part = s.work().join("slow.bin.ferry-part");
+    let after = s.work().join("after");
+    let (code, shown) = on_a_terminal(
+        &s,
+        server.addr(),
+        "shell",
+        &[
+            b"get slow.bin --limit-rate 1M\n",
+            b"\x03",
+            b"get after\n",
+            b"quit\n",
+        ],
+        |line| match line {
+            // The download has begun.
+            0 => fs::metadata(&part).is_ok_and(|m| m.len() > 100_000),
+            // The shell took the next command.
+            2 => after.exists(),
+            _ => true,
+        },
+    );
+    assert_eq!(
+        code, 130,
+        "the shell's status is the interruption's:\n{shown}"
+    );
+    assert!(shown.contains("interrupted"), "{shown}");
+    assert_eq!(fs::read(&after).unwrap(), b"after", "{shown}");
+    let kept = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        kept > 0 && kept < data.len() as u64,
+        "the part file keeps what arrived: {kept} bytes\n{shown}"
+    );
+    assert!(!s.work().join("slow.bin").exists());
 }

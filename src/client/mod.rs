@@ -65,6 +65,8 @@ pub enum ErrorKind {
     Network,
     /// The bytes that arrived are not the bytes that were sent.
     Checksum,
+    /// The user stopped it.
+    Cancelled,
 }
 
 /// A client error. Its `Display` names the file and quotes the server.
@@ -91,6 +93,10 @@ pub enum Error {
         expected: Digest,
         received: Digest,
     },
+    /// The user stopped a transfer ([`Progress::cancelled`]). The session
+    /// is mid-transfer, so it cannot be used any more; what moved is kept
+    /// for a resume, as after a dropped connection.
+    Cancelled,
 }
 
 impl Error {
@@ -102,6 +108,7 @@ impl Error {
             Error::Remote { .. } => ErrorKind::Remote,
             Error::Network(_) | Error::Closed(_) | Error::Protocol(_) => ErrorKind::Network,
             Error::Checksum { .. } => ErrorKind::Checksum,
+            Error::Cancelled => ErrorKind::Cancelled,
         }
     }
 
@@ -128,6 +135,7 @@ impl fmt::Display for Error {
             Error::Network(err) => write!(f, "network: {err}"),
             Error::Closed(reply) => write!(f, "server closed the session: \"{reply}\""),
             Error::Protocol(msg) => write!(f, "protocol error: {msg}"),
+            Error::Cancelled => f.write_str("interrupted; the next transfer of it resumes"),
             Error::Checksum {
                 name,
                 expected,
@@ -165,6 +173,11 @@ pub trait Progress {
     fn announce(&mut self, _bytes: u64) {}
     /// `bytes` more have moved.
     fn advance(&mut self, bytes: u64);
+    /// True when the user asked to stop (Ctrl-C in `ferry shell`): the
+    /// transfer ends with [`Error::Cancelled`] at its next chunk.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 impl<F: FnMut(u64)> Progress for F {
@@ -527,6 +540,9 @@ impl<S: Read + Write> Connection<S> {
         let mut buf = vec![0; CHUNK];
         let mut left = announced;
         while left > 0 {
+            if progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
             let want = left.min(CHUNK as u64) as usize;
             let got = source
                 .read(&mut buf[..want])
@@ -604,6 +620,9 @@ impl<S: Read + Write> Connection<S> {
     ) -> std::result::Result<(), DataError> {
         let mut left = n;
         while left > 0 {
+            if progress.cancelled() {
+                return Err(DataError::Cancelled);
+            }
             let chunk = match self.stream.fill_buf() {
                 Ok([]) => {
                     return Err(DataError::Network(io::Error::new(
@@ -629,6 +648,7 @@ impl<S: Read + Write> Connection<S> {
 enum DataError {
     Network(io::Error),
     Local(io::Error),
+    Cancelled,
 }
 
 impl DataError {
@@ -636,6 +656,7 @@ impl DataError {
         match self {
             DataError::Network(err) => Error::Network(err),
             DataError::Local(err) => Error::Local { path, err },
+            DataError::Cancelled => Error::Cancelled,
         }
     }
 }

@@ -68,6 +68,7 @@ exit status:
   5  network failure (cannot connect, connection dropped, timeout, server
      shutting down)
   6  checksum mismatch
+  130  a transfer stopped by Ctrl-C in ferry shell (the shell goes on)
 When several files are named, each is tried and the status is the first
 failure's; after a network failure that retries do not cure, the rest are
 not tried.";

@@ -26,8 +26,12 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
         ErrorKind::Remote => 4,
         ErrorKind::Network => 5,
         ErrorKind::Checksum => 6,
+        ErrorKind::Cancelled => EXIT_INTERRUPTED,
     }
 }
+
+/// A transfer stopped by Ctrl-C in the shell: 128 + SIGINT, as shells say.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// The first failure of a run decides its exit status.
 #[derive(Default)]
@@ -150,6 +154,7 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
                 for entry in &entries {
                     out.line(
                         Json::new()
+                            .str("op", "ls")
                             .str("name", &entry.name)
                             .num("size", entry.size)
                             .num("mtime", entry.mtime)
@@ -165,6 +170,7 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
             match name.and_then(|name| remote.run(|conn, _| conn.view(&name)).map(|b| (name, b))) {
                 Ok((name, bytes)) if options.json => {
                     let mut json = Json::new()
+                        .str("op", "view")
                         .str("name", &name)
                         .num("length", bytes.len() as u64)
                         .str("hex", &hex::encode(&bytes));
@@ -187,7 +193,11 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
             |conn, name| {
                 conn.delete(name)?;
                 Ok((
-                    Json::new().str("name", name).bool("ok", true).finish(),
+                    Json::new()
+                        .str("op", "rm")
+                        .str("name", name)
+                        .bool("ok", true)
+                        .finish(),
                     None,
                 ))
             },
@@ -202,6 +212,7 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
                 let digest = conn.hash(name)?;
                 Ok((
                     Json::new()
+                        .str("op", "hash")
                         .str("name", name)
                         .str("sha256", &digest.to_string())
                         .finish(),
@@ -294,6 +305,18 @@ fn get(
         };
         if target.is_dir() {
             target.push(&name);
+        }
+        // Said of the folder itself: the first file the download opens is
+        // NAME.ferry-part, whose name would only puzzle.
+        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty())
+            && !parent.is_dir()
+        {
+            let err = Error::Local {
+                path: parent.to_path_buf(),
+                err: io::Error::new(io::ErrorKind::NotFound, "no such folder"),
+            };
+            out.error("get", Some(operand), &err, status);
+            continue;
         }
         let started = Instant::now();
         let mut bar = Bar::new(options.quiet, options.limit_rate);

@@ -50,7 +50,7 @@ impl Json {
     }
 }
 
-/// `ls`: size, modification time (UTC) and name, in lined-up columns.
+/// `ls`: size, modification time (marked UTC) and name, in lined-up columns.
 pub fn listing(entries: &[Entry], human: bool) -> String {
     let sizes: Vec<String> = entries
         .iter()
@@ -65,9 +65,11 @@ pub fn listing(entries: &[Entry], human: bool) -> String {
     let width = sizes.iter().map(String::len).max().unwrap_or(0);
     let mut out = String::new();
     for (entry, size) in entries.iter().zip(&sizes) {
+        // The time zone is named: std has no time zone database, so the
+        // times are UTC, and a reader must not take them for local times.
         let _ = writeln!(
             out,
-            "{size:>width$}  {}  {}",
+            "{size:>width$}  {} UTC  {}",
             utc_minute(entry.mtime),
             entry.name
         );
@@ -226,11 +228,11 @@ mod tests {
         ];
         assert_eq!(
             listing(&entries, false),
-            "     5  1970-01-01 00:00  a b\n123456  1970-01-01 00:00  big\n"
+            "     5  1970-01-01 00:00 UTC  a b\n123456  1970-01-01 00:00 UTC  big\n"
         );
         assert_eq!(
             listing(&entries, true),
-            "   5  1970-01-01 00:00  a b\n121K  1970-01-01 00:00  big\n"
+            "   5  1970-01-01 00:00 UTC  a b\n121K  1970-01-01 00:00 UTC  big\n"
         );
     }
 

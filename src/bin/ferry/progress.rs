@@ -3,11 +3,20 @@
 //! under `--limit-rate`, since it sees every chunk go by.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use ferry::client::Progress;
 use ferry::client::transfer::Meter;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Set by Ctrl-C while `ferry shell` runs a command (see
+/// `shell::interactive`): the transfer in progress stops at its next chunk
+/// and the shell goes back to its prompt. Outside the shell nothing sets it
+/// and Ctrl-C ends the program as usual.
+pub static INTERRUPTED: LazyLock<Arc<AtomicBool>> =
+    LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
 pub struct Bar {
     bar: Option<ProgressBar>,
@@ -74,6 +83,10 @@ impl Progress for Bar {
         if let Some(bar) = &self.bar {
             bar.set_length(self.done + bytes);
         }
+    }
+
+    fn cancelled(&self) -> bool {
+        INTERRUPTED.load(Ordering::Relaxed)
     }
 
     fn advance(&mut self, bytes: u64) {

@@ -10,6 +10,10 @@ use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use signal_hook::consts::SIGINT;
 
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
@@ -21,6 +25,7 @@ use rustyline::{Context, Editor, Helper};
 
 use crate::args::{self, Options, Parsed, Verb};
 use crate::commands::{self, EXIT_LOCAL, EXIT_USAGE, Remote, Status};
+use crate::progress::INTERRUPTED;
 use crate::settings;
 
 const HELP: &str = "\
@@ -93,6 +98,9 @@ fn interactive(remote: &mut Remote, defaults: &Options, status: &mut Status) {
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
+    if let Err(err) = signal_hook::flag::register(SIGINT, Arc::clone(&INTERRUPTED)) {
+        eprintln!("ferry: Ctrl-C will end the shell: {err}");
+    }
     println!("{}; type help for the commands", remote_banner(remote));
     let mut stale = true;
     loop {
@@ -122,7 +130,14 @@ fn interactive(remote: &mut Remote, defaults: &Options, status: &mut Status) {
                 let _ = editor.save_history(path);
             }
         }
-        match execute(remote, &line, defaults, status) {
+        // Ctrl-C while a command runs stops its transfer, not the shell
+        // (at the prompt the line editor reads it as a key).
+        INTERRUPTED.store(false, Ordering::Relaxed);
+        let flow = execute(remote, &line, defaults, status);
+        if INTERRUPTED.swap(false, Ordering::Relaxed) {
+            println!();
+        }
+        match flow {
             Flow::Quit => break,
             Flow::Continue => {
                 let first = line.split_whitespace().next().unwrap_or("");
@@ -220,9 +235,12 @@ impl Completer for ShellHelper {
                 .filter(|w| w.starts_with(&word))
                 .map(|w| Pair {
                     display: w.to_string(),
+                    // A whole word is followed by a space, as in a shell,
+                    // so the next word can be typed at once.
                     replacement: shlex::try_quote(w)
                         .map(|q| q.into_owned())
-                        .unwrap_or_else(|_| w.to_string()),
+                        .unwrap_or_else(|_| w.to_string())
+                        + " ",
                 })
                 .collect()
         };

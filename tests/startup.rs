@@ -165,18 +165,22 @@ fn stale_temp_files_are_removed_at_startup() {
     let builder = ServerBuilder::new();
     let tmp = builder.storage().join(".ferry").join("tmp");
     fs::create_dir_all(&tmp).unwrap();
-    fs::write(tmp.join("stale-1"), b"half an upload").unwrap();
-    fs::write(tmp.join("stale-2.tmp"), vec![0u8; 10_000]).unwrap();
-    fs::write(tmp.join(".hidden-stale"), b"x").unwrap();
+    // Files of a server that is gone (its id has no locked instance file).
+    let dead = "0123456789abcdef0123456789abcdef";
+    fs::write(tmp.join(format!("{dead}-upload-1")), b"half an upload").unwrap();
+    fs::write(tmp.join(format!("{dead}-sum-2")), vec![0u8; 10_000]).unwrap();
+    // Files of an older ferryd, which might still be running: kept.
+    fs::write(tmp.join("upload-1-7"), b"x").unwrap();
     let alice_dir = builder.storage().join(ALICE);
     fs::create_dir(&alice_dir).unwrap();
     fs::write(alice_dir.join("keep.txt"), b"user data").unwrap();
 
     let server = builder.start();
+    assert_eq!(server.tmp_entries(), vec![tmp.join("upload-1-7")]);
     assert!(
-        wait_until(Duration::from_secs(1), || server.tmp_entries().is_empty()),
-        "stale temp files left: {:?}",
-        server.tmp_entries()
+        server.stderr_text().contains("1 file(s) in"),
+        "{}",
+        server.stderr_text()
     );
     assert_eq!(fs::read(alice_dir.join("keep.txt")).unwrap(), b"user data");
     let mut c = server.alice();

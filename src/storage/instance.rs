@@ -13,10 +13,10 @@
 //! Registering and sweeping happen under `.ferry/instances.lock` (also a
 //! `flock`), so a sweeper never sees an instance between the creation of
 //! its file and the taking of its lock. An instance's file is created
-//! before any of its temporary files and removed after them, so a
-//! temporary file of an id without an instance file is an orphan too.
-//! Names without such a prefix come from an older ferryd, which may still
-//! be running: they are left alone.
+//! before any of its temporary files and removed after them. Names without
+//! such a prefix come from an older ferryd, which may still be running,
+//! and an id without an instance file proves nothing (someone removed the
+//! file): both are reported and left alone.
 //!
 //! `flock` is per open file description and works across processes, PID
 //! namespaces and containers on one kernel; for a root shared over the
@@ -66,6 +66,7 @@ fn is_id(name: &OsStr) -> bool {
 /// The id that owns the temporary file `name`, if it is one of a
 /// registered server's.
 pub(super) fn owner(name: &OsStr) -> Option<&[u8]> {
+    // `<32 hex digits>-...`
     let bytes = name.as_encoded_bytes();
     let id = bytes.get(..32)?;
     (bytes.get(32) == Some(&b'-') && id.iter().all(u8::is_ascii_hexdigit)).then_some(id)
@@ -101,6 +102,17 @@ pub(super) fn register(
     Ok((Instance { id, _lock: lock }, swept))
 }
 
+/// Temporary files that no registered server (alive or dead) owns:
+/// nothing proves they are free to remove.
+pub(super) fn unowned(instances: &Dir, tmp: &Dir) -> usize {
+    let ids = instances.names().unwrap_or_default();
+    tmp.names()
+        .unwrap_or_default()
+        .iter()
+        .filter(|name| owner(name).is_none_or(|id| !ids.iter().any(|i| i.as_encoded_bytes() == id)))
+        .count()
+}
+
 /// Sweeps dead servers' files if no other server is registering or
 /// sweeping right now (otherwise the next pass will).
 pub(super) fn sweep(private: &Dir, instances: &Dir, tmp: &Dir) -> io::Result<Swept> {
@@ -113,8 +125,7 @@ pub(super) fn sweep(private: &Dir, instances: &Dir, tmp: &Dir) -> io::Result<Swe
 }
 
 /// With the start lock held: removes the temporary files and the
-/// instance file of every server whose lock is free (it is dead), and
-/// temporary files of ids that have no instance file.
+/// instance file of every server whose lock is free (it is dead).
 fn sweep_locked(instances: &Dir, tmp: &Dir) -> Swept {
     let mut swept = Swept::default();
     let names = match instances.names() {
@@ -124,7 +135,6 @@ fn sweep_locked(instances: &Dir, tmp: &Dir) -> Swept {
             return swept;
         }
     };
-    let mut live = Vec::new();
     let mut dead = Vec::new();
     for name in names.into_iter().filter(|name| is_id(name)) {
         let Ok(file) = instances.open_regular(&name, false) else {
@@ -133,10 +143,10 @@ fn sweep_locked(instances: &Dir, tmp: &Dir) -> Swept {
         match file.try_lock() {
             // Dead: kept locked until its files are gone.
             Ok(()) => dead.push((name, file)),
-            Err(std::fs::TryLockError::WouldBlock) => live.push(name),
+            // Alive.
+            Err(std::fs::TryLockError::WouldBlock) => {}
             Err(std::fs::TryLockError::Error(err)) => {
                 log::warn!("cannot lock instance {}: {err}", name.to_string_lossy());
-                live.push(name);
             }
         }
     }
@@ -151,7 +161,7 @@ fn sweep_locked(instances: &Dir, tmp: &Dir) -> Swept {
         let Some(id) = owner(file) else {
             continue;
         };
-        if live.iter().any(|live| live.as_encoded_bytes() == id) {
+        if !dead.iter().any(|(dead, _)| dead.as_encoded_bytes() == id) {
             continue;
         }
         match tmp.remove(file) {

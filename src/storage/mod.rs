@@ -394,7 +394,7 @@ impl Storage {
                 swept.instances
             );
         }
-        report_old_tmp_files(root, &tmp);
+        report_unowned_tmp_files(root, &instances, &tmp);
         let storage = Storage {
             path: root.to_path_buf(),
             root: root_dir,
@@ -1074,20 +1074,15 @@ fn check_same_file_system(path: &Path, root: &Dir, tmp: &Dir, users: &Dir) -> io
     Ok(())
 }
 
-/// Files in `.ferry/tmp` whose name does not start with an instance id
-/// come from an older ferryd (or someone else): nothing says whether that
-/// one still runs, so they are reported, never removed.
-fn report_old_tmp_files(root: &Path, tmp: &Dir) {
-    let old = tmp
-        .names()
-        .unwrap_or_default()
-        .iter()
-        .filter(|name| instance::owner(name).is_none())
-        .count();
-    if old > 0 {
+/// Files in `.ferry/tmp` that no registered server owns come from an
+/// older ferryd (or someone removed an instance file): nothing says
+/// whether their owner still runs, so they are reported, never removed.
+fn report_unowned_tmp_files(root: &Path, instances: &Dir, tmp: &Dir) {
+    let unowned = instance::unowned(instances, tmp);
+    if unowned > 0 {
         log::warn!(
-            "{old} file(s) in {} were left by an older ferryd; remove them once no older \
-             ferryd uses this root",
+            "{unowned} file(s) in {} belong to no registered server (an older ferryd?); \
+             remove them once no such server uses this root",
             root.join(PRIVATE_DIR).join(TMP_DIR).display()
         );
     }

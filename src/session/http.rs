@@ -1074,7 +1074,12 @@ impl Session {
                 Some(quota) if over_quota => Some(OverQuota::Bytes { quota }),
                 _ => put.over_quota,
             };
-            self.abort_upload(*put, "body over the size limit", services);
+            let reason = if over_quota {
+                "body over the quota"
+            } else {
+                "body over the size limit"
+            };
+            self.abort_upload(*put, reason, services);
             match over {
                 Some(over) => self.quota_error(over, services),
                 None => self.error(413, After::Close, services),

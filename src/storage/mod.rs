@@ -1044,7 +1044,7 @@ fn cross_device_message(dir: &Path, root: &Path) -> String {
          uploads are written in the latter and renamed into place, which cannot \
          cross mounts; mount the whole storage root instead",
         dir.display(),
-        root.join(PRIVATE_DIR).display()
+        root.join(PRIVATE_DIR).join(TMP_DIR).display()
     )
 }
 
@@ -1060,7 +1060,8 @@ fn check_same_file_system(path: &Path, root: &Dir, tmp: &Dir, users: &Dir) -> io
         return Err(foreign(cross_device_message(&dir, path)));
     }
     for name in root.names()? {
-        if name.as_encoded_bytes().starts_with(b".") {
+        // Only what can be a user's directory (not lost+found, say).
+        if !crate::auth::is_valid_username(name.as_encoded_bytes()) {
             continue;
         }
         let Ok(dir) = root.open_dir(&name) else {

@@ -428,3 +428,33 @@ fn a_user_directory_on_another_mount_is_refused_before_any_body() {
         server.stderr_text()
     );
 }
+
+#[test]
+fn two_servers_on_one_root_never_continue_the_same_partial_twice() {
+    let first = TestServer::start();
+    let second = second_builder(&first).start();
+    let data = pseudo_random_bytes(3, 400_000);
+    let mut cut = first.alice();
+    cut.start_put("doc", data.len());
+    cut.send_raw(&data[..150_000]);
+    drop(cut);
+    let mut a = first.alice();
+    assert_eq!(
+        a.wait_partial("doc", 150_000, Duration::from_secs(5)),
+        150_000
+    );
+    // The second server takes it...
+    let mut b = second.alice();
+    assert_eq!(b.partial("doc"), 150_000);
+    b.rest(150_000);
+    b.send_line(&format!("PUT {} doc", data.len()));
+    assert_eq!(b.read_reply(), (150, "250000".to_string()));
+    // ...so the first one has nothing left to continue.
+    assert_eq!(a.partial("doc"), 0);
+    a.rest(150_000);
+    let (code, _) = a.cmd(&format!("PUT {} doc", data.len()));
+    assert_eq!(code, 501);
+    b.send_raw(&data[150_000..]);
+    assert_eq!(b.read_reply(), (226, stored(&data)));
+    assert_eq!(a.get("doc"), data);
+}

@@ -1291,6 +1291,15 @@ mod tests {
         assert!(!first.claim_within(601, 1000));
         drop(first);
         assert!(second.claim_within(1000, 1000));
+        drop(second);
+        // What placing the upload frees counts as room.
+        let mut upload = storage.begin_upload(&dir, name("a")).unwrap();
+        upload.write(&[1; 600]).unwrap();
+        storage.commit(upload, Digest::of(b"any")).unwrap();
+        let mut replacing = storage.begin_upload(&dir, name("a")).unwrap();
+        assert!(replacing.claim_within(1000, 1000));
+        let mut other = storage.begin_upload(&dir, name("b")).unwrap();
+        assert!(!other.claim_within(1, 1000));
     }
 
     #[test]

@@ -76,9 +76,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Prepares the storage root (creating it, removing temporary files a
-    /// crash left behind and expired partial uploads) and binds the
-    /// listener.
+    /// Binds the listeners, then prepares the storage root (creating it,
+    /// registering this server in it, removing the temporary files of
+    /// servers that died and expired partial uploads). A failure to bind
+    /// leaves the root untouched.
     pub fn bind(config: Config, users: Users) -> io::Result<Server> {
         if let Some(addr) = config.control_listen {
             let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
@@ -91,16 +92,6 @@ impl Server {
                 return Err(invalid("the control port needs a token".to_owned()));
             }
         }
-        let options = storage::Options {
-            fsync: config.fsync,
-            partial_ttl: config.partial_ttl,
-        };
-        let storage = Storage::open(&config.storage, options).map_err(|err| {
-            io::Error::new(
-                err.kind(),
-                format!("storage {}: {err}", config.storage.display()),
-            )
-        })?;
         let listener = std::net::TcpListener::bind(config.listen).map_err(|err| {
             io::Error::new(
                 err.kind(),
@@ -119,6 +110,18 @@ impl Server {
             })?),
             None => None,
         };
+        // Only now, with every listener bound: a start that fails (a port
+        // in use) touches nothing under the root.
+        let options = storage::Options {
+            fsync: config.fsync,
+            partial_ttl: config.partial_ttl,
+        };
+        let storage = Storage::open(&config.storage, options).map_err(|err| {
+            io::Error::new(
+                err.kind(),
+                format!("storage {}: {err}", config.storage.display()),
+            )
+        })?;
         let mut services = Services::new(users, storage, config.max_file_size);
         services.policy = config.policy.clone();
         services.users_file = config.users_file.clone();

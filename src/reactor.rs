@@ -21,7 +21,8 @@
 //! not pushed again: when its entry comes up, the session's current
 //! deadline is read and the entry re-armed, so each connection has about
 //! one entry however busy it is. With no connections there are no entries
-//! and an idle server makes no wake-ups.
+//! and an idle server wakes only for the storage's housekeeping (expiring
+//! partials: once a minute, or every half partial TTL when that is less).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -333,6 +334,7 @@ impl Reactor {
                 }
             }
             self.fire_timers(now);
+            self.services.storage.housekeeping(now);
             for key in std::mem::take(&mut self.ready) {
                 self.drive(key);
             }
@@ -369,7 +371,12 @@ impl Reactor {
         };
         let resume = self.listeners.iter().filter_map(|l| l.paused_until).min();
         let timer = self.timers.peek().map(|Reverse((when, _))| *when);
-        let next = [drain, resume, timer].into_iter().flatten().min()?;
+        // Expiry of partials, and sweeping the files of stopped servers.
+        let storage = Some(self.services.storage.next_housekeeping());
+        let next = [drain, resume, timer, storage]
+            .into_iter()
+            .flatten()
+            .min()?;
         // mio rounds up to whole milliseconds, so this never wakes early.
         Some(next.saturating_duration_since(Instant::now()))
     }

@@ -1,6 +1,8 @@
 //! The few Linux system calls std does not offer, each behind a safe
 //! function: opening a name relative to a directory handle (`openat2`,
-//! `openat`), renaming and unlinking relative to directory handles,
+//! `openat`), renaming (also without replacing, `renameat2`) and unlinking
+//! relative to directory handles, random bytes (`getrandom`), the mount
+//! a descriptor is on (`statx`),
 //! creating a directory relative to one, listing a directory from its
 //! handle and describing its entries (`fstatat`), starting or awaiting
 //! write-back of part of a file (`sync_file_range`), sending part of a
@@ -168,6 +170,100 @@ pub fn renameat(
         )
     })
     .map(drop)
+}
+
+/// `renameat2(from_dir, from, to_dir, to, RENAME_NOREPLACE)`: moves `from`
+/// to `to` only if `to` does not exist (`AlreadyExists` otherwise), in one
+/// atomic step, so a rename can never replace a file someone else holds.
+/// File systems without the flag (`EINVAL`) and kernels without the call
+/// (`ENOSYS`) get `linkat` + `unlinkat`, which is just as exclusive (a
+/// link never replaces a name); only a crash between the two calls leaves
+/// the file under both names.
+pub fn renameat_noreplace(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &CStr,
+) -> io::Result<()> {
+    // SAFETY: both descriptors are live, both names NUL-terminated, and
+    // the flag is a plain integer; the raw syscall is used because not
+    // every libc wraps it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(err);
+    }
+    // SAFETY: as above; flags 0 never follows a symlink at `from`.
+    cvt(unsafe {
+        libc::linkat(
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+            0,
+        )
+    })?;
+    unlinkat(from_dir, from)
+}
+
+/// Which mount `fd` is on: its mount id (`statx` with `STATX_MNT_ID`,
+/// Linux 5.8), or where the kernel does not say, its device number. A
+/// rename works only within one mount, and a bind mount of a directory of
+/// the same file system has the same device but another mount id.
+pub fn mount_of(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `fd` is live, the empty name is NUL-terminated (with
+    // AT_EMPTY_PATH it means `fd` itself), and `stx` points at writable
+    // memory the size of a `struct statx`.
+    cvt(unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: statx succeeded and the struct was zeroed before, so every
+    // field holds a value.
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & libc::STATX_MNT_ID != 0 {
+        Ok(stx.stx_mnt_id)
+    } else {
+        Ok(libc::makedev(stx.stx_dev_major, stx.stx_dev_minor))
+    }
+}
+
+/// Fills `buf` with random bytes from the kernel (`getrandom`, blocking
+/// only until the pool is first initialised, early at boot).
+pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: `rest` is writable memory of exactly `rest.len()` bytes.
+        let ret = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        filled += ret as usize;
+    }
+    Ok(())
 }
 
 /// `unlinkat(dir, name, 0)`: removes one name of a non-directory (a

@@ -165,18 +165,31 @@ fn stale_temp_files_are_removed_at_startup() {
     let builder = ServerBuilder::new();
     let tmp = builder.storage().join(".ferry").join("tmp");
     fs::create_dir_all(&tmp).unwrap();
-    fs::write(tmp.join("stale-1"), b"half an upload").unwrap();
-    fs::write(tmp.join("stale-2.tmp"), vec![0u8; 10_000]).unwrap();
-    fs::write(tmp.join(".hidden-stale"), b"x").unwrap();
+    // Files of a server that is gone: its instance file is not locked.
+    let dead = "0123456789abcdef0123456789abcdef";
+    let instances = builder.storage().join(".ferry").join("instances");
+    fs::create_dir_all(&instances).unwrap();
+    fs::write(instances.join(dead), b"").unwrap();
+    fs::write(tmp.join(format!("{dead}-upload-1")), b"half an upload").unwrap();
+    fs::write(tmp.join(format!("{dead}-sum-2")), vec![0u8; 10_000]).unwrap();
+    // Files of an older ferryd, which might still be running, and of an
+    // id no instance file names: kept.
+    fs::write(tmp.join("upload-1-7"), b"x").unwrap();
+    let unknown = format!("{}-upload-3", "f".repeat(32));
+    fs::write(tmp.join(&unknown), b"x").unwrap();
     let alice_dir = builder.storage().join(ALICE);
     fs::create_dir(&alice_dir).unwrap();
     fs::write(alice_dir.join("keep.txt"), b"user data").unwrap();
 
     let server = builder.start();
+    let mut left = server.tmp_entries();
+    left.sort();
+    assert_eq!(left, vec![tmp.join(&unknown), tmp.join("upload-1-7")]);
+    assert!(!instances.join(dead).exists());
     assert!(
-        wait_until(Duration::from_secs(1), || server.tmp_entries().is_empty()),
-        "stale temp files left: {:?}",
-        server.tmp_entries()
+        server.stderr_text().contains("2 file(s) in"),
+        "{}",
+        server.stderr_text()
     );
     assert_eq!(fs::read(alice_dir.join("keep.txt")).unwrap(), b"user data");
     let mut c = server.alice();

@@ -1020,6 +1020,14 @@ impl Session {
             return 0;
         };
         let max = put.limit;
+        // A chunked body claims its bytes as they arrive, against the one
+        // count every upload of the user shares (a declared length claimed
+        // them all at the start).
+        let chunked_quota = match put.framing {
+            Framing::Chunked(_) => services.policy.user_quota,
+            Framing::Length { .. } => None,
+        };
+        let mut over_quota = false;
         let Put {
             framing,
             sink,
@@ -1029,7 +1037,13 @@ impl Session {
         } = &mut **put;
         let mut write = |bytes: &[u8]| {
             *received += bytes.len() as u64;
-            if *received > max {
+            if *received > max || over_quota {
+                return;
+            }
+            if let (Some(quota), Ok(upload)) = (chunked_quota, &mut *sink)
+                && !upload.claim_within(*received, quota)
+            {
+                over_quota = true;
                 return;
             }
             hasher.update(bytes);
@@ -1061,12 +1075,20 @@ impl Session {
                 }
             },
         };
-        if put.received > max {
+        if put.received > max || over_quota {
             let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
                 unreachable!();
             };
-            let over = put.over_quota;
-            self.abort_upload(*put, "body over the size limit", services);
+            let over = match chunked_quota {
+                Some(quota) if over_quota => Some(OverQuota::Bytes { quota }),
+                _ => put.over_quota,
+            };
+            let reason = if over_quota {
+                "body over the quota"
+            } else {
+                "body over the size limit"
+            };
+            self.abort_upload(*put, reason, services);
             match over {
                 Some(over) => self.quota_error(over, services),
                 None => self.error(413, After::Close, services),

@@ -191,6 +191,27 @@ impl Dir {
         Ok(file)
     }
 
+    /// Opens the regular file `name` for reading and writing, creating it
+    /// (mode `mode`) when it does not exist: a lock file.
+    pub fn open_or_create(&self, name: &str, mode: u32) -> io::Result<File> {
+        let fd = sys::open_beneath(
+            self.as_fd(),
+            &c_name(name.as_ref())?,
+            libc::O_RDWR | libc::O_CREAT | libc::O_NOCTTY | libc::O_NONBLOCK,
+            mode,
+        )?;
+        let file = File::from(fd);
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return Err(io::Error::other(format!("{name} is not a regular file")));
+        }
+        // Exactly `mode` when just created, whatever the umask.
+        if meta.permissions().mode() & 0o7777 != mode && meta.len() == 0 {
+            file.set_permissions(Permissions::from_mode(mode))?;
+        }
+        Ok(file)
+    }
+
     /// Renames `from` in this directory to `to` in `to_dir`, replacing
     /// whatever name `to` was (a symlink there is replaced, never followed).
     pub fn rename(
@@ -200,6 +221,24 @@ impl Dir {
         to: impl AsRef<OsStr>,
     ) -> io::Result<()> {
         sys::renameat(
+            self.as_fd(),
+            &c_name(from.as_ref())?,
+            to_dir.as_fd(),
+            &c_name(to.as_ref())?,
+        )
+    }
+
+    /// Renames `from` in this directory to `to` in `to_dir` only if `to`
+    /// does not exist (`AlreadyExists` otherwise): temporary files and
+    /// partials are moved with this, so a move never replaces a file that
+    /// another upload (of this server or another one) holds.
+    pub fn rename_noreplace(
+        &self,
+        from: impl AsRef<OsStr>,
+        to_dir: &Dir,
+        to: impl AsRef<OsStr>,
+    ) -> io::Result<()> {
+        sys::renameat_noreplace(
             self.as_fd(),
             &c_name(from.as_ref())?,
             to_dir.as_fd(),
@@ -229,6 +268,12 @@ impl Dir {
     /// Sets the directory's own permission bits.
     pub fn set_mode(&self, mode: u32) -> io::Result<()> {
         self.handle.set_permissions(Permissions::from_mode(mode))
+    }
+
+    /// The mount the directory is on (see [`sys::mount_of`]): renames
+    /// work only within one.
+    pub fn mount(&self) -> io::Result<u64> {
+        sys::mount_of(self.as_fd())
     }
 
     /// The directory's own metadata.
@@ -337,6 +382,17 @@ mod tests {
         );
         sub.rename("f", &dir, "g").unwrap();
         assert_eq!(dir.names().unwrap().len(), 2);
+        // A move that would replace a file fails and changes nothing.
+        sub.create_new("f", 0o600)
+            .unwrap()
+            .write_all(b"mine")
+            .unwrap();
+        let err = sub.rename_noreplace("f", &dir, "g").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(tmp.path().join("sub/f")).unwrap(), b"mine");
+        sub.rename_noreplace("f", &dir, "h").unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("h")).unwrap(), b"mine");
+        dir.remove("h").unwrap();
         dir.remove("g").unwrap();
         assert!(dir.remove("sub").is_err());
     }

@@ -7,7 +7,10 @@
 //!   <user>/                        0700, one per user, created on first login
 //!     <name>                       0600, complete files only
 //!   .ferry/                        the server's own (usernames never start with '.')
-//!     tmp/                         uploads in progress, emptied at start-up
+//!     instances.lock               held while a server registers or sweeps
+//!     instances/<id>               one per running server, flock-ed while it lives
+//!     tmp/<id>-*                   that server's uploads in progress and records
+//!                                  being written; removed once the server is dead
 //!     users/<user>/
 //!       sums/<name>                SHA-256 record of <user>/<name>
 //!       partial/<name>             bytes of an interrupted upload of <name>
@@ -23,6 +26,16 @@
 //! writing: symlinks, directories, FIFOs, sockets and devices in a user
 //! directory are refused, not listed, never followed and never opened.
 //!
+//! Several servers may share one root (see [`instance`]): each has a
+//! random 128-bit id that starts the names of its temporary files, holds a lock on its
+//! instance file while it runs, and a start or a periodic sweep removes
+//! only the temporary files of servers whose lock is free (dead ones).
+//! Temporary files and partials are only ever moved with
+//! `RENAME_NOREPLACE`, so a move can never replace a file someone holds.
+//! User directories must be on the file system of `.ferry` (uploads are
+//! renamed across): the root is refused at start otherwise, and an upload
+//! into a directory mounted later fails before its body is read.
+//!
 //! Durability: uploads never write in place. They go to a fresh file in
 //! `.ferry/tmp/` (handed to the disk while it streams in, see [`Upload`]),
 //! which is synced, renamed over the final name, and the directory synced,
@@ -37,23 +50,26 @@
 //! tied to the file's identity, so asking for it costs no re-read.
 
 mod dir;
+mod instance;
 mod record;
 mod upload;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::{DirBuilder, File, Metadata};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::integrity::{Digest, Hasher};
 use crate::protocol::name::{self, FileName};
 
 use dir::Dir;
+use instance::Instance;
 pub use record::Identity;
 pub use upload::Upload;
 
@@ -73,6 +89,21 @@ const PARTIAL_SUMS_DIR: &str = "partial-sums";
 /// Record keys.
 const SHA256_KEY: &str = "sha256";
 const STATE_KEY: &str = "sha256-state";
+
+/// How long a user's running usage counts are trusted before a login that
+/// finds no session of that user open counts the directory again: files
+/// planted behind the server's back, or stored by another server sharing
+/// the root, are picked up then. Counting 100,000 files takes about a
+/// quarter of a second of the one thread, so not at every login.
+const RESYNC_AFTER: Duration = Duration::from_secs(5 * 60);
+/// The most partials the periodic expiry looks at in one turn of the
+/// loop (a `stat` each, an unlink for the expired): a few milliseconds at
+/// most, so sessions never wait long behind it.
+const SWEEP_BUDGET: usize = 256;
+/// Longest time between two expiry passes: an expired partial leaves the
+/// disk at most this long (or half the TTL, if shorter) after it expired.
+const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(60);
+const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
 /// How long an interrupted upload is kept for resuming by default.
 pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -144,7 +175,7 @@ pub struct Entry {
     pub mtime: i64,
 }
 
-/// The storage root. Exactly one server may use a root at a time.
+/// The storage root. Several servers may share it (see the module docs).
 ///
 /// Every operation is made relative to an open directory handle: the root
 /// is opened once, by path, at start; everything below it, by single names
@@ -160,10 +191,88 @@ pub struct Storage {
     tmp: RefCell<Arc<Dir>>,
     /// `.ferry/users`.
     users: Dir,
+    /// `.ferry/instances`.
+    instances: Dir,
+    /// This server's registration: its id and the lock that says it lives.
+    instance: Instance,
     options: Options,
     next_tmp: Cell<u64>,
     /// The open directories of logged-in users, shared by their sessions.
     user_dirs: RefCell<HashMap<String, Weak<UserDirs>>>,
+    /// Every user's running usage counts, kept across logins.
+    tallies: RefCell<HashMap<String, Arc<Tally>>>,
+    /// The periodic expiry of partials.
+    sweep: RefCell<Sweep>,
+}
+
+/// What a user stores, as running counts: taken once by listing the
+/// directory (at the first quota check that needs them), then kept current
+/// by every change this server makes, so a quota check costs no listing.
+#[derive(Debug)]
+struct Tally {
+    /// The user directory counted: (device, inode).
+    of: (u64, u64),
+    counts: Mutex<Option<Counts>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    /// Bytes and number of the regular files.
+    stored: u64,
+    files: u64,
+    /// Bytes of the partials of interrupted uploads.
+    partial: u64,
+    taken: Instant,
+}
+
+impl Tally {
+    fn new(of: (u64, u64)) -> Tally {
+        Tally {
+            of,
+            counts: Mutex::new(None),
+        }
+    }
+
+    fn get(&self) -> Option<Counts> {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, counts: Counts) {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()) = Some(counts);
+    }
+
+    /// Applies a change the server made, if the counts were taken.
+    fn change(&self, apply: impl FnOnce(&mut Counts)) {
+        if let Some(counts) = self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            apply(counts);
+        }
+    }
+
+    /// Counts that may be trusted for a new set of handles.
+    fn fresh(&self) -> bool {
+        self.get()
+            .is_none_or(|counts| counts.taken.elapsed() < RESYNC_AFTER)
+    }
+}
+
+/// Where the periodic expiry of partials is: a pass visits every user's
+/// partials, [`SWEEP_BUDGET`] of them per turn.
+#[derive(Debug)]
+struct Sweep {
+    /// When the next pass starts (or the current one continues).
+    next: Instant,
+    /// Users still to visit in this pass.
+    users: Vec<OsString>,
+    /// The user being visited, their partial and partial-sums
+    /// directories, and the names still to look at.
+    current: Option<(String, Dir, Option<Dir>, Vec<OsString>)>,
+    /// A pass is running.
+    running: bool,
 }
 
 /// A user's private directory and the server's records about it, handed
@@ -185,6 +294,12 @@ struct UserDirs {
     partial_sums: Dir,
     /// What this user's running uploads claim against the quota.
     claims: Claims,
+    /// What the user stores, as running counts.
+    tally: Arc<Tally>,
+    /// The user directory is on another file system than this server's
+    /// temporary directory (mounted there): uploads cannot be renamed
+    /// into it, so they are refused before their body is read.
+    foreign: Option<String>,
 }
 
 /// The share of a user's quota that uploads in progress hold: each claims
@@ -220,6 +335,15 @@ pub struct Usage {
     pub files: u64,
 }
 
+impl UserDirs {
+    fn usage(&self, counts: Counts) -> Usage {
+        Usage {
+            bytes: counts.stored + counts.partial + self.claims.bytes.load(Ordering::Relaxed),
+            files: counts.files + self.claims.files.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl UserDir {
     #[cfg(test)]
     fn file(&self, name: &str) -> PathBuf {
@@ -237,9 +361,11 @@ pub struct Resumed {
 }
 
 impl Storage {
-    /// Opens (and creates, mode 0700) the storage root, removes the
-    /// temporary files of uploads that a crash left behind, and removes
-    /// interrupted uploads that have expired.
+    /// Opens (and creates, mode 0700) the storage root, registers this
+    /// server in it, removes the temporary files of servers that died
+    /// (never those of a live one), and removes interrupted uploads that
+    /// have expired. Fails, saying which, if a user directory is on
+    /// another file system than `.ferry`.
     pub fn open(root: &Path, options: Options) -> io::Result<Storage> {
         let created = !root.is_dir();
         if created {
@@ -258,18 +384,41 @@ impl Storage {
         let private = root_dir.ensure_dir(PRIVATE_DIR, DIR_MODE, durable)?;
         let tmp = private.ensure_dir(TMP_DIR, DIR_MODE, durable)?;
         let users = private.ensure_dir(USERS_DIR, DIR_MODE, durable)?;
+        let instances = private.ensure_dir(instance::INSTANCES_DIR, DIR_MODE, durable)?;
+        check_same_file_system(root, &root_dir, &tmp, &users)?;
+        let (instance, swept) = instance::register(&private, &instances, &tmp, durable)?;
+        if swept.instances > 0 || swept.files > 0 {
+            log::info!(
+                "removed {} temporary upload file(s) of {} stopped server(s)",
+                swept.files,
+                swept.instances
+            );
+        }
+        report_unowned_tmp_files(root, &instances, &tmp);
         let storage = Storage {
             path: root.to_path_buf(),
             root: root_dir,
             private,
             tmp: RefCell::new(Arc::new(tmp)),
             users,
+            instances,
+            instance,
             options,
             next_tmp: Cell::new(0),
             user_dirs: RefCell::new(HashMap::new()),
+            tallies: RefCell::new(HashMap::new()),
+            sweep: RefCell::new(Sweep {
+                next: Instant::now(),
+                users: Vec::new(),
+                current: None,
+                running: false,
+            }),
         };
-        storage.remove_stale_tmp()?;
-        storage.remove_expired_partials()?;
+        // The first pass, whole, before serving.
+        let expired = storage.sweep_partials(usize::MAX);
+        if expired > 0 {
+            log::info!("removed {expired} expired partial upload(s)");
+        }
         Ok(storage)
     }
 
@@ -277,62 +426,125 @@ impl Storage {
         &self.path
     }
 
-    /// Removes everything a previous run left in the temporary directory:
-    /// uploads that never completed (an upload cut off by a crash is not
-    /// kept as a partial: nothing says how much of it reached the disk).
-    fn remove_stale_tmp(&self) -> io::Result<()> {
-        let mut stale = 0;
-        let tmp = self.tmp();
-        for name in tmp.names()? {
-            match tmp.remove(&name) {
-                Ok(()) => stale += 1,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                // Something ferryd did not put there (a directory, a file it
-                // may not remove): temporary names cannot collide with it,
-                // so it is reported rather than made fatal.
-                Err(err) => log::warn!(
-                    "cannot remove {}: {err}",
-                    self.path
-                        .join(PRIVATE_DIR)
-                        .join(TMP_DIR)
-                        .join(&name)
-                        .display()
-                ),
-            }
-        }
-        if stale > 0 {
-            log::info!("removed {stale} stale temporary upload file(s)");
-        }
-        Ok(())
+    /// This server's id among the servers sharing the root.
+    pub fn instance_id(&self) -> &str {
+        &self.instance.id
     }
 
-    fn remove_expired_partials(&self) -> io::Result<()> {
+    /// When [`Storage::housekeeping`] next has work.
+    pub fn next_housekeeping(&self) -> Instant {
+        self.sweep.borrow().next
+    }
+
+    /// Removes expired partials (a bounded number per call) and, once per
+    /// pass, the temporary files of servers sharing the root that died.
+    /// Called by the event loop when [`Storage::next_housekeeping`] comes.
+    pub fn housekeeping(&self, now: Instant) {
+        if now < self.next_housekeeping() {
+            return;
+        }
+        let expired = self.sweep_partials(SWEEP_BUDGET);
+        if expired > 0 {
+            log::info!("removed {expired} expired partial upload(s)");
+        }
+    }
+
+    /// Continues (or starts) a pass over every user's partials, looking at
+    /// up to `budget` of them; returns how many expired ones it removed.
+    fn sweep_partials(&self, mut budget: usize) -> usize {
+        let mut sweep = self.sweep.borrow_mut();
+        if !sweep.running {
+            sweep.running = true;
+            sweep.users = self.users.names().unwrap_or_default();
+            sweep.current = None;
+            self.sweep_instances();
+        }
         let mut expired = 0;
-        for user in self.users.names()? {
-            let Ok(records) = self.users.open_dir(&user) else {
+        while budget > 0 {
+            budget -= 1;
+            if let Some((user, partials, sums, names)) = &mut sweep.current {
+                let Some(name) = names.pop() else {
+                    sweep.current = None;
+                    continue;
+                };
+                let Ok(meta) = partials.stat(&name) else {
+                    continue;
+                };
+                if meta.file_type().is_file()
+                    && self.is_expired(&meta)
+                    && self.remove_expired(partials, &name, &meta)
+                {
+                    if let Some(sums) = sums {
+                        record::remove(sums, &name);
+                    }
+                    if let Some(tally) = self.tallies.borrow().get(user.as_str()) {
+                        tally.change(|c| c.partial = c.partial.saturating_sub(meta.len()));
+                    }
+                    expired += 1;
+                }
+                continue;
+            }
+            let Some(user) = sweep.users.pop() else {
+                sweep.running = false;
+                let interval =
+                    (self.options.partial_ttl / 2).clamp(SWEEP_INTERVAL_MIN, SWEEP_INTERVAL_MAX);
+                sweep.next = Instant::now() + interval;
+                return expired;
+            };
+            let Some(records) = user.to_str().and_then(|u| self.users.open_dir(u).ok()) else {
                 continue;
             };
             let Ok(partials) = records.open_dir(PARTIAL_DIR) else {
                 continue;
             };
+            let names = partials.names().unwrap_or_default();
             let sums = records.open_dir(PARTIAL_SUMS_DIR).ok();
-            for name in partials.names()? {
-                let Ok(meta) = partials.stat(&name) else {
-                    continue;
-                };
-                if meta.file_type().is_file() && self.is_expired(&meta) {
-                    record::remove(&partials, &name);
-                    if let Some(sums) = &sums {
-                        record::remove(sums, &name);
-                    }
-                    expired += 1;
-                }
-            }
+            let user = user.to_string_lossy().into_owned();
+            sweep.current = Some((user, partials, sums, names));
         }
-        if expired > 0 {
-            log::info!("removed {expired} expired partial upload(s)");
+        // Budget spent: go on at the next turn.
+        sweep.next = Instant::now();
+        expired
+    }
+
+    /// Removes the partial `name` if it is still the expired file `meta`
+    /// describes. Another server may have continued it, or put a newer
+    /// partial in its place, since it was looked at: so it is first moved
+    /// out of the way (never over anything), checked, and put back if it
+    /// is not the one.
+    fn remove_expired(&self, partials: &Dir, name: &OsStr, meta: &Metadata) -> bool {
+        let tmp = self.tmp();
+        let tmp_name = self.tmp_name("expired");
+        if partials.rename_noreplace(name, &tmp, &tmp_name).is_err() {
+            return false;
         }
-        Ok(())
+        let same = tmp
+            .stat(&tmp_name)
+            .is_ok_and(|now| (now.dev(), now.ino()) == (meta.dev(), meta.ino()));
+        if same {
+            record::remove(&tmp, &tmp_name);
+            return true;
+        }
+        if let Err(err) = tmp.rename_noreplace(&tmp_name, partials, name) {
+            // A newer one took the name meanwhile: that one is kept.
+            log::debug!("partial {}: {err}", name.to_string_lossy());
+            record::remove(&tmp, &tmp_name);
+        }
+        false
+    }
+
+    /// Removes the temporary files of servers on this root that died
+    /// since (unless another server is sweeping right now).
+    fn sweep_instances(&self) {
+        match instance::sweep(&self.private, &self.instances, &self.tmp()) {
+            Ok(swept) if swept.instances > 0 || swept.files > 0 => log::info!(
+                "removed {} temporary upload file(s) of {} stopped server(s)",
+                swept.files,
+                swept.instances
+            ),
+            Ok(_) => {}
+            Err(err) => log::warn!("cannot sweep stopped servers' files: {err}"),
+        }
     }
 
     fn is_expired(&self, meta: &Metadata) -> bool {
@@ -375,11 +587,14 @@ impl Storage {
         Ok((fresh, tmp_name, file))
     }
 
-    /// A fresh name in the temporary directory.
+    /// A fresh name in the temporary directory, unique across servers
+    /// sharing the root, hosts and PID namespaces: it starts with this
+    /// server's random 128-bit id (which only this server uses), and is
+    /// created with `O_EXCL` all the same.
     fn tmp_name(&self, kind: &str) -> String {
         let serial = self.next_tmp.get();
         self.next_tmp.set(serial + 1);
-        format!("{kind}-{}-{serial}", std::process::id())
+        format!("{}-{kind}-{serial}", self.instance.id)
     }
 
     /// The directory of `user` (a valid username), created mode 0700 on
@@ -392,13 +607,38 @@ impl Storage {
         let durable = self.options.fsync;
         let files = self.root.ensure_dir(user, DIR_MODE, durable)?;
         let records = self.users.ensure_dir(user, DIR_MODE, durable)?;
+        let partial = records.ensure_dir(PARTIAL_DIR, DIR_MODE, durable)?;
+        let held = files.metadata()?;
+        let tmp_mount = self.tmp().mount()?;
+        let path = self.path.join(user);
+        let foreign = [files.mount()?, partial.mount()?]
+            .into_iter()
+            .any(|mount| mount != tmp_mount)
+            .then(|| cross_device_message(&path, &self.path));
+        if let Some(message) = &foreign {
+            log::error!("{message}");
+        }
+        let of = (held.dev(), held.ino());
+        let tally = {
+            let mut tallies = self.tallies.borrow_mut();
+            match tallies.get(user) {
+                Some(tally) if tally.of == of && tally.fresh() => Arc::clone(tally),
+                _ => {
+                    let tally = Arc::new(Tally::new(of));
+                    tallies.insert(user.to_owned(), Arc::clone(&tally));
+                    tally
+                }
+            }
+        };
         let inner = Arc::new(UserDirs {
-            path: self.path.join(user),
+            path,
             files,
             sums: records.ensure_dir(SUMS_DIR, DIR_MODE, durable)?,
-            partial: records.ensure_dir(PARTIAL_DIR, DIR_MODE, durable)?,
+            partial,
             partial_sums: records.ensure_dir(PARTIAL_SUMS_DIR, DIR_MODE, durable)?,
             claims: Claims::default(),
+            tally,
+            foreign,
         });
         let mut cache = self.user_dirs.borrow_mut();
         cache.retain(|_, dirs| dirs.strong_count() > 0);
@@ -448,29 +688,46 @@ impl Storage {
     }
 
     /// What a user stores and holds now, as the quota counts it: regular
-    /// files, the live partials of interrupted uploads (bytes only), and
-    /// what the uploads in progress claim.
+    /// files, the partials of interrupted uploads (bytes only; an expired
+    /// one counts until the periodic expiry removes it), and what the
+    /// uploads in progress claim. O(1): the directory is listed once, at
+    /// the first call, and the counts are then kept current by the
+    /// server's own changes (see [`RESYNC_AFTER`] for the rest).
     pub fn usage(&self, dir: &UserDir) -> Result<Usage, StorageError> {
+        let counts = match dir.inner.tally.get() {
+            Some(counts) => counts,
+            None => {
+                let counts = self.count(dir)?;
+                dir.inner.tally.set(counts);
+                counts
+            }
+        };
+        Ok(dir.inner.usage(counts))
+    }
+
+    /// Lists the user's files and partials to take the running counts.
+    fn count(&self, dir: &UserDir) -> Result<Counts, StorageError> {
+        let taken = Instant::now();
         let entries = self.list(dir)?;
-        let mut bytes: u64 = entries.iter().map(|e| e.size).sum();
+        let stored: u64 = entries.iter().map(|e| e.size).sum();
+        let mut partial_bytes = 0;
         let partial = &dir.inner.partial;
         for name in partial.names()? {
             let Some(name) = name.to_str() else {
                 continue;
             };
-            match partial.stat(name) {
-                Ok(meta) if meta.file_type().is_file() && !self.is_expired(&meta) => {
-                    bytes += meta.len();
-                }
-                // Gone meanwhile (claimed by a resume), expired, or not ours.
+            match partial.entry(name) {
+                Ok(meta) if meta.is_file => partial_bytes += meta.len,
+                // Gone meanwhile (claimed by a resume), or not ours.
                 Ok(_) | Err(StorageError::NotFound | StorageError::NotRegular) => {}
                 Err(err) => return Err(err),
             }
         }
-        let claims = &dir.inner.claims;
-        Ok(Usage {
-            bytes: bytes + claims.bytes.load(Ordering::Relaxed),
-            files: entries.len() as u64 + claims.files.load(Ordering::Relaxed),
+        Ok(Counts {
+            stored,
+            files: entries.len() as u64,
+            partial: partial_bytes,
+            taken,
         })
     }
 
@@ -556,7 +813,14 @@ impl Storage {
     }
 
     fn discard_partial(&self, dir: &UserDir, name: &str) {
-        record::remove(&dir.inner.partial, name);
+        if let Ok(meta) = dir.inner.partial.stat(name)
+            && meta.file_type().is_file()
+        {
+            record::remove(&dir.inner.partial, name);
+            dir.inner
+                .tally
+                .change(|c| c.partial = c.partial.saturating_sub(meta.len()));
+        }
         record::remove(&dir.inner.partial_sums, name);
     }
 
@@ -575,11 +839,15 @@ impl Storage {
     /// [`Storage::commit`].
     pub fn begin_upload(&self, dir: &UserDir, name: FileName<'_>) -> Result<Upload, StorageError> {
         let new_name = self.check_target(dir, name)?;
+        cross_device(dir)?;
         let (tmp, tmp_name, file) = self.create_tmp("upload").map_err(StorageError::Io)?;
         let mut upload = Upload::new(file, &tmp, tmp_name, 0, dir, name, self.options.fsync);
         if new_name {
             upload.claim_file();
         }
+        // Placing it replaces the file and supersedes the partial.
+        let held = self.partial_len(dir, name).unwrap_or(0);
+        upload.give_back(self.size_of(dir, name).unwrap_or(0).saturating_add(held));
         Ok(upload)
     }
 
@@ -594,6 +862,7 @@ impl Storage {
         offset: u64,
     ) -> Result<Resumed, StorageError> {
         let new_name = self.check_target(dir, name)?;
+        cross_device(dir)?;
         let held = self.partial(dir, name)?;
         let held_len = held.as_ref().map_or(0, |meta| meta.len());
         if offset > held_len {
@@ -617,14 +886,23 @@ impl Storage {
             .filter(|hasher| hasher.len() == held_len && offset == held_len);
         let tmp = self.tmp();
         let tmp_name = self.tmp_name("upload");
-        match dir.inner.partial.rename(name.as_str(), &tmp, &tmp_name) {
+        // Never over an existing file: the name is this server's own, but
+        // a move must not be able to replace anything, whatever happened.
+        match dir
+            .inner
+            .partial
+            .rename_noreplace(name.as_str(), &tmp, &tmp_name)
+        {
             Ok(()) => {}
-            // Another session took it a moment ago.
+            // Another session (or server) took it a moment ago.
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
                 return Err(StorageError::OffsetPastHeld { offset, held: 0 });
             }
             Err(err) => return Err(StorageError::Io(err)),
         }
+        dir.inner
+            .tally
+            .change(|c| c.partial = c.partial.saturating_sub(held_len));
         record::remove(&dir.inner.partial_sums, name.as_str());
         let file = match tmp.open_regular(&tmp_name, true) {
             Ok(file) => file,
@@ -640,8 +918,18 @@ impl Storage {
             upload.claim_file();
         }
         let claimed = Identity::of_file(upload.file())?;
+        if claimed.size() < offset {
+            // Replaced by a shorter partial between the look and the move
+            // (another server): cutting would add zeros. It goes back.
+            self.keep_partial(upload, None);
+            return Err(StorageError::OffsetPastHeld {
+                offset,
+                held: claimed.size(),
+            });
+        }
         let hasher = saved.filter(|_| claimed.same_inode(&before) && claimed.size() == held_len);
         upload.cut_to(offset)?;
+        upload.give_back(self.size_of(dir, name).unwrap_or(0));
         Ok(Resumed { upload, hasher })
     }
 
@@ -654,7 +942,14 @@ impl Storage {
     /// client is never told an upload is safe that may not be. A partial of
     /// the same name is superseded and removed.
     pub fn commit(&self, upload: Upload, sha256: Digest) -> io::Result<()> {
+        let (dir, name) = upload.target();
+        let replaced = dir.inner.files.stat(name).ok().filter(Metadata::is_file);
+        let len = upload.len();
         let (file, dir, name) = upload.into_place(self.options.fsync)?;
+        dir.inner.tally.change(|c| {
+            c.stored = (c.stored + len).saturating_sub(replaced.as_ref().map_or(0, Metadata::len));
+            c.files += u64::from(replaced.is_none());
+        });
         match Identity::of_file(&file) {
             Ok(identity) => self.record_digest(&dir, &name, &identity, sha256),
             Err(err) => log::warn!("cannot record the digest of {name:?}: {err}"),
@@ -678,6 +973,10 @@ impl Storage {
         // unlinkat removes a name, whatever it is by now: even if it was
         // swapped for something else since the check, nothing is followed.
         files.remove(name.as_str())?;
+        dir.inner.tally.change(|c| {
+            c.stored = c.stored.saturating_sub(meta.len());
+            c.files = c.files.saturating_sub(1);
+        });
         record::remove(&dir.inner.sums, name.as_str());
         if self.options.fsync {
             files.sync()?;
@@ -694,13 +993,16 @@ impl Storage {
         if len == 0 {
             return;
         }
-        let (file, dir, name) = match upload.into_partial() {
+        let (file, dir, name, older) = match upload.into_partial() {
             Ok(kept) => kept,
             Err(err) => {
                 log::warn!("cannot keep an interrupted upload: {err}");
                 return;
             }
         };
+        dir.inner
+            .tally
+            .change(|c| c.partial = (c.partial + len).saturating_sub(older));
         let saved = match (hasher, Identity::of_file(&file)) {
             (Some(hasher), Ok(identity)) if hasher.len() == len => {
                 let state = hex::encode(hasher.save());
@@ -721,6 +1023,69 @@ impl Storage {
             log::debug!("no saved hash state for the partial {name:?}: {err}");
             record::remove(&dir.inner.partial_sums, &name);
         }
+    }
+}
+
+/// Refuses an upload into a user directory that is on another file
+/// system than the temporary directory, before any byte is received.
+fn cross_device(dir: &UserDir) -> Result<(), StorageError> {
+    match &dir.inner.foreign {
+        Some(message) => Err(StorageError::Io(io::Error::new(
+            io::ErrorKind::CrossesDevices,
+            message.clone(),
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn cross_device_message(dir: &Path, root: &Path) -> String {
+    format!(
+        "{} is on another mount than {} (a bind mount or another file system): \
+         uploads are written in the latter and renamed into place, which cannot \
+         cross mounts; mount the whole storage root instead",
+        dir.display(),
+        root.join(PRIVATE_DIR).join(TMP_DIR).display()
+    )
+}
+
+/// Refuses a root where `.ferry/users` or an existing user directory is
+/// on another mount than `.ferry/tmp` (a bind mount of the same file
+/// system counts: `rename` fails across mounts all the same): every upload
+/// there would fail only after its whole body was received.
+fn check_same_file_system(path: &Path, root: &Dir, tmp: &Dir, users: &Dir) -> io::Result<()> {
+    let mount = tmp.mount()?;
+    let foreign = |message: String| io::Error::new(io::ErrorKind::CrossesDevices, message);
+    if users.mount()? != mount {
+        let dir = path.join(PRIVATE_DIR).join(USERS_DIR);
+        return Err(foreign(cross_device_message(&dir, path)));
+    }
+    for name in root.names()? {
+        // Only what can be a user's directory (not lost+found, say).
+        if !crate::auth::is_valid_username(name.as_encoded_bytes()) {
+            continue;
+        }
+        let Ok(dir) = root.open_dir(&name) else {
+            // Not a directory (or a symlink): never a user directory.
+            continue;
+        };
+        if dir.mount()? != mount {
+            return Err(foreign(cross_device_message(&path.join(&name), path)));
+        }
+    }
+    Ok(())
+}
+
+/// Files in `.ferry/tmp` that no registered server owns come from an
+/// older ferryd (or someone removed an instance file): nothing says
+/// whether their owner still runs, so they are reported, never removed.
+fn report_unowned_tmp_files(root: &Path, instances: &Dir, tmp: &Dir) {
+    let unowned = instance::unowned(instances, tmp);
+    if unowned > 0 {
+        log::warn!(
+            "{unowned} file(s) in {} belong to no registered server (an older ferryd?); \
+             remove them once no such server uses this root",
+            root.join(PRIVATE_DIR).join(TMP_DIR).display()
+        );
     }
 }
 
@@ -836,13 +1201,105 @@ mod tests {
     }
 
     #[test]
-    fn stale_temporary_files_are_removed_at_open() {
-        let (root, storage, _dir) = setup();
+    fn only_the_temporary_files_of_stopped_servers_are_removed_at_open() {
+        let (root, first, dir) = setup();
         let tmp = root.path().join(PRIVATE_DIR).join(TMP_DIR);
-        fs::write(tmp.join("upload-1-1"), b"partial").unwrap();
-        drop(storage);
-        let storage = Storage::open(root.path(), no_fsync()).unwrap();
+        fs::write(tmp.join("upload-1-1"), b"an older ferryd's").unwrap();
+        let mut upload = first.begin_upload(&dir, name("a")).unwrap();
+        upload.write(b"running").unwrap();
+        // A second server on the same root leaves the first one's file
+        // (and the older one's) alone.
+        let second = Storage::open(root.path(), no_fsync()).unwrap();
+        assert_ne!(first.instance_id(), second.instance_id());
+        assert_eq!(first.tmp().names().unwrap().len(), 2);
+        // The first one stops, its file left behind as by a crash.
+        std::mem::forget(upload);
+        drop(first);
+        let third = Storage::open(root.path(), no_fsync()).unwrap();
+        let left = third.tmp().names().unwrap();
+        assert_eq!(left, vec![std::ffi::OsString::from("upload-1-1")]);
+        let instances = fs::read_dir(root.path().join(".ferry/instances")).unwrap();
+        assert_eq!(instances.count(), 2, "the second and the third");
+        drop(second);
+    }
+
+    #[test]
+    fn expiry_removes_only_the_partial_it_looked_at() {
+        let (_root, storage, dir) = setup();
+        let keep = |bytes: &[u8]| {
+            let mut upload = storage.begin_upload(&dir, name("p")).unwrap();
+            upload.write(bytes).unwrap();
+            storage.keep_partial(upload, None);
+        };
+        keep(b"old");
+        let partials = &dir.inner.partial;
+        let old = partials.stat("p").unwrap();
+        // Replaced (by another server) after the look.
+        keep(b"newer");
+        assert!(!storage.remove_expired(partials, OsStr::new("p"), &old));
+        assert_eq!(storage.partial_len(&dir, name("p")).unwrap(), 5);
+        let newer = partials.stat("p").unwrap();
+        assert!(storage.remove_expired(partials, OsStr::new("p"), &newer));
+        assert_eq!(storage.partial_len(&dir, name("p")).unwrap(), 0);
         assert!(tmp_is_empty(&storage));
+    }
+
+    #[test]
+    fn usage_is_kept_as_running_counts() {
+        let (_root, storage, dir) = setup();
+        let usage = |bytes, files| Usage { bytes, files };
+        let mut upload = storage.begin_upload(&dir, name("a")).unwrap();
+        upload.write(&[1; 10]).unwrap();
+        storage.commit(upload, Digest::of(b"any")).unwrap();
+        assert_eq!(storage.usage(&dir).unwrap(), usage(10, 1));
+        // A file planted behind the server's back is not listed again...
+        fs::write(dir.file("planted"), [0; 5]).unwrap();
+        assert_eq!(storage.usage(&dir).unwrap(), usage(10, 1));
+        // ...while the server's own changes are counted.
+        let mut upload = storage.begin_upload(&dir, name("a")).unwrap();
+        upload.write(&[1; 30]).unwrap();
+        storage.commit(upload, Digest::of(b"any")).unwrap();
+        let mut upload = storage.begin_upload(&dir, name("b")).unwrap();
+        upload.write(&[1; 7]).unwrap();
+        storage.keep_partial(upload, None);
+        assert_eq!(storage.usage(&dir).unwrap(), usage(37, 1));
+        let mut upload = storage.begin_upload(&dir, name("b")).unwrap();
+        upload.write(&[1; 3]).unwrap();
+        storage.keep_partial(upload, None);
+        assert_eq!(storage.usage(&dir).unwrap(), usage(33, 1));
+        storage.delete(&dir, name("a")).unwrap();
+        assert_eq!(storage.usage(&dir).unwrap(), usage(3, 0));
+        // Counted again once the handles are new and the counts old.
+        drop(dir);
+        let dir = storage.user_dir("alice").unwrap();
+        assert_eq!(storage.usage(&dir).unwrap(), usage(3, 0));
+        storage.tallies.borrow()["alice"].change(|c| c.taken -= RESYNC_AFTER);
+        drop(dir);
+        let dir = storage.user_dir("alice").unwrap();
+        assert_eq!(storage.usage(&dir).unwrap(), usage(8, 1));
+    }
+
+    #[test]
+    fn a_chunked_claim_counts_every_other_upload() {
+        let (_root, storage, dir) = setup();
+        let mut first = storage.begin_upload(&dir, name("a")).unwrap();
+        let mut second = storage.begin_upload(&dir, name("b")).unwrap();
+        storage.usage(&dir).unwrap();
+        assert!(first.claim_within(600, 1000));
+        assert!(!second.claim_within(500, 1000));
+        assert!(second.claim_within(400, 1000));
+        assert!(!first.claim_within(601, 1000));
+        drop(first);
+        assert!(second.claim_within(1000, 1000));
+        drop(second);
+        // What placing the upload frees counts as room.
+        let mut upload = storage.begin_upload(&dir, name("a")).unwrap();
+        upload.write(&[1; 600]).unwrap();
+        storage.commit(upload, Digest::of(b"any")).unwrap();
+        let mut replacing = storage.begin_upload(&dir, name("a")).unwrap();
+        assert!(replacing.claim_within(1000, 1000));
+        let mut other = storage.begin_upload(&dir, name("b")).unwrap();
+        assert!(!other.claim_within(1, 1000));
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct Upload {
     claimed: u64,
     /// Whether a file is claimed too (the name was new).
     claimed_file: bool,
+    /// Bytes that placing the upload frees: the file it replaces and the
+    /// partial it supersedes.
+    given_back: u64,
 }
 
 /// How far the data has been handed to the disk.
@@ -84,7 +87,17 @@ impl Upload {
             failed: false,
             claimed: len,
             claimed_file: false,
+            given_back: 0,
         }
+    }
+
+    pub(super) fn give_back(&mut self, bytes: u64) {
+        self.given_back = bytes;
+    }
+
+    /// The user directory and the name the upload is for.
+    pub(super) fn target(&self) -> (&UserDir, &str) {
+        (&self.dir, &self.name)
     }
 
     /// Claims one file of the user's quota while the upload runs: its name
@@ -104,6 +117,29 @@ impl Upload {
             self.dir.inner.claims.add(size - self.claimed, 0);
             self.claimed = size;
         }
+    }
+
+    /// Claims `size` bytes like [`Upload::claim`] only if the user's usage
+    /// then stays within `quota` bytes, counting what every other upload
+    /// of the user claims at this moment: a body whose size is not known
+    /// in advance claims its bytes this way as they arrive. Returns false
+    /// (and claims nothing more) when it would not fit. O(1).
+    pub fn claim_within(&mut self, size: u64, quota: u64) -> bool {
+        if size <= self.claimed {
+            return true;
+        }
+        // Counts not taken: the check that started the upload could not
+        // read them either; the upload itself will tell.
+        let Some(counts) = self.dir.inner.tally.get() else {
+            self.claim(size);
+            return true;
+        };
+        let others = self.dir.inner.usage(counts).bytes - self.claimed;
+        if others.saturating_sub(self.given_back).saturating_add(size) > quota {
+            return false;
+        }
+        self.claim(size);
+        true
     }
 
     /// Appends bytes to the temporary file. After an error the upload is
@@ -202,19 +238,48 @@ impl Upload {
         Ok((file, self.dir.clone(), std::mem::take(&mut self.name)))
     }
 
-    /// Moves the file to the user's partial area under its name, replacing
-    /// an older partial. Returns the open file, the user directory and the
-    /// name.
-    pub(super) fn into_partial(mut self) -> io::Result<(File, UserDir, String)> {
+    /// Moves the file to the user's partial area under its name, in place
+    /// of an older partial, which is removed first: the move itself never
+    /// replaces a file (another server may be claiming that one). Returns
+    /// the open file, the user directory, the name, and the size of the
+    /// older partial removed.
+    pub(super) fn into_partial(mut self) -> io::Result<(File, UserDir, String, u64)> {
         if self.failed {
             return Err(io::Error::other("an earlier write of this upload failed"));
         }
         let tmp_name = self.tmp_name.as_deref().expect("upload placed twice");
-        self.tmp
-            .rename(tmp_name, &self.dir.inner.partial, &self.name)?;
+        let partial = &self.dir.inner.partial;
+        let mut older = 0;
+        if let Err(err) = self.tmp.rename_noreplace(tmp_name, partial, &self.name) {
+            if err.kind() != io::ErrorKind::AlreadyExists {
+                return Err(err);
+            }
+            // The newest interrupted upload of a name is the one kept.
+            let meta = partial.stat(&self.name).map_err(|err| match err {
+                super::StorageError::Io(err) => err,
+                other => io::Error::other(other.to_string()),
+            })?;
+            if !meta.is_file() {
+                return Err(io::Error::other("a partial that is not a regular file"));
+            }
+            match partial.remove(&self.name) {
+                Ok(()) => older = meta.len(),
+                // Claimed by a resume meanwhile.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+            // Should yet another one have come in between, this one is
+            // dropped rather than put over it.
+            self.tmp.rename_noreplace(tmp_name, partial, &self.name)?;
+        }
         self.tmp_name = None;
         let file = self.file.take().expect("upload placed twice");
-        Ok((file, self.dir.clone(), std::mem::take(&mut self.name)))
+        Ok((
+            file,
+            self.dir.clone(),
+            std::mem::take(&mut self.name),
+            older,
+        ))
     }
 }
 

@@ -58,6 +58,10 @@ pub struct PendingLogin {
     /// `None` for an unknown user (checked against the decoy).
     name: Option<String>,
     check: kdf::Check,
+    /// For a plain-text entry: whether the password matched. The check
+    /// then runs against the decoy only so that the answer takes as long
+    /// as a hashed one, and this decides.
+    plain: Option<bool>,
 }
 
 impl PendingLogin {
@@ -65,6 +69,7 @@ impl PendingLogin {
     /// user's name on success.
     pub fn step(&mut self, budget: u32) -> Option<Option<String>> {
         let matched = self.check.step(budget)?;
+        let matched = self.plain.unwrap_or(matched);
         Some(self.name.take().filter(|_| matched))
     }
 
@@ -278,25 +283,35 @@ impl Users {
         }
     }
 
-    /// Starts checking a login: plain entries are decided at once, hashed
-    /// ones (and unknown users, when hashed entries exist) need slices.
+    /// Starts checking a login: with no hashed entry in the file every
+    /// login is decided at once; with one, every login (hashed, plain
+    /// text or unknown user) runs a check of the same cost a slice at a
+    /// time, so the time of the answer tells nothing about the user.
     pub fn start_verify(&self, user: &[u8], password: &[u8]) -> Verification {
         let found = std::str::from_utf8(user)
             .ok()
             .and_then(|user| self.passwords.get_key_value(user));
-        match (found, &self.decoy) {
-            (Some((name, Secret::Hashed(hash))), _) => {
-                Verification::Pending(Box::new(PendingLogin {
-                    name: Some(name.clone()),
-                    check: hash.check(password),
-                }))
-            }
-            (None, Some(decoy)) => Verification::Pending(Box::new(PendingLogin {
+        let Some(decoy) = &self.decoy else {
+            return Verification::Done(self.verify(user, password).map(str::to_owned));
+        };
+        let pending = match found {
+            Some((name, Secret::Hashed(hash))) => PendingLogin {
+                name: Some(name.clone()),
+                check: hash.check(password),
+                plain: None,
+            },
+            Some((name, Secret::Plain(_))) => PendingLogin {
+                name: Some(name.clone()),
+                check: decoy.check(password),
+                plain: Some(self.verify(user, password).is_some()),
+            },
+            None => PendingLogin {
                 name: None,
                 check: decoy.check(password),
-            })),
-            _ => Verification::Done(self.verify(user, password).map(str::to_owned)),
-        }
+                plain: None,
+            },
+        };
+        Verification::Pending(Box::new(pending))
     }
 }
 

@@ -13,8 +13,9 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 * 1024 * 1024 * 1024;
 /// How long running transfers may go on after a shutdown request.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How a [`crate::Server`] runs.
-#[derive(Debug, Clone)]
+/// How a [`crate::Server`] runs. Its `Debug` leaves out the control
+/// token, so a config can be logged.
+#[derive(Clone)]
 pub struct Config {
     /// Address of the line-protocol listener; port 0 picks a free port
     /// (see [`crate::Server::local_addr`]).
@@ -42,6 +43,27 @@ pub struct Config {
     /// The users file that SIGHUP (with [`crate::Server::handle_signals`])
     /// and the control port's `RELOAD` read again; `None` disables reloads.
     pub users_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("http_listen", &self.http_listen)
+            .field("control_listen", &self.control_listen)
+            .field(
+                "control_token",
+                &self.control_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("storage", &self.storage)
+            .field("max_file_size", &self.max_file_size)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("fsync", &self.fsync)
+            .field("partial_ttl", &self.partial_ttl)
+            .field("policy", &self.policy)
+            .field("users_file", &self.users_file)
+            .finish()
+    }
 }
 
 /// How the server defends itself against slow, greedy and hostile clients.
@@ -72,6 +94,9 @@ pub struct Policy {
     pub lockout_window: Duration,
     /// How long a locked-out address is refused (`--lockout-duration`).
     pub lockout_duration: Duration,
+    /// Addresses whose failures are never counted, so they are never
+    /// locked out (`--lockout-allow`), e.g. a trusted NAT gateway.
+    pub lockout_allow: Vec<crate::limits::AddrRange>,
     /// Bytes each user may store in all (`--user-quota`); `None`: no limit.
     pub user_quota: Option<u64>,
     /// Files each user may store (`--user-max-files`); `None`: no limit.
@@ -107,6 +132,7 @@ impl Default for Policy {
             lockout_failures: 10,
             lockout_window: Duration::from_secs(10 * 60),
             lockout_duration: Duration::from_secs(15 * 60),
+            lockout_allow: Vec::new(),
             user_quota: None,
             user_max_files: None,
         }

@@ -2,7 +2,7 @@
 //! address and in all, and failed logins per IP address (lockout). Plain
 //! data on the one reactor thread; every map is bounded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,64 @@ impl Connections {
     }
 }
 
+/// Connections waiting for a password-check slot (by their key), served
+/// round-robin across addresses: many waiting checks from a few addresses
+/// delay a login from another one by about one check per address, not by
+/// all of theirs.
+#[derive(Debug, Default)]
+pub struct CheckWaiters {
+    by_ip: HashMap<IpAddr, VecDeque<usize>>,
+    /// The addresses with waiters, in the order of their next turn.
+    turns: VecDeque<IpAddr>,
+}
+
+impl CheckWaiters {
+    pub fn push(&mut self, ip: IpAddr, key: usize) {
+        let queue = self.by_ip.entry(ip).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(ip);
+        }
+        queue.push_back(key);
+    }
+
+    /// The connection stopped waiting (it closed).
+    pub fn remove(&mut self, ip: IpAddr, key: usize) {
+        if let Some(queue) = self.by_ip.get_mut(&ip) {
+            queue.retain(|&k| k != key);
+            if queue.is_empty() {
+                self.by_ip.remove(&ip);
+                self.turns.retain(|&a| a != ip);
+            }
+        }
+    }
+
+    /// The first waiter of the next address in turn that `may_run`
+    /// allows; that address then goes to the back of the turns.
+    pub fn next(&mut self, mut may_run: impl FnMut(IpAddr) -> bool) -> Option<usize> {
+        for _ in 0..self.turns.len() {
+            let ip = self.turns.pop_front()?;
+            if !may_run(ip) {
+                self.turns.push_back(ip);
+                continue;
+            }
+            let queue = self.by_ip.get_mut(&ip)?;
+            let key = queue.pop_front();
+            if queue.is_empty() {
+                self.by_ip.remove(&ip);
+            } else {
+                self.turns.push_back(ip);
+            }
+            return key;
+        }
+        None
+    }
+
+    pub fn clear(&mut self) {
+        self.by_ip.clear();
+        self.turns.clear();
+    }
+}
+
 /// Failed logins of one address.
 #[derive(Debug, Clone)]
 struct Failures {
@@ -95,8 +153,11 @@ impl Logins {
     }
 
     /// Records a failed login from `ip`; returns true when this failure
-    /// starts a lockout.
+    /// starts a lockout. An address of `--lockout-allow` is not counted.
     pub fn failed(&mut self, ip: IpAddr, now: Instant, policy: &Policy) -> bool {
+        if policy.lockout_allow.iter().any(|range| range.contains(ip)) {
+            return false;
+        }
         if !self.by_ip.contains_key(&ip) && self.by_ip.len() >= MAX_TRACKED_ADDRESSES {
             self.prune(now, policy);
         }
@@ -125,6 +186,34 @@ impl Logins {
         false
     }
 
+    /// The addresses locked out now, longest left first, with their
+    /// failures and the time left.
+    pub fn locked(&self, now: Instant) -> Vec<(IpAddr, u32, Duration)> {
+        let mut locked: Vec<(IpAddr, u32, Duration)> = self
+            .by_ip
+            .iter()
+            .filter_map(|(ip, f)| {
+                let until = f.locked_until.filter(|until| now < *until)?;
+                Some((*ip, f.count, until - now))
+            })
+            .collect();
+        locked.sort_unstable_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+        locked
+    }
+
+    /// Forgets the failures of `ip` (lifting its lockout); true when
+    /// there were any.
+    pub fn clear(&mut self, ip: IpAddr) -> bool {
+        self.by_ip.remove(&ip).is_some()
+    }
+
+    /// Forgets every failure; returns how many addresses were locked out.
+    pub fn clear_all(&mut self, now: Instant) -> usize {
+        let locked = self.locked(now).len();
+        self.by_ip.clear();
+        locked
+    }
+
     /// A successful login does not clear earlier failures: an attacker who
     /// knows one password must not reset the count for guessing others.
     /// Forgets addresses whose failures no longer matter; when that is not
@@ -141,6 +230,68 @@ impl Logins {
             let cutoff = starts[starts.len() / 2];
             self.by_ip.retain(|_, f| f.window_start > cutoff);
         }
+    }
+}
+
+/// A range of addresses (`--lockout-allow`): `ADDR/PREFIX`, or one
+/// address. An IPv4 range also holds the IPv4-mapped IPv6 addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrRange {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl AddrRange {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for AddrRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<AddrRange, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or ADDRESS/PREFIX"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {max}"))?,
+        };
+        Ok(AddrRange { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -201,6 +352,61 @@ mod tests {
         let after = t0 + Duration::from_secs(13 + 60);
         assert!(!logins.is_locked(ip, after));
         assert!(!logins.failed(ip, after, &policy), "a fresh count");
+    }
+
+    #[test]
+    fn allowed_addresses_are_never_locked_out_and_lockouts_can_be_lifted() {
+        let mut policy = policy();
+        policy.lockout_allow = vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()];
+        let mut logins = Logins::default();
+        let t0 = Instant::now();
+        for ip in ["127.1.2.3", "::1", "::ffff:127.0.0.9"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            for _ in 0..10 {
+                assert!(!logins.failed(ip, t0, &policy));
+            }
+            assert!(!logins.is_locked(ip, t0));
+        }
+        let other: IpAddr = "128.0.0.1".parse().unwrap();
+        let third: IpAddr = "10.9.9.9".parse().unwrap();
+        for ip in [other, third] {
+            for _ in 0..3 {
+                logins.failed(ip, t0, &policy);
+            }
+        }
+        assert_eq!(logins.locked(t0).len(), 2);
+        assert!(logins.clear(other));
+        assert!(!logins.is_locked(other, t0));
+        assert!(!logins.clear(other));
+        assert_eq!(logins.locked(t0), [(third, 3, Duration::from_secs(60))]);
+        assert_eq!(logins.clear_all(t0), 1);
+        assert!(!logins.is_locked(third, t0));
+        for bad in ["10.0.0.0/33", "nonsense", "::1/129", "1.2.3.4/"] {
+            assert!(bad.parse::<AddrRange>().is_err(), "{bad}");
+        }
+        assert!("0.0.0.0/0".parse::<AddrRange>().unwrap().contains(other));
+    }
+
+    #[test]
+    fn check_waiters_take_turns_across_addresses() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let c: IpAddr = "10.0.0.3".parse().unwrap();
+        let mut waiters = CheckWaiters::default();
+        for key in 0..4 {
+            waiters.push(a, key);
+        }
+        waiters.push(b, 10);
+        waiters.push(c, 20);
+        waiters.push(c, 21);
+        waiters.remove(c, 20);
+        let order: Vec<usize> = std::iter::from_fn(|| waiters.next(|_| true)).collect();
+        assert_eq!(order, [0, 10, 21, 1, 2, 3]);
+        waiters.push(a, 5);
+        waiters.push(b, 6);
+        assert_eq!(waiters.next(|ip| ip != a), Some(6));
+        assert_eq!(waiters.next(|ip| ip != a), None);
+        assert_eq!(waiters.next(|_| true), Some(5));
     }
 
     #[test]

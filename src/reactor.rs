@@ -25,7 +25,7 @@
 //! partials: once a minute, or every half partial TTL when that is less).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsFd;
@@ -39,7 +39,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::limits::{Connections, Refusal};
+use crate::limits::{CheckWaiters, Connections, Refusal};
 use crate::metrics::Protocol;
 use crate::session::line::TRANSFER_BUFFER;
 use crate::session::{DIRECT_MIN, Services, Session};
@@ -139,9 +139,9 @@ pub(crate) struct Reactor {
     ready: Vec<usize>,
     /// Session deadlines: (when, connection key).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
-    /// Connections waiting for a password-check slot, first come first
-    /// served.
-    check_waiters: VecDeque<usize>,
+    /// Connections waiting for a password-check slot, in turns across
+    /// addresses.
+    check_waiters: CheckWaiters,
     connections: Connections,
     last_accept_warning: Option<Instant>,
     /// One read buffer for every connection: reads go here and are handed
@@ -222,7 +222,7 @@ impl Reactor {
             conns: Slab::new(),
             ready: Vec::new(),
             timers: BinaryHeap::new(),
-            check_waiters: VecDeque::new(),
+            check_waiters: CheckWaiters::default(),
             connections: Connections::default(),
             last_accept_warning: None,
             scratch: vec![0; TRANSFER_BUFFER].into_boxed_slice(),
@@ -381,10 +381,15 @@ impl Reactor {
         Some(next.saturating_duration_since(Instant::now()))
     }
 
-    /// Gives free password-check slots to waiting connections, in order.
+    /// Gives free password-check slots to waiting connections, one
+    /// address after another, never two checks of one address at once.
     fn hand_out_check_slots(&mut self) {
         while self.services.check_slot_free() {
-            let Some(key) = self.check_waiters.pop_front() else {
+            let services = &self.services;
+            let Some(key) = self
+                .check_waiters
+                .next(|ip| !services.check_running_for(ip))
+            else {
                 return;
             };
             let Some(conn) = self.conns.get_mut(key) else {
@@ -492,6 +497,7 @@ impl Reactor {
         }
         self.timers.clear();
         self.ready.clear();
+        self.check_waiters.clear();
     }
 
     fn accept_batch(&mut self, index: usize) {
@@ -531,7 +537,25 @@ impl Reactor {
                 if open < MAX_CONTROL_SESSIONS as u64 {
                     Ok(())
                 } else {
-                    Err(Refusal::TooMany)
+                    // Connections without the token cannot keep the
+                    // operator out: the oldest gives way.
+                    let oldest = self
+                        .conns
+                        .iter()
+                        .filter_map(|(key, c)| Some((c.session.control_waiting_since()?, key)))
+                        .min();
+                    match oldest {
+                        Some((_, key)) => {
+                            let conn = &mut self.conns[key];
+                            conn.session.give_way();
+                            if !conn.queued {
+                                conn.queued = true;
+                                self.ready.push(key);
+                            }
+                            Ok(())
+                        }
+                        None => Err(Refusal::TooMany),
+                    }
                 }
             } else {
                 self.connections.admit(peer.ip(), &self.services.policy)
@@ -687,6 +711,9 @@ impl Reactor {
                     .metrics
                     .session_closed(conn.session.protocol());
                 release(&mut self.connections, &conn);
+                if conn.waiting_check {
+                    self.check_waiters.remove(conn.peer.ip(), key);
+                }
                 close(conn, &mut self.scratch, &self.poll);
                 return;
             }
@@ -718,7 +745,7 @@ impl Reactor {
         }
         if conn.session.wants_check_slot() && !conn.waiting_check {
             conn.waiting_check = true;
-            self.check_waiters.push_back(key);
+            self.check_waiters.push(conn.peer.ip(), key);
         }
         self.arm(key);
     }

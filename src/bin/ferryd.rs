@@ -58,6 +58,8 @@ Options:
                          it out; 0 turns lockouts off [default: 10]
   --lockout-window SECS  the time within which those failures count [default: 600]
   --lockout-duration SECS  how long a locked-out address is refused [default: 900]
+  --lockout-allow LIST   addresses never locked out, comma-separated ADDR or
+                         ADDR/PREFIX (e.g. 10.0.0.0/8,::1) [default: none]
   --user-quota BYTES     bytes each user may store in all, counting partials and
                          uploads in progress [default: no limit]
   --user-max-files N     files each user may store, counting uploads of new names
@@ -249,6 +251,16 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
             }
             Long("lockout-duration") => {
                 options.config.policy.lockout_duration = seconds(&mut parser, "--lockout-duration")?
+            }
+            Long("lockout-allow") => {
+                let raw = value(&mut parser, "--lockout-allow")?;
+                for range in raw.split(',').filter(|r| !r.trim().is_empty()) {
+                    let range = range
+                        .trim()
+                        .parse()
+                        .map_err(|why| format!("--lockout-allow: {why}"))?;
+                    options.config.policy.lockout_allow.push(range);
+                }
             }
             Long("log-level") => {
                 let raw = value(&mut parser, "--log-level")?;

@@ -47,6 +47,9 @@ pub enum Reply {
     AccountRemoved,
     /// `421`: a connection limit was reached; sent instead of the greeting.
     TooManyConnections,
+    /// `421`: too many password checks wait (from this address or in
+    /// all); try again later.
+    LoginsBusy,
     /// `451`: a local I/O failure; nothing was changed.
     LocalError(io::Error),
     /// `500`: the first word is not a verb.
@@ -92,6 +95,7 @@ impl Reply {
             Reply::ShuttingDown
             | Reply::Timeout
             | Reply::TooManyConnections
+            | Reply::LoginsBusy
             | Reply::AccountRemoved => 421,
             Reply::LocalError(_) | Reply::ChecksumMismatch { .. } => 451,
             Reply::UnknownCommand | Reply::EmptyLine | Reply::LineTooLong => 500,
@@ -142,6 +146,7 @@ impl Reply {
             Reply::Timeout => write!(out, "{code} timeout"),
             Reply::AccountRemoved => write!(out, "{code} account removed"),
             Reply::TooManyConnections => write!(out, "{code} too many connections"),
+            Reply::LoginsBusy => write!(out, "{code} too many logins waiting, try again later"),
             Reply::LocalError(err) => write!(out, "{code} local error: {}", describe_io(err)),
             Reply::UnknownCommand => write!(out, "{code} unknown command"),
             Reply::EmptyLine => write!(out, "{code} empty line"),

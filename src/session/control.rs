@@ -7,18 +7,27 @@
 //! C: STATUS                 S: 211 uptime=12 sessions_line=3 sessions_http=1 transfers=1 received=1024 sent=2048
 //! C: RELOAD                 S: 200 reloaded 4 users   (451 reload failed: <why>)
 //! C: SHUTDOWN               S: 221 shutting down  (exactly as SIGINT)
+//! C: LOCKOUTS               S: 211-127.0.0.2 failures=10 remaining=893
+//!                           S: 211 1 locked out
+//! C: UNLOCK <address>|ALL   S: 200 unlocked 1     (550 not locked out)
 //! C: NOOP                   S: 200 ok
 //! C: QUIT                   S: 221 bye
 //! ```
 //!
 //! Every command but `TOKEN`, `NOOP` and `QUIT` needs the token first
 //! (`530 token required`). The third wrong token closes the connection,
-//! and each wrong one is answered after the login delay, as for users.
+//! and each wrong one is answered after the login delay, as for users; a
+//! wrong token counts toward the address's lockout like a failed login,
+//! and a locked-out address gets `530 bad token` whatever it sends. A
+//! connection without the token is closed after
+//! [`TOKEN_TIMEOUT`], and when every control slot is taken a new
+//! connection takes the place of the oldest one without the token, so
+//! idle connections cannot keep the operator out.
 //! Lines end with LF (CRLF works), are at most [`MAX_CONTROL_LINE`] bytes,
 //! and the verb is case-insensitive.
 
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
@@ -32,6 +41,12 @@ use crate::metrics::Protocol;
 pub const MAX_CONTROL_LINE: usize = 1024;
 /// While more reply bytes than this wait, no further command runs.
 const REPLY_BACKLOG: usize = 4096;
+/// How long a control connection may take to give the token (or less,
+/// with a shorter `--auth-timeout`): the operator's tools send it at
+/// once, and a short wait keeps idle connections from holding the slots.
+pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most locked-out addresses `LOCKOUTS` lists (the longest left first).
+const MAX_LISTED_LOCKOUTS: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -135,7 +150,7 @@ impl Session {
         }
         let policy = &services.policy;
         Some(match self.state {
-            State::Locked { since, .. } => since + policy.auth_timeout,
+            State::Locked { since, .. } => since + policy.auth_timeout.min(TOKEN_TIMEOUT),
             State::Unlocked => self.last_activity + policy.idle_timeout,
             State::Closing => self.last_activity + policy.stall_timeout,
         })
@@ -159,6 +174,24 @@ impl Session {
             }
             self.state = State::Closing;
         }
+    }
+
+    /// When a connection still without the token connected.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        match self.state {
+            State::Locked { since, .. } => Some(since),
+            _ => None,
+        }
+    }
+
+    /// Closes at once, without a word: its slot goes to a new connection.
+    pub fn give_way(&mut self) {
+        log::info!(
+            "{} control connection without a token closed for a new one",
+            self.peer
+        );
+        self.state = State::Closing;
+        self.out.discard();
     }
 
     fn reply(&mut self, line: &str) {
@@ -210,11 +243,22 @@ impl Session {
                 self.state = State::Closing;
             }
             ("TOKEN", Some(token)) => self.token(token, services),
-            ("STATUS" | "RELOAD" | "SHUTDOWN", None)
+            ("STATUS" | "RELOAD" | "SHUTDOWN" | "LOCKOUTS", None) | ("UNLOCK", Some(_))
                 if matches!(self.state, State::Locked { .. }) =>
             {
                 self.reply("530 token required")
             }
+            ("LOCKOUTS", None) => {
+                let locked = services.logins.borrow().locked(Instant::now());
+                for (ip, failures, left) in locked.iter().take(MAX_LISTED_LOCKOUTS) {
+                    self.reply(&format!(
+                        "211-{ip} failures={failures} remaining={}",
+                        left.as_secs()
+                    ));
+                }
+                self.reply(&format!("211 {} locked out", locked.len()));
+            }
+            ("UNLOCK", Some(arg)) => self.unlock(arg, services),
             ("STATUS", None) => {
                 let metrics = &services.metrics;
                 let status = format!(
@@ -239,9 +283,8 @@ impl Session {
                 self.state = State::Closing;
             }
             ("", None) => self.reply("500 empty line"),
-            ("NOOP" | "QUIT" | "STATUS" | "RELOAD" | "SHUTDOWN", Some(_)) | ("TOKEN", None) => {
-                self.reply("501 bad arguments")
-            }
+            ("NOOP" | "QUIT" | "STATUS" | "RELOAD" | "SHUTDOWN" | "LOCKOUTS", Some(_))
+            | ("TOKEN" | "UNLOCK", None) => self.reply("501 bad arguments"),
             _ => self.reply("500 unknown command"),
         }
     }
@@ -251,7 +294,9 @@ impl Session {
             return self.reply("503 already unlocked");
         };
         let expected = services.control_token.as_deref().unwrap_or_default();
-        let matches = !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(token));
+        let locked = services.is_locked_out(self.peer.ip());
+        let matches =
+            !locked && !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(token));
         if matches {
             audit::event(
                 "control_ok",
@@ -262,12 +307,16 @@ impl Session {
             self.state = State::Unlocked;
             return self.reply("230 ok");
         }
+        let result = if locked { "locked_out" } else { "bad_token" };
         audit::event(
             "control_failed",
             self.peer,
             Protocol::Control,
-            format_args!("result=bad_token"),
+            format_args!("result={result}"),
         );
+        if !locked {
+            super::count_failure(services, self.peer, Protocol::Control);
+        }
         let failures = failures + 1;
         if failures >= MAX_AUTH_FAILURES {
             self.reply("530 bad token, too many failures");
@@ -279,6 +328,38 @@ impl Session {
         if !services.policy.login_delay.is_zero() {
             self.out.hold(Instant::now() + services.policy.login_delay);
         }
+    }
+}
+
+impl Session {
+    /// `UNLOCK <address>` or `UNLOCK ALL`: forgets failed logins, lifting
+    /// lockouts.
+    fn unlock(&mut self, arg: &[u8], services: &Services) {
+        let arg = String::from_utf8_lossy(arg);
+        let mut logins = services.logins.borrow_mut();
+        let now = Instant::now();
+        let reply = if arg.eq_ignore_ascii_case("ALL") {
+            let count = logins.clear_all(now);
+            format!("200 unlocked {count}")
+        } else {
+            match arg.parse::<IpAddr>() {
+                Err(_) => "501 bad arguments".to_owned(),
+                Ok(ip) => {
+                    let was_locked = logins.is_locked(ip, now);
+                    logins.clear(ip);
+                    if was_locked {
+                        "200 unlocked 1".to_owned()
+                    } else {
+                        "550 not locked out".to_owned()
+                    }
+                }
+            }
+        };
+        drop(logins);
+        if reply.starts_with("200") {
+            log::info!("{} UNLOCK {arg} on the control port", self.peer);
+        }
+        self.reply(&reply);
     }
 }
 

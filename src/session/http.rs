@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use super::line::{MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER};
 use super::outbox::{FileBody, FileOutput, Outbox};
-use super::{CheckSlot, LoginStart, OverQuota, Services};
+use super::{CheckTicket, LoginStart, OverQuota, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
 use crate::integrity::Hasher;
@@ -102,7 +102,9 @@ struct Put {
 struct HttpVerifying {
     key: [u8; 32],
     pending: Box<PendingLogin>,
-    slot: Option<CheckSlot>,
+    ticket: CheckTicket,
+    /// [`Services::users_generation`] when the check started.
+    generation: u64,
 }
 
 /// The last credentials checked on this connection and their outcome, so a
@@ -112,6 +114,10 @@ struct AuthCache {
     /// SHA-256 of the user and password, not the password itself.
     key: [u8; 32],
     result: Option<String>,
+    /// The users file the outcome was decided under
+    /// ([`Services::users_generation`]): after a reload it is checked
+    /// again, so a removed user or an old password stops working at once.
+    generation: u64,
     /// Whether the outcome is already in the audit log and counters.
     recorded: bool,
     /// The user's directory, once a request needed it: kept for the
@@ -125,6 +131,8 @@ enum Authenticated {
     User(String),
     No,
     Pending,
+    /// Too many password checks wait: `503`, try again later.
+    Busy,
 }
 
 /// A digest of credentials for [`AuthCache`]: user and password with a
@@ -340,7 +348,7 @@ impl Session {
 
     /// Socket-free work: a password-hash check that holds a slot.
     pub fn has_work(&self) -> bool {
-        matches!(&self.state, State::Verifying(v) if v.slot.is_some())
+        matches!(&self.state, State::Verifying(v) if v.ticket.is_running())
     }
 
     /// One slice of the password check; once decided, the waiting request
@@ -349,14 +357,24 @@ impl Session {
         let State::Verifying(verifying) = &mut self.state else {
             return 0;
         };
-        if verifying.slot.is_none() {
+        if !verifying.ticket.is_running() {
             return 0;
+        }
+        // An address locked out while this check waited or ran gets the
+        // refusal, not the outcome: nothing is cached, so the request,
+        // handled again, meets the lockout.
+        if services.is_locked_out(self.peer.ip()) {
+            self.state = State::Head;
+            self.advance(services);
+            return usize::MAX;
         }
         if let Some(result) = verifying.pending.step_for(STEP_TIME) {
             let key = verifying.key;
+            let generation = verifying.generation;
             self.auth_cache = Some(Box::new(AuthCache {
                 key,
                 result,
+                generation,
                 recorded: false,
                 dir: None,
             }));
@@ -380,6 +398,13 @@ impl Session {
 
     pub fn receive_eof(&mut self, services: &Services) {
         self.peer_eof = true;
+        if matches!(self.state, State::Verifying(_)) {
+            // Nobody is left to answer: the check (queued or running) is
+            // dropped rather than delaying everyone else's.
+            log::info!("{} closed during its password check", self.peer);
+            self.input.clear();
+            self.state = State::Closing;
+        }
         self.advance(services);
     }
 
@@ -589,6 +614,11 @@ impl Session {
                 let user = match self.authenticate(&request.credentials, services) {
                     Authenticated::User(user) => Some(user),
                     Authenticated::Pending => return,
+                    Authenticated::Busy => {
+                        let fields = [("Retry-After", "1"), ("Content-Type", TEXT)];
+                        let body = b"too many logins waiting, try again later\n";
+                        return self.respond(503, &fields, body, head_only, After::Close, services);
+                    }
                     Authenticated::No => None,
                 };
                 let Some(user) = user else {
@@ -659,10 +689,11 @@ impl Session {
             Credentials::Basic { user, password } => (user, password),
         };
         let key = credentials_key(user, password);
+        let generation = services.users_generation();
         let result = match self.auth_cache.take() {
             // Decided before on this connection (or just now, by a
-            // password check): no second check.
-            Some(cached) if cached.key == key => {
+            // password check) under the users in force: no second check.
+            Some(cached) if cached.key == key && cached.generation == generation => {
                 let result = if cached.result.is_some() && cached.recorded {
                     cached.result.clone()
                 } else {
@@ -681,7 +712,7 @@ impl Session {
                 }));
                 result
             }
-            _ => match super::start_login(services, self.peer, user, password) {
+            _ => match super::start_login(services, self.peer, user, password, Protocol::Http) {
                 LoginStart::Done(result) => {
                     let result = super::finish_login(
                         services,
@@ -694,6 +725,7 @@ impl Session {
                     self.auth_cache = Some(Box::new(AuthCache {
                         key,
                         result: result.clone(),
+                        generation,
                         recorded: true,
                         dir: None,
                     }));
@@ -702,11 +734,14 @@ impl Session {
                 LoginStart::Locked => {
                     super::finish_login(services, self.peer, user, None, true, Protocol::Http)
                 }
-                LoginStart::Pending(pending) => {
+                LoginStart::Busy => return Authenticated::Busy,
+                LoginStart::Pending(pending, mut ticket) => {
+                    ticket.try_run();
                     self.state = State::Verifying(Box::new(HttpVerifying {
                         key,
                         pending,
-                        slot: services.try_check_slot(),
+                        ticket,
+                        generation,
                     }));
                     return Authenticated::Pending;
                 }
@@ -743,16 +778,13 @@ impl Session {
 
     /// True while a password check waits for a free slot.
     pub fn wants_check_slot(&self) -> bool {
-        matches!(&self.state, State::Verifying(v) if v.slot.is_none())
+        matches!(&self.state, State::Verifying(v) if !v.ticket.is_running())
     }
 
     /// Takes a free check slot when waiting for one.
-    pub fn take_check_slot(&mut self, services: &Services) -> bool {
+    pub fn take_check_slot(&mut self, _services: &Services) -> bool {
         match &mut self.state {
-            State::Verifying(v) if v.slot.is_none() => {
-                v.slot = services.try_check_slot();
-                v.slot.is_some()
-            }
+            State::Verifying(v) if !v.ticket.is_running() => v.ticket.try_run(),
             _ => false,
         }
     }

@@ -40,7 +40,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 use super::outbox::{FileBody, FileOutput, Outbox};
-use super::{CheckSlot, LoginStart, Services};
+use super::{CheckTicket, LoginStart, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
 use crate::integrity::{Digest, Hasher};
@@ -115,8 +115,8 @@ struct Verifying {
     /// The user name as claimed, for the audit line.
     claimed: Vec<u8>,
     pending: Box<PendingLogin>,
-    /// `None` while every check slot is taken: the session waits.
-    slot: Option<CheckSlot>,
+    /// Not running while the check waits its turn (see the reactor).
+    ticket: CheckTicket,
 }
 
 /// An upload in progress. `sink` turns into the error once a write fails;
@@ -454,23 +454,20 @@ impl Session {
     pub fn has_work(&self) -> bool {
         match &self.state {
             State::Hashing(..) => true,
-            State::Verifying(verifying) => verifying.slot.is_some(),
+            State::Verifying(verifying) => verifying.ticket.is_running(),
             _ => false,
         }
     }
 
     /// True while a password check waits for a free slot.
     pub fn wants_check_slot(&self) -> bool {
-        matches!(&self.state, State::Verifying(v) if v.slot.is_none())
+        matches!(&self.state, State::Verifying(v) if !v.ticket.is_running())
     }
 
     /// Takes a free check slot when waiting for one.
-    pub fn take_check_slot(&mut self, services: &Services) -> bool {
+    pub fn take_check_slot(&mut self, _services: &Services) -> bool {
         match &mut self.state {
-            State::Verifying(v) if v.slot.is_none() => {
-                v.slot = services.try_check_slot();
-                v.slot.is_some()
-            }
+            State::Verifying(v) if !v.ticket.is_running() => v.ticket.try_run(),
             _ => false,
         }
     }
@@ -480,10 +477,18 @@ impl Session {
     /// of the session's turn it used, in bytes (`usize::MAX`: all of it).
     pub fn work(&mut self, services: &Services) -> usize {
         if let State::Verifying(verifying) = &mut self.state {
-            if verifying.slot.is_none() {
+            if !verifying.ticket.is_running() {
                 return 0;
             }
-            if let Some(result) = verifying.pending.step_for(STEP_TIME) {
+            // An address locked out while this check waited or ran gets
+            // the refusal, not the outcome.
+            let locked = services.is_locked_out(self.peer.ip());
+            let decided = if locked {
+                Some(None)
+            } else {
+                verifying.pending.step_for(STEP_TIME)
+            };
+            if let Some(result) = decided {
                 let State::Verifying(verifying) = mem::replace(&mut self.state, State::Closing)
                 else {
                     unreachable!();
@@ -495,7 +500,7 @@ impl Session {
                     ..
                 } = *verifying;
                 self.state = State::Auth { failures, since };
-                self.login_decided(&claimed, result, false, services);
+                self.login_decided(&claimed, result, locked, services);
                 self.advance(services);
             }
             // One slice is this session's whole turn: with at most two
@@ -536,6 +541,12 @@ impl Session {
     /// are still answered; an unfinished upload is discarded.
     pub fn receive_eof(&mut self, services: &Services) {
         self.peer_eof = true;
+        if matches!(self.state, State::Verifying(_)) {
+            // Nobody is left to tell: the check (queued or running) is
+            // dropped rather than delaying everyone else's.
+            log::info!("{} closed during its password check", self.peer);
+            self.state = State::Closing;
+        }
         self.advance(services);
     }
 
@@ -844,16 +855,21 @@ impl Session {
         let State::Auth { failures, since } = self.state else {
             return self.reply(Reply::AlreadyLoggedIn, services);
         };
-        match super::start_login(services, self.peer, user, password) {
+        match super::start_login(services, self.peer, user, password, Protocol::Line) {
             LoginStart::Done(result) => self.login_decided(user, result, false, services),
             LoginStart::Locked => self.login_decided(user, None, true, services),
-            LoginStart::Pending(pending) => {
+            LoginStart::Busy => {
+                self.reply(Reply::LoginsBusy, services);
+                self.state = State::Closing;
+            }
+            LoginStart::Pending(pending, mut ticket) => {
+                ticket.try_run();
                 self.state = State::Verifying(Box::new(Verifying {
                     failures,
                     since,
                     claimed: user.to_vec(),
                     pending,
-                    slot: services.try_check_slot(),
+                    ticket,
                 }));
             }
         }

@@ -22,10 +22,10 @@ mod outbox;
 pub use outbox::{DIRECT_MIN, FileOutput};
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::audit::{self, Quoted};
@@ -37,10 +37,12 @@ use crate::protocol::name::FileName;
 use crate::storage::{Storage, UserDir};
 
 /// What every session may use beyond its own bytes.
-#[derive(Debug)]
 pub struct Services {
     /// Replaced as a whole by a reload; a session holds no borrow of it.
     pub users: RefCell<Users>,
+    /// Counts the reloads of `users`: whatever a session remembers of a
+    /// login check (HTTP keep-alive) holds only while this has not moved.
+    users_generation: Cell<u64>,
     /// Where a reload reads users from, if anywhere.
     pub users_file: Option<PathBuf>,
     pub storage: Storage,
@@ -56,9 +58,28 @@ pub struct Services {
     pub shutdown_requested: Cell<bool>,
     /// The control port's token, when there is a control port.
     pub control_token: Option<String>,
-    /// Password-hash checks running (see [`CheckSlot`]). Atomic only so
-    /// that the server stays `Send`; it is used from one thread.
-    checks_running: Arc<AtomicUsize>,
+    /// Password checks waiting and running (see [`CheckTicket`]). Behind
+    /// a mutex only so that the server stays `Send`; it is used from one
+    /// thread.
+    checks: Arc<Mutex<CheckBook>>,
+}
+
+// The control token must never reach a log.
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("users", &self.users)
+            .field("users_generation", &self.users_generation)
+            .field("users_file", &self.users_file)
+            .field("storage", &self.storage)
+            .field("max_file_size", &self.max_file_size)
+            .field("policy", &self.policy)
+            .field(
+                "control_token",
+                &self.control_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl Services {
@@ -66,6 +87,7 @@ impl Services {
     pub fn new(users: Users, storage: Storage, max_file_size: u64) -> Services {
         Services {
             users: RefCell::new(users),
+            users_generation: Cell::new(0),
             users_file: None,
             storage,
             max_file_size,
@@ -75,7 +97,7 @@ impl Services {
             started: Instant::now(),
             shutdown_requested: Cell::new(false),
             control_token: None,
-            checks_running: Arc::new(AtomicUsize::new(0)),
+            checks: Arc::default(),
         }
     }
 
@@ -90,6 +112,7 @@ impl Services {
             Ok(users) => {
                 let count = users.len();
                 *self.users.borrow_mut() = users;
+                self.users_generation.set(self.users_generation.get() + 1);
                 log::info!("reloaded {count} user(s) from {}", path.display());
                 Ok(count)
             }
@@ -107,6 +130,17 @@ impl Services {
     /// True while `user` is still in the users list.
     pub fn user_exists(&self, user: &str) -> bool {
         self.users.borrow().contains(user)
+    }
+
+    /// Which load of the users file is in force; a login checked under an
+    /// older one must be checked again.
+    pub fn users_generation(&self) -> u64 {
+        self.users_generation.get()
+    }
+
+    /// True while logins from `ip` are refused.
+    pub fn is_locked_out(&self, ip: IpAddr) -> bool {
+        self.logins.borrow().is_locked(ip, Instant::now())
     }
 }
 
@@ -166,12 +200,17 @@ pub(crate) fn check_quota(
 /// How a login check started.
 #[derive(Debug)]
 pub(crate) enum LoginStart {
-    /// Decided at once (plain-text entry): the user, or `None`.
+    /// Decided at once (no hashed entry in the users file): the user, or
+    /// `None`.
     Done(Option<String>),
-    /// A password hash: run it a slice at a time, then [`finish_login`].
-    Pending(Box<PendingLogin>),
+    /// A password check: it runs a slice at a time once its ticket runs
+    /// ([`CheckTicket::try_run`]), then [`finish_login`].
+    Pending(Box<PendingLogin>, CheckTicket),
     /// The address is locked out: refused without looking at the password.
     Locked,
+    /// Too many checks wait already (from this address or in all): refused
+    /// for now, without counting as a failure.
+    Busy,
 }
 
 /// Starts a login check with the rules both fronts share.
@@ -180,17 +219,25 @@ pub(crate) fn start_login(
     peer: SocketAddr,
     user: &[u8],
     password: &[u8],
+    protocol: Protocol,
 ) -> LoginStart {
-    if services
-        .logins
-        .borrow()
-        .is_locked(peer.ip(), Instant::now())
-    {
+    if services.is_locked_out(peer.ip()) {
         return LoginStart::Locked;
     }
     match services.users.borrow().start_verify(user, password) {
         Verification::Done(result) => LoginStart::Done(result),
-        Verification::Pending(pending) => LoginStart::Pending(pending),
+        Verification::Pending(pending) => match services.queue_check(peer.ip()) {
+            Some(ticket) => LoginStart::Pending(pending, ticket),
+            None => {
+                audit::event(
+                    "login_refused",
+                    peer,
+                    protocol,
+                    format_args!("user={} reason=\"busy\"", audit::lossy(user)),
+                );
+                LoginStart::Busy
+            }
+        },
     }
 }
 
@@ -229,56 +276,134 @@ pub(crate) fn finish_login(
                 protocol,
                 format_args!("user={claimed}"),
             );
-            let now = Instant::now();
-            if services
-                .logins
-                .borrow_mut()
-                .failed(peer.ip(), now, &services.policy)
-            {
-                audit::event(
-                    "lockout",
-                    peer,
-                    protocol,
-                    format_args!(
-                        "failures={} duration={}",
-                        services.policy.lockout_failures,
-                        limits::secs(services.policy.lockout_duration)
-                    ),
-                );
-            }
+            count_failure(services, peer, protocol);
         }
     }
     result
 }
 
-/// Password-hash checks running at once, over every session: each takes
+/// Counts a failed login (or control token) of `peer` toward its
+/// address's lockout, and logs the lockout it may start.
+pub(crate) fn count_failure(services: &Services, peer: SocketAddr, protocol: Protocol) {
+    let now = Instant::now();
+    if services
+        .logins
+        .borrow_mut()
+        .failed(peer.ip(), now, &services.policy)
+    {
+        audit::event(
+            "lockout",
+            peer,
+            protocol,
+            format_args!(
+                "failures={} duration={}",
+                services.policy.lockout_failures,
+                limits::secs(services.policy.lockout_duration)
+            ),
+        );
+    }
+}
+
+/// Password checks running at once, over every session: each takes
 /// slices of the one thread, so more would only delay everyone.
 pub const MAX_CONCURRENT_CHECKS: usize = 2;
+/// Password checks one address may have waiting or running. One runs at
+/// a time per address, so more would only wait; past this a login is
+/// refused for now (`421`, HTTP `503`) instead of queueing without end.
+pub const MAX_CHECKS_PER_ADDRESS: usize = 8;
+/// Password checks waiting or running in all: at about 140 ms each, two
+/// at a time, the whole queue drains within the 30 s login timeout only
+/// if it stays this short (the queue is fair across addresses, so a new
+/// address is served after one check per waiting address, not after all).
+pub const MAX_QUEUED_CHECKS: usize = 512;
 
-/// A place among the [`MAX_CONCURRENT_CHECKS`] running checks; given back
-/// when dropped, however the check ends.
+/// The checks waiting and running, per address.
+#[derive(Debug, Default)]
+struct CheckBook {
+    /// Checks waiting or running, per address; no zero entries.
+    per_ip: HashMap<IpAddr, usize>,
+    total: usize,
+    /// The addresses with a check running: one check each.
+    running: Vec<IpAddr>,
+}
+
+/// A password check's place in the queue, and once it runs, among the
+/// [`MAX_CONCURRENT_CHECKS`]; given back when dropped, however the check
+/// ends (decided, or its connection gone).
 #[derive(Debug)]
-pub struct CheckSlot(Arc<AtomicUsize>);
+pub struct CheckTicket {
+    ip: IpAddr,
+    running: bool,
+    book: Arc<Mutex<CheckBook>>,
+}
 
-impl Drop for CheckSlot {
+fn lock(book: &Mutex<CheckBook>) -> MutexGuard<'_, CheckBook> {
+    // Used from one thread: a poisoned lock only means a panic elsewhere,
+    // and the counts are still whole.
+    book.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl CheckTicket {
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Starts running when a slot is free and no other check of this
+    /// address runs; true when it runs (now or already).
+    pub fn try_run(&mut self) -> bool {
+        if !self.running {
+            let mut book = lock(&self.book);
+            if book.running.len() < MAX_CONCURRENT_CHECKS && !book.running.contains(&self.ip) {
+                book.running.push(self.ip);
+                self.running = true;
+            }
+        }
+        self.running
+    }
+}
+
+impl Drop for CheckTicket {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut book = lock(&self.book);
+        if self.running {
+            book.running.retain(|ip| *ip != self.ip);
+        }
+        book.total -= 1;
+        if let Some(count) = book.per_ip.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                book.per_ip.remove(&self.ip);
+            }
+        }
     }
 }
 
 impl Services {
-    /// A slot for a password-hash check, if one is free.
-    pub fn try_check_slot(&self) -> Option<CheckSlot> {
-        let in_use = self.checks_running.load(Ordering::Relaxed);
-        if in_use >= MAX_CONCURRENT_CHECKS {
+    /// A place in the password-check queue for a login from `ip`, unless
+    /// the queue is full for it.
+    fn queue_check(&self, ip: IpAddr) -> Option<CheckTicket> {
+        let mut book = lock(&self.checks);
+        let count = book.per_ip.get(&ip).copied().unwrap_or(0);
+        if count >= MAX_CHECKS_PER_ADDRESS || book.total >= MAX_QUEUED_CHECKS {
             return None;
         }
-        self.checks_running.store(in_use + 1, Ordering::Relaxed);
-        Some(CheckSlot(Arc::clone(&self.checks_running)))
+        book.per_ip.insert(ip, count + 1);
+        book.total += 1;
+        Some(CheckTicket {
+            ip,
+            running: false,
+            book: Arc::clone(&self.checks),
+        })
     }
 
     pub fn check_slot_free(&self) -> bool {
-        self.checks_running.load(Ordering::Relaxed) < MAX_CONCURRENT_CHECKS
+        lock(&self.checks).running.len() < MAX_CONCURRENT_CHECKS
+    }
+
+    /// True while a check of a login from `ip` runs.
+    pub fn check_running_for(&self, ip: IpAddr) -> bool {
+        lock(&self.checks).running.contains(&ip)
     }
 }
 
@@ -419,6 +544,23 @@ impl Session {
 
     pub fn on_deadline(&mut self, now: Instant, services: &Services) {
         each!(self, s => s.on_deadline(now, services))
+    }
+
+    /// For a control connection that has not given the token yet: when
+    /// it connected (the oldest gives way to a new one when every control
+    /// slot is taken).
+    pub fn control_waiting_since(&self) -> Option<Instant> {
+        match self {
+            Session::Control(s) => s.waiting_since(),
+            _ => None,
+        }
+    }
+
+    /// Closes a control connection at once, to give its slot to a new one.
+    pub fn give_way(&mut self) {
+        if let Session::Control(s) = self {
+            s.give_way();
+        }
     }
 
     /// True while the session waits for a password-check slot.

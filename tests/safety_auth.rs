@@ -1,0 +1,488 @@
+//! Who gets in: reloads end cached logins, lockouts beat queued guesses,
+//! password checks cannot be stalled or timed, and the control port can
+//! be neither guessed nor held (issue 14, items 5 to 10 and 17).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TOKEN: &str = "s3cret-control-token";
+
+/// A TCP connection to `to` from the loopback address `from`
+/// (127.x.y.z), so that one test can play several client addresses.
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let src: SocketAddrV4 = format!("{from}:0").parse().unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::from(src)).unwrap();
+    let SocketAddr::V4(dst) = to else {
+        panic!("IPv4 only")
+    };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).unwrap();
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// A line-protocol (or control) connection read a line at a time.
+struct Lines {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Lines {
+    fn new(stream: TcpStream) -> Lines {
+        Lines {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+
+    fn from(from: &str, to: SocketAddr) -> Lines {
+        Lines::new(connect_from(from, to))
+    }
+
+    /// The next line without its CRLF; `None` at EOF or reset.
+    fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end().to_string()),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        self.send(line);
+        self.line().expect("a reply")
+    }
+}
+
+fn listening_addr(server: &TestServer, what: &str) -> SocketAddr {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        let found = server.stderr_lines().iter().find_map(|line| {
+            line.split_once(&format!("ferryd {what} listening on "))
+                .map(|(_, addr)| addr.trim().parse().unwrap())
+        });
+        if let Some(addr) = found {
+            return addr;
+        }
+        assert!(Instant::now() < deadline, "no {what} listening line");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn token_file(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("control-token");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A users-file line for `user` with a PBKDF2 hash, made by `ferryd
+/// hash-password`.
+fn hashed_entry(user: &str, password: &str, iterations: u32) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
+        .args([
+            "hash-password",
+            "--iterations",
+            &iterations.to_string(),
+            user,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `user:password` in base64.
+fn basic(user: &str, password: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}").into_bytes();
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Reads one HTTP response (head and a `Content-Length` body); returns
+/// the status.
+fn http_response(reader: &mut BufReader<TcpStream>) -> u16 {
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let code = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {status:?}"));
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    code
+}
+
+/// Writes the users file and has the server read it again (SIGHUP).
+fn reload(server: &TestServer, users: &str) {
+    std::fs::write(server.root().join("id_passwd.txt"), users).unwrap();
+    let before = server.stderr_text().matches("reloaded").count();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || {
+        server.stderr_text().matches("reloaded").count() > before
+    }));
+}
+
+#[test]
+fn a_reload_ends_logins_cached_on_keep_alive_connections() {
+    let server = TestServer::builder()
+        .users_file(format!("{ALICE}:{ALICE_PW}\n{BOB}:{BOB_PW}\n"))
+        .args(["--login-delay", "0", "--http-listen", "127.0.0.1:0"])
+        .start();
+    let http = listening_addr(&server, "HTTP");
+    server.plant_file(BOB, "kept", b"old");
+    // Each case: the users file after the reload.
+    // Each case: the users file after the reload.
+    let cases = [
+        format!("{ALICE}:{ALICE_PW}\n"),
+        format!("{ALICE}:{ALICE_PW}\n{BOB}:a-new-password\n"),
+    ];
+    for users_text in cases {
+        reload(&server, &format!("{ALICE}:{ALICE_PW}\n{BOB}:{BOB_PW}\n"));
+        let stream = TcpStream::connect(http).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let auth = format!("Authorization: Basic {}\r\n", basic(BOB, BOB_PW));
+        write!(writer, "GET /files/kept HTTP/1.1\r\nHost: t\r\n{auth}\r\n").unwrap();
+        assert_eq!(http_response(&mut reader), 200);
+
+        reload(&server, &users_text);
+        write!(writer, "GET /files/kept HTTP/1.1\r\nHost: t\r\n{auth}\r\n").unwrap();
+        assert_eq!(http_response(&mut reader), 401, "GET after the reload");
+        write!(
+            writer,
+            "PUT /files/new HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        assert_eq!(http_response(&mut reader), 401, "PUT after the reload");
+        write!(
+            writer,
+            "DELETE /files/kept HTTP/1.1\r\nHost: t\r\n{auth}\r\n"
+        )
+        .unwrap();
+        assert_eq!(http_response(&mut reader), 401, "DELETE after the reload");
+        assert!(
+            !server.user_dir(BOB).join("new").exists(),
+            "nothing written"
+        );
+        assert_eq!(
+            std::fs::read(server.user_dir(BOB).join("kept")).unwrap(),
+            b"old"
+        );
+    }
+}
+
+/// `n` connections from one address, each with one `AUTH`, the last one
+/// with the right password: it must be refused once the wrong ones have
+/// locked the address out, although it was sent before.
+fn guesses_racing_the_lockout(n: usize) -> (TestServer, Vec<String>) {
+    let entry = hashed_entry("carol", "open sesame", 20_000);
+    let server = TestServer::builder()
+        .users_file(format!("{entry}\n"))
+        .args(["--login-delay", "0", "--lockout-failures", "3"])
+        .start();
+    let mut conns: Vec<Lines> = (0..n)
+        .map(|_| {
+            let mut c = Lines::from("127.0.0.1", server.addr());
+            assert!(c.line().unwrap().starts_with("220 "));
+            c
+        })
+        .collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let password = if i + 1 == n { "open sesame" } else { "wrong" };
+        c.send(&format!("AUTH carol {password}"));
+        if i + 2 == n {
+            // The guesses are queued before the right password comes.
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let replies = conns
+        .iter_mut()
+        .map(|c| c.line().unwrap_or_default())
+        .collect();
+    (server, replies)
+}
+
+#[test]
+fn checks_queued_behind_a_lockout_end_in_refusal() {
+    let (server, replies) = guesses_racing_the_lockout(7);
+    assert_eq!(
+        replies.last().map(String::as_str),
+        Some("530 login incorrect"),
+        "{replies:?}"
+    );
+    assert!(replies.iter().all(|r| r.starts_with("530 ")), "{replies:?}");
+    let log = server.stderr_text();
+    assert!(log.contains("audit: lockout"), "{log}");
+    assert!(!log.contains("login_ok"), "{log}");
+    assert_eq!(log.matches("audit: login_failed").count(), 3, "{log}");
+
+    // Twenty at once, as in the report: many are not even queued.
+    let (server, replies) = guesses_racing_the_lockout(20);
+    assert!(!replies.last().unwrap().starts_with("230"), "{replies:?}");
+    assert!(
+        replies
+            .iter()
+            .any(|r| r == "421 too many logins waiting, try again later"),
+        "{replies:?}"
+    );
+    assert!(!server.stderr_text().contains("login_ok"));
+}
+
+#[test]
+fn closed_decoy_logins_do_not_delay_a_real_one() {
+    let entry = hashed_entry("carol", "open sesame", 20_000);
+    let server = TestServer::builder()
+        .users_file(format!("{entry}\n"))
+        .args(["--login-delay", "0", "--max-per-ip", "200"])
+        .start();
+    // What one check costs here (a debug build is slow).
+    let one_check = {
+        let mut c = Lines::from("127.0.0.1", server.addr());
+        c.line();
+        let started = Instant::now();
+        assert_eq!(c.cmd("AUTH carol open sesame"), "230 logged in");
+        started.elapsed()
+    };
+    for address in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        for _ in 0..40 {
+            let mut c = connect_from(address, server.addr());
+            c.write_all(b"AUTH nosuchuser x\r\n").unwrap();
+            drop(c);
+        }
+    }
+    thread::sleep(Duration::from_millis(100));
+    let mut real = Lines::from("127.0.0.1", server.addr());
+    real.writer
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    real.line();
+    let started = Instant::now();
+    assert_eq!(real.cmd("AUTH carol open sesame"), "230 logged in");
+    let waited = started.elapsed();
+    assert!(
+        waited < one_check * 4 + Duration::from_millis(500),
+        "a login waited {waited:?} behind 160 closed decoys (one check: {one_check:?})"
+    );
+}
+
+#[test]
+fn an_unknown_user_and_a_wrong_plain_text_password_take_as_long() {
+    let entry = hashed_entry("carol", "open sesame", 20_000);
+    let server = TestServer::builder()
+        .users_file(format!("{entry}\n{ALICE}:{ALICE_PW}\n"))
+        .args(["--login-delay", "0", "--lockout-failures", "0"])
+        .start();
+    let time = |user: &str| {
+        let mut c = Lines::from("127.0.0.1", server.addr());
+        c.line();
+        let started = Instant::now();
+        assert_eq!(c.cmd(&format!("AUTH {user} wrong")), "530 login incorrect");
+        started.elapsed()
+    };
+    let (mut plain, mut unknown) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        plain.push(time(ALICE));
+        unknown.push(time("nobody"));
+    }
+    plain.sort();
+    unknown.sort();
+    let (plain, unknown) = (plain[3], unknown[3]);
+    assert!(
+        plain * 3 > unknown && unknown * 3 > plain,
+        "median wrong plain-text password {plain:?}, unknown user {unknown:?}"
+    );
+    // The right plain-text password still works.
+    let mut c = Lines::from("127.0.0.1", server.addr());
+    c.line();
+    assert_eq!(c.cmd(&format!("AUTH {ALICE} {ALICE_PW}")), "230 logged in");
+}
+
+fn control_server(extra: &[&str]) -> (TestServer, SocketAddr, tempfile::TempDir) {
+    let tokens = tempfile::tempdir().unwrap();
+    let server = TestServer::builder()
+        .args(["--login-delay", "0", "--control", "127.0.0.1:0"])
+        .arg("--control-token-file")
+        .arg(token_file(tokens.path()))
+        .args(extra)
+        .start();
+    let addr = listening_addr(&server, "control port");
+    (server, addr, tokens)
+}
+
+#[test]
+fn control_token_guesses_lock_out_and_the_operator_lists_and_lifts_lockouts() {
+    let (server, control, _tokens) = control_server(&["--lockout-failures", "3"]);
+    let mut operator = Lines::from("127.0.0.1", control);
+    operator.line();
+    assert_eq!(operator.cmd(&format!("TOKEN {TOKEN}")), "230 ok");
+    assert_eq!(operator.cmd("LOCKOUTS"), "211 0 locked out");
+
+    let mut guesser = Lines::from("127.0.0.2", control);
+    guesser.line();
+    assert_eq!(guesser.cmd("TOKEN guess-1"), "530 bad token");
+    assert_eq!(guesser.cmd("TOKEN guess-2"), "530 bad token");
+    assert_eq!(
+        guesser.cmd("TOKEN guess-3"),
+        "530 bad token, too many failures"
+    );
+    // Locked out: even the right token is refused, and so are logins.
+    let mut guesser = Lines::from("127.0.0.2", control);
+    guesser.line();
+    assert_eq!(guesser.cmd(&format!("TOKEN {TOKEN}")), "530 bad token");
+    let mut login = Lines::from("127.0.0.2", server.addr());
+    login.line();
+    assert_eq!(
+        login.cmd(&format!("AUTH {ALICE} {ALICE_PW}")),
+        "530 login incorrect"
+    );
+    let log = server.stderr_text();
+    assert!(
+        log.contains("audit: lockout ip=127.0.0.2 proto=control"),
+        "{log}"
+    );
+
+    let listed = operator.cmd("LOCKOUTS");
+    assert!(
+        listed.starts_with("211-127.0.0.2 failures=3 remaining="),
+        "{listed}"
+    );
+    assert_eq!(operator.line().unwrap(), "211 1 locked out");
+    assert_eq!(operator.cmd("UNLOCK 127.0.0.2"), "200 unlocked 1");
+    assert_eq!(operator.cmd("UNLOCK 127.0.0.2"), "550 not locked out");
+    assert_eq!(operator.cmd("UNLOCK nonsense"), "501 bad arguments");
+    assert_eq!(guesser.cmd(&format!("TOKEN {TOKEN}")), "230 ok");
+    assert_eq!(
+        login.cmd(&format!("AUTH {ALICE} {ALICE_PW}")),
+        "230 logged in"
+    );
+    assert_eq!(operator.cmd("UNLOCK ALL"), "200 unlocked 0");
+    // Without the token, neither command runs.
+    let mut stranger = Lines::from("127.0.0.3", control);
+    stranger.line();
+    assert_eq!(stranger.cmd("LOCKOUTS"), "530 token required");
+    assert_eq!(stranger.cmd("UNLOCK ALL"), "530 token required");
+}
+
+#[test]
+fn idle_control_connections_cannot_keep_the_operator_out() {
+    let (_server, control, _tokens) = control_server(&[]);
+    let mut idle: Vec<Lines> = (0..8)
+        .map(|_| {
+            let mut c = Lines::from("127.0.0.1", control);
+            assert_eq!(c.line().as_deref(), Some("220 ferry control ready"));
+            c
+        })
+        .collect();
+    let started = Instant::now();
+    let mut operator = Lines::from("127.0.0.1", control);
+    assert_eq!(operator.line().as_deref(), Some("220 ferry control ready"));
+    assert_eq!(operator.cmd(&format!("TOKEN {TOKEN}")), "230 ok");
+    assert!(operator.cmd("STATUS").starts_with("211 uptime="));
+    // The idle ones are closed within the token deadline (5 s).
+    for c in &mut idle {
+        let _ = c.line();
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(8), "idle for {took:?}");
+    assert_eq!(operator.cmd("NOOP"), "200 ok");
+}
+
+#[test]
+fn an_allowed_address_is_never_locked_out() {
+    let server = TestServer::builder()
+        .args(["--login-delay", "0", "--lockout-failures", "2"])
+        .args(["--lockout-allow", "127.0.0.0/30,::1"])
+        .start();
+    for address in ["127.0.0.2", "127.0.0.5"] {
+        for _ in 0..2 {
+            let mut c = Lines::from(address, server.addr());
+            c.line();
+            assert_eq!(c.cmd(&format!("AUTH {ALICE} wrong")), "530 login incorrect");
+            assert_eq!(c.cmd(&format!("AUTH {ALICE} wrong")), "530 login incorrect");
+        }
+    }
+    let mut allowed = Lines::from("127.0.0.2", server.addr());
+    allowed.line();
+    assert_eq!(
+        allowed.cmd(&format!("AUTH {ALICE} {ALICE_PW}")),
+        "230 logged in"
+    );
+    let mut other = Lines::from("127.0.0.5", server.addr());
+    other.line();
+    assert_eq!(
+        other.cmd(&format!("AUTH {ALICE} {ALICE_PW}")),
+        "530 login incorrect"
+    );
+}
+
+#[test]
+fn config_debug_shows_no_control_token() {
+    let config = ferry::Config {
+        control_token: Some(TOKEN.to_string()),
+        ..ferry::Config::default()
+    };
+    let shown = format!("{config:?} {config:#?}");
+    assert!(!shown.contains(TOKEN), "{shown}");
+    assert!(shown.contains("control_token"), "{shown}");
+}

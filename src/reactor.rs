@@ -21,8 +21,8 @@
 //! not pushed again: when its entry comes up, the session's current
 //! deadline is read and the entry re-armed, so each connection has about
 //! one entry however busy it is. With no connections there are no entries
-//! and an idle server wakes only for the storage's housekeeping (expiring
-//! partials: once a minute, or every half partial TTL when that is less).
+//! and an idle server wakes only for the storage's housekeeping: when a
+//! partial upload it knows of expires (none known, no wake-up).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -372,7 +372,7 @@ impl Reactor {
         let resume = self.listeners.iter().filter_map(|l| l.paused_until).min();
         let timer = self.timers.peek().map(|Reverse((when, _))| *when);
         // Expiry of partials, and sweeping the files of stopped servers.
-        let storage = Some(self.services.storage.next_housekeeping());
+        let storage = self.services.storage.next_housekeeping();
         let next = [drain, resume, timer, storage]
             .into_iter()
             .flatten()

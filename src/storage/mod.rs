@@ -100,9 +100,8 @@ const RESYNC_AFTER: Duration = Duration::from_secs(5 * 60);
 /// loop (a `stat` each, an unlink for the expired): a few milliseconds at
 /// most, so sessions never wait long behind it.
 const SWEEP_BUDGET: usize = 256;
-/// Longest time between two expiry passes: an expired partial leaves the
-/// disk at most this long (or half the TTL, if shorter) after it expired.
-const SWEEP_INTERVAL_MAX: Duration = Duration::from_secs(60);
+/// Shortest time between two expiry passes: partials that expire close
+/// together are removed by one pass, not one pass each.
 const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
 /// How long an interrupted upload is kept for resuming by default.
@@ -264,8 +263,12 @@ impl Tally {
 /// partials, [`SWEEP_BUDGET`] of them per turn.
 #[derive(Debug)]
 struct Sweep {
-    /// When the next pass starts (or the current one continues).
-    next: Instant,
+    /// When the next pass starts (or the current one continues): when the
+    /// first partial this server knows of expires. `None` while it knows
+    /// of none, so an idle server with no partials never wakes for this.
+    next: Option<Instant>,
+    /// The first expiry among the live partials this pass has seen.
+    earliest: Option<Instant>,
     /// Users still to visit in this pass.
     users: Vec<OsString>,
     /// The user being visited, their partial and partial-sums
@@ -408,7 +411,8 @@ impl Storage {
             user_dirs: RefCell::new(HashMap::new()),
             tallies: RefCell::new(HashMap::new()),
             sweep: RefCell::new(Sweep {
-                next: Instant::now(),
+                next: Some(Instant::now()),
+                earliest: None,
                 users: Vec::new(),
                 current: None,
                 running: false,
@@ -432,7 +436,7 @@ impl Storage {
     }
 
     /// When [`Storage::housekeeping`] next has work.
-    pub fn next_housekeeping(&self) -> Instant {
+    pub fn next_housekeeping(&self) -> Option<Instant> {
         self.sweep.borrow().next
     }
 
@@ -440,7 +444,7 @@ impl Storage {
     /// pass, the temporary files of servers sharing the root that died.
     /// Called by the event loop when [`Storage::next_housekeeping`] comes.
     pub fn housekeeping(&self, now: Instant) {
-        if now < self.next_housekeeping() {
+        if self.next_housekeeping().is_none_or(|next| now < next) {
             return;
         }
         let expired = self.sweep_partials(SWEEP_BUDGET);
@@ -457,6 +461,7 @@ impl Storage {
             sweep.running = true;
             sweep.users = self.users.names().unwrap_or_default();
             sweep.current = None;
+            sweep.earliest = None;
             self.sweep_instances();
         }
         let mut expired = 0;
@@ -470,10 +475,15 @@ impl Storage {
                 let Ok(meta) = partials.stat(&name) else {
                     continue;
                 };
-                if meta.file_type().is_file()
-                    && self.is_expired(&meta)
-                    && self.remove_expired(partials, &name, &meta)
-                {
+                if !meta.file_type().is_file() {
+                    continue;
+                }
+                if !self.is_expired(&meta) {
+                    let expires = Instant::now() + self.expires_in(&meta);
+                    sweep.earliest = Some(sweep.earliest.map_or(expires, |e| e.min(expires)));
+                    continue;
+                }
+                if self.remove_expired(partials, &name, &meta) {
                     if let Some(sums) = sums {
                         record::remove(sums, &name);
                     }
@@ -486,9 +496,8 @@ impl Storage {
             }
             let Some(user) = sweep.users.pop() else {
                 sweep.running = false;
-                let interval =
-                    (self.options.partial_ttl / 2).clamp(SWEEP_INTERVAL_MIN, SWEEP_INTERVAL_MAX);
-                sweep.next = Instant::now() + interval;
+                let soonest = Instant::now() + SWEEP_INTERVAL_MIN;
+                sweep.next = sweep.earliest.map(|at| at.max(soonest));
                 return expired;
             };
             let Some(records) = user.to_str().and_then(|u| self.users.open_dir(u).ok()) else {
@@ -503,7 +512,7 @@ impl Storage {
             sweep.current = Some((user, partials, sums, names));
         }
         // Budget spent: go on at the next turn.
-        sweep.next = Instant::now();
+        sweep.next = Some(Instant::now());
         expired
     }
 
@@ -545,6 +554,22 @@ impl Storage {
             Ok(_) => {}
             Err(err) => log::warn!("cannot sweep stopped servers' files: {err}"),
         }
+    }
+
+    /// How long until the partial `meta` describes expires (zero if it
+    /// has).
+    fn expires_in(&self, meta: &Metadata) -> Duration {
+        let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let age = written.elapsed().unwrap_or_default();
+        self.options.partial_ttl.saturating_sub(age)
+    }
+
+    /// A partial was kept now: the next pass comes no later than its
+    /// expiry.
+    fn partial_kept(&self) {
+        let mut sweep = self.sweep.borrow_mut();
+        let expires = Instant::now() + self.options.partial_ttl.max(SWEEP_INTERVAL_MIN);
+        sweep.next = Some(sweep.next.map_or(expires, |next| next.min(expires)));
     }
 
     fn is_expired(&self, meta: &Metadata) -> bool {
@@ -1003,6 +1028,7 @@ impl Storage {
         dir.inner
             .tally
             .change(|c| c.partial = (c.partial + len).saturating_sub(older));
+        self.partial_kept();
         let saved = match (hasher, Identity::of_file(&file)) {
             (Some(hasher), Ok(identity)) if hasher.len() == len => {
                 let state = hex::encode(hasher.save());

@@ -37,6 +37,7 @@
 //! tied to the file's identity, so asking for it costs no re-read.
 
 mod dir;
+mod listing;
 mod record;
 mod upload;
 
@@ -54,6 +55,7 @@ use crate::integrity::{Digest, Hasher};
 use crate::protocol::name::{self, FileName};
 
 use dir::Dir;
+pub use listing::{Listing, Step as ListingStep};
 pub use record::Identity;
 pub use upload::Upload;
 
@@ -415,6 +417,13 @@ impl Storage {
         let same =
             named.file_type().is_dir() && (named.dev(), named.ino()) == (held.dev(), held.ino());
         same.then_some(inner)
+    }
+
+    /// The user's regular files a batch at a time, in directory order
+    /// (see [`Listing`]): what `LIST` and the HTTP listing send, with a
+    /// small buffer whatever the size of the directory.
+    pub fn listing(&self, dir: &UserDir) -> Result<Listing, StorageError> {
+        Listing::new(&dir.inner.files)
     }
 
     /// The user's regular files, sorted by name (byte order). Names that

@@ -1461,6 +1461,9 @@ pub(super) fn listing_step(
     mut write: impl FnMut(&Entry, &mut Vec<u8>),
 ) -> Result<bool, StorageError> {
     let start = out.len();
+    // Room for the block, its last line and its framing at once, so that
+    // the buffer does not double past it (to 32 KiB) while it fills.
+    out.reserve(LIST_BLOCK + 1024);
     let mut looked = 0;
     while out.len() - start < LIST_BLOCK && looked < LIST_STEP_ENTRIES {
         match listing.next_entry()? {

@@ -4,7 +4,8 @@
 //! relative to directory handles, random bytes (`getrandom`), the mount
 //! a descriptor is on (`statx`),
 //! creating a directory relative to one, listing a directory from its
-//! handle and describing its entries (`fstatat`), starting or awaiting
+//! handle, whole or a batch at a time (`getdents64`), and describing its
+//! entries (`fstatat`), starting or awaiting
 //! write-back of part of a file (`sync_file_range`), sending part of a
 //! file straight to a socket (`sendfile`), and a listener's backlog
 //! (`listen`).
@@ -334,6 +335,55 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
     result.map(|()| names)
 }
 
+/// Reads the next entries of the directory `dir` into `buf` as the
+/// kernel's `struct linux_dirent64` records (`getdents64`), continuing
+/// where the last read on this descriptor stopped; 0 at the end. Read
+/// them with [`next_dirent`]. A caller that reads a directory a batch at a
+/// time holds only `buf`, however many entries there are.
+pub fn read_dirents(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `dir` is a live descriptor and `buf` is writable for
+        // `buf.len()` bytes; the kernel writes at most that many.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
+            )
+        };
+        if ret >= 0 {
+            return Ok(ret as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// The name of the record at `pos` of what [`read_dirents`] put in
+/// `records`, and where the next record starts; `None` for a record that
+/// does not fit the kernel's layout (which the kernel never writes).
+pub fn next_dirent(records: &[u8], pos: usize) -> Option<(&[u8], usize)> {
+    // struct linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type,
+    // then the NUL-terminated name, padded to d_reclen.
+    const NAME_AT: usize = 19;
+    let header = records.get(pos..pos + NAME_AT)?;
+    let reclen = usize::from(u16::from_ne_bytes([header[16], header[17]]));
+    let record = records.get(pos..pos.checked_add(reclen)?)?;
+    let name = record.get(NAME_AT..)?;
+    let len = name.iter().position(|&b| b == 0)?;
+    Some((&name[..len], pos + reclen))
+}
+
+/// A descriptor of its own for the directory `dir` (`"."` opened from its
+/// handle, never a path), so that reading its entries has a position of
+/// its own.
+pub fn reopen_dir(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    openat_nofollow(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+}
+
 /// Asks the kernel to start writing the dirty pages of `file` in
 /// `offset..offset + len` to the device, without waiting for it.
 pub fn start_writeback(file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
@@ -465,6 +515,41 @@ mod tests {
             Some(libc::EISDIR)
         );
         assert_eq!(read_dir(dir.as_fd()).unwrap(), vec![c"sub".to_owned()]);
+    }
+
+    #[test]
+    fn dirents_come_a_buffer_at_a_time_from_a_descriptor_of_their_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut want: Vec<Vec<u8>> = (0..500).map(|i| format!("f{i:03}").into_bytes()).collect();
+        for name in &want {
+            File::create(tmp.path().join(std::str::from_utf8(name).unwrap())).unwrap();
+        }
+        want.push(b".".to_vec());
+        want.push(b"..".to_vec());
+        want.sort();
+        let dir = dir_fd(tmp.path());
+        let own = reopen_dir(dir.as_fd()).unwrap();
+        // Small enough that the names take many reads.
+        let mut buf = [0u8; 512];
+        let mut names = Vec::new();
+        let mut reads = 0;
+        loop {
+            let n = read_dirents(own.as_fd(), &mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            reads += 1;
+            let mut pos = 0;
+            while pos < n {
+                let (name, next) = next_dirent(&buf[..n], pos).unwrap();
+                names.push(name.to_vec());
+                pos = next;
+            }
+        }
+        assert!(reads > 10, "{reads} reads");
+        names.sort();
+        assert_eq!(names, want);
+        assert_eq!(next_dirent(&buf[..10], 0), None, "a cut record");
     }
 
     #[test]

@@ -295,7 +295,9 @@ fn drive_session(input: &[u8], seed: u8) {
 /// HTTP front"): a status line `HTTP/1.1 NNN reason`; the interim
 /// `100 Continue` is that line alone; a final response has `Date` and
 /// `Server: ferry/<version>`, fields of printable bytes, `Content-Length`
-/// unless it is a `204`, and nothing follows a `Connection: close`.
+/// unless it is a `204` or a listing (`Transfer-Encoding: chunked`, or with
+/// `Connection: close` a body that ends with the connection), and nothing
+/// follows a `Connection: close`.
 /// Whether a body follows depends on the request (`HEAD` has none), which is
 /// not tracked here: a response's body is taken as present when the bytes
 /// behind it are the end or the next status line, else as absent, and one
@@ -330,6 +332,7 @@ fn check_responses(out: &[u8], cut: bool) {
             continue;
         }
         let mut length = None;
+        let mut chunked = false;
         let mut close = false;
         let mut date = false;
         let mut server = false;
@@ -350,6 +353,10 @@ fn check_responses(out: &[u8], cut: bool) {
                     assert!(length.is_none(), "two lengths in {head:?}");
                     length = Some(value.parse::<usize>().expect("a decimal length"));
                 }
+                "Transfer-Encoding" => {
+                    assert_eq!(value, "chunked", "{head:?}");
+                    chunked = true;
+                }
                 "Connection" => close |= value == "close",
                 "Date" => date = true,
                 "Server" => {
@@ -362,6 +369,32 @@ fn check_responses(out: &[u8], cut: bool) {
         assert!(date && server, "Date and Server in {head:?}");
         if status == 204 {
             assert_eq!(length, None, "a 204 has no Content-Length");
+        }
+        if chunked {
+            assert_eq!(length, None, "Content-Length and chunked in {head:?}");
+            // A body is present unless the next response follows (`HEAD`).
+            let next = rest.is_empty()
+                || rest.starts_with(b"HTTP/1.1 ")
+                || (cut && b"HTTP/1.1 ".starts_with(rest));
+            if !next {
+                match decode_chunked(rest, rest.len()) {
+                    Ok((_, used, true)) => rest = &rest[used..],
+                    Ok((_, _, false)) => {
+                        assert!(cut, "a chunked body without its end: {}", show(rest));
+                        return;
+                    }
+                    Err(err) => panic!("a malformed chunked body ({err:?}): {}", show(rest)),
+                }
+            }
+            if close {
+                assert!(rest.is_empty(), "a response after Connection: close: {}", show(rest));
+            }
+            continue;
+        }
+        if length.is_none() && status != 204 {
+            // A body that ends where the connection does.
+            assert!(close, "no Content-Length in {head:?}");
+            return;
         }
         let length = length.unwrap_or_else(|| {
             assert_eq!(status, 204, "no Content-Length in {head:?}");

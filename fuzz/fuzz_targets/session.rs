@@ -775,6 +775,12 @@ enum Phase {
         payload_at: usize,
         expect: Option<[u8; 32]>,
     },
+    /// Between the blocks of a `LIST`: the next reply is `150 <n>`, another
+    /// block, or `150 0`, the end; `got` holds the blocks so far.
+    ListBlocks {
+        got: Vec<u8>,
+        files: Vec<(String, u64)>,
+    },
     /// After `221`, `421` or the last failed login: nothing may follow.
     Closed,
 }
@@ -855,9 +861,15 @@ impl Checker {
                     else {
                         unreachable!()
                     };
-                    check_download(expect);
+                    match expect {
+                        Expect::Listing { got, files } => {
+                            assert!(got.ends_with(b"\n"), "a block of whole lines: {}", show(&got));
+                            self.phase = Phase::ListBlocks { got, files };
+                        }
+                        expect => check_download(expect),
+                    }
                 }
-                Phase::Greeting | Phase::Replies | Phase::Upload { .. } => {
+                Phase::Greeting | Phase::Replies | Phase::Upload { .. } | Phase::ListBlocks { .. } => {
                     let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
                         assert!(rest.len() < MAX_REPLY_LINE, "runaway reply {}", show(rest));
                         break;
@@ -935,6 +947,7 @@ impl Checker {
                 self.cursor += consumed;
                 self.answer(command, code, text);
             }
+            Phase::ListBlocks { got, files } => list_block(&mut self.phase, code, text, got, files),
             Phase::Data { .. } | Phase::Closed => unreachable!(),
         }
     }
@@ -1011,14 +1024,8 @@ impl Checker {
                     .iter()
                     .map(|(name, content)| (name.clone(), content.len() as u64))
                     .collect();
-                let left = data_size(code, text, &context);
-                self.phase = Phase::Data {
-                    left,
-                    expect: Expect::Listing {
-                        got: Vec::new(),
-                        files,
-                    },
-                };
+                assert_eq!(code, 150, "{context}");
+                list_block(&mut self.phase, code, text, Vec::new(), files);
             }
             Command::View { name } | Command::Get { name } => {
                 let preview = matches!(command, Command::View { .. });
@@ -1162,6 +1169,7 @@ impl Checker {
             Phase::Data { left, .. } => {
                 assert!(aborted, "download ended {left} bytes short");
             }
+            Phase::ListBlocks { .. } => assert!(aborted, "a LIST without its `150 0`"),
             Phase::Upload {
                 size, payload_at, ..
             } => {
@@ -1221,12 +1229,28 @@ fn data_size(code: u16, text: &str, context: &str) -> usize {
     usize::try_from(n).unwrap()
 }
 
+/// A `150 <n>` of a `LIST`: the next block of `n` bytes, or with `0` the
+/// end, when the blocks so far must list every file exactly once.
+fn list_block(phase: &mut Phase, code: u16, text: &str, got: Vec<u8>, files: Vec<(String, u64)>) {
+    let n = data_size(code, text, "a LIST block");
+    if n > 0 {
+        *phase = Phase::Data {
+            left: n,
+            expect: Expect::Listing { got, files },
+        };
+    } else {
+        check_download(Expect::Listing { got, files });
+    }
+}
+
 fn check_download(expect: Expect) {
     match expect {
         Expect::Bytes(want) => assert!(want.is_empty()),
         Expect::Listing { got, files } => {
             let text = std::str::from_utf8(&got).expect("listing is UTF-8");
-            let lines: Vec<&str> = text.split_terminator('\n').collect();
+            // In directory order: compared by name.
+            let mut lines: Vec<&str> = text.split_terminator('\n').collect();
+            lines.sort_by_key(|line| line.splitn(3, ' ').nth(2));
             assert!(text.is_empty() || text.ends_with('\n'), "{text:?}");
             assert_eq!(lines.len(), files.len(), "{text:?} vs {files:?}");
             for (line, (name, size)) in lines.iter().zip(&files) {

@@ -374,21 +374,35 @@ impl<S: Read + Write> Connection<S> {
         Ok(reply)
     }
 
-    /// `LIST`, parsed.
+    /// `LIST`, parsed, in the order the server sent (directory order).
+    /// The reply is a series of `150 <n>` blocks of whole lines, ended by
+    /// `150 0`.
     pub fn list(&mut self) -> Result<Vec<Entry>> {
-        let reply = self.command("LIST")?;
-        let n = data_size("LIST", &reply)?;
-        let mut data = Vec::new();
-        self.read_data(n, &mut data, &mut |_| {})
-            .map_err(|e| e.into_error(PathBuf::new()))?;
-        let text = String::from_utf8(data)
-            .map_err(|_| Error::Protocol("LIST data is not UTF-8".to_string()))?;
-        if !text.is_empty() && !text.ends_with('\n') {
-            return Err(Error::Protocol(
-                "LIST data does not end with a line break".to_string(),
-            ));
+        let mut reply = self.command("LIST")?;
+        let mut entries = Vec::new();
+        loop {
+            let n = data_size("LIST", &reply)?;
+            if n == 0 {
+                return Ok(entries);
+            }
+            let mut data = Vec::new();
+            self.read_data(n, &mut data, &mut |_| {})
+                .map_err(|e| e.into_error(PathBuf::new()))?;
+            let text = String::from_utf8(data)
+                .map_err(|_| Error::Protocol("LIST data is not UTF-8".to_string()))?;
+            if !text.ends_with('\n') {
+                return Err(Error::Protocol(
+                    "LIST block does not end with a line break".to_string(),
+                ));
+            }
+            for line in text.split_terminator('\n') {
+                entries.push(parse_entry(line)?);
+            }
+            reply = self.read_reply()?;
+            if reply.code == 421 {
+                return Err(Error::Closed(reply));
+            }
         }
-        text.split_terminator('\n').map(parse_entry).collect()
     }
 
     /// `VIEW`: the first (up to) 1024 bytes of `name`.

@@ -295,7 +295,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
         (false, Some(n)) => Body::Length(n),
         (false, None) => Body::None,
     };
-    let keep_alive = !close && (minor_version == 1 || keep_alive_token);
+    // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message makes its
+    // framing suspect; the request is answered and the connection closed.
+    let suspect_framing = minor_version == 0 && transfer_encoding;
+    let keep_alive = !close && !suspect_framing && (minor_version == 1 || keep_alive_token);
     Ok(Status::Complete(Request {
         method,
         path,
@@ -636,6 +639,17 @@ mod tests {
             (absolute.path, absolute.query),
             (&b"/files/q"[..], Some(&b"x"[..]))
         );
+    }
+
+    #[test]
+    fn http_1_0_with_transfer_encoding_closes() {
+        let raw =
+            "PUT /files/a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let request = head(raw).unwrap();
+        assert_eq!(request.body, Body::Chunked);
+        assert!(!request.keep_alive);
+        let raw = "PUT /files/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(head(raw).unwrap().keep_alive);
     }
 
     #[test]

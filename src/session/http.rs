@@ -24,7 +24,9 @@ use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::line::{MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER};
+use super::line::{
+    MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER, listing_step, write_listing_line,
+};
 use super::outbox::{FileBody, FileOutput, Outbox};
 use super::{CheckTicket, LoginStart, OverQuota, Services};
 use crate::audit::{self, Quoted};
@@ -39,7 +41,7 @@ use crate::protocol::http::{
 use crate::protocol::line::Status;
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::describe_io;
-use crate::storage::{Entry, StorageError, Upload, UserDir};
+use crate::storage::{Entry, Listing, StorageError, Upload, UserDir};
 
 /// While more response bytes than this wait to be sent, no further
 /// pipelined request is handled.
@@ -53,11 +55,25 @@ const TEXT: &str = "text/plain; charset=utf-8";
 #[derive(Debug)]
 enum Source {
     File(FileBody),
-    Listing {
-        entries: Vec<Entry>,
-        next: usize,
-        json: bool,
-    },
+}
+
+/// A listing being sent: the directory is read a step at a time
+/// ([`Session::work`]), as for the line protocol's `LIST`, and the body
+/// has no length: HTTP/1.1 sends it chunked (a chunk per step), HTTP/1.0
+/// ends it by closing the connection.
+#[derive(Debug)]
+struct ListJob {
+    listing: Listing,
+    json: bool,
+    chunked: bool,
+    /// Entries sent so far (a JSON entry after the first starts with a
+    /// comma).
+    entries: usize,
+    /// Body bytes sent so far (chunk framing not counted).
+    bytes: u64,
+    keep_alive: bool,
+    user: String,
+    started: Instant,
 }
 
 /// A response body being sent.
@@ -68,7 +84,7 @@ struct Send {
     total: u64,
     keep_alive: bool,
     user: String,
-    /// The file sent, or empty for a listing.
+    /// The file sent.
     name: String,
     started: Instant,
 }
@@ -151,6 +167,7 @@ enum State {
     Head,
     Receiving(Box<Put>),
     Sending(Box<Send>),
+    Listing(Box<ListJob>),
     /// The request at the front of `input` waits for a password check.
     Verifying(Box<HttpVerifying>),
     /// Sends what is queued, then the connection closes.
@@ -230,7 +247,8 @@ impl Session {
                     .saturating_add(CHUNK_FRAMING_READ),
             },
             State::Sending(send) if !send.keep_alive => 0,
-            State::Head | State::Sending(_) | State::Verifying(_) => {
+            State::Listing(job) if !job.keep_alive => 0,
+            State::Head | State::Sending(_) | State::Listing(_) | State::Verifying(_) => {
                 MAX_HEAD.saturating_sub(self.input.len())
             }
         }
@@ -258,7 +276,6 @@ impl Session {
             State::Sending(send) if send.remaining > 0 && self.out.file_may_follow(send.total) => {
                 match &send.source {
                     Source::File(body) => Some(body.output(send.remaining)),
-                    Source::Listing { .. } => None,
                 }
             }
             _ => None,
@@ -303,7 +320,7 @@ impl Session {
         Some(match self.state {
             State::Head if self.input.is_empty() => self.last_activity + policy.idle_timeout,
             State::Head | State::Verifying(_) => self.head_started + policy.head_timeout,
-            State::Receiving(_) | State::Sending(_) | State::Closing => {
+            State::Receiving(_) | State::Sending(_) | State::Listing(_) | State::Closing => {
                 self.last_activity + policy.stall_timeout
             }
         })
@@ -342,18 +359,33 @@ impl Session {
                 self.cut(&send, "timeout: the client stopped reading", services);
                 self.drop_output();
             }
+            State::Listing(job) => {
+                self.cut_listing(&job, "timeout: the client stopped reading");
+                self.drop_output();
+            }
             State::Closing => self.drop_output(),
         }
     }
 
-    /// Socket-free work: a password-hash check that holds a slot.
+    /// Socket-free work: a password-hash check that holds a slot, or the
+    /// next step of a listing once the last was sent.
     pub fn has_work(&self) -> bool {
-        matches!(&self.state, State::Verifying(v) if v.ticket.is_running())
+        match &self.state {
+            State::Verifying(v) => v.ticket.is_running(),
+            State::Listing(_) => self.out.queued().is_empty(),
+            _ => false,
+        }
     }
 
-    /// One slice of the password check; once decided, the waiting request
-    /// is handled again.
+    /// One slice of the password check (once decided, the waiting request
+    /// is handled again), or one step of a listing.
     pub fn work(&mut self, services: &Services) -> usize {
+        if let State::Listing(_) = self.state {
+            self.list_step();
+            self.advance(services);
+            // A step is this session's whole turn, as for `LIST`.
+            return usize::MAX;
+        }
         let State::Verifying(verifying) = &mut self.state else {
             return 0;
         };
@@ -432,6 +464,10 @@ impl Session {
                 self.cut(&send, "server shutting down", services);
                 self.drop_output();
             }
+            State::Listing(job) => {
+                self.cut_listing(&job, "server shutting down");
+                self.drop_output();
+            }
             State::Head | State::Verifying(_) | State::Closing => {}
         }
         self.state = State::Closing;
@@ -441,6 +477,7 @@ impl Session {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(put) => self.abort_upload(*put, reason, services),
             State::Sending(send) => self.cut(&send, reason, services),
+            State::Listing(job) => self.cut_listing(&job, reason),
             State::Head | State::Verifying(_) | State::Closing => {}
         }
         self.drop_output();
@@ -486,6 +523,8 @@ impl Session {
                     }
                     break;
                 }
+                // Its steps run from `work`; requests behind it wait.
+                State::Listing(_) => break,
                 State::Sending(_) => {
                     if !self.output().is_empty() {
                         break;
@@ -797,54 +836,99 @@ impl Session {
         after: After,
         services: &Services,
     ) {
-        let entries = match services.storage.list(dir) {
-            Ok(entries) => entries,
+        let listing = match services.storage.listing(dir) {
+            Ok(listing) => listing,
             Err(err) => {
                 log::error!("{} {user}: listing failed: {err}", self.peer);
                 return self.storage_error(err, after, services);
             }
         };
         let json = http::query_value(request.query, b"format") != Some(b"text");
-        let mut scratch = Vec::new();
-        let mut total = 0;
-        for (i, entry) in entries.iter().enumerate() {
-            scratch.clear();
-            write_listing_entry(entry, i, json, &mut scratch);
-            total += scratch.len() as u64;
-        }
-        if json {
-            total += (JSON_OPEN.len() + JSON_CLOSE.len()) as u64;
-        }
         let content_type = if json { "application/json" } else { TEXT };
-        self.start_head(
-            200,
-            &[("Content-Type", content_type)],
-            Some(total),
-            after,
-            services,
-        );
+        // The length is not known before the end; HTTP/1.0 has no chunked
+        // coding, so there the body ends where the connection closes.
+        let chunked = request.minor_version >= 1;
+        let after = if chunked { after } else { After::Close };
+        let mut fields = vec![("Content-Type", content_type)];
+        if chunked {
+            fields.push(("Transfer-Encoding", "chunked"));
+        }
+        self.start_head(200, &fields, None, after, services);
         if request.method == Method::Head {
             return self.after_response(after);
         }
-        let mut remaining = total;
-        if json {
-            self.out.buf().extend_from_slice(JSON_OPEN.as_bytes());
-            remaining -= JSON_OPEN.len() as u64;
-        }
-        self.state = State::Sending(Box::new(Send {
-            source: Source::Listing {
-                entries,
-                next: 0,
-                json,
-            },
-            remaining,
-            total,
+        self.state = State::Listing(Box::new(ListJob {
+            listing,
+            json,
+            chunked,
+            entries: 0,
+            bytes: 0,
             keep_alive: after == After::KeepAlive,
             user: user.to_owned(),
-            name: String::new(),
             started: Instant::now(),
         }));
-        self.refill(services);
+    }
+
+    /// One step of a listing: the next chunk of entries (with `[` before
+    /// the first and `]` after the last, for JSON), and the end of the
+    /// body once the directory is read to its end. A directory that cannot
+    /// be read further cuts the body short: the connection closes without
+    /// the last chunk, which a client sees as an incomplete response.
+    fn list_step(&mut self) {
+        let State::Listing(job) = &mut self.state else {
+            return;
+        };
+        let out = self.out.buf();
+        let start = out.len();
+        if job.json && job.bytes == 0 {
+            out.extend_from_slice(JSON_OPEN.as_bytes());
+        }
+        let (json, mut index) = (job.json, job.entries);
+        let result = listing_step(&mut job.listing, out, |entry, out| {
+            write_listing_entry(entry, index, json, out);
+            index += 1;
+        });
+        job.entries = index;
+        if json && matches!(result, Ok(true)) {
+            out.extend_from_slice(JSON_CLOSE.as_bytes());
+        }
+        let added = out.len() - start;
+        job.bytes += added as u64;
+        if job.chunked && added > 0 {
+            let size = format!("{added:x}\r\n");
+            out.splice(start..start, size.bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                if job.chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                log::info!(
+                    "{} {}: listing ok ({} bytes in {:.3}s)",
+                    self.peer,
+                    job.user,
+                    job.bytes,
+                    job.started.elapsed().as_secs_f64()
+                );
+                let keep = job.keep_alive && !self.shutting_down;
+                self.after_response(After::from_keep_alive(keep));
+            }
+            Err(err) => {
+                log::error!("{} {}: listing failed: {err}", self.peer, job.user);
+                self.state = State::Closing;
+            }
+        }
+    }
+
+    fn cut_listing(&self, job: &ListJob, reason: &str) {
+        log::info!(
+            "{} {}: listing cut after {} bytes: {reason}",
+            self.peer,
+            job.user,
+            job.bytes
+        );
     }
 
     fn file_request(
@@ -1165,22 +1249,11 @@ impl Session {
     }
 
     fn cut(&self, send: &Send, reason: &str, services: &Services) {
-        if matches!(send.source, Source::File(_)) {
-            services.metrics.transfer_aborted(Direction::Download);
-        }
+        services.metrics.transfer_aborted(Direction::Download);
         self.audit_download(send, "cut", reason);
     }
 
     fn audit_download(&self, send: &Send, result: &str, reason: &str) {
-        if send.name.is_empty() {
-            log::info!(
-                "{} {}: listing {result} ({} bytes)",
-                self.peer,
-                send.user,
-                send.total
-            );
-            return;
-        }
         audit::event(
             "download",
             self.peer,
@@ -1220,9 +1293,7 @@ impl Session {
             let State::Sending(send) = mem::replace(&mut self.state, State::Closing) else {
                 unreachable!();
             };
-            if matches!(send.source, Source::File(_)) {
-                services.metrics.transfer_completed(Direction::Download);
-            }
+            services.metrics.transfer_completed(Direction::Download);
             self.audit_download(&send, "ok", "");
             let keep = send.keep_alive && !self.shutting_down;
             return self.after_response(After::from_keep_alive(keep));
@@ -1237,22 +1308,6 @@ impl Session {
         let before = out.len();
         let result = match &mut send.source {
             Source::File(body) => body.fill(out, want),
-            Source::Listing {
-                entries,
-                next,
-                json,
-            } => {
-                while *next < entries.len() && out.len() - before < want {
-                    write_listing_entry(&entries[*next], *next, *json, out);
-                    *next += 1;
-                }
-                if *next == entries.len() && *json {
-                    out.extend_from_slice(JSON_CLOSE.as_bytes());
-                    // Written once: no entry is left to trigger it again.
-                    *next += 1;
-                }
-                Ok(())
-            }
         };
         let added = (out.len() - before) as u64;
         match result {
@@ -1376,19 +1431,18 @@ const JSON_CLOSE: &str = "]\n";
 /// object (with a leading comma after the first).
 fn write_listing_entry(entry: &Entry, index: usize, json: bool, out: &mut Vec<u8>) {
     use std::io::Write as _;
+    if !json {
+        return write_listing_line(entry, out);
+    }
     // Writing into a Vec cannot fail.
-    let _ = if json {
-        write!(
-            out,
-            "{}{{\"name\":\"{}\",\"size\":{},\"mtime\":{}}}",
-            if index == 0 { "" } else { "," },
-            escape8259::escape(&entry.name),
-            entry.size,
-            entry.mtime
-        )
-    } else {
-        writeln!(out, "{} {} {}", entry.size, entry.mtime, entry.name)
-    };
+    let _ = write!(
+        out,
+        "{}{{\"name\":\"{}\",\"size\":{},\"mtime\":{}}}",
+        if index == 0 { "" } else { "," },
+        escape8259::escape(&entry.name),
+        entry.size,
+        entry.mtime
+    );
 }
 
 #[cfg(test)]

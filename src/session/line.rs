@@ -24,11 +24,15 @@
 //! SHA-256 (for `HASH` of a file that has no digest record, or for the held
 //! bytes of a resumed upload). The reactor runs it a bounded step at a time
 //! ([`Session::has_work`], [`Session::work`]) so that hashing a large file
-//! never holds up other sessions.
+//! never holds up other sessions. A `LIST` is sent from its own state,
+//! `Listing` (drawn as `Sending`), which reads the directory the same way,
+//! a block of entries per step, and takes the next step only once the last
+//! block was sent.
 //!
 //! Buffers are bounded: pending command bytes at most [`MAX_LINE`], queued
 //! replies stop command processing past [`REPLY_BACKLOG`], and a download
-//! holds at most [`TRANSFER_BUFFER`] bytes of file data. Upload bytes go
+//! holds at most [`TRANSFER_BUFFER`] bytes of file data, a listing about
+//! [`LIST_BLOCK`]. Upload bytes go
 //! straight from the reactor's read buffer to the file. An idle session
 //! holds no buffer at all.
 
@@ -49,7 +53,9 @@ use crate::metrics::{Direction, Protocol};
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{Entry, Identity, Resumed, Upload, UserDir};
+use crate::storage::{
+    Entry, Identity, Listing, ListingStep, Resumed, StorageError, Upload, UserDir,
+};
 
 /// Failed logins allowed on one connection before it is closed.
 pub const MAX_AUTH_FAILURES: u8 = 3;
@@ -61,6 +67,15 @@ pub const TRANSFER_BUFFER: usize = 128 * 1024;
 /// Bytes hashed per step of [`Session::work`]: a fraction of a millisecond
 /// of SHA-256, so other sessions wait no longer than that.
 pub const HASH_STEP: usize = 128 * 1024;
+/// Most bytes of listing lines in one `150 <n>` block of `LIST` (one more
+/// line may go past it), and so about the most a listing holds for a
+/// client that does not read: forty such clients hold under a MiB, where
+/// each used to hold the whole listing (20 MiB for 100,000 long names).
+pub const LIST_BLOCK: usize = 16 * 1024;
+/// Directory entries looked at in one step of a listing ([`Session::work`]):
+/// each costs an `fstatat`, so a step stays well under a millisecond and
+/// other sessions wait no longer than that.
+pub const LIST_STEP_ENTRIES: usize = 256;
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
 pub const REPLY_BACKLOG: usize = 4096;
@@ -213,14 +228,19 @@ impl Digesting {
 #[derive(Debug)]
 enum Source {
     File(FileBody),
-    /// `LIST`: lines are formatted as the buffer drains.
-    Listing {
-        entries: Vec<Entry>,
-        next: usize,
-    },
 }
 
-/// A download in progress (`GET`, `VIEW` or `LIST`).
+/// A `LIST` in progress: the directory is read a step at a time
+/// ([`Session::work`]), and a step runs only once what the last one
+/// produced was sent.
+#[derive(Debug)]
+struct ListJob {
+    listing: Listing,
+    bytes: u64,
+    started: Instant,
+}
+
+/// A download in progress (`GET` or `VIEW`).
 #[derive(Debug)]
 struct Send {
     verb: Verb,
@@ -258,6 +278,7 @@ enum State {
     // needs.
     Receiving(Login, Box<Receive>),
     Sending(Login, Box<Send>),
+    Listing(Login, Box<ListJob>),
     Hashing(Login, Box<Digesting>),
     Closing,
 }
@@ -318,6 +339,7 @@ impl Session {
             | State::Verifying(_)
             | State::Idle(_)
             | State::Sending(..)
+            | State::Listing(..)
             | State::Hashing(..) => MAX_LINE.saturating_sub(self.input.len()),
         }
     }
@@ -344,7 +366,6 @@ impl Session {
             {
                 match &send.source {
                     Source::File(body) => Some(body.output(send.remaining)),
-                    Source::Listing { .. } => None,
                 }
             }
             _ => None,
@@ -392,7 +413,7 @@ impl Session {
             State::Idle(_) => Some(self.last_activity + policy.idle_timeout),
             // A client that does not read its last reply is a stalled
             // transfer too.
-            State::Receiving(..) | State::Sending(..) | State::Closing => {
+            State::Receiving(..) | State::Sending(..) | State::Listing(..) | State::Closing => {
                 Some(self.last_activity + policy.stall_timeout)
             }
             // Hashing is the server's own work.
@@ -421,7 +442,7 @@ impl Session {
                 log::info!("{} closed: the client stopped reading", self.peer);
                 self.drop_output();
             }
-            State::Sending(..) => {
+            State::Sending(..) | State::Listing(..) => {
                 self.interrupt("timeout", services);
                 self.drop_output();
             }
@@ -446,14 +467,19 @@ impl Session {
 
     /// True while an upload or download is running.
     pub fn is_transferring(&self) -> bool {
-        matches!(self.state, State::Receiving(..) | State::Sending(..))
+        matches!(
+            self.state,
+            State::Receiving(..) | State::Sending(..) | State::Listing(..)
+        )
     }
 
     /// True while the session has work that needs no socket (hashing a
-    /// file): the caller should call [`Session::work`].
+    /// file, the next step of a listing once the last was sent): the
+    /// caller should call [`Session::work`].
     pub fn has_work(&self) -> bool {
         match &self.state {
             State::Hashing(..) => true,
+            State::Listing(..) => self.out.queued().is_empty(),
             State::Verifying(verifying) => verifying.ticket.is_running(),
             _ => false,
         }
@@ -473,9 +499,17 @@ impl Session {
     }
 
     /// Runs one bounded step of that work (at most [`HASH_STEP`] bytes read
-    /// and hashed, or one slice of a password check) and returns how much
-    /// of the session's turn it used, in bytes (`usize::MAX`: all of it).
+    /// and hashed, [`LIST_STEP_ENTRIES`] entries of a listing, or one slice
+    /// of a password check) and returns how much of the session's turn it
+    /// used, in bytes (`usize::MAX`: all of it).
     pub fn work(&mut self, services: &Services) -> usize {
+        if let State::Listing(..) = self.state {
+            self.list_step(services);
+            self.advance(services);
+            // A step is this session's whole turn: its block is sent on the
+            // next, so ten listings at once add ten steps to a turn.
+            return usize::MAX;
+        }
         if let State::Verifying(verifying) = &mut self.state {
             if !verifying.ticket.is_running() {
                 return 0;
@@ -572,7 +606,7 @@ impl Session {
             // Its last reply is said (221, 421, the last failed login):
             // nothing may follow it.
             State::Closing => {}
-            State::Sending(..) => {
+            State::Sending(..) | State::Listing(..) => {
                 self.interrupt("server shutting down", services);
                 self.drop_output();
             }
@@ -600,9 +634,15 @@ impl Session {
             }
             State::Sending(login, send) => {
                 log_cut_download(self.peer, &login, &send, reason);
-                if send.verb != Verb::List {
-                    services.metrics.transfer_aborted(Direction::Download);
-                }
+                services.metrics.transfer_aborted(Direction::Download);
+            }
+            State::Listing(login, job) => {
+                log::warn!(
+                    "{} {}: LIST cut after {} bytes: {reason}",
+                    self.peer,
+                    login.user,
+                    job.bytes
+                );
             }
             State::Hashing(login, job) => {
                 log::info!(
@@ -627,9 +667,7 @@ impl Session {
     fn cut_download(&mut self, reason: &str, services: &Services) {
         if let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) {
             log_cut_download(self.peer, &login, &send, reason);
-            if send.verb != Verb::List {
-                services.metrics.transfer_aborted(Direction::Download);
-            }
+            services.metrics.transfer_aborted(Direction::Download);
         }
     }
 
@@ -675,6 +713,8 @@ impl Session {
                         break;
                     }
                 }
+                // Its steps run from `work`, and commands behind it wait.
+                State::Listing(..) => break,
                 State::Hashing(..) | State::Verifying(_) => {
                     // Neither is a transfer: shutdown does not wait for
                     // them. A resumed upload keeps its bytes for next time.
@@ -925,28 +965,73 @@ impl Session {
         }
     }
 
+    /// Starts a `LIST`: nothing is sent until its first step has run.
     fn start_list(&mut self, login: Login, services: &Services) -> State {
-        let entries = match services.storage.list(&login.dir) {
-            Ok(entries) => entries,
+        match services.storage.listing(&login.dir) {
+            Ok(listing) => {
+                let job = ListJob {
+                    listing,
+                    bytes: 0,
+                    started: Instant::now(),
+                };
+                State::Listing(login, Box::new(job))
+            }
             Err(err) => {
                 log::error!("{} {}: LIST failed: {err}", self.peer, login.user);
                 self.reply(Reply::from(err), services);
-                return State::Idle(login);
+                State::Idle(login)
             }
+        }
+    }
+
+    /// One step of a `LIST`: the next block (`150 <n>` and its lines), and
+    /// `150 0` once the directory is read to its end. A directory that
+    /// cannot be read further ends the listing with an error reply instead.
+    fn list_step(&mut self, services: &Services) {
+        let State::Listing(_, job) = &mut self.state else {
+            return;
         };
-        let mut line = Vec::new();
-        let total = entries
-            .iter()
-            .map(|entry| {
-                line.clear();
-                write_listing_line(entry, &mut line);
-                line.len() as u64
-            })
-            .sum();
-        self.reply(Reply::Data(total), services);
-        let source = Source::Listing { entries, next: 0 };
-        let send = Send::new(Verb::List, String::new(), source, total);
-        State::Sending(login, Box::new(send))
+        let out = self.out.buf();
+        let start = out.len();
+        let result = listing_step(&mut job.listing, out, write_listing_line);
+        let added = out.len() - start;
+        if added > 0 {
+            let mut head = Vec::new();
+            Reply::Data(added as u64).write_to(&mut head);
+            out.splice(start..start, head);
+            services.metrics.reply(Protocol::Line, 150);
+            job.bytes += added as u64;
+        }
+        let ended = match result {
+            Ok(false) => return,
+            Ok(true) => Ok(()),
+            Err(err) => Err(err),
+        };
+        let State::Listing(login, job) = mem::replace(&mut self.state, State::Closing) else {
+            unreachable!();
+        };
+        match ended {
+            Ok(()) => {
+                self.reply(Reply::Data(0), services);
+                let secs = job.started.elapsed().as_secs_f64();
+                log::info!(
+                    "{} {}: LIST {} bytes in {secs:.3}s",
+                    self.peer,
+                    login.user,
+                    job.bytes
+                );
+            }
+            Err(err) => {
+                log::error!(
+                    "{} {}: LIST failed after {} bytes: {err}",
+                    self.peer,
+                    login.user,
+                    job.bytes
+                );
+                self.reply(Reply::from(err), services);
+            }
+        }
+        self.state = State::Idle(login);
     }
 
     fn start_download(
@@ -1018,9 +1103,7 @@ impl Session {
                 send.total,
                 send.started,
             );
-            if send.verb != Verb::List {
-                services.metrics.transfer_completed(Direction::Download);
-            }
+            services.metrics.transfer_completed(Direction::Download);
             self.state = State::Idle(login);
             return;
         }
@@ -1034,23 +1117,10 @@ impl Session {
         let before = out.len();
         let result = match &mut send.source {
             Source::File(body) => body.fill(out, want),
-            Source::Listing { entries, next } => {
-                while *next < entries.len() && out.len() - before < want {
-                    write_listing_line(&entries[*next], out);
-                    *next += 1;
-                }
-                Ok(())
-            }
         };
         let added = (out.len() - before) as u64;
         match result {
-            Ok(()) if added <= send.remaining => send.remaining -= added,
-            Ok(()) => {
-                // The listing grew past what was announced: impossible, as
-                // both come from the same entries; never send more.
-                self.out.buf().truncate(before);
-                self.cut_download("listing changed while sending", services);
-            }
+            Ok(()) => send.remaining -= added,
             Err(err) => {
                 self.out.buf().truncate(before);
                 self.download_failed(&err, services);
@@ -1391,10 +1461,37 @@ fn keep_partial(receive: Receive, hashed: bool, services: &Services) {
 }
 
 /// One `LIST` line: `<size> <mtime> <name>\n`.
-fn write_listing_line(entry: &Entry, out: &mut Vec<u8>) {
+pub(super) fn write_listing_line(entry: &Entry, out: &mut Vec<u8>) {
     use std::io::Write as _;
     // Writing into a Vec cannot fail.
     let _ = writeln!(out, "{} {} {}", entry.size, entry.mtime, entry.name);
+}
+
+/// One step of a listing of either front: writes the next entries with
+/// `write` until [`LIST_BLOCK`] bytes are added to `out` or
+/// [`LIST_STEP_ENTRIES`] directory entries were looked at. True when the
+/// directory has been read to its end.
+pub(super) fn listing_step(
+    listing: &mut Listing,
+    out: &mut Vec<u8>,
+    mut write: impl FnMut(&Entry, &mut Vec<u8>),
+) -> Result<bool, StorageError> {
+    let start = out.len();
+    // Room for the block, its last line and its framing at once, so that
+    // the buffer does not double past it (to 32 KiB) while it fills.
+    out.reserve(LIST_BLOCK + 1024);
+    let mut looked = 0;
+    while out.len() - start < LIST_BLOCK && looked < LIST_STEP_ENTRIES {
+        match listing.next_entry()? {
+            ListingStep::Entry(entry) => {
+                write(&entry, out);
+                looked += 1;
+            }
+            ListingStep::Skipped => looked += Listing::SKIP_LIMIT,
+            ListingStep::End => return Ok(true),
+        }
+    }
+    Ok(false)
 }
 
 fn log_transfer(
@@ -1405,12 +1502,7 @@ fn log_transfer(
     bytes: u64,
     started: Instant,
 ) {
-    let secs = started.elapsed().as_secs_f64();
     let event = match verb {
-        Verb::List => {
-            log::info!("{peer} {}: LIST {bytes} bytes in {secs:.3}s", login.user);
-            return;
-        }
         Verb::Put => "upload",
         Verb::Del => "delete",
         _ => "download",
@@ -1463,10 +1555,6 @@ fn log_upload_failure(
 }
 
 fn log_cut_download(peer: SocketAddr, login: &Login, send: &Send, reason: &str) {
-    if send.verb == Verb::List {
-        log::warn!("{peer} {}: LIST cut: {reason}", login.user);
-        return;
-    }
     audit::event(
         "download",
         peer,
@@ -1574,7 +1662,7 @@ mod tests {
         assert_eq!(
             text(&out),
             format!(
-                "150 5\r\nhello150 {}\r\n{listing}250 deleted\r\n550 no such file\r\n221 bye\r\n",
+                "150 5\r\nhello150 {}\r\n{listing}150 0\r\n250 deleted\r\n550 no such file\r\n221 bye\r\n",
                 listing.len()
             )
         );

@@ -260,6 +260,22 @@ impl Dir {
             .collect())
     }
 
+    /// A handle of this same directory with a read position of its own
+    /// (`"."` opened from this handle, never a path), for
+    /// [`Dir::read_entries`].
+    pub fn reopen(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            handle: File::from(sys::reopen_dir(self.as_fd())?),
+        })
+    }
+
+    /// The next batch of entries, as raw records in `buf` (read them with
+    /// [`sys::next_dirent`]); 0 at the end. Each call continues where the
+    /// last stopped.
+    pub fn read_entries(&self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::read_dirents(self.as_fd(), buf)
+    }
+
     /// Makes the directory's entries durable.
     pub fn sync(&self) -> io::Result<()> {
         self.handle.sync_all()

@@ -51,6 +51,7 @@
 
 mod dir;
 mod instance;
+mod listing;
 mod record;
 mod upload;
 
@@ -70,6 +71,7 @@ use crate::protocol::name::{self, FileName};
 
 use dir::Dir;
 use instance::Instance;
+pub use listing::{Listing, Step as ListingStep};
 pub use record::Identity;
 pub use upload::Upload;
 
@@ -680,6 +682,13 @@ impl Storage {
         let same =
             named.file_type().is_dir() && (named.dev(), named.ino()) == (held.dev(), held.ino());
         same.then_some(inner)
+    }
+
+    /// The user's regular files a batch at a time, in directory order
+    /// (see [`Listing`]): what `LIST` and the HTTP listing send, with a
+    /// small buffer whatever the size of the directory.
+    pub fn listing(&self, dir: &UserDir) -> Result<Listing, StorageError> {
+        Listing::new(&dir.inner.files)
     }
 
     /// The user's regular files, sorted by name (byte order). Names that

@@ -834,18 +834,21 @@ impl Client {
             .unwrap_or_else(|(c, t)| panic!("VIEW {name:?} answered `{c} {t}`"))
     }
 
-    /// Raw LIST data block.
+    /// Raw LIST data: its blocks, joined.
     pub fn list_raw(&mut self) -> Vec<u8> {
-        self.data_cmd(b"LIST")
-            .unwrap_or_else(|(c, t)| panic!("LIST answered `{c} {t}`"))
+        self.send_line("LIST");
+        self.read_list_blocks()
     }
 
-    /// Parsed LIST: (size, mtime, name bytes), in the order sent.
+    /// Parsed LIST: (size, mtime, name bytes), sorted by name (the server
+    /// sends directory order).
     pub fn list(&mut self) -> Vec<ListEntry> {
-        parse_listing(&self.list_raw())
+        let mut entries = parse_listing(&self.list_raw());
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries
     }
 
-    /// Names from LIST, lossily decoded.
+    /// Names from LIST, lossily decoded, sorted.
     pub fn list_names(&mut self) -> Vec<String> {
         self.list()
             .into_iter()
@@ -1310,5 +1313,27 @@ impl TestServer {
             self.stderr_text()
         );
         found.unwrap()
+    }
+}
+
+impl Client {
+    /// Reads the reply to a `LIST` already sent: blocks of `150 <n>` and
+    /// `n` bytes of whole lines, until `150 0`; returns the blocks joined.
+    pub fn read_list_blocks(&mut self) -> Vec<u8> {
+        let mut data = Vec::new();
+        loop {
+            let (code, text) = self.read_reply();
+            assert_eq!(code, 150, "LIST answered `{code} {text}`");
+            let n: usize = text
+                .parse()
+                .unwrap_or_else(|_| panic!("`150 {text}` is not exactly `150 <n>`"));
+            assert_eq!(n.to_string(), text, "`150 {text}` is not canonical");
+            if n == 0 {
+                return data;
+            }
+            let block = self.read_exact_bytes(n);
+            assert!(block.ends_with(b"\n"), "a LIST block of whole lines");
+            data.extend_from_slice(&block);
+        }
     }
 }

@@ -291,7 +291,14 @@ impl Client {
         match self {
             Client::Line(c) => {
                 c.w().write_all(b"LIST\n")?;
-                line_download(c, &mut |_| ())
+                // Blocks of `150 <n>` and their bytes, until `150 0`.
+                let mut total = 0;
+                loop {
+                    match line_download(c, &mut |_| ())? {
+                        0 => return Ok(total),
+                        n => total += n,
+                    }
+                }
             }
             Client::Http(c, auth, _) => {
                 let head = format!(

@@ -149,7 +149,11 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
     match command.verb {
         Verb::Put => put(remote, &command.operands, options, &out, status),
         Verb::Get => get(remote, &command.operands, options, &out, status),
-        Verb::Ls => match remote.run(|conn, _| conn.list()) {
+        // The server lists in directory order; shown sorted by name.
+        Verb::Ls => match remote.run(|conn, _| conn.list()).map(|mut entries| {
+            entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            entries
+        }) {
             Ok(entries) if options.json => {
                 for entry in &entries {
                     out.line(

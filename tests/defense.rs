@@ -348,7 +348,7 @@ fn repeated_failures_lock_an_address_out_until_it_expires() {
     );
     // ...and HTTP from the same address is refused too.
     let mut http = http_connect(server.http_addr());
-    let basic = base64_basic(ALICE, ALICE_PW);
+    let basic = basic_credentials(ALICE, ALICE_PW);
     write!(
         http,
         "GET /files/ HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n"
@@ -368,36 +368,6 @@ fn repeated_failures_lock_an_address_out_until_it_expires() {
     thread::sleep(wait);
     let mut c = server.connect();
     c.expect(&format!("AUTH {ALICE} {ALICE_PW}"), 230);
-}
-
-/// `user:password` in base64, written out here so the test does not use
-/// the server's own decoder.
-fn base64_basic(user: &str, password: &str) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}").into_bytes();
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[test]
-fn base64_helper_matches_a_known_value() {
-    assert_eq!(base64_basic("alice", "pw"), "YWxpY2U6cHc=");
-    assert_eq!(base64_basic("a", "b"), "YTpi");
 }
 
 #[test]
@@ -544,32 +514,6 @@ fn sighup_reloads_users_and_a_broken_file_keeps_the_old_ones() {
     assert!(server.is_running());
 }
 
-/// A users-file line for `user` with a PBKDF2 hash, made by the binary's
-/// own `hash-password` command (which is under test too).
-fn hashed_entry(user: &str, password: &str, iterations: u32) -> String {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
-        .args([
-            "hash-password",
-            "--iterations",
-            &iterations.to_string(),
-            user,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let line = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(
-        line.starts_with(&format!("{user}:$pbkdf2-sha256$i={iterations},l=32$")),
-        "{line}"
-    );
-    line
-}
-
 #[test]
 fn hash_password_output_round_trips_through_the_pbkdf2_crate() {
     let line = hashed_entry("carol", "open sesame", 2_000);
@@ -611,7 +555,7 @@ fn hashed_passwords_work_over_both_protocols_and_warn_about_plain_ones() {
     c.put("x", b"hashed");
 
     let mut http = http_connect(server.http_addr());
-    let basic = base64_basic("carol", "open sesame");
+    let basic = basic_credentials("carol", "open sesame");
     write!(
         http,
         "GET /files/x HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\r\n\
@@ -699,7 +643,7 @@ fn quotas_refuse_an_upload_before_any_byte_over_both_protocols() {
 
     // HTTP: a declared length is refused at once, without 100 Continue...
     let mut http = http_connect(server.http_addr());
-    let basic = base64_basic(ALICE, ALICE_PW);
+    let basic = basic_credentials(ALICE, ALICE_PW);
     write!(
         http,
         "PUT /files/a HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
@@ -745,7 +689,7 @@ fn quota_counts_uploads_in_progress_and_partials() {
     let mut c = server.alice();
     assert_eq!(c.cmd("PUT 41 second"), over);
     let mut http = http_connect(server.http_addr());
-    let basic = base64_basic(ALICE, ALICE_PW);
+    let basic = basic_credentials(ALICE, ALICE_PW);
     write!(
         http,
         "PUT /files/second HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
@@ -859,7 +803,7 @@ fn idle_sessions_do_not_wake_the_server_before_their_timeout() {
     http.write_all(
         format!(
             "GET /files/f HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\r\n",
-            base64_basic(ALICE, ALICE_PW)
+            basic_credentials(ALICE, ALICE_PW)
         )
         .as_bytes(),
     )
@@ -890,4 +834,10 @@ fn idle_sessions_do_not_wake_the_server_before_their_timeout() {
     for c in &mut sessions {
         c.noop();
     }
+}
+
+#[test]
+fn the_basic_credentials_helper_matches_known_values() {
+    assert_eq!(basic_credentials("alice", "pw"), "YWxpY2U6cHc=");
+    assert_eq!(basic_credentials("a", "b"), "YTpi");
 }

@@ -8,7 +8,6 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -100,49 +99,6 @@ fn token_file(dir: &Path) -> PathBuf {
     path
 }
 
-/// A users-file line for `user` with a PBKDF2 hash, made by `ferryd
-/// hash-password`.
-fn hashed_entry(user: &str, password: &str, iterations: u32) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
-        .args([
-            "hash-password",
-            "--iterations",
-            &iterations.to_string(),
-            user,
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// `user:password` in base64.
-fn basic(user: &str, password: &str) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}").into_bytes();
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Reads one HTTP response (head and a `Content-Length` body); returns
 /// the status.
 fn http_response(reader: &mut BufReader<TcpStream>) -> u16 {
@@ -202,7 +158,10 @@ fn a_reload_ends_logins_cached_on_keep_alive_connections() {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         let mut writer = stream.try_clone().unwrap();
         let mut reader = BufReader::new(stream);
-        let auth = format!("Authorization: Basic {}\r\n", basic(BOB, BOB_PW));
+        let auth = format!(
+            "Authorization: Basic {}\r\n",
+            basic_credentials(BOB, BOB_PW)
+        );
         write!(writer, "GET /files/kept HTTP/1.1\r\nHost: t\r\n{auth}\r\n").unwrap();
         assert_eq!(http_response(&mut reader), 200);
 

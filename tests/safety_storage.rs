@@ -212,30 +212,6 @@ fn http_addr(server: &TestServer) -> SocketAddr {
         .unwrap()
 }
 
-/// `user:password` in base64, written out so the test does not use the
-/// server's own decoder.
-fn basic(user: &str, password: &str) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let input = format!("{user}:{password}").into_bytes();
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// The status of a response that has arrived on `stream`, if one has;
 /// `Some(0)` when the connection ended without one (a reset can discard a
 /// response not read yet).
@@ -279,7 +255,7 @@ fn concurrent_chunked_puts_stay_within_the_quota() {
         .args(["--http-listen", "127.0.0.1:0", "--user-quota", "1000000"])
         .start();
     let addr = http_addr(&server);
-    let auth = basic(ALICE, ALICE_PW);
+    let auth = basic_credentials(ALICE, ALICE_PW);
     let mut puts: Vec<(TcpStream, Option<u16>)> = (0..5)
         .map(|n| {
             let mut s = TcpStream::connect(addr).unwrap();

@@ -1337,3 +1337,52 @@ impl Client {
         }
     }
 }
+
+/// `user:password` in base64, as HTTP Basic carries it; written out here
+/// so that the tests do not share a decoder with the server.
+pub fn basic_credentials(user: &str, password: &str) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let input = format!("{user}:{password}").into_bytes();
+    let mut out = String::new();
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A users-file line for `user` with a PBKDF2 hash of `iterations`, made
+/// by the binary's own `hash-password` command (which is under test too).
+pub fn hashed_entry(user: &str, password: &str, iterations: u32) -> String {
+    let mut child = Command::new(ferryd_bin())
+        .args([
+            "hash-password",
+            "--iterations",
+            &iterations.to_string(),
+            user,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        line.starts_with(&format!("{user}:$pbkdf2-sha256$i={iterations},l=32$")),
+        "{line}"
+    );
+    line
+}

@@ -299,6 +299,11 @@ impl World {
             fs::remove_dir_all(&records).unwrap();
             plant_records(&records, self.partials_time);
         }
+        // All of that happened behind the server's back: its running
+        // counts of the user's usage no longer hold.
+        if let Some(user) = model.user {
+            self.services.storage.recount(user);
+        }
     }
 }
 
@@ -941,7 +946,8 @@ impl Checker {
             Phase::Replies => {
                 assert!(
                     !self.shutdown_requested,
-                    "a command ran after the shutdown began"
+                    "a command ran after the shutdown began: {code} {text:?} answered {}",
+                    show(client.get(self.cursor..).unwrap_or_default())
                 );
                 let (command, consumed) = self.next_command(client);
                 self.cursor += consumed;

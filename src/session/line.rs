@@ -713,6 +713,14 @@ impl Session {
                         break;
                     }
                 }
+                // A listing that has sent nothing yet is no transfer to
+                // finish: at shutdown it is answered like any command
+                // not yet answered.
+                State::Listing(_, ref job) if self.shutting_down && job.bytes == 0 => {
+                    self.state = State::Closing;
+                    self.reply(Reply::ShuttingDown, services);
+                    break;
+                }
                 // Its steps run from `work`, and commands behind it wait.
                 State::Listing(..) => break,
                 State::Hashing(..) | State::Verifying(_) => {

@@ -58,6 +58,7 @@ mod reactor;
 pub mod session;
 pub mod storage;
 mod sys;
+pub mod systemd;
 
 use std::io;
 use std::net::SocketAddr;
@@ -92,24 +93,34 @@ impl Server {
                 return Err(invalid("the control port needs a token".to_owned()));
             }
         }
-        let listener = std::net::TcpListener::bind(config.listen).map_err(|err| {
-            io::Error::new(
-                err.kind(),
-                format!("cannot listen on {}: {err}", config.listen),
-            )
-        })?;
+        // Sockets handed over by systemd (socket activation) are used
+        // instead of binding, so a restart refuses no connection.
+        let mut activated = if config.systemd {
+            systemd::take_listeners()?
+        } else {
+            Vec::new()
+        };
+        let listener = listen(&mut activated, "line", config.listen)?;
         let http = match config.http_listen {
-            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|err| {
-                io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
-            })?),
+            Some(addr) => Some(listen(&mut activated, "http", addr)?),
             None => None,
         };
         let control = match config.control_listen {
-            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|err| {
-                io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
-            })?),
+            Some(addr) => Some(listen(&mut activated, "control", addr)?),
             None => None,
         };
+        if !activated.is_empty() {
+            let left: Vec<String> = activated.iter().map(describe_activated).collect();
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "socket activation: no listener is configured for {} (name each socket \
+                     FileDescriptorName=line, http or control, or give its address to \
+                     --listen, --http-listen or --control)",
+                    left.join(", ")
+                ),
+            ));
+        }
         // Only now, with every listener bound: a start that fails (a port
         // in use) touches nothing under the root.
         let options = storage::Options {
@@ -126,7 +137,8 @@ impl Server {
         services.policy = config.policy.clone();
         services.users_file = config.users_file.clone();
         services.control_token = config.control_token.clone();
-        let reactor = Reactor::new(listener, http, control, services, config.drain_timeout)?;
+        let mut reactor = Reactor::new(listener, http, control, services, config.drain_timeout)?;
+        reactor.notify_systemd(config.systemd);
         Ok(Server { reactor })
     }
 
@@ -166,6 +178,44 @@ impl Server {
     /// connection closed, every unfinished upload discarded.
     pub fn run(self) -> io::Result<()> {
         self.reactor.run()
+    }
+}
+
+/// The listener of `role` at `addr`: a socket systemd handed over under
+/// that name, or for that address, else a new one bound now.
+fn listen(
+    activated: &mut Vec<systemd::Activated>,
+    role: &str,
+    addr: SocketAddr,
+) -> io::Result<std::net::TcpListener> {
+    let by_name = activated
+        .iter()
+        .position(|a| a.name.as_deref() == Some(role));
+    let by_addr = || {
+        activated
+            .iter()
+            .position(|a| a.name.is_none() && a.listener.local_addr().ok() == Some(addr))
+    };
+    if let Some(at) = by_name.or_else(by_addr) {
+        let handed = activated.remove(at);
+        log::info!(
+            "{role}: using the socket the service manager passed ({})",
+            describe_activated(&handed)
+        );
+        return Ok(handed.listener);
+    }
+    std::net::TcpListener::bind(addr)
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
+}
+
+fn describe_activated(activated: &systemd::Activated) -> String {
+    let addr = activated
+        .listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    match &activated.name {
+        Some(name) => format!("{name} on {addr}"),
+        None => addr,
     }
 }
 

@@ -159,6 +159,8 @@ pub(crate) struct Reactor {
     signal_count: usize,
     phase: Phase,
     drain_timeout: Duration,
+    /// Tell systemd when ready, reloading and stopping (`Config::systemd`).
+    notify_systemd: bool,
     services: Services,
     /// `sendfile` works here; cleared the first time the kernel refuses
     /// it (`EINVAL`, `ENOSYS`), after which sessions read files into their
@@ -234,6 +236,7 @@ impl Reactor {
             signal_count: 0,
             phase: Phase::Serving,
             drain_timeout,
+            notify_systemd: false,
             services,
             sendfile: true,
         })
@@ -253,6 +256,11 @@ impl Reactor {
 
     pub(crate) fn stop_signal(&self) -> Arc<StopSignal> {
         Arc::clone(&self.stop)
+    }
+
+    /// Sends systemd the server's state changes (see [`crate::systemd`]).
+    pub(crate) fn notify_systemd(&mut self, on: bool) {
+        self.notify_systemd = on;
     }
 
     /// SIGINT and SIGTERM become stop requests on this loop.
@@ -276,6 +284,9 @@ impl Reactor {
         if let Some(addr) = self.control_addr {
             log::info!("ferryd control port listening on {addr}");
         }
+        if self.notify_systemd {
+            crate::systemd::notify("READY=1");
+        }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let timeout = self.poll_timeout();
@@ -298,8 +309,14 @@ impl Reactor {
                             for signal in signals.pending() {
                                 if signal == SIGHUP {
                                     log::info!("SIGHUP: reloading the users");
+                                    if self.notify_systemd {
+                                        crate::systemd::notify(&crate::systemd::reloading_message());
+                                    }
                                     // The outcome is logged either way.
                                     let _ = self.services.reload_users();
+                                    if self.notify_systemd {
+                                        crate::systemd::notify("READY=1");
+                                    }
                                 } else {
                                     self.signal_count += 1;
                                 }
@@ -460,6 +477,9 @@ impl Reactor {
     }
 
     fn begin_drain(&mut self) {
+        if self.notify_systemd {
+            crate::systemd::notify("STOPPING=1");
+        }
         log::info!(
             "shutting down: no new connections, draining transfers for up to {:?}",
             self.drain_timeout

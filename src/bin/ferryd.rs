@@ -124,6 +124,9 @@ fn main() -> ExitCode {
     };
     let mut config = options.config;
     config.users_file = Some(options.users.clone());
+    // Socket activation and readiness notifications; without systemd's
+    // variables this changes nothing.
+    config.systemd = true;
     if let Some(path) = &options.control_token_file {
         match read_token(path) {
             Ok(token) => config.control_token = Some(token),

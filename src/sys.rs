@@ -631,4 +631,3 @@ mod tests {
         assert_eq!(first, data[..4]);
     }
 }
-

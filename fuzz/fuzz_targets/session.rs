@@ -1003,6 +1003,14 @@ impl Checker {
         let context = format!("{} answered {code} {text:?}", short(&command));
         match command {
             Command::Noop => assert_eq!(code, 200, "{context}"),
+            Command::Help => {
+                let left = data_size(code, text, &context);
+                assert_eq!(left, line::HELP_TEXT.len(), "{context}");
+                self.phase = Phase::Data {
+                    left,
+                    expect: Expect::Bytes(line::HELP_TEXT.as_bytes().to_vec()),
+                };
+            }
             Command::Quit => {
                 assert_eq!(code, 221, "{context}");
                 self.phase = Phase::Closed;

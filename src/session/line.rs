@@ -854,6 +854,10 @@ impl Session {
         };
         match command {
             Command::Noop => self.reply(Reply::Ok, services),
+            Command::Help => {
+                self.reply(Reply::Data(line::HELP_TEXT.len() as u64), services);
+                self.out.buf().extend_from_slice(line::HELP_TEXT.as_bytes());
+            }
             Command::Rest { offset } => {
                 if let State::Idle(login) = &mut self.state {
                     login.pending().rest = Some(offset);
@@ -887,6 +891,7 @@ impl Session {
                     Command::Partial { name } => self.partial(login, name, services),
                     Command::Auth { .. }
                     | Command::Noop
+                    | Command::Help
                     | Command::Quit
                     | Command::Rest { .. }
                     | Command::Expect { .. } => unreachable!(),

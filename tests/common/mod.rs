@@ -590,14 +590,15 @@ impl Client {
         })
     }
 
-    /// Connects and checks the `220 ferry <version> ready` greeting.
+    /// Connects and checks the `220 ferry <version> ready; HELP lists the
+    /// commands` greeting.
     pub fn connect(addr: SocketAddr) -> Client {
         let mut c = Client::connect_raw(addr).expect("connect");
         let (code, text) = c.read_reply();
         assert_eq!(code, 220, "greeting: {code} {text}");
         assert!(
-            text.starts_with("ferry ") && text.ends_with(" ready"),
-            "greeting text {text:?} is not `ferry <version> ready`"
+            text.starts_with("ferry ") && text.ends_with(" ready; HELP lists the commands"),
+            "greeting text {text:?} is not `ferry <version> ready; HELP lists the commands`"
         );
         c
     }

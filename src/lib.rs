@@ -45,6 +45,7 @@
 // system calls std lacks.
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod client;

@@ -161,6 +161,17 @@ impl Server {
         self.reactor.control_addr()
     }
 
+    /// Sets what a reload (SIGHUP with [`Server::handle_signals`], or the
+    /// control port's `RELOAD`) does besides reading the users file again:
+    /// `hook` returns the settings to use from then on (limits, timeouts,
+    /// quotas, the largest upload, the drain period), which apply to
+    /// sessions already open at their next check; or why it could not,
+    /// and everything stays as it was. The embedder's own settings (its
+    /// log level, its log file) are its hook's to change.
+    pub fn on_reload(&mut self, hook: impl FnMut() -> Result<Reloaded, String> + Send + 'static) {
+        self.reactor.on_reload(Box::new(hook));
+    }
+
     /// A handle that asks the running server to shut down, from any thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
@@ -219,6 +230,18 @@ fn describe_activated(activated: &systemd::Activated) -> String {
         None => addr,
     }
 }
+
+/// The settings a reload may change without dropping a session (see
+/// [`Server::on_reload`]). Everything else in [`Config`] needs a restart.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub policy: config::Policy,
+    pub max_file_size: u64,
+    pub drain_timeout: std::time::Duration,
+}
+
+/// See [`Server::on_reload`].
+pub(crate) type ReloadHook = Box<dyn FnMut() -> Result<Reloaded, String> + Send>;
 
 /// Asks a running [`Server`] to shut down. Cheap to clone, `Send` and
 /// `Sync`: the first call starts a graceful shutdown (running transfers get

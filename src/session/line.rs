@@ -1658,7 +1658,10 @@ mod tests {
     fn whole_session_from_bytes() {
         let h = Harness::new();
         let mut session = Session::new(peer(), h.services());
-        let greeting = format!("220 ferry {} ready\r\n", env!("CARGO_PKG_VERSION"));
+        let greeting = format!(
+            "220 ferry {} ready; HELP lists the commands\r\n",
+            env!("CARGO_PKG_VERSION")
+        );
         let out = h.talk(&mut session, b"LIST\nAUTH alice pw\nPUT 5 a b\nhello");
         assert_eq!(
             text(&out),

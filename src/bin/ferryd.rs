@@ -210,7 +210,7 @@ fn manual() -> Manual {
                 "print a users-file line (see its --help)",
             ),
             command(
-                "generate WHAT",
+                "generate man|bash|zsh|fish|config",
                 "print the man page (man), a completion script (bash, zsh, fish) or the \
                  example config file with every key and its default (config)",
             ),

@@ -44,6 +44,8 @@ enum Parsed {
 struct CommandLine {
     settings: Settings,
     words: Vec<String>,
+    /// `user add|passwd --iterations N`: PBKDF2 rounds of the new hash.
+    iterations: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -181,7 +183,8 @@ fn manual() -> Manual {
         synopsis: vec![
             "ferryd [--config PATH] [OPTIONS]".to_owned(),
             "ferryd check-config [--config PATH] [OPTIONS]".to_owned(),
-            "ferryd user add|passwd|del USER [--users FILE | --config PATH]".to_owned(),
+            "ferryd user add|passwd|del USER [--iterations N] [--users FILE | --config PATH]"
+                .to_owned(),
             "ferryd user list [--users FILE | --config PATH]".to_owned(),
             "ferryd hash-password [--iterations N] USER".to_owned(),
             "ferryd generate man|bash|zsh|fish|config".to_owned(),
@@ -197,7 +200,8 @@ fn manual() -> Manual {
             command(
                 "user add USER",
                 "add a user to the users file, the password (read without echo, or the first \
-                 line of standard input) stored hashed; an existing user is refused",
+                 line of standard input) stored hashed (--iterations N PBKDF2 rounds, default \
+                 600000); an existing user is refused",
             ),
             command("user passwd USER", "set an existing user's password"),
             command("user del USER", "remove a user"),
@@ -256,9 +260,17 @@ fn parse_command_line(
     let mut given: Vec<(&'static Opt, String)> = Vec::new();
     let mut config_file: Option<PathBuf> = None;
     let mut words = Vec::new();
+    let mut iterations = None;
     while let Some(arg) = parser.next().map_err(|err| err.to_string())? {
         match arg {
             Short('h') | Long("help") => return Ok(None),
+            Long("iterations") => {
+                let min = ferry::kdf::MIN_ITERATIONS;
+                match count(&mut parser, "--iterations").map(u32::try_from) {
+                    Ok(Ok(n)) if n >= min => iterations = Some(n),
+                    _ => return Err(format!("--iterations must be a number of at least {min}")),
+                }
+            }
             Long("config") => config_file = Some(PathBuf::from(value(&mut parser, "--config")?)),
             Long(name) => {
                 let name = name.to_owned();
@@ -290,7 +302,11 @@ fn parse_command_line(
     }
     apply_args(&mut settings, &given)?;
     validate(&settings)?;
-    Ok(Some(CommandLine { settings, words }))
+    Ok(Some(CommandLine {
+        settings,
+        words,
+        iterations,
+    }))
 }
 
 fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
@@ -303,6 +319,9 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
         None => Ok(Parsed::Help),
         Some(line) => match line.words.first() {
             Some(word) => Err(format!("unexpected argument '{word}'")),
+            None if line.iterations.is_some() => {
+                Err("--iterations applies to user add and user passwd".to_owned())
+            }
             None => Ok(Parsed::Run(Box::new(line.settings))),
         },
     }
@@ -328,6 +347,9 @@ fn count(parser: &mut lexopt::Parser, what: &str) -> Result<usize, String> {
 fn check_config(line: CommandLine) -> ExitCode {
     if let Some(word) = line.words.first() {
         return usage_error(&format!("check-config: unexpected argument '{word}'"));
+    }
+    if line.iterations.is_some() {
+        return usage_error("--iterations applies to user add and user passwd");
     }
     let settings = &line.settings;
     if let Some(path) = &settings.control_token_file {
@@ -430,7 +452,8 @@ fn user_command(line: CommandLine) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
         };
-        match ferry::auth::hash_entry(password.as_bytes(), ferry::kdf::DEFAULT_ITERATIONS) {
+        let iterations = line.iterations.unwrap_or(ferry::kdf::DEFAULT_ITERATIONS);
+        match ferry::auth::hash_entry(password.as_bytes(), iterations) {
             Ok(entry) => entry,
             Err(err) => {
                 eprintln!("ferryd user: no random salt: {err}");

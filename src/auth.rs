@@ -409,11 +409,21 @@ mod tests {
         let (users, password) = Users::create_default(&path).unwrap();
         assert_eq!(password.len(), GENERATED_PASSWORD_LEN);
         assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert_eq!(users.verify(b"demo", password.as_bytes()), Some("demo"));
+        // Stored hashed: only a full check logs in.
+        let check = |users: &Users, password: &str| match users
+            .start_verify(b"demo", password.as_bytes())
+        {
+            Verification::Done(result) => result,
+            Verification::Pending(mut pending) => pending.step(u32::MAX).unwrap(),
+        };
+        assert_eq!(users.plain_text_users(), Vec::<&str>::new());
+        assert_eq!(check(&users, &password).as_deref(), Some("demo"));
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        assert!(!fs::read_to_string(&path).unwrap().contains(&password));
         let loaded = Users::load(&path).unwrap();
-        assert_eq!(loaded.verify(b"demo", password.as_bytes()), Some("demo"));
+        assert_eq!(check(&loaded, &password).as_deref(), Some("demo"));
+        assert_eq!(check(&loaded, "wrong"), None);
         assert!(!format!("{users:?}").contains(&password));
         assert!(Users::create_default(&path).is_err(), "must not overwrite");
     }

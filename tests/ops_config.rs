@@ -402,6 +402,7 @@ fn generated_scripts_are_valid_shell() {
         ("ferryd.bash", ferryd(&["generate", "bash"]).stdout),
         ("ferry.bash", ferry(&["--generate", "bash"]).stdout),
     ] {
+        assert!(text.contains("complete -F _ferry"), "{name}: {text}");
         let path = write(dir.path(), name, &text);
         let status = Command::new("bash").arg("-n").arg(&path).status().unwrap();
         assert!(status.success(), "{name} is not valid bash");

@@ -40,6 +40,9 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     if let Some(secs) = parse_number(text) {
         return Duration::try_from_secs_f64(secs).ok();
     }
+    if text.is_empty() {
+        return None;
+    }
     let mut rest = text;
     let mut total = Duration::ZERO;
     // Largest first, each at most once: `1h30m`, not `30m1h` or `1m1m`.

@@ -308,3 +308,35 @@ fn the_demo_user_is_written_hashed_and_no_start_warns_about_it() {
     let stderr = again.stderr_text();
     assert!(!stderr.contains("plain text"), "{stderr}");
 }
+
+#[test]
+fn the_file_keeps_its_owner_and_a_new_one_takes_its_directorys() {
+    use std::os::unix::fs::{MetadataExt, chown};
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe");
+    fs::write(&probe, "").unwrap();
+    if fs::metadata(&probe).unwrap().uid() != 0 {
+        eprintln!("not root: ownership cannot be tested here");
+        return;
+    }
+    fs::remove_file(&probe).unwrap();
+    // As the directory ferryd's service owns (its StateDirectory).
+    const FERRY: u32 = 65534;
+    chown(dir.path(), Some(FERRY), Some(FERRY)).unwrap();
+    let path = dir.path().join("id_passwd.txt");
+    let p = path.to_str().unwrap();
+    let out = user(&["add", "carol", "--users", p, FAST[0], FAST[1]], "pw\n");
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (FERRY, FERRY));
+    // Replaced by root, it stays the server's.
+    chown(&path, Some(FERRY + 1), Some(FERRY + 1)).unwrap();
+    let out = user(
+        &["passwd", "carol", "--users", p, FAST[0], FAST[1]],
+        "pw2\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (FERRY + 1, FERRY + 1));
+    assert_eq!(meta.mode() & 0o777, 0o600);
+}

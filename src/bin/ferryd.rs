@@ -504,7 +504,7 @@ fn control_reload(addr: std::net::SocketAddr, token_file: &Path) -> Result<Strin
     let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|err| err.to_string())?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|err| err.to_string())?;
     let mut writer = stream.try_clone().map_err(|err| err.to_string())?;
     let mut reader = BufReader::new(stream);

@@ -150,15 +150,26 @@ pub fn edit(path: &Path, edit: Edit) -> Result<(), EditError> {
         _ => {}
     }
     check(path, &out)?;
-    let owner = old.as_ref().and_then(|_| fs::metadata(path).ok());
-    replace(path, dir, &out, owner.as_ref()).map_err(io)
+    // A replaced file keeps its owner; a new one takes its directory's
+    // owner when it can (root adding the first user in ferryd's
+    // StateDirectory makes a file the server can read).
+    let owner = match &old {
+        Some(_) => Some((fs::metadata(path).map_err(io)?, true)),
+        None => fs::metadata(dir).ok().map(|meta| (meta, false)),
+    };
+    replace(path, dir, &out, owner).map_err(io)
 }
 
-/// Writes `bytes` to a temporary file beside `path` (mode 0600, with the
-/// old file's owner), syncs it, renames it over `path` and syncs the
+/// Writes `bytes` to a temporary file beside `path` (mode 0600, with
+/// `owner`'s owner: required, or only when allowed), syncs it, renames it over `path` and syncs the
 /// directory. On any failure the temporary file is removed and `path` is
 /// as it was.
-fn replace(path: &Path, dir: &Path, bytes: &[u8], owner: Option<&fs::Metadata>) -> io::Result<()> {
+fn replace(
+    path: &Path,
+    dir: &Path,
+    bytes: &[u8],
+    owner: Option<(fs::Metadata, bool)>,
+) -> io::Result<()> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -170,12 +181,15 @@ fn replace(path: &Path, dir: &Path, bytes: &[u8], owner: Option<&fs::Metadata>) 
             .create_new(true)
             .mode(0o600)
             .open(&temp)?;
-        if let Some(meta) = owner {
+        if let Some((meta, required)) = &owner {
             let mine = file.metadata()?;
             if (mine.uid(), mine.gid()) != (meta.uid(), meta.gid()) {
                 // root editing the file of the user ferryd runs as: the
                 // server must still be able to read it.
-                std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))?;
+                let changed = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
+                if *required {
+                    changed?;
+                }
             }
         }
         file.write_all(bytes)?;

@@ -138,6 +138,21 @@ fn check_config_prints_the_effective_settings() {
             out.stdout
         );
     }
+    // A flag and an optional value can be undone on the command line.
+    let out = ferryd(&[
+        "check-config",
+        "--config",
+        config,
+        "--no-fsync=false",
+        "--user-quota",
+        "off",
+    ]);
+    assert!(out.stdout.contains("no_fsync = false\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("# user_quota is not set"),
+        "{}",
+        out.stdout
+    );
     // A list on the command line replaces the file's list.
     let out = ferryd(&[
         "check-config",

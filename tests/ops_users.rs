@@ -340,3 +340,45 @@ fn the_file_keeps_its_owner_and_a_new_one_takes_its_directorys() {
     assert_eq!((meta.uid(), meta.gid()), (FERRY + 1, FERRY + 1));
     assert_eq!(meta.mode() & 0o777, 0o600);
 }
+
+#[test]
+fn edits_during_a_stream_of_reloads_are_never_seen_half_written() {
+    let server = ServerBuilder::new().start();
+    let users = server.root().join("id_passwd.txt");
+    let p = users.to_str().unwrap().to_owned();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pid = nix::unistd::Pid::from_raw(server.pid());
+    let hup = {
+        let stop = std::sync::Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 500 {
+                nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+                sent += 1;
+                thread::sleep(Duration::from_millis(5));
+            }
+            sent
+        })
+    };
+    for name in ["u1", "u2", "u3", "u4"] {
+        let out = user(
+            &["add", name, "--users", &p, FAST[0], FAST[1]],
+            &format!("{name}-pw\n"),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    }
+    let out = user(&["del", "u2", "--users", &p], "");
+    assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(hup.join().unwrap() > 0);
+    server.signal(Signal::SIGHUP);
+    for name in ["u1", "u3", "u4"] {
+        login_code_becomes(&server, name, &format!("{name}-pw"), 230);
+    }
+    login_code_becomes(&server, "u2", "u2-pw", 530);
+    let stderr = server.stderr_text();
+    assert!(
+        !stderr.contains("reload failed"),
+        "a reload saw a partial file:\n{stderr}"
+    );
+}

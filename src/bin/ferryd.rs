@@ -279,7 +279,13 @@ fn parse_command_line(
                 };
                 let value = match opt.arg {
                     Some(_) => value(&mut parser, &format!("--{name}"))?,
-                    None => "true".to_owned(),
+                    // `--no-fsync=false` undoes a config file's `true`.
+                    None => match parser.optional_value() {
+                        Some(given) => given
+                            .into_string()
+                            .map_err(|_| format!("--{name}: the value is not valid UTF-8"))?,
+                        None => "true".to_owned(),
+                    },
                 };
                 given.push((opt, value));
             }

@@ -43,6 +43,13 @@ pub struct Config {
     /// The users file that SIGHUP (with [`crate::Server::handle_signals`])
     /// and the control port's `RELOAD` read again; `None` disables reloads.
     pub users_file: Option<PathBuf>,
+    /// Work with systemd (see [`crate::systemd`]): use the listening
+    /// sockets it passed (socket activation: `LISTEN_PID`, `LISTEN_FDS`,
+    /// `LISTEN_FDNAMES`) instead of binding, each matched to its listener
+    /// by name (`line`, `http`, `control`) or by address; and tell it when
+    /// the server is ready, reloading and stopping (`$NOTIFY_SOCKET`).
+    /// Without those variables this changes nothing.
+    pub systemd: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -62,6 +69,7 @@ impl std::fmt::Debug for Config {
             .field("partial_ttl", &self.partial_ttl)
             .field("policy", &self.policy)
             .field("users_file", &self.users_file)
+            .field("systemd", &self.systemd)
             .finish()
     }
 }
@@ -153,6 +161,7 @@ impl Default for Config {
             partial_ttl: crate::storage::DEFAULT_PARTIAL_TTL,
             policy: Policy::default(),
             users_file: None,
+            systemd: false,
         }
     }
 }

@@ -45,6 +45,7 @@
 // system calls std lacks.
 #![deny(unsafe_code)]
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod client;
@@ -60,6 +61,7 @@ mod reactor;
 pub mod session;
 pub mod storage;
 mod sys;
+pub mod systemd;
 
 use std::io;
 use std::net::SocketAddr;
@@ -94,24 +96,34 @@ impl Server {
                 return Err(invalid("the control port needs a token".to_owned()));
             }
         }
-        let listener = std::net::TcpListener::bind(config.listen).map_err(|err| {
-            io::Error::new(
-                err.kind(),
-                format!("cannot listen on {}: {err}", config.listen),
-            )
-        })?;
+        // Sockets handed over by systemd (socket activation) are used
+        // instead of binding, so a restart refuses no connection.
+        let mut activated = if config.systemd {
+            systemd::take_listeners()?
+        } else {
+            Vec::new()
+        };
+        let listener = listen(&mut activated, "line", config.listen)?;
         let http = match config.http_listen {
-            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|err| {
-                io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
-            })?),
+            Some(addr) => Some(listen(&mut activated, "http", addr)?),
             None => None,
         };
         let control = match config.control_listen {
-            Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|err| {
-                io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}"))
-            })?),
+            Some(addr) => Some(listen(&mut activated, "control", addr)?),
             None => None,
         };
+        if !activated.is_empty() {
+            let left: Vec<String> = activated.iter().map(describe_activated).collect();
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "socket activation: no listener is configured for {} (name each socket \
+                     FileDescriptorName=line, http or control, or give its address to \
+                     --listen, --http-listen or --control)",
+                    left.join(", ")
+                ),
+            ));
+        }
         // Only now, with every listener bound: a start that fails (a port
         // in use) touches nothing under the root.
         let options = storage::Options {
@@ -128,7 +140,8 @@ impl Server {
         services.policy = config.policy.clone();
         services.users_file = config.users_file.clone();
         services.control_token = config.control_token.clone();
-        let reactor = Reactor::new(listener, http, control, services, config.drain_timeout)?;
+        let mut reactor = Reactor::new(listener, http, control, services, config.drain_timeout)?;
+        reactor.notify_systemd(config.systemd);
         Ok(Server { reactor })
     }
 
@@ -148,6 +161,17 @@ impl Server {
     /// asked for one.
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.reactor.control_addr()
+    }
+
+    /// Sets what a reload (SIGHUP with [`Server::handle_signals`], or the
+    /// control port's `RELOAD`) does besides reading the users file again:
+    /// `hook` returns the settings to use from then on (limits, timeouts,
+    /// quotas, the largest upload, the drain period), which apply to
+    /// sessions already open at their next check; or why it could not,
+    /// and everything stays as it was. The embedder's own settings (its
+    /// log level, its log file) are its hook's to change.
+    pub fn on_reload(&mut self, hook: impl FnMut() -> Result<Reloaded, String> + Send + 'static) {
+        self.reactor.on_reload(Box::new(hook));
     }
 
     /// A handle that asks the running server to shut down, from any thread.
@@ -170,6 +194,56 @@ impl Server {
         self.reactor.run()
     }
 }
+
+/// The listener of `role` at `addr`: a socket systemd handed over under
+/// that name, or for that address, else a new one bound now.
+fn listen(
+    activated: &mut Vec<systemd::Activated>,
+    role: &str,
+    addr: SocketAddr,
+) -> io::Result<std::net::TcpListener> {
+    let by_name = activated
+        .iter()
+        .position(|a| a.name.as_deref() == Some(role));
+    let by_addr = || {
+        activated
+            .iter()
+            .position(|a| a.name.is_none() && a.listener.local_addr().ok() == Some(addr))
+    };
+    if let Some(at) = by_name.or_else(by_addr) {
+        let handed = activated.remove(at);
+        log::info!(
+            "{role}: using the socket the service manager passed ({})",
+            describe_activated(&handed)
+        );
+        return Ok(handed.listener);
+    }
+    std::net::TcpListener::bind(addr)
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))
+}
+
+fn describe_activated(activated: &systemd::Activated) -> String {
+    let addr = activated
+        .listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    match &activated.name {
+        Some(name) => format!("{name} on {addr}"),
+        None => addr,
+    }
+}
+
+/// The settings a reload may change without dropping a session (see
+/// [`Server::on_reload`]). Everything else in [`Config`] needs a restart.
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    pub policy: config::Policy,
+    pub max_file_size: u64,
+    pub drain_timeout: std::time::Duration,
+}
+
+/// See [`Server::on_reload`].
+pub(crate) type ReloadHook = Box<dyn FnMut() -> Result<Reloaded, String> + Send>;
 
 /// Asks a running [`Server`] to shut down. Cheap to clone, `Send` and
 /// `Sync`: the first call starts a graceful shutdown (running transfers get

@@ -159,6 +159,10 @@ pub(crate) struct Reactor {
     signal_count: usize,
     phase: Phase,
     drain_timeout: Duration,
+    /// Tell systemd when ready, reloading and stopping (`Config::systemd`).
+    notify_systemd: bool,
+    /// The embedder's reload (see [`crate::Server::on_reload`]).
+    reload_hook: Option<crate::ReloadHook>,
     services: Services,
     /// `sendfile` works here; cleared the first time the kernel refuses
     /// it (`EINVAL`, `ENOSYS`), after which sessions read files into their
@@ -234,6 +238,8 @@ impl Reactor {
             signal_count: 0,
             phase: Phase::Serving,
             drain_timeout,
+            notify_systemd: false,
+            reload_hook: None,
             services,
             sendfile: true,
         })
@@ -253,6 +259,15 @@ impl Reactor {
 
     pub(crate) fn stop_signal(&self) -> Arc<StopSignal> {
         Arc::clone(&self.stop)
+    }
+
+    pub(crate) fn on_reload(&mut self, hook: crate::ReloadHook) {
+        self.reload_hook = Some(hook);
+    }
+
+    /// Sends systemd the server's state changes (see [`crate::systemd`]).
+    pub(crate) fn notify_systemd(&mut self, on: bool) {
+        self.notify_systemd = on;
     }
 
     /// SIGINT and SIGTERM become stop requests on this loop.
@@ -276,6 +291,9 @@ impl Reactor {
         if let Some(addr) = self.control_addr {
             log::info!("ferryd control port listening on {addr}");
         }
+        if self.notify_systemd {
+            crate::systemd::notify("READY=1");
+        }
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let timeout = self.poll_timeout();
@@ -297,9 +315,14 @@ impl Reactor {
                         if let Some(signals) = &mut self.signals {
                             for signal in signals.pending() {
                                 if signal == SIGHUP {
-                                    log::info!("SIGHUP: reloading the users");
+                                    log::info!("SIGHUP: reloading the users and settings");
+                                    if self.notify_systemd {
+                                        crate::systemd::notify(&crate::systemd::reloading_message());
+                                    }
                                     // The outcome is logged either way.
                                     let _ = self.services.reload_users();
+                                    // The settings, once the signals are read.
+                                    self.services.reload_requested.set(true);
                                 } else {
                                     self.signal_count += 1;
                                 }
@@ -446,7 +469,33 @@ impl Reactor {
         }
     }
 
+    /// Runs the embedder's reload hook (SIGHUP, the control port's
+    /// `RELOAD`) and applies what it returns; sessions see the new limits
+    /// and timeouts from their next check on.
+    fn reload_settings(&mut self) {
+        self.services.reload_requested.set(false);
+        if let Some(hook) = &mut self.reload_hook {
+            match hook() {
+                Ok(settings) => {
+                    self.services.policy = settings.policy;
+                    self.services.max_file_size = settings.max_file_size;
+                    self.drain_timeout = settings.drain_timeout;
+                    log::info!("settings reloaded");
+                }
+                Err(why) => {
+                    log::error!("reload failed, keeping the settings as they were: {why}")
+                }
+            }
+        }
+        if self.notify_systemd {
+            crate::systemd::notify("READY=1");
+        }
+    }
+
     fn check_stop_requests(&mut self) {
+        if self.services.reload_requested.get() {
+            self.reload_settings();
+        }
         // A SHUTDOWN on the control port counts like a signal.
         self.signal_count += usize::from(self.services.shutdown_requested.replace(false));
         let requests = self.stop.requests.load(Ordering::SeqCst) + self.signal_count;
@@ -460,6 +509,9 @@ impl Reactor {
     }
 
     fn begin_drain(&mut self) {
+        if self.notify_systemd {
+            crate::systemd::notify("STOPPING=1");
+        }
         log::info!(
             "shutting down: no new connections, draining transfers for up to {:?}",
             self.drain_timeout

@@ -7,8 +7,10 @@
 //! handle, whole or a batch at a time (`getdents64`), and describing its
 //! entries (`fstatat`), starting or awaiting
 //! write-back of part of a file (`sync_file_range`), sending part of a
-//! file straight to a socket (`sendfile`), and a listener's backlog
-//! (`listen`).
+//! file straight to a socket (`sendfile`), a listener's backlog
+//! (`listen`), taking over a listening socket a service manager passed
+//! (`getsockopt`, `fcntl`), and the monotonic clock's value
+//! (`clock_gettime`).
 //!
 //! This is the one module of the crate allowed to contain `unsafe`. Every
 //! function takes borrowed descriptors and C strings, so the kernel only
@@ -444,6 +446,58 @@ pub fn sendfile(
     }
     // Never negative here, and never more than `count`.
     Ok(sent as usize)
+}
+
+/// Takes ownership of descriptor `fd`, which the service manager handed
+/// to this process at start (socket activation), after checking that it
+/// is an open, listening TCP socket; it is made close-on-exec and
+/// non-blocking, as the reactor wants its listeners. The caller takes
+/// each such descriptor once (see `systemd::take_listeners`).
+pub fn inherited_listener(fd: libc::c_int) -> io::Result<std::net::TcpListener> {
+    let int_option = |level, name| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` are valid for writes of the sizes
+        // given; a descriptor that is not open or not a socket only makes
+        // the call fail (EBADF, ENOTSOCK).
+        cvt(unsafe { libc::getsockopt(fd, level, name, (&raw mut value).cast(), &raw mut len) })?;
+        Ok(value)
+    };
+    let not = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("not {what}"));
+    if int_option(libc::SOL_SOCKET, libc::SO_TYPE)? != libc::SOCK_STREAM {
+        return Err(not("a stream socket"));
+    }
+    if !matches!(
+        int_option(libc::SOL_SOCKET, libc::SO_DOMAIN)?,
+        libc::AF_INET | libc::AF_INET6
+    ) {
+        return Err(not("a TCP socket (IPv4 or IPv6)"));
+    }
+    if int_option(libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? == 0 {
+        return Err(not("listening"));
+    }
+    // SAFETY: the descriptor is open (getsockopt succeeded on it) and was
+    // passed to this process to own; nothing else in the process holds it,
+    // since the caller takes the handed-over descriptors only once.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let listener = std::net::TcpListener::from(owned);
+    // SAFETY: `fd` is live (owned by `listener`); F_SETFD takes a plain int.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// `CLOCK_MONOTONIC` in microseconds, the clock systemd's notifications
+/// are stamped with (std's `Instant` does not say its value).
+pub fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write; CLOCK_MONOTONIC always
+    // exists on Linux, so the call cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    (now.tv_sec as u64) * 1_000_000 + (now.tv_nsec as u64) / 1_000
 }
 
 #[cfg(test)]

@@ -17,15 +17,50 @@ fn now_secs() -> u64 {
 }
 
 #[test]
-fn greeting_is_220_ferry_version_ready() {
+fn greeting_is_220_ferry_version_ready_and_points_at_help() {
     let server = TestServer::start();
     let mut c = Client::connect_raw(server.addr()).unwrap();
     let (code, text) = c.read_reply();
     assert_eq!(code, 220);
     assert!(
-        text.starts_with("ferry ") && text.ends_with(" ready"),
+        text.starts_with("ferry ") && text.ends_with(" ready; HELP lists the commands"),
         "{text:?}"
     );
+}
+
+/// Issue 18: `HELP` lists every command with its syntax, before login
+/// too, as a data block like any other.
+#[test]
+fn help_lists_every_command_with_its_syntax() {
+    let server = TestServer::start();
+    let mut c = server.connect();
+    let text = c
+        .data_cmd(b"HELP")
+        .unwrap_or_else(|(c, t)| panic!("HELP answered {c} {t}"));
+    let text = String::from_utf8(text).unwrap();
+    for syntax in [
+        "AUTH <user> <password>",
+        "LIST",
+        "VIEW <name>",
+        "GET <name>",
+        "PUT <size> <name>",
+        "DEL <name>",
+        "HASH <name>",
+        "PARTIAL <name>",
+        "REST <offset>",
+        "EXPECT sha256=<hex>",
+        "NOOP",
+        "HELP",
+        "QUIT",
+    ] {
+        assert!(
+            text.lines().any(|line| line.starts_with(syntax)),
+            "HELP lacks {syntax:?}:\n{text}"
+        );
+    }
+    c.expect("HELP me", 501);
+    c.login(ALICE, ALICE_PW);
+    assert_eq!(c.data_cmd(b"help").unwrap(), text.as_bytes());
 }
 
 #[test]

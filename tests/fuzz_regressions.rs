@@ -294,3 +294,43 @@ fn the_client_refuses_listing_names_the_protocol_does_not_allow() {
         assert_eq!(err.kind(), ErrorKind::Network, "{data:?}: {err}");
     }
 }
+
+/// fuzz target `session`: a `LIST` taken while earlier replies were still
+/// unsent waits to send its first block until they are out. A shutdown
+/// that began meanwhile let it go on, so its first reply came after the
+/// shutdown, as if a new command had run. A listing that has sent nothing
+/// is no transfer to finish: it is answered `421` like any command not
+/// yet answered.
+#[test]
+fn a_listing_that_sent_nothing_yet_is_answered_421_at_shutdown() {
+    let h = Harness::new();
+    let services = h.services();
+    let mut session = Session::new(peer(), services);
+    session.receive(b"AUTH alice pw\nNOOP\nLIST\n", services);
+    for _ in 0..10 {
+        if !session.has_work() {
+            break;
+        }
+        session.work(services);
+    }
+    // The greeting, 230 and 200 are still unsent; the listing waits.
+    let before = String::from_utf8_lossy(session.output()).into_owned();
+    assert!(before.ends_with("200 ok\r\n"), "{before:?}");
+    session.begin_shutdown(services);
+    while session.has_work() {
+        session.work(services);
+    }
+    let after = String::from_utf8_lossy(session.output()).into_owned();
+    let pending = session.output().len();
+    session.output_written(pending, services);
+    while session.has_work() {
+        session.work(services);
+    }
+    let rest = String::from_utf8_lossy(session.output()).into_owned();
+    assert_eq!(
+        format!("{after}{rest}").strip_prefix(&before),
+        Some("421 server shutting down\r\n"),
+        "after the shutdown: {after:?} then {rest:?}"
+    );
+    assert!(session.is_done());
+}

@@ -299,6 +299,11 @@ impl World {
             fs::remove_dir_all(&records).unwrap();
             plant_records(&records, self.partials_time);
         }
+        // All of that happened behind the server's back: its running
+        // counts of the user's usage no longer hold.
+        if let Some(user) = model.user {
+            self.services.storage.recount(user);
+        }
     }
 }
 
@@ -941,7 +946,8 @@ impl Checker {
             Phase::Replies => {
                 assert!(
                     !self.shutdown_requested,
-                    "a command ran after the shutdown began"
+                    "a command ran after the shutdown began: {code} {text:?} answered {}",
+                    show(client.get(self.cursor..).unwrap_or_default())
                 );
                 let (command, consumed) = self.next_command(client);
                 self.cursor += consumed;
@@ -997,6 +1003,14 @@ impl Checker {
         let context = format!("{} answered {code} {text:?}", short(&command));
         match command {
             Command::Noop => assert_eq!(code, 200, "{context}"),
+            Command::Help => {
+                let left = data_size(code, text, &context);
+                assert_eq!(left, line::HELP_TEXT.len(), "{context}");
+                self.phase = Phase::Data {
+                    left,
+                    expect: Expect::Bytes(line::HELP_TEXT.as_bytes().to_vec()),
+                };
+            }
             Command::Quit => {
                 assert_eq!(code, 221, "{context}");
                 self.phase = Phase::Closed;

@@ -96,6 +96,9 @@ fn main() -> ExitCode {
     };
     let mut config = settings.config.clone();
     config.users_file = Some(settings.users.clone());
+    // Socket activation and readiness notifications; without systemd's
+    // variables this changes nothing.
+    config.systemd = true;
     if let Some(path) = &settings.control_token_file {
         match read_token(path) {
             Ok(token) => config.control_token = Some(token),

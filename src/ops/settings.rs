@@ -470,7 +470,7 @@ pub fn find(name: &str) -> Option<&'static Opt> {
 /// Checks what no single option can: the control port needs its token.
 pub fn validate(settings: &Settings) -> Result<(), String> {
     if settings.config.control_listen.is_some() && settings.control_token_file.is_none() {
-        return Err("control needs control-token-file".to_owned());
+        return Err("--control needs --control-token-file (control and control_token_file in a config file)".to_owned());
     }
     Ok(())
 }

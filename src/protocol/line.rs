@@ -18,6 +18,25 @@ pub const MAX_LINE: usize = 4096;
 /// then lower-case hex.
 pub const SHA256_PREFIX: &str = "sha256=";
 
+/// What `HELP` sends: every command with its syntax, one per line, for
+/// whoever types the protocol by hand (protocol.md has the whole story).
+pub const HELP_TEXT: &str = "\
+AUTH <user> <password>   log in (the password is the rest of the line)
+LIST                     list your files: blocks of '<size> <mtime> <name>' lines, ended by 150 0
+VIEW <name>              the first 1024 bytes of a file
+GET <name>               download a file
+PUT <size> <name>        upload: wait for '150 <size>', then send exactly <size> bytes
+DEL <name>               delete a file
+HASH <name>              the SHA-256 of a file
+PARTIAL <name>           bytes held of an interrupted upload of <name>
+REST <offset>            the next GET or PUT starts at byte <offset>
+EXPECT sha256=<hex>      the next PUT must have this digest
+NOOP                     do nothing
+HELP                     this text
+QUIT                     end the session
+A name is the rest of the line, spaces included. Replies: 'NNN text'; '150 <n>' announces <n> bytes.
+";
+
 /// Longest decimal size accepted: `u64::MAX` has 20 digits.
 const MAX_SIZE_DIGITS: usize = 20;
 
@@ -35,11 +54,12 @@ pub enum Verb {
     Rest,
     Expect,
     Noop,
+    Help,
     Quit,
 }
 
 impl Verb {
-    const ALL: [Verb; 12] = [
+    const ALL: [Verb; 13] = [
         Verb::Auth,
         Verb::List,
         Verb::View,
@@ -51,6 +71,7 @@ impl Verb {
         Verb::Rest,
         Verb::Expect,
         Verb::Noop,
+        Verb::Help,
         Verb::Quit,
     ];
 
@@ -68,14 +89,15 @@ impl Verb {
             Verb::Rest => "REST",
             Verb::Expect => "EXPECT",
             Verb::Noop => "NOOP",
+            Verb::Help => "HELP",
             Verb::Quit => "QUIT",
         }
     }
 
-    /// File commands need a logged-in session; `AUTH`, `NOOP` and `QUIT`
-    /// do not.
+    /// File commands need a logged-in session; `AUTH`, `NOOP`, `HELP`
+    /// and `QUIT` do not.
     pub fn needs_login(self) -> bool {
-        !matches!(self, Verb::Auth | Verb::Noop | Verb::Quit)
+        !matches!(self, Verb::Auth | Verb::Noop | Verb::Help | Verb::Quit)
     }
 
     fn from_bytes(raw: &[u8]) -> Option<Verb> {
@@ -126,6 +148,8 @@ pub enum Command<'a> {
         sha256: Digest,
     },
     Noop,
+    /// `HELP`: the commands and their syntax ([`HELP_TEXT`]).
+    Help,
     Quit,
 }
 
@@ -143,6 +167,7 @@ impl Command<'_> {
             Command::Rest { .. } => Verb::Rest,
             Command::Expect { .. } => Verb::Expect,
             Command::Noop => Verb::Noop,
+            Command::Help => Verb::Help,
             Command::Quit => Verb::Quit,
         }
     }
@@ -177,7 +202,7 @@ impl Command<'_> {
                 out.extend_from_slice(format!(" {size} ").as_bytes());
                 out.extend_from_slice(name.as_str().as_bytes());
             }
-            Command::List | Command::Noop | Command::Quit => {}
+            Command::List | Command::Noop | Command::Help | Command::Quit => {}
         }
         if out[start..].ends_with(b"\r") {
             out.push(b'\r');
@@ -274,13 +299,14 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
     let verb = Verb::from_bytes(word).ok_or(ParseError::UnknownCommand)?;
     let bad = ParseError::BadArguments(verb);
     match verb {
-        Verb::List | Verb::Noop | Verb::Quit => {
+        Verb::List | Verb::Noop | Verb::Help | Verb::Quit => {
             if args.is_some() {
                 return Err(bad);
             }
             Ok(match verb {
                 Verb::List => Command::List,
                 Verb::Noop => Command::Noop,
+                Verb::Help => Command::Help,
                 _ => Command::Quit,
             })
         }

@@ -116,7 +116,11 @@ impl Reply {
         let code = self.code();
         // Writing into a Vec cannot fail.
         let _ = match self {
-            Reply::Greeting => write!(out, "{code} ferry {} ready", env!("CARGO_PKG_VERSION")),
+            Reply::Greeting => write!(
+                out,
+                "{code} ferry {} ready; HELP lists the commands",
+                env!("CARGO_PKG_VERSION")
+            ),
             Reply::Data(n) => write!(out, "{code} {n}"),
             Reply::Ok => write!(out, "{code} ok"),
             Reply::Bye => write!(out, "{code} bye"),
@@ -210,6 +214,7 @@ fn usage(verb: Verb) -> &'static str {
         Verb::Rest => "REST <offset>",
         Verb::Expect => "EXPECT sha256=<64 hex digits>",
         Verb::Noop => "NOOP",
+        Verb::Help => "HELP",
         Verb::Quit => "QUIT",
     }
 }

@@ -272,10 +272,15 @@ impl Session {
                 );
                 self.reply(&status);
             }
-            ("RELOAD", None) => match services.reload_users() {
-                Ok(count) => self.reply(&format!("200 reloaded {count} users")),
-                Err(why) => self.reply(&format!("451 reload failed: {}", one_line(&why))),
-            },
+            ("RELOAD", None) => {
+                // The settings follow, as after SIGHUP: the reactor runs
+                // the embedder's reload at the end of this turn.
+                services.reload_requested.set(true);
+                match services.reload_users() {
+                    Ok(count) => self.reply(&format!("200 reloaded {count} users")),
+                    Err(why) => self.reply(&format!("451 reload failed: {}", one_line(&why))),
+                }
+            }
             ("SHUTDOWN", None) => {
                 log::info!("{} SHUTDOWN on the control port", self.peer);
                 self.reply("221 shutting down");

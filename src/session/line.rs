@@ -713,6 +713,14 @@ impl Session {
                         break;
                     }
                 }
+                // A listing that has sent nothing yet is no transfer to
+                // finish: at shutdown it is answered like any command
+                // not yet answered.
+                State::Listing(_, ref job) if self.shutting_down && job.bytes == 0 => {
+                    self.state = State::Closing;
+                    self.reply(Reply::ShuttingDown, services);
+                    break;
+                }
                 // Its steps run from `work`, and commands behind it wait.
                 State::Listing(..) => break,
                 State::Hashing(..) | State::Verifying(_) => {
@@ -846,6 +854,10 @@ impl Session {
         };
         match command {
             Command::Noop => self.reply(Reply::Ok, services),
+            Command::Help => {
+                self.reply(Reply::Data(line::HELP_TEXT.len() as u64), services);
+                self.out.buf().extend_from_slice(line::HELP_TEXT.as_bytes());
+            }
             Command::Rest { offset } => {
                 if let State::Idle(login) = &mut self.state {
                     login.pending().rest = Some(offset);
@@ -879,6 +891,7 @@ impl Session {
                     Command::Partial { name } => self.partial(login, name, services),
                     Command::Auth { .. }
                     | Command::Noop
+                    | Command::Help
                     | Command::Quit
                     | Command::Rest { .. }
                     | Command::Expect { .. } => unreachable!(),

@@ -56,6 +56,9 @@ pub struct Services {
     /// A session asked the server to shut down (the control port's
     /// `SHUTDOWN`); the reactor acts on it.
     pub shutdown_requested: Cell<bool>,
+    /// A session asked for the settings to be reloaded (the control port's
+    /// `RELOAD`, after the users); the reactor runs the embedder's hook.
+    pub reload_requested: Cell<bool>,
     /// The control port's token, when there is a control port.
     pub control_token: Option<String>,
     /// Password checks waiting and running (see [`CheckTicket`]). Behind
@@ -96,6 +99,7 @@ impl Services {
             logins: RefCell::new(Logins::default()),
             started: Instant::now(),
             shutdown_requested: Cell::new(false),
+            reload_requested: Cell::new(false),
             control_token: None,
             checks: Arc::default(),
         }

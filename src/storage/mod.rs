@@ -739,6 +739,16 @@ impl Storage {
         Ok(dir.inner.usage(counts))
     }
 
+    /// Forgets the running counts of `user`, so that the next quota check
+    /// lists the user's files and partials again. For whoever changed them
+    /// behind the server's back (an operator, a test) and wants the change
+    /// counted now rather than at the next re-count ([`RESYNC_AFTER`]).
+    pub fn recount(&self, user: &str) {
+        if let Some(tally) = self.tallies.borrow().get(user) {
+            *tally.counts.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
     /// Lists the user's files and partials to take the running counts.
     fn count(&self, dir: &UserDir) -> Result<Counts, StorageError> {
         let taken = Instant::now();
@@ -1312,6 +1322,11 @@ mod tests {
         drop(dir);
         let dir = storage.user_dir("alice").unwrap();
         assert_eq!(storage.usage(&dir).unwrap(), usage(8, 1));
+        // Or at once when asked, with the handles still held.
+        fs::write(dir.file("planted too"), [0; 4]).unwrap();
+        assert_eq!(storage.usage(&dir).unwrap(), usage(8, 1));
+        storage.recount("alice");
+        assert_eq!(storage.usage(&dir).unwrap(), usage(12, 2));
     }
 
     #[test]

@@ -134,6 +134,7 @@ pub struct ServerBuilder {
     users: Option<Vec<u8>>,
     fsync: bool,
     args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
 }
 
 impl Default for ServerBuilder {
@@ -155,6 +156,7 @@ impl ServerBuilder {
             users: Some(default_users_file().into_bytes()),
             fsync: false,
             args: Vec::new(),
+            envs: Vec::new(),
         }
     }
 
@@ -195,6 +197,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets an environment variable for ferryd.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.envs
+            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().to_os_string());
         self
@@ -232,6 +241,7 @@ impl ServerBuilder {
         // for one, and its later option wins.
         cmd.args(["--login-delay", "0"]);
         cmd.args(&self.args);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd.current_dir(self.dir.path());
         cmd
     }
@@ -580,14 +590,15 @@ impl Client {
         })
     }
 
-    /// Connects and checks the `220 ferry <version> ready` greeting.
+    /// Connects and checks the `220 ferry <version> ready; HELP lists the
+    /// commands` greeting.
     pub fn connect(addr: SocketAddr) -> Client {
         let mut c = Client::connect_raw(addr).expect("connect");
         let (code, text) = c.read_reply();
         assert_eq!(code, 220, "greeting: {code} {text}");
         assert!(
-            text.starts_with("ferry ") && text.ends_with(" ready"),
-            "greeting text {text:?} is not `ferry <version> ready`"
+            text.starts_with("ferry ") && text.ends_with(" ready; HELP lists the commands"),
+            "greeting text {text:?} is not `ferry <version> ready; HELP lists the commands`"
         );
         c
     }
@@ -1028,6 +1039,7 @@ impl TestServer {
             users: None,
             fsync: false,
             args: Vec::new(),
+            envs: Vec::new(),
         }
         .args(args)
         .start()

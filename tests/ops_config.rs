@@ -410,6 +410,56 @@ fn ferry_man_page_and_completions_cover_every_option() {
     }
 }
 
+/// What the generated bash completion offers for a command line (the
+/// last word being completed).
+fn bash_completes(script: &str, words: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "completion.bash", script);
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let program = format!(
+        "source '{}'; COMP_WORDS=({}); COMP_CWORD={}; _{}; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        path.display(),
+        quoted.join(" "),
+        words.len() - 1,
+        words[0],
+    );
+    let out = Command::new("bash")
+        .args(["-c", &program])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn bash_completion_offers_commands_and_options() {
+    let ferryd_script = ferryd(&["generate", "bash"]).stdout;
+    assert_eq!(
+        bash_completes(&ferryd_script, &["ferryd", "user", ""]),
+        ["add", "passwd", "del", "list"]
+    );
+    assert_eq!(
+        bash_completes(&ferryd_script, &["ferryd", "--idle-t"]),
+        ["--idle-timeout"]
+    );
+    assert!(bash_completes(&ferryd_script, &["ferryd", "ch"]).contains(&"check-config".to_owned()));
+    let ferry_script = ferry(&["--generate", "bash"]).stdout;
+    let verbs = bash_completes(&ferry_script, &["ferry", "--user", "demo", ""]);
+    assert_eq!(verbs, ["put", "get", "ls", "view", "rm", "hash", "shell"]);
+    assert_eq!(
+        bash_completes(&ferry_script, &["ferry", "--lim"]),
+        ["--limit-rate"]
+    );
+}
+
 #[test]
 fn generated_scripts_are_valid_shell() {
     let dir = tempfile::tempdir().unwrap();

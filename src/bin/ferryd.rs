@@ -1,5 +1,8 @@
-//! `ferryd`: the ferry server as a program. Parses the command line, sets up
-//! logging and users, and runs [`ferry::Server`] with signal handling.
+//! `ferryd`: the ferry server as a program. Reads its settings (the config
+//! file and the command line, through the one option table in
+//! [`ferry::ops::settings`]), sets up logging and users, and runs
+//! [`ferry::Server`] with signal handling; or runs one of the operator's
+//! commands: `check-config`, `user`, `hash-password`, `generate`.
 
 #![forbid(unsafe_code)]
 
@@ -13,8 +16,7 @@ use std::time::Duration;
 use ferry::auth::LoadError;
 use ferry::ops::manual::{CommandDoc, Manual, OptionDoc};
 use ferry::ops::settings::{
-    DEFAULT_CONFIG, OPTIONS, Opt, Settings, apply_args, apply_file, effective, example_config,
-    find, read_token, validate,
+    DEFAULT_CONFIG, OPTIONS, Opt, Settings, effective, example_config, find, load, read_token,
 };
 use ferry::ops::users_file::{self, Edit, EditError};
 use ferry::{Server, Users};
@@ -299,18 +301,7 @@ fn parse_command_line(
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    let mut settings = Settings::default();
-    let file = config_file.or_else(|| {
-        let default = PathBuf::from(DEFAULT_CONFIG);
-        default.exists().then_some(default)
-    });
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|err| format!("--config {}: {err}", path.display()))?;
-        apply_file(&mut settings, &path, &text)?;
-    }
-    apply_args(&mut settings, &given)?;
-    validate(&settings)?;
+    let settings = load(config_file.as_deref(), &given)?;
     Ok(Some(CommandLine {
         settings,
         words,

@@ -151,12 +151,7 @@ pub fn resolve(text: &str, notes: &mut Vec<String>) -> Result<SocketAddr, String
         .to_socket_addrs()
         .map_err(|err| format!("{text:?}: cannot resolve {host:?}: {err}"))?
         .collect();
-    let chosen = found
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(found.first())
-        .copied()
-        .ok_or_else(|| format!("{text:?}: {host:?} has no address"))?;
+    let chosen = choose(&found).ok_or_else(|| format!("{text:?}: {host:?} has no address"))?;
     if found.len() > 1 {
         let all: Vec<String> = found.iter().map(SocketAddr::to_string).collect();
         notes.push(format!(
@@ -165,6 +160,17 @@ pub fn resolve(text: &str, notes: &mut Vec<String>) -> Result<SocketAddr, String
         ));
     }
     Ok(chosen)
+}
+
+/// Of a name's addresses, the one ferryd binds: the first IPv4 one in the
+/// resolver's order (what most clients of a name like `localhost` try
+/// first or also), else the first.
+fn choose(found: &[SocketAddr]) -> Option<SocketAddr> {
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
 }
 
 fn addr(settings: &mut Settings, text: &str) -> Result<SocketAddr, String> {
@@ -608,6 +614,23 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
     lines
 }
 
+/// The settings: the defaults, then the config file (`file`, else
+/// [`DEFAULT_CONFIG`] when it exists), then the options given on the
+/// command line. A reload can call this again with the same arguments.
+pub fn load(file: Option<&Path>, given: &[(&'static Opt, String)]) -> Result<Settings, String> {
+    let mut settings = Settings::default();
+    let default = Path::new(DEFAULT_CONFIG);
+    let file = file.or_else(|| default.exists().then_some(default));
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("--config {}: {err}", path.display()))?;
+        apply_file(&mut settings, path, &text)?;
+    }
+    apply_args(&mut settings, given)?;
+    validate(&settings)?;
+    Ok(settings)
+}
+
 /// Applies options given on the command line over what the config file
 /// set: each replaces the file's value (a list option given on the command
 /// line replaces the file's whole list). Errors name the option.
@@ -639,6 +662,26 @@ mod tests {
             opt.apply(&mut s, &opt.default_shown().unwrap()).unwrap();
             assert_eq!(opt.value(&s), opt.value(&defaults), "{}", opt.name);
         }
+    }
+
+    #[test]
+    fn a_name_with_several_addresses_binds_its_first_ipv4_one() {
+        let addrs = |list: &[&str]| -> Vec<SocketAddr> {
+            list.iter().map(|a| a.parse().unwrap()).collect()
+        };
+        let both = addrs(&["[::1]:9", "127.0.0.2:9", "127.0.0.1:9"]);
+        assert_eq!(choose(&both), Some("127.0.0.2:9".parse().unwrap()));
+        let v6 = addrs(&["[::1]:9", "[fe80::1]:9"]);
+        assert_eq!(choose(&v6), Some("[::1]:9".parse().unwrap()));
+        assert_eq!(choose(&[]), None);
+        let mut notes = Vec::new();
+        assert_eq!(
+            resolve("127.0.0.1:9", &mut notes),
+            Ok("127.0.0.1:9".parse().unwrap())
+        );
+        assert!(resolve("localhost:99999", &mut notes).is_err());
+        assert!(resolve(":9", &mut notes).is_err());
+        assert!(resolve("::1:9", &mut notes).is_err());
     }
 
     #[test]

@@ -240,8 +240,8 @@ impl Users {
     }
 
     /// Creates a new users file (mode 0600; it must not exist yet) holding
-    /// one user `demo` with a random password, and returns the users and
-    /// that password.
+    /// one user `demo` with a random password, stored hashed, and returns
+    /// the users and that password.
     pub fn create_default(path: &Path) -> io::Result<(Users, String)> {
         let password = random_password()?;
         let mut file = OpenOptions::new()
@@ -249,12 +249,15 @@ impl Users {
             .create_new(true)
             .mode(0o600)
             .open(path)?;
-        let text = format!("# ferry users: one username:password per line.\ndemo:{password}\n");
+        // Hashed, so that the file holds nothing a reader could log in with
+        // and start-up does not warn about a plain-text password.
+        let entry = hash_entry(password.as_bytes(), crate::kdf::DEFAULT_ITERATIONS)?;
+        let text = format!("# ferry users: one username:password per line.\ndemo:{entry}\n");
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         let mut users = Users::new();
         users
-            .insert("demo", password.as_bytes())
+            .insert("demo", entry.as_bytes())
             .map_err(io::Error::other)?;
         Ok((users, password))
     }
@@ -313,6 +316,12 @@ impl Users {
         };
         Verification::Pending(Box::new(pending))
     }
+}
+
+/// A password's users-file entry: `$pbkdf2-sha256$...` with a fresh salt.
+pub fn hash_entry(password: &[u8], iterations: u32) -> io::Result<String> {
+    let salt = random_bytes(16)?;
+    Ok(crate::kdf::PasswordHash::new(password, &salt, iterations).to_string())
 }
 
 /// `n` bytes from the kernel's random source (salts).
@@ -400,11 +409,21 @@ mod tests {
         let (users, password) = Users::create_default(&path).unwrap();
         assert_eq!(password.len(), GENERATED_PASSWORD_LEN);
         assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert_eq!(users.verify(b"demo", password.as_bytes()), Some("demo"));
+        // Stored hashed: only a full check logs in.
+        let check = |users: &Users, password: &str| match users
+            .start_verify(b"demo", password.as_bytes())
+        {
+            Verification::Done(result) => result,
+            Verification::Pending(mut pending) => pending.step(u32::MAX).unwrap(),
+        };
+        assert_eq!(users.plain_text_users(), Vec::<&str>::new());
+        assert_eq!(check(&users, &password).as_deref(), Some("demo"));
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        assert!(!fs::read_to_string(&path).unwrap().contains(&password));
         let loaded = Users::load(&path).unwrap();
-        assert_eq!(loaded.verify(b"demo", password.as_bytes()), Some("demo"));
+        assert_eq!(check(&loaded, &password).as_deref(), Some("demo"));
+        assert_eq!(check(&loaded, "wrong"), None);
         assert!(!format!("{users:?}").contains(&password));
         assert!(Users::create_default(&path).is_err(), "must not overwrite");
     }

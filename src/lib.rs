@@ -54,6 +54,8 @@ pub mod integrity;
 pub mod kdf;
 pub mod limits;
 pub mod metrics;
+#[doc(hidden)]
+pub mod ops;
 pub mod protocol;
 mod reactor;
 pub mod session;

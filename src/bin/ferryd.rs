@@ -1,18 +1,25 @@
-//! `ferryd`: the ferry server as a program. Parses the command line, sets up
-//! logging and users, and runs [`ferry::Server`] with signal handling.
+//! `ferryd`: the ferry server as a program. Reads its settings (the config
+//! file and the command line, through the one option table in
+//! [`ferry::ops::settings`]), sets up logging and users, and runs
+//! [`ferry::Server`] with signal handling; or runs one of the operator's
+//! commands: `check-config`, `user`, `hash-password`, `generate`.
 
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use ferry::auth::LoadError;
-use ferry::{Config, Server, Users};
+use ferry::ops::manual::{CommandDoc, Manual, OptionDoc};
+use ferry::ops::settings::{
+    DEFAULT_CONFIG, OPTIONS, Opt, Settings, effective, example_config, find, load, read_token,
+};
+use ferry::ops::users_file::{self, Edit, EditError};
+use ferry::{Server, Users};
 use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode, WriteLogger};
 
 const HASH_USAGE: &str = "\
@@ -23,111 +30,78 @@ line of standard input) and prints the line for the users file:
   USER:$pbkdf2-sha256$i=N,l=32$<salt>$<hash>
 --iterations N  PBKDF2 iterations [default: 600000; at least 1000]";
 
-const USAGE: &str = "\
-ferryd: multi-user file transfer server (line protocol and HTTP: see protocol.md)
-
-Usage: ferryd [OPTIONS]
-       ferryd hash-password [--iterations N] USER   (prints a users-file line; see --help there)
-
-Options:
-  --listen ADDR          address of the line protocol [default: 127.0.0.1:9999]
-  --http-listen ADDR     also serve HTTP/1.1 on ADDR, e.g. 127.0.0.1:9980 [default: off]
-  --control ADDR         a control port on this loopback address, e.g. 127.0.0.1:10000
-                         (TOKEN, STATUS, RELOAD, SHUTDOWN; see README) [default: off]
-  --control-token-file PATH  the control port's token (first line); the file must not
-                         be readable by group or others
-  --storage DIR          storage root, one directory per user [default: ./server_storage]
-  --users FILE           users file, username:password per line [default: ./id_passwd.txt]
-                         (created with one user 'demo' and a random password if missing)
-  --max-file-size BYTES  largest upload accepted [default: 17179869184]
-  --drain-timeout SECS   how long transfers may finish after SIGINT/SIGTERM [default: 5]
-  --partial-ttl SECS     how long the bytes of an interrupted upload are kept for
-                         resuming, counted from the last byte received [default: 86400]
-  --no-fsync             acknowledge uploads and deletes without syncing them to disk
-                         (faster; one acknowledged just before a power loss may be lost)
-  --auth-timeout SECS    close a connection that has not logged in after this [default: 30]
-  --idle-timeout SECS    close a logged-in session (or an HTTP keep-alive connection)
-                         that sends nothing for this long [default: 300]
-  --stall-timeout SECS   end a transfer that makes no progress for this long [default: 60]
-  --head-timeout SECS    an HTTP request head must arrive within this [default: 30]
-  --max-connections N    connections served at once, both protocols
-                         [default: half of the open-file limit less a reserve]
-  --max-per-ip N         connections from one IP address at once [default: 64]
-  --login-delay SECS     hold the reply to a failed login this long [default: 1]
-  --lockout-failures N   failed logins from one address within the window that lock
-                         it out; 0 turns lockouts off [default: 10]
-  --lockout-window SECS  the time within which those failures count [default: 600]
-  --lockout-duration SECS  how long a locked-out address is refused [default: 900]
-  --lockout-allow LIST   addresses never locked out, comma-separated ADDR or
-                         ADDR/PREFIX (e.g. 10.0.0.0/8,::1) [default: none]
-  --user-quota BYTES     bytes each user may store in all, counting partials and
-                         uploads in progress [default: no limit]
-  --user-max-files N     files each user may store, counting uploads of new names
-                         in progress [default: no limit]
-  --log-level LEVEL      off, error, warn, info, debug or trace [default: info]
-  --log-file PATH        append the log to PATH instead of stderr
-  -h, --help             print this help
-  -V, --version          print the version
-
-Signals: SIGINT or SIGTERM shut down gracefully; a second one ends the drain at once.
-SIGHUP re-reads the users file (a broken file keeps the old users and is logged).
-Exit status: 0 after a clean shutdown, 1 when the server cannot start or fails,
-2 for a usage error or an invalid users file.";
-
 /// Exit status for a failure at run time (cannot bind, storage unusable).
 const EXIT_FAILURE: u8 = 1;
 /// Exit status for a bad command line or users file.
 const EXIT_USAGE: u8 = 2;
 
-struct Options {
-    config: Config,
-    users: PathBuf,
-    control_token_file: Option<PathBuf>,
-    log_level: LevelFilter,
-    log_file: Option<PathBuf>,
-}
-
 enum Parsed {
-    Run(Box<Options>),
+    Run(Box<Settings>),
     Help,
     Version,
 }
 
+/// What the command line asked for besides the options: the words after
+/// the subcommand.
+struct CommandLine {
+    settings: Settings,
+    words: Vec<String>,
+    /// `user add|passwd --iterations N`: PBKDF2 rounds of the new hash.
+    iterations: Option<u32>,
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1).peekable();
-    if args.peek().is_some_and(|first| first == "hash-password") {
+    let sub = args
+        .peek()
+        .and_then(|first| first.to_str())
+        .filter(|first| SUBCOMMANDS.contains(first))
+        .map(str::to_owned);
+    if sub.is_some() {
         args.next();
-        return hash_password(args);
     }
-    let options = match parse_args(args) {
-        Ok(Parsed::Run(options)) => options,
+    match sub.as_deref() {
+        Some("hash-password") => return hash_password(args),
+        Some("generate") => return generate(args),
+        Some(sub) => {
+            return match parse_command_line(args) {
+                Ok(Some(line)) if sub == "check-config" => check_config(line),
+                Ok(Some(line)) => user_command(line),
+                Ok(None) => {
+                    println!("{}", manual().help());
+                    ExitCode::SUCCESS
+                }
+                Err(message) => usage_error(&message),
+            };
+        }
+        None => {}
+    }
+    let settings = match parse_args(args) {
+        Ok(Parsed::Run(settings)) => settings,
         Ok(Parsed::Help) => {
-            println!("{USAGE}");
+            println!("{}", manual().help());
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Version) => {
             println!("ferryd {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Err(message) => {
-            eprintln!("ferryd: {message}\nTry 'ferryd --help'.");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(message) => return usage_error(&message),
     };
-    if let Err(err) = init_logging(&options) {
+    if let Err(err) = init_logging(&settings) {
         eprintln!("ferryd: cannot open the log: {err}");
         return ExitCode::from(EXIT_FAILURE);
     }
-    let users = match load_users(&options.users) {
+    let users = match load_users(&settings.users) {
         Ok(users) => users,
         Err(code) => return ExitCode::from(code),
     };
-    let mut config = options.config;
-    config.users_file = Some(options.users.clone());
+    let mut config = settings.config.clone();
+    config.users_file = Some(settings.users.clone());
     // Socket activation and readiness notifications; without systemd's
     // variables this changes nothing.
     config.systemd = true;
-    if let Some(path) = &options.control_token_file {
+    if let Some(path) = &settings.control_token_file {
         match read_token(path) {
             Ok(token) => config.control_token = Some(token),
             Err(message) => {
@@ -158,153 +132,199 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
-    use lexopt::prelude::*;
-    let mut options = Options {
-        config: Config::default(),
-        users: PathBuf::from("./id_passwd.txt"),
-        control_token_file: None,
-        log_level: LevelFilter::Info,
-        log_file: None,
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("ferryd: {message}\nTry 'ferryd --help'.");
+    ExitCode::from(EXIT_USAGE)
+}
+
+const SUBCOMMANDS: [&str; 4] = ["hash-password", "check-config", "user", "generate"];
+
+/// ferryd's manual: the option table plus what is not an option, rendered
+/// as `--help`, the man page and the completions.
+fn manual() -> Manual {
+    let mut options: Vec<OptionDoc> = vec![OptionDoc {
+        short: None,
+        long: "config".to_owned(),
+        arg: Some("PATH".to_owned()),
+        path: true,
+        help: format!(
+            "read settings from this TOML file [default: {DEFAULT_CONFIG}, when it exists]"
+        ),
+    }];
+    options.extend(OPTIONS.iter().map(|opt| {
+        let default = opt
+            .default_shown()
+            .map(|d| format!(" [default: {d}]"))
+            .unwrap_or_default();
+        OptionDoc {
+            short: None,
+            long: opt.name.to_owned(),
+            arg: opt.arg.map(str::to_owned),
+            path: opt.takes_path(),
+            help: format!("{}{default}", opt.help),
+        }
+    }));
+    for (short, long, help) in [
+        ('h', "help", "print this help"),
+        ('V', "version", "print the version"),
+    ] {
+        options.push(OptionDoc {
+            short: Some(short),
+            long: long.to_owned(),
+            arg: None,
+            path: false,
+            help: help.to_owned(),
+        });
+    }
+    let command = |usage: &str, help: &str| CommandDoc {
+        usage: usage.to_owned(),
+        help: help.to_owned(),
     };
+    Manual {
+        name: "ferryd".to_owned(),
+        section: 8,
+        summary: "multi-user file transfer server (line protocol and HTTP; see protocol.md)"
+            .to_owned(),
+        synopsis: vec![
+            "ferryd [--config PATH] [OPTIONS]".to_owned(),
+            "ferryd check-config [--config PATH] [OPTIONS]".to_owned(),
+            "ferryd user add|passwd|del USER [--iterations N] [--users FILE | --config PATH]"
+                .to_owned(),
+            "ferryd user list [--users FILE | --config PATH]".to_owned(),
+            "ferryd hash-password [--iterations N] USER".to_owned(),
+            "ferryd generate man|bash|zsh|fish|config".to_owned(),
+        ],
+        commands: vec![
+            command("(none)", "run the server"),
+            command(
+                "check-config",
+                "validate the settings (config file, options, token and users files) and print \
+                 the effective ones as TOML, the control token never shown; exit 0, or 2 naming \
+                 the problem",
+            ),
+            command(
+                "user add USER",
+                "add a user to the users file, the password (read without echo, or the first \
+                 line of standard input) stored hashed (--iterations N PBKDF2 rounds, default \
+                 600000); an existing user is refused",
+            ),
+            command("user passwd USER", "set an existing user's password"),
+            command("user del USER", "remove a user"),
+            command(
+                "user list",
+                "print each user and whether the password is hashed",
+            ),
+            command(
+                "hash-password USER",
+                "print a users-file line (see its --help)",
+            ),
+            command(
+                "generate man|bash|zsh|fish|config",
+                "print the man page (man), a completion script (bash, zsh, fish) or the \
+                 example config file with every key and its default (config)",
+            ),
+        ],
+        options,
+        sections: vec![
+            (
+                "Config file".to_owned(),
+                format!(
+                    "Every option is also a key of a TOML config file, with '_' for '-' \
+                     (max_file_size = \"10G\"; no_fsync = true). The file is --config PATH, \
+                     else {DEFAULT_CONFIG} when it exists. An option on the command line wins \
+                     over the file. Sizes take K, M, G or T (powers of 1024): 512K, 10G. \
+                     Durations are seconds (fractions allowed) or 90s, 5m, 1h30m, 250ms. \
+                     Addresses may name a host (localhost:9999); a name with several \
+                     addresses binds its first IPv4 one, else its first."
+                ),
+            ),
+            (
+                "Signals".to_owned(),
+                "SIGINT or SIGTERM shut down gracefully; a second one ends the drain at once. \
+                 SIGHUP re-reads the users file (a broken file keeps the old users and is \
+                 logged)."
+                    .to_owned(),
+            ),
+            (
+                "Exit status".to_owned(),
+                "0 after a clean shutdown, 1 when the server cannot start or fails, 2 for a \
+                 usage error, a bad config file or an invalid users file."
+                    .to_owned(),
+            ),
+        ],
+    }
+}
+
+/// Parses options and words: the config file first, then the command
+/// line over it. `Ok(None)` for `--help`.
+fn parse_command_line(
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<Option<CommandLine>, String> {
+    use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
+    let mut given: Vec<(&'static Opt, String)> = Vec::new();
+    let mut config_file: Option<PathBuf> = None;
+    let mut words = Vec::new();
+    let mut iterations = None;
     while let Some(arg) = parser.next().map_err(|err| err.to_string())? {
         match arg {
-            Long("listen") => {
-                let raw = value(&mut parser, "--listen")?;
-                options.config.listen = raw.parse::<SocketAddr>().map_err(|_| {
-                    format!("--listen: {raw:?} is not an address like 127.0.0.1:9999")
-                })?;
-            }
-            Long("http-listen") => {
-                let raw = value(&mut parser, "--http-listen")?;
-                let addr = raw.parse::<SocketAddr>().map_err(|_| {
-                    format!("--http-listen: {raw:?} is not an address like 127.0.0.1:9980")
-                })?;
-                options.config.http_listen = Some(addr);
-            }
-            Long("control") => {
-                let raw = value(&mut parser, "--control")?;
-                let addr = raw.parse::<SocketAddr>().map_err(|_| {
-                    format!("--control: {raw:?} is not an address like 127.0.0.1:10000")
-                })?;
-                if !addr.ip().is_loopback() {
-                    return Err(format!(
-                        "--control: {addr} is not a loopback address (127.0.0.0/8 or ::1)"
-                    ));
-                }
-                options.config.control_listen = Some(addr);
-            }
-            Long("control-token-file") => {
-                let path = PathBuf::from(value(&mut parser, "--control-token-file")?);
-                options.control_token_file = Some(path);
-            }
-            Long("storage") => {
-                options.config.storage = PathBuf::from(value(&mut parser, "--storage")?)
-            }
-            Long("users") => options.users = PathBuf::from(value(&mut parser, "--users")?),
-            Long("max-file-size") => {
-                let raw = value(&mut parser, "--max-file-size")?;
-                options.config.max_file_size = raw
-                    .parse()
-                    .map_err(|_| format!("--max-file-size: {raw:?} is not a number of bytes"))?;
-            }
-            Long("drain-timeout") => {
-                options.config.drain_timeout = seconds(&mut parser, "--drain-timeout")?;
-            }
-            Long("partial-ttl") => {
-                options.config.partial_ttl = seconds(&mut parser, "--partial-ttl")?;
-            }
-            Long("no-fsync") => options.config.fsync = false,
-            Long("auth-timeout") => {
-                options.config.policy.auth_timeout = seconds(&mut parser, "--auth-timeout")?
-            }
-            Long("idle-timeout") => {
-                options.config.policy.idle_timeout = seconds(&mut parser, "--idle-timeout")?
-            }
-            Long("stall-timeout") => {
-                options.config.policy.stall_timeout = seconds(&mut parser, "--stall-timeout")?
-            }
-            Long("head-timeout") => {
-                options.config.policy.head_timeout = seconds(&mut parser, "--head-timeout")?
-            }
-            Long("max-connections") => {
-                options.config.policy.max_connections = count(&mut parser, "--max-connections")?
-            }
-            Long("max-per-ip") => {
-                options.config.policy.max_per_ip = count(&mut parser, "--max-per-ip")?
-            }
-            Long("login-delay") => {
-                options.config.policy.login_delay = seconds(&mut parser, "--login-delay")?
-            }
-            Long("lockout-failures") => {
-                let n = count(&mut parser, "--lockout-failures")?;
-                options.config.policy.lockout_failures = u32::try_from(n).unwrap_or(u32::MAX);
-            }
-            Long("lockout-window") => {
-                options.config.policy.lockout_window = seconds(&mut parser, "--lockout-window")?
-            }
-            Long("user-quota") => {
-                let n = count(&mut parser, "--user-quota")?;
-                options.config.policy.user_quota = Some(n as u64);
-            }
-            Long("user-max-files") => {
-                let n = count(&mut parser, "--user-max-files")?;
-                options.config.policy.user_max_files = Some(n as u64);
-            }
-            Long("lockout-duration") => {
-                options.config.policy.lockout_duration = seconds(&mut parser, "--lockout-duration")?
-            }
-            Long("lockout-allow") => {
-                let raw = value(&mut parser, "--lockout-allow")?;
-                for range in raw.split(',').filter(|r| !r.trim().is_empty()) {
-                    let range = range
-                        .trim()
-                        .parse()
-                        .map_err(|why| format!("--lockout-allow: {why}"))?;
-                    options.config.policy.lockout_allow.push(range);
+            Short('h') | Long("help") => return Ok(None),
+            Long("iterations") => {
+                let min = ferry::kdf::MIN_ITERATIONS;
+                match count(&mut parser, "--iterations").map(u32::try_from) {
+                    Ok(Ok(n)) if n >= min => iterations = Some(n),
+                    _ => return Err(format!("--iterations must be a number of at least {min}")),
                 }
             }
-            Long("log-level") => {
-                let raw = value(&mut parser, "--log-level")?;
-                options.log_level = raw.parse().map_err(|_| {
-                    format!(
-                        "--log-level: {raw:?} is not one of off, error, warn, info, debug, trace"
-                    )
-                })?;
+            Long("config") => config_file = Some(PathBuf::from(value(&mut parser, "--config")?)),
+            Long(name) => {
+                let name = name.to_owned();
+                let Some(opt) = find(&name).filter(|opt| opt.name == name) else {
+                    return Err(format!("invalid option '--{name}'"));
+                };
+                let value = match opt.arg {
+                    Some(_) => value(&mut parser, &format!("--{name}"))?,
+                    // `--no-fsync=false` undoes a config file's `true`.
+                    None => match parser.optional_value() {
+                        Some(given) => given
+                            .into_string()
+                            .map_err(|_| format!("--{name}: the value is not valid UTF-8"))?,
+                        None => "true".to_owned(),
+                    },
+                };
+                given.push((opt, value));
             }
-            Long("log-file") => {
-                options.log_file = Some(PathBuf::from(value(&mut parser, "--log-file")?))
-            }
-            Short('h') | Long("help") => return Ok(Parsed::Help),
-            Short('V') | Long("version") => return Ok(Parsed::Version),
+            Value(word) => words.push(
+                word.into_string()
+                    .map_err(|_| "an argument is not valid UTF-8".to_owned())?,
+            ),
             _ => return Err(arg.unexpected().to_string()),
         }
     }
-    if options.config.control_listen.is_some() && options.control_token_file.is_none() {
-        return Err("--control needs --control-token-file".to_owned());
-    }
-    Ok(Parsed::Run(Box::new(options)))
+    let settings = load(config_file.as_deref(), &given)?;
+    Ok(Some(CommandLine {
+        settings,
+        words,
+        iterations,
+    }))
 }
 
-/// Reads the control port's token: the first line of a file that group and
-/// others cannot read.
-fn read_token(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|err| format!("{shown}: {err}"))?;
-    if meta.mode() & 0o044 != 0 {
-        return Err(format!(
-            "{shown}: readable by group or others (mode {:o}); chmod 600 it",
-            meta.mode() & 0o777
-        ));
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // -V and --version before anything else, as before the config file.
+    if args.iter().any(|a| a == "-V" || a == "--version") {
+        return Ok(Parsed::Version);
     }
-    let text = std::fs::read_to_string(path).map_err(|err| format!("{shown}: {err}"))?;
-    let token = text.lines().next().unwrap_or_default().trim();
-    if token.is_empty() {
-        return Err(format!("{shown}: the token is empty"));
+    match parse_command_line(args)? {
+        None => Ok(Parsed::Help),
+        Some(line) => match line.words.first() {
+            Some(word) => Err(format!("unexpected argument '{word}'")),
+            None if line.iterations.is_some() => {
+                Err("--iterations applies to user add and user passwd".to_owned())
+            }
+            None => Ok(Parsed::Run(Box::new(line.settings))),
+        },
     }
-    Ok(token.to_owned())
 }
 
 fn value(parser: &mut lexopt::Parser, what: &str) -> Result<String, String> {
@@ -322,16 +342,194 @@ fn count(parser: &mut lexopt::Parser, what: &str) -> Result<usize, String> {
         .map_err(|_| format!("{what}: {raw:?} is not a whole number"))
 }
 
-/// A non-negative number of seconds, fractions allowed.
-fn seconds(parser: &mut lexopt::Parser, what: &str) -> Result<Duration, String> {
-    let raw = value(parser, what)?;
-    raw.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("{what}: {raw:?} is not a number of seconds"))
+/// `ferryd check-config`: validates everything a start would read, without
+/// binding, and prints the effective settings.
+fn check_config(line: CommandLine) -> ExitCode {
+    if let Some(word) = line.words.first() {
+        return usage_error(&format!("check-config: unexpected argument '{word}'"));
+    }
+    if line.iterations.is_some() {
+        return usage_error("--iterations applies to user add and user passwd");
+    }
+    let settings = &line.settings;
+    if let Some(path) = &settings.control_token_file {
+        // Read to prove it is usable; the token itself is never shown.
+        if let Err(message) = read_token(path) {
+            eprintln!("ferryd: control-token-file {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let mut remarks = Vec::new();
+    match Users::load(&settings.users) {
+        Ok(users) => {
+            let plain = users.plain_text_users();
+            remarks.push(format!(
+                "{} users in {}",
+                users.len(),
+                settings.users.display()
+            ));
+            if !plain.is_empty() {
+                remarks.push(format!("plain-text passwords for: {}", plain.join(", ")));
+            }
+        }
+        Err(LoadError::Invalid(err)) => {
+            eprintln!("{}:{err}", settings.users.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(LoadError::Io(err)) if err.kind() == io::ErrorKind::NotFound => remarks.push(format!(
+            "{} does not exist; a start creates it with a user 'demo'",
+            settings.users.display()
+        )),
+        Err(LoadError::Io(err)) => {
+            eprintln!("ferryd: cannot read {}: {err}", settings.users.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    print!("{}", effective(settings));
+    for remark in remarks {
+        println!("# {remark}");
+    }
+    if settings.control_token_file.is_some() {
+        println!("# control token: read, not shown");
+    }
+    ExitCode::SUCCESS
 }
 
-fn init_logging(options: &Options) -> io::Result<()> {
+/// `ferryd generate man|bash|zsh|fish|config`.
+fn generate(mut args: impl Iterator<Item = OsString>) -> ExitCode {
+    let what = args.next().map(|w| w.to_string_lossy().into_owned());
+    if let Some(extra) = args.next() {
+        return usage_error(&format!("generate: unexpected argument {extra:?}"));
+    }
+    let text = match what.as_deref() {
+        Some("man") => manual().man(),
+        Some("bash") => manual().bash(),
+        Some("zsh") => manual().zsh(),
+        Some("fish") => manual().fish(),
+        Some("config") => example_config(),
+        _ => return usage_error("generate: which of man, bash, zsh, fish, config?"),
+    };
+    print!("{text}");
+    ExitCode::SUCCESS
+}
+
+/// `ferryd user add|passwd|del|list`.
+fn user_command(line: CommandLine) -> ExitCode {
+    let words: Vec<&str> = line.words.iter().map(String::as_str).collect();
+    let path = &line.settings.users;
+    let fail = |err: EditError| {
+        eprintln!("ferryd user: {err}");
+        ExitCode::from(match err {
+            EditError::Refused(_) => EXIT_USAGE,
+            EditError::Io(_) => EXIT_FAILURE,
+        })
+    };
+    let (action, user) = match words.as_slice() {
+        ["list"] => {
+            return match users_file::list(path) {
+                Ok(users) => {
+                    for (user, hashed) in users {
+                        println!("{user}\t{}", if hashed { "hashed" } else { "plain" });
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(err),
+            };
+        }
+        [action @ ("add" | "passwd" | "del"), user] => (*action, *user),
+        _ => return usage_error("user: add USER, passwd USER, del USER or list"),
+    };
+    if !ferry::auth::is_valid_username(user.as_bytes()) {
+        return usage_error(&format!("user: {user:?} is not a valid username"));
+    }
+    let entry = if action == "del" {
+        String::new()
+    } else {
+        let password = match read_new_password() {
+            Ok(password) => password,
+            Err(message) => {
+                eprintln!("ferryd user: {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
+        let iterations = line.iterations.unwrap_or(ferry::kdf::DEFAULT_ITERATIONS);
+        match ferry::auth::hash_entry(password.as_bytes(), iterations) {
+            Ok(entry) => entry,
+            Err(err) => {
+                eprintln!("ferryd user: no random salt: {err}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        }
+    };
+    let edit = match action {
+        "add" => Edit::Add(user, &entry),
+        "passwd" => Edit::Passwd(user, &entry),
+        _ => Edit::Del(user),
+    };
+    if let Err(err) = users_file::edit(path, edit) {
+        return fail(err);
+    }
+    let done = match action {
+        "add" => "added",
+        "passwd" => "changed the password of",
+        _ => "removed",
+    };
+    eprintln!("ferryd user: {done} {user} in {}", path.display());
+    tell_server(&line.settings);
+    ExitCode::SUCCESS
+}
+
+/// After an edit: asks a running server to reload over its control port
+/// when the settings name one, else says how to.
+fn tell_server(settings: &Settings) {
+    let hint = "a running ferryd reads it on SIGHUP (e.g. 'systemctl reload ferryd' or \
+                'kill -HUP PID'), or at its next start";
+    let (Some(addr), Some(token_file)) =
+        (settings.config.control_listen, &settings.control_token_file)
+    else {
+        eprintln!("ferryd user: {hint}");
+        return;
+    };
+    match control_reload(addr, token_file) {
+        Ok(reply) => eprintln!("ferryd user: the server at {addr} reloaded: {reply}"),
+        Err(why) => {
+            eprintln!("ferryd user: no reload over the control port {addr} ({why}); {hint}")
+        }
+    }
+}
+
+fn control_reload(addr: std::net::SocketAddr, token_file: &Path) -> Result<String, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let token = read_token(token_file)?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|err| err.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|err| err.to_string())?;
+    let mut writer = stream.try_clone().map_err(|err| err.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut reply = |expect: &str| -> Result<String, String> {
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(|err| err.to_string())?;
+        let line = line.trim_end().to_owned();
+        if line.starts_with(expect) {
+            Ok(line)
+        } else {
+            Err(format!("the server said {line:?}"))
+        }
+    };
+    reply("220")?;
+    writer
+        .write_all(format!("TOKEN {token}\r\n").as_bytes())
+        .map_err(|err| err.to_string())?;
+    reply("230")?;
+    writer
+        .write_all(b"RELOAD\r\n")
+        .map_err(|err| err.to_string())?;
+    reply("200")
+}
+
+fn init_logging(options: &Settings) -> io::Result<()> {
     let config = ConfigBuilder::new()
         .set_time_format_rfc3339()
         .set_target_level(LevelFilter::Off)
@@ -399,14 +597,13 @@ fn hash_password(args: impl Iterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let salt = match ferry::auth::random_bytes(16) {
-        Ok(salt) => salt,
+    let hash = match ferry::auth::hash_entry(password.as_bytes(), iterations) {
+        Ok(hash) => hash,
         Err(err) => {
             eprintln!("ferryd hash-password: no random salt: {err}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let hash = ferry::kdf::PasswordHash::new(password.as_bytes(), &salt, iterations);
     println!("{user}:{hash}");
     ExitCode::SUCCESS
 }
@@ -446,8 +643,8 @@ fn load_users(path: &Path) -> Result<Users, u8> {
             let plain = users.plain_text_users();
             if !plain.is_empty() {
                 log::warn!(
-                    "{}: passwords stored in plain text for: {}; replace each with the line \
-                     `ferryd hash-password USER` prints",
+                    "{}: passwords stored in plain text for: {}; replace each with \
+                     `ferryd user passwd USER`",
                     path.display(),
                     plain.join(", ")
                 );

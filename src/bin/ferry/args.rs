@@ -4,63 +4,138 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ferry::ops::manual::{CommandDoc, Manual, OptionDoc};
 use lexopt::prelude::*;
 
-pub const USAGE: &str = "\
-ferry: the command-line client of a ferry file server
+/// The commands: usage and help, for `--help`, the man page and the
+/// completions.
+const COMMANDS: &[(&str, &str)] = &[
+    ("put FILE...", "upload files, each under its own file name"),
+    ("put FILE -o NAME", "upload one file under another name"),
+    (
+        "get NAME...",
+        "download files into the current directory (or -d DIR)",
+    ),
+    ("get NAME -o PATH", "download one file to PATH"),
+    ("ls", "list your files (-h: sizes like 1.5M)"),
+    (
+        "view NAME",
+        "show the first 1024 bytes (a hex dump when binary; --raw: the bytes as they are)",
+    ),
+    ("rm NAME...", "delete files"),
+    (
+        "hash NAME...",
+        "print the server's SHA-256 of files, as sha256sum does",
+    ),
+    (
+        "shell",
+        "an interactive session with the same commands, history and tab completion of names",
+    ),
+];
 
-usage: ferry [OPTIONS] COMMAND [ARGS]
+/// The options: short, long, value, help. `parse` below must accept each
+/// (a unit test checks it).
+const OPTIONS: &[(Option<char>, &str, Option<&str>, &str)] = &[
+    (
+        None,
+        "server",
+        Some("HOST:PORT"),
+        "the server (default 127.0.0.1:9999)",
+    ),
+    (None, "user", Some("NAME"), "the user to log in as"),
+    (
+        None,
+        "config",
+        Some("PATH"),
+        "settings file (default $XDG_CONFIG_HOME/ferry/config, else ~/.config/ferry/config)",
+    ),
+    (
+        None,
+        "retries",
+        Some("N"),
+        "after a dropped connection, reconnect and resume up to N times (default 0)",
+    ),
+    (
+        None,
+        "timeout",
+        Some("SECS"),
+        "give up on a server silent this long (default 120)",
+    ),
+    (
+        None,
+        "no-resume",
+        None,
+        "start transfers from the beginning, ignoring what an interrupted one left",
+    ),
+    (
+        None,
+        "limit-rate",
+        Some("RATE"),
+        "move at most RATE bytes per second (K, M, G suffixes)",
+    ),
+    (
+        Some('o'),
+        "output",
+        Some("NAME"),
+        "the other end's name for a single put or get",
+    ),
+    (
+        Some('d'),
+        "dir",
+        Some("DIR"),
+        "where get stores files (default: here)",
+    ),
+    (
+        Some('f'),
+        "force",
+        None,
+        "get: replace a local file whose content differs (without it, ferry asks on a \
+         terminal and refuses otherwise)",
+    ),
+    (
+        Some('h'),
+        "human",
+        None,
+        "ls: sizes in K, M, G (powers of 1024)",
+    ),
+    (
+        None,
+        "raw",
+        None,
+        "view: write the preview's bytes unchanged",
+    ),
+    (
+        None,
+        "json",
+        None,
+        "one JSON object per line on stdout: one per file for ls, hash, rm, put and get, and \
+         one for each error",
+    ),
+    (
+        Some('q'),
+        "quiet",
+        None,
+        "no progress bar and no summary lines",
+    ),
+    (None, "help", None, "print this help"),
+    (None, "version", None, "print the version"),
+];
 
-commands:
-  put FILE...            upload files, each under its own file name
-  put FILE -o NAME       upload one file under another name
-  get NAME...            download files into the current directory (or -d DIR)
-  get NAME -o PATH       download one file to PATH
-  ls                     list your files (-h: sizes like 1.5M)
-  view NAME              show the first 1024 bytes (a hex dump when binary;
-                         --raw: the bytes as they are)
-  rm NAME...             delete files
-  hash NAME...           print the server's SHA-256 of files, as sha256sum does
-  shell                  an interactive session with the same commands,
-                         history and tab completion of names
+const ENVIRONMENT: &str = "\
+The password comes from the FERRY_PASSWORD environment variable, or is asked \
+for without echo when there is a terminal; it is never an argument. FERRY_SERVER, \
+FERRY_USER and FERRY_CONFIG stand in for --server, --user and --config; the \
+settings file holds 'server = HOST:PORT', 'user = NAME' and 'retries = N' lines \
+('#' starts a comment). An option beats the environment, which beats the file.";
 
-options:
-  --server HOST:PORT     the server (default 127.0.0.1:9999)
-  --user NAME            the user to log in as
-  --config PATH          settings file (default $XDG_CONFIG_HOME/ferry/config,
-                         else ~/.config/ferry/config)
-  --retries N            after a dropped connection, reconnect and resume up
-                         to N times (default 0)
-  --timeout SECS         give up on a server silent this long (default 120)
-  --no-resume            start transfers from the beginning, ignoring what an
-                         interrupted one left
-  --limit-rate RATE      move at most RATE bytes per second (K, M, G suffixes)
-  -o, --output NAME      the other end's name for a single put or get
-  -d, --dir DIR          where get stores files (default: here)
-  -f, --force            get: replace a local file whose content differs
-                         (without it, ferry asks on a terminal and refuses
-                         otherwise)
-  -h, --human            ls: sizes in K, M, G (powers of 1024)
-  --raw                  view: write the preview's bytes unchanged
-  --json                 one JSON object per line on stdout: one per file for
-                         ls, hash, rm, put and get, and one for each error
-  -q, --quiet            no progress bar and no summary lines
-  --help, --version
+const VERIFICATION: &str = "\
+Every upload is hashed while it is sent and checked against the server's \
+digest; every download is checked against the server's HASH before it is \
+renamed from NAME.ferry-part to NAME. An interrupted transfer is continued \
+the next time: a download from its .ferry-part file, an upload from what \
+the server kept.";
 
-The password comes from the FERRY_PASSWORD environment variable, or is asked
-for without echo when there is a terminal; it is never an argument. FERRY_SERVER,
-FERRY_USER and FERRY_CONFIG stand in for --server, --user and --config; the
-settings file holds 'server = HOST:PORT', 'user = NAME' and 'retries = N' lines
-('#' starts a comment). An option beats the environment, which beats the file.
-
-Every upload is hashed while it is sent and checked against the server's
-digest; every download is checked against the server's HASH before it is
-renamed from NAME.ferry-part to NAME. An interrupted transfer is continued
-the next time: a download from its .ferry-part file, an upload from what
-the server kept.
-
-exit status:
-  0  success
+const EXIT_STATUS: &str = "  0  success
   1  a local file could not be read or written
   2  usage error (bad options, no user or password, bad settings file)
   3  authentication failed
@@ -69,9 +144,46 @@ exit status:
      shutting down)
   6  checksum mismatch
   130  a transfer stopped by Ctrl-C in ferry shell (the shell goes on)
-When several files are named, each is tried and the status is the first
-failure's; after a network failure that retries do not cure, the rest are
+
+When several files are named, each is tried and the status is the first \
+failure's; after a network failure that retries do not cure, the rest are \
 not tried.";
+
+/// ferry's manual, rendered as `--help`, ferry(1) and the completions
+/// (`ferry --generate man|bash|zsh|fish`).
+pub fn manual() -> Manual {
+    Manual {
+        name: "ferry".to_owned(),
+        section: 1,
+        summary: "the command-line client of a ferry file server".to_owned(),
+        synopsis: vec!["ferry [OPTIONS] COMMAND [ARGS]".to_owned()],
+        commands: COMMANDS
+            .iter()
+            .map(|(usage, help)| CommandDoc {
+                usage: (*usage).to_owned(),
+                help: (*help).to_owned(),
+            })
+            .collect(),
+        options: OPTIONS
+            .iter()
+            .map(|(short, long, arg, help)| OptionDoc {
+                short: *short,
+                long: (*long).to_owned(),
+                arg: arg.map(str::to_owned),
+                path: matches!(arg, Some("PATH" | "DIR")),
+                help: (*help).to_owned(),
+            })
+            .collect(),
+        sections: vec![
+            ("Password and settings".to_owned(), ENVIRONMENT.to_owned()),
+            (
+                "Verification and resume".to_owned(),
+                VERIFICATION.to_owned(),
+            ),
+            ("Exit status".to_owned(), EXIT_STATUS.to_owned()),
+        ],
+    }
+}
 
 /// The verbs, on the command line and in the shell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +252,9 @@ pub struct Command {
 pub enum Parsed {
     Help,
     Version,
+    /// `--generate man|bash|zsh|fish` (not in `--help`): ferry(1) or a
+    /// completion script.
+    Generate(String),
     Run(Command),
 }
 
@@ -156,6 +271,9 @@ pub fn parse(args: Vec<OsString>, in_shell: bool) -> Result<Parsed, String> {
         match arg {
             Long("help") => return Ok(Parsed::Help),
             Long("version") if !in_shell => return Ok(Parsed::Version),
+            Long("generate") if !in_shell => {
+                return Ok(Parsed::Generate(text(value(&mut parser)?, "--generate")?));
+            }
             Long("server" | "user" | "config" | "retries" | "timeout") if in_shell => {
                 return Err("connection options are set when the shell starts".to_string());
             }
@@ -333,6 +451,28 @@ mod tests {
         assert_eq!(limited.options.limit_rate, Some(2 << 20));
         assert!(run(&["get", "x", "--limit-rate", "0"]).is_err());
         assert!(run(&["get", "x", "--limit-rate", "fast"]).is_err());
+    }
+
+    /// The manual lists what the parser takes, and the parser takes every
+    /// option the manual lists.
+    #[test]
+    fn every_documented_option_is_parsed() {
+        for (short, long, arg, _) in OPTIONS {
+            let mut spellings = vec![format!("--{long}")];
+            spellings.extend(short.map(|c| format!("-{c}")));
+            for spelled in spellings {
+                let mut args = vec![spelled.clone()];
+                args.extend(arg.map(|_| "1".to_owned()));
+                args.extend(["ls".to_owned()]);
+                let result = parse(args.into_iter().map(OsString::from).collect(), false);
+                if let Err(message) = result {
+                    assert!(
+                        !message.contains("invalid option") && !message.contains("unexpected"),
+                        "{spelled}: {message}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

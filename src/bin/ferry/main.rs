@@ -28,7 +28,19 @@ fn main() -> ExitCode {
     let command = match args::parse(std::env::args_os().skip(1).collect(), false) {
         Ok(Parsed::Run(command)) => command,
         Ok(Parsed::Help) => {
-            println!("{}", args::USAGE);
+            println!("{}", args::manual().help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Generate(what)) => {
+            let manual = args::manual();
+            let text = match what.as_str() {
+                "man" => manual.man(),
+                "bash" => manual.bash(),
+                "zsh" => manual.zsh(),
+                "fish" => manual.fish(),
+                _ => return usage_error("--generate: which of man, bash, zsh, fish?"),
+            };
+            print!("{text}");
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Version) => {

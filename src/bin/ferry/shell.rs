@@ -198,7 +198,7 @@ fn execute(remote: &mut Remote, line: &str, defaults: &Options, status: &mut Sta
             commands::run(remote, &command, status);
         }
         Ok(Parsed::Help) => println!("{HELP}"),
-        Ok(Parsed::Version) => {}
+        Ok(Parsed::Version | Parsed::Generate(_)) => {}
         Err(message) => {
             eprintln!("ferry: {message} (type help for the commands)");
             status.fail(EXIT_USAGE);

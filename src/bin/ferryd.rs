@@ -76,7 +76,8 @@ fn main() -> ExitCode {
         }
         None => {}
     }
-    let settings = match parse_args(args) {
+    let args: Vec<OsString> = args.collect();
+    let settings = match parse_args(args.clone()) {
         Ok(Parsed::Run(settings)) => settings,
         Ok(Parsed::Help) => {
             println!("{}", manual().help());
@@ -88,10 +89,13 @@ fn main() -> ExitCode {
         }
         Err(message) => return usage_error(&message),
     };
-    if let Err(err) = init_logging(&settings) {
-        eprintln!("ferryd: cannot open the log: {err}");
-        return ExitCode::from(EXIT_FAILURE);
-    }
+    let log_file = match init_logging(&settings) {
+        Ok(log_file) => log_file,
+        Err(err) => {
+            eprintln!("ferryd: cannot open the log: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     let users = match load_users(&settings.users) {
         Ok(users) => users,
         Err(code) => return ExitCode::from(code),
@@ -122,6 +126,8 @@ fn main() -> ExitCode {
         eprintln!("ferryd: cannot install signal handlers: {err}");
         return ExitCode::from(EXIT_FAILURE);
     }
+    let running = *settings;
+    server.on_reload(move || reload(&args, &running, log_file.as_ref()));
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -242,7 +248,11 @@ fn manual() -> Manual {
                 "Signals".to_owned(),
                 "SIGINT or SIGTERM shut down gracefully; a second one ends the drain at once. \
                  SIGHUP re-reads the users file (a broken file keeps the old users and is \
-                 logged)."
+                 logged), reopens the log file, and reloads the config file and command line: \
+                 limits, timeouts, quotas, login throttling, the largest upload, the drain \
+                 period and the log level change with sessions open; a changed address, \
+                 storage, users or token file, partial TTL, fsync or log file path is logged \
+                 as needing a restart."
                     .to_owned(),
             ),
             (
@@ -529,25 +539,134 @@ fn control_reload(addr: std::net::SocketAddr, token_file: &Path) -> Result<Strin
     reply("200")
 }
 
-fn init_logging(options: &Settings) -> io::Result<()> {
+/// A reload (SIGHUP, the control port's `RELOAD`): reads the config file
+/// and the command line again, reopens the log file (after a rotation),
+/// takes the new log level, and hands the server what it can change
+/// without dropping a session. What needs a restart is logged as such and
+/// keeps its running value.
+fn reload(
+    args: &[OsString],
+    running: &Settings,
+    log_file: Option<&LogFile>,
+) -> Result<ferry::Reloaded, String> {
+    if let Some(log_file) = log_file {
+        // First, so that what follows lands in the new file.
+        log_file
+            .reopen()
+            .map_err(|err| format!("cannot reopen the log {}: {err}", log_file.path.display()))?;
+    }
+    let new = match parse_command_line(args.to_vec())? {
+        Some(line) => line.settings,
+        None => return Err("the command line asks for --help".to_owned()),
+    };
+    for what in needs_restart(running, &new) {
+        log::warn!("reload: {what} changed; that takes a restart, the running value stays");
+    }
+    log::set_max_level(new.log_level);
+    Ok(ferry::Reloaded {
+        policy: new.config.policy,
+        max_file_size: new.config.max_file_size,
+        drain_timeout: new.config.drain_timeout,
+    })
+}
+
+/// The settings that differ between `running` and `new` and that only a
+/// restart can change: the listeners, the storage, the files read at start.
+fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
+    let (a, b) = (&running.config, &new.config);
+    let mut changed = Vec::new();
+    let mut check = |what, same: bool| {
+        if !same {
+            changed.push(what);
+        }
+    };
+    check("listen", a.listen == b.listen);
+    check("http-listen", a.http_listen == b.http_listen);
+    check("control", a.control_listen == b.control_listen);
+    check("storage", a.storage == b.storage);
+    check("fsync", a.fsync == b.fsync);
+    check("partial-ttl", a.partial_ttl == b.partial_ttl);
+    check("users", running.users == new.users);
+    check(
+        "control-token-file",
+        running.control_token_file == new.control_token_file,
+    );
+    check("log-file", running.log_file == new.log_file);
+    changed
+}
+
+/// The log file, reopened by path at every reload, so that after
+/// `mv ferryd.log ferryd.log.1; kill -HUP` the log goes to a new
+/// `ferryd.log` (what `contrib/logrotate/ferryd` does).
+#[derive(Clone)]
+struct LogFile {
+    path: PathBuf,
+    file: std::sync::Arc<std::sync::Mutex<std::fs::File>>,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> io::Result<LogFile> {
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            file: std::sync::Arc::new(std::sync::Mutex::new(Self::open_file(path)?)),
+        })
+    }
+
+    fn open_file(path: &Path) -> io::Result<std::fs::File> {
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    fn reopen(&self) -> io::Result<()> {
+        let file = Self::open_file(&self.path)?;
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file;
+        Ok(())
+    }
+}
+
+impl io::Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}
+
+/// Sets up the log: a file (returned, for reopening) or standard error.
+fn init_logging(options: &Settings) -> io::Result<Option<LogFile>> {
     let config = ConfigBuilder::new()
         .set_time_format_rfc3339()
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
+        // mio's own trace lines say nothing to an operator at `trace`.
+        .add_filter_ignore_str("mio")
         .build();
-    let result = match &options.log_file {
+    // Every level is let through to the logger, so that a reload can
+    // raise the level with `log::set_max_level` alone.
+    match &options.log_file {
         Some(path) => {
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
-            WriteLogger::init(options.log_level, config, file)
+            let file = LogFile::open(path)?;
+            WriteLogger::init(LevelFilter::Trace, config, file.clone())
+                .map_err(io::Error::other)?;
+            log::set_max_level(options.log_level);
+            Ok(Some(file))
         }
-        None => TermLogger::init(
-            options.log_level,
-            config,
-            TerminalMode::Stderr,
-            ColorChoice::Never,
-        ),
-    };
-    result.map_err(io::Error::other)
+        None => {
+            TermLogger::init(
+                LevelFilter::Trace,
+                config,
+                TerminalMode::Stderr,
+                ColorChoice::Never,
+            )
+            .map_err(io::Error::other)?;
+            log::set_max_level(options.log_level);
+            Ok(None)
+        }
+    }
 }
 
 /// `ferryd hash-password [--iterations N] USER`: reads a password (without

@@ -19,48 +19,73 @@
 //!             └──────────────────────────────────────────────────────┘
 //! ```
 //!
-//! Embedding:
+//! Embedding: a server on a port of its own, stopped from another thread.
 //!
-//! ```no_run
+//! ```
 //! use ferry::{Config, Server, Users};
 //!
+//! let storage = std::env::temp_dir().join(format!("ferry-doc-{}", std::process::id()));
 //! let mut users = Users::new();
 //! users.insert("alice", b"s3cret").unwrap();
 //! let config = Config {
 //!     listen: "127.0.0.1:0".parse().unwrap(),
-//!     storage: "/srv/ferry".into(),
+//!     storage: storage.clone(),
 //!     ..Config::default()
 //! };
 //! let server = Server::bind(config, users).unwrap();
 //! println!("listening on {}", server.local_addr());
 //! let stop = server.shutdown_handle();
-//! std::thread::spawn(move || {
-//!     std::thread::sleep(std::time::Duration::from_secs(60));
+//! let stopper = std::thread::spawn(move || {
+//!     // A real embedder stops when it is told to; this example at once.
 //!     stop.shutdown();
 //! });
 //! server.run().unwrap(); // returns once the shutdown is complete
+//! stopper.join().unwrap();
+//! std::fs::remove_dir_all(storage).unwrap();
 //! ```
+//!
+//! The documented API is [`Server`], [`ShutdownHandle`], [`Config`] with
+//! [`config::Policy`], [`Users`], [`Reloaded`] and the [`client`]. The other
+//! public modules are the server's insides, public for the fuzz targets,
+//! the tests and the two binaries; they are hidden here and change without
+//! notice.
 
 // `unsafe` is denied everywhere but in `sys`, the one module that wraps the
 // system calls std lacks.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
-pub mod access;
-pub mod audit;
-pub mod auth;
 pub mod client;
 pub mod config;
+
+// The server's insides: public for the fuzz targets, the integration tests
+// and the two binaries, hidden from the documented API (rustls keeps
+// `rustls::internal` for the same reason). They change without notice.
+#[doc(hidden)]
+pub mod access;
+#[doc(hidden)]
+pub mod audit;
+#[doc(hidden)]
+pub mod auth;
+#[doc(hidden)]
 pub mod integrity;
+#[doc(hidden)]
 pub mod kdf;
+#[doc(hidden)]
 pub mod limits;
+#[doc(hidden)]
 pub mod metrics;
 #[doc(hidden)]
 pub mod ops;
+#[doc(hidden)]
 pub mod protocol;
 mod reactor;
+#[doc(hidden)]
 pub mod session;
+#[doc(hidden)]
 pub mod storage;
 mod sys;
+#[doc(hidden)]
 pub mod systemd;
 
 use std::io;
@@ -237,8 +262,11 @@ fn describe_activated(activated: &systemd::Activated) -> String {
 /// [`Server::on_reload`]). Everything else in [`Config`] needs a restart.
 #[derive(Debug, Clone)]
 pub struct Reloaded {
+    /// Timeouts, connection limits, login throttling, quotas.
     pub policy: config::Policy,
+    /// The largest upload, in bytes.
     pub max_file_size: u64,
+    /// How long transfers may finish after a shutdown request.
     pub drain_timeout: std::time::Duration,
 }
 
@@ -254,6 +282,7 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
+    /// Asks for a graceful shutdown; a second call ends the drain at once.
     pub fn shutdown(&self) {
         self.stop.request();
     }

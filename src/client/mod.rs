@@ -36,7 +36,9 @@ const MAX_REPLY: usize = 8192;
 /// One reply line: the three-digit code and the text after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
+    /// The three digits (`226`).
     pub code: u16,
+    /// What follows them and the space (`stored 6 sha256=...`).
     pub text: String,
 }
 
@@ -73,13 +75,23 @@ pub enum ErrorKind {
 #[derive(Debug)]
 pub enum Error {
     /// A local file operation failed.
-    Local { path: PathBuf, err: io::Error },
+    Local {
+        /// The file or folder it was about.
+        path: PathBuf,
+        /// What failed.
+        err: io::Error,
+    },
     /// A request that cannot be put on the wire.
     Usage(String),
     /// `AUTH` was answered with this.
     Auth(Reply),
     /// The server answered a command about `name` with this error reply.
-    Remote { name: String, reply: Reply },
+    Remote {
+        /// The remote file the command named.
+        name: String,
+        /// The server's answer.
+        reply: Reply,
+    },
     /// Connecting, sending or receiving failed.
     Network(io::Error),
     /// The server closed the session with `421` (shutting down, timeout,
@@ -89,8 +101,11 @@ pub enum Error {
     Protocol(String),
     /// The digest of the data does not match.
     Checksum {
+        /// The remote file.
         name: String,
+        /// What the bytes should hash to.
         expected: Digest,
+        /// What they hash to.
         received: Digest,
     },
     /// The user stopped a transfer ([`Progress::cancelled`]). The session
@@ -100,6 +115,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// The class of the failure, which `ferry` turns into its exit status.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Local { .. } => ErrorKind::Local,
@@ -156,12 +172,15 @@ impl From<io::Error> for Error {
     }
 }
 
+/// A client call's outcome.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// One line of `LIST`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// The file name.
     pub name: String,
+    /// Its size in bytes.
     pub size: u64,
     /// Modification time, seconds since the Unix epoch.
     pub mtime: u64,
@@ -189,6 +208,7 @@ impl<F: FnMut(u64)> Progress for F {
 /// Timeouts for a [`Connection`].
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
+    /// How long connecting to one address may take.
     pub connect: Duration,
     /// How long any one read or write may wait. A `HASH` of a large file
     /// that the server has to read first takes a while, so keep this long.

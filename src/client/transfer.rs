@@ -28,7 +28,9 @@ pub const PART_SUFFIX: &str = ".ferry-part";
 /// What a finished transfer did.
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The name on the server.
     pub remote: String,
+    /// The local file.
     pub local: PathBuf,
     /// Size of the whole file.
     pub size: u64,

@@ -1386,3 +1386,6 @@ pub fn hashed_entry(user: &str, password: &str, iterations: u32) -> String {
     );
     line
 }
+
+pub mod http;
+pub use http::*;

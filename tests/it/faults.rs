@@ -10,8 +10,6 @@
 //! `FERRY_STALL_DIR` (measure the longest stall during a large upload to a
 //! disk there; off unless set) with `FERRY_STALL_MIB` (default 1024).
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -25,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 

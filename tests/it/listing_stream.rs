@@ -6,8 +6,6 @@
 //!
 //! Against the real `ferryd` over loopback; every wait is bounded.
 
-mod common;
-
 use std::collections::HashSet;
 use std::fs;
 use std::io::{Read, Write};
@@ -15,8 +13,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 
 /// Files planted in the big directory, and the length of their names: the
 /// sizes of the report.

@@ -1,13 +1,11 @@
 //! Many clients at once against the single-threaded server.
 
-mod common;
-
 use std::fs;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn twenty_clients_upload_and_download_distinct_files() {

@@ -3,15 +3,13 @@
 //! and lockout. Every wait here is bounded; windows and timeouts are set
 //! short on the command line so the tests stay quick.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Reads what the server sends until it closes (bounded by the client's
 /// read timeout).

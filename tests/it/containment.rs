@@ -1,7 +1,5 @@
 //! Clients can only reach regular files inside their own directory.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -9,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn names_in(dir: &Path) -> BTreeSet<String> {
     dir_entries(dir)

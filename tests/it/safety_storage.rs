@@ -2,8 +2,6 @@
 //! running quota count, chunked uploads against the quota, partial expiry
 //! while running, user directories on another mount.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +10,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A second server on `first`'s storage root (its own users file and
 /// ports), started with `args`.

@@ -2,8 +2,6 @@
 //! password checks cannot be stalled or timed, and the control port can
 //! be neither guessed nor held (issue 14, items 5 to 10 and 17).
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
@@ -11,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const TOKEN: &str = "s3cret-control-token";
 

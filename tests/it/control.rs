@@ -1,15 +1,13 @@
 //! The control port: token, STATUS, RELOAD, SHUTDOWN, and the start-up
 //! checks that keep it private.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const TOKEN: &str = "s3cret-control-token";
 

@@ -1,14 +1,12 @@
 //! SHA-256 integrity: the digest in `226`, `HASH` (from the kept record, or
 //! by reading a file that arrived some other way) and `EXPECT`.
 
-mod common;
-
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 #[test]

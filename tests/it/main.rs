@@ -1,0 +1,34 @@
+//! The integration tests, in one test binary.
+//!
+//! One binary instead of one per file: Cargo links each integration test
+//! file into an executable of its own and runs them one after another, so
+//! twenty files meant twenty links and a run as long as the sum of each
+//! file's slowest test. In one binary the tests of every file share the
+//! harness's threads. `cargo test` runs them all; `cargo test --test it
+//! faults::` runs one file's.
+//!
+//! Shared helpers live in `tests/common/`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod client;
+mod commands;
+mod concurrency;
+mod containment;
+mod control;
+mod crash;
+mod defense;
+mod downloads;
+mod embedding;
+mod faults;
+mod fuzz_regressions;
+mod http;
+mod integrity;
+mod listing_stream;
+mod resume;
+mod safety_auth;
+mod safety_storage;
+mod shutdown;
+mod startup;

@@ -448,6 +448,25 @@ impl Conn {
         );
     }
 
+    /// Everything the server sends until it closes the connection (a
+    /// reset counts as a close), as text; panics if it has not closed
+    /// within the read timeout.
+    #[track_caller]
+    pub fn read_to_close(&mut self) -> String {
+        loop {
+            match self.fill() {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "ferryd did not close the connection ({e}); got {}",
+                    lossy(&self.buf)
+                ),
+            }
+        }
+        let all = std::mem::take(&mut self.buf);
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
     /// Closes abortively (RST), like a killed client.
     pub fn abort(self) {
         use nix::sys::socket::{setsockopt, sockopt};

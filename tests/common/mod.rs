@@ -1293,23 +1293,36 @@ pub fn expect_421_or_eof(c: &mut Client, who: &str) {
 
 /// What ferryd logs on stderr once its HTTP listener is bound.
 pub const HTTP_LISTENING_MARKER: &str = "ferryd HTTP listening on ";
+/// What ferryd logs on stderr once its control port is bound.
+pub const CONTROL_LISTENING_MARKER: &str = "ferryd control port listening on ";
 
 impl TestServer {
     /// The address ferryd logged for its HTTP listener (`--http-listen`),
     /// waited for (bounded).
     pub fn http_addr(&self) -> SocketAddr {
+        self.logged_addr(HTTP_LISTENING_MARKER)
+    }
+
+    /// The address ferryd logged for its control port (`--control`),
+    /// waited for (bounded).
+    pub fn control_addr(&self) -> SocketAddr {
+        self.logged_addr(CONTROL_LISTENING_MARKER)
+    }
+
+    /// The address after `marker` in ferryd's log, waited for (bounded).
+    pub fn logged_addr(&self, marker: &str) -> SocketAddr {
         let mut found = None;
         let logged = wait_until(STARTUP_TIMEOUT, || {
             found = self.stderr_lines().iter().find_map(|line| {
-                let at = line.find(HTTP_LISTENING_MARKER)?;
-                let rest = &line[at + HTTP_LISTENING_MARKER.len()..];
+                let at = line.find(marker)?;
+                let rest = &line[at + marker.len()..];
                 rest.split_whitespace().next()?.parse().ok()
             });
             found.is_some()
         });
         assert!(
             logged,
-            "ferryd logged no {HTTP_LISTENING_MARKER:?} within {STARTUP_TIMEOUT:?}:\n{}",
+            "ferryd logged no {marker:?} within {STARTUP_TIMEOUT:?}:\n{}",
             self.stderr_text()
         );
         found.unwrap()

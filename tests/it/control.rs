@@ -4,7 +4,6 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -26,18 +25,7 @@ fn control_server(tokens: &tempfile::TempDir) -> (TestServer, std::net::SocketAd
         .arg("--control-token-file")
         .arg(&token)
         .start();
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let addr = loop {
-        let found = server.stderr_lines().iter().find_map(|line| {
-            line.split_once("ferryd control port listening on ")
-                .map(|(_, addr)| addr.trim().parse().unwrap())
-        });
-        if let Some(addr) = found {
-            break addr;
-        }
-        assert!(Instant::now() < deadline, "no control port line");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let addr = server.control_addr();
     (server, addr)
 }
 
@@ -175,20 +163,7 @@ fn the_operator_gets_in_when_clients_have_used_every_slot() {
         .arg("--control-token-file")
         .arg(&token)
         .start();
-    let addr = {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let found = server.stderr_lines().iter().find_map(|line| {
-                line.split_once("ferryd control port listening on ")
-                    .map(|(_, addr)| addr.trim().parse().unwrap())
-            });
-            if let Some(addr) = found {
-                break addr;
-            }
-            assert!(Instant::now() < deadline);
-            thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let addr = server.control_addr();
     let _client = server.connect();
     let mut refused = Client::connect_raw(server.addr()).unwrap();
     assert_eq!(refused.read_reply().0, 421);

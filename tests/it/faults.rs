@@ -162,58 +162,30 @@ impl Gate {
     }
 }
 
-/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`).
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-}
-
+/// One HTTP/1.1 exchange on a fresh connection (`Connection: close`):
+/// the response, after which the server must close the connection.
 fn http(
     addr: SocketAddr,
     method: &str,
     target: &[u8],
     user: (&str, &str),
     body: Option<&[u8]>,
-) -> Response {
-    use base64::Engine as _;
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect (HTTP)");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    let credentials =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", user.0, user.1));
-    let mut request = format!("{method} ").into_bytes();
-    request.extend_from_slice(target);
-    request.extend_from_slice(
-        format!(
-            " HTTP/1.1\r\nHost: ferry\r\nAuthorization: Basic {credentials}\r\nConnection: close\r\n"
-        )
-        .as_bytes(),
-    );
-    if let Some(body) = body {
-        request.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-    }
-    request.extend_from_slice(b"\r\n");
-    request.extend_from_slice(body.unwrap_or_default());
+) -> Resp {
+    let target = std::str::from_utf8(target).expect("request targets are ASCII");
+    let auth = basic(user.0, user.1);
+    let length = body.map(|body| format!("Content-Length: {}", body.len()));
+    let mut headers = vec![auth.as_str(), "Connection: close"];
+    headers.extend(length.as_deref());
+    let mut c = Conn::open(addr);
     // The server may refuse before the body and close: that is its answer.
-    let _ = stream.write_all(&request);
-    let mut raw = Vec::new();
-    if let Err(err) = stream.read_to_end(&mut raw) {
-        assert!(is_reset(&err), "reading an HTTP response failed: {err}");
-    }
-    let head_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP response head: {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    Response {
-        status,
-        body: raw[head_end + 4..].to_vec(),
-    }
+    c.send_lenient(&request(method, target, &headers, body.unwrap_or_default()));
+    let response = if method == "HEAD" {
+        c.head_response()
+    } else {
+        c.response()
+    };
+    c.expect_eof();
+    response
 }
 
 /// Reads one reply line a byte at a time, so that nothing after it is

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -195,21 +195,6 @@ fn with_a_quota_a_put_does_not_list_a_large_directory() {
     assert!(noop * 4 < first, "NOOP {noop:?}, counting {first:?}");
 }
 
-fn http_addr(server: &TestServer) -> SocketAddr {
-    let found = wait_until(STARTUP_TIMEOUT, || {
-        server.stderr_text().contains("ferryd HTTP listening on ")
-    });
-    assert!(found, "no HTTP listening line");
-    server
-        .stderr_lines()
-        .iter()
-        .find_map(|line| {
-            line.split_once("ferryd HTTP listening on ")
-                .map(|(_, addr)| addr.trim().parse().unwrap())
-        })
-        .unwrap()
-}
-
 /// The status of a response that has arrived on `stream`, if one has;
 /// `Some(0)` when the connection ended without one (a reset can discard a
 /// response not read yet).
@@ -252,7 +237,7 @@ fn concurrent_chunked_puts_stay_within_the_quota() {
     let server = TestServer::builder()
         .args(["--http-listen", "127.0.0.1:0", "--user-quota", "1000000"])
         .start();
-    let addr = http_addr(&server);
+    let addr = server.http_addr();
     let auth = basic_credentials(ALICE, ALICE_PW);
     let mut puts: Vec<(TcpStream, Option<u16>)> = (0..5)
         .map(|n| {

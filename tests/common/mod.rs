@@ -64,20 +64,59 @@ pub fn sha256_hex(data: &[u8]) -> String {
     s
 }
 
-/// Deterministic, random-looking bytes (xorshift64*), so that different
-/// seeds give different contents and corruption is visible in a hash.
+/// Deterministic, random-looking bytes: [`Rng`]'s from `seed`.
 pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let v = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        out.extend_from_slice(&v.to_le_bytes());
+    Rng::new(seed).bytes(len)
+}
+
+/// The tests' one source of random numbers (xorshift64*): seedable, so
+/// that a run can be repeated, and good enough that different seeds give
+/// different contents and corruption shows in a hash.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    out.truncate(len);
-    out
+
+    /// Seeded from `FERRY_FAULT_SEED` if set, else from the clock; the
+    /// seed is printed so that a failing run can be repeated.
+    pub fn from_env(test: &str) -> Rng {
+        let seed = std::env::var("FERRY_FAULT_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{test}: FERRY_FAULT_SEED={seed}");
+        Rng::new(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `lo..hi` (`hi > lo`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        assert!(hi > lo, "empty range {lo}..{hi}");
+        lo + self.next_u64() % (hi - lo)
+    }
+
+    /// `len` bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
@@ -1081,28 +1120,6 @@ pub fn forge_recorded_sha256(record: &Path, hex: &str) {
     fs::write(record, forged).unwrap();
 }
 
-/// Deterministic numbers for break points (xorshift64).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `lo..hi` (`hi > lo`).
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        assert!(hi > lo, "empty range {lo}..{hi}");
-        lo + self.next_u64() % (hi - lo)
-    }
-}
-
 /// Whether `s` is exactly 64 lower-case hexadecimal digits.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
@@ -1402,3 +1419,47 @@ pub fn hashed_entry(user: &str, password: &str, iterations: u32) -> String {
 
 pub mod http;
 pub use http::*;
+
+/// The tests' one corpus of file names that are not allowed: ways out of
+/// a user's directory, control bytes, invalid UTF-8, names too long. Every
+/// file command refuses each (`553` on the line protocol, `400` over
+/// HTTP); the path-escape corpora in `faults` add names that may also be
+/// taken literally.
+pub fn bad_names() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = [
+        &b".."[..],
+        b".",
+        b"../x",
+        b"../canary",
+        b"../../canary",
+        b"/etc/passwd",
+        b"/",
+        b"a/b",
+        b"a/",
+        b"/a",
+        b"./a",
+        b"x\0y",
+        b"\0",
+        b"\x01a",
+        b"a\x7f",
+        b"a\rb",
+        b"\ra",
+        b"a\tb",
+        b"\x1b[31mred",
+        b"a\x1f",
+        b"\xff\xfe",
+        b"\xc3",
+        b"abc\xc3\x28",
+        b"\xed\xa0\x80", // UTF-16 surrogate: not UTF-8
+        b"\xc0\xaf",     // overlong encoding of '/'
+        b"\xe2\x82",     // truncated 3-byte sequence
+        b"..\xc0\xaf..", // overlong '/' between dots
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect();
+    v.push(vec![b'n'; 256]);
+    // 256 bytes made of 2-byte characters: the limit is in bytes.
+    v.push("\u{e9}".repeat(128).into_bytes());
+    v
+}

@@ -932,6 +932,14 @@ fn name_rules_and_percent_decoding() {
         let resp = exchange(addr, &put_req(&bad, b"x"));
         resp.assert_status(400, &format!("PUT {bad}"));
     }
+    // The names the line protocol refuses, percent-encoded.
+    for name in bad_names() {
+        let target = format!("/files/{}", pct(&name));
+        let resp = exchange(addr, &alice_req("GET", &target));
+        resp.assert_status(400, &target);
+        let resp = exchange(addr, &put_req(&target, b"x"));
+        resp.assert_status(400, &format!("PUT {target}"));
+    }
     let mut alice = server.alice();
     let mut names = alice.list_names();
     names.sort();

@@ -1463,3 +1463,24 @@ pub fn bad_names() -> Vec<Vec<u8>> {
     v.push("\u{e9}".repeat(128).into_bytes());
     v
 }
+
+/// Puts an empty file under each of `names` in `dir`, as hard links to a
+/// few files: what a listing or a count reads is the directory's entries,
+/// and linking a name is over ten times faster than allocating an inode
+/// for it (on ext4, about 250 µs a file: 25 s for 100,000). A new file is
+/// started whenever one has as many links as the file system allows.
+pub fn plant_empty_files(dir: &Path, names: impl IntoIterator<Item = String>) {
+    let mut target: Option<PathBuf> = None;
+    for name in names {
+        let path = dir.join(name);
+        if let Some(target) = &target {
+            match fs::hard_link(target, &path) {
+                Ok(()) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {}
+                Err(e) => panic!("cannot link {}: {e}", path.display()),
+            }
+        }
+        File::create(&path).unwrap();
+        target = Some(path);
+    }
+}

@@ -29,13 +29,9 @@ fn big_name(i: usize) -> String {
 fn plant_big_directory(server: &TestServer) -> usize {
     drop(server.alice());
     let dir = server.user_dir(ALICE);
-    let mut bytes = 0;
-    for i in 0..FILES {
-        let path = dir.join(big_name(i));
-        fs::File::create(&path).unwrap();
-        // "0 <mtime> <name>\n", the mtime ten digits.
-        bytes += 2 + 11 + NAME_LEN + 1;
-    }
+    plant_empty_files(&dir, (0..FILES).map(big_name));
+    // "0 <mtime> <name>\n" each, the mtime ten digits.
+    let bytes = FILES * (2 + 11 + NAME_LEN + 1);
     fs::create_dir(dir.join("a directory")).unwrap();
     std::os::unix::fs::symlink(big_name(0), dir.join("a link")).unwrap();
     fs::write(dir.join("bad\u{1}name"), b"x").unwrap();

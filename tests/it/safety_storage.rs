@@ -168,9 +168,7 @@ fn with_a_quota_a_put_does_not_list_a_large_directory() {
         .start();
     server.plant_file(ALICE, "seed", b"x");
     let dir = server.user_dir(ALICE);
-    for n in 0..FILES {
-        fs::File::create(dir.join(format!("f{n}"))).unwrap();
-    }
+    plant_empty_files(&dir, (0..FILES).map(|n| format!("f{n}")));
     let mut alice = server.alice();
     let mut bob = server.bob();
     // The first PUT takes the count (one listing).

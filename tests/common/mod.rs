@@ -48,13 +48,20 @@ pub fn default_users_file() -> String {
     format!("{ALICE}:{ALICE_PW}\n{BOB}:{BOB_PW}\n")
 }
 
-/// Lowercase hex SHA-256.
 /// The exact text of the `226` reply for an upload of `data`.
 pub fn stored(data: &[u8]) -> String {
     format!("stored {} sha256={}", data.len(), sha256_hex(data))
 }
 
+/// Lowercase hex SHA-256 of `data`.
+///
+/// Large inputs go to coreutils' `sha256sum`: the `sha2` crate in a test
+/// build is as unoptimised as the rest (about 20 MB/s), and the tests hash
+/// hundreds of MiB; `sha256sum` takes a fraction of a second for those.
 pub fn sha256_hex(data: &[u8]) -> String {
+    if data.len() >= SHA256SUM_FROM {
+        return sha256sum(data);
+    }
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(data);
     let mut s = String::with_capacity(64);
@@ -62,6 +69,46 @@ pub fn sha256_hex(data: &[u8]) -> String {
         write!(s, "{b:02x}").unwrap();
     }
     s
+}
+
+/// From this size on, [`sha256_hex`] runs `sha256sum` (below, starting a
+/// process costs more than it saves).
+const SHA256SUM_FROM: usize = 1 << 20;
+
+/// `sha256sum` of `data`, bounded in time.
+fn sha256sum(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils) is needed by the tests");
+    let mut stdin = child.stdin.take().unwrap();
+    let status = thread::scope(|scope| {
+        scope.spawn(move || stdin.write_all(data).expect("write to sha256sum"));
+        wait_child(&mut child, Duration::from_secs(60))
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("sha256sum of {} bytes did not finish in 60 s", data.len());
+    };
+    assert!(status.success(), "sha256sum failed: {status}");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let hex = out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "sha256sum printed {out:?}"
+    );
+    hex
 }
 
 /// Deterministic, random-looking bytes: [`Rng`]'s from `seed`.
@@ -1483,4 +1530,17 @@ pub fn plant_empty_files(dir: &Path, names: impl IntoIterator<Item = String>) {
         File::create(&path).unwrap();
         target = Some(path);
     }
+}
+
+/// The two ways [`sha256_hex`] hashes agree, at the size where it
+/// switches and on a known value.
+#[test]
+fn sha256sum_and_the_sha2_crate_agree() {
+    use sha2::{Digest, Sha256};
+    let data = pseudo_random_bytes(1, SHA256SUM_FROM + 3);
+    assert_eq!(sha256_hex(&data), hex::encode(Sha256::digest(&data)));
+    assert_eq!(
+        sha256sum(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
 }

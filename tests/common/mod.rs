@@ -1544,3 +1544,14 @@ fn sha256sum_and_the_sha2_crate_agree() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+/// The control port's token in the tests.
+pub const CONTROL_TOKEN: &str = "s3cret-control-token";
+
+/// A file in `dir` holding [`CONTROL_TOKEN`], with permissions `mode`.
+pub fn control_token_file(dir: &Path, mode: u32) -> PathBuf {
+    let path = dir.join(format!("token-{mode:o}"));
+    fs::write(&path, format!("{CONTROL_TOKEN}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path
+}

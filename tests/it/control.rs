@@ -2,24 +2,15 @@
 //! checks that keep it private.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-const TOKEN: &str = "s3cret-control-token";
+const TOKEN: &str = CONTROL_TOKEN;
 
 /// Writes a token file with `mode` next to the test and returns its path.
-fn token_file(dir: &Path, mode: u32) -> PathBuf {
-    let path = dir.join(format!("token-{mode:o}"));
-    fs::write(&path, format!("{TOKEN}\n")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    path
-}
-
 fn control_server(tokens: &tempfile::TempDir) -> (TestServer, std::net::SocketAddr) {
-    let token = token_file(tokens.path(), 0o600);
+    let token = control_token_file(tokens.path(), 0o600);
     let server = TestServer::builder()
         .args(["--login-delay", "0", "--control", "127.0.0.1:0"])
         .arg("--control-token-file")
@@ -123,7 +114,7 @@ fn shutdown_is_exactly_sigint() {
 #[test]
 fn the_token_file_must_be_private_and_the_port_loopback() {
     let tokens = tempfile::tempdir().unwrap();
-    let shared = token_file(tokens.path(), 0o644);
+    let shared = control_token_file(tokens.path(), 0o644);
     let out = TestServer::builder()
         .args(["--control", "127.0.0.1:0", "--control-token-file"])
         .arg(&shared)
@@ -135,7 +126,7 @@ fn the_token_file_must_be_private_and_the_port_loopback() {
         out.stderr
     );
 
-    let private = token_file(tokens.path(), 0o600);
+    let private = control_token_file(tokens.path(), 0o600);
     let out = TestServer::builder()
         .args(["--control", "0.0.0.0:0", "--control-token-file"])
         .arg(&private)
@@ -157,7 +148,7 @@ fn the_token_file_must_be_private_and_the_port_loopback() {
 #[test]
 fn the_operator_gets_in_when_clients_have_used_every_slot() {
     let tokens = tempfile::tempdir().unwrap();
-    let token = token_file(tokens.path(), 0o600);
+    let token = control_token_file(tokens.path(), 0o600);
     let server = TestServer::builder()
         .args(["--max-connections", "1", "--control", "127.0.0.1:0"])
         .arg("--control-token-file")

@@ -5,13 +5,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-const TOKEN: &str = "s3cret-control-token";
+const TOKEN: &str = CONTROL_TOKEN;
 
 /// A TCP connection to `to` from the loopback address `from`
 /// (127.x.y.z), so that one test can play several client addresses.
@@ -72,14 +71,6 @@ impl Lines {
         self.send(line);
         self.line().expect("a reply")
     }
-}
-
-fn token_file(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("control-token");
-    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
 }
 
 /// Writes the users file and has the server read it again (SIGHUP).
@@ -268,7 +259,7 @@ fn control_server(extra: &[&str]) -> (TestServer, SocketAddr, tempfile::TempDir)
     let server = TestServer::builder()
         .args(["--login-delay", "0", "--control", "127.0.0.1:0"])
         .arg("--control-token-file")
-        .arg(token_file(tokens.path()))
+        .arg(control_token_file(tokens.path(), 0o600))
         .args(extra)
         .start();
     let addr = server.control_addr();

@@ -602,6 +602,20 @@ impl TestServer {
         self.stderr_lines().join("\n")
     }
 
+    /// The log once it holds `needle`, waited for (bounded): another
+    /// thread reads ferryd's stderr, and on a loaded machine it can lag
+    /// behind the replies that follow a log line.
+    #[track_caller]
+    pub fn log_containing(&self, needle: &str) -> String {
+        let found = wait_until(IO_TIMEOUT, || self.stderr_text().contains(needle));
+        let log = self.stderr_text();
+        assert!(
+            found,
+            "no {needle:?} in the log within {IO_TIMEOUT:?}:\n{log}"
+        );
+        log
+    }
+
     /// Connects and reads the greeting.
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
@@ -1554,4 +1568,27 @@ pub fn control_token_file(dir: &Path, mode: u32) -> PathBuf {
     fs::write(&path, format!("{CONTROL_TOKEN}\n")).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
     path
+}
+
+/// Orders the tests that measure time, CPU or memory against the ones
+/// that load the machine: all tests share one harness and its threads.
+static MEASURING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that measures how long something takes, how much CPU or
+/// memory the server uses or how often it wakes: while it runs, neither
+/// another such test nor a [`cpu_heavy`] one does. Other tests, which keep
+/// the machine little busy, still run beside it.
+pub fn timing_sensitive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MEASURING
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held by a test that keeps the CPU busy for seconds (hashing hundreds of
+/// MiB, dozens of transfers at once): it waits for a running
+/// [`timing_sensitive`] test, and such tests wait for it.
+pub fn cpu_heavy() -> std::sync::RwLockReadGuard<'static, ()> {
+    MEASURING
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

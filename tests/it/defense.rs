@@ -176,6 +176,7 @@ fn cpu_time(pid: i32) -> Duration {
 
 #[test]
 fn running_out_of_descriptors_does_not_spin_and_recovers() {
+    let _measuring = timing_sensitive();
     let server = TestServer::builder()
         .args(["--max-connections", "1000", "--max-per-ip", "1000"])
         .start();
@@ -228,6 +229,7 @@ fn running_out_of_descriptors_does_not_spin_and_recovers() {
 
 #[test]
 fn slowloris_sockets_do_not_slow_a_normal_client() {
+    let _measuring = timing_sensitive();
     const SLOW: usize = 300;
     let server = TestServer::builder()
         .args(["--max-per-ip", "1000", "--http-listen", "127.0.0.1:0"])
@@ -266,6 +268,7 @@ fn slowloris_sockets_do_not_slow_a_normal_client() {
 
 #[test]
 fn a_failed_login_is_answered_after_the_delay_without_holding_others() {
+    let _measuring = timing_sensitive();
     let server = TestServer::builder().args(["--login-delay", "1"]).start();
     let mut other = server.alice();
     let mut c = server.connect();
@@ -556,6 +559,7 @@ fn hashed_passwords_work_over_both_protocols_and_warn_about_plain_ones() {
 
 #[test]
 fn password_checks_do_not_stall_other_sessions() {
+    let _measuring = timing_sensitive();
     // Heavy enough that each check takes many slices (in a debug build,
     // several seconds of CPU in all).
     let entry = hashed_entry("carol", "pw", 100_000);
@@ -754,6 +758,7 @@ fn wake_ups(pid: i32) -> u64 {
 
 #[test]
 fn an_idle_server_does_not_wake_up() {
+    let _measuring = timing_sensitive();
     let server = TestServer::builder()
         .args(["--http-listen", "127.0.0.1:0"])
         .start();
@@ -772,6 +777,7 @@ fn an_idle_server_does_not_wake_up() {
 
 #[test]
 fn idle_sessions_do_not_wake_the_server_before_their_timeout() {
+    let _measuring = timing_sensitive();
     let server = TestServer::builder()
         .args(["--http-listen", "127.0.0.1:0"])
         .start();

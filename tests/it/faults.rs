@@ -223,6 +223,7 @@ enum UploadOutcome {
 
 #[test]
 fn sigint_during_20_uploads_and_20_downloads_loses_nothing_acknowledged() {
+    let _heavy = cpu_heavy();
     const DRAIN: Duration = Duration::from_millis(1500);
     let mut rng = Rng::from_env("sigint");
     let mut server = TestServer::builder()
@@ -854,6 +855,7 @@ fn wait_for_unread(c: &Client) {
 
 #[test]
 fn client_resets_and_half_closes_mid_transfer_leave_the_server_serving() {
+    let _measuring = timing_sensitive();
     let server = TestServer::start();
     let big = pseudo_random_bytes(9, 16 * 1024 * 1024);
     server.plant_file(ALICE, "big", &big);
@@ -921,6 +923,7 @@ fn client_resets_and_half_closes_mid_transfer_leave_the_server_serving() {
 
 #[test]
 fn clients_that_stop_reading_large_downloads_hold_bounded_memory() {
+    let _measuring = timing_sensitive();
     let server = TestServer::start();
     let big = pseudo_random_bytes(11, 64 * 1024 * 1024);
     server.plant_file(ALICE, "big", &big);

@@ -166,6 +166,7 @@ fn hash_of_missing_or_irregular_file_is_refused() {
 
 #[test]
 fn hash_of_a_large_planted_file_does_not_stall_other_sessions() {
+    let _measuring = timing_sensitive();
     let server = TestServer::start();
     // 1 MiB of data, then zeros up to 64 MiB (sparse on disk).
     const SIZE: usize = 64 << 20;

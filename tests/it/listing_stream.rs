@@ -84,6 +84,7 @@ fn json_names(body: &[u8]) -> Vec<String> {
 
 #[test]
 fn listings_of_a_huge_directory_stream_in_bounded_memory_without_stalling_others() {
+    let _measuring = timing_sensitive();
     let (server, http) = http_server();
     let listing_bytes = plant_big_directory(&server);
 

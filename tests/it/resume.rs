@@ -343,6 +343,7 @@ fn upload_of_1_mib_plus_7_broken_three_ways_is_resumed() {
 
 #[test]
 fn upload_of_64_mib_broken_twice_is_resumed() {
+    let _heavy = cpu_heavy();
     let server = TestServer::start();
     let data = pseudo_random_bytes(104, 64 << 20);
     break_and_resume(
@@ -441,6 +442,7 @@ fn rest_0_continues_and_uses_up_the_partial_but_a_plain_put_does_not() {
 
 #[test]
 fn continuing_short_of_a_large_partial_rehashes_without_holding_up_others() {
+    let _measuring = timing_sensitive();
     let mut server = TestServer::builder()
         .args(["--drain-timeout", "10"])
         .start();
@@ -513,6 +515,7 @@ fn continuing_short_of_a_large_partial_rehashes_without_holding_up_others() {
 /// behind the `PUT` line, the upload completes (`226`).
 #[test]
 fn half_close_while_hashing_the_bytes_held_answers_the_put() {
+    let _heavy = cpu_heavy();
     const MIB: u64 = 1 << 20;
     let server = TestServer::start();
     drop(server.alice());

@@ -168,8 +168,7 @@ fn checks_queued_behind_a_lockout_end_in_refusal() {
         "{replies:?}"
     );
     assert!(replies.iter().all(|r| r.starts_with("530 ")), "{replies:?}");
-    let log = server.stderr_text();
-    assert!(log.contains("audit: lockout"), "{log}");
+    let log = server.log_containing("audit: lockout");
     assert!(!log.contains("login_ok"), "{log}");
     assert_eq!(log.matches("audit: login_failed").count(), 3, "{log}");
 
@@ -187,6 +186,7 @@ fn checks_queued_behind_a_lockout_end_in_refusal() {
 
 #[test]
 fn closed_decoy_logins_do_not_delay_a_real_one() {
+    let _measuring = timing_sensitive();
     let entry = hashed_entry("carol", "open sesame", 20_000);
     let server = TestServer::builder()
         .users_file(format!("{entry}\n"))
@@ -224,6 +224,7 @@ fn closed_decoy_logins_do_not_delay_a_real_one() {
 
 #[test]
 fn an_unknown_user_and_a_wrong_plain_text_password_take_as_long() {
+    let _measuring = timing_sensitive();
     let entry = hashed_entry("carol", "open sesame", 20_000);
     let server = TestServer::builder()
         .users_file(format!("{entry}\n{ALICE}:{ALICE_PW}\n"))
@@ -292,11 +293,7 @@ fn control_token_guesses_lock_out_and_the_operator_lists_and_lifts_lockouts() {
         login.cmd(&format!("AUTH {ALICE} {ALICE_PW}")),
         "530 login incorrect"
     );
-    let log = server.stderr_text();
-    assert!(
-        log.contains("audit: lockout ip=127.0.0.2 proto=control"),
-        "{log}"
-    );
+    server.log_containing("audit: lockout ip=127.0.0.2 proto=control");
 
     let listed = operator.cmd("LOCKOUTS");
     assert!(

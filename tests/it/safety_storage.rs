@@ -162,6 +162,7 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 #[test]
 fn with_a_quota_a_put_does_not_list_a_large_directory() {
+    let _measuring = timing_sensitive();
     const FILES: usize = 100_000;
     let server = TestServer::builder()
         .args(["--user-quota", "100000000000"])

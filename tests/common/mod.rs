@@ -1592,3 +1592,33 @@ pub fn cpu_heavy() -> std::sync::RwLockReadGuard<'static, ()> {
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// Set in a copy of the test binary started by [`in_a_process_of_its_own`].
+const ALONE_VAR: &str = "FERRY_TEST_ALONE";
+
+/// For a test that measures its own process (its resident memory): every
+/// test shares the one test binary, so the test named `name` (its path in
+/// the binary, `module::function`) runs again in a copy of the binary
+/// where it is the only test. Returns `true` in the test that started the
+/// copy, once the copy has passed (it panics if the copy failed or ran
+/// no test), and `false` in the copy, which then does the work.
+pub fn in_a_process_of_its_own(name: &str) -> bool {
+    if std::env::var(ALONE_VAR).as_deref() == Ok(name) {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = run_command_to_exit(
+        Command::new(exe)
+            .args([name, "--exact", "--test-threads", "1"])
+            .env(ALONE_VAR, name),
+        Duration::from_secs(300),
+    );
+    assert!(
+        out.status.success() && out.stdout.contains("test result: ok. 1 passed"),
+        "{name} alone: {}\n{}{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    true
+}

@@ -7,7 +7,11 @@
 //! harness's threads. `cargo test` runs them all; `cargo test --test it
 //! faults::` runs one file's.
 //!
-//! Shared helpers live in `tests/common/`.
+//! Shared helpers live in `tests/common/`. Since the tests of every file
+//! run side by side, a test that measures time, CPU, wake-ups or the
+//! server's memory takes `common::timing_sensitive()`, one that keeps the
+//! CPU busy for seconds takes `common::cpu_heavy()`, and one that measures
+//! its own process starts with `common::in_a_process_of_its_own`.
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -48,13 +48,20 @@ pub fn default_users_file() -> String {
     format!("{ALICE}:{ALICE_PW}\n{BOB}:{BOB_PW}\n")
 }
 
-/// Lowercase hex SHA-256.
 /// The exact text of the `226` reply for an upload of `data`.
 pub fn stored(data: &[u8]) -> String {
     format!("stored {} sha256={}", data.len(), sha256_hex(data))
 }
 
+/// Lowercase hex SHA-256 of `data`.
+///
+/// Large inputs go to coreutils' `sha256sum`: the `sha2` crate in a test
+/// build is as unoptimised as the rest (about 20 MB/s), and the tests hash
+/// hundreds of MiB; `sha256sum` takes a fraction of a second for those.
 pub fn sha256_hex(data: &[u8]) -> String {
+    if data.len() >= SHA256SUM_FROM {
+        return sha256sum(data);
+    }
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(data);
     let mut s = String::with_capacity(64);
@@ -64,20 +71,99 @@ pub fn sha256_hex(data: &[u8]) -> String {
     s
 }
 
-/// Deterministic, random-looking bytes (xorshift64*), so that different
-/// seeds give different contents and corruption is visible in a hash.
+/// From this size on, [`sha256_hex`] runs `sha256sum` (below, starting a
+/// process costs more than it saves).
+const SHA256SUM_FROM: usize = 1 << 20;
+
+/// `sha256sum` of `data`, bounded in time.
+fn sha256sum(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils) is needed by the tests");
+    let mut stdin = child.stdin.take().unwrap();
+    let status = thread::scope(|scope| {
+        scope.spawn(move || stdin.write_all(data).expect("write to sha256sum"));
+        wait_child(&mut child, Duration::from_secs(60))
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("sha256sum of {} bytes did not finish in 60 s", data.len());
+    };
+    assert!(status.success(), "sha256sum failed: {status}");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let hex = out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "sha256sum printed {out:?}"
+    );
+    hex
+}
+
+/// Deterministic, random-looking bytes: [`Rng`]'s from `seed`.
 pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let v = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        out.extend_from_slice(&v.to_le_bytes());
+    Rng::new(seed).bytes(len)
+}
+
+/// The tests' one source of random numbers (xorshift64*): seedable, so
+/// that a run can be repeated, and good enough that different seeds give
+/// different contents and corruption shows in a hash.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    out.truncate(len);
-    out
+
+    /// Seeded from `FERRY_FAULT_SEED` if set, else from the clock; the
+    /// seed is printed so that a failing run can be repeated.
+    pub fn from_env(test: &str) -> Rng {
+        let seed = std::env::var("FERRY_FAULT_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{test}: FERRY_FAULT_SEED={seed}");
+        Rng::new(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `lo..hi` (`hi > lo`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        assert!(hi > lo, "empty range {lo}..{hi}");
+        lo + self.next_u64() % (hi - lo)
+    }
+
+    /// `len` bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next_u64().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes.
@@ -524,6 +610,20 @@ impl TestServer {
 
     pub fn stderr_text(&self) -> String {
         self.stderr_lines().join("\n")
+    }
+
+    /// The log once it holds `needle`, waited for (bounded): another
+    /// thread reads ferryd's stderr, and on a loaded machine it can lag
+    /// behind the replies that follow a log line.
+    #[track_caller]
+    pub fn log_containing(&self, needle: &str) -> String {
+        let found = wait_until(IO_TIMEOUT, || self.stderr_text().contains(needle));
+        let log = self.stderr_text();
+        assert!(
+            found,
+            "no {needle:?} in the log within {IO_TIMEOUT:?}:\n{log}"
+        );
+        log
     }
 
     /// Connects and reads the greeting.
@@ -1093,28 +1193,6 @@ pub fn forge_recorded_sha256(record: &Path, hex: &str) {
     fs::write(record, forged).unwrap();
 }
 
-/// Deterministic numbers for break points (xorshift64).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A number in `lo..hi` (`hi > lo`).
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        assert!(hi > lo, "empty range {lo}..{hi}");
-        lo + self.next_u64() % (hi - lo)
-    }
-}
-
 /// Whether `s` is exactly 64 lower-case hexadecimal digits.
 pub fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
@@ -1410,4 +1488,149 @@ pub fn hashed_entry(user: &str, password: &str, iterations: u32) -> String {
         "{line}"
     );
     line
+}
+
+pub mod http;
+pub use http::*;
+
+/// The tests' one corpus of file names that are not allowed: ways out of
+/// a user's directory, control bytes, invalid UTF-8, names too long. Every
+/// file command refuses each (`553` on the line protocol, `400` over
+/// HTTP); the path-escape corpora in `faults` add names that may also be
+/// taken literally.
+pub fn bad_names() -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = [
+        &b".."[..],
+        b".",
+        b"../x",
+        b"../canary",
+        b"../../canary",
+        b"/etc/passwd",
+        b"/",
+        b"a/b",
+        b"a/",
+        b"/a",
+        b"./a",
+        b"x\0y",
+        b"\0",
+        b"\x01a",
+        b"a\x7f",
+        b"a\rb",
+        b"\ra",
+        b"a\tb",
+        b"\x1b[31mred",
+        b"a\x1f",
+        b"\xff\xfe",
+        b"\xc3",
+        b"abc\xc3\x28",
+        b"\xed\xa0\x80", // UTF-16 surrogate: not UTF-8
+        b"\xc0\xaf",     // overlong encoding of '/'
+        b"\xe2\x82",     // truncated 3-byte sequence
+        b"..\xc0\xaf..", // overlong '/' between dots
+    ]
+    .iter()
+    .map(|s| s.to_vec())
+    .collect();
+    v.push(vec![b'n'; 256]);
+    // 256 bytes made of 2-byte characters: the limit is in bytes.
+    v.push("\u{e9}".repeat(128).into_bytes());
+    v
+}
+
+/// Puts an empty file under each of `names` in `dir`, as hard links to a
+/// few files: what a listing or a count reads is the directory's entries,
+/// and linking a name is over ten times faster than allocating an inode
+/// for it (on ext4, about 250 µs a file: 25 s for 100,000). A new file is
+/// started whenever one has as many links as the file system allows.
+pub fn plant_empty_files(dir: &Path, names: impl IntoIterator<Item = String>) {
+    let mut target: Option<PathBuf> = None;
+    for name in names {
+        let path = dir.join(name);
+        if let Some(target) = &target {
+            match fs::hard_link(target, &path) {
+                Ok(()) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {}
+                Err(e) => panic!("cannot link {}: {e}", path.display()),
+            }
+        }
+        File::create(&path).unwrap();
+        target = Some(path);
+    }
+}
+
+/// The two ways [`sha256_hex`] hashes agree, at the size where it
+/// switches and on a known value.
+#[test]
+fn sha256sum_and_the_sha2_crate_agree() {
+    use sha2::{Digest, Sha256};
+    let data = pseudo_random_bytes(1, SHA256SUM_FROM + 3);
+    assert_eq!(sha256_hex(&data), hex::encode(Sha256::digest(&data)));
+    assert_eq!(
+        sha256sum(b"abc"),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}
+
+/// The control port's token in the tests.
+pub const CONTROL_TOKEN: &str = "s3cret-control-token";
+
+/// A file in `dir` holding [`CONTROL_TOKEN`], with permissions `mode`.
+pub fn control_token_file(dir: &Path, mode: u32) -> PathBuf {
+    let path = dir.join(format!("token-{mode:o}"));
+    fs::write(&path, format!("{CONTROL_TOKEN}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// Orders the tests that measure time, CPU or memory against the ones
+/// that load the machine: all tests share one harness and its threads.
+static MEASURING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held by a test that measures how long something takes, how much CPU or
+/// memory the server uses or how often it wakes: while it runs, neither
+/// another such test nor a [`cpu_heavy`] one does. Other tests, which keep
+/// the machine little busy, still run beside it.
+pub fn timing_sensitive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    MEASURING
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held by a test that keeps the CPU busy for seconds (hashing hundreds of
+/// MiB, dozens of transfers at once): it waits for a running
+/// [`timing_sensitive`] test, and such tests wait for it.
+pub fn cpu_heavy() -> std::sync::RwLockReadGuard<'static, ()> {
+    MEASURING
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Set in a copy of the test binary started by [`in_a_process_of_its_own`].
+const ALONE_VAR: &str = "FERRY_TEST_ALONE";
+
+/// For a test that measures its own process (its resident memory): every
+/// test shares the one test binary, so the test named `name` (its path in
+/// the binary, `module::function`) runs again in a copy of the binary
+/// where it is the only test. Returns `true` in the test that started the
+/// copy, once the copy has passed (it panics if the copy failed or ran
+/// no test), and `false` in the copy, which then does the work.
+pub fn in_a_process_of_its_own(name: &str) -> bool {
+    if std::env::var(ALONE_VAR).as_deref() == Ok(name) {
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = run_command_to_exit(
+        Command::new(exe)
+            .args([name, "--exact", "--test-threads", "1"])
+            .env(ALONE_VAR, name),
+        Duration::from_secs(300),
+    );
+    assert!(
+        out.status.success() && out.stdout.contains("test result: ok. 1 passed"),
+        "{name} alone: {}\n{}{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    true
 }

@@ -1,8 +1,8 @@
 //! `ferryd user add|passwd|del|list` on a users file and a live server, and
 //! the demo user written hashed (issue 18).
 
-mod common;
-use common::*;
+
+use crate::common::*;
 
 use std::fs;
 use std::io::Write;

@@ -1,15 +1,13 @@
 //! Graceful shutdown on SIGINT/SIGTERM: 421 for idle sessions, a bounded
 //! drain for transfers, atomic uploads, exit status 0.
 
-mod common;
-
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 fn server_with_drain(secs: &str) -> TestServer {

@@ -1,12 +1,10 @@
 //! kill -9 in the middle of uploads: nothing partial under a final name, and
 //! the next start removes what the dead process left behind.
 
-mod common;
-
 use std::fs;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn kill_9_mid_upload_keeps_old_version_and_restart_removes_partials() {

@@ -1,45 +1,22 @@
 //! The control port: token, STATUS, RELOAD, SHUTDOWN, and the start-up
 //! checks that keep it private.
 
-mod common;
-
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
-const TOKEN: &str = "s3cret-control-token";
+const TOKEN: &str = CONTROL_TOKEN;
 
 /// Writes a token file with `mode` next to the test and returns its path.
-fn token_file(dir: &Path, mode: u32) -> PathBuf {
-    let path = dir.join(format!("token-{mode:o}"));
-    fs::write(&path, format!("{TOKEN}\n")).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-    path
-}
-
 fn control_server(tokens: &tempfile::TempDir) -> (TestServer, std::net::SocketAddr) {
-    let token = token_file(tokens.path(), 0o600);
+    let token = control_token_file(tokens.path(), 0o600);
     let server = TestServer::builder()
         .args(["--login-delay", "0", "--control", "127.0.0.1:0"])
         .arg("--control-token-file")
         .arg(&token)
         .start();
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    let addr = loop {
-        let found = server.stderr_lines().iter().find_map(|line| {
-            line.split_once("ferryd control port listening on ")
-                .map(|(_, addr)| addr.trim().parse().unwrap())
-        });
-        if let Some(addr) = found {
-            break addr;
-        }
-        assert!(Instant::now() < deadline, "no control port line");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let addr = server.control_addr();
     (server, addr)
 }
 
@@ -137,7 +114,7 @@ fn shutdown_is_exactly_sigint() {
 #[test]
 fn the_token_file_must_be_private_and_the_port_loopback() {
     let tokens = tempfile::tempdir().unwrap();
-    let shared = token_file(tokens.path(), 0o644);
+    let shared = control_token_file(tokens.path(), 0o644);
     let out = TestServer::builder()
         .args(["--control", "127.0.0.1:0", "--control-token-file"])
         .arg(&shared)
@@ -149,7 +126,7 @@ fn the_token_file_must_be_private_and_the_port_loopback() {
         out.stderr
     );
 
-    let private = token_file(tokens.path(), 0o600);
+    let private = control_token_file(tokens.path(), 0o600);
     let out = TestServer::builder()
         .args(["--control", "0.0.0.0:0", "--control-token-file"])
         .arg(&private)
@@ -171,26 +148,13 @@ fn the_token_file_must_be_private_and_the_port_loopback() {
 #[test]
 fn the_operator_gets_in_when_clients_have_used_every_slot() {
     let tokens = tempfile::tempdir().unwrap();
-    let token = token_file(tokens.path(), 0o600);
+    let token = control_token_file(tokens.path(), 0o600);
     let server = TestServer::builder()
         .args(["--max-connections", "1", "--control", "127.0.0.1:0"])
         .arg("--control-token-file")
         .arg(&token)
         .start();
-    let addr = {
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let found = server.stderr_lines().iter().find_map(|line| {
-                line.split_once("ferryd control port listening on ")
-                    .map(|(_, addr)| addr.trim().parse().unwrap())
-            });
-            if let Some(addr) = found {
-                break addr;
-            }
-            assert!(Instant::now() < deadline);
-            thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let addr = server.control_addr();
     let _client = server.connect();
     let mut refused = Client::connect_raw(server.addr()).unwrap();
     assert_eq!(refused.read_reply().0, 421);

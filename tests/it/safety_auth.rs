@@ -2,18 +2,15 @@
 //! password checks cannot be stalled or timed, and the control port can
 //! be neither guessed nor held (issue 14, items 5 to 10 and 17).
 
-mod common;
-
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
-const TOKEN: &str = "s3cret-control-token";
+const TOKEN: &str = CONTROL_TOKEN;
 
 /// A TCP connection to `to` from the loopback address `from`
 /// (127.x.y.z), so that one test can play several client addresses.
@@ -76,58 +73,6 @@ impl Lines {
     }
 }
 
-fn listening_addr(server: &TestServer, what: &str) -> SocketAddr {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        let found = server.stderr_lines().iter().find_map(|line| {
-            line.split_once(&format!("ferryd {what} listening on "))
-                .map(|(_, addr)| addr.trim().parse().unwrap())
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(Instant::now() < deadline, "no {what} listening line");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn token_file(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("control-token");
-    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
-/// Reads one HTTP response (head and a `Content-Length` body); returns
-/// the status.
-fn http_response(reader: &mut BufReader<TcpStream>) -> u16 {
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    let code = status
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line: {status:?}"));
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    code
-}
-
 /// Writes the users file and has the server read it again (SIGHUP).
 fn reload(server: &TestServer, users: &str) {
     std::fs::write(server.root().join("id_passwd.txt"), users).unwrap();
@@ -144,7 +89,7 @@ fn a_reload_ends_logins_cached_on_keep_alive_connections() {
         .users_file(format!("{ALICE}:{ALICE_PW}\n{BOB}:{BOB_PW}\n"))
         .args(["--login-delay", "0", "--http-listen", "127.0.0.1:0"])
         .start();
-    let http = listening_addr(&server, "HTTP");
+    let http = server.http_addr();
     server.plant_file(BOB, "kept", b"old");
     // Each case: the users file after the reload.
     // Each case: the users file after the reload.
@@ -154,32 +99,24 @@ fn a_reload_ends_logins_cached_on_keep_alive_connections() {
     ];
     for users_text in cases {
         reload(&server, &format!("{ALICE}:{ALICE_PW}\n{BOB}:{BOB_PW}\n"));
-        let stream = TcpStream::connect(http).unwrap();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let mut writer = stream.try_clone().unwrap();
-        let mut reader = BufReader::new(stream);
-        let auth = format!(
-            "Authorization: Basic {}\r\n",
-            basic_credentials(BOB, BOB_PW)
-        );
-        write!(writer, "GET /files/kept HTTP/1.1\r\nHost: t\r\n{auth}\r\n").unwrap();
-        assert_eq!(http_response(&mut reader), 200);
+        // One keep-alive connection throughout.
+        let mut c = Conn::open(http);
+        let auth = basic(BOB, BOB_PW);
+        c.send(&request("GET", "/files/kept", &[&auth], b""));
+        c.response().assert_status(200, "GET before the reload");
 
         reload(&server, &users_text);
-        write!(writer, "GET /files/kept HTTP/1.1\r\nHost: t\r\n{auth}\r\n").unwrap();
-        assert_eq!(http_response(&mut reader), 401, "GET after the reload");
-        write!(
-            writer,
-            "PUT /files/new HTTP/1.1\r\nHost: t\r\n{auth}Content-Length: 0\r\n\r\n"
-        )
-        .unwrap();
-        assert_eq!(http_response(&mut reader), 401, "PUT after the reload");
-        write!(
-            writer,
-            "DELETE /files/kept HTTP/1.1\r\nHost: t\r\n{auth}\r\n"
-        )
-        .unwrap();
-        assert_eq!(http_response(&mut reader), 401, "DELETE after the reload");
+        c.send(&request("GET", "/files/kept", &[&auth], b""));
+        c.response().assert_status(401, "GET after the reload");
+        c.send(&request(
+            "PUT",
+            "/files/new",
+            &[&auth, "Content-Length: 0"],
+            b"",
+        ));
+        c.response().assert_status(401, "PUT after the reload");
+        c.send(&request("DELETE", "/files/kept", &[&auth], b""));
+        c.response().assert_status(401, "DELETE after the reload");
         assert!(
             !server.user_dir(BOB).join("new").exists(),
             "nothing written"
@@ -261,6 +198,7 @@ fn checks_queued_behind_a_lockout_end_in_refusal() {
 
 #[test]
 fn closed_decoy_logins_do_not_delay_a_real_one() {
+    let _measuring = timing_sensitive();
     let entry = hashed_entry("carol", "open sesame", 20_000);
     let server = TestServer::builder()
         .users_file(format!("{entry}\n"))
@@ -298,6 +236,7 @@ fn closed_decoy_logins_do_not_delay_a_real_one() {
 
 #[test]
 fn an_unknown_user_and_a_wrong_plain_text_password_take_as_long() {
+    let _measuring = timing_sensitive();
     let entry = hashed_entry("carol", "open sesame", 20_000);
     let server = TestServer::builder()
         .users_file(format!("{entry}\n{ALICE}:{ALICE_PW}\n"))
@@ -333,10 +272,10 @@ fn control_server(extra: &[&str]) -> (TestServer, SocketAddr, tempfile::TempDir)
     let server = TestServer::builder()
         .args(["--login-delay", "0", "--control", "127.0.0.1:0"])
         .arg("--control-token-file")
-        .arg(token_file(tokens.path()))
+        .arg(control_token_file(tokens.path(), 0o600))
         .args(extra)
         .start();
-    let addr = listening_addr(&server, "control port");
+    let addr = server.control_addr();
     (server, addr, tokens)
 }
 
@@ -366,11 +305,7 @@ fn control_token_guesses_lock_out_and_the_operator_lists_and_lifts_lockouts() {
         login.cmd(&format!("AUTH {ALICE} {ALICE_PW}")),
         "530 login incorrect"
     );
-    let log = server.stderr_text();
-    assert!(
-        log.contains("audit: lockout ip=127.0.0.2 proto=control"),
-        "{log}"
-    );
+    server.log_containing("audit: lockout ip=127.0.0.2 proto=control");
 
     let listed = operator.cmd("LOCKOUTS");
     assert!(

@@ -4,12 +4,10 @@
 //! in `commands.rs`, the drain cut-off in `shutdown.rs`, fairness in
 //! `concurrency.rs`.)
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn get_after_rest_sends_exactly_the_rest_of_a_large_file() {

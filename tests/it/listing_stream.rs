@@ -6,17 +6,12 @@
 //!
 //! Against the real `ferryd` over loopback; every wait is bounded.
 
-mod common;
-
 use std::collections::HashSet;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use common::*;
+use crate::common::*;
 
 /// Files planted in the big directory, and the length of their names: the
 /// sizes of the issue's report.
@@ -28,40 +23,15 @@ fn big_name(i: usize) -> String {
     format!("{head}{}", "n".repeat(NAME_LEN - head.len()))
 }
 
-/// Starts ferryd with the HTTP front; its address.
-fn start_http() -> (TestServer, SocketAddr) {
-    const MARKER: &str = "ferryd HTTP listening on ";
-    let server = TestServer::builder()
-        .args(["--http-listen", "127.0.0.1:0"])
-        .start();
-    let mut addr = None;
-    let found = wait_until(Duration::from_secs(5), || {
-        addr = server.stderr_lines().iter().find_map(|line| {
-            let rest = &line[line.find(MARKER)? + MARKER.len()..];
-            let end = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                .unwrap_or(rest.len());
-            rest[..end].parse().ok()
-        });
-        addr.is_some()
-    });
-    assert!(found, "no HTTP listener: {}", server.stderr_text());
-    (server, addr.unwrap())
-}
-
 /// Puts `FILES` empty files with long names into alice's directory, and a
 /// few entries a listing must leave out. Returns the listing's size in
 /// bytes (the line protocol's lines).
 fn plant_big_directory(server: &TestServer) -> usize {
     drop(server.alice());
     let dir = server.user_dir(ALICE);
-    let mut bytes = 0;
-    for i in 0..FILES {
-        let path = dir.join(big_name(i));
-        fs::File::create(&path).unwrap();
-        // "0 <mtime> <name>\n", the mtime ten digits.
-        bytes += 2 + 11 + NAME_LEN + 1;
-    }
+    plant_empty_files(&dir, (0..FILES).map(big_name));
+    // "0 <mtime> <name>\n" each, the mtime ten digits.
+    let bytes = FILES * (2 + 11 + NAME_LEN + 1);
     fs::create_dir(dir.join("a directory")).unwrap();
     std::os::unix::fs::symlink(big_name(0), dir.join("a link")).unwrap();
     fs::write(dir.join("bad\u{1}name"), b"x").unwrap();
@@ -77,50 +47,6 @@ fn rss(pid: i32) -> u64 {
         .unwrap();
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
-}
-
-fn basic_alice() -> String {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{ALICE}:{ALICE_PW}"));
-    format!("Authorization: Basic {token}")
-}
-
-/// A raw HTTP connection with a request sent.
-fn http_request(addr: SocketAddr, raw: &str) -> TcpStream {
-    let mut stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).unwrap();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream.write_all(raw.as_bytes()).unwrap();
-    stream
-}
-
-/// Reads until the connection closes (bounded by the read timeout).
-fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    stream
-        .read_to_end(&mut out)
-        .unwrap_or_else(|e| panic!("not closed ({e}) after {} bytes", out.len()));
-    out
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Decodes a whole chunked body; panics unless it ends exactly at the
-/// end of `data` with the last chunk.
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let end = find(data, b"\r\n").expect("a chunk size line");
-        let size = usize::from_str_radix(std::str::from_utf8(&data[..end]).unwrap(), 16).unwrap();
-        data = &data[end + 2..];
-        assert_eq!(&data[size..size + 2], b"\r\n", "a chunk ends with CRLF");
-        if size == 0 {
-            assert_eq!(data.len(), 2, "nothing after the last chunk");
-            return body;
-        }
-        body.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
 }
 
 /// Every planted file exactly once in `names`, and nothing else.
@@ -141,20 +67,24 @@ fn assert_every_file_once(names: impl IntoIterator<Item = String>, what: &str) {
     }
 }
 
-/// Names of a JSON listing of the planted files (their names need no
-/// escaping).
+/// Names in a JSON listing.
 fn json_names(body: &[u8]) -> Vec<String> {
-    let text = std::str::from_utf8(body).unwrap();
-    assert!(text.starts_with('[') && text.ends_with("]\n"), "JSON array");
-    text.split("{\"name\":\"")
-        .skip(1)
-        .map(|part| part[..part.find('"').unwrap()].to_string())
+    assert!(body.ends_with(b"]\n"), "a JSON array and a newline");
+    let items: Vec<serde_json::Value> = serde_json::from_slice(body).expect("a JSON array");
+    items
+        .iter()
+        .map(|item| {
+            item["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no name in {item}"))
+                .to_string()
+        })
         .collect()
 }
 
 #[test]
 fn listings_of_a_huge_directory_stream_in_bounded_memory_without_stalling_others() {
-    let (server, http) = start_http();
+    let (server, http) = http_server();
     let listing_bytes = plant_big_directory(&server);
 
     // (c) Read to the end, a listing has every file exactly once: over the
@@ -169,35 +99,35 @@ fn listings_of_a_huge_directory_stream_in_bounded_memory_without_stalling_others
     assert_every_file_once(names, "LIST");
     alice.noop();
 
-    let auth = basic_alice();
-    let mut c = http_request(
-        http,
-        &format!("GET /files/ HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"),
-    );
-    let response = read_to_close(&mut c);
-    let head_end = find(&response, b"\r\n\r\n").unwrap() + 4;
-    let head = String::from_utf8_lossy(&response[..head_end]);
-    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
-    assert!(!head.contains("Content-Length"), "{head}");
-    let body = dechunk(&response[head_end..]);
-    assert_every_file_once(json_names(&body), "JSON listing");
+    let auth = alice_auth();
+    let mut c = Conn::open(http);
+    c.send(&request(
+        "GET",
+        "/files/",
+        &[&auth, "Connection: close"],
+        b"",
+    ));
+    // Chunked, and nothing after the last chunk.
+    let response = c.response();
+    c.expect_eof();
+    response.assert_status(200, "JSON listing");
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(response.header("content-length"), None);
+    assert_every_file_once(json_names(&response.body), "JSON listing");
 
-    let mut c = http_request(
-        http,
-        &format!("GET /files/?format=text HTTP/1.0\r\n{auth}\r\nConnection: keep-alive\r\n\r\n"),
+    let mut c = Conn::open(http);
+    c.send(
+        format!("GET /files/?format=text HTTP/1.0\r\n{auth}\r\nConnection: keep-alive\r\n\r\n")
+            .as_bytes(),
     );
-    let response = read_to_close(&mut c);
-    let head_end = find(&response, b"\r\n\r\n").unwrap() + 4;
-    let head = String::from_utf8_lossy(&response[..head_end]);
-    assert!(head.contains("Connection: close\r\n"), "{head}");
-    assert!(!head.contains("Content-Length") && !head.contains("Transfer-Encoding"));
-    assert_eq!(
-        response.len() - head_end,
-        listing_bytes,
-        "HTTP/1.0 text body"
-    );
-    let names = parse_listing(&response[head_end..])
+    // Neither length nor chunks: the body ends with the connection.
+    let response = c.response();
+    response.assert_status(200, "HTTP/1.0 text listing");
+    assert!(response.says_close(), "{:?}", response.headers);
+    assert_eq!(response.header("content-length"), None);
+    assert_eq!(response.header("transfer-encoding"), None);
+    assert_eq!(response.body.len(), listing_bytes, "HTTP/1.0 text body");
+    let names = parse_listing(&response.body)
         .into_iter()
         .map(|e| String::from_utf8(e.name).unwrap());
     assert_every_file_once(names, "HTTP/1.0 text listing");
@@ -205,6 +135,8 @@ fn listings_of_a_huge_directory_stream_in_bounded_memory_without_stalling_others
     // (b) While five listings are read, another user's NOOP is answered
     // promptly. Before, each LIST read and sorted the whole directory in
     // one go: one took hundreds of milliseconds of the only thread.
+    // From here on the test measures.
+    let _measuring = timing_sensitive();
     let server_addr = server.addr();
     let readers: Vec<_> = (0..5)
         .map(|_| {
@@ -257,11 +189,11 @@ fn listings_of_a_huge_directory_stream_in_bounded_memory_without_stalling_others
     }
     let mut http_clients = Vec::new();
     for _ in 0..10 {
-        let c = http_request(
-            http,
-            &format!("GET /files/ HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n"),
-        );
-        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut c = Conn::open(http);
+        c.send(&request("GET", "/files/", &[&auth], b""));
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         http_clients.push(c);
     }
     // Every listing has started (the old server first built it whole),
@@ -271,7 +203,7 @@ fn listings_of_a_huge_directory_stream_in_bounded_memory_without_stalling_others
         assert_eq!(c.stream().peek(&mut byte).unwrap(), 1);
     }
     for c in &http_clients {
-        assert_eq!(c.peek(&mut byte).unwrap(), 1);
+        assert_eq!(c.stream.peek(&mut byte).unwrap(), 1);
     }
     let mut peak = 0;
     let until = Instant::now() + Duration::from_secs(2);
@@ -304,20 +236,21 @@ fn listings_of_a_huge_directory_stream_in_bounded_memory_without_stalling_others
 /// request pipelined behind it is not answered.
 #[test]
 fn http_1_0_with_transfer_encoding_is_answered_then_closed() {
-    let (server, http) = start_http();
+    let (server, http) = http_server();
     drop(server.alice());
-    let auth = basic_alice();
+    let auth = alice_auth();
     let raw = format!(
         "PUT /files/te.txt HTTP/1.0\r\n{auth}\r\nConnection: keep-alive\r\n\
          Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
          GET /files/te.txt HTTP/1.0\r\n{auth}\r\nConnection: keep-alive\r\n\r\n"
     );
-    let mut c = http_request(http, &raw);
-    let response = read_to_close(&mut c);
-    let text = String::from_utf8_lossy(&response);
-    assert!(text.starts_with("HTTP/1.1 201 "), "{text}");
-    assert!(text.contains("Connection: close\r\n"), "{text}");
-    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "one response: {text}");
+    let mut c = Conn::open(http);
+    c.send(raw.as_bytes());
+    let response = c.response();
+    response.assert_status(201, "PUT over HTTP/1.0 with Transfer-Encoding");
+    assert!(response.says_close(), "{:?}", response.headers);
+    // One response: the pipelined GET is not answered.
+    c.expect_eof();
     assert_eq!(
         fs::read(server.user_dir(ALICE).join("te.txt")).unwrap(),
         b"hello"
@@ -329,14 +262,14 @@ fn http_1_0_with_transfer_encoding_is_answered_then_closed() {
          Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n\
          GET /files/te.txt HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"
     );
-    let mut c = http_request(http, &raw);
-    let text = String::from_utf8_lossy(&read_to_close(&mut c)).into_owned();
-    assert_eq!(
-        text.matches("HTTP/1.1 ").count(),
-        2,
-        "two responses: {text}"
-    );
-    assert!(text.ends_with("\r\n\r\nhi"), "{text}");
+    let mut c = Conn::open(http);
+    c.send(raw.as_bytes());
+    // Two responses, the second the new content.
+    c.response();
+    let got = c.response();
+    got.assert_status(200, "GET after the chunked PUT");
+    assert_eq!(got.body, b"hi");
+    c.expect_eof();
 }
 
 /// The line protocol's blocks: each at most a few KiB more than 16 KiB,

@@ -1,16 +1,15 @@
 //! Many clients at once against the single-threaded server.
 
-mod common;
-
 use std::fs;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 #[test]
 fn twenty_clients_upload_and_download_distinct_files() {
+    let _heavy = cpu_heavy();
     let server = Arc::new(TestServer::start());
     const CLIENTS: usize = 20;
     let barrier = Arc::new(Barrier::new(CLIENTS));
@@ -143,6 +142,7 @@ fn download_overlapping_replace_and_delete_delivers_old_content() {
 
 #[test]
 fn stalled_downloader_does_not_block_other_clients() {
+    let _measuring = timing_sensitive();
     let server = TestServer::start();
     let data = pseudo_random_bytes(4000, 32 * 1024 * 1024);
     server.plant_file(ALICE, "huge.bin", &data);
@@ -180,6 +180,7 @@ fn stalled_downloader_does_not_block_other_clients() {
 
 #[test]
 fn stalled_uploader_and_partial_line_do_not_block_other_clients() {
+    let _measuring = timing_sensitive();
     let server = TestServer::start();
     let mut up = server.alice();
     up.start_put("slow.bin", 10_000);
@@ -254,6 +255,7 @@ fn client_pipelining_without_reading_does_not_block_others_and_gets_every_reply(
 
 #[test]
 fn busy_transfers_do_not_starve_other_sessions() {
+    let _measuring = timing_sensitive();
     // One client downloads and another uploads as fast as loopback allows;
     // a third one's NOOPs must keep being answered while they run, because
     // the reactor bounds the work per connection per turn.

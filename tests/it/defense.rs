@@ -3,15 +3,13 @@
 //! and lockout. Every wait here is bounded; windows and timeouts are set
 //! short on the command line so the tests stay quick.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Reads what the server sends until it closes (bounded by the client's
 /// read timeout).
@@ -93,20 +91,6 @@ fn a_download_to_a_client_that_stops_reading_is_cut() {
     alice.noop();
 }
 
-fn http_connect(addr: std::net::SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-}
-
-fn read_all(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[test]
 fn http_heads_must_arrive_in_time_and_idle_keep_alive_closes() {
     let server = TestServer::builder()
@@ -115,17 +99,16 @@ fn http_heads_must_arrive_in_time_and_idle_keep_alive_closes() {
         .start();
     let addr = server.http_addr();
 
-    let mut slow = http_connect(addr);
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
-    let response = read_all(&mut slow);
+    let mut slow = Conn::open(addr);
+    slow.send(b"GET /healthz HTTP/1.1\r\nHo");
+    let response = slow.read_to_close();
     assert!(response.starts_with("HTTP/1.1 408 "), "{response}");
     assert!(response.contains("Connection: close\r\n"), "{response}");
 
-    let mut idle = http_connect(addr);
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    let mut idle = Conn::open(addr);
+    idle.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     let started = Instant::now();
-    let response = read_all(&mut idle);
+    let response = idle.read_to_close();
     assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
     assert_eq!(response.matches("HTTP/1.1").count(), 1, "{response}");
     assert!(started.elapsed() >= Duration::from_millis(600));
@@ -144,8 +127,8 @@ fn per_address_limit_refuses_the_extra_connection_only() {
     );
     extra.expect_eof();
     // HTTP counts against the same address.
-    let mut http = http_connect(server.http_addr());
-    let response = read_all(&mut http);
+    let mut http = Conn::open(server.http_addr());
+    let response = http.read_to_close();
     assert!(response.starts_with("HTTP/1.1 503 "), "{response}");
     // The established sessions are unaffected.
     for c in &mut kept {
@@ -172,13 +155,9 @@ fn global_limit_counts_both_protocols() {
         .start();
     let addr = server.http_addr();
     let mut a = server.connect();
-    let mut keep_alive = http_connect(addr);
-    keep_alive
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let mut buf = [0u8; 512];
-    let n = keep_alive.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut keep_alive = Conn::open(addr);
+    keep_alive.send(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    keep_alive.response().assert_status(200, "GET /healthz");
     let mut third = Client::connect_raw(server.addr()).unwrap();
     assert_eq!(third.read_reply().0, 421);
     a.noop();
@@ -197,6 +176,7 @@ fn cpu_time(pid: i32) -> Duration {
 
 #[test]
 fn running_out_of_descriptors_does_not_spin_and_recovers() {
+    let _measuring = timing_sensitive();
     let server = TestServer::builder()
         .args(["--max-connections", "1000", "--max-per-ip", "1000"])
         .start();
@@ -249,6 +229,7 @@ fn running_out_of_descriptors_does_not_spin_and_recovers() {
 
 #[test]
 fn slowloris_sockets_do_not_slow_a_normal_client() {
+    let _measuring = timing_sensitive();
     const SLOW: usize = 300;
     let server = TestServer::builder()
         .args(["--max-per-ip", "1000", "--http-listen", "127.0.0.1:0"])
@@ -287,6 +268,7 @@ fn slowloris_sockets_do_not_slow_a_normal_client() {
 
 #[test]
 fn a_failed_login_is_answered_after_the_delay_without_holding_others() {
+    let _measuring = timing_sensitive();
     let server = TestServer::builder().args(["--login-delay", "1"]).start();
     let mut other = server.alice();
     let mut c = server.connect();
@@ -347,14 +329,15 @@ fn repeated_failures_lock_an_address_out_until_it_expires() {
         (530, "login incorrect".to_string())
     );
     // ...and HTTP from the same address is refused too.
-    let mut http = http_connect(server.http_addr());
+    let mut http = Conn::open(server.http_addr());
     let basic = basic_credentials(ALICE, ALICE_PW);
-    write!(
-        http,
-        "GET /files/ HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let response = read_all(&mut http);
+    http.send(
+        format!(
+            "GET /files/ HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let response = http.read_to_close();
     assert!(response.starts_with("HTTP/1.1 401 "), "{response}");
     // The log is read on another thread: give it a moment.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -554,15 +537,16 @@ fn hashed_passwords_work_over_both_protocols_and_warn_about_plain_ones() {
     c.expect("AUTH carol open sesame", 230);
     c.put("x", b"hashed");
 
-    let mut http = http_connect(server.http_addr());
+    let mut http = Conn::open(server.http_addr());
     let basic = basic_credentials("carol", "open sesame");
-    write!(
-        http,
-        "GET /files/x HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\r\n\
-         GET /files/x HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let response = read_all(&mut http);
+    http.send(
+        format!(
+            "GET /files/x HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\r\n\
+             GET /files/x HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let response = http.read_to_close();
     assert_eq!(response.matches("HTTP/1.1 200 OK").count(), 2, "{response}");
     assert!(response.ends_with("hashed"), "{response}");
 
@@ -575,6 +559,7 @@ fn hashed_passwords_work_over_both_protocols_and_warn_about_plain_ones() {
 
 #[test]
 fn password_checks_do_not_stall_other_sessions() {
+    let _measuring = timing_sensitive();
     // Heavy enough that each check takes many slices (in a debug build,
     // several seconds of CPU in all).
     let entry = hashed_entry("carol", "pw", 100_000);
@@ -642,30 +627,32 @@ fn quotas_refuse_an_upload_before_any_byte_over_both_protocols() {
     server.bob().put("b", &[6u8; 100]);
 
     // HTTP: a declared length is refused at once, without 100 Continue...
-    let mut http = http_connect(server.http_addr());
+    let mut http = Conn::open(server.http_addr());
     let basic = basic_credentials(ALICE, ALICE_PW);
-    write!(
-        http,
-        "PUT /files/a HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
-         Content-Length: 41\r\nExpect: 100-continue\r\n\r\n"
-    )
-    .unwrap();
-    let response = read_all(&mut http);
-    assert!(response.starts_with("HTTP/1.1 507 "), "{response}");
-    assert!(!response.contains("100 Continue"), "{response}");
-    assert!(response.contains("quota exceeded"), "{response}");
+    http.send(
+        format!(
+            "PUT /files/a HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
+             Content-Length: 41\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    // The first response is the refusal: no `100 Continue` before it.
+    let response = http.response();
+    response.assert_status(507, "PUT over the quota");
+    assert!(response.text().contains("quota exceeded"), "{response:?}");
     // ...and a chunked body as soon as it grows past the room left.
-    let mut http = http_connect(server.http_addr());
-    write!(
-        http,
-        "PUT /files/a HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
-         Transfer-Encoding: chunked\r\n\r\n20\r\n{}\r\n20\r\n{}\r\n0\r\n\r\n",
-        "x".repeat(32),
-        "y".repeat(32)
-    )
-    .unwrap();
-    let response = read_all(&mut http);
-    assert!(response.starts_with("HTTP/1.1 507 "), "{response}");
+    let mut http = Conn::open(server.http_addr());
+    http.send_lenient(
+        format!(
+            "PUT /files/a HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n20\r\n{}\r\n20\r\n{}\r\n0\r\n\r\n",
+            "x".repeat(32),
+            "y".repeat(32)
+        )
+        .as_bytes(),
+    );
+    http.response()
+        .assert_status(507, "chunked PUT over the quota");
     assert_eq!(c.get("a"), vec![3u8; 40], "the old version stays");
     server.assert_tmp_empty_within(Duration::from_secs(5));
 }
@@ -688,15 +675,16 @@ fn quota_counts_uploads_in_progress_and_partials() {
     first.start_put("first", 60);
     let mut c = server.alice();
     assert_eq!(c.cmd("PUT 41 second"), over);
-    let mut http = http_connect(server.http_addr());
+    let mut http = Conn::open(server.http_addr());
     let basic = basic_credentials(ALICE, ALICE_PW);
-    write!(
-        http,
-        "PUT /files/second HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
-         Content-Length: 41\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let response = read_all(&mut http);
+    http.send(
+        format!(
+            "PUT /files/second HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {basic}\r\n\
+             Content-Length: 41\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let response = http.read_to_close();
     assert!(response.starts_with("HTTP/1.1 507 "), "{response}");
     c.put("second", &[1u8; 40]);
     first.send_raw(&[2u8; 60]);
@@ -770,6 +758,7 @@ fn wake_ups(pid: i32) -> u64 {
 
 #[test]
 fn an_idle_server_does_not_wake_up() {
+    let _measuring = timing_sensitive();
     let server = TestServer::builder()
         .args(["--http-listen", "127.0.0.1:0"])
         .start();
@@ -788,6 +777,7 @@ fn an_idle_server_does_not_wake_up() {
 
 #[test]
 fn idle_sessions_do_not_wake_the_server_before_their_timeout() {
+    let _measuring = timing_sensitive();
     let server = TestServer::builder()
         .args(["--http-listen", "127.0.0.1:0"])
         .start();
@@ -799,28 +789,11 @@ fn idle_sessions_do_not_wake_the_server_before_their_timeout() {
     for c in &mut sessions {
         assert_eq!(c.get("f").len(), 100_000);
     }
-    let mut http = http_connect(server.http_addr());
-    http.write_all(
-        format!(
-            "GET /files/f HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\r\n",
-            basic_credentials(ALICE, ALICE_PW)
-        )
-        .as_bytes(),
-    )
-    .unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 65536];
-    let complete = |got: &[u8]| {
-        got.windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .is_some_and(|head| got.len() >= head + 4 + 100_000)
-    };
-    while !complete(&got) {
-        let n = http.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed early");
-        got.extend_from_slice(&chunk[..n]);
-    }
-    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    let mut http = Conn::open(server.http_addr());
+    http.send(&alice_req("GET", "/files/f"));
+    let got = http.response();
+    got.assert_status(200, "GET /files/f");
+    assert_eq!(got.body.len(), 100_000);
     thread::sleep(Duration::from_millis(200));
     let before = wake_ups(server.pid());
     thread::sleep(Duration::from_secs(2));

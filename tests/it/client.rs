@@ -1,11 +1,9 @@
 //! The client library (`ferry::client`) against a real `ferryd`: what the
 //! `ferry` tool and embedders build on.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 use ferry::client::transfer::{self, Meter, Silent};
 use ferry::client::{Connection, ErrorKind, Progress, Timeouts};
 

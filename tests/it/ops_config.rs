@@ -2,8 +2,8 @@
 //! man pages and completions generated from the same option table as
 //! `--help` (issue 18).
 
-mod common;
-use common::*;
+
+use crate::common::*;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -1,12 +1,10 @@
 //! Command line, users file, start-up housekeeping and logging.
 
-mod common;
-
 use std::fs;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);

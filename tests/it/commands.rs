@@ -1,13 +1,11 @@
 //! Every command's success and error replies, framing and session rules.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 
 fn now_secs() -> u64 {
     SystemTime::now()

@@ -4,7 +4,7 @@
 //! (descriptors 3 and on, `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`).
 //! The test plays the service manager; no systemd is needed.
 
-mod common;
+
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 /// Reads datagrams from `socket` until one equals (or starts with)

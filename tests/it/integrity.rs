@@ -1,14 +1,12 @@
 //! SHA-256 integrity: the digest in `226`, `HASH` (from the kept record, or
 //! by reading a file that arrived some other way) and `EXPECT`.
 
-mod common;
-
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 #[test]
@@ -168,6 +166,7 @@ fn hash_of_missing_or_irregular_file_is_refused() {
 
 #[test]
 fn hash_of_a_large_planted_file_does_not_stall_other_sessions() {
+    let _measuring = timing_sensitive();
     let server = TestServer::start();
     // 1 MiB of data, then zeros up to 64 MiB (sparse on disk).
     const SIZE: usize = 64 << 20;

@@ -2,17 +2,15 @@
 //! running quota count, chunked uploads against the quota, partial expiry
 //! while running, user directories on another mount.
 
-mod common;
-
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// A second server on `first`'s storage root (its own users file and
 /// ports), started with `args`.
@@ -164,15 +162,14 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 #[test]
 fn with_a_quota_a_put_does_not_list_a_large_directory() {
+    let _measuring = timing_sensitive();
     const FILES: usize = 100_000;
     let server = TestServer::builder()
         .args(["--user-quota", "100000000000"])
         .start();
     server.plant_file(ALICE, "seed", b"x");
     let dir = server.user_dir(ALICE);
-    for n in 0..FILES {
-        fs::File::create(dir.join(format!("f{n}"))).unwrap();
-    }
+    plant_empty_files(&dir, (0..FILES).map(|n| format!("f{n}")));
     let mut alice = server.alice();
     let mut bob = server.bob();
     // The first PUT takes the count (one listing).
@@ -195,21 +192,6 @@ fn with_a_quota_a_put_does_not_list_a_large_directory() {
         "a PUT takes {put:?}, the one that counted {first:?}: each lists the directory"
     );
     assert!(noop * 4 < first, "NOOP {noop:?}, counting {first:?}");
-}
-
-fn http_addr(server: &TestServer) -> SocketAddr {
-    let found = wait_until(STARTUP_TIMEOUT, || {
-        server.stderr_text().contains("ferryd HTTP listening on ")
-    });
-    assert!(found, "no HTTP listening line");
-    server
-        .stderr_lines()
-        .iter()
-        .find_map(|line| {
-            line.split_once("ferryd HTTP listening on ")
-                .map(|(_, addr)| addr.trim().parse().unwrap())
-        })
-        .unwrap()
 }
 
 /// The status of a response that has arrived on `stream`, if one has;
@@ -254,7 +236,7 @@ fn concurrent_chunked_puts_stay_within_the_quota() {
     let server = TestServer::builder()
         .args(["--http-listen", "127.0.0.1:0", "--user-quota", "1000000"])
         .start();
-    let addr = http_addr(&server);
+    let addr = server.http_addr();
     let auth = basic_credentials(ALICE, ALICE_PW);
     let mut puts: Vec<(TcpStream, Option<u16>)> = (0..5)
         .map(|n| {

@@ -3,12 +3,12 @@
 //! sessions open, reopens the log file after a rotation, and says what
 //! would take a restart. Against the real `ferryd`.
 
-mod common;
+
 
 use std::fs;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use nix::sys::signal::Signal;
 
 fn write_config(path: &Path, text: &str) {

@@ -53,6 +53,21 @@ pub struct Entry<'a> {
     pub duration: Duration,
 }
 
+/// Opens the access log's destination: `-` is standard error, anything
+/// else a file opened for appending (created mode 0640).
+pub fn open_sink(path: &std::path::Path) -> std::io::Result<Box<dyn Write + Send>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stderr()));
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)?;
+    Ok(Box::new(file))
+}
+
 /// The buffered access log.
 pub struct AccessLog {
     format: Format,

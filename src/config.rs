@@ -50,6 +50,12 @@ pub struct Config {
     /// the server is ready, reloading and stopping (`$NOTIFY_SOCKET`).
     /// Without those variables this changes nothing.
     pub systemd: bool,
+    /// Where the access log goes (see [`crate::access`]): a file, opened
+    /// for appending and reopened at every reload (after a rotation), or
+    /// `-` for standard error; `None`: no access log.
+    pub access_log: Option<PathBuf>,
+    /// The access log's lines: text or JSON.
+    pub access_log_format: crate::access::Format,
 }
 
 impl std::fmt::Debug for Config {
@@ -70,6 +76,8 @@ impl std::fmt::Debug for Config {
             .field("policy", &self.policy)
             .field("users_file", &self.users_file)
             .field("systemd", &self.systemd)
+            .field("access_log", &self.access_log)
+            .field("access_log_format", &self.access_log_format)
             .finish()
     }
 }
@@ -162,6 +170,8 @@ impl Default for Config {
             policy: Policy::default(),
             users_file: None,
             systemd: false,
+            access_log: None,
+            access_log_format: crate::access::Format::Text,
         }
     }
 }

@@ -149,6 +149,15 @@ impl Server {
                 ),
             ));
         }
+        let access_log = match &config.access_log {
+            Some(path) => {
+                let sink = access::open_sink(path).map_err(|err| {
+                    io::Error::new(err.kind(), format!("access log {}: {err}", path.display()))
+                })?;
+                Some(access::AccessLog::new(config.access_log_format, sink))
+            }
+            None => None,
+        };
         // Only now, with every listener bound: a start that fails (a port
         // in use) touches nothing under the root.
         let options = storage::Options {
@@ -165,8 +174,12 @@ impl Server {
         services.policy = config.policy.clone();
         services.users_file = config.users_file.clone();
         services.control_token = config.control_token.clone();
+        *services.access.get_mut() = access_log;
         let mut reactor = Reactor::new(listener, http, control, services, config.drain_timeout)?;
         reactor.notify_systemd(config.systemd);
+        if let Some(path) = config.access_log.filter(|path| path.as_os_str() != "-") {
+            reactor.reopen_access_log_at(path);
+        }
         Ok(Server { reactor })
     }
 

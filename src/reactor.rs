@@ -163,6 +163,8 @@ pub(crate) struct Reactor {
     notify_systemd: bool,
     /// The embedder's reload (see [`crate::Server::on_reload`]).
     reload_hook: Option<crate::ReloadHook>,
+    /// Where the access log is reopened at a reload.
+    access_path: Option<std::path::PathBuf>,
     services: Services,
     /// `sendfile` works here; cleared the first time the kernel refuses
     /// it (`EINVAL`, `ENOSYS`), after which sessions read files into their
@@ -240,6 +242,7 @@ impl Reactor {
             drain_timeout,
             notify_systemd: false,
             reload_hook: None,
+            access_path: None,
             services,
             sendfile: true,
         })
@@ -259,6 +262,10 @@ impl Reactor {
 
     pub(crate) fn stop_signal(&self) -> Arc<StopSignal> {
         Arc::clone(&self.stop)
+    }
+
+    pub(crate) fn reopen_access_log_at(&mut self, path: std::path::PathBuf) {
+        self.access_path = Some(path);
     }
 
     pub(crate) fn on_reload(&mut self, hook: crate::ReloadHook) {
@@ -358,6 +365,11 @@ impl Reactor {
             }
             self.fire_timers(now);
             self.services.storage.housekeeping(now);
+            if let Some(log) = self.services.access.borrow_mut().as_mut()
+                && log.flush_due().is_some_and(|due| due <= now)
+            {
+                log.flush();
+            }
             for key in std::mem::take(&mut self.ready) {
                 self.drive(key);
             }
@@ -396,7 +408,14 @@ impl Reactor {
         let timer = self.timers.peek().map(|Reverse((when, _))| *when);
         // Expiry of partials, and sweeping the files of stopped servers.
         let storage = self.services.storage.next_housekeeping();
-        let next = [drain, resume, timer, storage]
+        // Access-log lines waiting to be written (none: no wake-up).
+        let access = self
+            .services
+            .access
+            .borrow()
+            .as_ref()
+            .and_then(|log| log.flush_due());
+        let next = [drain, resume, timer, storage, access]
             .into_iter()
             .flatten()
             .min()?;
@@ -474,6 +493,16 @@ impl Reactor {
     /// and timeouts from their next check on.
     fn reload_settings(&mut self) {
         self.services.reload_requested.set(false);
+        // After a rotation the access log goes to a new file of its name.
+        if let (Some(path), Some(log)) = (&self.access_path, self.services.access.get_mut()) {
+            match crate::access::open_sink(path) {
+                Ok(sink) => log.replace_sink(sink),
+                Err(err) => log::error!(
+                    "cannot reopen the access log {}: {err}; it goes on in the old file",
+                    path.display()
+                ),
+            }
+        }
         if let Some(hook) = &mut self.reload_hook {
             match hook() {
                 Ok(settings) => {

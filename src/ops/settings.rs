@@ -465,6 +465,31 @@ pub static OPTIONS: &[Opt] = &[
         |s, v| s.log_file = optional(v, |v| Ok(PathBuf::from(v)))?,
         |s| s.log_file.as_deref().map(path_value)
     ),
+    opt!(
+        "access-log",
+        Some("PATH"),
+        Some("off"),
+        "\"/var/log/ferry/access.log\"",
+        "one line per command or request to PATH (- for stderr), buffered, reopened at SIGHUP",
+        |s, v| s.config.access_log = optional(v, |v| Ok(PathBuf::from(v)))?,
+        |s| s.config.access_log.as_deref().map(path_value)
+    ),
+    opt!(
+        "log-format",
+        Some("FORMAT"),
+        None,
+        "",
+        "the access log's lines: text or json",
+        |s, v| s.config.access_log_format = match v {
+            "text" => crate::access::Format::Text,
+            "json" => crate::access::Format::Json,
+            _ => return Err(format!("{v:?} is not text or json")),
+        },
+        |s| Some(quote(match s.config.access_log_format {
+            crate::access::Format::Text => "text",
+            crate::access::Format::Json => "json",
+        }))
+    ),
 ];
 
 /// Finds an option by its command-line name or its config key.

@@ -59,6 +59,8 @@ pub struct Services {
     /// A session asked for the settings to be reloaded (the control port's
     /// `RELOAD`, after the users); the reactor runs the embedder's hook.
     pub reload_requested: Cell<bool>,
+    /// The access log, when there is one: a line per command or request.
+    pub access: RefCell<Option<crate::access::AccessLog>>,
     /// The control port's token, when there is a control port.
     pub control_token: Option<String>,
     /// Password checks waiting and running (see [`CheckTicket`]). Behind
@@ -100,6 +102,7 @@ impl Services {
             started: Instant::now(),
             shutdown_requested: Cell::new(false),
             reload_requested: Cell::new(false),
+            access: RefCell::new(None),
             control_token: None,
             checks: Arc::default(),
         }
@@ -140,6 +143,13 @@ impl Services {
     /// older one must be checked again.
     pub fn users_generation(&self) -> u64 {
         self.users_generation.get()
+    }
+
+    /// Adds a line to the access log, if there is one.
+    pub fn access(&self, entry: &crate::access::Entry<'_>) {
+        if let Some(log) = self.access.borrow_mut().as_mut() {
+            log.record(entry);
+        }
     }
 
     /// True while logins from `ip` are refused.

@@ -2,7 +2,6 @@
 //! man pages and completions generated from the same option table as
 //! `--help` (issue 18).
 
-
 use crate::common::*;
 
 use std::fs;

@@ -1,7 +1,6 @@
 //! `ferryd user add|passwd|del|list` on a users file and a live server, and
 //! the demo user written hashed (issue 18).
 
-
 use crate::common::*;
 
 use std::fs;

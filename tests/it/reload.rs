@@ -3,8 +3,6 @@
 //! sessions open, reopens the log file after a rotation, and says what
 //! would take a restart. Against the real `ferryd`.
 
-
-
 use std::fs;
 use std::path::Path;
 

@@ -4,8 +4,6 @@
 //! (descriptors 3 and on, `LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`).
 //! The test plays the service manager; no systemd is needed.
 
-
-
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;

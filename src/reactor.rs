@@ -41,8 +41,7 @@ use slab::Slab;
 
 use crate::limits::{CheckWaiters, Connections, Refusal};
 use crate::metrics::Protocol;
-use crate::session::line::TRANSFER_BUFFER;
-use crate::session::{DIRECT_MIN, Services, Session};
+use crate::session::{DIRECT_MIN, Failure, Services, Session, TRANSFER_BUFFER};
 use crate::sys;
 
 const LINE_LISTENER: Token = Token(usize::MAX - 1);
@@ -768,27 +767,26 @@ fn interest_of(session: &Session) -> Interest {
 /// write of the refusal, then the stream is dropped (closed).
 fn refuse(stream: &mut TcpStream, protocol: Protocol, refusal: Refusal, services: &Services) {
     let mut out = Vec::new();
+    let failure = Failure::Connections(refusal);
     let code = match protocol {
         Protocol::Line | Protocol::Control => {
-            let reply = crate::protocol::reply::Reply::TooManyConnections;
+            let reply = failure.reply();
             reply.write_to(&mut out);
             reply.code()
         }
         Protocol::Http => {
-            let body = match refusal {
-                Refusal::TooMany => "too many connections\n",
-                Refusal::TooManyFromAddress => "too many connections from this address\n",
-            };
+            let (status, text) = failure.http();
+            let body = format!("{text}\n");
             let fields = [("Content-Type", "text/plain; charset=utf-8")];
             crate::protocol::http::write_head(
                 &mut out,
-                503,
+                status,
                 &fields,
                 Some(body.len() as u64),
                 true,
             );
             out.extend_from_slice(body.as_bytes());
-            503
+            status
         }
     };
     services.metrics.reply(protocol, code);

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 use super::Services;
-use super::line::MAX_AUTH_FAILURES;
+use super::login::MAX_AUTH_FAILURES;
 use super::outbox::Outbox;
 use crate::audit;
 use crate::metrics::Protocol;

@@ -24,11 +24,12 @@ use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::line::{
-    MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER, listing_step, write_listing_line,
-};
+use super::listing::{listing_step, write_listing_line};
+use super::login::MAX_AUTH_FAILURES;
 use super::outbox::{FileBody, FileOutput, Outbox};
-use super::{CheckTicket, LoginStart, OverQuota, Services};
+use super::replies::Failure;
+use super::transfer::{PREVIEW_LEN, TRANSFER_BUFFER};
+use super::{CheckTicket, LoginStart, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
 use crate::integrity::Hasher;
@@ -40,8 +41,7 @@ use crate::protocol::http::{
 };
 use crate::protocol::line::Status;
 use crate::protocol::name::{self, FileName};
-use crate::protocol::reply::describe_io;
-use crate::storage::{Entry, Listing, StorageError, Upload, UserDir};
+use crate::storage::{Entry, Listing, OverQuota, StorageError, Upload, UserDir};
 
 /// While more response bytes than this wait to be sent, no further
 /// pipelined request is handled.
@@ -569,16 +569,7 @@ impl Session {
             Err(err) => {
                 log::info!("{} bad request head: {err:?}", self.peer);
                 self.head_request = false;
-                let body = format!("{}\n", err.text());
-                let fields = [("Content-Type", TEXT)];
-                self.respond(
-                    err.status(),
-                    &fields,
-                    body.as_bytes(),
-                    false,
-                    After::Close,
-                    services,
-                );
+                self.fail(err, After::Close, services);
                 // Nothing after a head that cannot be read can be trusted.
                 return true;
             }
@@ -654,9 +645,9 @@ impl Session {
                     Authenticated::User(user) => Some(user),
                     Authenticated::Pending => return,
                     Authenticated::Busy => {
-                        let fields = [("Retry-After", "1"), ("Content-Type", TEXT)];
-                        let body = b"too many logins waiting, try again later\n";
-                        return self.respond(503, &fields, body, head_only, After::Close, services);
+                        let fields = [("Retry-After", "1")];
+                        let busy = Failure::LoginsBusy;
+                        return self.fail_with(busy, &fields, head_only, After::Close, services);
                     }
                     Authenticated::No => None,
                 };
@@ -840,7 +831,7 @@ impl Session {
             Ok(listing) => listing,
             Err(err) => {
                 log::error!("{} {user}: listing failed: {err}", self.peer);
-                return self.storage_error(err, after, services);
+                return self.fail(err, after, services);
             }
         };
         let json = http::query_value(request.query, b"format") != Some(b"text");
@@ -964,7 +955,7 @@ impl Session {
                 }
                 Err(err) => {
                     log::info!("{} {user}: DELETE {name:?}: {err}", self.peer);
-                    self.storage_error(err, after, services);
+                    self.fail(err, after, services);
                 }
             },
             Method::Other | Method::Unknown => unreachable!("refused before"),
@@ -984,7 +975,7 @@ impl Session {
             Ok(opened) => opened,
             Err(err) => {
                 log::info!("{} {user}: GET {name:?}: {err}", self.peer);
-                return self.storage_error(err, after, services);
+                return self.fail(err, after, services);
             }
         };
         let size = meta.len();
@@ -1061,7 +1052,8 @@ impl Session {
         let framing = match request.body {
             Body::None => return self.error(411, After::Close, services),
             Body::Length(n) if n > services.max_file_size => {
-                return self.error(413, After::Close, services);
+                let max = services.max_file_size;
+                return self.fail(Failure::TooLarge { max }, After::Close, services);
             }
             Body::Length(n) => Framing::Length { left: n },
             Body::Chunked => Framing::Chunked(ChunkedDecoder::new()),
@@ -1072,7 +1064,7 @@ impl Session {
         let existed = match services.storage.open_read(dir, name) {
             Ok(_) => true,
             Err(StorageError::NotFound) => false,
-            Err(err) => return self.storage_error(err, After::Close, services),
+            Err(err) => return self.fail(err, After::Close, services),
         };
         // A declared length is checked against the quota now; a chunked
         // body as it grows.
@@ -1082,7 +1074,7 @@ impl Session {
         };
         let room = match super::check_quota(services, dir, name, declared) {
             Ok(room) => room,
-            Err(over) => return self.quota_error(over, services),
+            Err(over) => return self.fail(over, After::Close, services),
         };
         let mut limit = services.max_file_size;
         let mut over_quota = None;
@@ -1099,7 +1091,7 @@ impl Session {
             }
             Err(err) => {
                 log::info!("{} {user}: PUT {name:?}: {err}", self.peer);
-                return self.storage_error(err, After::Close, services);
+                return self.fail(err, After::Close, services);
             }
         };
         if request.expect == Expect::Continue {
@@ -1205,10 +1197,11 @@ impl Session {
                 "body over the size limit"
             };
             self.abort_upload(*put, reason, services);
-            match over {
-                Some(over) => self.quota_error(over, services),
-                None => self.error(413, After::Close, services),
-            }
+            let failure = match over {
+                Some(over) => Failure::OverQuota(over),
+                None => Failure::TooLarge { max },
+            };
+            self.fail(failure, After::Close, services);
             return data.len();
         }
         if done {
@@ -1237,7 +1230,7 @@ impl Session {
             Err(err) => {
                 services.metrics.transfer_aborted(Direction::Upload);
                 self.audit_upload(&put, "failed", &err.to_string());
-                self.storage_error(StorageError::Io(err), after, services);
+                self.fail(StorageError::Io(err), after, services);
             }
         }
     }
@@ -1388,39 +1381,25 @@ impl Session {
         );
     }
 
-    /// `507` for an upload that does not fit the user's quota; the body
-    /// is not read, so the connection closes.
-    fn quota_error(&mut self, over: OverQuota, services: &Services) {
-        let text = match over {
-            OverQuota::Bytes { quota } => {
-                format!("quota exceeded (at most {quota} bytes per user)\n")
-            }
-            OverQuota::Files { max } => format!("quota exceeded (at most {max} files per user)\n"),
-        };
-        let fields = [("Content-Type", TEXT)];
-        self.respond(507, &fields, text.as_bytes(), false, After::Close, services);
+    /// A failure, in the words of the one table ([`Failure::http`]).
+    fn fail(&mut self, failure: impl Into<Failure>, after: After, services: &Services) {
+        self.fail_with(failure.into(), &[], false, after, services);
     }
 
-    /// The one place storage errors become HTTP statuses.
-    fn storage_error(&mut self, err: StorageError, after: After, services: &Services) {
-        let (status, text) = match &err {
-            StorageError::NotFound => (404, "no such file".to_owned()),
-            StorageError::NotRegular => (403, "not a regular file".to_owned()),
-            StorageError::OffsetPastHeld { .. } => (416, err.to_string()),
-            StorageError::Io(io) => match io.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EDQUOT) => (507, describe_io(io).to_owned()),
-                _ => (500, describe_io(io).to_owned()),
-            },
-        };
+    /// A failure with fields of its own before the `Content-Type`.
+    fn fail_with(
+        &mut self,
+        failure: Failure,
+        fields: &[(&str, &str)],
+        head_only: bool,
+        after: After,
+        services: &Services,
+    ) {
+        let (status, text) = failure.http();
         let body = format!("{text}\n");
-        self.respond(
-            status,
-            &[("Content-Type", TEXT)],
-            body.as_bytes(),
-            false,
-            after,
-            services,
-        );
+        let mut fields = fields.to_vec();
+        fields.push(("Content-Type", TEXT));
+        self.respond(status, &fields, body.as_bytes(), head_only, after, services);
     }
 }
 

@@ -43,7 +43,12 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
+use super::hashing::HASH_STEP;
+use super::listing::{listing_step, write_listing_line};
+use super::login::MAX_AUTH_FAILURES;
 use super::outbox::{FileBody, FileOutput, Outbox};
+use super::replies::Failure;
+use super::transfer::{PREVIEW_LEN, TRANSFER_BUFFER};
 use super::{CheckTicket, LoginStart, Services};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
@@ -53,29 +58,8 @@ use crate::metrics::{Direction, Protocol};
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{
-    Entry, Identity, Listing, ListingStep, Resumed, StorageError, Upload, UserDir,
-};
+use crate::storage::{Identity, Listing, Resumed, Upload, UserDir};
 
-/// Failed logins allowed on one connection before it is closed.
-pub const MAX_AUTH_FAILURES: u8 = 3;
-/// Bytes a `VIEW` shows.
-pub const PREVIEW_LEN: u64 = 1024;
-/// Largest amount of file data a download holds at once: big enough that a
-/// fast client needs few wake-ups, small enough for thousands of sessions.
-pub const TRANSFER_BUFFER: usize = 128 * 1024;
-/// Bytes hashed per step of [`Session::work`]: a fraction of a millisecond
-/// of SHA-256, so other sessions wait no longer than that.
-pub const HASH_STEP: usize = 128 * 1024;
-/// Most bytes of listing lines in one `150 <n>` block of `LIST` (one more
-/// line may go past it), and so about the most a listing holds for a
-/// client that does not read: forty such clients hold under a MiB, where
-/// each used to hold the whole listing (20 MiB for 100,000 long names).
-pub const LIST_BLOCK: usize = 16 * 1024;
-/// Directory entries looked at in one step of a listing ([`Session::work`]):
-/// each costs an `fstatat`, so a step stays well under a millisecond and
-/// other sessions wait no longer than that.
-pub const LIST_STEP_ENTRIES: usize = 256;
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
 pub const REPLY_BACKLOG: usize = 4096;
@@ -680,6 +664,11 @@ impl Session {
         reply.write_to(self.out.buf());
     }
 
+    /// Answers a failure in the words of the one table.
+    fn fail(&mut self, failure: impl Into<Failure>, services: &Services) {
+        self.reply(failure.into().reply(), services);
+    }
+
     /// Runs whatever can run now: refills a download, feeds buffered
     /// payload to an upload, executes complete command lines.
     fn advance(&mut self, services: &Services) {
@@ -841,7 +830,7 @@ impl Session {
                 if !logged_in && err.verb().is_some_and(Verb::needs_login) {
                     return self.reply(Reply::NotLoggedIn, services);
                 }
-                return self.reply(Reply::from(err), services);
+                return self.fail(err, services);
             }
         };
         match command {
@@ -899,7 +888,7 @@ impl Session {
             LoginStart::Done(result) => self.login_decided(user, result, false, services),
             LoginStart::Locked => self.login_decided(user, None, true, services),
             LoginStart::Busy => {
-                self.reply(Reply::LoginsBusy, services);
+                self.fail(Failure::LoginsBusy, services);
                 self.state = State::Closing;
             }
             LoginStart::Pending(pending, mut ticket) => {
@@ -960,7 +949,7 @@ impl Session {
                     "{} cannot prepare the directory of {name}: {err}",
                     self.peer
                 );
-                self.reply(Reply::LocalError(err), services);
+                self.fail(err, services);
             }
         }
     }
@@ -978,7 +967,7 @@ impl Session {
             }
             Err(err) => {
                 log::error!("{} {}: LIST failed: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+                self.fail(err, services);
                 State::Idle(login)
             }
         }
@@ -1028,7 +1017,7 @@ impl Session {
                     login.user,
                     job.bytes
                 );
-                self.reply(Reply::from(err), services);
+                self.fail(err, services);
             }
         }
         self.state = State::Idle(login);
@@ -1080,7 +1069,7 @@ impl Session {
                     login.user,
                     verb.as_str()
                 );
-                self.reply(Reply::from(err), services);
+                self.fail(err, services);
                 State::Idle(login)
             }
         }
@@ -1146,12 +1135,8 @@ impl Session {
         let rest = login.take_rest();
         let expect = login.take_expect();
         if size > services.max_file_size {
-            self.reply(
-                Reply::TooLarge {
-                    max: services.max_file_size,
-                },
-                services,
-            );
+            let max = services.max_file_size;
+            self.fail(Failure::TooLarge { max }, services);
             return State::Idle(login);
         }
         if let Err(over) = super::check_quota(services, &login.dir, name, size) {
@@ -1160,7 +1145,7 @@ impl Session {
                 self.peer,
                 login.user
             );
-            self.reply(Reply::OverQuota(over), services);
+            self.fail(over, services);
             return State::Idle(login);
         }
         let started = match rest {
@@ -1181,7 +1166,7 @@ impl Session {
             Ok(resumed) => resumed,
             Err(err) => {
                 log::info!("{} {}: PUT {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+                self.fail(err, services);
                 return State::Idle(login);
             }
         };
@@ -1309,7 +1294,7 @@ impl Session {
                 );
                 log_upload_failure(self.peer, &login, upload, "failed", &err.to_string());
                 services.metrics.transfer_aborted(Direction::Upload);
-                self.reply(Reply::LocalError(err), services);
+                self.fail(err, services);
             }
         }
         State::Idle(login)
@@ -1324,7 +1309,7 @@ impl Session {
             }
             Err(err) => {
                 log::info!("{} {}: DEL {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+                self.fail(err, services);
             }
         }
         State::Idle(login)
@@ -1344,7 +1329,7 @@ impl Session {
             Ok(opened) => opened,
             Err(err) => {
                 log::info!("{} {}: HASH {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+                self.fail(err, services);
                 return State::Idle(login);
             }
         };
@@ -1435,7 +1420,7 @@ impl Session {
             login.user
         );
         // A partial that cannot be read is of no use: dropping it removes it.
-        self.reply(Reply::LocalError(err), services);
+        self.fail(err, services);
         self.state = State::Idle(login);
     }
 
@@ -1444,7 +1429,7 @@ impl Session {
             Ok(held) => self.reply(Reply::PartialHeld(held), services),
             Err(err) => {
                 log::info!("{} {}: PARTIAL {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+                self.fail(err, services);
             }
         }
         State::Idle(login)
@@ -1458,40 +1443,6 @@ fn keep_partial(receive: Receive, hashed: bool, services: &Services) {
         let hasher = hashed.then_some(&receive.hasher);
         services.storage.keep_partial(upload, hasher);
     }
-}
-
-/// One `LIST` line: `<size> <mtime> <name>\n`.
-pub(super) fn write_listing_line(entry: &Entry, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    // Writing into a Vec cannot fail.
-    let _ = writeln!(out, "{} {} {}", entry.size, entry.mtime, entry.name);
-}
-
-/// One step of a listing of either front: writes the next entries with
-/// `write` until [`LIST_BLOCK`] bytes are added to `out` or
-/// [`LIST_STEP_ENTRIES`] directory entries were looked at. True when the
-/// directory has been read to its end.
-pub(super) fn listing_step(
-    listing: &mut Listing,
-    out: &mut Vec<u8>,
-    mut write: impl FnMut(&Entry, &mut Vec<u8>),
-) -> Result<bool, StorageError> {
-    let start = out.len();
-    // Room for the block, its last line and its framing at once, so that
-    // the buffer does not double past it (to 32 KiB) while it fills.
-    out.reserve(LIST_BLOCK + 1024);
-    let mut looked = 0;
-    while out.len() - start < LIST_BLOCK && looked < LIST_STEP_ENTRIES {
-        match listing.next_entry()? {
-            ListingStep::Entry(entry) => {
-                write(&entry, out);
-                looked += 1;
-            }
-            ListingStep::Skipped => looked += Listing::SKIP_LIMIT,
-            ListingStep::End => return Ok(true),
-        }
-    }
-    Ok(false)
 }
 
 fn log_transfer(

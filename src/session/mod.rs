@@ -15,26 +15,38 @@
 //! - [`control`]: the operator's control port.
 
 pub mod control;
+mod hashing;
 pub mod http;
 pub mod line;
+mod listing;
+mod login;
 mod outbox;
+mod replies;
+mod transfer;
 
+pub use hashing::HASH_STEP;
+pub use listing::{LIST_BLOCK, LIST_STEP_ENTRIES};
+pub(crate) use login::{CheckTicket, LoginStart, count_failure, finish_login, start_login};
+pub use login::{
+    MAX_AUTH_FAILURES, MAX_CHECKS_PER_ADDRESS, MAX_CONCURRENT_CHECKS, MAX_QUEUED_CHECKS,
+};
 pub use outbox::{DIRECT_MIN, FileOutput};
+pub(crate) use replies::Failure;
+pub use transfer::{PREVIEW_LEN, TRANSFER_BUFFER};
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::audit::{self, Quoted};
-use crate::auth::{PendingLogin, Users, Verification};
+use crate::auth::Users;
 use crate::config::Policy;
-use crate::limits::{self, Logins};
+use crate::limits::Logins;
 use crate::metrics::{Metrics, Protocol};
 use crate::protocol::name::FileName;
 use crate::storage::{Storage, UserDir};
+use login::CheckBook;
 
 /// What every session may use beyond its own bytes.
 pub struct Services {
@@ -144,13 +156,6 @@ impl Services {
     }
 }
 
-/// Why an upload does not fit the user's quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverQuota {
-    Bytes { quota: u64 },
-    Files { max: u64 },
-}
-
 /// Checks that storing `size` bytes under `name` keeps the user within
 /// `--user-quota` and `--user-max-files`, and returns how many bytes the
 /// quota leaves for `name` (`None`: no byte quota). The user's files,
@@ -167,7 +172,7 @@ pub(crate) fn check_quota(
     dir: &UserDir,
     name: FileName<'_>,
     size: u64,
-) -> Result<Option<u64>, OverQuota> {
+) -> Result<Option<u64>, crate::storage::OverQuota> {
     let policy = &services.policy;
     if policy.user_quota.is_none() && policy.user_max_files.is_none() {
         return Ok(None);
@@ -186,225 +191,15 @@ pub(crate) fn check_quota(
     if let (Some(quota), Some(room)) = (policy.user_quota, room)
         && size > room
     {
-        return Err(OverQuota::Bytes { quota });
+        return Err(crate::storage::OverQuota::Bytes { quota });
     }
     if let Some(max) = policy.user_max_files
         && existing.is_none()
         && usage.files + 1 > max
     {
-        return Err(OverQuota::Files { max });
+        return Err(crate::storage::OverQuota::Files { max });
     }
     Ok(room)
-}
-
-/// How a login check started.
-#[derive(Debug)]
-pub(crate) enum LoginStart {
-    /// Decided at once (no hashed entry in the users file): the user, or
-    /// `None`.
-    Done(Option<String>),
-    /// A password check: it runs a slice at a time once its ticket runs
-    /// ([`CheckTicket::try_run`]), then [`finish_login`].
-    Pending(Box<PendingLogin>, CheckTicket),
-    /// The address is locked out: refused without looking at the password.
-    Locked,
-    /// Too many checks wait already (from this address or in all): refused
-    /// for now, without counting as a failure.
-    Busy,
-}
-
-/// Starts a login check with the rules both fronts share.
-pub(crate) fn start_login(
-    services: &Services,
-    peer: SocketAddr,
-    user: &[u8],
-    password: &[u8],
-    protocol: Protocol,
-) -> LoginStart {
-    if services.is_locked_out(peer.ip()) {
-        return LoginStart::Locked;
-    }
-    match services.users.borrow().start_verify(user, password) {
-        Verification::Done(result) => LoginStart::Done(result),
-        Verification::Pending(pending) => match services.queue_check(peer.ip()) {
-            Some(ticket) => LoginStart::Pending(pending, ticket),
-            None => {
-                audit::event(
-                    "login_refused",
-                    peer,
-                    protocol,
-                    format_args!("user={} reason=\"busy\"", audit::lossy(user)),
-                );
-                LoginStart::Busy
-            }
-        },
-    }
-}
-
-/// Records the outcome of a login: the audit line, the failure counters
-/// and the address's lockout. Returns the user's name on success.
-pub(crate) fn finish_login(
-    services: &Services,
-    peer: SocketAddr,
-    claimed: &[u8],
-    result: Option<String>,
-    locked: bool,
-    protocol: Protocol,
-) -> Option<String> {
-    let claimed = audit::lossy(claimed);
-    match &result {
-        Some(name) => audit::event(
-            "login_ok",
-            peer,
-            protocol,
-            format_args!("user={}", Quoted(name)),
-        ),
-        None if locked => {
-            services.metrics.failed_login(protocol);
-            audit::event(
-                "login_refused",
-                peer,
-                protocol,
-                format_args!("user={claimed} reason=\"locked out\""),
-            );
-        }
-        None => {
-            services.metrics.failed_login(protocol);
-            audit::event(
-                "login_failed",
-                peer,
-                protocol,
-                format_args!("user={claimed}"),
-            );
-            count_failure(services, peer, protocol);
-        }
-    }
-    result
-}
-
-/// Counts a failed login (or control token) of `peer` toward its
-/// address's lockout, and logs the lockout it may start.
-pub(crate) fn count_failure(services: &Services, peer: SocketAddr, protocol: Protocol) {
-    let now = Instant::now();
-    if services
-        .logins
-        .borrow_mut()
-        .failed(peer.ip(), now, &services.policy)
-    {
-        audit::event(
-            "lockout",
-            peer,
-            protocol,
-            format_args!(
-                "failures={} duration={}",
-                services.policy.lockout_failures,
-                limits::secs(services.policy.lockout_duration)
-            ),
-        );
-    }
-}
-
-/// Password checks running at once, over every session: each takes
-/// slices of the one thread, so more would only delay everyone.
-pub const MAX_CONCURRENT_CHECKS: usize = 2;
-/// Password checks one address may have waiting or running. One runs at
-/// a time per address, so more would only wait; past this a login is
-/// refused for now (`421`, HTTP `503`) instead of queueing without end.
-pub const MAX_CHECKS_PER_ADDRESS: usize = 8;
-/// Password checks waiting or running in all: at about 140 ms each, two
-/// at a time, the whole queue drains within the 30 s login timeout only
-/// if it stays this short (the queue is fair across addresses, so a new
-/// address is served after one check per waiting address, not after all).
-pub const MAX_QUEUED_CHECKS: usize = 512;
-
-/// The checks waiting and running, per address.
-#[derive(Debug, Default)]
-struct CheckBook {
-    /// Checks waiting or running, per address; no zero entries.
-    per_ip: HashMap<IpAddr, usize>,
-    total: usize,
-    /// The addresses with a check running: one check each.
-    running: Vec<IpAddr>,
-}
-
-/// A password check's place in the queue, and once it runs, among the
-/// [`MAX_CONCURRENT_CHECKS`]; given back when dropped, however the check
-/// ends (decided, or its connection gone).
-#[derive(Debug)]
-pub struct CheckTicket {
-    ip: IpAddr,
-    running: bool,
-    book: Arc<Mutex<CheckBook>>,
-}
-
-fn lock(book: &Mutex<CheckBook>) -> MutexGuard<'_, CheckBook> {
-    // Used from one thread: a poisoned lock only means a panic elsewhere,
-    // and the counts are still whole.
-    book.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl CheckTicket {
-    pub fn is_running(&self) -> bool {
-        self.running
-    }
-
-    /// Starts running when a slot is free and no other check of this
-    /// address runs; true when it runs (now or already).
-    pub fn try_run(&mut self) -> bool {
-        if !self.running {
-            let mut book = lock(&self.book);
-            if book.running.len() < MAX_CONCURRENT_CHECKS && !book.running.contains(&self.ip) {
-                book.running.push(self.ip);
-                self.running = true;
-            }
-        }
-        self.running
-    }
-}
-
-impl Drop for CheckTicket {
-    fn drop(&mut self) {
-        let mut book = lock(&self.book);
-        if self.running {
-            book.running.retain(|ip| *ip != self.ip);
-        }
-        book.total -= 1;
-        if let Some(count) = book.per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                book.per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl Services {
-    /// A place in the password-check queue for a login from `ip`, unless
-    /// the queue is full for it.
-    fn queue_check(&self, ip: IpAddr) -> Option<CheckTicket> {
-        let mut book = lock(&self.checks);
-        let count = book.per_ip.get(&ip).copied().unwrap_or(0);
-        if count >= MAX_CHECKS_PER_ADDRESS || book.total >= MAX_QUEUED_CHECKS {
-            return None;
-        }
-        book.per_ip.insert(ip, count + 1);
-        book.total += 1;
-        Some(CheckTicket {
-            ip,
-            running: false,
-            book: Arc::clone(&self.checks),
-        })
-    }
-
-    pub fn check_slot_free(&self) -> bool {
-        lock(&self.checks).running.len() < MAX_CONCURRENT_CHECKS
-    }
-
-    /// True while a check of a login from `ip` runs.
-    pub fn check_running_for(&self, ip: IpAddr) -> bool {
-        lock(&self.checks).running.contains(&ip)
-    }
 }
 
 /// A session of either kind, as the reactor keeps it.

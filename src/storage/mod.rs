@@ -167,6 +167,13 @@ impl From<io::Error> for StorageError {
     }
 }
 
+/// Why an upload does not fit the user's quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverQuota {
+    Bytes { quota: u64 },
+    Files { max: u64 },
+}
+
 /// One file in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

@@ -541,7 +541,7 @@ impl Reactor {
                     let oldest = self
                         .conns
                         .iter()
-                        .filter_map(|(key, c)| Some((c.session.control_waiting_since()?, key)))
+                        .filter_map(|(key, c)| Some((c.session.waiting_since()?, key)))
                         .min();
                     match oldest {
                         Some((_, key)) => {

@@ -53,7 +53,7 @@ use ferry::Users;
 use ferry::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
 use ferry::protocol::name::MAX_NAME_LEN;
 use ferry::session::line::{REPLY_BACKLOG, Session};
-use ferry::session::{MAX_AUTH_FAILURES, PREVIEW_LEN, Services, TRANSFER_BUFFER};
+use ferry::session::{Front, MAX_AUTH_FAILURES, PREVIEW_LEN, Services, TRANSFER_BUFFER};
 use ferry::storage::{Options, Storage, Usage, UserDir};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest as _, Sha256};

@@ -31,9 +31,8 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
-use super::Services;
 use super::login::MAX_AUTH_FAILURES;
-use super::outbox::Outbox;
+use super::{Front, Services, Shell};
 use crate::audit;
 use crate::metrics::Protocol;
 
@@ -63,121 +62,77 @@ enum State {
 #[derive(Debug)]
 pub struct Session {
     state: State,
-    peer: SocketAddr,
-    input: Vec<u8>,
-    out: Outbox,
-    peer_eof: bool,
-    shutting_down: bool,
-    last_activity: Instant,
+    shell: Shell,
 }
 
 impl Session {
     pub fn new(peer: SocketAddr) -> Session {
-        let now = Instant::now();
         let mut session = Session {
             state: State::Locked {
                 failures: 0,
-                since: now,
+                since: Instant::now(),
             },
-            peer,
-            input: Vec::new(),
-            out: Outbox::default(),
-            peer_eof: false,
-            shutting_down: false,
-            last_activity: now,
+            shell: Shell::new(peer),
         };
         session.reply("220 ferry control ready");
         session
     }
+}
 
-    pub fn read_limit(&self) -> usize {
-        if self.peer_eof || self.out.is_held() || self.state == State::Closing {
+impl Front for Session {
+    fn shell(&self) -> &Shell {
+        &self.shell
+    }
+
+    fn shell_mut(&mut self) -> &mut Shell {
+        &mut self.shell
+    }
+
+    fn is_closing(&self) -> bool {
+        self.state == State::Closing
+    }
+
+    fn read_limit(&self) -> usize {
+        if self.shell.deaf() || self.state == State::Closing {
             return 0;
         }
-        MAX_CONTROL_LINE.saturating_sub(self.input.len())
+        MAX_CONTROL_LINE.saturating_sub(self.shell.input.len())
     }
 
-    pub fn output(&self) -> &[u8] {
-        self.out.sendable()
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.state == State::Closing && self.out.queued().is_empty()
-    }
-
-    pub fn has_work(&self) -> bool {
-        false
-    }
-
-    pub fn work(&mut self, _services: &Services) -> usize {
-        0
-    }
-
-    pub fn receive(&mut self, data: &[u8], services: &Services) {
-        self.last_activity = Instant::now();
-        self.input.extend_from_slice(data);
+    fn receive(&mut self, data: &[u8], services: &Services) {
+        self.shell.touch();
+        self.shell.input.extend_from_slice(data);
         self.advance(services);
     }
 
-    pub fn receive_eof(&mut self, services: &Services) {
-        self.peer_eof = true;
-        self.advance(services);
-    }
-
-    pub fn output_written(&mut self, n: usize, services: &Services) {
-        self.last_activity = Instant::now();
-        self.out.consume(n);
-        self.advance(services);
-    }
-
-    pub fn begin_shutdown(&mut self, services: &Services) {
-        self.shutting_down = true;
-        self.advance(services);
-    }
-
-    pub fn end_drain(&mut self, _services: &Services) {
+    fn interrupt(&mut self, _reason: &str, _services: &Services) {
         self.state = State::Closing;
     }
 
-    pub fn connection_lost(&mut self, _reason: &str, _services: &Services) {
+    fn end_drain(&mut self, _services: &Services) {
         self.state = State::Closing;
-        self.out.discard();
     }
 
-    pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        if let Some(until) = self.out.held_until() {
-            return Some(until);
-        }
+    fn timeout(&self, services: &Services) -> Option<Instant> {
         let policy = &services.policy;
         Some(match self.state {
             State::Locked { since, .. } => since + policy.auth_timeout.min(TOKEN_TIMEOUT),
-            State::Unlocked => self.last_activity + policy.idle_timeout,
-            State::Closing => self.last_activity + policy.stall_timeout,
+            State::Unlocked => self.shell.last_activity + policy.idle_timeout,
+            State::Closing => self.shell.last_activity + policy.stall_timeout,
         })
     }
 
-    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        if self.out.is_held() {
-            if self.out.release_if_due(now) {
-                self.advance(services);
-            }
-            return;
+    fn time_out(&mut self, _services: &Services) {
+        if self.state != State::Closing {
+            self.reply("421 timeout");
+        } else {
+            self.shell.out.discard();
         }
-        if self
-            .deadline(services)
-            .is_some_and(|deadline| now >= deadline)
-        {
-            if self.state != State::Closing {
-                self.reply("421 timeout");
-            } else {
-                self.out.discard();
-            }
-            self.state = State::Closing;
-        }
+        self.state = State::Closing;
     }
 
     /// When a connection still without the token connected.
-    pub fn waiting_since(&self) -> Option<Instant> {
+    fn waiting_since(&self) -> Option<Instant> {
         match self.state {
             State::Locked { since, .. } => Some(since),
             _ => None,
@@ -185,49 +140,51 @@ impl Session {
     }
 
     /// Closes at once, without a word: its slot goes to a new connection.
-    pub fn give_way(&mut self) {
+    fn give_way(&mut self) {
         log::info!(
             "{} control connection without a token closed for a new one",
-            self.peer
+            self.shell.peer
         );
         self.state = State::Closing;
-        self.out.discard();
-    }
-
-    fn reply(&mut self, line: &str) {
-        self.out.buf().extend_from_slice(line.as_bytes());
-        self.out.buf().extend_from_slice(b"\r\n");
+        self.shell.out.discard();
     }
 
     fn advance(&mut self, services: &Services) {
-        while !self.out.is_held()
+        while !self.shell.out.is_held()
             && self.state != State::Closing
-            && self.out.queued().len() <= REPLY_BACKLOG
+            && self.shell.out.queued().len() <= REPLY_BACKLOG
         {
-            if self.shutting_down {
+            if self.shell.shutting_down {
                 self.reply("421 server shutting down");
                 self.state = State::Closing;
                 break;
             }
-            let Some(lf) = self.input.iter().position(|&b| b == b'\n') else {
-                if self.input.len() >= MAX_CONTROL_LINE {
+            let Some(lf) = self.shell.input.iter().position(|&b| b == b'\n') else {
+                if self.shell.input.len() >= MAX_CONTROL_LINE {
                     self.reply("500 line too long");
                     self.state = State::Closing;
-                } else if self.peer_eof {
+                } else if self.shell.peer_eof {
                     self.state = State::Closing;
                 }
                 break;
             };
-            let mut line: Vec<u8> = self.input.drain(..=lf).collect();
+            let mut line: Vec<u8> = self.shell.input.drain(..=lf).collect();
             line.pop();
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
             self.execute(&line, services);
         }
-        if self.input.is_empty() {
-            self.input = Vec::new();
+        if self.shell.input.is_empty() {
+            self.shell.input = Vec::new();
         }
+    }
+}
+
+impl Session {
+    fn reply(&mut self, line: &str) {
+        self.shell.out.buf().extend_from_slice(line.as_bytes());
+        self.shell.out.buf().extend_from_slice(b"\r\n");
     }
 
     fn execute(&mut self, line: &[u8], services: &Services) {
@@ -277,7 +234,7 @@ impl Session {
                 Err(why) => self.reply(&format!("451 reload failed: {}", one_line(&why))),
             },
             ("SHUTDOWN", None) => {
-                log::info!("{} SHUTDOWN on the control port", self.peer);
+                log::info!("{} SHUTDOWN on the control port", self.shell.peer);
                 self.reply("221 shutting down");
                 services.shutdown_requested.set(true);
                 self.state = State::Closing;
@@ -294,13 +251,13 @@ impl Session {
             return self.reply("503 already unlocked");
         };
         let expected = services.control_token.as_deref().unwrap_or_default();
-        let locked = services.is_locked_out(self.peer.ip());
+        let locked = services.is_locked_out(self.shell.peer.ip());
         let matches =
             !locked && !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(token));
         if matches {
             audit::event(
                 "control_ok",
-                self.peer,
+                self.shell.peer,
                 Protocol::Control,
                 format_args!("result=ok"),
             );
@@ -310,12 +267,12 @@ impl Session {
         let result = if locked { "locked_out" } else { "bad_token" };
         audit::event(
             "control_failed",
-            self.peer,
+            self.shell.peer,
             Protocol::Control,
             format_args!("result={result}"),
         );
         if !locked {
-            super::count_failure(services, self.peer, Protocol::Control);
+            super::count_failure(services, self.shell.peer, Protocol::Control);
         }
         let failures = failures + 1;
         if failures >= MAX_AUTH_FAILURES {
@@ -326,7 +283,9 @@ impl Session {
             self.state = State::Locked { failures, since };
         }
         if !services.policy.login_delay.is_zero() {
-            self.out.hold(Instant::now() + services.policy.login_delay);
+            self.shell
+                .out
+                .hold(Instant::now() + services.policy.login_delay);
         }
     }
 }
@@ -357,7 +316,7 @@ impl Session {
         };
         drop(logins);
         if reply.starts_with("200") {
-            log::info!("{} UNLOCK {arg} on the control port", self.peer);
+            log::info!("{} UNLOCK {arg} on the control port", self.shell.peer);
         }
         self.reply(&reply);
     }

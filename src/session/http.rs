@@ -26,10 +26,10 @@ use std::time::Instant;
 
 use super::listing::{listing_step, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
-use super::outbox::{FileBody, FileOutput, Outbox};
+use super::outbox::{FileBody, FileOutput};
 use super::replies::Failure;
 use super::transfer::{PREVIEW_LEN, TRANSFER_BUFFER};
-use super::{CheckTicket, LoginStart, Services};
+use super::{CheckTicket, Front, LoginStart, Services, Shell};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
 use crate::integrity::Hasher;
@@ -178,22 +178,13 @@ enum State {
 #[derive(Debug)]
 pub struct Session {
     state: State,
-    peer: SocketAddr,
-    /// Bytes of the next request head (or of a body, right behind its head).
-    input: Vec<u8>,
-    /// Responses; held back after a failed login.
-    out: Outbox,
+    shell: Shell,
     /// Failed logins on this connection.
     failures: u8,
     auth_cache: Option<Box<AuthCache>>,
     /// The request being answered is a `HEAD`: no response body, whatever
     /// the status.
     head_request: bool,
-    shutting_down: bool,
-    peer_eof: bool,
-    /// Last byte received or sent: the idle and stall timeouts count from
-    /// here.
-    last_activity: Instant,
     /// When the first byte of the request head being read arrived.
     head_started: Instant,
 }
@@ -215,31 +206,27 @@ impl After {
     }
 }
 
-impl Session {
-    pub fn new(peer: SocketAddr) -> Session {
-        Session {
-            state: State::Head,
-            peer,
-            input: Vec::new(),
-            out: Outbox::default(),
-            failures: 0,
-            auth_cache: None,
-            head_request: false,
-            shutting_down: false,
-            peer_eof: false,
-            last_activity: Instant::now(),
-            head_started: Instant::now(),
-        }
+impl Front for Session {
+    fn shell(&self) -> &Shell {
+        &self.shell
+    }
+
+    fn shell_mut(&mut self) -> &mut Shell {
+        &mut self.shell
+    }
+
+    fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing)
     }
 
     /// How many bytes the session takes now; 0 means do not read.
-    pub fn read_limit(&self) -> usize {
-        if self.peer_eof || self.out.is_held() {
+    fn read_limit(&self) -> usize {
+        if self.shell.peer_eof || self.shell.out.is_held() {
             return 0;
         }
         match &self.state {
             State::Closing => 0,
-            State::Receiving(_) if !self.input.is_empty() => 0,
+            State::Receiving(_) if !self.shell.input.is_empty() => 0,
             State::Receiving(put) => match &put.framing {
                 Framing::Length { left } => usize::try_from(*left).unwrap_or(usize::MAX),
                 Framing::Chunked(decoder) => usize::try_from(decoder.data_left())
@@ -249,31 +236,18 @@ impl Session {
             State::Sending(send) if !send.keep_alive => 0,
             State::Listing(job) if !job.keep_alive => 0,
             State::Head | State::Sending(_) | State::Listing(_) | State::Verifying(_) => {
-                MAX_HEAD.saturating_sub(self.input.len())
+                MAX_HEAD.saturating_sub(self.shell.input.len())
             }
         }
     }
-
-    pub fn output(&self) -> &[u8] {
-        self.out.sendable()
-    }
-
-    pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Closing) && self.out.queued().is_empty()
-    }
-
-    /// The driver sends file bytes itself from now on (see the line
-    /// session's method of the same name).
-    pub fn send_files_directly(&mut self, min_len: u64) {
-        self.out.send_files_directly(min_len);
-    }
-
     /// The rest of the file being sent as a response body, once the head
     /// and everything before it was sent, when the driver sends files
     /// itself.
-    pub fn file_output(&self) -> Option<FileOutput<'_>> {
+    fn file_output(&self) -> Option<FileOutput<'_>> {
         match &self.state {
-            State::Sending(send) if send.remaining > 0 && self.out.file_may_follow(send.total) => {
+            State::Sending(send)
+                if send.remaining > 0 && self.shell.out.file_may_follow(send.total) =>
+            {
                 match &send.source {
                     Source::File(body) => Some(body.output(send.remaining)),
                 }
@@ -281,74 +255,50 @@ impl Session {
             _ => None,
         }
     }
-
     /// `n` bytes of [`Session::file_output`] were sent.
-    pub fn file_output_written(&mut self, n: u64, services: &Services) {
+    fn file_output_written(&mut self, n: u64, services: &Services) {
         if let State::Sending(send) = &mut self.state
             && let Source::File(body) = &mut send.source
         {
             let n = n.min(send.remaining);
             body.sent(n);
             send.remaining -= n;
-            self.last_activity = Instant::now();
+            self.shell.last_activity = Instant::now();
         }
         self.advance(services);
     }
-
     /// Sending [`Session::file_output`] failed on the file's side (it
     /// ended sooner than announced, or a read failed).
-    pub fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
+    fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
         if matches!(self.state, State::Sending(_)) {
-            log::error!("{} read failed during download: {err}", self.peer);
+            log::error!("{} read failed during download: {err}", self.shell.peer);
             self.cut_response("read failed", services);
         }
     }
-
-    /// The driver cannot send from files after all: the body goes through
-    /// [`Session::output`] again, from where it stopped.
-    pub fn stop_sending_files_directly(&mut self, services: &Services) {
-        self.out.stop_sending_files_directly();
-        self.advance(services);
-    }
-
     /// When the session next needs [`Session::on_deadline`].
-    pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        if let Some(until) = self.out.held_until() {
-            return Some(until);
-        }
+    fn timeout(&self, services: &Services) -> Option<Instant> {
         let policy = &services.policy;
         Some(match self.state {
-            State::Head if self.input.is_empty() => self.last_activity + policy.idle_timeout,
+            State::Head if self.shell.input.is_empty() => {
+                self.shell.last_activity + policy.idle_timeout
+            }
             State::Head | State::Verifying(_) => self.head_started + policy.head_timeout,
             State::Receiving(_) | State::Sending(_) | State::Listing(_) | State::Closing => {
-                self.last_activity + policy.stall_timeout
+                self.shell.last_activity + policy.stall_timeout
             }
         })
     }
-
     /// Called at or after [`Session::deadline`]: releases a held response,
     /// or ends the connection when its time is up (`408` for a request
     /// that did not arrive in time).
-    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        if self.out.is_held() {
-            if self.out.release_if_due(now) {
-                self.advance(services);
-            }
-            return;
-        }
-        if self
-            .deadline(services)
-            .is_none_or(|deadline| now < deadline)
-        {
-            return;
-        }
+    fn time_out(&mut self, services: &Services) {
         match mem::replace(&mut self.state, State::Closing) {
-            State::Head if self.input.is_empty() => {
-                log::info!("{} idle keep-alive connection closed", self.peer);
+            State::Head if self.shell.input.is_empty() => {
+                log::info!("{} idle keep-alive connection closed", self.shell.peer);
             }
             State::Head | State::Verifying(_) => {
-                log::info!("{} timeout: request head incomplete", self.peer);
-                self.input.clear();
+                log::info!("{} timeout: request head incomplete", self.shell.peer);
+                self.shell.input.clear();
                 self.error(408, After::Close, services);
             }
             State::Receiving(put) => {
@@ -357,29 +307,38 @@ impl Session {
             }
             State::Sending(send) => {
                 self.cut(&send, "timeout: the client stopped reading", services);
-                self.drop_output();
+                self.shell.out.discard();
             }
             State::Listing(job) => {
                 self.cut_listing(&job, "timeout: the client stopped reading");
-                self.drop_output();
+                self.shell.out.discard();
             }
-            State::Closing => self.drop_output(),
+            State::Closing => self.shell.out.discard(),
         }
     }
-
     /// Socket-free work: a password-hash check that holds a slot, or the
     /// next step of a listing once the last was sent.
-    pub fn has_work(&self) -> bool {
+    fn has_work(&self) -> bool {
         match &self.state {
             State::Verifying(v) => v.ticket.is_running(),
-            State::Listing(_) => self.out.queued().is_empty(),
+            State::Listing(_) => self.shell.out.queued().is_empty(),
             _ => false,
         }
     }
-
+    /// True while a password check waits for a free slot.
+    fn wants_check_slot(&self) -> bool {
+        matches!(&self.state, State::Verifying(v) if !v.ticket.is_running())
+    }
+    /// Takes a free check slot when waiting for one.
+    fn take_check_slot(&mut self, _services: &Services) -> bool {
+        match &mut self.state {
+            State::Verifying(v) if !v.ticket.is_running() => v.ticket.try_run(),
+            _ => false,
+        }
+    }
     /// One slice of the password check (once decided, the waiting request
     /// is handled again), or one step of a listing.
-    pub fn work(&mut self, services: &Services) -> usize {
+    fn work(&mut self, services: &Services) -> usize {
         if let State::Listing(_) = self.state {
             self.list_step();
             self.advance(services);
@@ -395,7 +354,7 @@ impl Session {
         // An address locked out while this check waited or ran gets the
         // refusal, not the outcome: nothing is cached, so the request,
         // handled again, meets the lockout.
-        if services.is_locked_out(self.peer.ip()) {
+        if services.is_locked_out(self.shell.peer.ip()) {
             self.state = State::Head;
             self.advance(services);
             return usize::MAX;
@@ -417,44 +376,26 @@ impl Session {
         // running, a turn of the loop spends about 2 ms on them.
         usize::MAX
     }
-
-    pub fn receive(&mut self, data: &[u8], services: &Services) {
-        self.last_activity = Instant::now();
-        if self.input.is_empty() {
-            self.head_started = self.last_activity;
+    fn receive(&mut self, data: &[u8], services: &Services) {
+        self.shell.last_activity = Instant::now();
+        if self.shell.input.is_empty() {
+            self.head_started = self.shell.last_activity;
         }
         let taken = self.take_body(data, services);
-        self.input.extend_from_slice(&data[taken..]);
+        self.shell.input.extend_from_slice(&data[taken..]);
         self.advance(services);
     }
-
-    pub fn receive_eof(&mut self, services: &Services) {
-        self.peer_eof = true;
+    fn peer_closed(&mut self) {
         if matches!(self.state, State::Verifying(_)) {
             // Nobody is left to answer: the check (queued or running) is
             // dropped rather than delaying everyone else's.
-            log::info!("{} closed during its password check", self.peer);
-            self.input.clear();
+            log::info!("{} closed during its password check", self.shell.peer);
+            self.shell.input.clear();
             self.state = State::Closing;
         }
-        self.advance(services);
     }
-
-    pub fn output_written(&mut self, n: usize, services: &Services) {
-        self.last_activity = Instant::now();
-        self.out.consume(n);
-        self.advance(services);
-    }
-
-    /// Idle keep-alive connections close now; a response or upload in
-    /// progress may finish, and its connection closes after it.
-    pub fn begin_shutdown(&mut self, services: &Services) {
-        self.shutting_down = true;
-        self.advance(services);
-    }
-
     /// The drain is over: an upload is discarded (`503`), a response is cut.
-    pub fn end_drain(&mut self, services: &Services) {
+    fn end_drain(&mut self, services: &Services) {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(put) => {
                 self.abort_upload(*put, "server shutting down", services);
@@ -462,41 +403,34 @@ impl Session {
             }
             State::Sending(send) => {
                 self.cut(&send, "server shutting down", services);
-                self.drop_output();
+                self.shell.out.discard();
             }
             State::Listing(job) => {
                 self.cut_listing(&job, "server shutting down");
-                self.drop_output();
+                self.shell.out.discard();
             }
             State::Head | State::Verifying(_) | State::Closing => {}
         }
         self.state = State::Closing;
     }
-
-    pub fn connection_lost(&mut self, reason: &str, services: &Services) {
+    fn interrupt(&mut self, reason: &str, services: &Services) {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(put) => self.abort_upload(*put, reason, services),
             State::Sending(send) => self.cut(&send, reason, services),
             State::Listing(job) => self.cut_listing(&job, reason),
             State::Head | State::Verifying(_) | State::Closing => {}
         }
-        self.drop_output();
     }
-
-    fn drop_output(&mut self) {
-        self.out.discard();
-    }
-
     fn advance(&mut self, services: &Services) {
         loop {
-            if self.out.is_held() {
+            if self.shell.out.is_held() {
                 break;
             }
             match &self.state {
                 State::Closing => break,
                 State::Receiving(_) => {
-                    if self.input.is_empty() {
-                        if self.peer_eof {
+                    if self.shell.input.is_empty() {
+                        if self.shell.peer_eof {
                             // The body cannot complete: the upload is
                             // discarded, responses already queued still go.
                             if let State::Receiving(put) =
@@ -508,17 +442,17 @@ impl Session {
                         break;
                     }
                     // Body bytes that arrived right behind the head.
-                    let input = mem::take(&mut self.input);
+                    let input = mem::take(&mut self.shell.input);
                     let taken = self.take_body(&input, services);
-                    self.input = input;
-                    self.input.drain(..taken);
+                    self.shell.input = input;
+                    self.shell.input.drain(..taken);
                     if matches!(self.state, State::Receiving(_)) {
                         break;
                     }
                 }
                 State::Verifying(_) => {
                     // Not a transfer: a shutdown does not wait for it.
-                    if self.shutting_down {
+                    if self.shell.shutting_down {
                         self.state = State::Closing;
                     }
                     break;
@@ -538,13 +472,13 @@ impl Session {
                     if self.output().len() > OUTPUT_BACKLOG {
                         break;
                     }
-                    if self.shutting_down {
+                    if self.shell.shutting_down {
                         // Idle keep-alive connection: closed without a word.
                         self.state = State::Closing;
                         break;
                     }
                     if !self.next_request(services) {
-                        if self.peer_eof {
+                        if self.shell.peer_eof {
                             self.state = State::Closing;
                         }
                         break;
@@ -552,22 +486,32 @@ impl Session {
                 }
             }
         }
-        if self.input.is_empty() && self.input.capacity() > 0 {
-            self.input = Vec::new();
+        self.shell.release_idle_buffers();
+    }
+}
+
+impl Session {
+    pub fn new(peer: SocketAddr) -> Session {
+        Session {
+            state: State::Head,
+            shell: Shell::new(peer),
+            failures: 0,
+            auth_cache: None,
+            head_request: false,
+            head_started: Instant::now(),
         }
-        self.out.shrink_if_empty();
     }
 
     /// Handles the next complete request head, if there is one.
     fn next_request(&mut self, services: &Services) -> bool {
-        let input = mem::take(&mut self.input);
+        let input = mem::take(&mut self.shell.input);
         let consumed = match http::parse_head(&input) {
             Ok(Status::Partial) => {
-                self.input = input;
+                self.shell.input = input;
                 return false;
             }
             Err(err) => {
-                log::info!("{} bad request head: {err:?}", self.peer);
+                log::info!("{} bad request head: {err:?}", self.shell.peer);
                 self.head_request = false;
                 self.fail(err, After::Close, services);
                 // Nothing after a head that cannot be read can be trusted.
@@ -580,14 +524,14 @@ impl Session {
                     // The password check decides; the request is handled
                     // again, from the same bytes, once it has.
                     drop(request);
-                    self.input = input;
+                    self.shell.input = input;
                     return false;
                 }
                 consumed
             }
         };
-        self.input = input;
-        self.input.drain(..consumed);
+        self.shell.input = input;
+        self.shell.input.drain(..consumed);
         // A pipelined request behind it has its own time from now.
         self.head_started = Instant::now();
         true
@@ -600,7 +544,7 @@ impl Session {
         // A body that will not be read leaves the stream unusable.
         let reads_body = request.method == Method::Put;
         let keep_alive = request.keep_alive && (reads_body || !request.body.is_present());
-        let after = After::from_keep_alive(keep_alive && !self.shutting_down);
+        let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         // A refusal leaves any body unread, so the connection cannot go on.
         let refuse = if request.body.is_present() {
             After::Close
@@ -653,7 +597,9 @@ impl Session {
                 };
                 let Some(user) = user else {
                     if self.failures > failures_before && !services.policy.login_delay.is_zero() {
-                        self.out.hold(Instant::now() + services.policy.login_delay);
+                        self.shell
+                            .out
+                            .hold(Instant::now() + services.policy.login_delay);
                     }
                     let after = if self.failures >= MAX_AUTH_FAILURES {
                         After::Close
@@ -672,7 +618,7 @@ impl Session {
                     Err(err) => {
                         log::error!(
                             "{} cannot prepare the directory of {user}: {err}",
-                            self.peer
+                            self.shell.peer
                         );
                         return self.error(500, refuse, services);
                     }
@@ -682,7 +628,7 @@ impl Session {
                         let Some(name) = http::decode_name(raw) else {
                             audit::event(
                                 "name_refused",
-                                self.peer,
+                                self.shell.peer,
                                 Protocol::Http,
                                 format_args!(
                                     "user={} path={}",
@@ -729,7 +675,7 @@ impl Session {
                 } else {
                     super::finish_login(
                         services,
-                        self.peer,
+                        self.shell.peer,
                         user,
                         cached.result.clone(),
                         false,
@@ -742,40 +688,48 @@ impl Session {
                 }));
                 result
             }
-            _ => match super::start_login(services, self.peer, user, password, Protocol::Http) {
-                LoginStart::Done(result) => {
-                    let result = super::finish_login(
+            _ => {
+                match super::start_login(services, self.shell.peer, user, password, Protocol::Http)
+                {
+                    LoginStart::Done(result) => {
+                        let result = super::finish_login(
+                            services,
+                            self.shell.peer,
+                            user,
+                            result,
+                            false,
+                            Protocol::Http,
+                        );
+                        self.auth_cache = Some(Box::new(AuthCache {
+                            key,
+                            result: result.clone(),
+                            generation,
+                            recorded: true,
+                            dir: None,
+                        }));
+                        result
+                    }
+                    LoginStart::Locked => super::finish_login(
                         services,
-                        self.peer,
+                        self.shell.peer,
                         user,
-                        result,
-                        false,
+                        None,
+                        true,
                         Protocol::Http,
-                    );
-                    self.auth_cache = Some(Box::new(AuthCache {
-                        key,
-                        result: result.clone(),
-                        generation,
-                        recorded: true,
-                        dir: None,
-                    }));
-                    result
+                    ),
+                    LoginStart::Busy => return Authenticated::Busy,
+                    LoginStart::Pending(pending, mut ticket) => {
+                        ticket.try_run();
+                        self.state = State::Verifying(Box::new(HttpVerifying {
+                            key,
+                            pending,
+                            ticket,
+                            generation,
+                        }));
+                        return Authenticated::Pending;
+                    }
                 }
-                LoginStart::Locked => {
-                    super::finish_login(services, self.peer, user, None, true, Protocol::Http)
-                }
-                LoginStart::Busy => return Authenticated::Busy,
-                LoginStart::Pending(pending, mut ticket) => {
-                    ticket.try_run();
-                    self.state = State::Verifying(Box::new(HttpVerifying {
-                        key,
-                        pending,
-                        ticket,
-                        generation,
-                    }));
-                    return Authenticated::Pending;
-                }
-            },
+            }
         };
         if let Some(name) = result {
             return Authenticated::User(name);
@@ -783,7 +737,7 @@ impl Session {
         self.failures = self.failures.saturating_add(1);
         log::debug!(
             "{} failed login {} of {MAX_AUTH_FAILURES}",
-            self.peer,
+            self.shell.peer,
             self.failures
         );
         Authenticated::No
@@ -806,19 +760,6 @@ impl Session {
         Ok(dir)
     }
 
-    /// True while a password check waits for a free slot.
-    pub fn wants_check_slot(&self) -> bool {
-        matches!(&self.state, State::Verifying(v) if !v.ticket.is_running())
-    }
-
-    /// Takes a free check slot when waiting for one.
-    pub fn take_check_slot(&mut self, _services: &Services) -> bool {
-        match &mut self.state {
-            State::Verifying(v) if !v.ticket.is_running() => v.ticket.try_run(),
-            _ => false,
-        }
-    }
-
     fn listing(
         &mut self,
         request: &Request<'_>,
@@ -830,7 +771,7 @@ impl Session {
         let listing = match services.storage.listing(dir) {
             Ok(listing) => listing,
             Err(err) => {
-                log::error!("{} {user}: listing failed: {err}", self.peer);
+                log::error!("{} {user}: listing failed: {err}", self.shell.peer);
                 return self.fail(err, after, services);
             }
         };
@@ -869,7 +810,7 @@ impl Session {
         let State::Listing(job) = &mut self.state else {
             return;
         };
-        let out = self.out.buf();
+        let out = self.shell.out.buf();
         let start = out.len();
         if job.json && job.bytes == 0 {
             out.extend_from_slice(JSON_OPEN.as_bytes());
@@ -898,16 +839,16 @@ impl Session {
                 }
                 log::info!(
                     "{} {}: listing ok ({} bytes in {:.3}s)",
-                    self.peer,
+                    self.shell.peer,
                     job.user,
                     job.bytes,
                     job.started.elapsed().as_secs_f64()
                 );
-                let keep = job.keep_alive && !self.shutting_down;
+                let keep = job.keep_alive && !self.shell.shutting_down;
                 self.after_response(After::from_keep_alive(keep));
             }
             Err(err) => {
-                log::error!("{} {}: listing failed: {err}", self.peer, job.user);
+                log::error!("{} {}: listing failed: {err}", self.shell.peer, job.user);
                 self.state = State::Closing;
             }
         }
@@ -916,7 +857,7 @@ impl Session {
     fn cut_listing(&self, job: &ListJob, reason: &str) {
         log::info!(
             "{} {}: listing cut after {} bytes: {reason}",
-            self.peer,
+            self.shell.peer,
             job.user,
             job.bytes
         );
@@ -943,7 +884,7 @@ impl Session {
                 Ok(size) => {
                     audit::event(
                         "delete",
-                        self.peer,
+                        self.shell.peer,
                         Protocol::Http,
                         format_args!(
                             "user={} verb=DELETE name={} size={size} result=ok",
@@ -954,7 +895,7 @@ impl Session {
                     self.respond(204, &[], b"", true, after, services);
                 }
                 Err(err) => {
-                    log::info!("{} {user}: DELETE {name:?}: {err}", self.peer);
+                    log::info!("{} {user}: DELETE {name:?}: {err}", self.shell.peer);
                     self.fail(err, after, services);
                 }
             },
@@ -974,7 +915,7 @@ impl Session {
         let (file, meta) = match services.storage.open_read(dir, name) {
             Ok(opened) => opened,
             Err(err) => {
-                log::info!("{} {user}: GET {name:?}: {err}", self.peer);
+                log::info!("{} {user}: GET {name:?}: {err}", self.shell.peer);
                 return self.fail(err, after, services);
             }
         };
@@ -1090,13 +1031,14 @@ impl Session {
                 upload
             }
             Err(err) => {
-                log::info!("{} {user}: PUT {name:?}: {err}", self.peer);
+                log::info!("{} {user}: PUT {name:?}: {err}", self.shell.peer);
                 return self.fail(err, After::Close, services);
             }
         };
         if request.expect == Expect::Continue {
             services.metrics.reply(Protocol::Http, 100);
-            self.out
+            self.shell
+                .out
                 .buf()
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -1216,7 +1158,7 @@ impl Session {
         };
         let mut put = *put;
         let sink = mem::replace(&mut put.sink, Err(io::Error::other("placed")));
-        let after = After::from_keep_alive(put.keep_alive && !self.shutting_down);
+        let after = After::from_keep_alive(put.keep_alive && !self.shell.shutting_down);
         let sha256 = mem::take(&mut put.hasher).finish();
         match sink.and_then(|upload| services.storage.commit(upload, sha256)) {
             Ok(()) => {
@@ -1249,7 +1191,7 @@ impl Session {
     fn audit_download(&self, send: &Send, result: &str, reason: &str) {
         audit::event(
             "download",
-            self.peer,
+            self.shell.peer,
             Protocol::Http,
             format_args!(
                 "user={} verb=GET name={} size={} sent={} {}",
@@ -1265,7 +1207,7 @@ impl Session {
     fn audit_upload(&self, put: &Put, result: &str, reason: &str) {
         audit::event(
             "upload",
-            self.peer,
+            self.shell.peer,
             Protocol::Http,
             format_args!(
                 "user={} verb=PUT name={} received={} {}",
@@ -1288,16 +1230,17 @@ impl Session {
             };
             services.metrics.transfer_completed(Direction::Download);
             self.audit_download(&send, "ok", "");
-            let keep = send.keep_alive && !self.shutting_down;
+            let keep = send.keep_alive && !self.shell.shutting_down;
             return self.after_response(After::from_keep_alive(keep));
         }
-        if matches!(send.source, Source::File(_)) && self.out.sends_file_directly(send.total) {
+        if matches!(send.source, Source::File(_)) && self.shell.out.sends_file_directly(send.total)
+        {
             // The reactor sends the file itself (`file_output`).
             return;
         }
-        let room = TRANSFER_BUFFER.saturating_sub(self.out.queued().len());
+        let room = TRANSFER_BUFFER.saturating_sub(self.shell.out.queued().len());
         let want = send.remaining.min(room as u64) as usize;
-        let out = self.out.buf();
+        let out = self.shell.out.buf();
         let before = out.len();
         let result = match &mut send.source {
             Source::File(body) => body.fill(out, want),
@@ -1307,9 +1250,9 @@ impl Session {
             Ok(()) if added <= send.remaining => send.remaining -= added,
             result => {
                 if let Err(err) = result {
-                    log::error!("{} read failed during download: {err}", self.peer);
+                    log::error!("{} read failed during download: {err}", self.shell.peer);
                 }
-                self.out.buf().truncate(before);
+                self.shell.out.buf().truncate(before);
                 self.cut_response("read failed", services);
             }
         }
@@ -1334,7 +1277,7 @@ impl Session {
     ) {
         services.metrics.reply(Protocol::Http, status);
         write_head(
-            self.out.buf(),
+            self.shell.out.buf(),
             status,
             fields,
             content_length,
@@ -1356,7 +1299,7 @@ impl Session {
         let length = (status != 204).then_some(body.len() as u64);
         self.start_head(status, fields, length, after, services);
         if !head_only && !self.head_request && status != 204 {
-            self.out.buf().extend_from_slice(body);
+            self.shell.out.buf().extend_from_slice(body);
         }
         self.after_response(after);
     }
@@ -1593,6 +1536,6 @@ mod tests {
             session.receive(request, &h.services);
         }
         assert!(session.output().len() <= OUTPUT_BACKLOG + 1024);
-        assert!(session.input.len() <= MAX_HEAD);
+        assert!(session.shell.input.len() <= MAX_HEAD);
     }
 }

@@ -46,10 +46,10 @@ use std::time::Instant;
 use super::hashing::HASH_STEP;
 use super::listing::{listing_step, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
-use super::outbox::{FileBody, FileOutput, Outbox};
+use super::outbox::{FileBody, FileOutput};
 use super::replies::Failure;
 use super::transfer::{PREVIEW_LEN, TRANSFER_BUFFER};
-use super::{CheckTicket, LoginStart, Services};
+use super::{CheckTicket, Front, LoginStart, Services, Shell};
 use crate::audit::{self, Quoted};
 use crate::auth::PendingLogin;
 use crate::integrity::{Digest, Hasher};
@@ -271,51 +271,34 @@ enum State {
 #[derive(Debug)]
 pub struct Session {
     state: State,
-    peer: SocketAddr,
-    /// Command bytes received but not yet executed (at most [`MAX_LINE`]).
-    input: Vec<u8>,
+    shell: Shell,
     /// The rest of a too-long line is being dropped, up to its LF.
     discarding: bool,
-    /// Replies and download data; held back after a failed login, and
-    /// meanwhile the session takes nothing either.
-    out: Outbox,
-    shutting_down: bool,
-    peer_eof: bool,
-    /// Last byte received or sent: the idle and stall timeouts count from
-    /// here.
-    last_activity: Instant,
 }
 
-impl Session {
-    /// A new connection from `peer`; the greeting is queued.
-    pub fn new(peer: SocketAddr, services: &Services) -> Session {
-        let mut session = Session {
-            state: State::Auth {
-                failures: 0,
-                since: Instant::now(),
-            },
-            peer,
-            input: Vec::new(),
-            discarding: false,
-            out: Outbox::default(),
-            shutting_down: false,
-            peer_eof: false,
-            last_activity: Instant::now(),
-        };
-        session.reply(Reply::Greeting, services);
-        session
+impl Front for Session {
+    fn shell(&self) -> &Shell {
+        &self.shell
+    }
+
+    fn shell_mut(&mut self) -> &mut Shell {
+        &mut self.shell
+    }
+
+    fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing)
     }
 
     /// How many bytes the session takes now; 0 means do not read.
-    pub fn read_limit(&self) -> usize {
-        if self.peer_eof || self.out.is_held() {
+    fn read_limit(&self) -> usize {
+        if self.shell.peer_eof || self.shell.out.is_held() {
             return 0;
         }
         match &self.state {
             State::Closing => 0,
             // Payload goes straight to the file, never past its end, so no
             // command bytes behind it are read into the upload.
-            State::Receiving(_, receive) if self.input.is_empty() => {
+            State::Receiving(_, receive) if self.shell.input.is_empty() => {
                 usize::try_from(receive.remaining).unwrap_or(usize::MAX)
             }
             State::Receiving(..) => 0,
@@ -324,29 +307,15 @@ impl Session {
             | State::Idle(_)
             | State::Sending(..)
             | State::Listing(..)
-            | State::Hashing(..) => MAX_LINE.saturating_sub(self.input.len()),
+            | State::Hashing(..) => MAX_LINE.saturating_sub(self.shell.input.len()),
         }
     }
-
-    /// Bytes waiting to be sent.
-    pub fn output(&self) -> &[u8] {
-        self.out.sendable()
-    }
-
-    /// The driver sends file bytes itself from now on: a download of at
-    /// least `min_len` bytes offers its file through
-    /// [`Session::file_output`] instead of reading it into
-    /// [`Session::output`] (the reactor passes [`super::DIRECT_MIN`]).
-    pub fn send_files_directly(&mut self, min_len: u64) {
-        self.out.send_files_directly(min_len);
-    }
-
     /// The rest of the file being downloaded, once every byte before it
     /// was sent, when the driver sends files itself.
-    pub fn file_output(&self) -> Option<FileOutput<'_>> {
+    fn file_output(&self) -> Option<FileOutput<'_>> {
         match &self.state {
             State::Sending(_, send)
-                if send.remaining > 0 && self.out.file_may_follow(send.total) =>
+                if send.remaining > 0 && self.shell.out.file_may_follow(send.total) =>
             {
                 match &send.source {
                     Source::File(body) => Some(body.output(send.remaining)),
@@ -355,80 +324,54 @@ impl Session {
             _ => None,
         }
     }
-
     /// `n` bytes of [`Session::file_output`] were sent (at most its
     /// `len`).
-    pub fn file_output_written(&mut self, n: u64, services: &Services) {
+    fn file_output_written(&mut self, n: u64, services: &Services) {
         if let State::Sending(_, send) = &mut self.state
             && let Source::File(body) = &mut send.source
         {
             let n = n.min(send.remaining);
             body.sent(n);
             send.remaining -= n;
-            self.last_activity = Instant::now();
+            self.shell.last_activity = Instant::now();
         }
         self.advance(services);
     }
-
     /// Sending [`Session::file_output`] failed on the file's side: it
     /// ended sooner than announced (`UnexpectedEof`) or could not be read.
-    pub fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
+    fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
         if matches!(self.state, State::Sending(..)) {
             self.download_failed(err, services);
         }
     }
-
-    /// The driver cannot send from files after all: the file goes through
-    /// [`Session::output`] again, from where it stopped.
-    pub fn stop_sending_files_directly(&mut self, services: &Services) {
-        self.out.stop_sending_files_directly();
-        self.advance(services);
-    }
-
     /// When the session next needs [`Session::on_deadline`]: the end of a
     /// held login reply, or the timeout of what it is doing now.
-    pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        if let Some(until) = self.out.held_until() {
-            return Some(until);
-        }
+    fn timeout(&self, services: &Services) -> Option<Instant> {
         let policy = &services.policy;
         match self.state {
             State::Auth { since, .. } => Some(since + policy.auth_timeout),
-            State::Idle(_) => Some(self.last_activity + policy.idle_timeout),
+            State::Idle(_) => Some(self.shell.last_activity + policy.idle_timeout),
             // A client that does not read its last reply is a stalled
             // transfer too.
             State::Receiving(..) | State::Sending(..) | State::Listing(..) | State::Closing => {
-                Some(self.last_activity + policy.stall_timeout)
+                Some(self.shell.last_activity + policy.stall_timeout)
             }
             // Hashing is the server's own work.
             State::Hashing(..) => None,
             State::Verifying(ref verifying) => Some(verifying.since + policy.auth_timeout),
         }
     }
-
     /// Called at or after [`Session::deadline`]: releases a held reply, or
     /// ends the session with `421 timeout` when its time is up.
-    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        if self.out.is_held() {
-            if self.out.release_if_due(now) {
-                self.advance(services);
-            }
-            return;
-        }
-        if self
-            .deadline(services)
-            .is_none_or(|deadline| now < deadline)
-        {
-            return;
-        }
+    fn time_out(&mut self, services: &Services) {
         match self.state {
             State::Closing => {
-                log::info!("{} closed: the client stopped reading", self.peer);
-                self.drop_output();
+                log::info!("{} closed: the client stopped reading", self.shell.peer);
+                self.shell.out.discard();
             }
             State::Sending(..) | State::Listing(..) => {
                 self.interrupt("timeout", services);
-                self.drop_output();
+                self.shell.out.discard();
             }
             _ => {
                 let what = match self.state {
@@ -436,57 +379,39 @@ impl Session {
                     State::Idle(_) => "idle",
                     _ => "transfer stalled",
                 };
-                log::info!("{} timeout: {what}", self.peer);
+                log::info!("{} timeout: {what}", self.shell.peer);
                 self.interrupt("timeout", services);
                 self.reply(Reply::Timeout, services);
             }
         }
     }
-
-    /// True when the session has nothing more to do and the socket can be
-    /// closed.
-    pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Closing) && self.out.queued().is_empty()
-    }
-
-    /// True while an upload or download is running.
-    pub fn is_transferring(&self) -> bool {
-        matches!(
-            self.state,
-            State::Receiving(..) | State::Sending(..) | State::Listing(..)
-        )
-    }
-
     /// True while the session has work that needs no socket (hashing a
     /// file, the next step of a listing once the last was sent): the
     /// caller should call [`Session::work`].
-    pub fn has_work(&self) -> bool {
+    fn has_work(&self) -> bool {
         match &self.state {
             State::Hashing(..) => true,
-            State::Listing(..) => self.out.queued().is_empty(),
+            State::Listing(..) => self.shell.out.queued().is_empty(),
             State::Verifying(verifying) => verifying.ticket.is_running(),
             _ => false,
         }
     }
-
     /// True while a password check waits for a free slot.
-    pub fn wants_check_slot(&self) -> bool {
+    fn wants_check_slot(&self) -> bool {
         matches!(&self.state, State::Verifying(v) if !v.ticket.is_running())
     }
-
     /// Takes a free check slot when waiting for one.
-    pub fn take_check_slot(&mut self, _services: &Services) -> bool {
+    fn take_check_slot(&mut self, _services: &Services) -> bool {
         match &mut self.state {
             State::Verifying(v) if !v.ticket.is_running() => v.ticket.try_run(),
             _ => false,
         }
     }
-
     /// Runs one bounded step of that work (at most [`HASH_STEP`] bytes read
     /// and hashed, [`LIST_STEP_ENTRIES`] entries of a listing, or one slice
     /// of a password check) and returns how much of the session's turn it
     /// used, in bytes (`usize::MAX`: all of it).
-    pub fn work(&mut self, services: &Services) -> usize {
+    fn work(&mut self, services: &Services) -> usize {
         if let State::Listing(..) = self.state {
             self.list_step(services);
             self.advance(services);
@@ -500,7 +425,7 @@ impl Session {
             }
             // An address locked out while this check waited or ran gets
             // the refusal, not the outcome.
-            let locked = services.is_locked_out(self.peer.ip());
+            let locked = services.is_locked_out(self.shell.peer.ip());
             let decided = if locked {
                 Some(None)
             } else {
@@ -545,54 +470,35 @@ impl Session {
         self.advance(services);
         n
     }
-
     /// Takes bytes the client sent; `data.len()` is at most
     /// [`Session::read_limit`].
-    pub fn receive(&mut self, data: &[u8], services: &Services) {
-        self.last_activity = Instant::now();
+    fn receive(&mut self, data: &[u8], services: &Services) {
+        self.shell.last_activity = Instant::now();
         let taken = self.write_payload(data, services);
-        self.input.extend_from_slice(&data[taken..]);
+        self.shell.input.extend_from_slice(&data[taken..]);
         self.advance(services);
     }
-
     /// The client closed its sending side. Complete lines already received
     /// are still answered; an unfinished upload is discarded.
-    pub fn receive_eof(&mut self, services: &Services) {
-        self.peer_eof = true;
+    fn peer_closed(&mut self) {
         if matches!(self.state, State::Verifying(_)) {
             // Nobody is left to tell: the check (queued or running) is
             // dropped rather than delaying everyone else's.
-            log::info!("{} closed during its password check", self.peer);
+            log::info!("{} closed during its password check", self.shell.peer);
             self.state = State::Closing;
         }
-        self.advance(services);
     }
-
-    /// `n` bytes of [`Session::output`] were sent.
-    pub fn output_written(&mut self, n: usize, services: &Services) {
-        self.last_activity = Instant::now();
-        self.out.consume(n);
-        self.advance(services);
-    }
-
-    /// The server is shutting down: an idle session gets `421` and closes; a
-    /// running transfer may finish first.
-    pub fn begin_shutdown(&mut self, services: &Services) {
-        self.shutting_down = true;
-        self.advance(services);
-    }
-
     /// The drain period is over: an unfinished upload is kept as a
     /// resumable partial and its client gets `421`; an unfinished download
     /// is cut off.
-    pub fn end_drain(&mut self, services: &Services) {
+    fn end_drain(&mut self, services: &Services) {
         match self.state {
             // Its last reply is said (221, 421, the last failed login):
             // nothing may follow it.
             State::Closing => {}
             State::Sending(..) | State::Listing(..) => {
                 self.interrupt("server shutting down", services);
-                self.drop_output();
+                self.shell.out.discard();
             }
             _ => {
                 self.interrupt("server shutting down", services);
@@ -600,30 +506,23 @@ impl Session {
             }
         }
     }
-
-    /// The connection failed (reset, write error): drop everything.
-    pub fn connection_lost(&mut self, reason: &str, services: &Services) {
-        self.interrupt(reason, services);
-        self.drop_output();
-    }
-
     /// Ends whatever runs now and closes. What an upload received is kept
     /// for a later resume.
     fn interrupt(&mut self, reason: &str, services: &Services) {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(login, receive) => {
-                log_aborted_upload(self.peer, &login, &receive, reason);
+                log_aborted_upload(self.shell.peer, &login, &receive, reason);
                 services.metrics.transfer_aborted(Direction::Upload);
                 keep_partial(*receive, true, services);
             }
             State::Sending(login, send) => {
-                log_cut_download(self.peer, &login, &send, reason);
+                log_cut_download(self.shell.peer, &login, &send, reason);
                 services.metrics.transfer_aborted(Direction::Download);
             }
             State::Listing(login, job) => {
                 log::warn!(
                     "{} {}: LIST cut after {} bytes: {reason}",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
                     job.bytes
                 );
@@ -631,7 +530,7 @@ impl Session {
             State::Hashing(login, job) => {
                 log::info!(
                     "{} {}: hashing stopped after {} of {} bytes: {reason}",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
                     job.pos,
                     job.end
@@ -644,43 +543,18 @@ impl Session {
             State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
         }
     }
-
-    /// Ends a download that cannot deliver what it announced: closing the
-    /// connection is the only honest signal left. What was already queued
-    /// is still sent.
-    fn cut_download(&mut self, reason: &str, services: &Services) {
-        if let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) {
-            log_cut_download(self.peer, &login, &send, reason);
-            services.metrics.transfer_aborted(Direction::Download);
-        }
-    }
-
-    fn drop_output(&mut self) {
-        self.out.discard();
-    }
-
-    fn reply(&mut self, reply: Reply, services: &Services) {
-        services.metrics.reply(Protocol::Line, reply.code());
-        reply.write_to(self.out.buf());
-    }
-
-    /// Answers a failure in the words of the one table.
-    fn fail(&mut self, failure: impl Into<Failure>, services: &Services) {
-        self.reply(failure.into().reply(), services);
-    }
-
     /// Runs whatever can run now: refills a download, feeds buffered
     /// payload to an upload, executes complete command lines.
     fn advance(&mut self, services: &Services) {
         loop {
-            if self.out.is_held() {
+            if self.shell.out.is_held() {
                 break;
             }
             match self.state {
                 State::Closing => break,
                 State::Receiving(..) => {
-                    if self.input.is_empty() {
-                        if self.peer_eof {
+                    if self.shell.input.is_empty() {
+                        if self.shell.peer_eof {
                             // The upload cannot complete; the replies to the
                             // lines before it are still sent.
                             self.interrupt("client closed the connection", services);
@@ -688,10 +562,10 @@ impl Session {
                         break;
                     }
                     // Payload that arrived right behind the PUT line.
-                    let input = mem::take(&mut self.input);
+                    let input = mem::take(&mut self.shell.input);
                     let taken = self.write_payload(&input, services);
-                    self.input = input;
-                    self.input.drain(..taken);
+                    self.shell.input = input;
+                    self.shell.input.drain(..taken);
                 }
                 State::Sending(..) => {
                     if !self.output().is_empty() {
@@ -710,7 +584,7 @@ impl Session {
                     let awaiting = match &self.state {
                         State::Hashing(_, job) => match &job.purpose {
                             Purpose::Resume(receive)
-                                if receive.remaining > self.input.len() as u64 =>
+                                if receive.remaining > self.shell.input.len() as u64 =>
                             {
                                 Some(receive.remaining)
                             }
@@ -718,10 +592,10 @@ impl Session {
                         },
                         _ => None,
                     };
-                    if self.shutting_down {
+                    if self.shell.shutting_down {
                         self.interrupt("server shutting down", services);
                         self.reply(Reply::ShuttingDown, services);
-                    } else if let (true, Some(remaining)) = (self.peer_eof, awaiting) {
+                    } else if let (true, Some(remaining)) = (self.shell.peer_eof, awaiting) {
                         // The payload this upload needs is not all here
                         // and can no longer arrive: stop now rather than
                         // after hashing bytes for nobody. The PUT line is
@@ -741,13 +615,13 @@ impl Session {
                     if self.output().len() > REPLY_BACKLOG {
                         break;
                     }
-                    if self.shutting_down {
+                    if self.shell.shutting_down {
                         self.reply(Reply::ShuttingDown, services);
                         self.state = State::Closing;
                         break;
                     }
                     if !self.next_command(services) {
-                        if self.peer_eof {
+                        if self.shell.peer_eof {
                             self.state = State::Closing;
                         }
                         break;
@@ -755,35 +629,71 @@ impl Session {
                 }
             }
         }
-        self.release_idle_buffers();
+        self.shell.release_idle_buffers();
+    }
+}
+
+impl Session {
+    /// A new connection from `peer`; the greeting is queued.
+    pub fn new(peer: SocketAddr, services: &Services) -> Session {
+        let mut session = Session {
+            state: State::Auth {
+                failures: 0,
+                since: Instant::now(),
+            },
+            shell: Shell::new(peer),
+            discarding: false,
+        };
+        session.reply(Reply::Greeting, services);
+        session
     }
 
-    /// An idle session keeps no allocation.
-    fn release_idle_buffers(&mut self) {
-        if self.input.is_empty() && self.input.capacity() > 0 {
-            self.input = Vec::new();
+    /// True while an upload or download is running.
+    pub fn is_transferring(&self) -> bool {
+        matches!(
+            self.state,
+            State::Receiving(..) | State::Sending(..) | State::Listing(..)
+        )
+    }
+
+    /// Ends a download that cannot deliver what it announced: closing the
+    /// connection is the only honest signal left. What was already queued
+    /// is still sent.
+    fn cut_download(&mut self, reason: &str, services: &Services) {
+        if let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) {
+            log_cut_download(self.shell.peer, &login, &send, reason);
+            services.metrics.transfer_aborted(Direction::Download);
         }
-        self.out.shrink_if_empty();
+    }
+
+    fn reply(&mut self, reply: Reply, services: &Services) {
+        services.metrics.reply(Protocol::Line, reply.code());
+        reply.write_to(self.shell.out.buf());
+    }
+
+    /// Answers a failure in the words of the one table.
+    fn fail(&mut self, failure: impl Into<Failure>, services: &Services) {
+        self.reply(failure.into().reply(), services);
     }
 
     /// Executes the next complete line, if there is one.
     fn next_command(&mut self, services: &Services) -> bool {
         if self.discarding {
-            match line::skip_line(&self.input) {
+            match line::skip_line(&self.shell.input) {
                 Some(end) => {
-                    self.input.drain(..end);
+                    self.shell.input.drain(..end);
                     self.discarding = false;
                 }
                 None => {
-                    self.input.clear();
+                    self.shell.input.clear();
                     return false;
                 }
             }
         }
-        let input = mem::take(&mut self.input);
+        let input = mem::take(&mut self.shell.input);
         let consumed = match line::parse(&input) {
             Status::Partial => {
-                self.input = input;
+                self.shell.input = input;
                 return false;
             }
             Status::Complete(parsed) => {
@@ -791,8 +701,8 @@ impl Session {
                 parsed.consumed
             }
         };
-        self.input = input;
-        self.input.drain(..consumed);
+        self.shell.input = input;
+        self.shell.input.drain(..consumed);
         true
     }
 
@@ -802,7 +712,7 @@ impl Session {
         {
             log::info!(
                 "{} {}: closed, the user was removed from the users file",
-                self.peer,
+                self.shell.peer,
                 login.user
             );
             self.reply(Reply::AccountRemoved, services);
@@ -822,7 +732,7 @@ impl Session {
                 if let (ParseError::NameNotAllowed(verb), State::Idle(login)) = (err, &self.state) {
                     audit::event(
                         "name_refused",
-                        self.peer,
+                        self.shell.peer,
                         Protocol::Line,
                         format_args!("user={} verb={}", Quoted(&login.user), verb.as_str()),
                     );
@@ -884,7 +794,7 @@ impl Session {
         let State::Auth { failures, since } = self.state else {
             return self.reply(Reply::AlreadyLoggedIn, services);
         };
-        match super::start_login(services, self.peer, user, password, Protocol::Line) {
+        match super::start_login(services, self.shell.peer, user, password, Protocol::Line) {
             LoginStart::Done(result) => self.login_decided(user, result, false, services),
             LoginStart::Locked => self.login_decided(user, None, true, services),
             LoginStart::Busy => {
@@ -912,8 +822,14 @@ impl Session {
         locked: bool,
         services: &Services,
     ) {
-        let result =
-            super::finish_login(services, self.peer, claimed, result, locked, Protocol::Line);
+        let result = super::finish_login(
+            services,
+            self.shell.peer,
+            claimed,
+            result,
+            locked,
+            Protocol::Line,
+        );
         let State::Auth { failures, .. } = &mut self.state else {
             return;
         };
@@ -924,7 +840,7 @@ impl Session {
             let failures = *failures;
             log::debug!(
                 "{} failed login {failures} of {MAX_AUTH_FAILURES}",
-                self.peer
+                self.shell.peer
             );
             if failures >= MAX_AUTH_FAILURES {
                 self.reply(Reply::TooManyFailures, services);
@@ -935,7 +851,9 @@ impl Session {
             // The reply waits; an unknown user and a wrong password wait
             // alike.
             if !services.policy.login_delay.is_zero() {
-                self.out.hold(Instant::now() + services.policy.login_delay);
+                self.shell
+                    .out
+                    .hold(Instant::now() + services.policy.login_delay);
             }
             return;
         };
@@ -947,7 +865,7 @@ impl Session {
             Err(err) => {
                 log::error!(
                     "{} cannot prepare the directory of {name}: {err}",
-                    self.peer
+                    self.shell.peer
                 );
                 self.fail(err, services);
             }
@@ -966,7 +884,7 @@ impl Session {
                 State::Listing(login, Box::new(job))
             }
             Err(err) => {
-                log::error!("{} {}: LIST failed: {err}", self.peer, login.user);
+                log::error!("{} {}: LIST failed: {err}", self.shell.peer, login.user);
                 self.fail(err, services);
                 State::Idle(login)
             }
@@ -980,7 +898,7 @@ impl Session {
         let State::Listing(_, job) = &mut self.state else {
             return;
         };
-        let out = self.out.buf();
+        let out = self.shell.out.buf();
         let start = out.len();
         let result = listing_step(&mut job.listing, out, write_listing_line);
         let added = out.len() - start;
@@ -1005,7 +923,7 @@ impl Session {
                 let secs = job.started.elapsed().as_secs_f64();
                 log::info!(
                     "{} {}: LIST {} bytes in {secs:.3}s",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
                     job.bytes
                 );
@@ -1013,7 +931,7 @@ impl Session {
             Err(err) => {
                 log::error!(
                     "{} {}: LIST failed after {} bytes: {err}",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
                     job.bytes
                 );
@@ -1065,7 +983,7 @@ impl Session {
             Err(err) => {
                 log::info!(
                     "{} {}: {} {name:?}: {err}",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
                     verb.as_str()
                 );
@@ -1085,7 +1003,7 @@ impl Session {
                 unreachable!();
             };
             log_transfer(
-                self.peer,
+                self.shell.peer,
                 &login,
                 send.verb,
                 &send.name,
@@ -1096,13 +1014,14 @@ impl Session {
             self.state = State::Idle(login);
             return;
         }
-        if matches!(send.source, Source::File(_)) && self.out.sends_file_directly(send.total) {
+        if matches!(send.source, Source::File(_)) && self.shell.out.sends_file_directly(send.total)
+        {
             // The reactor sends the file itself (`file_output`).
             return;
         }
-        let room = TRANSFER_BUFFER.saturating_sub(self.out.queued().len());
+        let room = TRANSFER_BUFFER.saturating_sub(self.shell.out.queued().len());
         let want = send.remaining.min(room as u64) as usize;
-        let out = self.out.buf();
+        let out = self.shell.out.buf();
         let before = out.len();
         let result = match &mut send.source {
             Source::File(body) => body.fill(out, want),
@@ -1111,7 +1030,7 @@ impl Session {
         match result {
             Ok(()) => send.remaining -= added,
             Err(err) => {
-                self.out.buf().truncate(before);
+                self.shell.out.buf().truncate(before);
                 self.download_failed(&err, services);
             }
         }
@@ -1121,7 +1040,7 @@ impl Session {
     /// was truncated behind the server's back): the only honest signal
     /// left is closing the connection.
     fn download_failed(&mut self, err: &io::Error, services: &Services) {
-        log::error!("{} read failed during download: {err}", self.peer);
+        log::error!("{} read failed during download: {err}", self.shell.peer);
         self.cut_download("read failed", services);
     }
 
@@ -1142,7 +1061,7 @@ impl Session {
         if let Err(over) = super::check_quota(services, &login.dir, name, size) {
             log::info!(
                 "{} {}: PUT {name:?} over quota: {over:?}",
-                self.peer,
+                self.shell.peer,
                 login.user
             );
             self.fail(over, services);
@@ -1165,7 +1084,7 @@ impl Session {
         let Resumed { mut upload, hasher } = match started {
             Ok(resumed) => resumed,
             Err(err) => {
-                log::info!("{} {}: PUT {name:?}: {err}", self.peer, login.user);
+                log::info!("{} {}: PUT {name:?}: {err}", self.shell.peer, login.user);
                 self.fail(err, services);
                 return State::Idle(login);
             }
@@ -1175,7 +1094,7 @@ impl Session {
         if offset > 0 {
             log::info!(
                 "{} {}: PUT {name:?} continues at byte {offset}",
-                self.peer,
+                self.shell.peer,
                 login.user
             );
         }
@@ -1196,7 +1115,7 @@ impl Session {
     /// left to send.
     fn accept_upload(&mut self, login: Login, receive: Receive, services: &Services) -> State {
         // Hashing held bytes does not count against the client's time.
-        self.last_activity = Instant::now();
+        self.shell.last_activity = Instant::now();
         self.reply(Reply::Data(receive.remaining), services);
         if receive.remaining == 0 {
             self.finish_upload(login, receive, services)
@@ -1220,7 +1139,7 @@ impl Session {
         {
             log::error!(
                 "{} {}: write of {:?} failed: {err}",
-                self.peer,
+                self.shell.peer,
                 login.user,
                 receive.name
             );
@@ -1251,7 +1170,7 @@ impl Session {
                 receive.size,
                 receive.started,
             );
-            log_upload_failure(self.peer, &login, upload, "mismatch", &reason);
+            log_upload_failure(self.shell.peer, &login, upload, "mismatch", &reason);
             // Dropping the upload removes its temporary file.
             services.metrics.transfer_aborted(Direction::Upload);
             self.reply(
@@ -1269,7 +1188,7 @@ impl Session {
         match result {
             Ok(()) => {
                 log_transfer(
-                    self.peer,
+                    self.shell.peer,
                     &login,
                     Verb::Put,
                     &receive.name,
@@ -1292,7 +1211,7 @@ impl Session {
                     receive.size,
                     receive.started,
                 );
-                log_upload_failure(self.peer, &login, upload, "failed", &err.to_string());
+                log_upload_failure(self.shell.peer, &login, upload, "failed", &err.to_string());
                 services.metrics.transfer_aborted(Direction::Upload);
                 self.fail(err, services);
             }
@@ -1304,11 +1223,18 @@ impl Session {
         let started = Instant::now();
         match services.storage.delete(&login.dir, name) {
             Ok(size) => {
-                log_transfer(self.peer, &login, Verb::Del, name.as_str(), size, started);
+                log_transfer(
+                    self.shell.peer,
+                    &login,
+                    Verb::Del,
+                    name.as_str(),
+                    size,
+                    started,
+                );
                 self.reply(Reply::Deleted, services);
             }
             Err(err) => {
-                log::info!("{} {}: DEL {name:?}: {err}", self.peer, login.user);
+                log::info!("{} {}: DEL {name:?}: {err}", self.shell.peer, login.user);
                 self.fail(err, services);
             }
         }
@@ -1328,7 +1254,7 @@ impl Session {
         let (file, size, identity) = match opened {
             Ok(opened) => opened,
             Err(err) => {
-                log::info!("{} {}: HASH {name:?}: {err}", self.peer, login.user);
+                log::info!("{} {}: HASH {name:?}: {err}", self.shell.peer, login.user);
                 self.fail(err, services);
                 return State::Idle(login);
             }
@@ -1371,7 +1297,7 @@ impl Session {
                 let sha256 = job.hasher.finish();
                 log::info!(
                     "{} {}: HASH {name:?} read {} bytes in {secs:.3}s",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
                     job.end
                 );
@@ -1389,7 +1315,7 @@ impl Session {
             Purpose::Resume(mut receive) => {
                 log::info!(
                     "{} {}: PUT {:?} hashed the {} bytes held in {secs:.3}s",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
                     receive.name,
                     job.end
@@ -1416,7 +1342,7 @@ impl Session {
         };
         log::error!(
             "{} {}: reading {name:?} to hash it failed: {err}",
-            self.peer,
+            self.shell.peer,
             login.user
         );
         // A partial that cannot be read is of no use: dropping it removes it.
@@ -1428,7 +1354,11 @@ impl Session {
         match services.storage.partial_len(&login.dir, name) {
             Ok(held) => self.reply(Reply::PartialHeld(held), services),
             Err(err) => {
-                log::info!("{} {}: PARTIAL {name:?}: {err}", self.peer, login.user);
+                log::info!(
+                    "{} {}: PARTIAL {name:?}: {err}",
+                    self.shell.peer,
+                    login.user
+                );
                 self.fail(err, services);
             }
         }
@@ -1631,7 +1561,7 @@ mod tests {
             out.ends_with("\r\n500 line too long\r\n200 ok\r\n"),
             "{out}"
         );
-        assert!(session.input.capacity() <= MAX_LINE);
+        assert!(session.shell.input.capacity() <= MAX_LINE);
     }
 
     #[test]
@@ -1649,7 +1579,7 @@ mod tests {
         }
         assert_eq!(session.read_limit(), 0, "must stop taking input");
         assert!(session.output().len() <= REPLY_BACKLOG + 64);
-        assert!(session.input.len() <= MAX_LINE);
+        assert!(session.shell.input.len() <= MAX_LINE);
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod listing;
 mod login;
 mod outbox;
 mod replies;
+mod shell;
 mod transfer;
 
 pub use hashing::HASH_STEP;
@@ -32,6 +33,7 @@ pub use login::{
 };
 pub use outbox::{DIRECT_MIN, FileOutput};
 pub(crate) use replies::Failure;
+pub use shell::Shell;
 pub use transfer::{PREVIEW_LEN, TRANSFER_BUFFER};
 
 use std::cell::{Cell, RefCell};
@@ -202,23 +204,193 @@ pub(crate) fn check_quota(
     Ok(room)
 }
 
-/// A session of either kind, as the reactor keeps it.
+/// The contract between the reactor and a session of any front. The
+/// reactor asks how many bytes the session takes ([`Front::read_limit`]),
+/// hands it what it read ([`Front::receive`], [`Front::receive_eof`]),
+/// takes what it wants sent ([`Front::output`], [`Front::output_written`],
+/// or the file of a download, [`Front::file_output`]), runs its
+/// socket-free work ([`Front::has_work`], [`Front::work`]), tells it about
+/// time ([`Front::deadline`], [`Front::on_deadline`]) and shutdown, and
+/// closes the socket once [`Front::is_done`].
+///
+/// What every front does alike is written here once, over its [`Shell`];
+/// a front writes only what its protocol decides.
+pub trait Front {
+    /// What every front keeps.
+    fn shell(&self) -> &Shell;
+    fn shell_mut(&mut self) -> &mut Shell;
+
+    /// Runs whatever can run now; called after every event.
+    fn advance(&mut self, services: &Services);
+
+    /// True once the session said its last word: only what is queued
+    /// still goes.
+    fn is_closing(&self) -> bool;
+
+    /// How many bytes the session takes now; 0 means do not read.
+    fn read_limit(&self) -> usize;
+
+    /// Takes bytes the client sent; `data.len()` is at most
+    /// [`Front::read_limit`].
+    fn receive(&mut self, data: &[u8], services: &Services);
+
+    /// What the front does when its peer closes its sending side, before
+    /// it runs what it still can.
+    fn peer_closed(&mut self) {}
+
+    /// Ends whatever runs now and closes, silently; `reason` is for the
+    /// logs. What an interrupted upload becomes is the front's to say.
+    fn interrupt(&mut self, reason: &str, services: &Services);
+
+    /// When the session next needs [`Front::on_deadline`], besides the
+    /// end of a held reply.
+    fn timeout(&self, services: &Services) -> Option<Instant>;
+
+    /// The time given by [`Front::timeout`] is up.
+    fn time_out(&mut self, services: &Services);
+
+    /// The drain period after a shutdown is over.
+    fn end_drain(&mut self, services: &Services);
+
+    /// True while there is socket-free work: call [`Front::work`].
+    fn has_work(&self) -> bool {
+        false
+    }
+
+    /// Runs one bounded step of that work; returns how much of the
+    /// session's turn it used, in bytes (`usize::MAX`: all of it).
+    fn work(&mut self, _services: &Services) -> usize {
+        0
+    }
+
+    /// The rest of the file being downloaded, once everything before it
+    /// was sent, when the driver sends files itself.
+    fn file_output(&self) -> Option<FileOutput<'_>> {
+        None
+    }
+
+    /// `n` bytes of [`Front::file_output`] were sent (at most its `len`).
+    fn file_output_written(&mut self, _n: u64, _services: &Services) {}
+
+    /// Sending [`Front::file_output`] failed on the file's side: it ended
+    /// sooner than announced (`UnexpectedEof`) or could not be read.
+    fn file_output_failed(&mut self, _err: &std::io::Error, _services: &Services) {}
+
+    /// True while a password check waits for a free slot.
+    fn wants_check_slot(&self) -> bool {
+        false
+    }
+
+    /// Takes a free password-check slot if the session waits for one;
+    /// true when it did (the session then has work).
+    fn take_check_slot(&mut self, _services: &Services) -> bool {
+        false
+    }
+
+    /// For a control connection that has not given the token yet: when
+    /// it connected (the oldest gives way to a new one when every control
+    /// slot is taken).
+    fn waiting_since(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Closes at once, to give the slot to a new connection.
+    fn give_way(&mut self) {}
+
+    /// Bytes waiting to be sent.
+    fn output(&self) -> &[u8] {
+        self.shell().out.sendable()
+    }
+
+    /// True while there is anything to send, from the buffer or a file.
+    fn wants_to_write(&self) -> bool {
+        !self.output().is_empty() || self.file_output().is_some()
+    }
+
+    /// `n` bytes of [`Front::output`] were sent.
+    fn output_written(&mut self, n: usize, services: &Services) {
+        let shell = self.shell_mut();
+        shell.touch();
+        shell.out.consume(n);
+        self.advance(services);
+    }
+
+    /// The client closed its sending side: what it sent before is still
+    /// answered.
+    fn receive_eof(&mut self, services: &Services) {
+        self.shell_mut().peer_eof = true;
+        self.peer_closed();
+        self.advance(services);
+    }
+
+    /// True when the session has nothing more to do and the socket can be
+    /// closed.
+    fn is_done(&self) -> bool {
+        self.is_closing() && self.shell().out.queued().is_empty()
+    }
+
+    /// The driver sends file bytes itself from now on: a download of at
+    /// least `min_len` bytes offers its file through
+    /// [`Front::file_output`] instead of reading it into [`Front::output`]
+    /// (the reactor passes [`DIRECT_MIN`]).
+    fn send_files_directly(&mut self, min_len: u64) {
+        self.shell_mut().out.send_files_directly(min_len);
+    }
+
+    /// The driver cannot send from files after all: the file goes through
+    /// [`Front::output`] again, from where it stopped.
+    fn stop_sending_files_directly(&mut self, services: &Services) {
+        self.shell_mut().out.stop_sending_files_directly();
+        self.advance(services);
+    }
+
+    /// The server is shutting down: an idle session says so and closes; a
+    /// running transfer may finish first.
+    fn begin_shutdown(&mut self, services: &Services) {
+        self.shell_mut().shutting_down = true;
+        self.advance(services);
+    }
+
+    /// The connection failed (reset, write error): drop everything.
+    fn connection_lost(&mut self, reason: &str, services: &Services) {
+        self.interrupt(reason, services);
+        self.shell_mut().out.discard();
+    }
+
+    /// When the session next needs [`Front::on_deadline`]: the end of a
+    /// held reply, or the timeout of what it is doing now.
+    fn deadline(&self, services: &Services) -> Option<Instant> {
+        self.shell()
+            .out
+            .held_until()
+            .or_else(|| self.timeout(services))
+    }
+
+    /// Called at or after [`Front::deadline`]: releases a held reply, or
+    /// ends what ran out of time.
+    fn on_deadline(&mut self, now: Instant, services: &Services) {
+        if self.shell().out.is_held() {
+            if self.shell_mut().out.release_if_due(now) {
+                self.advance(services);
+            }
+            return;
+        }
+        if self
+            .timeout(services)
+            .is_some_and(|deadline| now >= deadline)
+        {
+            self.time_out(services);
+        }
+    }
+}
+
+/// A session of any front, as the reactor keeps it: an enum rather than a
+/// box, so that an idle connection costs no allocation of its own.
 #[derive(Debug)]
 pub enum Session {
     Line(line::Session),
     Http(http::Session),
     Control(control::Session),
-}
-
-/// Calls the same method on whichever session this is.
-macro_rules! each {
-    ($self:expr, $session:ident => $call:expr) => {
-        match $self {
-            Session::Line($session) => $call,
-            Session::Http($session) => $call,
-            Session::Control($session) => $call,
-        }
-    };
 }
 
 impl Session {
@@ -238,142 +410,27 @@ impl Session {
             Session::Control(_) => Protocol::Control,
         }
     }
+}
 
-    pub fn read_limit(&self) -> usize {
-        each!(self, s => s.read_limit())
-    }
+/// The reactor calls every [`Front`] method on a `Session` directly.
+impl std::ops::Deref for Session {
+    type Target = dyn Front;
 
-    pub fn receive(&mut self, data: &[u8], services: &Services) {
-        each!(self, s => s.receive(data, services))
-    }
-
-    pub fn receive_eof(&mut self, services: &Services) {
-        each!(self, s => s.receive_eof(services))
-    }
-
-    pub fn output(&self) -> &[u8] {
-        each!(self, s => s.output())
-    }
-
-    pub fn output_written(&mut self, n: usize, services: &Services) {
-        each!(self, s => s.output_written(n, services))
-    }
-
-    /// The driver sends the bytes of downloads of at least `min_len`
-    /// bytes straight from the file ([`Session::file_output`]); the
-    /// control port has no downloads.
-    pub fn send_files_directly(&mut self, min_len: u64) {
+    fn deref(&self) -> &(dyn Front + 'static) {
         match self {
-            Session::Line(s) => s.send_files_directly(min_len),
-            Session::Http(s) => s.send_files_directly(min_len),
-            Session::Control(_) => {}
+            Session::Line(s) => s,
+            Session::Http(s) => s,
+            Session::Control(s) => s,
         }
     }
+}
 
-    /// File bytes to send after [`Session::output`], when the driver sends
-    /// files itself.
-    pub fn file_output(&self) -> Option<FileOutput<'_>> {
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut (dyn Front + 'static) {
         match self {
-            Session::Line(s) => s.file_output(),
-            Session::Http(s) => s.file_output(),
-            Session::Control(_) => None,
-        }
-    }
-
-    pub fn file_output_written(&mut self, n: u64, services: &Services) {
-        match self {
-            Session::Line(s) => s.file_output_written(n, services),
-            Session::Http(s) => s.file_output_written(n, services),
-            Session::Control(_) => {}
-        }
-    }
-
-    pub fn file_output_failed(&mut self, err: &std::io::Error, services: &Services) {
-        match self {
-            Session::Line(s) => s.file_output_failed(err, services),
-            Session::Http(s) => s.file_output_failed(err, services),
-            Session::Control(_) => {}
-        }
-    }
-
-    pub fn stop_sending_files_directly(&mut self, services: &Services) {
-        match self {
-            Session::Line(s) => s.stop_sending_files_directly(services),
-            Session::Http(s) => s.stop_sending_files_directly(services),
-            Session::Control(_) => {}
-        }
-    }
-
-    /// True while there is anything to send, from the buffer or a file.
-    pub fn wants_to_write(&self) -> bool {
-        !self.output().is_empty() || self.file_output().is_some()
-    }
-
-    pub fn has_work(&self) -> bool {
-        each!(self, s => s.has_work())
-    }
-
-    pub fn work(&mut self, services: &Services) -> usize {
-        each!(self, s => s.work(services))
-    }
-
-    pub fn is_done(&self) -> bool {
-        each!(self, s => s.is_done())
-    }
-
-    pub fn begin_shutdown(&mut self, services: &Services) {
-        each!(self, s => s.begin_shutdown(services))
-    }
-
-    pub fn end_drain(&mut self, services: &Services) {
-        each!(self, s => s.end_drain(services))
-    }
-
-    pub fn connection_lost(&mut self, reason: &str, services: &Services) {
-        each!(self, s => s.connection_lost(reason, services))
-    }
-
-    pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        each!(self, s => s.deadline(services))
-    }
-
-    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        each!(self, s => s.on_deadline(now, services))
-    }
-
-    /// For a control connection that has not given the token yet: when
-    /// it connected (the oldest gives way to a new one when every control
-    /// slot is taken).
-    pub fn control_waiting_since(&self) -> Option<Instant> {
-        match self {
-            Session::Control(s) => s.waiting_since(),
-            _ => None,
-        }
-    }
-
-    /// Closes a control connection at once, to give its slot to a new one.
-    pub fn give_way(&mut self) {
-        if let Session::Control(s) = self {
-            s.give_way();
-        }
-    }
-
-    /// True while the session waits for a password-check slot.
-    pub fn wants_check_slot(&self) -> bool {
-        match self {
-            Session::Line(s) => s.wants_check_slot(),
-            Session::Http(s) => s.wants_check_slot(),
-            Session::Control(_) => false,
-        }
-    }
-
-    /// Takes a free password-check slot if the session waits for one;
-    /// true when it did (the session then has work).
-    pub fn take_check_slot(&mut self, services: &Services) -> bool {
-        match self {
-            Session::Line(s) => s.take_check_slot(services),
-            Session::Http(s) => s.take_check_slot(services),
-            Session::Control(_) => false,
+            Session::Line(s) => s,
+            Session::Http(s) => s,
+            Session::Control(s) => s,
         }
     }
 }
@@ -387,6 +444,12 @@ mod tests {
     #[test]
     fn an_idle_session_stays_small() {
         let size = std::mem::size_of::<Session>();
+        println!(
+            "size_of::<Session>() = {size}, line {}, http {}, control {}",
+            std::mem::size_of::<line::Session>(),
+            std::mem::size_of::<http::Session>(),
+            std::mem::size_of::<control::Session>()
+        );
         assert!(size <= 256, "Session is {size} bytes");
     }
 }

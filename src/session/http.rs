@@ -26,22 +26,21 @@ use std::time::Instant;
 
 use super::listing::{listing_step, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
-use super::outbox::{FileBody, FileOutput};
 use super::replies::Failure;
-use super::transfer::{PREVIEW_LEN, TRANSFER_BUFFER};
+use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
 use super::{CheckTicket, Front, LoginStart, Services, Shell};
-use crate::audit::{self, Quoted};
+use crate::audit::{self, Quoted, TransferKind, Who};
 use crate::auth::PendingLogin;
 use crate::integrity::Hasher;
 use crate::kdf::STEP_TIME;
-use crate::metrics::{Direction, Protocol};
+use crate::metrics::Protocol;
 use crate::protocol::chunked::ChunkedDecoder;
 use crate::protocol::http::{
     self, Body, Credentials, Expect, MAX_HEAD, Method, Request, Route, write_head,
 };
 use crate::protocol::line::Status;
 use crate::protocol::name::{self, FileName};
-use crate::storage::{Entry, Listing, OverQuota, StorageError, Upload, UserDir};
+use crate::storage::{Entry, Listing, OverQuota, StorageError, UserDir};
 
 /// While more response bytes than this wait to be sent, no further
 /// pipelined request is handled.
@@ -50,12 +49,6 @@ pub const OUTPUT_BACKLOG: usize = 64 * 1024;
 /// what follows the body (a pipelined request) stays small.
 const CHUNK_FRAMING_READ: usize = 64;
 const TEXT: &str = "text/plain; charset=utf-8";
-
-/// How a response body is produced.
-#[derive(Debug)]
-enum Source {
-    File(FileBody),
-}
 
 /// A listing being sent: the directory is read a step at a time
 /// ([`Session::work`]), as for the line protocol's `LIST`, and the body
@@ -76,17 +69,12 @@ struct ListJob {
     started: Instant,
 }
 
-/// A response body being sent.
+/// A file being sent as a response body.
 #[derive(Debug)]
 struct Send {
-    source: Source,
-    remaining: u64,
-    total: u64,
+    download: Download,
     keep_alive: bool,
     user: String,
-    /// The file sent.
-    name: String,
-    started: Instant,
 }
 
 #[derive(Debug)]
@@ -98,19 +86,15 @@ enum Framing {
 /// A `PUT` body being received.
 #[derive(Debug)]
 struct Put {
+    intake: Intake,
     user: String,
-    name: String,
     existed: bool,
     framing: Framing,
-    sink: Result<Upload, io::Error>,
-    hasher: Hasher,
-    received: u64,
     /// Most bytes the body may have: the maximum file size, or less when
     /// the user's quota leaves less room (`over_quota` then says so).
     limit: u64,
     over_quota: Option<OverQuota>,
     keep_alive: bool,
-    started: Instant,
 }
 
 /// A password check for the request waiting at the front of the input.
@@ -149,6 +133,15 @@ enum Authenticated {
     Pending,
     /// Too many password checks wait: `503`, try again later.
     Busy,
+}
+
+/// Who an audit line is about.
+fn who(peer: SocketAddr, user: &str) -> Who<'_> {
+    Who {
+        peer,
+        protocol: Protocol::Http,
+        user,
+    }
 }
 
 /// A digest of credentials for [`AuthCache`]: user and password with a
@@ -219,6 +212,26 @@ impl Front for Session {
         matches!(self.state, State::Closing)
     }
 
+    fn download(&self) -> Option<&Download> {
+        match &self.state {
+            State::Sending(send) => Some(&send.download),
+            _ => None,
+        }
+    }
+
+    fn download_mut(&mut self) -> Option<&mut Download> {
+        match &mut self.state {
+            State::Sending(send) => Some(&mut send.download),
+            _ => None,
+        }
+    }
+
+    fn cut_download(&mut self, reason: &str, services: &Services) {
+        if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
+            self.cut(*send, reason, services);
+        }
+    }
+
     /// How many bytes the session takes now; 0 means do not read.
     fn read_limit(&self) -> usize {
         if self.shell.peer_eof || self.shell.out.is_held() {
@@ -238,41 +251,6 @@ impl Front for Session {
             State::Head | State::Sending(_) | State::Listing(_) | State::Verifying(_) => {
                 MAX_HEAD.saturating_sub(self.shell.input.len())
             }
-        }
-    }
-    /// The rest of the file being sent as a response body, once the head
-    /// and everything before it was sent, when the driver sends files
-    /// itself.
-    fn file_output(&self) -> Option<FileOutput<'_>> {
-        match &self.state {
-            State::Sending(send)
-                if send.remaining > 0 && self.shell.out.file_may_follow(send.total) =>
-            {
-                match &send.source {
-                    Source::File(body) => Some(body.output(send.remaining)),
-                }
-            }
-            _ => None,
-        }
-    }
-    /// `n` bytes of [`Session::file_output`] were sent.
-    fn file_output_written(&mut self, n: u64, services: &Services) {
-        if let State::Sending(send) = &mut self.state
-            && let Source::File(body) = &mut send.source
-        {
-            let n = n.min(send.remaining);
-            body.sent(n);
-            send.remaining -= n;
-            self.shell.last_activity = Instant::now();
-        }
-        self.advance(services);
-    }
-    /// Sending [`Session::file_output`] failed on the file's side (it
-    /// ended sooner than announced, or a read failed).
-    fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
-        if matches!(self.state, State::Sending(_)) {
-            log::error!("{} read failed during download: {err}", self.shell.peer);
-            self.cut_response("read failed", services);
         }
     }
     /// When the session next needs [`Session::on_deadline`].
@@ -306,7 +284,7 @@ impl Front for Session {
                 self.error(408, After::Close, services);
             }
             State::Sending(send) => {
-                self.cut(&send, "timeout: the client stopped reading", services);
+                self.cut(*send, "timeout: the client stopped reading", services);
                 self.shell.out.discard();
             }
             State::Listing(job) => {
@@ -402,7 +380,7 @@ impl Front for Session {
                 self.error(503, After::Close, services);
             }
             State::Sending(send) => {
-                self.cut(&send, "server shutting down", services);
+                self.cut(*send, "server shutting down", services);
                 self.shell.out.discard();
             }
             State::Listing(job) => {
@@ -416,7 +394,7 @@ impl Front for Session {
     fn interrupt(&mut self, reason: &str, services: &Services) {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(put) => self.abort_upload(*put, reason, services),
-            State::Sending(send) => self.cut(&send, reason, services),
+            State::Sending(send) => self.cut(*send, reason, services),
             State::Listing(job) => self.cut_listing(&job, reason),
             State::Head | State::Verifying(_) | State::Closing => {}
         }
@@ -872,6 +850,7 @@ impl Session {
         after: After,
         services: &Services,
     ) {
+        let started = Instant::now();
         let Some(file_name) = name::validate(name.as_bytes()) else {
             return self.error(400, After::Close, services);
         };
@@ -882,16 +861,7 @@ impl Session {
             Method::Put => self.start_upload(request, user, dir, file_name, after, services),
             Method::Delete => match services.storage.delete(dir, file_name) {
                 Ok(size) => {
-                    audit::event(
-                        "delete",
-                        self.shell.peer,
-                        Protocol::Http,
-                        format_args!(
-                            "user={} verb=DELETE name={} size={size} result=ok",
-                            Quoted(user),
-                            Quoted(name)
-                        ),
-                    );
+                    transfer::deleted(who(self.shell.peer, user), file_name, size, started);
                     self.respond(204, &[], b"", true, after, services);
                 }
                 Err(err) => {
@@ -965,15 +935,15 @@ impl Session {
         if request.method == Method::Head {
             return self.after_response(after);
         }
-        services.metrics.transfer_started(Direction::Download);
+        let kind = if preview {
+            TransferKind::View
+        } else {
+            TransferKind::Download
+        };
         self.state = State::Sending(Box::new(Send {
-            source: Source::File(FileBody::new(file, first)),
-            remaining: len,
-            total: len,
+            download: Download::start(kind, name, file, first, len, services),
             keep_alive: after == After::KeepAlive,
             user: user.to_owned(),
-            name: name.as_str().to_owned(),
-            started: Instant::now(),
         }));
         self.refill(services);
     }
@@ -1042,19 +1012,18 @@ impl Session {
                 .buf()
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        services.metrics.transfer_started(Direction::Upload);
+        let size = match framing {
+            Framing::Length { left } => Some(left),
+            Framing::Chunked(_) => None,
+        };
         let put = Put {
+            intake: Intake::start(name, size, upload, Hasher::new(), services),
             user: user.to_owned(),
-            name: name.as_str().to_owned(),
             existed,
             framing,
-            sink: Ok(upload),
-            hasher: Hasher::new(),
-            received: 0,
             limit,
             over_quota,
             keep_alive: after == After::KeepAlive,
-            started: Instant::now(),
         };
         let empty = matches!(put.framing, Framing::Length { left: 0 });
         self.state = State::Receiving(Box::new(put));
@@ -1079,31 +1048,22 @@ impl Session {
         };
         let mut over_quota = false;
         let Put {
-            framing,
-            sink,
-            hasher,
-            received,
-            ..
+            framing, intake, ..
         } = &mut **put;
         let mut write = |bytes: &[u8]| {
-            *received += bytes.len() as u64;
-            if *received > max || over_quota {
-                return;
+            let len = bytes.len() as u64;
+            let total = intake.received() + len;
+            if total > max || over_quota {
+                return intake.skip(len);
             }
-            if let (Some(quota), Ok(upload)) = (chunked_quota, &mut *sink)
-                && !upload.claim_within(*received, quota)
+            if let Some(quota) = chunked_quota
+                && !intake.claim_within(total, quota)
             {
                 over_quota = true;
-                return;
+                return intake.skip(len);
             }
-            hasher.update(bytes);
-            if let Ok(upload) = sink
-                && let Err(err) = upload.write(bytes)
-            {
-                // Dropping the upload frees its space at once; the rest of
-                // the body is still read so the stream stays in step.
-                *sink = Err(err);
-            }
+            // A failed write is answered once the body is all read.
+            intake.write(bytes);
         };
         let (taken, done) = match framing {
             Framing::Length { left } => {
@@ -1125,7 +1085,7 @@ impl Session {
                 }
             },
         };
-        if put.received > max || over_quota {
+        if put.intake.received() > max || over_quota {
             let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
                 unreachable!();
             };
@@ -1156,113 +1116,55 @@ impl Session {
         let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
             return;
         };
-        let mut put = *put;
-        let sink = mem::replace(&mut put.sink, Err(io::Error::other("placed")));
-        let after = After::from_keep_alive(put.keep_alive && !self.shell.shutting_down);
-        let sha256 = mem::take(&mut put.hasher).finish();
-        match sink.and_then(|upload| services.storage.commit(upload, sha256)) {
-            Ok(()) => {
-                services.metrics.transfer_completed(Direction::Upload);
-                self.audit_upload(&put, "ok", "");
-                let status = if put.existed { 204 } else { 201 };
+        let Put {
+            intake,
+            user,
+            existed,
+            keep_alive,
+            ..
+        } = *put;
+        let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
+        match intake.finish(None, who(self.shell.peer, &user), services) {
+            Finished::Stored(sha256) => {
+                let status = if existed { 204 } else { 201 };
                 let digest = sha256.to_string();
                 let fields = [("X-Ferry-SHA256", digest.as_str())];
                 self.respond(status, &fields, b"", true, after, services);
             }
-            Err(err) => {
-                services.metrics.transfer_aborted(Direction::Upload);
-                self.audit_upload(&put, "failed", &err.to_string());
-                self.fail(StorageError::Io(err), after, services);
-            }
+            Finished::Failed(err) => self.fail(err, after, services),
+            // Nothing is expected of an HTTP upload's digest.
+            Finished::Mismatch { .. } => self.error(500, after, services),
         }
     }
 
     fn abort_upload(&mut self, put: Put, reason: &str, services: &Services) {
-        services.metrics.transfer_aborted(Direction::Upload);
-        self.audit_upload(&put, "aborted", reason);
-        // Dropping the upload removes its temporary file.
+        // An HTTP upload is whole or nothing: nothing is kept to resume.
+        let who = who(self.shell.peer, &put.user);
+        put.intake
+            .interrupt(Interrupted::Discarded, who, reason, services);
     }
 
-    fn cut(&self, send: &Send, reason: &str, services: &Services) {
-        services.metrics.transfer_aborted(Direction::Download);
-        self.audit_download(send, "cut", reason);
+    fn cut(&self, send: Send, reason: &str, services: &Services) {
+        let who = who(self.shell.peer, &send.user);
+        send.download.cut(who, reason, services);
     }
 
-    fn audit_download(&self, send: &Send, result: &str, reason: &str) {
-        audit::event(
-            "download",
-            self.shell.peer,
-            Protocol::Http,
-            format_args!(
-                "user={} verb=GET name={} size={} sent={} {}",
-                Quoted(&send.user),
-                Quoted(&send.name),
-                send.total,
-                send.total - send.remaining,
-                audit::outcome(result, reason, send.started)
-            ),
-        );
-    }
-
-    fn audit_upload(&self, put: &Put, result: &str, reason: &str) {
-        audit::event(
-            "upload",
-            self.shell.peer,
-            Protocol::Http,
-            format_args!(
-                "user={} verb=PUT name={} received={} {}",
-                Quoted(&put.user),
-                Quoted(&put.name),
-                put.received,
-                audit::outcome(result, reason, put.started)
-            ),
-        );
-    }
-
-    /// Moves more of a response body into the output, or ends it.
     fn refill(&mut self, services: &Services) {
         let State::Sending(send) = &mut self.state else {
             return;
         };
-        if send.remaining == 0 {
-            let State::Sending(send) = mem::replace(&mut self.state, State::Closing) else {
-                unreachable!();
-            };
-            services.metrics.transfer_completed(Direction::Download);
-            self.audit_download(&send, "ok", "");
-            let keep = send.keep_alive && !self.shell.shutting_down;
-            return self.after_response(After::from_keep_alive(keep));
-        }
-        if matches!(send.source, Source::File(_)) && self.shell.out.sends_file_directly(send.total)
-        {
-            // The reactor sends the file itself (`file_output`).
-            return;
-        }
-        let room = TRANSFER_BUFFER.saturating_sub(self.shell.out.queued().len());
-        let want = send.remaining.min(room as u64) as usize;
-        let out = self.shell.out.buf();
-        let before = out.len();
-        let result = match &mut send.source {
-            Source::File(body) => body.fill(out, want),
-        };
-        let added = (out.len() - before) as u64;
-        match result {
-            Ok(()) if added <= send.remaining => send.remaining -= added,
-            result => {
-                if let Err(err) = result {
-                    log::error!("{} read failed during download: {err}", self.shell.peer);
+        match send.download.refill(&mut self.shell.out) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
+                    let keep = send.keep_alive && !self.shell.shutting_down;
+                    let who = who(self.shell.peer, &send.user);
+                    send.download.completed(who, services);
+                    self.after_response(After::from_keep_alive(keep));
                 }
-                self.shell.out.buf().truncate(before);
-                self.cut_response("read failed", services);
             }
-        }
-    }
-
-    /// The announced length can no longer be met: closing the connection
-    /// is the only honest signal left. What was queued is still sent.
-    fn cut_response(&mut self, reason: &str, services: &Services) {
-        if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
-            self.cut(&send, reason, services);
+            // The announced length can no longer be met.
+            Err(err) => self.file_output_failed(&err, services),
         }
     }
 

@@ -46,19 +46,18 @@ use std::time::Instant;
 use super::hashing::HASH_STEP;
 use super::listing::{listing_step, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
-use super::outbox::{FileBody, FileOutput};
 use super::replies::Failure;
-use super::transfer::{PREVIEW_LEN, TRANSFER_BUFFER};
+use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
 use super::{CheckTicket, Front, LoginStart, Services, Shell};
-use crate::audit::{self, Quoted};
+use crate::audit::{self, Quoted, TransferKind, Who};
 use crate::auth::PendingLogin;
 use crate::integrity::{Digest, Hasher};
 use crate::kdf::STEP_TIME;
-use crate::metrics::{Direction, Protocol};
+use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{Identity, Listing, Resumed, Upload, UserDir};
+use crate::storage::{Identity, Listing, Resumed, UserDir};
 
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
@@ -92,6 +91,15 @@ impl Login {
         }
     }
 
+    /// The user, for an audit line.
+    fn who(&self, peer: SocketAddr) -> Who<'_> {
+        Who {
+            peer,
+            protocol: Protocol::Line,
+            user: &self.user,
+        }
+    }
+
     fn pending(&mut self) -> &mut Pending {
         self.pending.get_or_insert_default()
     }
@@ -118,32 +126,19 @@ struct Verifying {
     ticket: CheckTicket,
 }
 
-/// An upload in progress. `sink` turns into the error once a write fails;
-/// the rest of the payload is then read and dropped so the stream stays in
-/// step, and the reply is `451`. `hasher` covers every byte of the file
-/// so far, including those a resumed upload already held.
+/// A `PUT` in progress: the upload, its announced size, and the digest
+/// `EXPECT` announced for it.
 #[derive(Debug)]
 struct Receive {
-    name: String,
+    intake: Intake,
     size: u64,
-    remaining: u64,
-    sink: Result<Upload, io::Error>,
-    hasher: Hasher,
     expect: Option<Digest>,
-    started: Instant,
 }
 
 impl Receive {
-    fn new(name: FileName<'_>, size: u64, upload: Upload, hasher: Hasher) -> Receive {
-        Receive {
-            name: name.as_str().to_owned(),
-            size,
-            remaining: size - upload.len(),
-            sink: Ok(upload),
-            hasher,
-            expect: None,
-            started: Instant::now(),
-        }
+    /// Payload bytes still to come.
+    fn remaining(&self) -> u64 {
+        self.size - self.intake.received()
     }
 }
 
@@ -190,7 +185,7 @@ impl Digesting {
         let buf = &mut self.buf[..want];
         let n = match &self.purpose {
             Purpose::Answer { file, .. } => file.read_at(buf, self.pos),
-            Purpose::Resume(receive) => match &receive.sink {
+            Purpose::Resume(receive) => match receive.intake.upload() {
                 Ok(upload) => upload.read_at(buf, self.pos),
                 Err(err) => Err(io::Error::new(err.kind(), err.to_string())),
             },
@@ -208,12 +203,6 @@ impl Digesting {
     }
 }
 
-/// Where a download's bytes come from.
-#[derive(Debug)]
-enum Source {
-    File(FileBody),
-}
-
 /// A `LIST` in progress: the directory is read a step at a time
 /// ([`Session::work`]), and a step runs only once what the last one
 /// produced was sent.
@@ -222,30 +211,6 @@ struct ListJob {
     listing: Listing,
     bytes: u64,
     started: Instant,
-}
-
-/// A download in progress (`GET` or `VIEW`).
-#[derive(Debug)]
-struct Send {
-    verb: Verb,
-    name: String,
-    source: Source,
-    total: u64,
-    remaining: u64,
-    started: Instant,
-}
-
-impl Send {
-    fn new(verb: Verb, name: String, source: Source, total: u64) -> Send {
-        Send {
-            verb,
-            name,
-            source,
-            total,
-            remaining: total,
-            started: Instant::now(),
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -261,7 +226,7 @@ enum State {
     // Boxed: an idle session pays only for a pointer to what a transfer
     // needs.
     Receiving(Login, Box<Receive>),
-    Sending(Login, Box<Send>),
+    Sending(Login, Box<Download>),
     Listing(Login, Box<ListJob>),
     Hashing(Login, Box<Digesting>),
     Closing,
@@ -289,6 +254,26 @@ impl Front for Session {
         matches!(self.state, State::Closing)
     }
 
+    fn download(&self) -> Option<&Download> {
+        match &self.state {
+            State::Sending(_, download) => Some(download),
+            _ => None,
+        }
+    }
+
+    fn download_mut(&mut self) -> Option<&mut Download> {
+        match &mut self.state {
+            State::Sending(_, download) => Some(download),
+            _ => None,
+        }
+    }
+
+    fn cut_download(&mut self, reason: &str, services: &Services) {
+        if let State::Sending(login, download) = mem::replace(&mut self.state, State::Closing) {
+            download.cut(login.who(self.shell.peer), reason, services);
+        }
+    }
+
     /// How many bytes the session takes now; 0 means do not read.
     fn read_limit(&self) -> usize {
         if self.shell.peer_eof || self.shell.out.is_held() {
@@ -299,7 +284,7 @@ impl Front for Session {
             // Payload goes straight to the file, never past its end, so no
             // command bytes behind it are read into the upload.
             State::Receiving(_, receive) if self.shell.input.is_empty() => {
-                usize::try_from(receive.remaining).unwrap_or(usize::MAX)
+                usize::try_from(receive.remaining()).unwrap_or(usize::MAX)
             }
             State::Receiving(..) => 0,
             State::Auth { .. }
@@ -308,40 +293,6 @@ impl Front for Session {
             | State::Sending(..)
             | State::Listing(..)
             | State::Hashing(..) => MAX_LINE.saturating_sub(self.shell.input.len()),
-        }
-    }
-    /// The rest of the file being downloaded, once every byte before it
-    /// was sent, when the driver sends files itself.
-    fn file_output(&self) -> Option<FileOutput<'_>> {
-        match &self.state {
-            State::Sending(_, send)
-                if send.remaining > 0 && self.shell.out.file_may_follow(send.total) =>
-            {
-                match &send.source {
-                    Source::File(body) => Some(body.output(send.remaining)),
-                }
-            }
-            _ => None,
-        }
-    }
-    /// `n` bytes of [`Session::file_output`] were sent (at most its
-    /// `len`).
-    fn file_output_written(&mut self, n: u64, services: &Services) {
-        if let State::Sending(_, send) = &mut self.state
-            && let Source::File(body) = &mut send.source
-        {
-            let n = n.min(send.remaining);
-            body.sent(n);
-            send.remaining -= n;
-            self.shell.last_activity = Instant::now();
-        }
-        self.advance(services);
-    }
-    /// Sending [`Session::file_output`] failed on the file's side: it
-    /// ended sooner than announced (`UnexpectedEof`) or could not be read.
-    fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
-        if matches!(self.state, State::Sending(..)) {
-            self.download_failed(err, services);
         }
     }
     /// When the session next needs [`Session::on_deadline`]: the end of a
@@ -511,13 +462,12 @@ impl Front for Session {
     fn interrupt(&mut self, reason: &str, services: &Services) {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(login, receive) => {
-                log_aborted_upload(self.shell.peer, &login, &receive, reason);
-                services.metrics.transfer_aborted(Direction::Upload);
-                keep_partial(*receive, true, services);
+                let then = Interrupted::Resumable { hashed: true };
+                let who = login.who(self.shell.peer);
+                receive.intake.interrupt(then, who, reason, services);
             }
-            State::Sending(login, send) => {
-                log_cut_download(self.shell.peer, &login, &send, reason);
-                services.metrics.transfer_aborted(Direction::Download);
+            State::Sending(login, download) => {
+                download.cut(login.who(self.shell.peer), reason, services);
             }
             State::Listing(login, job) => {
                 log::warn!(
@@ -536,8 +486,10 @@ impl Front for Session {
                     job.end
                 );
                 if let Purpose::Resume(receive) = job.purpose {
-                    services.metrics.transfer_aborted(Direction::Upload);
-                    keep_partial(*receive, false, services);
+                    // The hasher does not cover the bytes held yet.
+                    let then = Interrupted::Resumable { hashed: false };
+                    let who = login.who(self.shell.peer);
+                    receive.intake.interrupt(then, who, reason, services);
                 }
             }
             State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
@@ -584,9 +536,9 @@ impl Front for Session {
                     let awaiting = match &self.state {
                         State::Hashing(_, job) => match &job.purpose {
                             Purpose::Resume(receive)
-                                if receive.remaining > self.shell.input.len() as u64 =>
+                                if receive.remaining() > self.shell.input.len() as u64 =>
                             {
-                                Some(receive.remaining)
+                                Some(receive.remaining())
                             }
                             _ => None,
                         },
@@ -656,14 +608,12 @@ impl Session {
         )
     }
 
-    /// Ends a download that cannot deliver what it announced: closing the
-    /// connection is the only honest signal left. What was already queued
-    /// is still sent.
-    fn cut_download(&mut self, reason: &str, services: &Services) {
-        if let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) {
-            log_cut_download(self.shell.peer, &login, &send, reason);
-            services.metrics.transfer_aborted(Direction::Download);
-        }
+    /// Every transition that needs the data of the state it leaves goes
+    /// through here: the state is taken whole, and what `next` returns
+    /// replaces it.
+    fn transition(&mut self, next: impl FnOnce(&mut Session, State) -> State) {
+        let state = mem::replace(&mut self.state, State::Closing);
+        self.state = next(self, state);
     }
 
     fn reply(&mut self, reply: Reply, services: &Services) {
@@ -961,20 +911,18 @@ impl Session {
                 if offset > size {
                     return Err(Reply::OffsetPastEnd { offset, size });
                 }
-                Ok((FileBody::new(file, offset), size - offset))
+                Ok((file, size - offset))
             });
         match opened {
             Ok(Ok((file, size))) => {
-                let total = if verb == Verb::View {
-                    size.min(PREVIEW_LEN)
+                let (kind, total) = if verb == Verb::View {
+                    (TransferKind::View, size.min(PREVIEW_LEN))
                 } else {
-                    size
+                    (TransferKind::Download, size)
                 };
                 self.reply(Reply::Data(total), services);
-                services.metrics.transfer_started(Direction::Download);
-                let name = name.as_str().to_owned();
-                let send = Send::new(verb, name, Source::File(file), total);
-                State::Sending(login, Box::new(send))
+                let download = Download::start(kind, name, file, offset, total, services);
+                State::Sending(login, Box::new(download))
             }
             Ok(Err(reply)) => {
                 self.reply(reply, services);
@@ -993,55 +941,23 @@ impl Session {
         }
     }
 
-    /// Moves more download bytes into the output, or ends the download.
     fn refill(&mut self, services: &Services) {
-        let State::Sending(_, send) = &mut self.state else {
+        let State::Sending(_, download) = &mut self.state else {
             return;
         };
-        if send.remaining == 0 {
-            let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) else {
-                unreachable!();
-            };
-            log_transfer(
-                self.shell.peer,
-                &login,
-                send.verb,
-                &send.name,
-                send.total,
-                send.started,
-            );
-            services.metrics.transfer_completed(Direction::Download);
-            self.state = State::Idle(login);
-            return;
+        match download.refill(&mut self.shell.out) {
+            Ok(false) => {}
+            Ok(true) => self.transition(|session, state| match state {
+                State::Sending(login, download) => {
+                    download.completed(login.who(session.shell.peer), services);
+                    State::Idle(login)
+                }
+                other => other,
+            }),
+            // The announced size can no longer be met (a read failed, or
+            // the file was truncated behind the server's back).
+            Err(err) => self.file_output_failed(&err, services),
         }
-        if matches!(send.source, Source::File(_)) && self.shell.out.sends_file_directly(send.total)
-        {
-            // The reactor sends the file itself (`file_output`).
-            return;
-        }
-        let room = TRANSFER_BUFFER.saturating_sub(self.shell.out.queued().len());
-        let want = send.remaining.min(room as u64) as usize;
-        let out = self.shell.out.buf();
-        let before = out.len();
-        let result = match &mut send.source {
-            Source::File(body) => body.fill(out, want),
-        };
-        let added = (out.len() - before) as u64;
-        match result {
-            Ok(()) => send.remaining -= added,
-            Err(err) => {
-                self.shell.out.buf().truncate(before);
-                self.download_failed(&err, services);
-            }
-        }
-    }
-
-    /// The announced size can no longer be met (a read failed, or the file
-    /// was truncated behind the server's back): the only honest signal
-    /// left is closing the connection.
-    fn download_failed(&mut self, err: &io::Error, services: &Services) {
-        log::error!("{} read failed during download: {err}", self.shell.peer);
-        self.cut_download("read failed", services);
     }
 
     fn start_upload(
@@ -1098,9 +1014,18 @@ impl Session {
                 login.user
             );
         }
-        services.metrics.transfer_started(Direction::Upload);
-        let mut receive = Receive::new(name, size, upload, hasher.clone().unwrap_or_default());
-        receive.expect = expect;
+        let intake = Intake::start(
+            name,
+            Some(size),
+            upload,
+            hasher.clone().unwrap_or_default(),
+            services,
+        );
+        let receive = Receive {
+            intake,
+            size,
+            expect,
+        };
         match hasher {
             Some(_) => self.accept_upload(login, receive, services),
             // The bytes held must be hashed before more can follow them.
@@ -1116,105 +1041,54 @@ impl Session {
     fn accept_upload(&mut self, login: Login, receive: Receive, services: &Services) -> State {
         // Hashing held bytes does not count against the client's time.
         self.shell.last_activity = Instant::now();
-        self.reply(Reply::Data(receive.remaining), services);
-        if receive.remaining == 0 {
+        self.reply(Reply::Data(receive.remaining()), services);
+        if receive.remaining() == 0 {
             self.finish_upload(login, receive, services)
         } else {
             State::Receiving(login, Box::new(receive))
         }
     }
 
-    /// Writes the part of `data` that belongs to the running upload, if any,
-    /// and returns how many bytes that was.
     fn write_payload(&mut self, data: &[u8], services: &Services) -> usize {
         let State::Receiving(login, receive) = &mut self.state else {
             return 0;
         };
         let n = data
             .len()
-            .min(usize::try_from(receive.remaining).unwrap_or(usize::MAX));
-        receive.hasher.update(&data[..n]);
-        if let Ok(upload) = &mut receive.sink
-            && let Err(err) = upload.write(&data[..n])
+            .min(usize::try_from(receive.remaining()).unwrap_or(usize::MAX));
+        if receive.intake.write(&data[..n])
+            && let Err(err) = receive.intake.upload()
         {
             log::error!(
                 "{} {}: write of {:?} failed: {err}",
                 self.shell.peer,
                 login.user,
-                receive.name
+                receive.intake.name()
             );
-            // Dropping the upload removes its temporary file at once, which
-            // frees the space on a full disk.
-            receive.sink = Err(err);
         }
-        receive.remaining -= n as u64;
-        if receive.remaining == 0 {
-            let State::Receiving(login, receive) = mem::replace(&mut self.state, State::Closing)
-            else {
-                unreachable!();
-            };
-            self.state = self.finish_upload(login, *receive, services);
+        if receive.remaining() == 0 {
+            self.transition(|session, state| match state {
+                State::Receiving(login, receive) => {
+                    session.finish_upload(login, *receive, services)
+                }
+                other => other,
+            });
         }
         n
     }
 
     fn finish_upload(&mut self, login: Login, receive: Receive, services: &Services) -> State {
-        let sha256 = receive.hasher.finish();
-        if let Some(expected) = receive.expect
-            && expected != sha256
-        {
-            let reason = format!("checksum mismatch: expected {expected}, received {sha256}");
-            let upload = (
-                receive.name.as_str(),
-                receive.size,
-                receive.size,
-                receive.started,
-            );
-            log_upload_failure(self.shell.peer, &login, upload, "mismatch", &reason);
-            // Dropping the upload removes its temporary file.
-            services.metrics.transfer_aborted(Direction::Upload);
-            self.reply(
-                Reply::ChecksumMismatch {
-                    expected,
-                    received: sha256,
-                },
-                services,
-            );
-            return State::Idle(login);
-        }
-        let result = receive
-            .sink
-            .and_then(|upload| services.storage.commit(upload, sha256));
-        match result {
-            Ok(()) => {
-                log_transfer(
-                    self.shell.peer,
-                    &login,
-                    Verb::Put,
-                    &receive.name,
-                    receive.size,
-                    receive.started,
-                );
-                services.metrics.transfer_completed(Direction::Upload);
-                self.reply(
-                    Reply::Stored {
-                        size: receive.size,
-                        sha256,
-                    },
-                    services,
-                );
+        let Receive {
+            intake,
+            size,
+            expect,
+        } = receive;
+        match intake.finish(expect, login.who(self.shell.peer), services) {
+            Finished::Stored(sha256) => self.reply(Reply::Stored { size, sha256 }, services),
+            Finished::Mismatch { expected, received } => {
+                self.reply(Reply::ChecksumMismatch { expected, received }, services)
             }
-            Err(err) => {
-                let upload = (
-                    receive.name.as_str(),
-                    receive.size,
-                    receive.size,
-                    receive.started,
-                );
-                log_upload_failure(self.shell.peer, &login, upload, "failed", &err.to_string());
-                services.metrics.transfer_aborted(Direction::Upload);
-                self.fail(err, services);
-            }
+            Finished::Failed(err) => self.fail(err, services),
         }
         State::Idle(login)
     }
@@ -1223,14 +1097,7 @@ impl Session {
         let started = Instant::now();
         match services.storage.delete(&login.dir, name) {
             Ok(size) => {
-                log_transfer(
-                    self.shell.peer,
-                    &login,
-                    Verb::Del,
-                    name.as_str(),
-                    size,
-                    started,
-                );
+                transfer::deleted(login.who(self.shell.peer), name, size, started);
                 self.reply(Reply::Deleted, services);
             }
             Err(err) => {
@@ -1317,37 +1184,41 @@ impl Session {
                     "{} {}: PUT {:?} hashed the {} bytes held in {secs:.3}s",
                     self.shell.peer,
                     login.user,
-                    receive.name,
+                    receive.intake.name(),
                     job.end
                 );
-                receive.hasher = job.hasher;
+                receive.intake.set_hasher(job.hasher);
                 self.accept_upload(login, *receive, services)
             }
         };
     }
 
     fn hashing_failed(&mut self, err: io::Error, services: &Services) {
-        if !matches!(self.state, State::Hashing(..)) {
-            return;
-        }
-        let State::Hashing(login, job) = mem::replace(&mut self.state, State::Closing) else {
-            unreachable!("checked above");
-        };
-        let name = match &job.purpose {
-            Purpose::Answer { name, .. } => name,
-            Purpose::Resume(receive) => {
-                services.metrics.transfer_aborted(Direction::Upload);
-                &receive.name
-            }
-        };
-        log::error!(
-            "{} {}: reading {name:?} to hash it failed: {err}",
-            self.shell.peer,
-            login.user
-        );
-        // A partial that cannot be read is of no use: dropping it removes it.
-        self.fail(err, services);
-        self.state = State::Idle(login);
+        self.transition(|session, state| {
+            let State::Hashing(login, job) = state else {
+                return state;
+            };
+            let peer = session.shell.peer;
+            let name = match job.purpose {
+                Purpose::Answer { name, .. } => name,
+                Purpose::Resume(receive) => {
+                    let name = receive.intake.name().to_owned();
+                    // A partial that cannot be read is of no use.
+                    let reason = format!("reading the held bytes failed: {err}");
+                    let then = Interrupted::Discarded;
+                    receive
+                        .intake
+                        .interrupt(then, login.who(peer), &reason, services);
+                    name
+                }
+            };
+            log::error!(
+                "{peer} {}: reading {name:?} to hash it failed: {err}",
+                login.user
+            );
+            session.fail(err, services);
+            State::Idle(login)
+        });
     }
 
     fn partial(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
@@ -1364,92 +1235,6 @@ impl Session {
         }
         State::Idle(login)
     }
-}
-
-/// Keeps what an interrupted upload holds for a later resume, with its hash
-/// state when `hashed` says the hasher covers all of it.
-fn keep_partial(receive: Receive, hashed: bool, services: &Services) {
-    if let Ok(upload) = receive.sink {
-        let hasher = hashed.then_some(&receive.hasher);
-        services.storage.keep_partial(upload, hasher);
-    }
-}
-
-fn log_transfer(
-    peer: SocketAddr,
-    login: &Login,
-    verb: Verb,
-    name: &str,
-    bytes: u64,
-    started: Instant,
-) {
-    let event = match verb {
-        Verb::Put => "upload",
-        Verb::Del => "delete",
-        _ => "download",
-    };
-    audit::event(
-        event,
-        peer,
-        Protocol::Line,
-        format_args!(
-            "user={} verb={} name={} size={bytes} {}",
-            Quoted(&login.user),
-            verb.as_str(),
-            Quoted(name),
-            audit::outcome("ok", "", started)
-        ),
-    );
-}
-
-fn log_aborted_upload(peer: SocketAddr, login: &Login, receive: &Receive, reason: &str) {
-    let received = receive.size - receive.remaining;
-    let upload = (
-        receive.name.as_str(),
-        receive.size,
-        received,
-        receive.started,
-    );
-    log_upload_failure(peer, login, upload, "aborted", reason);
-}
-
-/// An upload that did not end in `226`: (name, size, bytes received, when
-/// it started).
-fn log_upload_failure(
-    peer: SocketAddr,
-    login: &Login,
-    (name, size, received, started): (&str, u64, u64, Instant),
-    result: &str,
-    reason: &str,
-) {
-    audit::event(
-        "upload",
-        peer,
-        Protocol::Line,
-        format_args!(
-            "user={} verb=PUT name={} size={size} received={received} {}",
-            Quoted(&login.user),
-            Quoted(name),
-            audit::outcome(result, reason, started)
-        ),
-    );
-}
-
-fn log_cut_download(peer: SocketAddr, login: &Login, send: &Send, reason: &str) {
-    audit::event(
-        "download",
-        peer,
-        Protocol::Line,
-        format_args!(
-            "user={} verb={} name={} size={} sent={} {}",
-            Quoted(&login.user),
-            send.verb.as_str(),
-            Quoted(&send.name),
-            send.total,
-            send.total - send.remaining,
-            audit::outcome("cut", reason, send.started)
-        ),
-    );
 }
 
 #[cfg(test)]

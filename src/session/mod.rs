@@ -34,7 +34,7 @@ pub use login::{
 pub use outbox::{DIRECT_MIN, FileOutput};
 pub(crate) use replies::Failure;
 pub use shell::Shell;
-pub use transfer::{PREVIEW_LEN, TRANSFER_BUFFER};
+pub use transfer::{Download, PREVIEW_LEN, TRANSFER_BUFFER};
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
@@ -263,18 +263,43 @@ pub trait Front {
         0
     }
 
-    /// The rest of the file being downloaded, once everything before it
-    /// was sent, when the driver sends files itself.
-    fn file_output(&self) -> Option<FileOutput<'_>> {
+    /// The download running now, if any.
+    fn download(&self) -> Option<&Download> {
         None
     }
 
+    fn download_mut(&mut self) -> Option<&mut Download> {
+        None
+    }
+
+    /// Ends the running download before its end: the announced length can
+    /// no longer be met, so closing the connection is the only honest
+    /// signal left. What was queued is still sent.
+    fn cut_download(&mut self, _reason: &str, _services: &Services) {}
+
+    /// The rest of the file being downloaded, once everything before it
+    /// was sent, when the driver sends files itself.
+    fn file_output(&self) -> Option<FileOutput<'_>> {
+        self.download()?.file_output(&self.shell().out)
+    }
+
     /// `n` bytes of [`Front::file_output`] were sent (at most its `len`).
-    fn file_output_written(&mut self, _n: u64, _services: &Services) {}
+    fn file_output_written(&mut self, n: u64, services: &Services) {
+        if let Some(download) = self.download_mut() {
+            download.file_written(n);
+            self.shell_mut().touch();
+        }
+        self.advance(services);
+    }
 
     /// Sending [`Front::file_output`] failed on the file's side: it ended
     /// sooner than announced (`UnexpectedEof`) or could not be read.
-    fn file_output_failed(&mut self, _err: &std::io::Error, _services: &Services) {}
+    fn file_output_failed(&mut self, err: &std::io::Error, services: &Services) {
+        if self.download().is_some() {
+            log::error!("{} read failed during download: {err}", self.shell().peer);
+            self.cut_download("read failed", services);
+        }
+    }
 
     /// True while a password check waits for a free slot.
     fn wants_check_slot(&self) -> bool {

@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
-use super::login::MAX_AUTH_FAILURES;
 use super::{Front, Services, Shell};
 use crate::audit;
 use crate::metrics::Protocol;
@@ -274,18 +273,13 @@ impl Session {
         if !locked {
             super::count_failure(services, self.shell.peer, Protocol::Control);
         }
-        let failures = failures + 1;
-        if failures >= MAX_AUTH_FAILURES {
+        let mut failures = failures;
+        if super::failed_on_connection(&mut failures, &mut self.shell, services) {
             self.reply("530 bad token, too many failures");
             self.state = State::Closing;
         } else {
             self.reply("530 bad token");
             self.state = State::Locked { failures, since };
-        }
-        if !services.policy.login_delay.is_zero() {
-            self.shell
-                .out
-                .hold(Instant::now() + services.policy.login_delay);
         }
     }
 }

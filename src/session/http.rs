@@ -28,11 +28,9 @@ use super::listing::{listing_step, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
 use super::replies::Failure;
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
-use super::{CheckTicket, Front, LoginStart, Services, Shell};
+use super::{Checked, Front, LoginStart, PasswordCheck, Services, Shell};
 use crate::audit::{self, Quoted, TransferKind, Who};
-use crate::auth::PendingLogin;
 use crate::integrity::Hasher;
-use crate::kdf::STEP_TIME;
 use crate::metrics::Protocol;
 use crate::protocol::chunked::ChunkedDecoder;
 use crate::protocol::http::{
@@ -101,8 +99,7 @@ struct Put {
 #[derive(Debug)]
 struct HttpVerifying {
     key: [u8; 32],
-    pending: Box<PendingLogin>,
-    ticket: CheckTicket,
+    check: PasswordCheck,
     /// [`Services::users_generation`] when the check started.
     generation: u64,
 }
@@ -212,6 +209,20 @@ impl Front for Session {
         matches!(self.state, State::Closing)
     }
 
+    fn password_check(&self) -> Option<&PasswordCheck> {
+        match &self.state {
+            State::Verifying(verifying) => Some(&verifying.check),
+            _ => None,
+        }
+    }
+
+    fn password_check_mut(&mut self) -> Option<&mut PasswordCheck> {
+        match &mut self.state {
+            State::Verifying(verifying) => Some(&mut verifying.check),
+            _ => None,
+        }
+    }
+
     fn download(&self) -> Option<&Download> {
         match &self.state {
             State::Sending(send) => Some(&send.download),
@@ -253,6 +264,7 @@ impl Front for Session {
             }
         }
     }
+
     /// When the session next needs [`Session::on_deadline`].
     fn timeout(&self, services: &Services) -> Option<Instant> {
         let policy = &services.policy;
@@ -266,6 +278,7 @@ impl Front for Session {
             }
         })
     }
+
     /// Called at or after [`Session::deadline`]: releases a held response,
     /// or ends the connection when its time is up (`408` for a request
     /// that did not arrive in time).
@@ -294,26 +307,17 @@ impl Front for Session {
             State::Closing => self.shell.out.discard(),
         }
     }
+
     /// Socket-free work: a password-hash check that holds a slot, or the
     /// next step of a listing once the last was sent.
     fn has_work(&self) -> bool {
         match &self.state {
-            State::Verifying(v) => v.ticket.is_running(),
+            State::Verifying(v) => v.check.is_running(),
             State::Listing(_) => self.shell.out.queued().is_empty(),
             _ => false,
         }
     }
-    /// True while a password check waits for a free slot.
-    fn wants_check_slot(&self) -> bool {
-        matches!(&self.state, State::Verifying(v) if !v.ticket.is_running())
-    }
-    /// Takes a free check slot when waiting for one.
-    fn take_check_slot(&mut self, _services: &Services) -> bool {
-        match &mut self.state {
-            State::Verifying(v) if !v.ticket.is_running() => v.ticket.try_run(),
-            _ => false,
-        }
-    }
+
     /// One slice of the password check (once decided, the waiting request
     /// is handled again), or one step of a listing.
     fn work(&mut self, services: &Services) -> usize {
@@ -326,34 +330,35 @@ impl Front for Session {
         let State::Verifying(verifying) = &mut self.state else {
             return 0;
         };
-        if !verifying.ticket.is_running() {
+        if !verifying.check.is_running() {
             return 0;
         }
-        // An address locked out while this check waited or ran gets the
-        // refusal, not the outcome: nothing is cached, so the request,
-        // handled again, meets the lockout.
-        if services.is_locked_out(self.shell.peer.ip()) {
-            self.state = State::Head;
-            self.advance(services);
-            return usize::MAX;
-        }
-        if let Some(result) = verifying.pending.step_for(STEP_TIME) {
-            let key = verifying.key;
-            let generation = verifying.generation;
-            self.auth_cache = Some(Box::new(AuthCache {
-                key,
-                result,
-                generation,
-                recorded: false,
-                dir: None,
-            }));
-            self.state = State::Head;
-            self.advance(services);
+        match verifying.check.step(services, self.shell.peer) {
+            Checked::Undecided => {}
+            // An address locked out while this check waited or ran gets the
+            // refusal, not the outcome: nothing is cached, so the request,
+            // handled again, meets the lockout.
+            Checked::LockedOut => {
+                self.state = State::Head;
+                self.advance(services);
+            }
+            Checked::Decided(result) => {
+                self.auth_cache = Some(Box::new(AuthCache {
+                    key: verifying.key,
+                    result,
+                    generation: verifying.generation,
+                    recorded: false,
+                    dir: None,
+                }));
+                self.state = State::Head;
+                self.advance(services);
+            }
         }
         // One slice is this session's whole turn: with at most two checks
         // running, a turn of the loop spends about 2 ms on them.
         usize::MAX
     }
+
     fn receive(&mut self, data: &[u8], services: &Services) {
         self.shell.last_activity = Instant::now();
         if self.shell.input.is_empty() {
@@ -363,6 +368,7 @@ impl Front for Session {
         self.shell.input.extend_from_slice(&data[taken..]);
         self.advance(services);
     }
+
     fn peer_closed(&mut self) {
         if matches!(self.state, State::Verifying(_)) {
             // Nobody is left to answer: the check (queued or running) is
@@ -372,6 +378,7 @@ impl Front for Session {
             self.state = State::Closing;
         }
     }
+
     /// The drain is over: an upload is discarded (`503`), a response is cut.
     fn end_drain(&mut self, services: &Services) {
         match mem::replace(&mut self.state, State::Closing) {
@@ -391,6 +398,7 @@ impl Front for Session {
         }
         self.state = State::Closing;
     }
+
     fn interrupt(&mut self, reason: &str, services: &Services) {
         match mem::replace(&mut self.state, State::Closing) {
             State::Receiving(put) => self.abort_upload(*put, reason, services),
@@ -399,6 +407,7 @@ impl Front for Session {
             State::Head | State::Verifying(_) | State::Closing => {}
         }
     }
+
     fn advance(&mut self, services: &Services) {
         loop {
             if self.shell.out.is_held() {
@@ -562,7 +571,6 @@ impl Session {
                 self.respond(200, &fields, text.as_bytes(), head_only, after, services)
             }
             Route::Listing | Route::File(_) => {
-                let failures_before = self.failures;
                 let user = match self.authenticate(&request.credentials, services) {
                     Authenticated::User(user) => Some(user),
                     Authenticated::Pending => return,
@@ -574,11 +582,6 @@ impl Session {
                     Authenticated::No => None,
                 };
                 let Some(user) = user else {
-                    if self.failures > failures_before && !services.policy.login_delay.is_zero() {
-                        self.shell
-                            .out
-                            .hold(Instant::now() + services.policy.login_delay);
-                    }
                     let after = if self.failures >= MAX_AUTH_FAILURES {
                         After::Close
                     } else {
@@ -696,12 +699,10 @@ impl Session {
                         Protocol::Http,
                     ),
                     LoginStart::Busy => return Authenticated::Busy,
-                    LoginStart::Pending(pending, mut ticket) => {
-                        ticket.try_run();
+                    LoginStart::Pending(check) => {
                         self.state = State::Verifying(Box::new(HttpVerifying {
                             key,
-                            pending,
-                            ticket,
+                            check,
                             generation,
                         }));
                         return Authenticated::Pending;
@@ -712,12 +713,9 @@ impl Session {
         if let Some(name) = result {
             return Authenticated::User(name);
         }
-        self.failures = self.failures.saturating_add(1);
-        log::debug!(
-            "{} failed login {} of {MAX_AUTH_FAILURES}",
-            self.shell.peer,
-            self.failures
-        );
+        // The response to it closes the connection after the last failure
+        // allowed (see `handle`).
+        super::failed_on_connection(&mut self.failures, &mut self.shell, services);
         Authenticated::No
     }
 

@@ -45,14 +45,11 @@ use std::time::Instant;
 
 use super::hashing::HASH_STEP;
 use super::listing::{listing_step, write_listing_line};
-use super::login::MAX_AUTH_FAILURES;
 use super::replies::Failure;
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
-use super::{CheckTicket, Front, LoginStart, Services, Shell};
+use super::{Checked, Front, LoginStart, PasswordCheck, Services, Shell};
 use crate::audit::{self, Quoted, TransferKind, Who};
-use crate::auth::PendingLogin;
 use crate::integrity::{Digest, Hasher};
-use crate::kdf::STEP_TIME;
 use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
@@ -121,9 +118,7 @@ struct Verifying {
     since: Instant,
     /// The user name as claimed, for the audit line.
     claimed: Vec<u8>,
-    pending: Box<PendingLogin>,
-    /// Not running while the check waits its turn (see the reactor).
-    ticket: CheckTicket,
+    check: PasswordCheck,
 }
 
 /// A `PUT` in progress: the upload, its announced size, and the digest
@@ -295,6 +290,7 @@ impl Front for Session {
             | State::Hashing(..) => MAX_LINE.saturating_sub(self.shell.input.len()),
         }
     }
+
     /// When the session next needs [`Session::on_deadline`]: the end of a
     /// held login reply, or the timeout of what it is doing now.
     fn timeout(&self, services: &Services) -> Option<Instant> {
@@ -312,6 +308,7 @@ impl Front for Session {
             State::Verifying(ref verifying) => Some(verifying.since + policy.auth_timeout),
         }
     }
+
     /// Called at or after [`Session::deadline`]: releases a held reply, or
     /// ends the session with `421 timeout` when its time is up.
     fn time_out(&mut self, services: &Services) {
@@ -336,6 +333,7 @@ impl Front for Session {
             }
         }
     }
+
     /// True while the session has work that needs no socket (hashing a
     /// file, the next step of a listing once the last was sent): the
     /// caller should call [`Session::work`].
@@ -343,21 +341,25 @@ impl Front for Session {
         match &self.state {
             State::Hashing(..) => true,
             State::Listing(..) => self.shell.out.queued().is_empty(),
-            State::Verifying(verifying) => verifying.ticket.is_running(),
+            State::Verifying(verifying) => verifying.check.is_running(),
             _ => false,
         }
     }
-    /// True while a password check waits for a free slot.
-    fn wants_check_slot(&self) -> bool {
-        matches!(&self.state, State::Verifying(v) if !v.ticket.is_running())
+
+    fn password_check(&self) -> Option<&PasswordCheck> {
+        match &self.state {
+            State::Verifying(verifying) => Some(&verifying.check),
+            _ => None,
+        }
     }
-    /// Takes a free check slot when waiting for one.
-    fn take_check_slot(&mut self, _services: &Services) -> bool {
+
+    fn password_check_mut(&mut self) -> Option<&mut PasswordCheck> {
         match &mut self.state {
-            State::Verifying(v) if !v.ticket.is_running() => v.ticket.try_run(),
-            _ => false,
+            State::Verifying(verifying) => Some(&mut verifying.check),
+            _ => None,
         }
     }
+
     /// Runs one bounded step of that work (at most [`HASH_STEP`] bytes read
     /// and hashed, [`LIST_STEP_ENTRIES`] entries of a listing, or one slice
     /// of a password check) and returns how much of the session's turn it
@@ -371,32 +373,28 @@ impl Front for Session {
             return usize::MAX;
         }
         if let State::Verifying(verifying) = &mut self.state {
-            if !verifying.ticket.is_running() {
+            if !verifying.check.is_running() {
                 return 0;
             }
-            // An address locked out while this check waited or ran gets
-            // the refusal, not the outcome.
-            let locked = services.is_locked_out(self.shell.peer.ip());
-            let decided = if locked {
-                Some(None)
-            } else {
-                verifying.pending.step_for(STEP_TIME)
+            let (result, locked) = match verifying.check.step(services, self.shell.peer) {
+                Checked::Undecided => return usize::MAX,
+                Checked::Decided(result) => (result, false),
+                Checked::LockedOut => (None, true),
             };
-            if let Some(result) = decided {
-                let State::Verifying(verifying) = mem::replace(&mut self.state, State::Closing)
-                else {
-                    unreachable!();
-                };
-                let Verifying {
-                    failures,
-                    since,
-                    claimed,
-                    ..
-                } = *verifying;
-                self.state = State::Auth { failures, since };
-                self.login_decided(&claimed, result, locked, services);
-                self.advance(services);
-            }
+            self.transition(|session, state| match state {
+                State::Verifying(verifying) => {
+                    let Verifying {
+                        failures,
+                        since,
+                        claimed,
+                        ..
+                    } = *verifying;
+                    let auth = (failures, since);
+                    session.login_decided(auth, &claimed, result, locked, services)
+                }
+                other => other,
+            });
+            self.advance(services);
             // One slice is this session's whole turn: with at most two
             // checks running, a turn of the loop spends about 2 ms on them.
             return usize::MAX;
@@ -421,6 +419,7 @@ impl Front for Session {
         self.advance(services);
         n
     }
+
     /// Takes bytes the client sent; `data.len()` is at most
     /// [`Session::read_limit`].
     fn receive(&mut self, data: &[u8], services: &Services) {
@@ -429,6 +428,7 @@ impl Front for Session {
         self.shell.input.extend_from_slice(&data[taken..]);
         self.advance(services);
     }
+
     /// The client closed its sending side. Complete lines already received
     /// are still answered; an unfinished upload is discarded.
     fn peer_closed(&mut self) {
@@ -439,6 +439,7 @@ impl Front for Session {
             self.state = State::Closing;
         }
     }
+
     /// The drain period is over: an unfinished upload is kept as a
     /// resumable partial and its client gets `421`; an unfinished download
     /// is cut off.
@@ -457,6 +458,7 @@ impl Front for Session {
             }
         }
     }
+
     /// Ends whatever runs now and closes. What an upload received is kept
     /// for a later resume.
     fn interrupt(&mut self, reason: &str, services: &Services) {
@@ -495,6 +497,7 @@ impl Front for Session {
             State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
         }
     }
+
     /// Runs whatever can run now: refills a download, feeds buffered
     /// payload to an upload, executes complete command lines.
     fn advance(&mut self, services: &Services) {
@@ -745,33 +748,37 @@ impl Session {
             return self.reply(Reply::AlreadyLoggedIn, services);
         };
         match super::start_login(services, self.shell.peer, user, password, Protocol::Line) {
-            LoginStart::Done(result) => self.login_decided(user, result, false, services),
-            LoginStart::Locked => self.login_decided(user, None, true, services),
+            LoginStart::Done(result) => {
+                self.state = self.login_decided((failures, since), user, result, false, services);
+            }
+            LoginStart::Locked => {
+                self.state = self.login_decided((failures, since), user, None, true, services);
+            }
             LoginStart::Busy => {
                 self.fail(Failure::LoginsBusy, services);
                 self.state = State::Closing;
             }
-            LoginStart::Pending(pending, mut ticket) => {
-                ticket.try_run();
+            LoginStart::Pending(check) => {
                 self.state = State::Verifying(Box::new(Verifying {
                     failures,
                     since,
                     claimed: user.to_vec(),
-                    pending,
-                    ticket,
+                    check,
                 }));
             }
         }
     }
 
-    /// Answers an `AUTH` once its outcome is known.
+    /// Answers an `AUTH` once its outcome is known, from the `Auth` state
+    /// of `failures` so far since `since`; returns the next state.
     fn login_decided(
         &mut self,
+        (mut failures, since): (u8, Instant),
         claimed: &[u8],
         result: Option<String>,
         locked: bool,
         services: &Services,
-    ) {
+    ) -> State {
         let result = super::finish_login(
             services,
             self.shell.peer,
@@ -780,37 +787,20 @@ impl Session {
             locked,
             Protocol::Line,
         );
-        let State::Auth { failures, .. } = &mut self.state else {
-            return;
-        };
         let Some(name) = result else {
             // The audit log has the failure; this says what it means for
             // the connection.
-            *failures += 1;
-            let failures = *failures;
-            log::debug!(
-                "{} failed login {failures} of {MAX_AUTH_FAILURES}",
-                self.shell.peer
-            );
-            if failures >= MAX_AUTH_FAILURES {
+            if super::failed_on_connection(&mut failures, &mut self.shell, services) {
                 self.reply(Reply::TooManyFailures, services);
-                self.state = State::Closing;
-            } else {
-                self.reply(Reply::LoginIncorrect, services);
+                return State::Closing;
             }
-            // The reply waits; an unknown user and a wrong password wait
-            // alike.
-            if !services.policy.login_delay.is_zero() {
-                self.shell
-                    .out
-                    .hold(Instant::now() + services.policy.login_delay);
-            }
-            return;
+            self.reply(Reply::LoginIncorrect, services);
+            return State::Auth { failures, since };
         };
         match services.storage.user_dir(&name) {
             Ok(dir) => {
                 self.reply(Reply::LoggedIn, services);
-                self.state = State::Idle(Login::new(&name, dir));
+                State::Idle(Login::new(&name, dir))
             }
             Err(err) => {
                 log::error!(
@@ -818,6 +808,7 @@ impl Session {
                     self.shell.peer
                 );
                 self.fail(err, services);
+                State::Auth { failures, since }
             }
         }
     }

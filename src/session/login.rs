@@ -7,9 +7,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use super::Services;
+use super::{Services, Shell};
 use crate::audit::{self, Quoted};
 use crate::auth::{PendingLogin, Verification};
+use crate::kdf::STEP_TIME;
 use crate::limits;
 use crate::metrics::Protocol;
 
@@ -24,8 +25,8 @@ pub(crate) enum LoginStart {
     /// `None`.
     Done(Option<String>),
     /// A password check: it runs a slice at a time once its ticket runs
-    /// ([`CheckTicket::try_run`]), then [`finish_login`].
-    Pending(Box<PendingLogin>, CheckTicket),
+    /// ([`PasswordCheck::step`]), then [`finish_login`].
+    Pending(PasswordCheck),
     /// The address is locked out: refused without looking at the password.
     Locked,
     /// Too many checks wait already (from this address or in all): refused
@@ -47,7 +48,7 @@ pub(crate) fn start_login(
     match services.users.borrow().start_verify(user, password) {
         Verification::Done(result) => LoginStart::Done(result),
         Verification::Pending(pending) => match services.queue_check(peer.ip()) {
-            Some(ticket) => LoginStart::Pending(pending, ticket),
+            Some(ticket) => LoginStart::Pending(PasswordCheck::new(pending, ticket)),
             None => {
                 audit::event(
                     "login_refused",
@@ -59,6 +60,76 @@ pub(crate) fn start_login(
             }
         },
     }
+}
+
+/// A password check as a session waits for it and runs it, a slice at a
+/// time, whichever front it serves.
+#[derive(Debug)]
+pub struct PasswordCheck {
+    pending: Box<PendingLogin>,
+    /// Not running while the check waits its turn (see the reactor).
+    ticket: CheckTicket,
+}
+
+/// What one slice of a [`PasswordCheck`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Not decided yet.
+    Undecided,
+    /// Decided: the user, or `None`.
+    Decided(Option<String>),
+    /// The address was locked out while the check waited or ran: it gets
+    /// the refusal, not the outcome.
+    LockedOut,
+}
+
+impl PasswordCheck {
+    /// Takes its place among the running checks at once if it can.
+    fn new(pending: Box<PendingLogin>, mut ticket: CheckTicket) -> PasswordCheck {
+        ticket.try_run();
+        PasswordCheck { pending, ticket }
+    }
+
+    /// True once it holds a slot: the session then has work.
+    pub fn is_running(&self) -> bool {
+        self.ticket.is_running()
+    }
+
+    /// Takes a free slot when waiting for one; true when it did.
+    pub fn take_slot(&mut self) -> bool {
+        !self.ticket.is_running() && self.ticket.try_run()
+    }
+
+    /// Runs one slice (about [`STEP_TIME`]) once it holds a slot.
+    pub fn step(&mut self, services: &Services, peer: SocketAddr) -> Checked {
+        if !self.ticket.is_running() {
+            return Checked::Undecided;
+        }
+        if services.is_locked_out(peer.ip()) {
+            return Checked::LockedOut;
+        }
+        match self.pending.step_for(STEP_TIME) {
+            Some(result) => Checked::Decided(result),
+            None => Checked::Undecided,
+        }
+    }
+}
+
+/// Counts a failed login on a connection (`failures` of it so far) and
+/// holds the reply to it for the login delay, so that an unknown user and
+/// a wrong password are answered alike and guessing stays slow. True when
+/// it was the last one allowed: the connection then closes.
+pub fn failed_on_connection(failures: &mut u8, shell: &mut Shell, services: &Services) -> bool {
+    *failures = failures.saturating_add(1);
+    log::debug!(
+        "{} failed login {} of {MAX_AUTH_FAILURES}",
+        shell.peer,
+        *failures
+    );
+    if !services.policy.login_delay.is_zero() {
+        shell.out.hold(Instant::now() + services.policy.login_delay);
+    }
+    *failures >= MAX_AUTH_FAILURES
 }
 
 /// Records the outcome of a login: the audit line, the failure counters

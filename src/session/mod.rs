@@ -27,7 +27,10 @@ mod transfer;
 
 pub use hashing::HASH_STEP;
 pub use listing::{LIST_BLOCK, LIST_STEP_ENTRIES};
-pub(crate) use login::{CheckTicket, LoginStart, count_failure, finish_login, start_login};
+pub(crate) use login::{
+    Checked, LoginStart, PasswordCheck, count_failure, failed_on_connection, finish_login,
+    start_login,
+};
 pub use login::{
     MAX_AUTH_FAILURES, MAX_CHECKS_PER_ADDRESS, MAX_CONCURRENT_CHECKS, MAX_QUEUED_CHECKS,
 };
@@ -301,15 +304,26 @@ pub trait Front {
         }
     }
 
+    /// The password check the session waits for or runs, if any.
+    fn password_check(&self) -> Option<&PasswordCheck> {
+        None
+    }
+
+    fn password_check_mut(&mut self) -> Option<&mut PasswordCheck> {
+        None
+    }
+
     /// True while a password check waits for a free slot.
     fn wants_check_slot(&self) -> bool {
-        false
+        self.password_check()
+            .is_some_and(|check| !check.is_running())
     }
 
     /// Takes a free password-check slot if the session waits for one;
     /// true when it did (the session then has work).
     fn take_check_slot(&mut self, _services: &Services) -> bool {
-        false
+        self.password_check_mut()
+            .is_some_and(PasswordCheck::take_slot)
     }
 
     /// For a control connection that has not given the token yet: when

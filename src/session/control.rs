@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
-use super::{Front, Services, Shell};
+use super::{Front, Phase, Services, Shell};
 use crate::audit;
 use crate::metrics::Protocol;
 
@@ -87,8 +87,40 @@ impl Front for Session {
         &mut self.shell
     }
 
-    fn is_closing(&self) -> bool {
-        self.state == State::Closing
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Closing => Phase::Closing,
+            State::Locked { .. } | State::Unlocked => Phase::Ready,
+        }
+    }
+
+    fn close(&mut self) {
+        self.state = State::Closing;
+    }
+
+    fn backlog(&self) -> usize {
+        REPLY_BACKLOG
+    }
+
+    fn shutting_down_words(&mut self, _services: &Services) {
+        self.reply("421 server shutting down");
+    }
+
+    fn next_command(&mut self, services: &Services) -> bool {
+        let Some(lf) = self.shell.input.iter().position(|&b| b == b'\n') else {
+            if self.shell.input.len() >= MAX_CONTROL_LINE {
+                self.reply("500 line too long");
+                self.state = State::Closing;
+            }
+            return false;
+        };
+        let mut line: Vec<u8> = self.shell.input.drain(..=lf).collect();
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        self.execute(&line, services);
+        true
     }
 
     fn read_limit(&self) -> usize {
@@ -96,12 +128,6 @@ impl Front for Session {
             return 0;
         }
         MAX_CONTROL_LINE.saturating_sub(self.shell.input.len())
-    }
-
-    fn receive(&mut self, data: &[u8], services: &Services) {
-        self.shell.touch();
-        self.shell.input.extend_from_slice(data);
-        self.advance(services);
     }
 
     fn interrupt(&mut self, _reason: &str, _services: &Services) {
@@ -146,37 +172,6 @@ impl Front for Session {
         );
         self.state = State::Closing;
         self.shell.out.discard();
-    }
-
-    fn advance(&mut self, services: &Services) {
-        while !self.shell.out.is_held()
-            && self.state != State::Closing
-            && self.shell.out.queued().len() <= REPLY_BACKLOG
-        {
-            if self.shell.shutting_down {
-                self.reply("421 server shutting down");
-                self.state = State::Closing;
-                break;
-            }
-            let Some(lf) = self.shell.input.iter().position(|&b| b == b'\n') else {
-                if self.shell.input.len() >= MAX_CONTROL_LINE {
-                    self.reply("500 line too long");
-                    self.state = State::Closing;
-                } else if self.shell.peer_eof {
-                    self.state = State::Closing;
-                }
-                break;
-            };
-            let mut line: Vec<u8> = self.shell.input.drain(..=lf).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            self.execute(&line, services);
-        }
-        if self.shell.input.is_empty() {
-            self.shell.input = Vec::new();
-        }
     }
 }
 

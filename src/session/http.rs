@@ -28,7 +28,7 @@ use super::listing::{listing_step, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
 use super::replies::Failure;
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
-use super::{Checked, Front, LoginStart, PasswordCheck, Services, Shell};
+use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
 use crate::audit::{self, Quoted, TransferKind, Who};
 use crate::integrity::Hasher;
 use crate::metrics::Protocol;
@@ -205,8 +205,172 @@ impl Front for Session {
         &mut self.shell
     }
 
-    fn is_closing(&self) -> bool {
-        matches!(self.state, State::Closing)
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Closing => Phase::Closing,
+            State::Receiving(_) => Phase::Receiving,
+            State::Sending(_) => Phase::Sending,
+            State::Listing(_) | State::Verifying(_) => Phase::Working,
+            State::Head => Phase::Ready,
+        }
+    }
+
+    /// An idle keep-alive connection closes without a word.
+    fn close(&mut self) {
+        self.state = State::Closing;
+    }
+
+    fn backlog(&self) -> usize {
+        OUTPUT_BACKLOG
+    }
+
+    /// A request head's time counts from its first byte.
+    fn arriving(&mut self) {
+        if self.shell.input.is_empty() {
+            self.head_started = Instant::now();
+        }
+    }
+
+    /// A password check is not a transfer: a shutdown does not wait for
+    /// it.
+    fn while_working(&mut self, _services: &Services) {
+        if matches!(self.state, State::Verifying(_)) && self.shell.shutting_down {
+            self.state = State::Closing;
+        }
+    }
+
+    /// Handles the next complete request head, if there is one.
+    fn next_command(&mut self, services: &Services) -> bool {
+        let input = mem::take(&mut self.shell.input);
+        let consumed = match http::parse_head(&input) {
+            Ok(Status::Partial) => {
+                self.shell.input = input;
+                return false;
+            }
+            Err(err) => {
+                log::info!("{} bad request head: {err:?}", self.shell.peer);
+                self.head_request = false;
+                self.fail(err, After::Close, services);
+                // Nothing after a head that cannot be read can be trusted.
+                return true;
+            }
+            Ok(Status::Complete(request)) => {
+                let consumed = request.head_len;
+                self.handle(&request, services);
+                if matches!(self.state, State::Verifying(_)) {
+                    // The password check decides; the request is handled
+                    // again, from the same bytes, once it has.
+                    drop(request);
+                    self.shell.input = input;
+                    return false;
+                }
+                consumed
+            }
+        };
+        self.shell.input = input;
+        self.shell.input.drain(..consumed);
+        // A pipelined request behind it has its own time from now.
+        self.head_started = Instant::now();
+        true
+    }
+
+    fn refill(&mut self, services: &Services) {
+        let State::Sending(send) = &mut self.state else {
+            return;
+        };
+        match send.download.refill(&mut self.shell.out) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
+                    let keep = send.keep_alive && !self.shell.shutting_down;
+                    let who = who(self.shell.peer, &send.user);
+                    send.download.completed(who, services);
+                    self.after_response(After::from_keep_alive(keep));
+                }
+            }
+            // The announced length can no longer be met.
+            Err(err) => self.file_output_failed(&err, services),
+        }
+    }
+
+    /// Feeds body bytes to the running upload; returns how many of `data`
+    /// belonged to the body.
+    fn take_payload(&mut self, data: &[u8], services: &Services) -> usize {
+        let State::Receiving(put) = &mut self.state else {
+            return 0;
+        };
+        let max = put.limit;
+        // A chunked body claims its bytes as they arrive, against the one
+        // count every upload of the user shares (a declared length claimed
+        // them all at the start).
+        let chunked_quota = match put.framing {
+            Framing::Chunked(_) => services.policy.user_quota,
+            Framing::Length { .. } => None,
+        };
+        let mut over_quota = false;
+        let Put {
+            framing, intake, ..
+        } = &mut **put;
+        let mut write = |bytes: &[u8]| {
+            let len = bytes.len() as u64;
+            let total = intake.received() + len;
+            if total > max || over_quota {
+                return intake.skip(len);
+            }
+            if let Some(quota) = chunked_quota
+                && !intake.claim_within(total, quota)
+            {
+                over_quota = true;
+                return intake.skip(len);
+            }
+            // A failed write is answered once the body is all read.
+            intake.write(bytes);
+        };
+        let (taken, done) = match framing {
+            Framing::Length { left } => {
+                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                write(&data[..n]);
+                *left -= n as u64;
+                (n, *left == 0)
+            }
+            Framing::Chunked(decoder) => match decoder.decode(data, &mut write) {
+                Ok(n) => (n, decoder.is_done()),
+                Err(err) => {
+                    let State::Receiving(put) = mem::replace(&mut self.state, State::Closing)
+                    else {
+                        unreachable!();
+                    };
+                    self.abort_upload(*put, &format!("bad chunked body: {err:?}"), services);
+                    self.error(400, After::Close, services);
+                    return data.len();
+                }
+            },
+        };
+        if put.intake.received() > max || over_quota {
+            let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
+                unreachable!();
+            };
+            let over = match chunked_quota {
+                Some(quota) if over_quota => Some(OverQuota::Bytes { quota }),
+                _ => put.over_quota,
+            };
+            let reason = if over_quota {
+                "body over the quota"
+            } else {
+                "body over the size limit"
+            };
+            self.abort_upload(*put, reason, services);
+            let failure = match over {
+                Some(over) => Failure::OverQuota(over),
+                None => Failure::TooLarge { max },
+            };
+            self.fail(failure, After::Close, services);
+            return data.len();
+        }
+        if done {
+            self.finish_upload(services);
+        }
+        taken
     }
 
     fn password_check(&self) -> Option<&PasswordCheck> {
@@ -359,16 +523,6 @@ impl Front for Session {
         usize::MAX
     }
 
-    fn receive(&mut self, data: &[u8], services: &Services) {
-        self.shell.last_activity = Instant::now();
-        if self.shell.input.is_empty() {
-            self.head_started = self.shell.last_activity;
-        }
-        let taken = self.take_body(data, services);
-        self.shell.input.extend_from_slice(&data[taken..]);
-        self.advance(services);
-    }
-
     fn peer_closed(&mut self) {
         if matches!(self.state, State::Verifying(_)) {
             // Nobody is left to answer: the check (queued or running) is
@@ -407,74 +561,6 @@ impl Front for Session {
             State::Head | State::Verifying(_) | State::Closing => {}
         }
     }
-
-    fn advance(&mut self, services: &Services) {
-        loop {
-            if self.shell.out.is_held() {
-                break;
-            }
-            match &self.state {
-                State::Closing => break,
-                State::Receiving(_) => {
-                    if self.shell.input.is_empty() {
-                        if self.shell.peer_eof {
-                            // The body cannot complete: the upload is
-                            // discarded, responses already queued still go.
-                            if let State::Receiving(put) =
-                                mem::replace(&mut self.state, State::Closing)
-                            {
-                                self.abort_upload(*put, "client closed the connection", services);
-                            }
-                        }
-                        break;
-                    }
-                    // Body bytes that arrived right behind the head.
-                    let input = mem::take(&mut self.shell.input);
-                    let taken = self.take_body(&input, services);
-                    self.shell.input = input;
-                    self.shell.input.drain(..taken);
-                    if matches!(self.state, State::Receiving(_)) {
-                        break;
-                    }
-                }
-                State::Verifying(_) => {
-                    // Not a transfer: a shutdown does not wait for it.
-                    if self.shell.shutting_down {
-                        self.state = State::Closing;
-                    }
-                    break;
-                }
-                // Its steps run from `work`; requests behind it wait.
-                State::Listing(_) => break,
-                State::Sending(_) => {
-                    if !self.output().is_empty() {
-                        break;
-                    }
-                    self.refill(services);
-                    if matches!(self.state, State::Sending(_)) {
-                        break;
-                    }
-                }
-                State::Head => {
-                    if self.output().len() > OUTPUT_BACKLOG {
-                        break;
-                    }
-                    if self.shell.shutting_down {
-                        // Idle keep-alive connection: closed without a word.
-                        self.state = State::Closing;
-                        break;
-                    }
-                    if !self.next_request(services) {
-                        if self.shell.peer_eof {
-                            self.state = State::Closing;
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-        self.shell.release_idle_buffers();
-    }
 }
 
 impl Session {
@@ -487,41 +573,6 @@ impl Session {
             head_request: false,
             head_started: Instant::now(),
         }
-    }
-
-    /// Handles the next complete request head, if there is one.
-    fn next_request(&mut self, services: &Services) -> bool {
-        let input = mem::take(&mut self.shell.input);
-        let consumed = match http::parse_head(&input) {
-            Ok(Status::Partial) => {
-                self.shell.input = input;
-                return false;
-            }
-            Err(err) => {
-                log::info!("{} bad request head: {err:?}", self.shell.peer);
-                self.head_request = false;
-                self.fail(err, After::Close, services);
-                // Nothing after a head that cannot be read can be trusted.
-                return true;
-            }
-            Ok(Status::Complete(request)) => {
-                let consumed = request.head_len;
-                self.handle(&request, services);
-                if matches!(self.state, State::Verifying(_)) {
-                    // The password check decides; the request is handled
-                    // again, from the same bytes, once it has.
-                    drop(request);
-                    self.shell.input = input;
-                    return false;
-                }
-                consumed
-            }
-        };
-        self.shell.input = input;
-        self.shell.input.drain(..consumed);
-        // A pipelined request behind it has its own time from now.
-        self.head_started = Instant::now();
-        true
     }
 
     /// Decides the response to one request, in the order of checks of
@@ -1030,86 +1081,6 @@ impl Session {
         }
     }
 
-    /// Feeds body bytes to the running upload; returns how many of `data`
-    /// belonged to the body.
-    fn take_body(&mut self, data: &[u8], services: &Services) -> usize {
-        let State::Receiving(put) = &mut self.state else {
-            return 0;
-        };
-        let max = put.limit;
-        // A chunked body claims its bytes as they arrive, against the one
-        // count every upload of the user shares (a declared length claimed
-        // them all at the start).
-        let chunked_quota = match put.framing {
-            Framing::Chunked(_) => services.policy.user_quota,
-            Framing::Length { .. } => None,
-        };
-        let mut over_quota = false;
-        let Put {
-            framing, intake, ..
-        } = &mut **put;
-        let mut write = |bytes: &[u8]| {
-            let len = bytes.len() as u64;
-            let total = intake.received() + len;
-            if total > max || over_quota {
-                return intake.skip(len);
-            }
-            if let Some(quota) = chunked_quota
-                && !intake.claim_within(total, quota)
-            {
-                over_quota = true;
-                return intake.skip(len);
-            }
-            // A failed write is answered once the body is all read.
-            intake.write(bytes);
-        };
-        let (taken, done) = match framing {
-            Framing::Length { left } => {
-                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                write(&data[..n]);
-                *left -= n as u64;
-                (n, *left == 0)
-            }
-            Framing::Chunked(decoder) => match decoder.decode(data, &mut write) {
-                Ok(n) => (n, decoder.is_done()),
-                Err(err) => {
-                    let State::Receiving(put) = mem::replace(&mut self.state, State::Closing)
-                    else {
-                        unreachable!();
-                    };
-                    self.abort_upload(*put, &format!("bad chunked body: {err:?}"), services);
-                    self.error(400, After::Close, services);
-                    return data.len();
-                }
-            },
-        };
-        if put.intake.received() > max || over_quota {
-            let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
-                unreachable!();
-            };
-            let over = match chunked_quota {
-                Some(quota) if over_quota => Some(OverQuota::Bytes { quota }),
-                _ => put.over_quota,
-            };
-            let reason = if over_quota {
-                "body over the quota"
-            } else {
-                "body over the size limit"
-            };
-            self.abort_upload(*put, reason, services);
-            let failure = match over {
-                Some(over) => Failure::OverQuota(over),
-                None => Failure::TooLarge { max },
-            };
-            self.fail(failure, After::Close, services);
-            return data.len();
-        }
-        if done {
-            self.finish_upload(services);
-        }
-        taken
-    }
-
     fn finish_upload(&mut self, services: &Services) {
         let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
             return;
@@ -1145,25 +1116,6 @@ impl Session {
     fn cut(&self, send: Send, reason: &str, services: &Services) {
         let who = who(self.shell.peer, &send.user);
         send.download.cut(who, reason, services);
-    }
-
-    fn refill(&mut self, services: &Services) {
-        let State::Sending(send) = &mut self.state else {
-            return;
-        };
-        match send.download.refill(&mut self.shell.out) {
-            Ok(false) => {}
-            Ok(true) => {
-                if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
-                    let keep = send.keep_alive && !self.shell.shutting_down;
-                    let who = who(self.shell.peer, &send.user);
-                    send.download.completed(who, services);
-                    self.after_response(After::from_keep_alive(keep));
-                }
-            }
-            // The announced length can no longer be met.
-            Err(err) => self.file_output_failed(&err, services),
-        }
     }
 
     /// Queues a response head; the body (if any) follows separately.

@@ -47,7 +47,7 @@ use super::hashing::HASH_STEP;
 use super::listing::{listing_step, write_listing_line};
 use super::replies::Failure;
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
-use super::{Checked, Front, LoginStart, PasswordCheck, Services, Shell};
+use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
 use crate::audit::{self, Quoted, TransferKind, Who};
 use crate::integrity::{Digest, Hasher};
 use crate::metrics::Protocol;
@@ -245,8 +245,133 @@ impl Front for Session {
         &mut self.shell
     }
 
-    fn is_closing(&self) -> bool {
-        matches!(self.state, State::Closing)
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Closing => Phase::Closing,
+            State::Receiving(..) => Phase::Receiving,
+            State::Sending(..) => Phase::Sending,
+            State::Listing(..) | State::Hashing(..) | State::Verifying(_) => Phase::Working,
+            State::Auth { .. } | State::Idle(_) => Phase::Ready,
+        }
+    }
+
+    fn close(&mut self) {
+        self.state = State::Closing;
+    }
+
+    fn backlog(&self) -> usize {
+        REPLY_BACKLOG
+    }
+
+    fn shutting_down_words(&mut self, services: &Services) {
+        self.reply(Reply::ShuttingDown, services);
+    }
+
+    /// Neither hashing nor a password check is a transfer: shutdown does
+    /// not wait for them. A resumed upload keeps its bytes for next time.
+    fn while_working(&mut self, services: &Services) {
+        let awaiting = match &self.state {
+            State::Listing(..) => return,
+            State::Hashing(_, job) => match &job.purpose {
+                Purpose::Resume(receive) if receive.remaining() > self.shell.input.len() as u64 => {
+                    Some(receive.remaining())
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if self.shell.shutting_down {
+            self.interrupt("server shutting down", services);
+            self.reply(Reply::ShuttingDown, services);
+        } else if let (true, Some(remaining)) = (self.shell.peer_eof, awaiting) {
+            // The payload this upload needs is not all here and can no
+            // longer arrive: stop now rather than after hashing bytes for
+            // nobody. The PUT line is still answered as if the hashing had
+            // finished (`150`, then the close that interrupts the upload),
+            // exactly as a fresh PUT after the end of the client's stream
+            // is. (A HASH, or a resume whose payload is all here, goes on:
+            // a client that only closed its sending side still reads the
+            // answer.)
+            self.reply(Reply::Data(remaining), services);
+            self.interrupt("client closed the connection", services);
+        }
+    }
+
+    /// Executes the next complete line, if there is one.
+    fn next_command(&mut self, services: &Services) -> bool {
+        if self.discarding {
+            match line::skip_line(&self.shell.input) {
+                Some(end) => {
+                    self.shell.input.drain(..end);
+                    self.discarding = false;
+                }
+                None => {
+                    self.shell.input.clear();
+                    return false;
+                }
+            }
+        }
+        let input = mem::take(&mut self.shell.input);
+        let consumed = match line::parse(&input) {
+            Status::Partial => {
+                self.shell.input = input;
+                return false;
+            }
+            Status::Complete(parsed) => {
+                self.execute(parsed.command, services);
+                parsed.consumed
+            }
+        };
+        self.shell.input = input;
+        self.shell.input.drain(..consumed);
+        true
+    }
+
+    fn refill(&mut self, services: &Services) {
+        let State::Sending(_, download) = &mut self.state else {
+            return;
+        };
+        match download.refill(&mut self.shell.out) {
+            Ok(false) => {}
+            Ok(true) => self.transition(|session, state| match state {
+                State::Sending(login, download) => {
+                    download.completed(login.who(session.shell.peer), services);
+                    State::Idle(login)
+                }
+                other => other,
+            }),
+            // The announced size can no longer be met (a read failed, or
+            // the file was truncated behind the server's back).
+            Err(err) => self.file_output_failed(&err, services),
+        }
+    }
+
+    fn take_payload(&mut self, data: &[u8], services: &Services) -> usize {
+        let State::Receiving(login, receive) = &mut self.state else {
+            return 0;
+        };
+        let n = data
+            .len()
+            .min(usize::try_from(receive.remaining()).unwrap_or(usize::MAX));
+        if receive.intake.write(&data[..n])
+            && let Err(err) = receive.intake.upload()
+        {
+            log::error!(
+                "{} {}: write of {:?} failed: {err}",
+                self.shell.peer,
+                login.user,
+                receive.intake.name()
+            );
+        }
+        if receive.remaining() == 0 {
+            self.transition(|session, state| match state {
+                State::Receiving(login, receive) => {
+                    session.finish_upload(login, *receive, services)
+                }
+                other => other,
+            });
+        }
+        n
     }
 
     fn download(&self) -> Option<&Download> {
@@ -420,15 +545,6 @@ impl Front for Session {
         n
     }
 
-    /// Takes bytes the client sent; `data.len()` is at most
-    /// [`Session::read_limit`].
-    fn receive(&mut self, data: &[u8], services: &Services) {
-        self.shell.last_activity = Instant::now();
-        let taken = self.write_payload(data, services);
-        self.shell.input.extend_from_slice(&data[taken..]);
-        self.advance(services);
-    }
-
     /// The client closed its sending side. Complete lines already received
     /// are still answered; an unfinished upload is discarded.
     fn peer_closed(&mut self) {
@@ -497,95 +613,6 @@ impl Front for Session {
             State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
         }
     }
-
-    /// Runs whatever can run now: refills a download, feeds buffered
-    /// payload to an upload, executes complete command lines.
-    fn advance(&mut self, services: &Services) {
-        loop {
-            if self.shell.out.is_held() {
-                break;
-            }
-            match self.state {
-                State::Closing => break,
-                State::Receiving(..) => {
-                    if self.shell.input.is_empty() {
-                        if self.shell.peer_eof {
-                            // The upload cannot complete; the replies to the
-                            // lines before it are still sent.
-                            self.interrupt("client closed the connection", services);
-                        }
-                        break;
-                    }
-                    // Payload that arrived right behind the PUT line.
-                    let input = mem::take(&mut self.shell.input);
-                    let taken = self.write_payload(&input, services);
-                    self.shell.input = input;
-                    self.shell.input.drain(..taken);
-                }
-                State::Sending(..) => {
-                    if !self.output().is_empty() {
-                        break;
-                    }
-                    self.refill(services);
-                    if matches!(self.state, State::Sending(..)) {
-                        break;
-                    }
-                }
-                // Its steps run from `work`, and commands behind it wait.
-                State::Listing(..) => break,
-                State::Hashing(..) | State::Verifying(_) => {
-                    // Neither is a transfer: shutdown does not wait for
-                    // them. A resumed upload keeps its bytes for next time.
-                    let awaiting = match &self.state {
-                        State::Hashing(_, job) => match &job.purpose {
-                            Purpose::Resume(receive)
-                                if receive.remaining() > self.shell.input.len() as u64 =>
-                            {
-                                Some(receive.remaining())
-                            }
-                            _ => None,
-                        },
-                        _ => None,
-                    };
-                    if self.shell.shutting_down {
-                        self.interrupt("server shutting down", services);
-                        self.reply(Reply::ShuttingDown, services);
-                    } else if let (true, Some(remaining)) = (self.shell.peer_eof, awaiting) {
-                        // The payload this upload needs is not all here
-                        // and can no longer arrive: stop now rather than
-                        // after hashing bytes for nobody. The PUT line is
-                        // still answered as if the hashing had finished
-                        // (`150`, then the close that interrupts the
-                        // upload), exactly as a fresh PUT after the end of
-                        // the client's stream is. (A HASH, or a resume
-                        // whose payload is all here, goes on: a client
-                        // that only closed its sending side still reads
-                        // the answer.)
-                        self.reply(Reply::Data(remaining), services);
-                        self.interrupt("client closed the connection", services);
-                    }
-                    break;
-                }
-                State::Auth { .. } | State::Idle(_) => {
-                    if self.output().len() > REPLY_BACKLOG {
-                        break;
-                    }
-                    if self.shell.shutting_down {
-                        self.reply(Reply::ShuttingDown, services);
-                        self.state = State::Closing;
-                        break;
-                    }
-                    if !self.next_command(services) {
-                        if self.shell.peer_eof {
-                            self.state = State::Closing;
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-        self.shell.release_idle_buffers();
-    }
 }
 
 impl Session {
@@ -627,36 +654,6 @@ impl Session {
     /// Answers a failure in the words of the one table.
     fn fail(&mut self, failure: impl Into<Failure>, services: &Services) {
         self.reply(failure.into().reply(), services);
-    }
-
-    /// Executes the next complete line, if there is one.
-    fn next_command(&mut self, services: &Services) -> bool {
-        if self.discarding {
-            match line::skip_line(&self.shell.input) {
-                Some(end) => {
-                    self.shell.input.drain(..end);
-                    self.discarding = false;
-                }
-                None => {
-                    self.shell.input.clear();
-                    return false;
-                }
-            }
-        }
-        let input = mem::take(&mut self.shell.input);
-        let consumed = match line::parse(&input) {
-            Status::Partial => {
-                self.shell.input = input;
-                return false;
-            }
-            Status::Complete(parsed) => {
-                self.execute(parsed.command, services);
-                parsed.consumed
-            }
-        };
-        self.shell.input = input;
-        self.shell.input.drain(..consumed);
-        true
     }
 
     fn execute(&mut self, command: Result<Command<'_>, ParseError>, services: &Services) {
@@ -932,25 +929,6 @@ impl Session {
         }
     }
 
-    fn refill(&mut self, services: &Services) {
-        let State::Sending(_, download) = &mut self.state else {
-            return;
-        };
-        match download.refill(&mut self.shell.out) {
-            Ok(false) => {}
-            Ok(true) => self.transition(|session, state| match state {
-                State::Sending(login, download) => {
-                    download.completed(login.who(session.shell.peer), services);
-                    State::Idle(login)
-                }
-                other => other,
-            }),
-            // The announced size can no longer be met (a read failed, or
-            // the file was truncated behind the server's back).
-            Err(err) => self.file_output_failed(&err, services),
-        }
-    }
-
     fn start_upload(
         &mut self,
         mut login: Login,
@@ -1038,34 +1016,6 @@ impl Session {
         } else {
             State::Receiving(login, Box::new(receive))
         }
-    }
-
-    fn write_payload(&mut self, data: &[u8], services: &Services) -> usize {
-        let State::Receiving(login, receive) = &mut self.state else {
-            return 0;
-        };
-        let n = data
-            .len()
-            .min(usize::try_from(receive.remaining()).unwrap_or(usize::MAX));
-        if receive.intake.write(&data[..n])
-            && let Err(err) = receive.intake.upload()
-        {
-            log::error!(
-                "{} {}: write of {:?} failed: {err}",
-                self.shell.peer,
-                login.user,
-                receive.intake.name()
-            );
-        }
-        if receive.remaining() == 0 {
-            self.transition(|session, state| match state {
-                State::Receiving(login, receive) => {
-                    session.finish_upload(login, *receive, services)
-                }
-                other => other,
-            });
-        }
-        n
     }
 
     fn finish_upload(&mut self, login: Login, receive: Receive, services: &Services) -> State {

@@ -223,19 +223,45 @@ pub trait Front {
     fn shell(&self) -> &Shell;
     fn shell_mut(&mut self) -> &mut Shell;
 
-    /// Runs whatever can run now; called after every event.
-    fn advance(&mut self, services: &Services);
+    /// Where the session is, as [`Front::advance`] sees it.
+    fn phase(&self) -> Phase;
 
-    /// True once the session said its last word: only what is queued
-    /// still goes.
-    fn is_closing(&self) -> bool;
+    /// Says its last word and closes: only what is queued still goes.
+    fn close(&mut self);
 
     /// How many bytes the session takes now; 0 means do not read.
     fn read_limit(&self) -> usize;
 
-    /// Takes bytes the client sent; `data.len()` is at most
-    /// [`Front::read_limit`].
-    fn receive(&mut self, data: &[u8], services: &Services);
+    /// Runs the next complete command (or request) in the input, if there
+    /// is one; false when there is none yet.
+    fn next_command(&mut self, services: &Services) -> bool;
+
+    /// While more reply bytes than this wait to be sent, no further
+    /// pipelined command runs: a client that sends and never reads cannot
+    /// grow the buffer.
+    fn backlog(&self) -> usize;
+
+    /// Called first with every chunk of bytes the client sent, before they
+    /// join the input.
+    fn arriving(&mut self) {}
+
+    /// In [`Phase::Receiving`]: feeds the payload at the start of `data`
+    /// to the upload; returns how many bytes that was.
+    fn take_payload(&mut self, _data: &[u8], _services: &Services) -> usize {
+        0
+    }
+
+    /// In [`Phase::Sending`], once the output is sent: moves more of the
+    /// download into it, or ends the download.
+    fn refill(&mut self, _services: &Services) {}
+
+    /// In [`Phase::Working`], after every event: what the front does while
+    /// its work waits (shutdown does not wait for hashing or a password
+    /// check).
+    fn while_working(&mut self, _services: &Services) {}
+
+    /// What the front says to an idle client when the server shuts down.
+    fn shutting_down_words(&mut self, _services: &Services) {}
 
     /// What the front does when its peer closes its sending side, before
     /// it runs what it still can.
@@ -336,6 +362,86 @@ pub trait Front {
     /// Closes at once, to give the slot to a new connection.
     fn give_way(&mut self) {}
 
+    /// True once the session said its last word: only what is queued
+    /// still goes.
+    fn is_closing(&self) -> bool {
+        self.phase() == Phase::Closing
+    }
+
+    /// Takes bytes the client sent; `data.len()` is at most
+    /// [`Front::read_limit`].
+    fn receive(&mut self, data: &[u8], services: &Services) {
+        self.shell_mut().touch();
+        self.arriving();
+        let taken = self.take_payload(data, services);
+        self.shell_mut().input.extend_from_slice(&data[taken..]);
+        self.advance(services);
+    }
+
+    /// Runs whatever can run now; called after every event: feeds buffered
+    /// payload to an upload, refills a download, runs complete commands
+    /// while the replies before them are not piling up.
+    fn advance(&mut self, services: &Services) {
+        loop {
+            if self.shell().out.is_held() {
+                break;
+            }
+            match self.phase() {
+                Phase::Closing => break,
+                Phase::Receiving => {
+                    if self.shell().input.is_empty() {
+                        if self.shell().peer_eof {
+                            // The upload cannot complete; the replies to
+                            // what came before it are still sent.
+                            self.interrupt("client closed the connection", services);
+                        }
+                        break;
+                    }
+                    // Payload that arrived right behind its command.
+                    let input = std::mem::take(&mut self.shell_mut().input);
+                    let taken = self.take_payload(&input, services);
+                    let shell = self.shell_mut();
+                    shell.input = input;
+                    shell.input.drain(..taken);
+                    if taken == 0 {
+                        break;
+                    }
+                }
+                Phase::Sending => {
+                    if !self.output().is_empty() {
+                        break;
+                    }
+                    self.refill(services);
+                    if self.phase() == Phase::Sending {
+                        break;
+                    }
+                }
+                // Its steps run from `work`, and commands behind it wait.
+                Phase::Working => {
+                    self.while_working(services);
+                    break;
+                }
+                Phase::Ready => {
+                    if self.output().len() > self.backlog() {
+                        break;
+                    }
+                    if self.shell().shutting_down {
+                        self.shutting_down_words(services);
+                        self.close();
+                        break;
+                    }
+                    if !self.next_command(services) {
+                        if self.shell().peer_eof {
+                            self.close();
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        self.shell_mut().release_idle_buffers();
+    }
+
     /// Bytes waiting to be sent.
     fn output(&self) -> &[u8] {
         self.shell().out.sendable()
@@ -421,6 +527,22 @@ pub trait Front {
             self.time_out(services);
         }
     }
+}
+
+/// Where a session is, as [`Front::advance`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Its last word is said: only what is queued still goes.
+    Closing,
+    /// The payload of an upload arrives.
+    Receiving,
+    /// A download's bytes go out.
+    Sending,
+    /// Socket-free work of its own runs from [`Front::work`] (hashing, a
+    /// listing's steps, a password check): commands behind it wait.
+    Working,
+    /// Ready for the next command or request.
+    Ready,
 }
 
 /// A session of any front, as the reactor keeps it: an enum rather than a

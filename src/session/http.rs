@@ -1224,55 +1224,12 @@ mod tests {
     //! Whole HTTP conversations driven from byte slices, no socket.
 
     use super::*;
-    use crate::auth::Users;
-    use crate::storage::{Options, Storage};
+    use crate::session::testing::peer;
 
-    struct Harness {
-        _root: tempfile::TempDir,
-        services: Services,
-    }
+    use crate::session::testing::Harness;
 
-    impl Harness {
-        fn new() -> Harness {
-            let root = tempfile::tempdir().unwrap();
-            let options = Options {
-                fsync: false,
-                ..Options::default()
-            };
-            let users = Users::parse(b"alice:pw\n").unwrap();
-            let storage = Storage::open(root.path(), options).unwrap();
-            let mut services = Services::new(users, storage, 1000);
-            // Held replies are tested on their own.
-            services.policy.login_delay = std::time::Duration::ZERO;
-            Harness {
-                services,
-                _root: root,
-            }
-        }
-
-        /// Feeds `input` in pieces of `step` bytes (never more than the
-        /// session takes), collecting all output.
-        fn talk(&self, session: &mut Session, mut input: &[u8], step: usize) -> String {
-            let mut seen = Vec::new();
-            loop {
-                let pending = session.output().len();
-                if pending > 0 {
-                    seen.extend_from_slice(session.output());
-                    session.output_written(pending, &self.services);
-                    continue;
-                }
-                let n = session.read_limit().min(input.len()).min(step);
-                if n == 0 {
-                    return String::from_utf8_lossy(&seen).into_owned();
-                }
-                session.receive(&input[..n], &self.services);
-                input = &input[n..];
-            }
-        }
-    }
-
-    fn peer() -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
+    fn harness() -> Harness {
+        Harness::new(1000)
     }
 
     /// `alice:pw` in Basic form.
@@ -1286,14 +1243,14 @@ mod tests {
 
     #[test]
     fn pipelined_requests_are_answered_in_order_on_one_connection() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer());
         let input = format!(
             "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
              GET /files/nope HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n\
              GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
         );
-        let out = h.talk(&mut session, input.as_bytes(), 7);
+        let out = h.talk_text(&mut session, input.as_bytes(), 7);
         assert_eq!(statuses(&out), ["200", "404", "404"], "{out}");
         assert!(!session.is_done(), "keep-alive");
         session.receive_eof(&h.services);
@@ -1302,14 +1259,14 @@ mod tests {
 
     #[test]
     fn chunked_upload_split_anywhere_then_replace() {
-        let h = Harness::new();
+        let h = harness();
         for (step, expected) in [(1, "201"), (5, "204"), (1000, "204")] {
             let mut session = Session::new(peer());
             let input = format!(
                 "PUT /files/a%20b HTTP/1.1\r\nHost: x\r\n{AUTH}Transfer-Encoding: chunked\r\n\r\n\
                  3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\nGET /files/a%20b HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n"
             );
-            let out = h.talk(&mut session, input.as_bytes(), step);
+            let out = h.talk_text(&mut session, input.as_bytes(), step);
             assert_eq!(statuses(&out), [expected, "200"], "step {step}: {out}");
             let digest = crate::integrity::Digest::of(b"abcde");
             assert!(
@@ -1322,19 +1279,19 @@ mod tests {
 
     #[test]
     fn refusals_before_the_body_close_the_connection() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer());
         let input = format!(
             "PUT /files/big HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: 1001\r\nExpect: 100-continue\r\n\r\n"
         );
-        let out = h.talk(&mut session, input.as_bytes(), 4096);
+        let out = h.talk_text(&mut session, input.as_bytes(), 4096);
         assert_eq!(statuses(&out), ["413"], "no 100 Continue: {out}");
         assert!(out.contains("Connection: close\r\n"));
         assert!(session.is_done());
 
         let mut session = Session::new(peer());
         let input = "PUT /files/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
-        let out = h.talk(&mut session, input.as_bytes(), 4096);
+        let out = h.talk_text(&mut session, input.as_bytes(), 4096);
         assert_eq!(statuses(&out), ["401"]);
         assert!(
             session.is_done(),
@@ -1344,12 +1301,12 @@ mod tests {
 
     #[test]
     fn the_third_failed_login_closes() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer());
         let bad = "GET /files/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6bm8=\r\n\r\n";
         let none = "GET /files/ HTTP/1.1\r\nHost: x\r\n\r\n";
         let input = [none, bad, bad, none, bad, none].concat();
-        let out = h.talk(&mut session, input.as_bytes(), 4096);
+        let out = h.talk_text(&mut session, input.as_bytes(), 4096);
         assert_eq!(
             statuses(&out),
             ["401"; 5],
@@ -1360,16 +1317,16 @@ mod tests {
 
     #[test]
     fn shutdown_closes_idle_and_lets_an_upload_finish() {
-        let h = Harness::new();
+        let h = harness();
         let mut idle = Session::new(peer());
         idle.begin_shutdown(&h.services);
         assert!(idle.is_done());
 
         let mut session = Session::new(peer());
         let head = format!("PUT /files/f HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: 4\r\n\r\nab");
-        assert_eq!(h.talk(&mut session, head.as_bytes(), 4096), "");
+        assert_eq!(h.talk_text(&mut session, head.as_bytes(), 4096), "");
         session.begin_shutdown(&h.services);
-        let out = h.talk(&mut session, b"cdGET /healthz HTTP/1.1\r\n\r\n", 4096);
+        let out = h.talk_text(&mut session, b"cdGET /healthz HTTP/1.1\r\n\r\n", 4096);
         assert_eq!(statuses(&out), ["201"], "{out}");
         assert!(out.contains("Connection: close\r\n"));
         assert!(session.is_done());
@@ -1377,7 +1334,7 @@ mod tests {
 
     #[test]
     fn a_client_that_never_reads_cannot_grow_the_output() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer());
         let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
         for _ in 0..100_000 {

@@ -1184,64 +1184,12 @@ mod tests {
     //! property the fuzz targets rely on.
 
     use super::*;
-    use crate::auth::Users;
-    use crate::storage::Storage;
+    use crate::session::testing::peer;
 
-    struct Harness {
-        _root: tempfile::TempDir,
-        services: Services,
-    }
+    use crate::session::testing::Harness;
 
-    impl Harness {
-        fn new() -> Harness {
-            let root = tempfile::tempdir().unwrap();
-            let options = crate::storage::Options {
-                fsync: false,
-                ..Default::default()
-            };
-            let storage = Storage::open(root.path(), options).unwrap();
-            let users = Users::parse(b"alice:pw\n").unwrap();
-            let mut services = Services::new(users, storage, 1 << 20);
-            // Held replies are tested on their own.
-            services.policy.login_delay = std::time::Duration::ZERO;
-            Harness {
-                _root: root,
-                services,
-            }
-        }
-
-        fn services(&self) -> &Services {
-            &self.services
-        }
-
-        /// Feeds `input` as the reactor would (never more than
-        /// `read_limit`), reading all output as it appears.
-        fn talk(&self, session: &mut Session, mut input: &[u8]) -> Vec<u8> {
-            let services = self.services();
-            let mut seen = Vec::new();
-            loop {
-                if session.has_work() {
-                    session.work(services);
-                    continue;
-                }
-                let pending = session.output().len();
-                if pending > 0 {
-                    seen.extend_from_slice(session.output());
-                    session.output_written(pending, services);
-                    continue;
-                }
-                let n = session.read_limit().min(input.len());
-                if n == 0 {
-                    return seen;
-                }
-                session.receive(&input[..n], services);
-                input = &input[n..];
-            }
-        }
-    }
-
-    fn peer() -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
+    fn harness() -> Harness {
+        Harness::new(1 << 20)
     }
 
     fn text(bytes: &[u8]) -> String {
@@ -1250,7 +1198,7 @@ mod tests {
 
     #[test]
     fn whole_session_from_bytes() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer(), h.services());
         let greeting = format!("220 ferry {} ready\r\n", env!("CARGO_PKG_VERSION"));
         let out = h.talk(&mut session, b"LIST\nAUTH alice pw\nPUT 5 a b\nhello");
@@ -1278,7 +1226,7 @@ mod tests {
 
     #[test]
     fn too_long_line_is_answered_once_and_skipped() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer(), h.services());
         let mut input = vec![b'x'; 3 * MAX_LINE];
         input.extend_from_slice(b"\nNOOP\n");
@@ -1292,7 +1240,7 @@ mod tests {
 
     #[test]
     fn a_client_that_never_reads_cannot_grow_the_buffers() {
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let mut session = Session::new(peer(), h.services());
         // Keep sending NOOPs without taking any output.
@@ -1310,7 +1258,7 @@ mod tests {
 
     #[test]
     fn upload_over_the_limit_is_refused_before_any_byte() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer(), h.services());
         let out = text(&h.talk(&mut session, b"AUTH alice pw\nPUT 2000000 big\nNOOP\n"));
         assert!(
@@ -1321,7 +1269,7 @@ mod tests {
 
     #[test]
     fn shutdown_lets_an_upload_finish_then_closes() {
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let mut session = Session::new(peer(), h.services());
         h.talk(&mut session, b"AUTH alice pw\nPUT 4 f\nab");
@@ -1340,7 +1288,7 @@ mod tests {
 
     #[test]
     fn end_of_drain_discards_the_upload() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer(), h.services());
         h.talk(&mut session, b"AUTH alice pw\nPUT 4 f\nab");
         session.begin_shutdown(h.services());
@@ -1352,7 +1300,7 @@ mod tests {
 
     #[test]
     fn eof_still_answers_complete_lines() {
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let mut session = Session::new(peer(), h.services());
         let out = text(&h.talk(&mut session, b"NOOP\nNOO"));
@@ -1370,7 +1318,7 @@ mod tests {
 
     #[test]
     fn hash_comes_from_the_upload_and_from_reading_a_planted_file() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = login(&h);
         let digest = Digest::of(b"hello");
         let out = text(&h.talk(&mut session, b"PUT 5 a\nhello"));
@@ -1404,7 +1352,7 @@ mod tests {
 
     #[test]
     fn rest_then_get_sends_the_tail() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 10 f\n0123456789");
         let out = text(&h.talk(&mut session, b"REST 7\nGET f\nGET f\n"));
@@ -1422,7 +1370,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_upload_is_continued_with_its_saved_hash_state() {
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 10 f\n0123");
@@ -1450,7 +1398,7 @@ mod tests {
 
     #[test]
     fn resuming_before_the_end_of_the_held_bytes_rehashes_them() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 10 f\n0123xx");
         session.receive_eof(h.services());
@@ -1472,7 +1420,7 @@ mod tests {
 
     #[test]
     fn expect_mismatch_discards_and_keeps_the_old_file() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 3 f\nold");
         let good = Digest::of(b"new");
@@ -1495,7 +1443,7 @@ mod tests {
 
     #[test]
     fn shutdown_stops_hashing_and_keeps_the_partial() {
-        let mut h = Harness::new();
+        let mut h = harness();
         h.services.max_file_size = 1 << 30;
         let services = h.services();
         let mut session = login(&h);
@@ -1523,7 +1471,7 @@ mod tests {
     #[test]
     fn a_direct_download_falls_back_to_the_buffer_where_it_stopped() {
         use std::os::unix::fs::FileExt;
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
         let mut session = Session::new(peer(), services);

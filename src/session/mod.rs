@@ -596,6 +596,92 @@ impl std::ops::DerefMut for Session {
     }
 }
 
+/// What the unit tests of every front drive a session with, no socket.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::SocketAddr;
+
+    use super::{Front, Services};
+    use crate::auth::Users;
+    use crate::storage::{Options, Storage};
+
+    /// Services over a temporary directory, with the user `alice:pw`.
+    pub struct Harness {
+        _root: tempfile::TempDir,
+        pub services: Services,
+    }
+
+    impl Harness {
+        pub fn new(max_file_size: u64) -> Harness {
+            let root = tempfile::tempdir().unwrap();
+            let options = Options {
+                fsync: false,
+                ..Options::default()
+            };
+            let storage = Storage::open(root.path(), options).unwrap();
+            let users = Users::parse(b"alice:pw\n").unwrap();
+            let mut services = Services::new(users, storage, max_file_size);
+            // Held replies are tested on their own.
+            services.policy.login_delay = std::time::Duration::ZERO;
+            Harness {
+                _root: root,
+                services,
+            }
+        }
+
+        pub fn services(&self) -> &Services {
+            &self.services
+        }
+
+        /// Feeds `input` as the reactor would, `step` bytes at a time at
+        /// most (and never more than `read_limit`), running socket-free
+        /// work and reading all output as it appears.
+        pub fn talk_in_steps(
+            &self,
+            session: &mut dyn Front,
+            mut input: &[u8],
+            step: usize,
+        ) -> Vec<u8> {
+            let services = self.services();
+            let mut seen = Vec::new();
+            loop {
+                if session.has_work() {
+                    session.work(services);
+                    continue;
+                }
+                let pending = session.output().len();
+                if pending > 0 {
+                    seen.extend_from_slice(session.output());
+                    session.output_written(pending, services);
+                    continue;
+                }
+                let n = session.read_limit().min(input.len()).min(step);
+                if n == 0 {
+                    return seen;
+                }
+                session.receive(&input[..n], services);
+                input = &input[n..];
+            }
+        }
+    }
+
+    impl Harness {
+        /// [`Harness::talk_in_steps`] with no limit on the step.
+        pub fn talk(&self, session: &mut dyn Front, input: &[u8]) -> Vec<u8> {
+            self.talk_in_steps(session, input, usize::MAX)
+        }
+
+        /// [`Harness::talk_in_steps`], as text.
+        pub fn talk_text(&self, session: &mut dyn Front, input: &[u8], step: usize) -> String {
+            String::from_utf8_lossy(&self.talk_in_steps(session, input, step)).into_owned()
+        }
+    }
+
+    pub fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@
 //! Every response is decided in [`Session::handle`], in the order of checks
 //! that `protocol.md` gives. Buffers are bounded as in the line protocol: a
 //! request head is at most [`MAX_HEAD`] bytes, a download holds at most
-//! [`TRANSFER_BUFFER`] bytes of file data, body bytes go straight to the
+//! [`TRANSFER_BUFFER`](super::TRANSFER_BUFFER) bytes of file data, body bytes go straight to the
 //! file, and no further pipelined request runs while more than
 //! [`OUTPUT_BACKLOG`] bytes of responses wait to be sent.
 
@@ -281,7 +281,7 @@ impl Front for Session {
         match send.download.refill(&mut self.shell.out) {
             Ok(false) => {}
             Ok(true) => {
-                if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
+                if let State::Sending(send) = self.take_state() {
                     let keep = send.keep_alive && !self.shell.shutting_down;
                     let who = who(self.shell.peer, &send.user);
                     send.download.completed(who, services);
@@ -336,20 +336,16 @@ impl Front for Session {
             Framing::Chunked(decoder) => match decoder.decode(data, &mut write) {
                 Ok(n) => (n, decoder.is_done()),
                 Err(err) => {
-                    let State::Receiving(put) = mem::replace(&mut self.state, State::Closing)
-                    else {
-                        unreachable!();
-                    };
-                    self.abort_upload(*put, &format!("bad chunked body: {err:?}"), services);
+                    if let State::Receiving(put) = self.take_state() {
+                        let reason = format!("bad chunked body: {err:?}");
+                        self.abort_upload(*put, &reason, services);
+                    }
                     self.error(400, After::Close, services);
                     return data.len();
                 }
             },
         };
         if put.intake.received() > max || over_quota {
-            let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
-                unreachable!();
-            };
             let over = match chunked_quota {
                 Some(quota) if over_quota => Some(OverQuota::Bytes { quota }),
                 _ => put.over_quota,
@@ -359,7 +355,9 @@ impl Front for Session {
             } else {
                 "body over the size limit"
             };
-            self.abort_upload(*put, reason, services);
+            if let State::Receiving(put) = self.take_state() {
+                self.abort_upload(*put, reason, services);
+            }
             let failure = match over {
                 Some(over) => Failure::OverQuota(over),
                 None => Failure::TooLarge { max },
@@ -402,7 +400,7 @@ impl Front for Session {
     }
 
     fn cut_download(&mut self, reason: &str, services: &Services) {
-        if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
+        if let State::Sending(send) = self.take_state() {
             self.cut(*send, reason, services);
         }
     }
@@ -447,7 +445,7 @@ impl Front for Session {
     /// or ends the connection when its time is up (`408` for a request
     /// that did not arrive in time).
     fn time_out(&mut self, services: &Services) {
-        match mem::replace(&mut self.state, State::Closing) {
+        match self.take_state() {
             State::Head if self.shell.input.is_empty() => {
                 log::info!("{} idle keep-alive connection closed", self.shell.peer);
             }
@@ -535,7 +533,7 @@ impl Front for Session {
 
     /// The drain is over: an upload is discarded (`503`), a response is cut.
     fn end_drain(&mut self, services: &Services) {
-        match mem::replace(&mut self.state, State::Closing) {
+        match self.take_state() {
             State::Receiving(put) => {
                 self.abort_upload(*put, "server shutting down", services);
                 self.error(503, After::Close, services);
@@ -554,7 +552,7 @@ impl Front for Session {
     }
 
     fn interrupt(&mut self, reason: &str, services: &Services) {
-        match mem::replace(&mut self.state, State::Closing) {
+        match self.take_state() {
             State::Receiving(put) => self.abort_upload(*put, reason, services),
             State::Sending(send) => self.cut(*send, reason, services),
             State::Listing(job) => self.cut_listing(&job, reason),
@@ -1082,7 +1080,7 @@ impl Session {
     }
 
     fn finish_upload(&mut self, services: &Services) {
-        let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
+        let State::Receiving(put) = self.take_state() else {
             return;
         };
         let Put {
@@ -1116,6 +1114,14 @@ impl Session {
     fn cut(&self, send: Send, reason: &str, services: &Services) {
         let who = who(self.shell.peer, &send.user);
         send.download.cut(who, reason, services);
+    }
+
+    /// Takes the state whole, to move on from it: every transition that
+    /// needs the data of the state it leaves starts here. Until the next
+    /// state is set the connection is `Closing`, which is also what it
+    /// becomes when none is.
+    fn take_state(&mut self) -> State {
+        mem::replace(&mut self.state, State::Closing)
     }
 
     /// Queues a response head; the body (if any) follows separately.
@@ -1224,9 +1230,7 @@ mod tests {
     //! Whole HTTP conversations driven from byte slices, no socket.
 
     use super::*;
-    use crate::session::testing::peer;
-
-    use crate::session::testing::Harness;
+    use crate::session::testing::{Harness, peer};
 
     fn harness() -> Harness {
         Harness::new(1000)

@@ -31,8 +31,8 @@
 //!
 //! Buffers are bounded: pending command bytes at most [`MAX_LINE`], queued
 //! replies stop command processing past [`REPLY_BACKLOG`], and a download
-//! holds at most [`TRANSFER_BUFFER`] bytes of file data, a listing about
-//! [`LIST_BLOCK`]. Upload bytes go
+//! holds at most [`TRANSFER_BUFFER`](super::TRANSFER_BUFFER) bytes of file data, a listing about
+//! [`LIST_BLOCK`](super::LIST_BLOCK). Upload bytes go
 //! straight from the reactor's read buffer to the file. An idle session
 //! holds no buffer at all.
 
@@ -43,7 +43,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use super::hashing::HASH_STEP;
+use super::hashing::Stepwise;
 use super::listing::{listing_step, write_listing_line};
 use super::replies::Failure;
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
@@ -54,7 +54,7 @@ use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{Identity, Listing, Resumed, UserDir};
+use crate::storage::{Identity, Listing, Resumed, StorageError, UserDir};
 
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
@@ -140,13 +140,8 @@ impl Receive {
 /// Hashing a file a step at a time, and what to do with the digest.
 #[derive(Debug)]
 struct Digesting {
-    /// Covers the bytes before `pos`.
-    hasher: Hasher,
-    pos: u64,
-    end: u64,
-    buf: Vec<u8>,
+    hashing: Stepwise,
     purpose: Purpose,
-    started: Instant,
 }
 
 #[derive(Debug)]
@@ -163,38 +158,22 @@ enum Purpose {
 
 impl Digesting {
     fn new(end: u64, purpose: Purpose) -> Digesting {
-        let chunk = usize::try_from(end).unwrap_or(usize::MAX).min(HASH_STEP);
         Digesting {
-            hasher: Hasher::new(),
-            pos: 0,
-            end,
-            buf: vec![0; chunk],
+            hashing: Stepwise::new(end),
             purpose,
-            started: Instant::now(),
         }
     }
 
     /// Hashes the next chunk; returns how many bytes that was.
     fn step(&mut self) -> io::Result<usize> {
-        let want = (self.end - self.pos).min(self.buf.len() as u64) as usize;
-        let buf = &mut self.buf[..want];
-        let n = match &self.purpose {
-            Purpose::Answer { file, .. } => file.read_at(buf, self.pos),
+        let purpose = &self.purpose;
+        self.hashing.step(|buf, offset| match purpose {
+            Purpose::Answer { file, .. } => file.read_at(buf, offset),
             Purpose::Resume(receive) => match receive.intake.upload() {
-                Ok(upload) => upload.read_at(buf, self.pos),
+                Ok(upload) => upload.read_at(buf, offset),
                 Err(err) => Err(io::Error::new(err.kind(), err.to_string())),
             },
-        }?;
-        if n == 0 && want > 0 {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-        }
-        self.hasher.update(&buf[..n]);
-        self.pos += n as u64;
-        Ok(n)
-    }
-
-    fn is_done(&self) -> bool {
-        self.pos == self.end
+        })
     }
 }
 
@@ -389,9 +368,12 @@ impl Front for Session {
     }
 
     fn cut_download(&mut self, reason: &str, services: &Services) {
-        if let State::Sending(login, download) = mem::replace(&mut self.state, State::Closing) {
-            download.cut(login.who(self.shell.peer), reason, services);
-        }
+        self.transition(|session, state| {
+            if let State::Sending(login, download) = state {
+                download.cut(login.who(session.shell.peer), reason, services);
+            }
+            State::Closing
+        });
     }
 
     /// How many bytes the session takes now; 0 means do not read.
@@ -485,8 +467,8 @@ impl Front for Session {
         }
     }
 
-    /// Runs one bounded step of that work (at most [`HASH_STEP`] bytes read
-    /// and hashed, [`LIST_STEP_ENTRIES`] entries of a listing, or one slice
+    /// Runs one bounded step of that work (at most [`HASH_STEP`](super::HASH_STEP) bytes read
+    /// and hashed, [`LIST_STEP_ENTRIES`](super::LIST_STEP_ENTRIES) entries of a listing, or one slice
     /// of a password check) and returns how much of the session's turn it
     /// used, in bytes (`usize::MAX`: all of it).
     fn work(&mut self, services: &Services) -> usize {
@@ -529,8 +511,11 @@ impl Front for Session {
         };
         let n = match job.step() {
             Ok(n) => {
-                if job.is_done() {
-                    self.finish_hashing(services);
+                if job.hashing.is_done() {
+                    self.transition(|session, state| match state {
+                        State::Hashing(login, job) => session.hashed(login, *job, services),
+                        other => other,
+                    });
                 }
                 n
             }
@@ -578,40 +563,44 @@ impl Front for Session {
     /// Ends whatever runs now and closes. What an upload received is kept
     /// for a later resume.
     fn interrupt(&mut self, reason: &str, services: &Services) {
-        match mem::replace(&mut self.state, State::Closing) {
-            State::Receiving(login, receive) => {
-                let then = Interrupted::Resumable { hashed: true };
-                let who = login.who(self.shell.peer);
-                receive.intake.interrupt(then, who, reason, services);
-            }
-            State::Sending(login, download) => {
-                download.cut(login.who(self.shell.peer), reason, services);
-            }
-            State::Listing(login, job) => {
-                log::warn!(
-                    "{} {}: LIST cut after {} bytes: {reason}",
-                    self.shell.peer,
-                    login.user,
-                    job.bytes
-                );
-            }
-            State::Hashing(login, job) => {
-                log::info!(
-                    "{} {}: hashing stopped after {} of {} bytes: {reason}",
-                    self.shell.peer,
-                    login.user,
-                    job.pos,
-                    job.end
-                );
-                if let Purpose::Resume(receive) = job.purpose {
-                    // The hasher does not cover the bytes held yet.
-                    let then = Interrupted::Resumable { hashed: false };
-                    let who = login.who(self.shell.peer);
+        let peer = self.shell.peer;
+        self.transition(|_, state| {
+            match state {
+                State::Receiving(login, receive) => {
+                    let then = Interrupted::Resumable { hashed: true };
+                    let who = login.who(peer);
                     receive.intake.interrupt(then, who, reason, services);
                 }
+                State::Sending(login, download) => {
+                    download.cut(login.who(peer), reason, services);
+                }
+                State::Listing(login, job) => {
+                    log::warn!(
+                        "{} {}: LIST cut after {} bytes: {reason}",
+                        peer,
+                        login.user,
+                        job.bytes
+                    );
+                }
+                State::Hashing(login, job) => {
+                    log::info!(
+                        "{} {}: hashing stopped after {} of {} bytes: {reason}",
+                        peer,
+                        login.user,
+                        job.hashing.progress().0,
+                        job.hashing.progress().1
+                    );
+                    if let Purpose::Resume(receive) = job.purpose {
+                        // The hasher does not cover the bytes held yet.
+                        let then = Interrupted::Resumable { hashed: false };
+                        let who = login.who(peer);
+                        receive.intake.interrupt(then, who, reason, services);
+                    }
+                }
+                State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
             }
-            State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
-        }
+            State::Closing
+        });
     }
 }
 
@@ -712,31 +701,43 @@ impl Session {
                 self.state = State::Closing;
             }
             Command::Auth { user, password } => self.auth(user, password, services),
-            file_command => {
-                let State::Idle(login) = mem::replace(&mut self.state, State::Closing) else {
-                    unreachable!("file commands run only when logged in");
-                };
-                self.state = match file_command {
-                    Command::List => self.start_list(login, services),
-                    Command::View { name } => {
-                        self.start_download(login, Verb::View, name, services)
-                    }
-                    Command::Get { name } => self.start_download(login, Verb::Get, name, services),
-                    Command::Put { size, name } => self.start_upload(login, size, name, services),
-                    Command::Del { name } => self.delete(login, name, services),
-                    Command::Hash { name } => self.hash(login, name, services),
-                    Command::Partial { name } => self.partial(login, name, services),
-                    Command::Auth { .. }
-                    | Command::Noop
-                    | Command::Quit
-                    | Command::Rest { .. }
-                    | Command::Expect { .. } => unreachable!(),
-                };
-                // An empty download or upload may already be complete.
-                if let State::Sending(..) = self.state {
-                    self.refill(services);
-                }
+            Command::List => self.logged_in(services, |s, login| s.start_list(login, services)),
+            Command::View { name } => self.logged_in(services, |s, login| {
+                s.start_download(login, Verb::View, name, services)
+            }),
+            Command::Get { name } => self.logged_in(services, |s, login| {
+                s.start_download(login, Verb::Get, name, services)
+            }),
+            Command::Put { size, name } => self.logged_in(services, |s, login| {
+                s.start_upload(login, size, name, services)
+            }),
+            Command::Del { name } => {
+                self.logged_in(services, |s, login| s.delete(login, name, services))
             }
+            Command::Hash { name } => {
+                self.logged_in(services, |s, login| s.hash(login, name, services))
+            }
+            Command::Partial { name } => {
+                self.logged_in(services, |s, login| s.partial(login, name, services))
+            }
+        }
+    }
+
+    /// Runs a file command from `Idle` (a command that needs the login
+    /// is refused before it gets here); its function returns the next
+    /// state.
+    fn logged_in(
+        &mut self,
+        services: &Services,
+        command: impl FnOnce(&mut Session, Login) -> State,
+    ) {
+        self.transition(|session, state| match state {
+            State::Idle(login) => command(session, login),
+            other => other,
+        });
+        // An empty download may already be complete.
+        if let State::Sending(..) = self.state {
+            self.refill(services);
         }
     }
 
@@ -852,9 +853,21 @@ impl Session {
             Ok(true) => Ok(()),
             Err(err) => Err(err),
         };
-        let State::Listing(login, job) = mem::replace(&mut self.state, State::Closing) else {
-            unreachable!();
-        };
+        self.transition(|session, state| match state {
+            State::Listing(login, job) => session.list_ended(login, &job, ended, services),
+            other => other,
+        });
+    }
+
+    /// The listing ended (`Ok`), or cannot be read further: the last
+    /// reply, and the next state.
+    fn list_ended(
+        &mut self,
+        login: Login,
+        job: &ListJob,
+        ended: Result<(), StorageError>,
+        services: &Services,
+    ) -> State {
         match ended {
             Ok(()) => {
                 self.reply(Reply::Data(0), services);
@@ -876,7 +889,7 @@ impl Session {
                 self.fail(err, services);
             }
         }
-        self.state = State::Idle(login);
+        State::Idle(login)
     }
 
     fn start_download(
@@ -1079,35 +1092,31 @@ impl Session {
             identity,
         };
         let job = Digesting::new(size, purpose);
-        if job.is_done() {
+        if job.hashing.is_done() {
             // An empty file needs no step.
-            self.state = State::Hashing(login, Box::new(job));
-            self.finish_hashing(services);
-            return mem::replace(&mut self.state, State::Closing);
+            return self.hashed(login, job, services);
         }
         State::Hashing(login, Box::new(job))
     }
 
-    fn finish_hashing(&mut self, services: &Services) {
-        if !matches!(self.state, State::Hashing(..)) {
-            return;
-        }
-        let State::Hashing(login, job) = mem::replace(&mut self.state, State::Closing) else {
-            unreachable!("checked above");
-        };
-        let secs = job.started.elapsed().as_secs_f64();
-        self.state = match job.purpose {
+    /// Every byte is hashed: answers the `HASH`, or goes on with the
+    /// resumed upload; returns the next state.
+    fn hashed(&mut self, login: Login, job: Digesting, services: &Services) -> State {
+        let secs = job.hashing.secs();
+        let (_, end) = job.hashing.progress();
+        let hasher = job.hashing.into_hasher();
+        match job.purpose {
             Purpose::Answer {
                 file,
                 name,
                 identity,
             } => {
-                let sha256 = job.hasher.finish();
+                let sha256 = hasher.finish();
                 log::info!(
                     "{} {}: HASH {name:?} read {} bytes in {secs:.3}s",
                     self.shell.peer,
                     login.user,
-                    job.end
+                    end
                 );
                 // Recorded only if the file did not change while it was read.
                 if Identity::of_file(&file).is_ok_and(|now| now == identity)
@@ -1126,12 +1135,12 @@ impl Session {
                     self.shell.peer,
                     login.user,
                     receive.intake.name(),
-                    job.end
+                    end
                 );
-                receive.intake.set_hasher(job.hasher);
+                receive.intake.set_hasher(hasher);
                 self.accept_upload(login, *receive, services)
             }
-        };
+        }
     }
 
     fn hashing_failed(&mut self, err: io::Error, services: &Services) {
@@ -1184,9 +1193,8 @@ mod tests {
     //! property the fuzz targets rely on.
 
     use super::*;
-    use crate::session::testing::peer;
-
-    use crate::session::testing::Harness;
+    use crate::session::HASH_STEP;
+    use crate::session::testing::{Harness, peer};
 
     fn harness() -> Harness {
         Harness::new(1 << 20)

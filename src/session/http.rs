@@ -38,7 +38,7 @@ use crate::protocol::http::{
 };
 use crate::protocol::line::Status;
 use crate::protocol::name::{self, FileName};
-use crate::storage::{Entry, Listing, OverQuota, StorageError, UserDir};
+use crate::storage::{Entry, Listing, OverQuota, UserDir};
 
 /// While more response bytes than this wait to be sent, no further
 /// pipelined request is handled.
@@ -1019,37 +1019,18 @@ impl Session {
         if request.expect == Expect::Unsupported {
             return self.error(417, After::Close, services);
         }
-        let existed = match services.storage.open_read(dir, name) {
-            Ok(_) => true,
-            Err(StorageError::NotFound) => false,
-            Err(err) => return self.fail(err, After::Close, services),
-        };
         // A declared length is checked against the quota now; a chunked
         // body as it grows.
-        let declared = match framing {
-            Framing::Length { left } => left,
-            Framing::Chunked(_) => 0,
+        let size = match framing {
+            Framing::Length { left } => Some(left),
+            Framing::Chunked(_) => None,
         };
-        let room = match super::check_quota(services, dir, name, declared) {
-            Ok(room) => room,
-            Err(over) => return self.fail(over, After::Close, services),
-        };
-        let mut limit = services.max_file_size;
-        let mut over_quota = None;
-        if let (Some(room), Some(quota)) = (room, services.policy.user_quota)
-            && room < limit
-        {
-            limit = room;
-            over_quota = Some(OverQuota::Bytes { quota });
-        }
-        let upload = match services.storage.begin_upload(dir, name) {
-            Ok(mut upload) => {
-                upload.claim(declared);
-                upload
-            }
-            Err(err) => {
-                log::info!("{} {user}: PUT {name:?}: {err}", self.shell.peer);
-                return self.fail(err, After::Close, services);
+        let limits = services.put_limits();
+        let started = match services.storage.begin_put(dir, name, size, None, limits) {
+            Ok(started) => started,
+            Err(refusal) => {
+                log::info!("{} {user}: PUT {name:?}: {refusal:?}", self.shell.peer);
+                return self.fail(refusal, After::Close, services);
             }
         };
         if request.expect == Expect::Continue {
@@ -1059,17 +1040,13 @@ impl Session {
                 .buf()
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        let size = match framing {
-            Framing::Length { left } => Some(left),
-            Framing::Chunked(_) => None,
-        };
         let put = Put {
-            intake: Intake::start(name, size, upload, Hasher::new(), services),
+            intake: Intake::start(name, size, started.upload, Hasher::new(), services),
             user: user.to_owned(),
-            existed,
+            existed: started.existed,
             framing,
-            limit,
-            over_quota,
+            limit: started.limit,
+            over_quota: started.limited_by_quota,
             keep_alive: after == After::KeepAlive,
         };
         let empty = matches!(put.framing, Framing::Length { left: 0 });

@@ -49,12 +49,12 @@ use super::replies::Failure;
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
 use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
 use crate::audit::{self, Quoted, TransferKind, Who};
-use crate::integrity::{Digest, Hasher};
+use crate::integrity::Digest;
 use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{Identity, Listing, Resumed, StorageError, UserDir};
+use crate::storage::{Identity, Listing, PutStarted, StorageError, UserDir};
 
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
@@ -951,43 +951,22 @@ impl Session {
     ) -> State {
         let rest = login.take_rest();
         let expect = login.take_expect();
-        if size > services.max_file_size {
-            let max = services.max_file_size;
-            self.fail(Failure::TooLarge { max }, services);
-            return State::Idle(login);
-        }
-        if let Err(over) = super::check_quota(services, &login.dir, name, size) {
-            log::info!(
-                "{} {}: PUT {name:?} over quota: {over:?}",
-                self.shell.peer,
-                login.user
-            );
-            self.fail(over, services);
-            return State::Idle(login);
-        }
-        let started = match rest {
-            Some(offset) if offset > size => {
-                self.reply(Reply::OffsetPastEnd { offset, size }, services);
-                return State::Idle(login);
-            }
-            Some(offset) => services.storage.resume_upload(&login.dir, name, offset),
-            None => services
-                .storage
-                .begin_upload(&login.dir, name)
-                .map(|upload| Resumed {
-                    upload,
-                    hasher: Some(Hasher::new()),
-                }),
-        };
-        let Resumed { mut upload, hasher } = match started {
-            Ok(resumed) => resumed,
-            Err(err) => {
-                log::info!("{} {}: PUT {name:?}: {err}", self.shell.peer, login.user);
-                self.fail(err, services);
+        let limits = services.put_limits();
+        let started = services
+            .storage
+            .begin_put(&login.dir, name, Some(size), rest, limits);
+        let PutStarted { upload, hasher, .. } = match started {
+            Ok(started) => started,
+            Err(refusal) => {
+                log::info!(
+                    "{} {}: PUT {name:?}: {refusal:?}",
+                    self.shell.peer,
+                    login.user
+                );
+                self.fail(refusal, services);
                 return State::Idle(login);
             }
         };
-        upload.claim(size);
         let offset = upload.len();
         if offset > 0 {
             log::info!(

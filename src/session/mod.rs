@@ -49,8 +49,7 @@ use crate::auth::Users;
 use crate::config::Policy;
 use crate::limits::Logins;
 use crate::metrics::{Metrics, Protocol};
-use crate::protocol::name::FileName;
-use crate::storage::{Storage, UserDir};
+use crate::storage::{PutLimits, Storage};
 use login::CheckBook;
 
 /// What every session may use beyond its own bytes.
@@ -155,56 +154,20 @@ impl Services {
         self.users_generation.get()
     }
 
+    /// What every upload must fit: `--max-file-size`, `--user-quota`,
+    /// `--user-max-files`.
+    pub fn put_limits(&self) -> PutLimits {
+        PutLimits {
+            max_file_size: self.max_file_size,
+            user_quota: self.policy.user_quota,
+            user_max_files: self.policy.user_max_files,
+        }
+    }
+
     /// True while logins from `ip` are refused.
     pub fn is_locked_out(&self, ip: IpAddr) -> bool {
         self.logins.borrow().is_locked(ip, Instant::now())
     }
-}
-
-/// Checks that storing `size` bytes under `name` keeps the user within
-/// `--user-quota` and `--user-max-files`, and returns how many bytes the
-/// quota leaves for `name` (`None`: no byte quota). The user's files,
-/// partials and running uploads count (see [`Storage::usage`]); the file
-/// the upload replaces and the partial of the same name give their bytes
-/// back (the upload takes their place). The caller claims `size` on the
-/// upload it then starts ([`Upload::claim`]), so that the next check
-/// counts it.
-///
-/// [`Storage::usage`]: crate::storage::Storage::usage
-/// [`Upload::claim`]: crate::storage::Upload::claim
-pub(crate) fn check_quota(
-    services: &Services,
-    dir: &UserDir,
-    name: FileName<'_>,
-    size: u64,
-) -> Result<Option<u64>, crate::storage::OverQuota> {
-    let policy = &services.policy;
-    if policy.user_quota.is_none() && policy.user_max_files.is_none() {
-        return Ok(None);
-    }
-    let storage = &services.storage;
-    // If the usage cannot be read, the upload itself will tell.
-    let Ok(usage) = storage.usage(dir) else {
-        return Ok(None);
-    };
-    let existing = storage.size_of(dir, name);
-    let held = storage.partial_len(dir, name).unwrap_or(0);
-    let given_back = existing.unwrap_or(0).saturating_add(held);
-    let room = policy
-        .user_quota
-        .map(|quota| quota.saturating_sub(usage.bytes.saturating_sub(given_back)));
-    if let (Some(quota), Some(room)) = (policy.user_quota, room)
-        && size > room
-    {
-        return Err(crate::storage::OverQuota::Bytes { quota });
-    }
-    if let Some(max) = policy.user_max_files
-        && existing.is_none()
-        && usage.files + 1 > max
-    {
-        return Err(crate::storage::OverQuota::Files { max });
-    }
-    Ok(room)
 }
 
 /// The contract between the reactor and a session of any front. The

@@ -10,7 +10,7 @@ use crate::limits::Refusal;
 use crate::protocol::http::{HeadError, reason};
 use crate::protocol::line::ParseError;
 use crate::protocol::reply::{Reply, describe_io};
-use crate::storage::{OverQuota, StorageError};
+use crate::storage::{OverQuota, PutRefusal, StorageError};
 
 /// An error some layer reported, on its way to the client.
 #[derive(Debug)]
@@ -25,6 +25,11 @@ pub(crate) enum Failure {
     Parse(ParseError),
     /// A request head that cannot be read (HTTP's).
     Head(HeadError),
+    /// An offset to continue from past the size announced.
+    OffsetPastEnd {
+        offset: u64,
+        size: u64,
+    },
     /// Too many password checks wait.
     LoginsBusy,
     /// A connection over the client limits, refused before its session.
@@ -46,6 +51,17 @@ impl From<io::Error> for Failure {
 impl From<OverQuota> for Failure {
     fn from(over: OverQuota) -> Failure {
         Failure::OverQuota(over)
+    }
+}
+
+impl From<PutRefusal> for Failure {
+    fn from(refusal: PutRefusal) -> Failure {
+        match refusal {
+            PutRefusal::TooLarge { max } => Failure::TooLarge { max },
+            PutRefusal::OverQuota(over) => Failure::OverQuota(over),
+            PutRefusal::OffsetPastEnd { offset, size } => Failure::OffsetPastEnd { offset, size },
+            PutRefusal::Storage(err) => Failure::Storage(err),
+        }
     }
 }
 
@@ -82,6 +98,7 @@ impl Failure {
             // A line client never sends a request head; the nearest words.
             Failure::Head(HeadError::HeadTooLarge | HeadError::TargetTooLong) => Reply::LineTooLong,
             Failure::Head(_) => Reply::UnknownCommand,
+            Failure::OffsetPastEnd { offset, size } => Reply::OffsetPastEnd { offset, size },
             Failure::LoginsBusy => Reply::LoginsBusy,
             Failure::Connections(_) => Reply::TooManyConnections,
         }
@@ -122,6 +139,10 @@ impl Failure {
                 };
                 (status, err.detail().unwrap_or(reason(status)).into())
             }
+            Failure::OffsetPastEnd { offset, size } => (
+                416,
+                format!("offset {offset} is past the end of the file ({size} bytes)").into(),
+            ),
             Failure::LoginsBusy => (503, "too many logins waiting, try again later".into()),
             Failure::Connections(Refusal::TooMany) => (503, "too many connections".into()),
             Failure::Connections(Refusal::TooManyFromAddress) => {

@@ -363,6 +363,60 @@ impl UserDir {
     }
 }
 
+/// What every upload must fit (see [`Storage::begin_put`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PutLimits {
+    pub max_file_size: u64,
+    /// `--user-quota`: bytes per user.
+    pub user_quota: Option<u64>,
+    /// `--user-max-files`: files per user.
+    pub user_max_files: Option<u64>,
+}
+
+/// Why [`Storage::begin_put`] refused an upload.
+#[derive(Debug)]
+pub enum PutRefusal {
+    /// Over the maximum file size.
+    TooLarge {
+        max: u64,
+    },
+    OverQuota(OverQuota),
+    /// The offset to continue from is past the announced size.
+    OffsetPastEnd {
+        offset: u64,
+        size: u64,
+    },
+    Storage(StorageError),
+}
+
+impl From<StorageError> for PutRefusal {
+    fn from(err: StorageError) -> PutRefusal {
+        PutRefusal::Storage(err)
+    }
+}
+
+impl From<OverQuota> for PutRefusal {
+    fn from(over: OverQuota) -> PutRefusal {
+        PutRefusal::OverQuota(over)
+    }
+}
+
+/// An upload [`Storage::begin_put`] started.
+#[derive(Debug)]
+pub struct PutStarted {
+    pub upload: Upload,
+    /// The hash state of the bytes held, or `None` when they must be
+    /// hashed again first.
+    pub hasher: Option<Hasher>,
+    /// A file of that name existed (it will be replaced).
+    pub existed: bool,
+    /// Most bytes the file may have: the maximum file size, or less when
+    /// the user's byte quota leaves less room (`limited_by_quota` then
+    /// says so). A body of unknown size is held to it as it arrives.
+    pub limit: u64,
+    pub limited_by_quota: Option<OverQuota>,
+}
+
 /// A continued upload: the claimed partial, cut to the requested offset,
 /// and the hash state of its bytes when it was saved for exactly that
 /// offset (otherwise the caller hashes the first `offset` bytes again).
@@ -892,6 +946,94 @@ impl Storage {
         Ok(upload)
     }
 
+    /// Starts (or, from `offset`, continues) an upload of `size` bytes
+    /// (`None`: not announced) to `name`, within `limits`: the one call a
+    /// session makes to start one. Refused, in this order, when `size` is
+    /// over the maximum file size, when it does not fit the user's quota,
+    /// when `offset` is past `size`, or when the storage cannot take it.
+    /// The upload claims `size` of the user's quota while it runs.
+    pub fn begin_put(
+        &self,
+        dir: &UserDir,
+        name: FileName<'_>,
+        size: Option<u64>,
+        offset: Option<u64>,
+        limits: PutLimits,
+    ) -> Result<PutStarted, PutRefusal> {
+        let declared = size.unwrap_or(0);
+        if declared > limits.max_file_size {
+            let max = limits.max_file_size;
+            return Err(PutRefusal::TooLarge { max });
+        }
+        let room = self.room_for(dir, name, declared, limits)?;
+        let existed = self.size_of(dir, name).is_some();
+        let Resumed { mut upload, hasher } = match offset {
+            Some(offset) if offset > declared => {
+                let size = declared;
+                return Err(PutRefusal::OffsetPastEnd { offset, size });
+            }
+            Some(offset) => self.resume_upload(dir, name, offset)?,
+            None => Resumed {
+                upload: self.begin_upload(dir, name)?,
+                hasher: Some(Hasher::new()),
+            },
+        };
+        upload.claim(declared);
+        let (limit, limited_by_quota) = match (room, limits.user_quota) {
+            (Some(room), Some(quota)) if room < limits.max_file_size => {
+                (room, Some(OverQuota::Bytes { quota }))
+            }
+            _ => (limits.max_file_size, None),
+        };
+        Ok(PutStarted {
+            upload,
+            hasher,
+            existed,
+            limit,
+            limited_by_quota,
+        })
+    }
+
+    /// Checks that storing `size` bytes under `name` keeps the user within
+    /// the quotas of `limits`, and returns how many bytes the byte quota
+    /// leaves for `name` (`None`: no byte quota). The user's files,
+    /// partials and running uploads count (see [`Storage::usage`]); the
+    /// file the upload replaces and the partial of the same name give
+    /// their bytes back (the upload takes their place).
+    fn room_for(
+        &self,
+        dir: &UserDir,
+        name: FileName<'_>,
+        size: u64,
+        limits: PutLimits,
+    ) -> Result<Option<u64>, OverQuota> {
+        if limits.user_quota.is_none() && limits.user_max_files.is_none() {
+            return Ok(None);
+        }
+        // If the usage cannot be read, the upload itself will tell.
+        let Ok(usage) = self.usage(dir) else {
+            return Ok(None);
+        };
+        let existing = self.size_of(dir, name);
+        let held = self.partial_len(dir, name).unwrap_or(0);
+        let given_back = existing.unwrap_or(0).saturating_add(held);
+        let room = limits
+            .user_quota
+            .map(|quota| quota.saturating_sub(usage.bytes.saturating_sub(given_back)));
+        if let (Some(quota), Some(room)) = (limits.user_quota, room)
+            && size > room
+        {
+            return Err(OverQuota::Bytes { quota });
+        }
+        if let Some(max) = limits.user_max_files
+            && existing.is_none()
+            && usage.files + 1 > max
+        {
+            return Err(OverQuota::Files { max });
+        }
+        Ok(room)
+    }
+
     /// Continues the interrupted upload of `name` from byte `offset`: the
     /// partial is taken out of `partial/` (so no other session continues
     /// it at the same time) and cut to `offset`. `offset` 0 with no
@@ -1186,6 +1328,56 @@ mod tests {
         assert_eq!(storage.usage(&dir).unwrap(), usage(1120, 2));
         drop(upload);
         assert_eq!(storage.usage(&dir).unwrap(), usage(120, 1));
+    }
+
+    #[test]
+    fn begin_put_refuses_in_order_and_says_how_much_fits() {
+        let (_root, storage, dir) = setup();
+        let limits = PutLimits {
+            max_file_size: 100,
+            user_quota: Some(150),
+            user_max_files: Some(1),
+        };
+        let put =
+            |name_: &str, size, offset| storage.begin_put(&dir, name(name_), size, offset, limits);
+        // Over the maximum size before the quota is looked at.
+        assert!(matches!(
+            put("a", Some(200), None),
+            Err(PutRefusal::TooLarge { max: 100 })
+        ));
+        let started = put("a", Some(60), None).unwrap();
+        assert!(!started.existed);
+        assert_eq!((started.limit, started.hasher.is_some()), (100, true));
+        let mut upload = started.upload;
+        upload.write(&[1; 60]).unwrap();
+        storage.commit(upload, Digest::of(&[1; 60])).unwrap();
+        // A second file is one too many; the first may be replaced.
+        assert!(matches!(
+            put("b", Some(1), None),
+            Err(PutRefusal::OverQuota(OverQuota::Files { max: 1 }))
+        ));
+        assert!(matches!(
+            put("a", Some(10), Some(11)),
+            Err(PutRefusal::OffsetPastEnd {
+                offset: 11,
+                size: 10
+            })
+        ));
+        // A body of unknown size is held to what the quota leaves.
+        let started = put("a", None, None).unwrap();
+        assert!(started.existed);
+        assert_eq!(started.limit, 100);
+        let limits = PutLimits {
+            user_quota: Some(90),
+            ..limits
+        };
+        let started = storage
+            .begin_put(&dir, name("a"), None, None, limits)
+            .unwrap();
+        assert_eq!(
+            (started.limit, started.limited_by_quota),
+            (90, Some(OverQuota::Bytes { quota: 90 }))
+        );
     }
 
     #[test]

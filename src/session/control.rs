@@ -31,9 +31,12 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+use super::replies::Failure;
 use super::{Front, Phase, Services, Shell};
 use crate::audit;
 use crate::metrics::Protocol;
+use crate::protocol::control::{ControlReply, Status};
+use crate::protocol::line::ParseError;
 
 /// Longest control line, terminator included.
 pub const MAX_CONTROL_LINE: usize = 1024;
@@ -73,7 +76,7 @@ impl Session {
             },
             shell: Shell::new(peer),
         };
-        session.reply("220 ferry control ready");
+        session.reply(ControlReply::Ready);
         session
     }
 }
@@ -103,13 +106,13 @@ impl Front for Session {
     }
 
     fn shutting_down_words(&mut self, _services: &Services) {
-        self.reply("421 server shutting down");
+        self.fail(Failure::ShuttingDown);
     }
 
     fn next_command(&mut self, services: &Services) -> bool {
         let Some(lf) = self.shell.input.iter().position(|&b| b == b'\n') else {
             if self.shell.input.len() >= MAX_CONTROL_LINE {
-                self.reply("500 line too long");
+                self.fail(Failure::Parse(ParseError::LineTooLong));
                 self.state = State::Closing;
             }
             return false;
@@ -149,7 +152,7 @@ impl Front for Session {
 
     fn time_out(&mut self, _services: &Services) {
         if self.state != State::Closing {
-            self.reply("421 timeout");
+            self.fail(Failure::Timeout);
         } else {
             self.shell.out.discard();
         }
@@ -176,9 +179,14 @@ impl Front for Session {
 }
 
 impl Session {
-    fn reply(&mut self, line: &str) {
-        self.shell.out.buf().extend_from_slice(line.as_bytes());
-        self.shell.out.buf().extend_from_slice(b"\r\n");
+    fn reply(&mut self, reply: ControlReply<'_>) {
+        reply.write_to(self.shell.out.buf());
+    }
+
+    /// Answers a failure in the words of the one table (as the line
+    /// protocol does).
+    fn fail(&mut self, failure: Failure) {
+        failure.reply().write_to(self.shell.out.buf());
     }
 
     fn execute(&mut self, line: &[u8], services: &Services) {
@@ -188,61 +196,60 @@ impl Session {
         };
         let verb = String::from_utf8_lossy(verb).to_ascii_uppercase();
         match (verb.as_str(), arg) {
-            ("NOOP", None) => self.reply("200 ok"),
+            ("NOOP", None) => self.reply(ControlReply::Ok),
             ("QUIT", None) => {
-                self.reply("221 bye");
+                self.reply(ControlReply::Bye);
                 self.state = State::Closing;
             }
             ("TOKEN", Some(token)) => self.token(token, services),
             ("STATUS" | "RELOAD" | "SHUTDOWN" | "LOCKOUTS", None) | ("UNLOCK", Some(_))
                 if matches!(self.state, State::Locked { .. }) =>
             {
-                self.reply("530 token required")
+                self.reply(ControlReply::TokenRequired)
             }
             ("LOCKOUTS", None) => {
                 let locked = services.logins.borrow().locked(Instant::now());
                 for (ip, failures, left) in locked.iter().take(MAX_LISTED_LOCKOUTS) {
-                    self.reply(&format!(
-                        "211-{ip} failures={failures} remaining={}",
-                        left.as_secs()
-                    ));
+                    self.reply(ControlReply::Lockout {
+                        ip: *ip,
+                        failures: *failures,
+                        remaining_secs: left.as_secs(),
+                    });
                 }
-                self.reply(&format!("211 {} locked out", locked.len()));
+                self.reply(ControlReply::LockedOut(locked.len()));
             }
             ("UNLOCK", Some(arg)) => self.unlock(arg, services),
             ("STATUS", None) => {
                 let metrics = &services.metrics;
-                let status = format!(
-                    "211 uptime={} sessions_line={} sessions_http={} transfers={} received={} sent={}",
-                    services.started.elapsed().as_secs(),
-                    metrics.open_sessions(Protocol::Line),
-                    metrics.open_sessions(Protocol::Http),
-                    metrics.transfers_running(),
-                    metrics.received_total(),
-                    metrics.sent_total()
-                );
-                self.reply(&status);
+                self.reply(ControlReply::Status(Status {
+                    uptime: services.started.elapsed().as_secs(),
+                    sessions_line: metrics.open_sessions(Protocol::Line),
+                    sessions_http: metrics.open_sessions(Protocol::Http),
+                    transfers: metrics.transfers_running(),
+                    received: metrics.received_total(),
+                    sent: metrics.sent_total(),
+                }));
             }
             ("RELOAD", None) => match services.reload_users() {
-                Ok(count) => self.reply(&format!("200 reloaded {count} users")),
-                Err(why) => self.reply(&format!("451 reload failed: {}", one_line(&why))),
+                Ok(count) => self.reply(ControlReply::Reloaded(count)),
+                Err(why) => self.reply(ControlReply::ReloadFailed(&why)),
             },
             ("SHUTDOWN", None) => {
                 log::info!("{} SHUTDOWN on the control port", self.shell.peer);
-                self.reply("221 shutting down");
+                self.reply(ControlReply::ShuttingDown);
                 services.shutdown_requested.set(true);
                 self.state = State::Closing;
             }
-            ("", None) => self.reply("500 empty line"),
+            ("", None) => self.fail(Failure::Parse(ParseError::EmptyLine)),
             ("NOOP" | "QUIT" | "STATUS" | "RELOAD" | "SHUTDOWN" | "LOCKOUTS", Some(_))
-            | ("TOKEN" | "UNLOCK", None) => self.reply("501 bad arguments"),
-            _ => self.reply("500 unknown command"),
+            | ("TOKEN" | "UNLOCK", None) => self.reply(ControlReply::BadArguments),
+            _ => self.fail(Failure::Parse(ParseError::UnknownCommand)),
         }
     }
 
     fn token(&mut self, token: &[u8], services: &Services) {
         let State::Locked { failures, since } = self.state else {
-            return self.reply("503 already unlocked");
+            return self.reply(ControlReply::AlreadyUnlocked);
         };
         let expected = services.control_token.as_deref().unwrap_or_default();
         let locked = services.is_locked_out(self.shell.peer.ip());
@@ -256,7 +263,7 @@ impl Session {
                 format_args!("result=ok"),
             );
             self.state = State::Unlocked;
-            return self.reply("230 ok");
+            return self.reply(ControlReply::Unlocked);
         }
         let result = if locked { "locked_out" } else { "bad_token" };
         audit::event(
@@ -270,10 +277,10 @@ impl Session {
         }
         let mut failures = failures;
         if super::failed_on_connection(&mut failures, &mut self.shell, services) {
-            self.reply("530 bad token, too many failures");
+            self.reply(ControlReply::BadTokenLast);
             self.state = State::Closing;
         } else {
-            self.reply("530 bad token");
+            self.reply(ControlReply::BadToken);
             self.state = State::Locked { failures, since };
         }
     }
@@ -287,33 +294,25 @@ impl Session {
         let mut logins = services.logins.borrow_mut();
         let now = Instant::now();
         let reply = if arg.eq_ignore_ascii_case("ALL") {
-            let count = logins.clear_all(now);
-            format!("200 unlocked {count}")
+            ControlReply::UnlockedAddresses(logins.clear_all(now))
         } else {
             match arg.parse::<IpAddr>() {
-                Err(_) => "501 bad arguments".to_owned(),
+                Err(_) => ControlReply::BadArguments,
                 Ok(ip) => {
                     let was_locked = logins.is_locked(ip, now);
                     logins.clear(ip);
                     if was_locked {
-                        "200 unlocked 1".to_owned()
+                        ControlReply::UnlockedAddresses(1)
                     } else {
-                        "550 not locked out".to_owned()
+                        ControlReply::NotLockedOut
                     }
                 }
             }
         };
         drop(logins);
-        if reply.starts_with("200") {
+        if reply.code() == 200 {
             log::info!("{} UNLOCK {arg} on the control port", self.shell.peer);
         }
-        self.reply(&reply);
+        self.reply(reply);
     }
-}
-
-/// An error message on one reply line: control characters become spaces.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use super::listing::{listing_step, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
-use super::replies::Failure;
+use super::replies::{Failure, Refused};
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
 use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
 use crate::audit::{self, Quoted, TransferKind, Who};
@@ -340,7 +340,7 @@ impl Front for Session {
                         let reason = format!("bad chunked body: {err:?}");
                         self.abort_upload(*put, &reason, services);
                     }
-                    self.error(400, After::Close, services);
+                    self.fail(Refused::Malformed, After::Close, services);
                     return data.len();
                 }
             },
@@ -452,11 +452,11 @@ impl Front for Session {
             State::Head | State::Verifying(_) => {
                 log::info!("{} timeout: request head incomplete", self.shell.peer);
                 self.shell.input.clear();
-                self.error(408, After::Close, services);
+                self.fail(Failure::Timeout, After::Close, services);
             }
             State::Receiving(put) => {
                 self.abort_upload(*put, "timeout: upload stalled", services);
-                self.error(408, After::Close, services);
+                self.fail(Failure::Timeout, After::Close, services);
             }
             State::Sending(send) => {
                 self.cut(*send, "timeout: the client stopped reading", services);
@@ -536,7 +536,7 @@ impl Front for Session {
         match self.take_state() {
             State::Receiving(put) => {
                 self.abort_upload(*put, "server shutting down", services);
-                self.error(503, After::Close, services);
+                self.fail(Failure::ShuttingDown, After::Close, services);
             }
             State::Sending(send) => {
                 self.cut(*send, "server shutting down", services);
@@ -589,20 +589,20 @@ impl Session {
         };
         let route = http::route(request.path);
         let allowed = match route {
-            Route::NotFound => return self.error(404, refuse, services),
+            Route::NotFound => return self.fail(Refused::NoRoute, refuse, services),
             Route::Healthz | Route::Metrics | Route::Listing => "GET, HEAD",
             Route::File(_) => "GET, HEAD, PUT, DELETE",
         };
         let method_ok = match request.method {
-            Method::Unknown => return self.error(501, refuse, services),
+            Method::Unknown => return self.fail(Refused::UnknownMethod, refuse, services),
             Method::Get | Method::Head => true,
             Method::Put | Method::Delete => matches!(route, Route::File(_)),
             Method::Other => false,
         };
         if !method_ok {
-            let body = format!("{}\n", http::reason(405));
-            let fields = [("Allow", allowed), ("Content-Type", TEXT)];
-            return self.respond(405, &fields, body.as_bytes(), false, refuse, services);
+            let fields = [("Allow", allowed)];
+            let refused = Failure::Request(Refused::MethodNotAllowed);
+            return self.fail_with(refused, &fields, false, refuse, services);
         }
         let head_only = request.method == Method::Head;
         match route {
@@ -636,12 +636,9 @@ impl Session {
                     } else {
                         refuse
                     };
-                    let fields = [
-                        ("WWW-Authenticate", "Basic realm=\"ferry\""),
-                        ("Content-Type", TEXT),
-                    ];
-                    let body = format!("{}\n", http::reason(401));
-                    return self.respond(401, &fields, body.as_bytes(), head_only, after, services);
+                    let fields = [("WWW-Authenticate", "Basic realm=\"ferry\"")];
+                    let refused = Failure::NotLoggedIn;
+                    return self.fail_with(refused, &fields, head_only, after, services);
                 };
                 let dir = match self.user_dir(&user, services) {
                     Ok(dir) => dir,
@@ -650,7 +647,7 @@ impl Session {
                             "{} cannot prepare the directory of {user}: {err}",
                             self.shell.peer
                         );
-                        return self.error(500, refuse, services);
+                        return self.fail(Failure::Internal(err), refuse, services);
                     }
                 };
                 match route {
@@ -666,15 +663,8 @@ impl Session {
                                     audit::lossy(request.path)
                                 ),
                             );
-                            let fields = [("Content-Type", TEXT)];
-                            return self.respond(
-                                400,
-                                &fields,
-                                b"file name not allowed\n",
-                                head_only,
-                                refuse,
-                                services,
-                            );
+                            let refused = Failure::Request(Refused::NameNotAllowed);
+                            return self.fail_with(refused, &[], head_only, refuse, services);
                         };
                         self.file_request(request, &user, &dir, &name, after, services);
                     }
@@ -899,7 +889,7 @@ impl Session {
     ) {
         let started = Instant::now();
         let Some(file_name) = name::validate(name.as_bytes()) else {
-            return self.error(400, After::Close, services);
+            return self.fail(Refused::Malformed, After::Close, services);
         };
         match request.method {
             Method::Get | Method::Head => {
@@ -955,16 +945,10 @@ impl Session {
                 }
                 None => {
                     let field = format!("bytes */{size}");
-                    let fields = [("Content-Range", field.as_str()), ("Content-Type", TEXT)];
-                    let body = format!("{}\n", http::reason(416));
-                    return self.respond(
-                        416,
-                        &fields,
-                        body.as_bytes(),
-                        request.method == Method::Head,
-                        after,
-                        services,
-                    );
+                    let fields = [("Content-Range", field.as_str())];
+                    let refused = Failure::Request(Refused::RangeNotSatisfiable);
+                    let head_only = request.method == Method::Head;
+                    return self.fail_with(refused, &fields, head_only, after, services);
                 }
             },
             None if preview => (200, 0, size.min(PREVIEW_LEN), None),
@@ -1008,7 +992,7 @@ impl Session {
         // body (or what the client sends of it) cannot be told from the
         // next request.
         let framing = match request.body {
-            Body::None => return self.error(411, After::Close, services),
+            Body::None => return self.fail(Refused::LengthRequired, After::Close, services),
             Body::Length(n) if n > services.max_file_size => {
                 let max = services.max_file_size;
                 return self.fail(Failure::TooLarge { max }, After::Close, services);
@@ -1017,7 +1001,7 @@ impl Session {
             Body::Chunked => Framing::Chunked(ChunkedDecoder::new()),
         };
         if request.expect == Expect::Unsupported {
-            return self.error(417, After::Close, services);
+            return self.fail(Refused::ExpectationFailed, After::Close, services);
         }
         // A declared length is checked against the quota now; a chunked
         // body as it grows.
@@ -1077,7 +1061,10 @@ impl Session {
             }
             Finished::Failed(err) => self.fail(err, after, services),
             // Nothing is expected of an HTTP upload's digest.
-            Finished::Mismatch { .. } => self.error(500, after, services),
+            Finished::Mismatch { .. } => {
+                let err = io::Error::other("digest mismatch");
+                self.fail(Failure::Internal(err), after, services)
+            }
         }
     }
 
@@ -1144,19 +1131,6 @@ impl Session {
             After::KeepAlive => State::Head,
             After::Close => State::Closing,
         };
-    }
-
-    /// A short plain-text error response: the reason and a newline.
-    fn error(&mut self, status: u16, after: After, services: &Services) {
-        let body = format!("{}\n", http::reason(status));
-        self.respond(
-            status,
-            &[("Content-Type", TEXT)],
-            body.as_bytes(),
-            false,
-            after,
-            services,
-        );
     }
 
     /// A failure, in the words of the one table ([`Failure::http`]).

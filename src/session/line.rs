@@ -243,7 +243,7 @@ impl Front for Session {
     }
 
     fn shutting_down_words(&mut self, services: &Services) {
-        self.reply(Reply::ShuttingDown, services);
+        self.fail(Failure::ShuttingDown, services);
     }
 
     /// Neither hashing nor a password check is a transfer: shutdown does
@@ -261,7 +261,7 @@ impl Front for Session {
         };
         if self.shell.shutting_down {
             self.interrupt("server shutting down", services);
-            self.reply(Reply::ShuttingDown, services);
+            self.fail(Failure::ShuttingDown, services);
         } else if let (true, Some(remaining)) = (self.shell.peer_eof, awaiting) {
             // The payload this upload needs is not all here and can no
             // longer arrive: stop now rather than after hashing bytes for
@@ -436,7 +436,7 @@ impl Front for Session {
                 };
                 log::info!("{} timeout: {what}", self.shell.peer);
                 self.interrupt("timeout", services);
-                self.reply(Reply::Timeout, services);
+                self.fail(Failure::Timeout, services);
             }
         }
     }
@@ -555,7 +555,7 @@ impl Front for Session {
             }
             _ => {
                 self.interrupt("server shutting down", services);
-                self.reply(Reply::ShuttingDown, services);
+                self.fail(Failure::ShuttingDown, services);
             }
         }
     }
@@ -661,7 +661,7 @@ impl Session {
         let logged_in = matches!(self.state, State::Idle(_));
         let command = match command {
             Ok(command) if command.verb().needs_login() && !logged_in => {
-                return self.reply(Reply::NotLoggedIn, services);
+                return self.fail(Failure::NotLoggedIn, services);
             }
             Ok(command) => command,
             Err(err) => {
@@ -677,7 +677,7 @@ impl Session {
                     );
                 }
                 if !logged_in && err.verb().is_some_and(Verb::needs_login) {
-                    return self.reply(Reply::NotLoggedIn, services);
+                    return self.fail(Failure::NotLoggedIn, services);
                 }
                 return self.fail(err, services);
             }

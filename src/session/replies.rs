@@ -8,7 +8,7 @@ use std::io;
 
 use crate::limits::Refusal;
 use crate::protocol::http::{HeadError, reason};
-use crate::protocol::line::ParseError;
+use crate::protocol::line::{ParseError, Verb};
 use crate::protocol::reply::{Reply, describe_io};
 use crate::storage::{OverQuota, PutRefusal, StorageError};
 
@@ -32,8 +32,49 @@ pub(crate) enum Failure {
     },
     /// Too many password checks wait.
     LoginsBusy,
+    /// No (right) credentials for what needs a login.
+    NotLoggedIn,
+    /// A failure of the server's own that the client can do nothing about
+    /// (the user's directory cannot be prepared).
+    Internal(io::Error),
+    /// The client took too long (to log in, to send a request or its
+    /// body).
+    Timeout,
+    /// The server is shutting down, and what ran was cut.
+    ShuttingDown,
+    /// A request the front cannot serve, for a reason of its own syntax.
+    Request(Refused),
     /// A connection over the client limits, refused before its session.
     Connections(Refusal),
+}
+
+/// Why a request is refused for its syntax, whichever front's. (Each front
+/// meets some of them only; the other's answer is the nearest it has.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// No such resource (HTTP: a path outside the routes).
+    NoRoute,
+    /// A method (verb) nobody knows.
+    UnknownMethod,
+    /// A known method the resource does not take.
+    MethodNotAllowed,
+    /// An upload whose length is not given in any way.
+    LengthRequired,
+    /// An `Expect` the server does not meet.
+    ExpectationFailed,
+    /// A request that cannot be read as one: a file name that is not one,
+    /// a body whose framing breaks.
+    Malformed,
+    /// A range outside the file.
+    RangeNotSatisfiable,
+    /// A file name that breaks the rules.
+    NameNotAllowed,
+}
+
+impl From<Refused> for Failure {
+    fn from(refused: Refused) -> Failure {
+        Failure::Request(refused)
+    }
 }
 
 impl From<StorageError> for Failure {
@@ -101,6 +142,17 @@ impl Failure {
             Failure::OffsetPastEnd { offset, size } => Reply::OffsetPastEnd { offset, size },
             Failure::LoginsBusy => Reply::LoginsBusy,
             Failure::Connections(_) => Reply::TooManyConnections,
+            Failure::NotLoggedIn => Reply::NotLoggedIn,
+            Failure::Internal(err) => Reply::LocalError(err),
+            Failure::Timeout => Reply::Timeout,
+            Failure::ShuttingDown => Reply::ShuttingDown,
+            Failure::Request(Refused::NoRoute | Refused::UnknownMethod) => Reply::UnknownCommand,
+            Failure::Request(Refused::MethodNotAllowed | Refused::ExpectationFailed) => {
+                Reply::UnknownCommand
+            }
+            Failure::Request(Refused::LengthRequired) => Reply::BadArguments(Verb::Put),
+            Failure::Request(Refused::Malformed | Refused::NameNotAllowed) => Reply::NameNotAllowed,
+            Failure::Request(Refused::RangeNotSatisfiable) => Reply::BadArguments(Verb::Rest),
         }
     }
 
@@ -126,7 +178,8 @@ impl Failure {
                 format!("quota exceeded (at most {max} files per user)").into(),
             ),
             Failure::TooLarge { .. } => (413, reason(413).into()),
-            Failure::Parse(ParseError::NameNotAllowed(_)) => (400, "file name not allowed".into()),
+            Failure::Parse(ParseError::NameNotAllowed(_))
+            | Failure::Request(Refused::NameNotAllowed) => (400, "file name not allowed".into()),
             Failure::Parse(_) => (400, reason(400).into()),
             Failure::Head(err) => {
                 let status = match err {
@@ -144,6 +197,22 @@ impl Failure {
                 format!("offset {offset} is past the end of the file ({size} bytes)").into(),
             ),
             Failure::LoginsBusy => (503, "too many logins waiting, try again later".into()),
+            Failure::NotLoggedIn => (401, reason(401).into()),
+            Failure::Internal(_) => (500, reason(500).into()),
+            Failure::Timeout => (408, reason(408).into()),
+            Failure::ShuttingDown => (503, reason(503).into()),
+            Failure::Request(refused) => {
+                let status = match refused {
+                    Refused::NoRoute => 404,
+                    Refused::UnknownMethod => 501,
+                    Refused::MethodNotAllowed => 405,
+                    Refused::LengthRequired => 411,
+                    Refused::ExpectationFailed => 417,
+                    Refused::Malformed | Refused::NameNotAllowed => 400,
+                    Refused::RangeNotSatisfiable => 416,
+                };
+                (status, reason(status).into())
+            }
             Failure::Connections(Refusal::TooMany) => (503, "too many connections".into()),
             Failure::Connections(Refusal::TooManyFromAddress) => {
                 (503, "too many connections from this address".into())

@@ -67,8 +67,98 @@ impl fmt::Display for Outcome<'_> {
     }
 }
 
+/// Every audit event but the transfers (see [`Transfer`]), with its
+/// fields: the same whichever front caused it.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// `login_ok user=`.
+    LoginOk { user: &'a str },
+    /// `login_failed user=` (the name as claimed).
+    LoginFailed { claimed: &'a [u8] },
+    /// `login_refused user= reason=`: `locked out`, or `busy` when too many
+    /// password checks wait.
+    LoginRefused {
+        claimed: &'a [u8],
+        reason: &'static str,
+    },
+    /// `lockout failures= duration=`: the address is locked out now.
+    Lockout {
+        failures: u32,
+        duration: std::time::Duration,
+    },
+    /// `control_ok result=ok`: the control port's token was right.
+    ControlOk,
+    /// `control_failed result=bad_token|locked_out`.
+    ControlFailed { locked_out: bool },
+    /// `limit limit=max-connections|max-per-ip`: a connection refused.
+    Limit { limit: &'static str },
+    /// `name_refused user= verb= name=`: a file name that breaks the
+    /// rules (`verb` is the command or method, `name` what was sent).
+    NameRefused {
+        user: &'a str,
+        verb: &'a str,
+        name: &'a [u8],
+    },
+}
+
+impl Event<'_> {
+    /// Writes the line.
+    pub fn record(&self, peer: SocketAddr, protocol: Protocol) {
+        match *self {
+            Event::LoginOk { user } => event(
+                "login_ok",
+                peer,
+                protocol,
+                format_args!("user={}", Quoted(user)),
+            ),
+            Event::LoginFailed { claimed } => event(
+                "login_failed",
+                peer,
+                protocol,
+                format_args!("user={}", lossy(claimed)),
+            ),
+            Event::LoginRefused { claimed, reason } => event(
+                "login_refused",
+                peer,
+                protocol,
+                format_args!("user={} reason={}", lossy(claimed), Quoted(reason)),
+            ),
+            Event::Lockout { failures, duration } => event(
+                "lockout",
+                peer,
+                protocol,
+                format_args!(
+                    "failures={failures} duration={:.0}s",
+                    duration.as_secs_f64()
+                ),
+            ),
+            Event::ControlOk => event("control_ok", peer, protocol, format_args!("result=ok")),
+            Event::ControlFailed { locked_out } => {
+                let result = if locked_out {
+                    "locked_out"
+                } else {
+                    "bad_token"
+                };
+                event(
+                    "control_failed",
+                    peer,
+                    protocol,
+                    format_args!("result={result}"),
+                )
+            }
+            Event::Limit { limit } => event("limit", peer, protocol, format_args!("limit={limit}")),
+            Event::NameRefused { user, verb, name } => event(
+                "name_refused",
+                peer,
+                protocol,
+                format_args!("user={} verb={verb} name={}", Quoted(user), lossy(name)),
+            ),
+        }
+    }
+}
+
 /// Writes one audit line: `audit: <event> ip=<ip> proto=<protocol> <rest>`.
-pub fn event(event: &str, peer: SocketAddr, protocol: Protocol, rest: fmt::Arguments<'_>) {
+fn event(event: &str, peer: SocketAddr, protocol: Protocol, rest: fmt::Arguments<'_>) {
     log::info!(
         target: "audit",
         "audit: {event} ip={} proto={} {rest}",

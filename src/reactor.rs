@@ -565,7 +565,7 @@ impl Reactor {
                     Refusal::TooMany => "max-connections",
                     Refusal::TooManyFromAddress => "max-per-ip",
                 };
-                crate::audit::event("limit", peer, protocol, format_args!("limit={limit}"));
+                crate::audit::Event::Limit { limit }.record(peer, protocol);
                 continue;
             }
             // Replies are single small writes; waiting for an ACK before

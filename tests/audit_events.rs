@@ -1,7 +1,7 @@
 //! The audit log's transfer events (issue 15): one kind per event and the
 //! same fields whichever front caused it. An HTTP `DELETE` and a line `DEL`
 //! are both `delete` with a size and a duration, a preview is `view`, and
-//! an HTTP upload line has its size.
+//! an HTTP upload line has its size; a refused name is logged alike.
 
 mod common;
 
@@ -53,6 +53,7 @@ fn both_fronts_write_the_same_transfer_events() {
     assert_eq!(a.read_exact_bytes(5), b"hello");
     assert_eq!(a.get("f"), b"hello");
     a.expect("DEL f", 250);
+    a.expect("GET ..", 553);
     drop(a);
 
     let auth = basic_credentials(ALICE, ALICE_PW);
@@ -68,6 +69,7 @@ fn both_fronts_write_the_same_transfer_events() {
         ),
         (format!("GET /files/f HTTP/1.1\r\n{head}\r\n"), "200"),
         (format!("DELETE /files/f HTTP/1.1\r\n{head}\r\n"), "204"),
+        (format!("GET /files/.. HTTP/1.1\r\n{head}\r\n"), "400"),
     ] {
         let response = http(&server, &request);
         assert!(
@@ -81,6 +83,7 @@ fn both_fronts_write_the_same_transfer_events() {
         r#"view ip=127.0.0.1 proto=* user="alice" name="f" size=5 sent=5 result=ok"#,
         r#"download ip=127.0.0.1 proto=* user="alice" name="f" size=5 sent=5 result=ok"#,
         r#"delete ip=127.0.0.1 proto=* user="alice" name="f" size=5 result=ok"#,
+        r#"name_refused ip=127.0.0.1 proto=* user="alice" verb=GET name=".." (no secs)"#,
     ];
     let mut lines = (Vec::new(), Vec::new());
     let complete = wait_until(Duration::from_secs(5), || {
@@ -88,7 +91,7 @@ fn both_fronts_write_the_same_transfer_events() {
             transfer_lines(&server, "line"),
             transfer_lines(&server, "http"),
         );
-        lines.0.len() >= 4 && lines.1.len() >= 4
+        lines.0.len() >= 5 && lines.1.len() >= 5
     });
     assert!(complete, "audit lines missing: {lines:#?}");
     assert_eq!(lines.0, expected, "the line protocol's events");

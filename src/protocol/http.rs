@@ -37,6 +37,18 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name (`OTHER` and `UNKNOWN` for the ones not served).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Other => "OTHER",
+            Method::Unknown => "UNKNOWN",
+        }
+    }
+
     fn from_bytes(raw: &str) -> Method {
         match raw {
             "GET" => Method::Get,

@@ -33,7 +33,7 @@ use subtle::ConstantTimeEq;
 
 use super::replies::Failure;
 use super::{Front, Phase, Services, Shell};
-use crate::audit;
+use crate::audit::Event;
 use crate::metrics::Protocol;
 use crate::protocol::control::{ControlReply, Status};
 use crate::protocol::line::ParseError;
@@ -256,22 +256,12 @@ impl Session {
         let matches =
             !locked && !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(token));
         if matches {
-            audit::event(
-                "control_ok",
-                self.shell.peer,
-                Protocol::Control,
-                format_args!("result=ok"),
-            );
+            Event::ControlOk.record(self.shell.peer, Protocol::Control);
             self.state = State::Unlocked;
             return self.reply(ControlReply::Unlocked);
         }
-        let result = if locked { "locked_out" } else { "bad_token" };
-        audit::event(
-            "control_failed",
-            self.shell.peer,
-            Protocol::Control,
-            format_args!("result={result}"),
-        );
+        let failed = Event::ControlFailed { locked_out: locked };
+        failed.record(self.shell.peer, Protocol::Control);
         if !locked {
             super::count_failure(services, self.shell.peer, Protocol::Control);
         }

@@ -29,7 +29,7 @@ use super::login::MAX_AUTH_FAILURES;
 use super::replies::{Failure, Refused};
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
 use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
-use crate::audit::{self, Quoted, TransferKind, Who};
+use crate::audit::{Event, TransferKind, Who};
 use crate::integrity::Hasher;
 use crate::metrics::Protocol;
 use crate::protocol::chunked::ChunkedDecoder;
@@ -653,16 +653,12 @@ impl Session {
                 match route {
                     Route::File(raw) => {
                         let Some(name) = http::decode_name(raw) else {
-                            audit::event(
-                                "name_refused",
-                                self.shell.peer,
-                                Protocol::Http,
-                                format_args!(
-                                    "user={} path={}",
-                                    Quoted(&user),
-                                    audit::lossy(request.path)
-                                ),
-                            );
+                            Event::NameRefused {
+                                user: &user,
+                                verb: request.method.as_str(),
+                                name: raw,
+                            }
+                            .record(self.shell.peer, Protocol::Http);
                             let refused = Failure::Request(Refused::NameNotAllowed);
                             return self.fail_with(refused, &[], head_only, refuse, services);
                         };

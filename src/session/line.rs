@@ -48,7 +48,7 @@ use super::listing::{listing_step, write_listing_line};
 use super::replies::Failure;
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
 use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
-use crate::audit::{self, Quoted, TransferKind, Who};
+use crate::audit::{Event, TransferKind, Who};
 use crate::integrity::Digest;
 use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
@@ -297,7 +297,7 @@ impl Front for Session {
                 return false;
             }
             Status::Complete(parsed) => {
-                self.execute(parsed.command, services);
+                self.execute(parsed.command, &input[..parsed.consumed], services);
                 parsed.consumed
             }
         };
@@ -645,7 +645,13 @@ impl Session {
         self.reply(failure.into().reply(), services);
     }
 
-    fn execute(&mut self, command: Result<Command<'_>, ParseError>, services: &Services) {
+    /// Runs one command, parsed from `line`.
+    fn execute(
+        &mut self,
+        command: Result<Command<'_>, ParseError>,
+        line: &[u8],
+        services: &Services,
+    ) {
         if let State::Idle(login) = &self.state
             && !services.user_exists(&login.user)
         {
@@ -669,12 +675,12 @@ impl Session {
                     self.discarding = true;
                 }
                 if let (ParseError::NameNotAllowed(verb), State::Idle(login)) = (err, &self.state) {
-                    audit::event(
-                        "name_refused",
-                        self.shell.peer,
-                        Protocol::Line,
-                        format_args!("user={} verb={}", Quoted(&login.user), verb.as_str()),
-                    );
+                    Event::NameRefused {
+                        user: &login.user,
+                        verb: verb.as_str(),
+                        name: name_argument(line, verb),
+                    }
+                    .record(self.shell.peer, Protocol::Line);
                 }
                 if !logged_in && err.verb().is_some_and(Verb::needs_login) {
                     return self.fail(Failure::NotLoggedIn, services);
@@ -1164,6 +1170,21 @@ impl Session {
         }
         State::Idle(login)
     }
+}
+
+/// What a refused command gave as its file name, for the audit line: the
+/// line after the verb (and after the size, for `PUT`).
+fn name_argument(line: &[u8], verb: Verb) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut rest = line.strip_suffix(b"\r").unwrap_or(line);
+    let words = if verb == Verb::Put { 2 } else { 1 };
+    for _ in 0..words {
+        rest = match rest.iter().position(|&b| b == b' ') {
+            Some(space) => &rest[space + 1..],
+            None => &[],
+        };
+    }
+    rest
 }
 
 #[cfg(test)]

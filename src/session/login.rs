@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::{Services, Shell};
-use crate::audit::{self, Quoted};
+use crate::audit::Event;
 use crate::auth::{PendingLogin, Verification};
 use crate::kdf::STEP_TIME;
-use crate::limits;
 use crate::metrics::Protocol;
 
 /// Failed logins allowed on one connection before it is closed (`530` and
@@ -50,12 +49,12 @@ pub(crate) fn start_login(
         Verification::Pending(pending) => match services.queue_check(peer.ip()) {
             Some(ticket) => LoginStart::Pending(PasswordCheck::new(pending, ticket)),
             None => {
-                audit::event(
-                    "login_refused",
-                    peer,
-                    protocol,
-                    format_args!("user={} reason=\"busy\"", audit::lossy(user)),
-                );
+                let reason = "busy";
+                Event::LoginRefused {
+                    claimed: user,
+                    reason,
+                }
+                .record(peer, protocol);
                 LoginStart::Busy
             }
         },
@@ -142,31 +141,16 @@ pub(crate) fn finish_login(
     locked: bool,
     protocol: Protocol,
 ) -> Option<String> {
-    let claimed = audit::lossy(claimed);
     match &result {
-        Some(name) => audit::event(
-            "login_ok",
-            peer,
-            protocol,
-            format_args!("user={}", Quoted(name)),
-        ),
+        Some(user) => Event::LoginOk { user }.record(peer, protocol),
         None if locked => {
             services.metrics.failed_login(protocol);
-            audit::event(
-                "login_refused",
-                peer,
-                protocol,
-                format_args!("user={claimed} reason=\"locked out\""),
-            );
+            let reason = "locked out";
+            Event::LoginRefused { claimed, reason }.record(peer, protocol);
         }
         None => {
             services.metrics.failed_login(protocol);
-            audit::event(
-                "login_failed",
-                peer,
-                protocol,
-                format_args!("user={claimed}"),
-            );
+            Event::LoginFailed { claimed }.record(peer, protocol);
             count_failure(services, peer, protocol);
         }
     }
@@ -182,16 +166,11 @@ pub(crate) fn count_failure(services: &Services, peer: SocketAddr, protocol: Pro
         .borrow_mut()
         .failed(peer.ip(), now, &services.policy)
     {
-        audit::event(
-            "lockout",
-            peer,
-            protocol,
-            format_args!(
-                "failures={} duration={}",
-                services.policy.lockout_failures,
-                limits::secs(services.policy.lockout_duration)
-            ),
-        );
+        Event::Lockout {
+            failures: services.policy.lockout_failures,
+            duration: services.policy.lockout_duration,
+        }
+        .record(peer, protocol);
     }
 }
 

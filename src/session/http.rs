@@ -24,7 +24,7 @@ use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::listing::{listing_step, write_listing_line};
+use super::listing::{Streaming, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
 use super::replies::{Failure, Refused};
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
@@ -38,7 +38,7 @@ use crate::protocol::http::{
 };
 use crate::protocol::line::Status;
 use crate::protocol::name::{self, FileName};
-use crate::storage::{Entry, Listing, OverQuota, UserDir};
+use crate::storage::{Entry, OverQuota, UserDir};
 
 /// While more response bytes than this wait to be sent, no further
 /// pipelined request is handled.
@@ -54,17 +54,11 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// ends it by closing the connection.
 #[derive(Debug)]
 struct ListJob {
-    listing: Listing,
+    streaming: Streaming,
     json: bool,
     chunked: bool,
-    /// Entries sent so far (a JSON entry after the first starts with a
-    /// comma).
-    entries: usize,
-    /// Body bytes sent so far (chunk framing not counted).
-    bytes: u64,
     keep_alive: bool,
     user: String,
-    started: Instant,
 }
 
 /// A file being sent as a response body.
@@ -521,16 +515,6 @@ impl Front for Session {
         usize::MAX
     }
 
-    fn peer_closed(&mut self) {
-        if matches!(self.state, State::Verifying(_)) {
-            // Nobody is left to answer: the check (queued or running) is
-            // dropped rather than delaying everyone else's.
-            log::info!("{} closed during its password check", self.shell.peer);
-            self.shell.input.clear();
-            self.state = State::Closing;
-        }
-    }
-
     /// The drain is over: an upload is discarded (`503`), a response is cut.
     fn end_drain(&mut self, services: &Services) {
         match self.take_state() {
@@ -801,14 +785,11 @@ impl Session {
             return self.after_response(after);
         }
         self.state = State::Listing(Box::new(ListJob {
-            listing,
+            streaming: Streaming::new(listing),
             json,
             chunked,
-            entries: 0,
-            bytes: 0,
             keep_alive: after == After::KeepAlive,
             user: user.to_owned(),
-            started: Instant::now(),
         }));
     }
 
@@ -823,20 +804,19 @@ impl Session {
         };
         let out = self.shell.out.buf();
         let start = out.len();
-        if job.json && job.bytes == 0 {
+        let json = job.json;
+        if json && job.streaming.bytes() == 0 {
             out.extend_from_slice(JSON_OPEN.as_bytes());
+            job.streaming.wrote(JSON_OPEN.len());
         }
-        let (json, mut index) = (job.json, job.entries);
-        let result = listing_step(&mut job.listing, out, |entry, out| {
+        let result = job.streaming.step(out, |entry, index, out| {
             write_listing_entry(entry, index, json, out);
-            index += 1;
         });
-        job.entries = index;
         if json && matches!(result, Ok(true)) {
             out.extend_from_slice(JSON_CLOSE.as_bytes());
+            job.streaming.wrote(JSON_CLOSE.len());
         }
         let added = out.len() - start;
-        job.bytes += added as u64;
         if job.chunked && added > 0 {
             let size = format!("{added:x}\r\n");
             out.splice(start..start, size.bytes());
@@ -848,30 +828,19 @@ impl Session {
                 if job.chunked {
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
-                log::info!(
-                    "{} {}: listing ok ({} bytes in {:.3}s)",
-                    self.shell.peer,
-                    job.user,
-                    job.bytes,
-                    job.started.elapsed().as_secs_f64()
-                );
+                job.streaming.ended(self.shell.peer, &job.user, &Ok(()));
                 let keep = job.keep_alive && !self.shell.shutting_down;
                 self.after_response(After::from_keep_alive(keep));
             }
             Err(err) => {
-                log::error!("{} {}: listing failed: {err}", self.shell.peer, job.user);
+                job.streaming.ended(self.shell.peer, &job.user, &Err(err));
                 self.state = State::Closing;
             }
         }
     }
 
     fn cut_listing(&self, job: &ListJob, reason: &str) {
-        log::info!(
-            "{} {}: listing cut after {} bytes: {reason}",
-            self.shell.peer,
-            job.user,
-            job.bytes
-        );
+        job.streaming.cut(self.shell.peer, &job.user, reason);
     }
 
     fn file_request(

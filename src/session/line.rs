@@ -44,7 +44,7 @@ use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
 use super::hashing::Stepwise;
-use super::listing::{listing_step, write_listing_line};
+use super::listing::{Streaming, write_listing_line};
 use super::replies::Failure;
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
 use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
@@ -54,7 +54,7 @@ use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{Identity, Listing, PutStarted, StorageError, UserDir};
+use crate::storage::{Identity, PutStarted, StorageError, UserDir};
 
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
@@ -177,16 +177,6 @@ impl Digesting {
     }
 }
 
-/// A `LIST` in progress: the directory is read a step at a time
-/// ([`Session::work`]), and a step runs only once what the last one
-/// produced was sent.
-#[derive(Debug)]
-struct ListJob {
-    listing: Listing,
-    bytes: u64,
-    started: Instant,
-}
-
 #[derive(Debug)]
 enum State {
     /// Not logged in yet, since `since`.
@@ -201,7 +191,7 @@ enum State {
     // needs.
     Receiving(Login, Box<Receive>),
     Sending(Login, Box<Download>),
-    Listing(Login, Box<ListJob>),
+    Listing(Login, Box<Streaming>),
     Hashing(Login, Box<Digesting>),
     Closing,
 }
@@ -530,17 +520,6 @@ impl Front for Session {
         n
     }
 
-    /// The client closed its sending side. Complete lines already received
-    /// are still answered; an unfinished upload is discarded.
-    fn peer_closed(&mut self) {
-        if matches!(self.state, State::Verifying(_)) {
-            // Nobody is left to tell: the check (queued or running) is
-            // dropped rather than delaying everyone else's.
-            log::info!("{} closed during its password check", self.shell.peer);
-            self.state = State::Closing;
-        }
-    }
-
     /// The drain period is over: an unfinished upload is kept as a
     /// resumable partial and its client gets `421`; an unfinished download
     /// is cut off.
@@ -574,14 +553,7 @@ impl Front for Session {
                 State::Sending(login, download) => {
                     download.cut(login.who(peer), reason, services);
                 }
-                State::Listing(login, job) => {
-                    log::warn!(
-                        "{} {}: LIST cut after {} bytes: {reason}",
-                        peer,
-                        login.user,
-                        job.bytes
-                    );
-                }
+                State::Listing(login, job) => job.cut(peer, &login.user, reason),
                 State::Hashing(login, job) => {
                     log::info!(
                         "{} {}: hashing stopped after {} of {} bytes: {reason}",
@@ -820,14 +792,7 @@ impl Session {
     /// Starts a `LIST`: nothing is sent until its first step has run.
     fn start_list(&mut self, login: Login, services: &Services) -> State {
         match services.storage.listing(&login.dir) {
-            Ok(listing) => {
-                let job = ListJob {
-                    listing,
-                    bytes: 0,
-                    started: Instant::now(),
-                };
-                State::Listing(login, Box::new(job))
-            }
+            Ok(listing) => State::Listing(login, Box::new(Streaming::new(listing))),
             Err(err) => {
                 log::error!("{} {}: LIST failed: {err}", self.shell.peer, login.user);
                 self.fail(err, services);
@@ -845,14 +810,13 @@ impl Session {
         };
         let out = self.shell.out.buf();
         let start = out.len();
-        let result = listing_step(&mut job.listing, out, write_listing_line);
+        let result = job.step(out, |entry, _, out| write_listing_line(entry, out));
         let added = out.len() - start;
         if added > 0 {
             let mut head = Vec::new();
             Reply::Data(added as u64).write_to(&mut head);
             out.splice(start..start, head);
             services.metrics.reply(Protocol::Line, 150);
-            job.bytes += added as u64;
         }
         let ended = match result {
             Ok(false) => return,
@@ -870,30 +834,14 @@ impl Session {
     fn list_ended(
         &mut self,
         login: Login,
-        job: &ListJob,
+        job: &Streaming,
         ended: Result<(), StorageError>,
         services: &Services,
     ) -> State {
+        job.ended(self.shell.peer, &login.user, &ended);
         match ended {
-            Ok(()) => {
-                self.reply(Reply::Data(0), services);
-                let secs = job.started.elapsed().as_secs_f64();
-                log::info!(
-                    "{} {}: LIST {} bytes in {secs:.3}s",
-                    self.shell.peer,
-                    login.user,
-                    job.bytes
-                );
-            }
-            Err(err) => {
-                log::error!(
-                    "{} {}: LIST failed after {} bytes: {err}",
-                    self.shell.peer,
-                    login.user,
-                    job.bytes
-                );
-                self.fail(err, services);
-            }
+            Ok(()) => self.reply(Reply::Data(0), services),
+            Err(err) => self.fail(err, services),
         }
         State::Idle(login)
     }

@@ -227,8 +227,16 @@ pub trait Front {
     fn shutting_down_words(&mut self, _services: &Services) {}
 
     /// What the front does when its peer closes its sending side, before
-    /// it runs what it still can.
-    fn peer_closed(&mut self) {}
+    /// it runs what it still can: a login waiting for its password check
+    /// has nobody left to answer, so the check (queued or running) is
+    /// dropped rather than delaying everyone else's.
+    fn peer_closed(&mut self) {
+        if self.password_check().is_some() {
+            log::info!("{} closed during its password check", self.shell().peer);
+            self.shell_mut().input.clear();
+            self.close();
+        }
+    }
 
     /// Ends whatever runs now and closes, silently; `reason` is for the
     /// logs. What an interrupted upload becomes is the front's to say.

@@ -54,7 +54,7 @@ use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{Identity, PutStarted, StorageError, UserDir};
+use crate::storage::{HashLookup, Identity, PutStarted, StorageError, UserDir};
 
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
@@ -998,25 +998,22 @@ impl Session {
 
 impl Session {
     fn hash(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
-        let opened = services
-            .storage
-            .open_read(&login.dir, name)
-            .and_then(|(file, meta)| {
-                let identity = Identity::of_file(&file)?;
-                Ok((file, meta.len(), identity))
-            });
-        let (file, size, identity) = match opened {
-            Ok(opened) => opened,
+        let (file, size, identity) = match services.storage.hash_lookup(&login.dir, name) {
+            Ok(HashLookup::ToRead {
+                file,
+                size,
+                identity,
+            }) => (file, size, identity),
+            Ok(HashLookup::Recorded(sha256)) => {
+                self.reply(Reply::Sha256(sha256), services);
+                return State::Idle(login);
+            }
             Err(err) => {
                 log::info!("{} {}: HASH {name:?}: {err}", self.shell.peer, login.user);
                 self.fail(err, services);
                 return State::Idle(login);
             }
         };
-        if let Some(sha256) = services.storage.stored_digest(&login.dir, name, &file) {
-            self.reply(Reply::Sha256(sha256), services);
-            return State::Idle(login);
-        }
         // A file that arrived some other way: hash it a step at a time.
         let name = name.as_str().to_owned();
         let purpose = Purpose::Answer {

@@ -363,6 +363,19 @@ impl UserDir {
     }
 }
 
+/// What [`Storage::hash_lookup`] found.
+#[derive(Debug)]
+pub enum HashLookup {
+    /// The digest recorded when the file was stored.
+    Recorded(Digest),
+    /// No record (the file arrived some other way): read it to hash it.
+    ToRead {
+        file: File,
+        size: u64,
+        identity: Identity,
+    },
+}
+
 /// What every upload must fit (see [`Storage::begin_put`]).
 #[derive(Debug, Clone, Copy)]
 pub struct PutLimits {
@@ -844,6 +857,27 @@ impl Storage {
         name: FileName<'_>,
     ) -> Result<(File, Metadata), StorageError> {
         dir.inner.files.open_regular_read(name.as_str())
+    }
+
+    /// What `HASH` needs, in one call: the recorded SHA-256 of `name` if
+    /// the record still describes the file, else the file opened to read
+    /// and hash, with its size and identity at the moment of opening (a
+    /// digest is recorded only if the file has not changed since).
+    pub fn hash_lookup(
+        &self,
+        dir: &UserDir,
+        name: FileName<'_>,
+    ) -> Result<HashLookup, StorageError> {
+        let (file, meta) = self.open_read(dir, name)?;
+        let identity = Identity::of_file(&file)?;
+        if let Some(sha256) = self.stored_digest(dir, name, &file) {
+            return Ok(HashLookup::Recorded(sha256));
+        }
+        Ok(HashLookup::ToRead {
+            file,
+            size: meta.len(),
+            identity,
+        })
     }
 
     /// The recorded SHA-256 of `file` (opened from `name`), if the record

@@ -242,6 +242,9 @@ impl World {
         }
         drop(dirs);
         self.check_and_reset(&model);
+        // The reset changed the user's partials behind the storage's back:
+        // its running counts (kept across handles) must be taken again.
+        self.services.storage.forget_counts();
     }
 
     /// With the session gone, every upload gave back what it claimed: the

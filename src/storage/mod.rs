@@ -698,6 +698,15 @@ impl Storage {
         format!("{}-{kind}-{serial}", self.instance.id)
     }
 
+    /// Forgets the running counts of every user: the next quota check of
+    /// a user takes them again from the directories. For a driver that
+    /// changed user directories behind the server's back (a fuzz target
+    /// restoring its tree between runs), which otherwise shows only after
+    /// [`RESYNC_AFTER`].
+    pub fn forget_counts(&self) {
+        self.tallies.borrow_mut().clear();
+    }
+
     /// The directory of `user` (a valid username), created mode 0700 on
     /// first use, with the server's record directories for it. Sessions of
     /// the same user share the open handles.
@@ -1412,6 +1421,25 @@ mod tests {
             (started.limit, started.limited_by_quota),
             (90, Some(OverQuota::Bytes { quota: 90 }))
         );
+    }
+
+    #[test]
+    fn forgotten_counts_are_taken_again() {
+        let (root, storage, dir) = setup();
+        let mut upload = storage.begin_upload(&dir, name("a")).unwrap();
+        upload.write(b"hello").unwrap();
+        storage.commit(upload, Digest::of(b"hello")).unwrap();
+        assert_eq!(storage.usage(&dir).unwrap().bytes, 5);
+        drop(dir);
+        // Removed behind the server's back: the running counts do not see
+        // it, even through new handles, until they are forgotten.
+        std::fs::remove_file(root.path().join("alice").join("a")).unwrap();
+        let dir = storage.user_dir("alice").unwrap();
+        assert_eq!(storage.usage(&dir).unwrap().bytes, 5);
+        drop(dir);
+        storage.forget_counts();
+        let dir = storage.user_dir("alice").unwrap();
+        assert_eq!(storage.usage(&dir).unwrap().bytes, 0);
     }
 
     #[test]

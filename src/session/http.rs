@@ -173,6 +173,26 @@ pub struct Session {
     head_started: Instant,
 }
 
+/// What a request names, once its path named something.
+enum Resource<'a> {
+    Healthz,
+    Metrics,
+    Listing,
+    /// A file, its name still percent-encoded.
+    File(&'a [u8]),
+}
+
+/// What a request does to a file, once its method is one the file takes.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// `GET`, `HEAD`.
+    Read,
+    /// `PUT`.
+    Write,
+    /// `DELETE`.
+    Delete,
+}
+
 /// What to do after a response: keep the connection or close it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum After {
@@ -571,26 +591,31 @@ impl Session {
         } else {
             after
         };
-        let route = http::route(request.path);
-        let allowed = match route {
+        let resource = match http::route(request.path) {
             Route::NotFound => return self.fail(Refused::NoRoute, refuse, services),
-            Route::Healthz | Route::Metrics | Route::Listing => "GET, HEAD",
-            Route::File(_) => "GET, HEAD, PUT, DELETE",
+            Route::Healthz => Resource::Healthz,
+            Route::Metrics => Resource::Metrics,
+            Route::Listing => Resource::Listing,
+            Route::File(raw) => Resource::File(raw),
         };
-        let method_ok = match request.method {
-            Method::Unknown => return self.fail(Refused::UnknownMethod, refuse, services),
-            Method::Get | Method::Head => true,
-            Method::Put | Method::Delete => matches!(route, Route::File(_)),
-            Method::Other => false,
+        let access = match (request.method, &resource) {
+            (Method::Unknown, _) => return self.fail(Refused::UnknownMethod, refuse, services),
+            (Method::Get | Method::Head, _) => Access::Read,
+            (Method::Put, Resource::File(_)) => Access::Write,
+            (Method::Delete, Resource::File(_)) => Access::Delete,
+            (Method::Put | Method::Delete | Method::Other, _) => {
+                let allowed = match resource {
+                    Resource::File(_) => "GET, HEAD, PUT, DELETE",
+                    _ => "GET, HEAD",
+                };
+                let fields = [("Allow", allowed)];
+                let refused = Failure::Request(Refused::MethodNotAllowed);
+                return self.fail_with(refused, &fields, false, refuse, services);
+            }
         };
-        if !method_ok {
-            let fields = [("Allow", allowed)];
-            let refused = Failure::Request(Refused::MethodNotAllowed);
-            return self.fail_with(refused, &fields, false, refuse, services);
-        }
         let head_only = request.method == Method::Head;
-        match route {
-            Route::Healthz => self.respond(
+        match resource {
+            Resource::Healthz => self.respond(
                 200,
                 &[("Content-Type", TEXT)],
                 b"ok\n",
@@ -598,12 +623,12 @@ impl Session {
                 after,
                 services,
             ),
-            Route::Metrics => {
+            Resource::Metrics => {
                 let text = services.metrics.render();
                 let fields = [("Content-Type", "text/plain; version=0.0.4")];
                 self.respond(200, &fields, text.as_bytes(), head_only, after, services)
             }
-            Route::Listing | Route::File(_) => {
+            Resource::Listing | Resource::File(_) => {
                 let user = match self.authenticate(&request.credentials, services) {
                     Authenticated::User(user) => Some(user),
                     Authenticated::Pending => return,
@@ -634,8 +659,8 @@ impl Session {
                         return self.fail(Failure::Internal(err), refuse, services);
                     }
                 };
-                match route {
-                    Route::File(raw) => {
+                match resource {
+                    Resource::File(raw) => {
                         let Some(name) = http::decode_name(raw) else {
                             Event::NameRefused {
                                 user: &user,
@@ -646,12 +671,12 @@ impl Session {
                             let refused = Failure::Request(Refused::NameNotAllowed);
                             return self.fail_with(refused, &[], head_only, refuse, services);
                         };
-                        self.file_request(request, &user, &dir, &name, after, services);
+                        let file = (access, name.as_str());
+                        self.file_request(request, &user, &dir, file, after, services);
                     }
                     _ => self.listing(request, &user, &dir, after, services),
                 }
             }
-            Route::NotFound => unreachable!("answered above"),
         }
     }
 
@@ -848,7 +873,7 @@ impl Session {
         request: &Request<'_>,
         user: &str,
         dir: &UserDir,
-        name: &str,
+        (access, name): (Access, &str),
         after: After,
         services: &Services,
     ) {
@@ -856,12 +881,10 @@ impl Session {
         let Some(file_name) = name::validate(name.as_bytes()) else {
             return self.fail(Refused::Malformed, After::Close, services);
         };
-        match request.method {
-            Method::Get | Method::Head => {
-                self.download(request, user, dir, file_name, after, services)
-            }
-            Method::Put => self.start_upload(request, user, dir, file_name, after, services),
-            Method::Delete => match services.storage.delete(dir, file_name) {
+        match access {
+            Access::Read => self.download(request, user, dir, file_name, after, services),
+            Access::Write => self.start_upload(request, user, dir, file_name, after, services),
+            Access::Delete => match services.storage.delete(dir, file_name) {
                 Ok(size) => {
                     transfer::deleted(who(self.shell.peer, user), file_name, size, started);
                     self.respond(204, &[], b"", true, after, services);
@@ -871,7 +894,6 @@ impl Session {
                     self.fail(err, after, services);
                 }
             },
-            Method::Other | Method::Unknown => unreachable!("refused before"),
         }
     }
 

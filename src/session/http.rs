@@ -49,7 +49,7 @@ const CHUNK_FRAMING_READ: usize = 64;
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// A listing being sent: the directory is read a step at a time
-/// ([`Session::work`]), as for the line protocol's `LIST`, and the body
+/// ([`Front::work`]), as for the line protocol's `LIST`, and the body
 /// has no length: HTTP/1.1 sends it chunked (a chunk per step), HTTP/1.0
 /// ends it by closing the connection.
 #[derive(Debug)]
@@ -441,7 +441,7 @@ impl Front for Session {
         }
     }
 
-    /// When the session next needs [`Session::on_deadline`].
+    /// When the session next needs [`Front::on_deadline`].
     fn timeout(&self, services: &Services) -> Option<Instant> {
         let policy = &services.policy;
         Some(match self.state {
@@ -455,7 +455,7 @@ impl Front for Session {
         })
     }
 
-    /// Called at or after [`Session::deadline`]: releases a held response,
+    /// Called at or after [`Front::deadline`]: releases a held response,
     /// or ends the connection when its time is up (`408` for a request
     /// that did not arrive in time).
     fn time_out(&mut self, services: &Services) {

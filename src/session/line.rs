@@ -1,10 +1,10 @@
 //! One line-protocol connection as a sans-IO state machine.
 //!
 //! The session never touches a socket. The reactor asks it how many bytes it
-//! will take ([`Session::read_limit`]), hands it what it read
-//! ([`Session::receive`], [`Session::receive_eof`]), takes the bytes it wants
-//! sent ([`Session::output`], [`Session::output_written`]) and closes the
-//! socket once [`Session::is_done`]. Storage and users are reached through
+//! will take ([`Front::read_limit`]), hands it what it read
+//! ([`Front::receive`], [`Front::receive_eof`]), takes the bytes it wants
+//! sent ([`Front::output`], [`Front::output_written`]) and closes the
+//! socket once [`Front::is_done`]. Storage and users are reached through
 //! [`Services`]. A test or a fuzz target can drive a whole session from a
 //! byte slice.
 //!
@@ -23,7 +23,7 @@
 //! `Hashing` is work without a socket: reading a file to compute its
 //! SHA-256 (for `HASH` of a file that has no digest record, or for the held
 //! bytes of a resumed upload). The reactor runs it a bounded step at a time
-//! ([`Session::has_work`], [`Session::work`]) so that hashing a large file
+//! ([`Front::has_work`], [`Front::work`]) so that hashing a large file
 //! never holds up other sessions. A `LIST` is sent from its own state,
 //! `Listing` (drawn as `Sending`), which reads the directory the same way,
 //! a block of entries per step, and takes the next step only once the last
@@ -388,7 +388,7 @@ impl Front for Session {
         }
     }
 
-    /// When the session next needs [`Session::on_deadline`]: the end of a
+    /// When the session next needs [`Front::on_deadline`]: the end of a
     /// held login reply, or the timeout of what it is doing now.
     fn timeout(&self, services: &Services) -> Option<Instant> {
         let policy = &services.policy;
@@ -406,7 +406,7 @@ impl Front for Session {
         }
     }
 
-    /// Called at or after [`Session::deadline`]: releases a held reply, or
+    /// Called at or after [`Front::deadline`]: releases a held reply, or
     /// ends the session with `421 timeout` when its time is up.
     fn time_out(&mut self, services: &Services) {
         match self.state {
@@ -433,7 +433,7 @@ impl Front for Session {
 
     /// True while the session has work that needs no socket (hashing a
     /// file, the next step of a listing once the last was sent): the
-    /// caller should call [`Session::work`].
+    /// caller should call [`Front::work`].
     fn has_work(&self) -> bool {
         match &self.state {
             State::Hashing(..) => true,

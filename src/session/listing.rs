@@ -10,7 +10,7 @@ use crate::storage::{Entry, Listing, ListingStep, StorageError};
 /// client that does not read: forty such clients hold under a MiB, where
 /// each used to hold the whole listing (20 MiB for 100,000 long names).
 pub const LIST_BLOCK: usize = 16 * 1024;
-/// Directory entries looked at in one step of a listing ([`super::Session::work`]):
+/// Directory entries looked at in one step of a listing ([`super::Front::work`]):
 /// each costs an `fstatat`, so a step stays well under a millisecond and
 /// other sessions wait no longer than that.
 pub const LIST_STEP_ENTRIES: usize = 256;

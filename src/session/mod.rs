@@ -1,14 +1,18 @@
 //! Client sessions as sans-IO state machines, one kind per front.
 //!
-//! A session never touches a socket. The reactor asks it how many bytes it
-//! will take ([`Session::read_limit`]), hands it what it read
-//! ([`Session::receive`], [`Session::receive_eof`]), takes the bytes it
-//! wants sent ([`Session::output`], [`Session::output_written`]; when the
-//! reactor asks for it, a download offers its file for `sendfile` instead,
-//! [`Session::file_output`]), runs its socket-free work a step at a time
-//! ([`Session::has_work`], [`Session::work`]) and closes the socket once
-//! [`Session::is_done`]. Storage, users and counters are reached through
+//! A session never touches a socket: the reactor drives it through the
+//! [`Front`] contract (how many bytes it takes, what it read, what it
+//! wants sent or offers from a file, its socket-free work a step at a
+//! time, its deadlines, shutdown), and closes the socket once
+//! [`Front::is_done`]. Storage, users and counters are reached through
 //! [`Services`].
+//!
+//! What the fronts share is written once: the [`Shell`] every front keeps
+//! and the lifecycle over it ([`Front`]'s provided methods), downloads and
+//! uploads (`transfer.rs`), logins and the password-check queue
+//! (`login.rs`), stepwise hashing (`hashing.rs`), streamed listings
+//! (`listing.rs`), and the one table from errors to replies
+//! (`replies.rs`). Each front holds only its own syntax and states:
 //!
 //! - [`line`]: the line protocol of `protocol.md`;
 //! - [`http`]: the HTTP/1.1 front;

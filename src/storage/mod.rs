@@ -701,8 +701,8 @@ impl Storage {
     /// Forgets the running counts of every user: the next quota check of
     /// a user takes them again from the directories. For a driver that
     /// changed user directories behind the server's back (a fuzz target
-    /// restoring its tree between runs), which otherwise shows only after
-    /// [`RESYNC_AFTER`].
+    /// restoring its tree between runs), which otherwise shows only once
+    /// the counts are older than `RESYNC_AFTER`.
     pub fn forget_counts(&self) {
         self.tallies.borrow_mut().clear();
     }

@@ -1,6 +1,6 @@
 //! Server settings for embedders and the `ferryd` command line.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -112,7 +112,7 @@ pub struct Policy {
     pub lockout_duration: Duration,
     /// Addresses whose failures are never counted, so they are never
     /// locked out (`--lockout-allow`), e.g. a trusted NAT gateway.
-    pub lockout_allow: Vec<crate::limits::AddrRange>,
+    pub lockout_allow: Vec<AddrRange>,
     /// Bytes each user may store in all (`--user-quota`); `None`: no limit.
     pub user_quota: Option<u64>,
     /// Files each user may store (`--user-max-files`); `None`: no limit.
@@ -129,7 +129,7 @@ impl Policy {
     /// leaves after a reserve, since a transferring session holds a file
     /// as well as its socket.
     pub fn default_max_connections() -> usize {
-        let soft = crate::limits::open_file_limit().unwrap_or(1024);
+        let soft = open_file_limit().unwrap_or(1024);
         let usable = soft.saturating_sub(DESCRIPTOR_RESERVE) / 2;
         usize::try_from(usable.max(1)).unwrap_or(usize::MAX)
     }
@@ -173,5 +173,101 @@ impl Default for Config {
             access_log: None,
             access_log_format: crate::access::Format::Text,
         }
+    }
+}
+
+/// The soft open-file limit of this process (`RLIMIT_NOFILE`), read from
+/// `/proc/self/limits` so that no unsafe call is needed.
+pub fn open_file_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line["Max open files".len()..].split_whitespace().next()?;
+    match soft {
+        "unlimited" => Some(u64::MAX),
+        n => n.parse().ok(),
+    }
+}
+
+/// A range of addresses (`--lockout-allow`): `ADDR/PREFIX`, or one
+/// address. An IPv4 range also holds the IPv4-mapped IPv6 addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrRange {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl AddrRange {
+    /// True when `ip` is in the range (an IPv4-mapped IPv6 address as its
+    /// IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for AddrRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<AddrRange, String> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or ADDRESS/PREFIX"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {max}"))?,
+        };
+        Ok(AddrRange { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for AddrRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_ranges_parse_and_match() {
+        let other: IpAddr = "128.0.0.1".parse().unwrap();
+        for bad in ["10.0.0.0/33", "nonsense", "::1/129", "1.2.3.4/"] {
+            assert!(bad.parse::<AddrRange>().is_err(), "{bad}");
+        }
+        assert!("0.0.0.0/0".parse::<AddrRange>().unwrap().contains(other));
+        assert!(!"10.0.0.0/8".parse::<AddrRange>().unwrap().contains(other));
+    }
+
+    #[test]
+    fn the_open_file_limit_is_readable() {
+        assert!(open_file_limit().is_some_and(|n| n > 0));
     }
 }

@@ -41,8 +41,7 @@ use slab::Slab;
 
 use crate::limits::{CheckWaiters, Connections, Refusal};
 use crate::metrics::Protocol;
-use crate::session::line::TRANSFER_BUFFER;
-use crate::session::{DIRECT_MIN, Services, Session};
+use crate::session::{DIRECT_MIN, Failure, Services, Session, TRANSFER_BUFFER};
 use crate::sys;
 
 const LINE_LISTENER: Token = Token(usize::MAX - 1);
@@ -623,7 +622,7 @@ impl Reactor {
                     let oldest = self
                         .conns
                         .iter()
-                        .filter_map(|(key, c)| Some((c.session.control_waiting_since()?, key)))
+                        .filter_map(|(key, c)| Some((c.session.waiting_since()?, key)))
                         .min();
                     match oldest {
                         Some((_, key)) => {
@@ -647,7 +646,7 @@ impl Reactor {
                     Refusal::TooMany => "max-connections",
                     Refusal::TooManyFromAddress => "max-per-ip",
                 };
-                crate::audit::event("limit", peer, protocol, format_args!("limit={limit}"));
+                crate::audit::Event::Limit { limit }.record(peer, protocol);
                 continue;
             }
             // Replies are single small writes; waiting for an ACK before
@@ -849,27 +848,26 @@ fn interest_of(session: &Session) -> Interest {
 /// write of the refusal, then the stream is dropped (closed).
 fn refuse(stream: &mut TcpStream, protocol: Protocol, refusal: Refusal, services: &Services) {
     let mut out = Vec::new();
+    let failure = Failure::Connections(refusal);
     let code = match protocol {
         Protocol::Line | Protocol::Control => {
-            let reply = crate::protocol::reply::Reply::TooManyConnections;
+            let reply = failure.reply();
             reply.write_to(&mut out);
             reply.code()
         }
         Protocol::Http => {
-            let body = match refusal {
-                Refusal::TooMany => "too many connections\n",
-                Refusal::TooManyFromAddress => "too many connections from this address\n",
-            };
+            let (status, text) = failure.http();
+            let body = format!("{text}\n");
             let fields = [("Content-Type", "text/plain; charset=utf-8")];
             crate::protocol::http::write_head(
                 &mut out,
-                503,
+                status,
                 &fields,
                 Some(body.len() as u64),
                 true,
             );
             out.extend_from_slice(body.as_bytes());
-            503
+            status
         }
     };
     services.metrics.reply(protocol, code);

@@ -29,7 +29,7 @@ use ferry::protocol::http::{
 };
 use ferry::protocol::line::Status;
 use ferry::protocol::name;
-use ferry::session::Services;
+use ferry::session::{Front, Services};
 use ferry::session::http::{OUTPUT_BACKLOG, Session};
 use ferry::storage::{Options, Storage};
 use libfuzzer_sys::fuzz_target;

@@ -52,10 +52,8 @@ use common::{same, short, show};
 use ferry::Users;
 use ferry::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
 use ferry::protocol::name::MAX_NAME_LEN;
-use ferry::session::Services;
-use ferry::session::line::{
-    MAX_AUTH_FAILURES, PREVIEW_LEN, REPLY_BACKLOG, Session, TRANSFER_BUFFER,
-};
+use ferry::session::line::{REPLY_BACKLOG, Session};
+use ferry::session::{Front, MAX_AUTH_FAILURES, PREVIEW_LEN, Services, TRANSFER_BUFFER};
 use ferry::storage::{Options, Storage, Usage, UserDir};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest as _, Sha256};
@@ -944,6 +942,8 @@ impl Checker {
                 self.phase = Phase::Closed;
             }
             Phase::Replies => {
+                // A LIST taken before the shutdown but not yet answered is
+                // answered 421 (above), so nothing else may come now.
                 assert!(
                     !self.shutdown_requested,
                     "a command ran after the shutdown began: {code} {text:?} answered {}",

@@ -412,7 +412,7 @@ pub static OPTIONS: &[Opt] = &[
          an array of strings in the config file); each use adds to the list",
         |s, v| {
             for range in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-                let range = range.parse::<crate::limits::AddrRange>()?;
+                let range = range.parse::<crate::config::AddrRange>()?;
                 s.config.policy.lockout_allow.push(range);
             }
         },

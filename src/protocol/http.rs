@@ -37,6 +37,18 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name (`OTHER` and `UNKNOWN` for the ones not served).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Other => "OTHER",
+            Method::Unknown => "UNKNOWN",
+        }
+    }
+
     fn from_bytes(raw: &str) -> Method {
         match raw {
             "GET" => Method::Get,
@@ -163,26 +175,17 @@ pub enum HeadError {
 }
 
 impl HeadError {
-    pub fn status(self) -> u16 {
+    /// What was refused, where the reason phrase alone would not tell the
+    /// client what to change (the status is the session's to decide).
+    pub fn detail(self) -> Option<&'static str> {
         match self {
-            HeadError::Malformed | HeadError::BadFraming | HeadError::RangedPut => 400,
-            HeadError::TargetTooLong => 414,
-            HeadError::HeadTooLarge => 431,
-            HeadError::UnsupportedCoding => 501,
-            HeadError::EncodedBody => 415,
-            HeadError::Version => 505,
-        }
-    }
-
-    /// The text of the error response: what was refused, where the reason
-    /// phrase alone would not tell the client what to change.
-    pub fn text(self) -> &'static str {
-        match self {
-            HeadError::RangedPut => "Content-Range is not supported on PUT: send the whole file",
-            HeadError::EncodedBody => {
-                "Content-Encoding is not supported on PUT: send the body as is"
+            HeadError::RangedPut => {
+                Some("Content-Range is not supported on PUT: send the whole file")
             }
-            other => reason(other.status()),
+            HeadError::EncodedBody => {
+                Some("Content-Encoding is not supported on PUT: send the body as is")
+            }
+            _ => None,
         }
     }
 }
@@ -585,10 +588,8 @@ mod tests {
     fn put_bodies_the_server_cannot_store_as_sent() {
         let ranged = "PUT /files/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Range: bytes 1000-1002/1003\r\n\r\n";
         assert_eq!(head(ranged), Err(HeadError::RangedPut));
-        assert_eq!(HeadError::RangedPut.status(), 400);
         let gzip = "PUT /files/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Encoding: gzip\r\n\r\n";
         assert_eq!(head(gzip), Err(HeadError::EncodedBody));
-        assert_eq!(HeadError::EncodedBody.status(), 415);
         let identity = "PUT /files/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Encoding: identity\r\n\r\n";
         assert_eq!(head(identity).unwrap().body, Body::Length(3));
         // Without a body to misread, the fields change nothing.

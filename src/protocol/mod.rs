@@ -2,13 +2,14 @@
 //!
 //! - [`name`]: the file-name rules every protocol shares.
 //! - [`line`]: the line-protocol command parser and formatter.
-//! - [`reply`]: every reply the line protocol sends, and the one place where
-//!   errors become reply codes.
+//! - [`reply`]: every reply the line protocol sends.
+//! - [`control`]: every reply the control port sends.
 //! - [`http`]: HTTP/1.1 request heads (on `httparse`), paths, names,
 //!   ranges, credentials, and response heads.
 //! - [`chunked`]: the chunked transfer coding, decoded incrementally.
 
 pub mod chunked;
+pub mod control;
 pub mod http;
 pub mod line;
 pub mod name;

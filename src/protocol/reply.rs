@@ -1,11 +1,11 @@
-//! Every reply the line protocol sends, and the one place where errors of
-//! the other layers become reply codes.
+//! Every reply the line protocol sends, in its exact wire form. Which
+//! reply an error of another layer becomes is decided in the session's
+//! table (`session/replies.rs`).
 
 use std::io;
 
-use super::line::{ParseError, SHA256_PREFIX, Verb};
+use super::line::{SHA256_PREFIX, Verb};
 use crate::integrity::Digest;
-use crate::storage::StorageError;
 
 /// A reply line. [`Reply::write_to`] gives its exact wire form.
 #[derive(Debug)]
@@ -74,8 +74,10 @@ pub enum Reply {
     NotRegularFile,
     /// `552`: the upload is larger than the server allows.
     TooLarge { max: u64 },
-    /// `552`: the upload would take the user over a quota.
-    OverQuota(crate::session::OverQuota),
+    /// `552`: the upload would take the user over their byte quota.
+    QuotaBytes { quota: u64 },
+    /// `552`: the upload would take the user over their file count.
+    QuotaFiles { max: u64 },
     /// `553`: the file name breaks the rules.
     NameNotAllowed,
 }
@@ -105,7 +107,7 @@ impl Reply {
             Reply::AlreadyLoggedIn => 503,
             Reply::NotLoggedIn | Reply::LoginIncorrect | Reply::TooManyFailures => 530,
             Reply::NoSuchFile | Reply::NotRegularFile => 550,
-            Reply::TooLarge { .. } | Reply::OverQuota(_) => 552,
+            Reply::TooLarge { .. } | Reply::QuotaBytes { .. } | Reply::QuotaFiles { .. } => 552,
             Reply::NameNotAllowed => 553,
         }
     }
@@ -163,41 +165,18 @@ impl Reply {
             Reply::NoSuchFile => write!(out, "{code} no such file"),
             Reply::NotRegularFile => write!(out, "{code} not a regular file"),
             Reply::TooLarge { max } => write!(out, "{code} file too large (maximum {max} bytes)"),
-            Reply::OverQuota(crate::session::OverQuota::Bytes { quota }) => {
+            Reply::QuotaBytes { quota } => {
                 write!(
                     out,
                     "{code} quota exceeded (at most {quota} bytes per user)"
                 )
             }
-            Reply::OverQuota(crate::session::OverQuota::Files { max }) => {
+            Reply::QuotaFiles { max } => {
                 write!(out, "{code} quota exceeded (at most {max} files per user)")
             }
             Reply::NameNotAllowed => write!(out, "{code} file name not allowed"),
         };
         out.extend_from_slice(b"\r\n");
-    }
-}
-
-impl From<ParseError> for Reply {
-    fn from(err: ParseError) -> Reply {
-        match err {
-            ParseError::EmptyLine => Reply::EmptyLine,
-            ParseError::UnknownCommand => Reply::UnknownCommand,
-            ParseError::LineTooLong => Reply::LineTooLong,
-            ParseError::BadArguments(verb) => Reply::BadArguments(verb),
-            ParseError::NameNotAllowed(_) => Reply::NameNotAllowed,
-        }
-    }
-}
-
-impl From<StorageError> for Reply {
-    fn from(err: StorageError) -> Reply {
-        match err {
-            StorageError::NotFound => Reply::NoSuchFile,
-            StorageError::NotRegular => Reply::NotRegularFile,
-            StorageError::OffsetPastHeld { offset, held } => Reply::OffsetPastHeld { offset, held },
-            StorageError::Io(err) => Reply::LocalError(err),
-        }
     }
 }
 

@@ -31,11 +31,12 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
-use super::Services;
-use super::line::MAX_AUTH_FAILURES;
-use super::outbox::Outbox;
-use crate::audit;
+use super::replies::Failure;
+use super::{Front, Phase, Services, Shell};
+use crate::audit::Event;
 use crate::metrics::Protocol;
+use crate::protocol::control::{ControlReply, Status};
+use crate::protocol::line::ParseError;
 
 /// Longest control line, terminator included.
 pub const MAX_CONTROL_LINE: usize = 1024;
@@ -63,121 +64,103 @@ enum State {
 #[derive(Debug)]
 pub struct Session {
     state: State,
-    peer: SocketAddr,
-    input: Vec<u8>,
-    out: Outbox,
-    peer_eof: bool,
-    shutting_down: bool,
-    last_activity: Instant,
+    shell: Shell,
 }
 
 impl Session {
     pub fn new(peer: SocketAddr) -> Session {
-        let now = Instant::now();
         let mut session = Session {
             state: State::Locked {
                 failures: 0,
-                since: now,
+                since: Instant::now(),
             },
-            peer,
-            input: Vec::new(),
-            out: Outbox::default(),
-            peer_eof: false,
-            shutting_down: false,
-            last_activity: now,
+            shell: Shell::new(peer),
         };
-        session.reply("220 ferry control ready");
+        session.reply(ControlReply::Ready);
         session
     }
+}
 
-    pub fn read_limit(&self) -> usize {
-        if self.peer_eof || self.out.is_held() || self.state == State::Closing {
+impl Front for Session {
+    fn shell(&self) -> &Shell {
+        &self.shell
+    }
+
+    fn shell_mut(&mut self) -> &mut Shell {
+        &mut self.shell
+    }
+
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Closing => Phase::Closing,
+            State::Locked { .. } | State::Unlocked => Phase::Ready,
+        }
+    }
+
+    fn close(&mut self) {
+        self.state = State::Closing;
+    }
+
+    fn backlog(&self) -> usize {
+        REPLY_BACKLOG
+    }
+
+    fn shutting_down_words(&mut self, _services: &Services) {
+        self.fail(Failure::ShuttingDown);
+    }
+
+    fn next_command(&mut self, services: &Services) -> bool {
+        let Some(lf) = self.shell.input.iter().position(|&b| b == b'\n') else {
+            if self.shell.input.len() >= MAX_CONTROL_LINE {
+                self.fail(Failure::Parse(ParseError::LineTooLong));
+                self.state = State::Closing;
+            }
+            return false;
+        };
+        let mut line: Vec<u8> = self.shell.input.drain(..=lf).collect();
+        line.pop();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        self.execute(&line, services);
+        true
+    }
+
+    fn read_limit(&self) -> usize {
+        if self.shell.deaf() || self.state == State::Closing {
             return 0;
         }
-        MAX_CONTROL_LINE.saturating_sub(self.input.len())
+        MAX_CONTROL_LINE.saturating_sub(self.shell.input.len())
     }
 
-    pub fn output(&self) -> &[u8] {
-        self.out.sendable()
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.state == State::Closing && self.out.queued().is_empty()
-    }
-
-    pub fn has_work(&self) -> bool {
-        false
-    }
-
-    pub fn work(&mut self, _services: &Services) -> usize {
-        0
-    }
-
-    pub fn receive(&mut self, data: &[u8], services: &Services) {
-        self.last_activity = Instant::now();
-        self.input.extend_from_slice(data);
-        self.advance(services);
-    }
-
-    pub fn receive_eof(&mut self, services: &Services) {
-        self.peer_eof = true;
-        self.advance(services);
-    }
-
-    pub fn output_written(&mut self, n: usize, services: &Services) {
-        self.last_activity = Instant::now();
-        self.out.consume(n);
-        self.advance(services);
-    }
-
-    pub fn begin_shutdown(&mut self, services: &Services) {
-        self.shutting_down = true;
-        self.advance(services);
-    }
-
-    pub fn end_drain(&mut self, _services: &Services) {
+    fn interrupt(&mut self, _reason: &str, _services: &Services) {
         self.state = State::Closing;
     }
 
-    pub fn connection_lost(&mut self, _reason: &str, _services: &Services) {
+    fn end_drain(&mut self, _services: &Services) {
         self.state = State::Closing;
-        self.out.discard();
     }
 
-    pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        if let Some(until) = self.out.held_until() {
-            return Some(until);
-        }
+    fn timeout(&self, services: &Services) -> Option<Instant> {
         let policy = &services.policy;
         Some(match self.state {
             State::Locked { since, .. } => since + policy.auth_timeout.min(TOKEN_TIMEOUT),
-            State::Unlocked => self.last_activity + policy.idle_timeout,
-            State::Closing => self.last_activity + policy.stall_timeout,
+            State::Unlocked => self.shell.last_activity + policy.idle_timeout,
+            State::Closing => self.shell.last_activity + policy.stall_timeout,
         })
     }
 
-    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        if self.out.is_held() {
-            if self.out.release_if_due(now) {
-                self.advance(services);
-            }
-            return;
+    fn time_out(&mut self, _services: &Services) {
+        if self.state != State::Closing {
+            self.fail(Failure::Timeout);
+        } else {
+            self.shell.out.discard();
         }
-        if self
-            .deadline(services)
-            .is_some_and(|deadline| now >= deadline)
-        {
-            if self.state != State::Closing {
-                self.reply("421 timeout");
-            } else {
-                self.out.discard();
-            }
-            self.state = State::Closing;
-        }
+        self.state = State::Closing;
     }
 
     /// When a connection still without the token connected.
-    pub fn waiting_since(&self) -> Option<Instant> {
+    fn waiting_since(&self) -> Option<Instant> {
         match self.state {
             State::Locked { since, .. } => Some(since),
             _ => None,
@@ -185,49 +168,25 @@ impl Session {
     }
 
     /// Closes at once, without a word: its slot goes to a new connection.
-    pub fn give_way(&mut self) {
+    fn give_way(&mut self) {
         log::info!(
             "{} control connection without a token closed for a new one",
-            self.peer
+            self.shell.peer
         );
         self.state = State::Closing;
-        self.out.discard();
+        self.shell.out.discard();
+    }
+}
+
+impl Session {
+    fn reply(&mut self, reply: ControlReply<'_>) {
+        reply.write_to(self.shell.out.buf());
     }
 
-    fn reply(&mut self, line: &str) {
-        self.out.buf().extend_from_slice(line.as_bytes());
-        self.out.buf().extend_from_slice(b"\r\n");
-    }
-
-    fn advance(&mut self, services: &Services) {
-        while !self.out.is_held()
-            && self.state != State::Closing
-            && self.out.queued().len() <= REPLY_BACKLOG
-        {
-            if self.shutting_down {
-                self.reply("421 server shutting down");
-                self.state = State::Closing;
-                break;
-            }
-            let Some(lf) = self.input.iter().position(|&b| b == b'\n') else {
-                if self.input.len() >= MAX_CONTROL_LINE {
-                    self.reply("500 line too long");
-                    self.state = State::Closing;
-                } else if self.peer_eof {
-                    self.state = State::Closing;
-                }
-                break;
-            };
-            let mut line: Vec<u8> = self.input.drain(..=lf).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            self.execute(&line, services);
-        }
-        if self.input.is_empty() {
-            self.input = Vec::new();
-        }
+    /// Answers a failure in the words of the one table (as the line
+    /// protocol does).
+    fn fail(&mut self, failure: Failure) {
+        failure.reply().write_to(self.shell.out.buf());
     }
 
     fn execute(&mut self, line: &[u8], services: &Services) {
@@ -237,101 +196,87 @@ impl Session {
         };
         let verb = String::from_utf8_lossy(verb).to_ascii_uppercase();
         match (verb.as_str(), arg) {
-            ("NOOP", None) => self.reply("200 ok"),
+            ("NOOP", None) => self.reply(ControlReply::Ok),
             ("QUIT", None) => {
-                self.reply("221 bye");
+                self.reply(ControlReply::Bye);
                 self.state = State::Closing;
             }
             ("TOKEN", Some(token)) => self.token(token, services),
             ("STATUS" | "RELOAD" | "SHUTDOWN" | "LOCKOUTS", None) | ("UNLOCK", Some(_))
                 if matches!(self.state, State::Locked { .. }) =>
             {
-                self.reply("530 token required")
+                self.reply(ControlReply::TokenRequired)
             }
             ("LOCKOUTS", None) => {
                 let locked = services.logins.borrow().locked(Instant::now());
                 for (ip, failures, left) in locked.iter().take(MAX_LISTED_LOCKOUTS) {
-                    self.reply(&format!(
-                        "211-{ip} failures={failures} remaining={}",
-                        left.as_secs()
-                    ));
+                    self.reply(ControlReply::Lockout {
+                        ip: *ip,
+                        failures: *failures,
+                        remaining_secs: left.as_secs(),
+                    });
                 }
-                self.reply(&format!("211 {} locked out", locked.len()));
+                self.reply(ControlReply::LockedOut(locked.len()));
             }
             ("UNLOCK", Some(arg)) => self.unlock(arg, services),
             ("STATUS", None) => {
                 let metrics = &services.metrics;
-                let status = format!(
-                    "211 uptime={} sessions_line={} sessions_http={} transfers={} received={} sent={}",
-                    services.started.elapsed().as_secs(),
-                    metrics.open_sessions(Protocol::Line),
-                    metrics.open_sessions(Protocol::Http),
-                    metrics.transfers_running(),
-                    metrics.received_total(),
-                    metrics.sent_total()
-                );
-                self.reply(&status);
+                self.reply(ControlReply::Status(Status {
+                    uptime: services.started.elapsed().as_secs(),
+                    sessions_line: metrics.open_sessions(Protocol::Line),
+                    sessions_http: metrics.open_sessions(Protocol::Http),
+                    transfers: metrics.transfers_running(),
+                    received: metrics.received_total(),
+                    sent: metrics.sent_total(),
+                }));
             }
             ("RELOAD", None) => {
                 // The settings follow, as after SIGHUP: the reactor runs
                 // the embedder's reload at the end of this turn.
                 services.reload_requested.set(true);
                 match services.reload_users() {
-                    Ok(count) => self.reply(&format!("200 reloaded {count} users")),
-                    Err(why) => self.reply(&format!("451 reload failed: {}", one_line(&why))),
+                    Ok(count) => self.reply(ControlReply::Reloaded(count)),
+                    Err(why) => self.reply(ControlReply::ReloadFailed(&why)),
                 }
             }
             ("SHUTDOWN", None) => {
-                log::info!("{} SHUTDOWN on the control port", self.peer);
-                self.reply("221 shutting down");
+                log::info!("{} SHUTDOWN on the control port", self.shell.peer);
+                self.reply(ControlReply::ShuttingDown);
                 services.shutdown_requested.set(true);
                 self.state = State::Closing;
             }
-            ("", None) => self.reply("500 empty line"),
+            ("", None) => self.fail(Failure::Parse(ParseError::EmptyLine)),
             ("NOOP" | "QUIT" | "STATUS" | "RELOAD" | "SHUTDOWN" | "LOCKOUTS", Some(_))
-            | ("TOKEN" | "UNLOCK", None) => self.reply("501 bad arguments"),
-            _ => self.reply("500 unknown command"),
+            | ("TOKEN" | "UNLOCK", None) => self.reply(ControlReply::BadArguments),
+            _ => self.fail(Failure::Parse(ParseError::UnknownCommand)),
         }
     }
 
     fn token(&mut self, token: &[u8], services: &Services) {
         let State::Locked { failures, since } = self.state else {
-            return self.reply("503 already unlocked");
+            return self.reply(ControlReply::AlreadyUnlocked);
         };
         let expected = services.control_token.as_deref().unwrap_or_default();
-        let locked = services.is_locked_out(self.peer.ip());
+        let locked = services.is_locked_out(self.shell.peer.ip());
         let matches =
             !locked && !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(token));
         if matches {
-            audit::event(
-                "control_ok",
-                self.peer,
-                Protocol::Control,
-                format_args!("result=ok"),
-            );
+            Event::ControlOk.record(self.shell.peer, Protocol::Control);
             self.state = State::Unlocked;
-            return self.reply("230 ok");
+            return self.reply(ControlReply::Unlocked);
         }
-        let result = if locked { "locked_out" } else { "bad_token" };
-        audit::event(
-            "control_failed",
-            self.peer,
-            Protocol::Control,
-            format_args!("result={result}"),
-        );
+        let failed = Event::ControlFailed { locked_out: locked };
+        failed.record(self.shell.peer, Protocol::Control);
         if !locked {
-            super::count_failure(services, self.peer, Protocol::Control);
+            super::count_failure(services, self.shell.peer, Protocol::Control);
         }
-        let failures = failures + 1;
-        if failures >= MAX_AUTH_FAILURES {
-            self.reply("530 bad token, too many failures");
+        let mut failures = failures;
+        if super::failed_on_connection(&mut failures, &mut self.shell, services) {
+            self.reply(ControlReply::BadTokenLast);
             self.state = State::Closing;
         } else {
-            self.reply("530 bad token");
+            self.reply(ControlReply::BadToken);
             self.state = State::Locked { failures, since };
-        }
-        if !services.policy.login_delay.is_zero() {
-            self.out.hold(Instant::now() + services.policy.login_delay);
         }
     }
 }
@@ -344,33 +289,25 @@ impl Session {
         let mut logins = services.logins.borrow_mut();
         let now = Instant::now();
         let reply = if arg.eq_ignore_ascii_case("ALL") {
-            let count = logins.clear_all(now);
-            format!("200 unlocked {count}")
+            ControlReply::UnlockedAddresses(logins.clear_all(now))
         } else {
             match arg.parse::<IpAddr>() {
-                Err(_) => "501 bad arguments".to_owned(),
+                Err(_) => ControlReply::BadArguments,
                 Ok(ip) => {
                     let was_locked = logins.is_locked(ip, now);
                     logins.clear(ip);
                     if was_locked {
-                        "200 unlocked 1".to_owned()
+                        ControlReply::UnlockedAddresses(1)
                     } else {
-                        "550 not locked out".to_owned()
+                        ControlReply::NotLockedOut
                     }
                 }
             }
         };
         drop(logins);
-        if reply.starts_with("200") {
-            log::info!("{} UNLOCK {arg} on the control port", self.peer);
+        if reply.code() == 200 {
+            log::info!("{} UNLOCK {arg} on the control port", self.shell.peer);
         }
-        self.reply(&reply);
+        self.reply(reply);
     }
-}
-
-/// An error message on one reply line: control characters become spaces.
-fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }

@@ -15,7 +15,7 @@
 //! Every response is decided in [`Session::handle`], in the order of checks
 //! that `protocol.md` gives. Buffers are bounded as in the line protocol: a
 //! request head is at most [`MAX_HEAD`] bytes, a download holds at most
-//! [`TRANSFER_BUFFER`] bytes of file data, body bytes go straight to the
+//! [`TRANSFER_BUFFER`](super::TRANSFER_BUFFER) bytes of file data, body bytes go straight to the
 //! file, and no further pipelined request runs while more than
 //! [`OUTPUT_BACKLOG`] bytes of responses wait to be sent.
 
@@ -24,24 +24,21 @@ use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::line::{
-    MAX_AUTH_FAILURES, PREVIEW_LEN, TRANSFER_BUFFER, listing_step, write_listing_line,
-};
-use super::outbox::{FileBody, FileOutput, Outbox};
-use super::{CheckTicket, LoginStart, OverQuota, Services};
-use crate::audit::{self, Quoted};
-use crate::auth::PendingLogin;
+use super::listing::{Streaming, write_listing_line};
+use super::login::MAX_AUTH_FAILURES;
+use super::replies::{Failure, Refused};
+use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
+use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
+use crate::audit::{Event, TransferKind, Who};
 use crate::integrity::Hasher;
-use crate::kdf::STEP_TIME;
-use crate::metrics::{Direction, Protocol};
+use crate::metrics::Protocol;
 use crate::protocol::chunked::ChunkedDecoder;
 use crate::protocol::http::{
     self, Body, Credentials, Expect, MAX_HEAD, Method, Request, Route, write_head,
 };
 use crate::protocol::line::Status;
 use crate::protocol::name::{self, FileName};
-use crate::protocol::reply::describe_io;
-use crate::storage::{Entry, Listing, StorageError, Upload, UserDir};
+use crate::storage::{Entry, OverQuota, UserDir};
 
 /// While more response bytes than this wait to be sent, no further
 /// pipelined request is handled.
@@ -51,42 +48,25 @@ pub const OUTPUT_BACKLOG: usize = 64 * 1024;
 const CHUNK_FRAMING_READ: usize = 64;
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// How a response body is produced.
-#[derive(Debug)]
-enum Source {
-    File(FileBody),
-}
-
 /// A listing being sent: the directory is read a step at a time
-/// ([`Session::work`]), as for the line protocol's `LIST`, and the body
+/// ([`Front::work`]), as for the line protocol's `LIST`, and the body
 /// has no length: HTTP/1.1 sends it chunked (a chunk per step), HTTP/1.0
 /// ends it by closing the connection.
 #[derive(Debug)]
 struct ListJob {
-    listing: Listing,
+    streaming: Streaming,
     json: bool,
     chunked: bool,
-    /// Entries sent so far (a JSON entry after the first starts with a
-    /// comma).
-    entries: usize,
-    /// Body bytes sent so far (chunk framing not counted).
-    bytes: u64,
     keep_alive: bool,
     user: String,
-    started: Instant,
 }
 
-/// A response body being sent.
+/// A file being sent as a response body.
 #[derive(Debug)]
 struct Send {
-    source: Source,
-    remaining: u64,
-    total: u64,
+    download: Download,
     keep_alive: bool,
     user: String,
-    /// The file sent.
-    name: String,
-    started: Instant,
 }
 
 #[derive(Debug)]
@@ -98,27 +78,22 @@ enum Framing {
 /// A `PUT` body being received.
 #[derive(Debug)]
 struct Put {
+    intake: Intake,
     user: String,
-    name: String,
     existed: bool,
     framing: Framing,
-    sink: Result<Upload, io::Error>,
-    hasher: Hasher,
-    received: u64,
     /// Most bytes the body may have: the maximum file size, or less when
     /// the user's quota leaves less room (`over_quota` then says so).
     limit: u64,
     over_quota: Option<OverQuota>,
     keep_alive: bool,
-    started: Instant,
 }
 
 /// A password check for the request waiting at the front of the input.
 #[derive(Debug)]
 struct HttpVerifying {
     key: [u8; 32],
-    pending: Box<PendingLogin>,
-    ticket: CheckTicket,
+    check: PasswordCheck,
     /// [`Services::users_generation`] when the check started.
     generation: u64,
 }
@@ -151,6 +126,15 @@ enum Authenticated {
     Busy,
 }
 
+/// Who an audit line is about.
+fn who(peer: SocketAddr, user: &str) -> Who<'_> {
+    Who {
+        peer,
+        protocol: Protocol::Http,
+        user,
+    }
+}
+
 /// A digest of credentials for [`AuthCache`]: user and password with a
 /// separator, so `a:bc` and `ab:c` differ.
 fn credentials_key(user: &[u8], password: &[u8]) -> [u8; 32] {
@@ -178,24 +162,35 @@ enum State {
 #[derive(Debug)]
 pub struct Session {
     state: State,
-    peer: SocketAddr,
-    /// Bytes of the next request head (or of a body, right behind its head).
-    input: Vec<u8>,
-    /// Responses; held back after a failed login.
-    out: Outbox,
+    shell: Shell,
     /// Failed logins on this connection.
     failures: u8,
     auth_cache: Option<Box<AuthCache>>,
     /// The request being answered is a `HEAD`: no response body, whatever
     /// the status.
     head_request: bool,
-    shutting_down: bool,
-    peer_eof: bool,
-    /// Last byte received or sent: the idle and stall timeouts count from
-    /// here.
-    last_activity: Instant,
     /// When the first byte of the request head being read arrived.
     head_started: Instant,
+}
+
+/// What a request names, once its path named something.
+enum Resource<'a> {
+    Healthz,
+    Metrics,
+    Listing,
+    /// A file, its name still percent-encoded.
+    File(&'a [u8]),
+}
+
+/// What a request does to a file, once its method is one the file takes.
+#[derive(Debug, Clone, Copy)]
+enum Access {
+    /// `GET`, `HEAD`.
+    Read,
+    /// `PUT`.
+    Write,
+    /// `DELETE`.
+    Delete,
 }
 
 /// What to do after a response: keep the connection or close it.
@@ -215,370 +210,61 @@ impl After {
     }
 }
 
-impl Session {
-    pub fn new(peer: SocketAddr) -> Session {
-        Session {
-            state: State::Head,
-            peer,
-            input: Vec::new(),
-            out: Outbox::default(),
-            failures: 0,
-            auth_cache: None,
-            head_request: false,
-            shutting_down: false,
-            peer_eof: false,
-            last_activity: Instant::now(),
-            head_started: Instant::now(),
+impl Front for Session {
+    fn shell(&self) -> &Shell {
+        &self.shell
+    }
+
+    fn shell_mut(&mut self) -> &mut Shell {
+        &mut self.shell
+    }
+
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Closing => Phase::Closing,
+            State::Receiving(_) => Phase::Receiving,
+            State::Sending(_) => Phase::Sending,
+            State::Listing(_) | State::Verifying(_) => Phase::Working,
+            State::Head => Phase::Ready,
         }
     }
 
-    /// How many bytes the session takes now; 0 means do not read.
-    pub fn read_limit(&self) -> usize {
-        if self.peer_eof || self.out.is_held() {
-            return 0;
-        }
-        match &self.state {
-            State::Closing => 0,
-            State::Receiving(_) if !self.input.is_empty() => 0,
-            State::Receiving(put) => match &put.framing {
-                Framing::Length { left } => usize::try_from(*left).unwrap_or(usize::MAX),
-                Framing::Chunked(decoder) => usize::try_from(decoder.data_left())
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(CHUNK_FRAMING_READ),
-            },
-            State::Sending(send) if !send.keep_alive => 0,
-            State::Listing(job) if !job.keep_alive => 0,
-            State::Head | State::Sending(_) | State::Listing(_) | State::Verifying(_) => {
-                MAX_HEAD.saturating_sub(self.input.len())
-            }
-        }
-    }
-
-    pub fn output(&self) -> &[u8] {
-        self.out.sendable()
-    }
-
-    pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Closing) && self.out.queued().is_empty()
-    }
-
-    /// The driver sends file bytes itself from now on (see the line
-    /// session's method of the same name).
-    pub fn send_files_directly(&mut self, min_len: u64) {
-        self.out.send_files_directly(min_len);
-    }
-
-    /// The rest of the file being sent as a response body, once the head
-    /// and everything before it was sent, when the driver sends files
-    /// itself.
-    pub fn file_output(&self) -> Option<FileOutput<'_>> {
-        match &self.state {
-            State::Sending(send) if send.remaining > 0 && self.out.file_may_follow(send.total) => {
-                match &send.source {
-                    Source::File(body) => Some(body.output(send.remaining)),
-                }
-            }
-            _ => None,
-        }
-    }
-
-    /// `n` bytes of [`Session::file_output`] were sent.
-    pub fn file_output_written(&mut self, n: u64, services: &Services) {
-        if let State::Sending(send) = &mut self.state
-            && let Source::File(body) = &mut send.source
-        {
-            let n = n.min(send.remaining);
-            body.sent(n);
-            send.remaining -= n;
-            self.last_activity = Instant::now();
-        }
-        self.advance(services);
-    }
-
-    /// Sending [`Session::file_output`] failed on the file's side (it
-    /// ended sooner than announced, or a read failed).
-    pub fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
-        if matches!(self.state, State::Sending(_)) {
-            log::error!("{} read failed during download: {err}", self.peer);
-            self.cut_response("read failed", services);
-        }
-    }
-
-    /// The driver cannot send from files after all: the body goes through
-    /// [`Session::output`] again, from where it stopped.
-    pub fn stop_sending_files_directly(&mut self, services: &Services) {
-        self.out.stop_sending_files_directly();
-        self.advance(services);
-    }
-
-    /// When the session next needs [`Session::on_deadline`].
-    pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        if let Some(until) = self.out.held_until() {
-            return Some(until);
-        }
-        let policy = &services.policy;
-        Some(match self.state {
-            State::Head if self.input.is_empty() => self.last_activity + policy.idle_timeout,
-            State::Head | State::Verifying(_) => self.head_started + policy.head_timeout,
-            State::Receiving(_) | State::Sending(_) | State::Listing(_) | State::Closing => {
-                self.last_activity + policy.stall_timeout
-            }
-        })
-    }
-
-    /// Called at or after [`Session::deadline`]: releases a held response,
-    /// or ends the connection when its time is up (`408` for a request
-    /// that did not arrive in time).
-    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        if self.out.is_held() {
-            if self.out.release_if_due(now) {
-                self.advance(services);
-            }
-            return;
-        }
-        if self
-            .deadline(services)
-            .is_none_or(|deadline| now < deadline)
-        {
-            return;
-        }
-        match mem::replace(&mut self.state, State::Closing) {
-            State::Head if self.input.is_empty() => {
-                log::info!("{} idle keep-alive connection closed", self.peer);
-            }
-            State::Head | State::Verifying(_) => {
-                log::info!("{} timeout: request head incomplete", self.peer);
-                self.input.clear();
-                self.error(408, After::Close, services);
-            }
-            State::Receiving(put) => {
-                self.abort_upload(*put, "timeout: upload stalled", services);
-                self.error(408, After::Close, services);
-            }
-            State::Sending(send) => {
-                self.cut(&send, "timeout: the client stopped reading", services);
-                self.drop_output();
-            }
-            State::Listing(job) => {
-                self.cut_listing(&job, "timeout: the client stopped reading");
-                self.drop_output();
-            }
-            State::Closing => self.drop_output(),
-        }
-    }
-
-    /// Socket-free work: a password-hash check that holds a slot, or the
-    /// next step of a listing once the last was sent.
-    pub fn has_work(&self) -> bool {
-        match &self.state {
-            State::Verifying(v) => v.ticket.is_running(),
-            State::Listing(_) => self.out.queued().is_empty(),
-            _ => false,
-        }
-    }
-
-    /// One slice of the password check (once decided, the waiting request
-    /// is handled again), or one step of a listing.
-    pub fn work(&mut self, services: &Services) -> usize {
-        if let State::Listing(_) = self.state {
-            self.list_step();
-            self.advance(services);
-            // A step is this session's whole turn, as for `LIST`.
-            return usize::MAX;
-        }
-        let State::Verifying(verifying) = &mut self.state else {
-            return 0;
-        };
-        if !verifying.ticket.is_running() {
-            return 0;
-        }
-        // An address locked out while this check waited or ran gets the
-        // refusal, not the outcome: nothing is cached, so the request,
-        // handled again, meets the lockout.
-        if services.is_locked_out(self.peer.ip()) {
-            self.state = State::Head;
-            self.advance(services);
-            return usize::MAX;
-        }
-        if let Some(result) = verifying.pending.step_for(STEP_TIME) {
-            let key = verifying.key;
-            let generation = verifying.generation;
-            self.auth_cache = Some(Box::new(AuthCache {
-                key,
-                result,
-                generation,
-                recorded: false,
-                dir: None,
-            }));
-            self.state = State::Head;
-            self.advance(services);
-        }
-        // One slice is this session's whole turn: with at most two checks
-        // running, a turn of the loop spends about 2 ms on them.
-        usize::MAX
-    }
-
-    pub fn receive(&mut self, data: &[u8], services: &Services) {
-        self.last_activity = Instant::now();
-        if self.input.is_empty() {
-            self.head_started = self.last_activity;
-        }
-        let taken = self.take_body(data, services);
-        self.input.extend_from_slice(&data[taken..]);
-        self.advance(services);
-    }
-
-    pub fn receive_eof(&mut self, services: &Services) {
-        self.peer_eof = true;
-        if matches!(self.state, State::Verifying(_)) {
-            // Nobody is left to answer: the check (queued or running) is
-            // dropped rather than delaying everyone else's.
-            log::info!("{} closed during its password check", self.peer);
-            self.input.clear();
-            self.state = State::Closing;
-        }
-        self.advance(services);
-    }
-
-    pub fn output_written(&mut self, n: usize, services: &Services) {
-        self.last_activity = Instant::now();
-        self.out.consume(n);
-        self.advance(services);
-    }
-
-    /// Idle keep-alive connections close now; a response or upload in
-    /// progress may finish, and its connection closes after it.
-    pub fn begin_shutdown(&mut self, services: &Services) {
-        self.shutting_down = true;
-        self.advance(services);
-    }
-
-    /// The drain is over: an upload is discarded (`503`), a response is cut.
-    pub fn end_drain(&mut self, services: &Services) {
-        match mem::replace(&mut self.state, State::Closing) {
-            State::Receiving(put) => {
-                self.abort_upload(*put, "server shutting down", services);
-                self.error(503, After::Close, services);
-            }
-            State::Sending(send) => {
-                self.cut(&send, "server shutting down", services);
-                self.drop_output();
-            }
-            State::Listing(job) => {
-                self.cut_listing(&job, "server shutting down");
-                self.drop_output();
-            }
-            State::Head | State::Verifying(_) | State::Closing => {}
-        }
+    /// An idle keep-alive connection closes without a word.
+    fn close(&mut self) {
         self.state = State::Closing;
     }
 
-    pub fn connection_lost(&mut self, reason: &str, services: &Services) {
-        match mem::replace(&mut self.state, State::Closing) {
-            State::Receiving(put) => self.abort_upload(*put, reason, services),
-            State::Sending(send) => self.cut(&send, reason, services),
-            State::Listing(job) => self.cut_listing(&job, reason),
-            State::Head | State::Verifying(_) | State::Closing => {}
-        }
-        self.drop_output();
+    fn backlog(&self) -> usize {
+        OUTPUT_BACKLOG
     }
 
-    fn drop_output(&mut self) {
-        self.out.discard();
+    /// A request head's time counts from its first byte.
+    fn arriving(&mut self) {
+        if self.shell.input.is_empty() {
+            self.head_started = Instant::now();
+        }
     }
 
-    fn advance(&mut self, services: &Services) {
-        loop {
-            if self.out.is_held() {
-                break;
-            }
-            match &self.state {
-                State::Closing => break,
-                State::Receiving(_) => {
-                    if self.input.is_empty() {
-                        if self.peer_eof {
-                            // The body cannot complete: the upload is
-                            // discarded, responses already queued still go.
-                            if let State::Receiving(put) =
-                                mem::replace(&mut self.state, State::Closing)
-                            {
-                                self.abort_upload(*put, "client closed the connection", services);
-                            }
-                        }
-                        break;
-                    }
-                    // Body bytes that arrived right behind the head.
-                    let input = mem::take(&mut self.input);
-                    let taken = self.take_body(&input, services);
-                    self.input = input;
-                    self.input.drain(..taken);
-                    if matches!(self.state, State::Receiving(_)) {
-                        break;
-                    }
-                }
-                State::Verifying(_) => {
-                    // Not a transfer: a shutdown does not wait for it.
-                    if self.shutting_down {
-                        self.state = State::Closing;
-                    }
-                    break;
-                }
-                // Its steps run from `work`; requests behind it wait.
-                State::Listing(_) => break,
-                State::Sending(_) => {
-                    if !self.output().is_empty() {
-                        break;
-                    }
-                    self.refill(services);
-                    if matches!(self.state, State::Sending(_)) {
-                        break;
-                    }
-                }
-                State::Head => {
-                    if self.output().len() > OUTPUT_BACKLOG {
-                        break;
-                    }
-                    if self.shutting_down {
-                        // Idle keep-alive connection: closed without a word.
-                        self.state = State::Closing;
-                        break;
-                    }
-                    if !self.next_request(services) {
-                        if self.peer_eof {
-                            self.state = State::Closing;
-                        }
-                        break;
-                    }
-                }
-            }
+    /// A password check is not a transfer: a shutdown does not wait for
+    /// it.
+    fn while_working(&mut self, _services: &Services) {
+        if matches!(self.state, State::Verifying(_)) && self.shell.shutting_down {
+            self.state = State::Closing;
         }
-        if self.input.is_empty() && self.input.capacity() > 0 {
-            self.input = Vec::new();
-        }
-        self.out.shrink_if_empty();
     }
 
     /// Handles the next complete request head, if there is one.
-    fn next_request(&mut self, services: &Services) -> bool {
-        let input = mem::take(&mut self.input);
+    fn next_command(&mut self, services: &Services) -> bool {
+        let input = mem::take(&mut self.shell.input);
         let consumed = match http::parse_head(&input) {
             Ok(Status::Partial) => {
-                self.input = input;
+                self.shell.input = input;
                 return false;
             }
             Err(err) => {
-                log::info!("{} bad request head: {err:?}", self.peer);
+                log::info!("{} bad request head: {err:?}", self.shell.peer);
                 self.head_request = false;
-                let body = format!("{}\n", err.text());
-                let fields = [("Content-Type", TEXT)];
-                self.respond(
-                    err.status(),
-                    &fields,
-                    body.as_bytes(),
-                    false,
-                    After::Close,
-                    services,
-                );
+                self.fail(err, After::Close, services);
                 // Nothing after a head that cannot be read can be trusted.
                 return true;
             }
@@ -589,17 +275,306 @@ impl Session {
                     // The password check decides; the request is handled
                     // again, from the same bytes, once it has.
                     drop(request);
-                    self.input = input;
+                    self.shell.input = input;
                     return false;
                 }
                 consumed
             }
         };
-        self.input = input;
-        self.input.drain(..consumed);
+        self.shell.input = input;
+        self.shell.input.drain(..consumed);
         // A pipelined request behind it has its own time from now.
         self.head_started = Instant::now();
         true
+    }
+
+    fn refill(&mut self, services: &Services) {
+        let State::Sending(send) = &mut self.state else {
+            return;
+        };
+        match send.download.refill(&mut self.shell.out) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let State::Sending(send) = self.take_state() {
+                    let keep = send.keep_alive && !self.shell.shutting_down;
+                    let who = who(self.shell.peer, &send.user);
+                    send.download.completed(who, services);
+                    self.after_response(After::from_keep_alive(keep));
+                }
+            }
+            // The announced length can no longer be met.
+            Err(err) => self.file_output_failed(&err, services),
+        }
+    }
+
+    /// Feeds body bytes to the running upload; returns how many of `data`
+    /// belonged to the body.
+    fn take_payload(&mut self, data: &[u8], services: &Services) -> usize {
+        let State::Receiving(put) = &mut self.state else {
+            return 0;
+        };
+        let max = put.limit;
+        // A chunked body claims its bytes as they arrive, against the one
+        // count every upload of the user shares (a declared length claimed
+        // them all at the start).
+        let chunked_quota = match put.framing {
+            Framing::Chunked(_) => services.policy.user_quota,
+            Framing::Length { .. } => None,
+        };
+        let mut over_quota = false;
+        let Put {
+            framing, intake, ..
+        } = &mut **put;
+        let mut write = |bytes: &[u8]| {
+            let len = bytes.len() as u64;
+            let total = intake.received() + len;
+            if total > max || over_quota {
+                return intake.skip(len);
+            }
+            if let Some(quota) = chunked_quota
+                && !intake.claim_within(total, quota)
+            {
+                over_quota = true;
+                return intake.skip(len);
+            }
+            // A failed write is answered once the body is all read.
+            intake.write(bytes);
+        };
+        let (taken, done) = match framing {
+            Framing::Length { left } => {
+                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                write(&data[..n]);
+                *left -= n as u64;
+                (n, *left == 0)
+            }
+            Framing::Chunked(decoder) => match decoder.decode(data, &mut write) {
+                Ok(n) => (n, decoder.is_done()),
+                Err(err) => {
+                    if let State::Receiving(put) = self.take_state() {
+                        let reason = format!("bad chunked body: {err:?}");
+                        self.abort_upload(*put, &reason, services);
+                    }
+                    self.fail(Refused::Malformed, After::Close, services);
+                    return data.len();
+                }
+            },
+        };
+        if put.intake.received() > max || over_quota {
+            let over = match chunked_quota {
+                Some(quota) if over_quota => Some(OverQuota::Bytes { quota }),
+                _ => put.over_quota,
+            };
+            let reason = if over_quota {
+                "body over the quota"
+            } else {
+                "body over the size limit"
+            };
+            if let State::Receiving(put) = self.take_state() {
+                self.abort_upload(*put, reason, services);
+            }
+            let failure = match over {
+                Some(over) => Failure::OverQuota(over),
+                None => Failure::TooLarge { max },
+            };
+            self.fail(failure, After::Close, services);
+            return data.len();
+        }
+        if done {
+            self.finish_upload(services);
+        }
+        taken
+    }
+
+    fn password_check(&self) -> Option<&PasswordCheck> {
+        match &self.state {
+            State::Verifying(verifying) => Some(&verifying.check),
+            _ => None,
+        }
+    }
+
+    fn password_check_mut(&mut self) -> Option<&mut PasswordCheck> {
+        match &mut self.state {
+            State::Verifying(verifying) => Some(&mut verifying.check),
+            _ => None,
+        }
+    }
+
+    fn download(&self) -> Option<&Download> {
+        match &self.state {
+            State::Sending(send) => Some(&send.download),
+            _ => None,
+        }
+    }
+
+    fn download_mut(&mut self) -> Option<&mut Download> {
+        match &mut self.state {
+            State::Sending(send) => Some(&mut send.download),
+            _ => None,
+        }
+    }
+
+    fn cut_download(&mut self, reason: &str, services: &Services) {
+        if let State::Sending(send) = self.take_state() {
+            self.cut(*send, reason, services);
+        }
+    }
+
+    /// How many bytes the session takes now; 0 means do not read.
+    fn read_limit(&self) -> usize {
+        if self.shell.peer_eof || self.shell.out.is_held() {
+            return 0;
+        }
+        match &self.state {
+            State::Closing => 0,
+            State::Receiving(_) if !self.shell.input.is_empty() => 0,
+            State::Receiving(put) => match &put.framing {
+                Framing::Length { left } => usize::try_from(*left).unwrap_or(usize::MAX),
+                Framing::Chunked(decoder) => usize::try_from(decoder.data_left())
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(CHUNK_FRAMING_READ),
+            },
+            State::Sending(send) if !send.keep_alive => 0,
+            State::Listing(job) if !job.keep_alive => 0,
+            State::Head | State::Sending(_) | State::Listing(_) | State::Verifying(_) => {
+                MAX_HEAD.saturating_sub(self.shell.input.len())
+            }
+        }
+    }
+
+    /// When the session next needs [`Front::on_deadline`].
+    fn timeout(&self, services: &Services) -> Option<Instant> {
+        let policy = &services.policy;
+        Some(match self.state {
+            State::Head if self.shell.input.is_empty() => {
+                self.shell.last_activity + policy.idle_timeout
+            }
+            State::Head | State::Verifying(_) => self.head_started + policy.head_timeout,
+            State::Receiving(_) | State::Sending(_) | State::Listing(_) | State::Closing => {
+                self.shell.last_activity + policy.stall_timeout
+            }
+        })
+    }
+
+    /// Called at or after [`Front::deadline`]: releases a held response,
+    /// or ends the connection when its time is up (`408` for a request
+    /// that did not arrive in time).
+    fn time_out(&mut self, services: &Services) {
+        match self.take_state() {
+            State::Head if self.shell.input.is_empty() => {
+                log::info!("{} idle keep-alive connection closed", self.shell.peer);
+            }
+            State::Head | State::Verifying(_) => {
+                log::info!("{} timeout: request head incomplete", self.shell.peer);
+                self.shell.input.clear();
+                self.fail(Failure::Timeout, After::Close, services);
+            }
+            State::Receiving(put) => {
+                self.abort_upload(*put, "timeout: upload stalled", services);
+                self.fail(Failure::Timeout, After::Close, services);
+            }
+            State::Sending(send) => {
+                self.cut(*send, "timeout: the client stopped reading", services);
+                self.shell.out.discard();
+            }
+            State::Listing(job) => {
+                self.cut_listing(&job, "timeout: the client stopped reading");
+                self.shell.out.discard();
+            }
+            State::Closing => self.shell.out.discard(),
+        }
+    }
+
+    /// Socket-free work: a password-hash check that holds a slot, or the
+    /// next step of a listing once the last was sent.
+    fn has_work(&self) -> bool {
+        match &self.state {
+            State::Verifying(v) => v.check.is_running(),
+            State::Listing(_) => self.shell.out.queued().is_empty(),
+            _ => false,
+        }
+    }
+
+    /// One slice of the password check (once decided, the waiting request
+    /// is handled again), or one step of a listing.
+    fn work(&mut self, services: &Services) -> usize {
+        if let State::Listing(_) = self.state {
+            self.list_step();
+            self.advance(services);
+            // A step is this session's whole turn, as for `LIST`.
+            return usize::MAX;
+        }
+        let State::Verifying(verifying) = &mut self.state else {
+            return 0;
+        };
+        if !verifying.check.is_running() {
+            return 0;
+        }
+        match verifying.check.step(services, self.shell.peer) {
+            Checked::Undecided => {}
+            // An address locked out while this check waited or ran gets the
+            // refusal, not the outcome: nothing is cached, so the request,
+            // handled again, meets the lockout.
+            Checked::LockedOut => {
+                self.state = State::Head;
+                self.advance(services);
+            }
+            Checked::Decided(result) => {
+                self.auth_cache = Some(Box::new(AuthCache {
+                    key: verifying.key,
+                    result,
+                    generation: verifying.generation,
+                    recorded: false,
+                    dir: None,
+                }));
+                self.state = State::Head;
+                self.advance(services);
+            }
+        }
+        // One slice is this session's whole turn: with at most two checks
+        // running, a turn of the loop spends about 2 ms on them.
+        usize::MAX
+    }
+
+    /// The drain is over: an upload is discarded (`503`), a response is cut.
+    fn end_drain(&mut self, services: &Services) {
+        match self.take_state() {
+            State::Receiving(put) => {
+                self.abort_upload(*put, "server shutting down", services);
+                self.fail(Failure::ShuttingDown, After::Close, services);
+            }
+            State::Sending(send) => {
+                self.cut(*send, "server shutting down", services);
+                self.shell.out.discard();
+            }
+            State::Listing(job) => {
+                self.cut_listing(&job, "server shutting down");
+                self.shell.out.discard();
+            }
+            State::Head | State::Verifying(_) | State::Closing => {}
+        }
+        self.state = State::Closing;
+    }
+
+    fn interrupt(&mut self, reason: &str, services: &Services) {
+        match self.take_state() {
+            State::Receiving(put) => self.abort_upload(*put, reason, services),
+            State::Sending(send) => self.cut(*send, reason, services),
+            State::Listing(job) => self.cut_listing(&job, reason),
+            State::Head | State::Verifying(_) | State::Closing => {}
+        }
+    }
+}
+
+impl Session {
+    pub fn new(peer: SocketAddr) -> Session {
+        Session {
+            state: State::Head,
+            shell: Shell::new(peer),
+            failures: 0,
+            auth_cache: None,
+            head_request: false,
+            head_started: Instant::now(),
+        }
     }
 
     /// Decides the response to one request, in the order of checks of
@@ -609,33 +584,38 @@ impl Session {
         // A body that will not be read leaves the stream unusable.
         let reads_body = request.method == Method::Put;
         let keep_alive = request.keep_alive && (reads_body || !request.body.is_present());
-        let after = After::from_keep_alive(keep_alive && !self.shutting_down);
+        let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         // A refusal leaves any body unread, so the connection cannot go on.
         let refuse = if request.body.is_present() {
             After::Close
         } else {
             after
         };
-        let route = http::route(request.path);
-        let allowed = match route {
-            Route::NotFound => return self.error(404, refuse, services),
-            Route::Healthz | Route::Metrics | Route::Listing => "GET, HEAD",
-            Route::File(_) => "GET, HEAD, PUT, DELETE",
+        let resource = match http::route(request.path) {
+            Route::NotFound => return self.fail(Refused::NoRoute, refuse, services),
+            Route::Healthz => Resource::Healthz,
+            Route::Metrics => Resource::Metrics,
+            Route::Listing => Resource::Listing,
+            Route::File(raw) => Resource::File(raw),
         };
-        let method_ok = match request.method {
-            Method::Unknown => return self.error(501, refuse, services),
-            Method::Get | Method::Head => true,
-            Method::Put | Method::Delete => matches!(route, Route::File(_)),
-            Method::Other => false,
+        let access = match (request.method, &resource) {
+            (Method::Unknown, _) => return self.fail(Refused::UnknownMethod, refuse, services),
+            (Method::Get | Method::Head, _) => Access::Read,
+            (Method::Put, Resource::File(_)) => Access::Write,
+            (Method::Delete, Resource::File(_)) => Access::Delete,
+            (Method::Put | Method::Delete | Method::Other, _) => {
+                let allowed = match resource {
+                    Resource::File(_) => "GET, HEAD, PUT, DELETE",
+                    _ => "GET, HEAD",
+                };
+                let fields = [("Allow", allowed)];
+                let refused = Failure::Request(Refused::MethodNotAllowed);
+                return self.fail_with(refused, &fields, false, refuse, services);
+            }
         };
-        if !method_ok {
-            let body = format!("{}\n", http::reason(405));
-            let fields = [("Allow", allowed), ("Content-Type", TEXT)];
-            return self.respond(405, &fields, body.as_bytes(), false, refuse, services);
-        }
         let head_only = request.method == Method::Head;
-        match route {
-            Route::Healthz => self.respond(
+        match resource {
+            Resource::Healthz => self.respond(
                 200,
                 &[("Content-Type", TEXT)],
                 b"ok\n",
@@ -643,78 +623,60 @@ impl Session {
                 after,
                 services,
             ),
-            Route::Metrics => {
+            Resource::Metrics => {
                 let text = services.metrics.render();
                 let fields = [("Content-Type", "text/plain; version=0.0.4")];
                 self.respond(200, &fields, text.as_bytes(), head_only, after, services)
             }
-            Route::Listing | Route::File(_) => {
-                let failures_before = self.failures;
+            Resource::Listing | Resource::File(_) => {
                 let user = match self.authenticate(&request.credentials, services) {
                     Authenticated::User(user) => Some(user),
                     Authenticated::Pending => return,
                     Authenticated::Busy => {
-                        let fields = [("Retry-After", "1"), ("Content-Type", TEXT)];
-                        let body = b"too many logins waiting, try again later\n";
-                        return self.respond(503, &fields, body, head_only, After::Close, services);
+                        let fields = [("Retry-After", "1")];
+                        let busy = Failure::LoginsBusy;
+                        return self.fail_with(busy, &fields, head_only, After::Close, services);
                     }
                     Authenticated::No => None,
                 };
                 let Some(user) = user else {
-                    if self.failures > failures_before && !services.policy.login_delay.is_zero() {
-                        self.out.hold(Instant::now() + services.policy.login_delay);
-                    }
                     let after = if self.failures >= MAX_AUTH_FAILURES {
                         After::Close
                     } else {
                         refuse
                     };
-                    let fields = [
-                        ("WWW-Authenticate", "Basic realm=\"ferry\""),
-                        ("Content-Type", TEXT),
-                    ];
-                    let body = format!("{}\n", http::reason(401));
-                    return self.respond(401, &fields, body.as_bytes(), head_only, after, services);
+                    let fields = [("WWW-Authenticate", "Basic realm=\"ferry\"")];
+                    let refused = Failure::NotLoggedIn;
+                    return self.fail_with(refused, &fields, head_only, after, services);
                 };
                 let dir = match self.user_dir(&user, services) {
                     Ok(dir) => dir,
                     Err(err) => {
                         log::error!(
                             "{} cannot prepare the directory of {user}: {err}",
-                            self.peer
+                            self.shell.peer
                         );
-                        return self.error(500, refuse, services);
+                        return self.fail(Failure::Internal(err), refuse, services);
                     }
                 };
-                match route {
-                    Route::File(raw) => {
+                match resource {
+                    Resource::File(raw) => {
                         let Some(name) = http::decode_name(raw) else {
-                            audit::event(
-                                "name_refused",
-                                self.peer,
-                                Protocol::Http,
-                                format_args!(
-                                    "user={} path={}",
-                                    Quoted(&user),
-                                    audit::lossy(request.path)
-                                ),
-                            );
-                            let fields = [("Content-Type", TEXT)];
-                            return self.respond(
-                                400,
-                                &fields,
-                                b"file name not allowed\n",
-                                head_only,
-                                refuse,
-                                services,
-                            );
+                            Event::NameRefused {
+                                user: &user,
+                                verb: request.method.as_str(),
+                                name: raw,
+                            }
+                            .record(self.shell.peer, Protocol::Http);
+                            let refused = Failure::Request(Refused::NameNotAllowed);
+                            return self.fail_with(refused, &[], head_only, refuse, services);
                         };
-                        self.file_request(request, &user, &dir, &name, after, services);
+                        let file = (access, name.as_str());
+                        self.file_request(request, &user, &dir, file, after, services);
                     }
                     _ => self.listing(request, &user, &dir, after, services),
                 }
             }
-            Route::NotFound => unreachable!("answered above"),
         }
     }
 
@@ -738,7 +700,7 @@ impl Session {
                 } else {
                     super::finish_login(
                         services,
-                        self.peer,
+                        self.shell.peer,
                         user,
                         cached.result.clone(),
                         false,
@@ -751,50 +713,53 @@ impl Session {
                 }));
                 result
             }
-            _ => match super::start_login(services, self.peer, user, password, Protocol::Http) {
-                LoginStart::Done(result) => {
-                    let result = super::finish_login(
+            _ => {
+                match super::start_login(services, self.shell.peer, user, password, Protocol::Http)
+                {
+                    LoginStart::Done(result) => {
+                        let result = super::finish_login(
+                            services,
+                            self.shell.peer,
+                            user,
+                            result,
+                            false,
+                            Protocol::Http,
+                        );
+                        self.auth_cache = Some(Box::new(AuthCache {
+                            key,
+                            result: result.clone(),
+                            generation,
+                            recorded: true,
+                            dir: None,
+                        }));
+                        result
+                    }
+                    LoginStart::Locked => super::finish_login(
                         services,
-                        self.peer,
+                        self.shell.peer,
                         user,
-                        result,
-                        false,
+                        None,
+                        true,
                         Protocol::Http,
-                    );
-                    self.auth_cache = Some(Box::new(AuthCache {
-                        key,
-                        result: result.clone(),
-                        generation,
-                        recorded: true,
-                        dir: None,
-                    }));
-                    result
+                    ),
+                    LoginStart::Busy => return Authenticated::Busy,
+                    LoginStart::Pending(check) => {
+                        self.state = State::Verifying(Box::new(HttpVerifying {
+                            key,
+                            check,
+                            generation,
+                        }));
+                        return Authenticated::Pending;
+                    }
                 }
-                LoginStart::Locked => {
-                    super::finish_login(services, self.peer, user, None, true, Protocol::Http)
-                }
-                LoginStart::Busy => return Authenticated::Busy,
-                LoginStart::Pending(pending, mut ticket) => {
-                    ticket.try_run();
-                    self.state = State::Verifying(Box::new(HttpVerifying {
-                        key,
-                        pending,
-                        ticket,
-                        generation,
-                    }));
-                    return Authenticated::Pending;
-                }
-            },
+            }
         };
         if let Some(name) = result {
             return Authenticated::User(name);
         }
-        self.failures = self.failures.saturating_add(1);
-        log::debug!(
-            "{} failed login {} of {MAX_AUTH_FAILURES}",
-            self.peer,
-            self.failures
-        );
+        // The response to it closes the connection after the last failure
+        // allowed (see `handle`).
+        super::failed_on_connection(&mut self.failures, &mut self.shell, services);
         Authenticated::No
     }
 
@@ -815,19 +780,6 @@ impl Session {
         Ok(dir)
     }
 
-    /// True while a password check waits for a free slot.
-    pub fn wants_check_slot(&self) -> bool {
-        matches!(&self.state, State::Verifying(v) if !v.ticket.is_running())
-    }
-
-    /// Takes a free check slot when waiting for one.
-    pub fn take_check_slot(&mut self, _services: &Services) -> bool {
-        match &mut self.state {
-            State::Verifying(v) if !v.ticket.is_running() => v.ticket.try_run(),
-            _ => false,
-        }
-    }
-
     fn listing(
         &mut self,
         request: &Request<'_>,
@@ -839,8 +791,8 @@ impl Session {
         let listing = match services.storage.listing(dir) {
             Ok(listing) => listing,
             Err(err) => {
-                log::error!("{} {user}: listing failed: {err}", self.peer);
-                return self.storage_error(err, after, services);
+                log::error!("{} {user}: listing failed: {err}", self.shell.peer);
+                return self.fail(err, after, services);
             }
         };
         let json = http::query_value(request.query, b"format") != Some(b"text");
@@ -858,14 +810,11 @@ impl Session {
             return self.after_response(after);
         }
         self.state = State::Listing(Box::new(ListJob {
-            listing,
+            streaming: Streaming::new(listing),
             json,
             chunked,
-            entries: 0,
-            bytes: 0,
             keep_alive: after == After::KeepAlive,
             user: user.to_owned(),
-            started: Instant::now(),
         }));
     }
 
@@ -878,22 +827,21 @@ impl Session {
         let State::Listing(job) = &mut self.state else {
             return;
         };
-        let out = self.out.buf();
+        let out = self.shell.out.buf();
         let start = out.len();
-        if job.json && job.bytes == 0 {
+        let json = job.json;
+        if json && job.streaming.bytes() == 0 {
             out.extend_from_slice(JSON_OPEN.as_bytes());
+            job.streaming.wrote(JSON_OPEN.len());
         }
-        let (json, mut index) = (job.json, job.entries);
-        let result = listing_step(&mut job.listing, out, |entry, out| {
+        let result = job.streaming.step(out, |entry, index, out| {
             write_listing_entry(entry, index, json, out);
-            index += 1;
         });
-        job.entries = index;
         if json && matches!(result, Ok(true)) {
             out.extend_from_slice(JSON_CLOSE.as_bytes());
+            job.streaming.wrote(JSON_CLOSE.len());
         }
         let added = out.len() - start;
-        job.bytes += added as u64;
         if job.chunked && added > 0 {
             let size = format!("{added:x}\r\n");
             out.splice(start..start, size.bytes());
@@ -905,30 +853,19 @@ impl Session {
                 if job.chunked {
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
-                log::info!(
-                    "{} {}: listing ok ({} bytes in {:.3}s)",
-                    self.peer,
-                    job.user,
-                    job.bytes,
-                    job.started.elapsed().as_secs_f64()
-                );
-                let keep = job.keep_alive && !self.shutting_down;
+                job.streaming.ended(self.shell.peer, &job.user, &Ok(()));
+                let keep = job.keep_alive && !self.shell.shutting_down;
                 self.after_response(After::from_keep_alive(keep));
             }
             Err(err) => {
-                log::error!("{} {}: listing failed: {err}", self.peer, job.user);
+                job.streaming.ended(self.shell.peer, &job.user, &Err(err));
                 self.state = State::Closing;
             }
         }
     }
 
     fn cut_listing(&self, job: &ListJob, reason: &str) {
-        log::info!(
-            "{} {}: listing cut after {} bytes: {reason}",
-            self.peer,
-            job.user,
-            job.bytes
-        );
+        job.streaming.cut(self.shell.peer, &job.user, reason);
     }
 
     fn file_request(
@@ -936,38 +873,27 @@ impl Session {
         request: &Request<'_>,
         user: &str,
         dir: &UserDir,
-        name: &str,
+        (access, name): (Access, &str),
         after: After,
         services: &Services,
     ) {
+        let started = Instant::now();
         let Some(file_name) = name::validate(name.as_bytes()) else {
-            return self.error(400, After::Close, services);
+            return self.fail(Refused::Malformed, After::Close, services);
         };
-        match request.method {
-            Method::Get | Method::Head => {
-                self.download(request, user, dir, file_name, after, services)
-            }
-            Method::Put => self.start_upload(request, user, dir, file_name, after, services),
-            Method::Delete => match services.storage.delete(dir, file_name) {
+        match access {
+            Access::Read => self.download(request, user, dir, file_name, after, services),
+            Access::Write => self.start_upload(request, user, dir, file_name, after, services),
+            Access::Delete => match services.storage.delete(dir, file_name) {
                 Ok(size) => {
-                    audit::event(
-                        "delete",
-                        self.peer,
-                        Protocol::Http,
-                        format_args!(
-                            "user={} verb=DELETE name={} size={size} result=ok",
-                            Quoted(user),
-                            Quoted(name)
-                        ),
-                    );
+                    transfer::deleted(who(self.shell.peer, user), file_name, size, started);
                     self.respond(204, &[], b"", true, after, services);
                 }
                 Err(err) => {
-                    log::info!("{} {user}: DELETE {name:?}: {err}", self.peer);
-                    self.storage_error(err, after, services);
+                    log::info!("{} {user}: DELETE {name:?}: {err}", self.shell.peer);
+                    self.fail(err, after, services);
                 }
             },
-            Method::Other | Method::Unknown => unreachable!("refused before"),
         }
     }
 
@@ -983,8 +909,8 @@ impl Session {
         let (file, meta) = match services.storage.open_read(dir, name) {
             Ok(opened) => opened,
             Err(err) => {
-                log::info!("{} {user}: GET {name:?}: {err}", self.peer);
-                return self.storage_error(err, after, services);
+                log::info!("{} {user}: GET {name:?}: {err}", self.shell.peer);
+                return self.fail(err, after, services);
             }
         };
         let size = meta.len();
@@ -1006,16 +932,10 @@ impl Session {
                 }
                 None => {
                     let field = format!("bytes */{size}");
-                    let fields = [("Content-Range", field.as_str()), ("Content-Type", TEXT)];
-                    let body = format!("{}\n", http::reason(416));
-                    return self.respond(
-                        416,
-                        &fields,
-                        body.as_bytes(),
-                        request.method == Method::Head,
-                        after,
-                        services,
-                    );
+                    let fields = [("Content-Range", field.as_str())];
+                    let refused = Failure::Request(Refused::RangeNotSatisfiable);
+                    let head_only = request.method == Method::Head;
+                    return self.fail_with(refused, &fields, head_only, after, services);
                 }
             },
             None if preview => (200, 0, size.min(PREVIEW_LEN), None),
@@ -1033,15 +953,15 @@ impl Session {
         if request.method == Method::Head {
             return self.after_response(after);
         }
-        services.metrics.transfer_started(Direction::Download);
+        let kind = if preview {
+            TransferKind::View
+        } else {
+            TransferKind::Download
+        };
         self.state = State::Sending(Box::new(Send {
-            source: Source::File(FileBody::new(file, first)),
-            remaining: len,
-            total: len,
+            download: Download::start(kind, name, file, first, len, services),
             keep_alive: after == After::KeepAlive,
             user: user.to_owned(),
-            name: name.as_str().to_owned(),
-            started: Instant::now(),
         }));
         self.refill(services);
     }
@@ -1059,68 +979,46 @@ impl Session {
         // body (or what the client sends of it) cannot be told from the
         // next request.
         let framing = match request.body {
-            Body::None => return self.error(411, After::Close, services),
+            Body::None => return self.fail(Refused::LengthRequired, After::Close, services),
             Body::Length(n) if n > services.max_file_size => {
-                return self.error(413, After::Close, services);
+                let max = services.max_file_size;
+                return self.fail(Failure::TooLarge { max }, After::Close, services);
             }
             Body::Length(n) => Framing::Length { left: n },
             Body::Chunked => Framing::Chunked(ChunkedDecoder::new()),
         };
         if request.expect == Expect::Unsupported {
-            return self.error(417, After::Close, services);
+            return self.fail(Refused::ExpectationFailed, After::Close, services);
         }
-        let existed = match services.storage.open_read(dir, name) {
-            Ok(_) => true,
-            Err(StorageError::NotFound) => false,
-            Err(err) => return self.storage_error(err, After::Close, services),
-        };
         // A declared length is checked against the quota now; a chunked
         // body as it grows.
-        let declared = match framing {
-            Framing::Length { left } => left,
-            Framing::Chunked(_) => 0,
+        let size = match framing {
+            Framing::Length { left } => Some(left),
+            Framing::Chunked(_) => None,
         };
-        let room = match super::check_quota(services, dir, name, declared) {
-            Ok(room) => room,
-            Err(over) => return self.quota_error(over, services),
-        };
-        let mut limit = services.max_file_size;
-        let mut over_quota = None;
-        if let (Some(room), Some(quota)) = (room, services.policy.user_quota)
-            && room < limit
-        {
-            limit = room;
-            over_quota = Some(OverQuota::Bytes { quota });
-        }
-        let upload = match services.storage.begin_upload(dir, name) {
-            Ok(mut upload) => {
-                upload.claim(declared);
-                upload
-            }
-            Err(err) => {
-                log::info!("{} {user}: PUT {name:?}: {err}", self.peer);
-                return self.storage_error(err, After::Close, services);
+        let limits = services.put_limits();
+        let started = match services.storage.begin_put(dir, name, size, None, limits) {
+            Ok(started) => started,
+            Err(refusal) => {
+                log::info!("{} {user}: PUT {name:?}: {refusal:?}", self.shell.peer);
+                return self.fail(refusal, After::Close, services);
             }
         };
         if request.expect == Expect::Continue {
             services.metrics.reply(Protocol::Http, 100);
-            self.out
+            self.shell
+                .out
                 .buf()
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
-        services.metrics.transfer_started(Direction::Upload);
         let put = Put {
+            intake: Intake::start(name, size, started.upload, Hasher::new(), services),
             user: user.to_owned(),
-            name: name.as_str().to_owned(),
-            existed,
+            existed: started.existed,
             framing,
-            sink: Ok(upload),
-            hasher: Hasher::new(),
-            received: 0,
-            limit,
-            over_quota,
+            limit: started.limit,
+            over_quota: started.limited_by_quota,
             keep_alive: after == After::KeepAlive,
-            started: Instant::now(),
         };
         let empty = matches!(put.framing, Framing::Length { left: 0 });
         self.state = State::Receiving(Box::new(put));
@@ -1129,205 +1027,52 @@ impl Session {
         }
     }
 
-    /// Feeds body bytes to the running upload; returns how many of `data`
-    /// belonged to the body.
-    fn take_body(&mut self, data: &[u8], services: &Services) -> usize {
-        let State::Receiving(put) = &mut self.state else {
-            return 0;
-        };
-        let max = put.limit;
-        // A chunked body claims its bytes as they arrive, against the one
-        // count every upload of the user shares (a declared length claimed
-        // them all at the start).
-        let chunked_quota = match put.framing {
-            Framing::Chunked(_) => services.policy.user_quota,
-            Framing::Length { .. } => None,
-        };
-        let mut over_quota = false;
-        let Put {
-            framing,
-            sink,
-            hasher,
-            received,
-            ..
-        } = &mut **put;
-        let mut write = |bytes: &[u8]| {
-            *received += bytes.len() as u64;
-            if *received > max || over_quota {
-                return;
-            }
-            if let (Some(quota), Ok(upload)) = (chunked_quota, &mut *sink)
-                && !upload.claim_within(*received, quota)
-            {
-                over_quota = true;
-                return;
-            }
-            hasher.update(bytes);
-            if let Ok(upload) = sink
-                && let Err(err) = upload.write(bytes)
-            {
-                // Dropping the upload frees its space at once; the rest of
-                // the body is still read so the stream stays in step.
-                *sink = Err(err);
-            }
-        };
-        let (taken, done) = match framing {
-            Framing::Length { left } => {
-                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                write(&data[..n]);
-                *left -= n as u64;
-                (n, *left == 0)
-            }
-            Framing::Chunked(decoder) => match decoder.decode(data, &mut write) {
-                Ok(n) => (n, decoder.is_done()),
-                Err(err) => {
-                    let State::Receiving(put) = mem::replace(&mut self.state, State::Closing)
-                    else {
-                        unreachable!();
-                    };
-                    self.abort_upload(*put, &format!("bad chunked body: {err:?}"), services);
-                    self.error(400, After::Close, services);
-                    return data.len();
-                }
-            },
-        };
-        if put.received > max || over_quota {
-            let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
-                unreachable!();
-            };
-            let over = match chunked_quota {
-                Some(quota) if over_quota => Some(OverQuota::Bytes { quota }),
-                _ => put.over_quota,
-            };
-            let reason = if over_quota {
-                "body over the quota"
-            } else {
-                "body over the size limit"
-            };
-            self.abort_upload(*put, reason, services);
-            match over {
-                Some(over) => self.quota_error(over, services),
-                None => self.error(413, After::Close, services),
-            }
-            return data.len();
-        }
-        if done {
-            self.finish_upload(services);
-        }
-        taken
-    }
-
     fn finish_upload(&mut self, services: &Services) {
-        let State::Receiving(put) = mem::replace(&mut self.state, State::Closing) else {
+        let State::Receiving(put) = self.take_state() else {
             return;
         };
-        let mut put = *put;
-        let sink = mem::replace(&mut put.sink, Err(io::Error::other("placed")));
-        let after = After::from_keep_alive(put.keep_alive && !self.shutting_down);
-        let sha256 = mem::take(&mut put.hasher).finish();
-        match sink.and_then(|upload| services.storage.commit(upload, sha256)) {
-            Ok(()) => {
-                services.metrics.transfer_completed(Direction::Upload);
-                self.audit_upload(&put, "ok", "");
-                let status = if put.existed { 204 } else { 201 };
+        let Put {
+            intake,
+            user,
+            existed,
+            keep_alive,
+            ..
+        } = *put;
+        let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
+        match intake.finish(None, who(self.shell.peer, &user), services) {
+            Finished::Stored(sha256) => {
+                let status = if existed { 204 } else { 201 };
                 let digest = sha256.to_string();
                 let fields = [("X-Ferry-SHA256", digest.as_str())];
                 self.respond(status, &fields, b"", true, after, services);
             }
-            Err(err) => {
-                services.metrics.transfer_aborted(Direction::Upload);
-                self.audit_upload(&put, "failed", &err.to_string());
-                self.storage_error(StorageError::Io(err), after, services);
+            Finished::Failed(err) => self.fail(err, after, services),
+            // Nothing is expected of an HTTP upload's digest.
+            Finished::Mismatch { .. } => {
+                let err = io::Error::other("digest mismatch");
+                self.fail(Failure::Internal(err), after, services)
             }
         }
     }
 
     fn abort_upload(&mut self, put: Put, reason: &str, services: &Services) {
-        services.metrics.transfer_aborted(Direction::Upload);
-        self.audit_upload(&put, "aborted", reason);
-        // Dropping the upload removes its temporary file.
+        // An HTTP upload is whole or nothing: nothing is kept to resume.
+        let who = who(self.shell.peer, &put.user);
+        put.intake
+            .interrupt(Interrupted::Discarded, who, reason, services);
     }
 
-    fn cut(&self, send: &Send, reason: &str, services: &Services) {
-        services.metrics.transfer_aborted(Direction::Download);
-        self.audit_download(send, "cut", reason);
+    fn cut(&self, send: Send, reason: &str, services: &Services) {
+        let who = who(self.shell.peer, &send.user);
+        send.download.cut(who, reason, services);
     }
 
-    fn audit_download(&self, send: &Send, result: &str, reason: &str) {
-        audit::event(
-            "download",
-            self.peer,
-            Protocol::Http,
-            format_args!(
-                "user={} verb=GET name={} size={} sent={} {}",
-                Quoted(&send.user),
-                Quoted(&send.name),
-                send.total,
-                send.total - send.remaining,
-                audit::outcome(result, reason, send.started)
-            ),
-        );
-    }
-
-    fn audit_upload(&self, put: &Put, result: &str, reason: &str) {
-        audit::event(
-            "upload",
-            self.peer,
-            Protocol::Http,
-            format_args!(
-                "user={} verb=PUT name={} received={} {}",
-                Quoted(&put.user),
-                Quoted(&put.name),
-                put.received,
-                audit::outcome(result, reason, put.started)
-            ),
-        );
-    }
-
-    /// Moves more of a response body into the output, or ends it.
-    fn refill(&mut self, services: &Services) {
-        let State::Sending(send) = &mut self.state else {
-            return;
-        };
-        if send.remaining == 0 {
-            let State::Sending(send) = mem::replace(&mut self.state, State::Closing) else {
-                unreachable!();
-            };
-            services.metrics.transfer_completed(Direction::Download);
-            self.audit_download(&send, "ok", "");
-            let keep = send.keep_alive && !self.shutting_down;
-            return self.after_response(After::from_keep_alive(keep));
-        }
-        if matches!(send.source, Source::File(_)) && self.out.sends_file_directly(send.total) {
-            // The reactor sends the file itself (`file_output`).
-            return;
-        }
-        let room = TRANSFER_BUFFER.saturating_sub(self.out.queued().len());
-        let want = send.remaining.min(room as u64) as usize;
-        let out = self.out.buf();
-        let before = out.len();
-        let result = match &mut send.source {
-            Source::File(body) => body.fill(out, want),
-        };
-        let added = (out.len() - before) as u64;
-        match result {
-            Ok(()) if added <= send.remaining => send.remaining -= added,
-            result => {
-                if let Err(err) = result {
-                    log::error!("{} read failed during download: {err}", self.peer);
-                }
-                self.out.buf().truncate(before);
-                self.cut_response("read failed", services);
-            }
-        }
-    }
-
-    /// The announced length can no longer be met: closing the connection
-    /// is the only honest signal left. What was queued is still sent.
-    fn cut_response(&mut self, reason: &str, services: &Services) {
-        if let State::Sending(send) = mem::replace(&mut self.state, State::Closing) {
-            self.cut(&send, reason, services);
-        }
+    /// Takes the state whole, to move on from it: every transition that
+    /// needs the data of the state it leaves starts here. Until the next
+    /// state is set the connection is `Closing`, which is also what it
+    /// becomes when none is.
+    fn take_state(&mut self) -> State {
+        mem::replace(&mut self.state, State::Closing)
     }
 
     /// Queues a response head; the body (if any) follows separately.
@@ -1341,7 +1086,7 @@ impl Session {
     ) {
         services.metrics.reply(Protocol::Http, status);
         write_head(
-            self.out.buf(),
+            self.shell.out.buf(),
             status,
             fields,
             content_length,
@@ -1363,7 +1108,7 @@ impl Session {
         let length = (status != 204).then_some(body.len() as u64);
         self.start_head(status, fields, length, after, services);
         if !head_only && !self.head_request && status != 204 {
-            self.out.buf().extend_from_slice(body);
+            self.shell.out.buf().extend_from_slice(body);
         }
         self.after_response(after);
     }
@@ -1375,52 +1120,25 @@ impl Session {
         };
     }
 
-    /// A short plain-text error response: the reason and a newline.
-    fn error(&mut self, status: u16, after: After, services: &Services) {
-        let body = format!("{}\n", http::reason(status));
-        self.respond(
-            status,
-            &[("Content-Type", TEXT)],
-            body.as_bytes(),
-            false,
-            after,
-            services,
-        );
+    /// A failure, in the words of the one table ([`Failure::http`]).
+    fn fail(&mut self, failure: impl Into<Failure>, after: After, services: &Services) {
+        self.fail_with(failure.into(), &[], false, after, services);
     }
 
-    /// `507` for an upload that does not fit the user's quota; the body
-    /// is not read, so the connection closes.
-    fn quota_error(&mut self, over: OverQuota, services: &Services) {
-        let text = match over {
-            OverQuota::Bytes { quota } => {
-                format!("quota exceeded (at most {quota} bytes per user)\n")
-            }
-            OverQuota::Files { max } => format!("quota exceeded (at most {max} files per user)\n"),
-        };
-        let fields = [("Content-Type", TEXT)];
-        self.respond(507, &fields, text.as_bytes(), false, After::Close, services);
-    }
-
-    /// The one place storage errors become HTTP statuses.
-    fn storage_error(&mut self, err: StorageError, after: After, services: &Services) {
-        let (status, text) = match &err {
-            StorageError::NotFound => (404, "no such file".to_owned()),
-            StorageError::NotRegular => (403, "not a regular file".to_owned()),
-            StorageError::OffsetPastHeld { .. } => (416, err.to_string()),
-            StorageError::Io(io) => match io.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EDQUOT) => (507, describe_io(io).to_owned()),
-                _ => (500, describe_io(io).to_owned()),
-            },
-        };
+    /// A failure with fields of its own before the `Content-Type`.
+    fn fail_with(
+        &mut self,
+        failure: Failure,
+        fields: &[(&str, &str)],
+        head_only: bool,
+        after: After,
+        services: &Services,
+    ) {
+        let (status, text) = failure.http();
         let body = format!("{text}\n");
-        self.respond(
-            status,
-            &[("Content-Type", TEXT)],
-            body.as_bytes(),
-            false,
-            after,
-            services,
-        );
+        let mut fields = fields.to_vec();
+        fields.push(("Content-Type", TEXT));
+        self.respond(status, &fields, body.as_bytes(), head_only, after, services);
     }
 }
 
@@ -1450,55 +1168,10 @@ mod tests {
     //! Whole HTTP conversations driven from byte slices, no socket.
 
     use super::*;
-    use crate::auth::Users;
-    use crate::storage::{Options, Storage};
+    use crate::session::testing::{Harness, peer};
 
-    struct Harness {
-        _root: tempfile::TempDir,
-        services: Services,
-    }
-
-    impl Harness {
-        fn new() -> Harness {
-            let root = tempfile::tempdir().unwrap();
-            let options = Options {
-                fsync: false,
-                ..Options::default()
-            };
-            let users = Users::parse(b"alice:pw\n").unwrap();
-            let storage = Storage::open(root.path(), options).unwrap();
-            let mut services = Services::new(users, storage, 1000);
-            // Held replies are tested on their own.
-            services.policy.login_delay = std::time::Duration::ZERO;
-            Harness {
-                services,
-                _root: root,
-            }
-        }
-
-        /// Feeds `input` in pieces of `step` bytes (never more than the
-        /// session takes), collecting all output.
-        fn talk(&self, session: &mut Session, mut input: &[u8], step: usize) -> String {
-            let mut seen = Vec::new();
-            loop {
-                let pending = session.output().len();
-                if pending > 0 {
-                    seen.extend_from_slice(session.output());
-                    session.output_written(pending, &self.services);
-                    continue;
-                }
-                let n = session.read_limit().min(input.len()).min(step);
-                if n == 0 {
-                    return String::from_utf8_lossy(&seen).into_owned();
-                }
-                session.receive(&input[..n], &self.services);
-                input = &input[n..];
-            }
-        }
-    }
-
-    fn peer() -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
+    fn harness() -> Harness {
+        Harness::new(1000)
     }
 
     /// `alice:pw` in Basic form.
@@ -1512,14 +1185,14 @@ mod tests {
 
     #[test]
     fn pipelined_requests_are_answered_in_order_on_one_connection() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer());
         let input = format!(
             "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
              GET /files/nope HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n\
              GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
         );
-        let out = h.talk(&mut session, input.as_bytes(), 7);
+        let out = h.talk_text(&mut session, input.as_bytes(), 7);
         assert_eq!(statuses(&out), ["200", "404", "404"], "{out}");
         assert!(!session.is_done(), "keep-alive");
         session.receive_eof(&h.services);
@@ -1528,14 +1201,14 @@ mod tests {
 
     #[test]
     fn chunked_upload_split_anywhere_then_replace() {
-        let h = Harness::new();
+        let h = harness();
         for (step, expected) in [(1, "201"), (5, "204"), (1000, "204")] {
             let mut session = Session::new(peer());
             let input = format!(
                 "PUT /files/a%20b HTTP/1.1\r\nHost: x\r\n{AUTH}Transfer-Encoding: chunked\r\n\r\n\
                  3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\nGET /files/a%20b HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n"
             );
-            let out = h.talk(&mut session, input.as_bytes(), step);
+            let out = h.talk_text(&mut session, input.as_bytes(), step);
             assert_eq!(statuses(&out), [expected, "200"], "step {step}: {out}");
             let digest = crate::integrity::Digest::of(b"abcde");
             assert!(
@@ -1548,19 +1221,19 @@ mod tests {
 
     #[test]
     fn refusals_before_the_body_close_the_connection() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer());
         let input = format!(
             "PUT /files/big HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: 1001\r\nExpect: 100-continue\r\n\r\n"
         );
-        let out = h.talk(&mut session, input.as_bytes(), 4096);
+        let out = h.talk_text(&mut session, input.as_bytes(), 4096);
         assert_eq!(statuses(&out), ["413"], "no 100 Continue: {out}");
         assert!(out.contains("Connection: close\r\n"));
         assert!(session.is_done());
 
         let mut session = Session::new(peer());
         let input = "PUT /files/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
-        let out = h.talk(&mut session, input.as_bytes(), 4096);
+        let out = h.talk_text(&mut session, input.as_bytes(), 4096);
         assert_eq!(statuses(&out), ["401"]);
         assert!(
             session.is_done(),
@@ -1570,12 +1243,12 @@ mod tests {
 
     #[test]
     fn the_third_failed_login_closes() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer());
         let bad = "GET /files/ HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6bm8=\r\n\r\n";
         let none = "GET /files/ HTTP/1.1\r\nHost: x\r\n\r\n";
         let input = [none, bad, bad, none, bad, none].concat();
-        let out = h.talk(&mut session, input.as_bytes(), 4096);
+        let out = h.talk_text(&mut session, input.as_bytes(), 4096);
         assert_eq!(
             statuses(&out),
             ["401"; 5],
@@ -1586,16 +1259,16 @@ mod tests {
 
     #[test]
     fn shutdown_closes_idle_and_lets_an_upload_finish() {
-        let h = Harness::new();
+        let h = harness();
         let mut idle = Session::new(peer());
         idle.begin_shutdown(&h.services);
         assert!(idle.is_done());
 
         let mut session = Session::new(peer());
         let head = format!("PUT /files/f HTTP/1.1\r\nHost: x\r\n{AUTH}Content-Length: 4\r\n\r\nab");
-        assert_eq!(h.talk(&mut session, head.as_bytes(), 4096), "");
+        assert_eq!(h.talk_text(&mut session, head.as_bytes(), 4096), "");
         session.begin_shutdown(&h.services);
-        let out = h.talk(&mut session, b"cdGET /healthz HTTP/1.1\r\n\r\n", 4096);
+        let out = h.talk_text(&mut session, b"cdGET /healthz HTTP/1.1\r\n\r\n", 4096);
         assert_eq!(statuses(&out), ["201"], "{out}");
         assert!(out.contains("Connection: close\r\n"));
         assert!(session.is_done());
@@ -1603,7 +1276,7 @@ mod tests {
 
     #[test]
     fn a_client_that_never_reads_cannot_grow_the_output() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer());
         let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
         for _ in 0..100_000 {
@@ -1614,6 +1287,6 @@ mod tests {
             session.receive(request, &h.services);
         }
         assert!(session.output().len() <= OUTPUT_BACKLOG + 1024);
-        assert!(session.input.len() <= MAX_HEAD);
+        assert!(session.shell.input.len() <= MAX_HEAD);
     }
 }

@@ -1,10 +1,10 @@
 //! One line-protocol connection as a sans-IO state machine.
 //!
 //! The session never touches a socket. The reactor asks it how many bytes it
-//! will take ([`Session::read_limit`]), hands it what it read
-//! ([`Session::receive`], [`Session::receive_eof`]), takes the bytes it wants
-//! sent ([`Session::output`], [`Session::output_written`]) and closes the
-//! socket once [`Session::is_done`]. Storage and users are reached through
+//! will take ([`Front::read_limit`]), hands it what it read
+//! ([`Front::receive`], [`Front::receive_eof`]), takes the bytes it wants
+//! sent ([`Front::output`], [`Front::output_written`]) and closes the
+//! socket once [`Front::is_done`]. Storage and users are reached through
 //! [`Services`]. A test or a fuzz target can drive a whole session from a
 //! byte slice.
 //!
@@ -23,7 +23,7 @@
 //! `Hashing` is work without a socket: reading a file to compute its
 //! SHA-256 (for `HASH` of a file that has no digest record, or for the held
 //! bytes of a resumed upload). The reactor runs it a bounded step at a time
-//! ([`Session::has_work`], [`Session::work`]) so that hashing a large file
+//! ([`Front::has_work`], [`Front::work`]) so that hashing a large file
 //! never holds up other sessions. A `LIST` is sent from its own state,
 //! `Listing` (drawn as `Sending`), which reads the directory the same way,
 //! a block of entries per step, and takes the next step only once the last
@@ -31,8 +31,8 @@
 //!
 //! Buffers are bounded: pending command bytes at most [`MAX_LINE`], queued
 //! replies stop command processing past [`REPLY_BACKLOG`], and a download
-//! holds at most [`TRANSFER_BUFFER`] bytes of file data, a listing about
-//! [`LIST_BLOCK`]. Upload bytes go
+//! holds at most [`TRANSFER_BUFFER`](super::TRANSFER_BUFFER) bytes of file data, a listing about
+//! [`LIST_BLOCK`](super::LIST_BLOCK). Upload bytes go
 //! straight from the reactor's read buffer to the file. An idle session
 //! holds no buffer at all.
 
@@ -43,39 +43,19 @@ use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use super::outbox::{FileBody, FileOutput, Outbox};
-use super::{CheckTicket, LoginStart, Services};
-use crate::audit::{self, Quoted};
-use crate::auth::PendingLogin;
-use crate::integrity::{Digest, Hasher};
-use crate::kdf::STEP_TIME;
-use crate::metrics::{Direction, Protocol};
+use super::hashing::Stepwise;
+use super::listing::{Streaming, write_listing_line};
+use super::replies::Failure;
+use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
+use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
+use crate::audit::{Event, TransferKind, Who};
+use crate::integrity::Digest;
+use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::name::{self, FileName};
 use crate::protocol::reply::Reply;
-use crate::storage::{
-    Entry, Identity, Listing, ListingStep, Resumed, StorageError, Upload, UserDir,
-};
+use crate::storage::{HashLookup, Identity, PutStarted, StorageError, UserDir};
 
-/// Failed logins allowed on one connection before it is closed.
-pub const MAX_AUTH_FAILURES: u8 = 3;
-/// Bytes a `VIEW` shows.
-pub const PREVIEW_LEN: u64 = 1024;
-/// Largest amount of file data a download holds at once: big enough that a
-/// fast client needs few wake-ups, small enough for thousands of sessions.
-pub const TRANSFER_BUFFER: usize = 128 * 1024;
-/// Bytes hashed per step of [`Session::work`]: a fraction of a millisecond
-/// of SHA-256, so other sessions wait no longer than that.
-pub const HASH_STEP: usize = 128 * 1024;
-/// Most bytes of listing lines in one `150 <n>` block of `LIST` (one more
-/// line may go past it), and so about the most a listing holds for a
-/// client that does not read: forty such clients hold under a MiB, where
-/// each used to hold the whole listing (20 MiB for 100,000 long names).
-pub const LIST_BLOCK: usize = 16 * 1024;
-/// Directory entries looked at in one step of a listing ([`Session::work`]):
-/// each costs an `fstatat`, so a step stays well under a millisecond and
-/// other sessions wait no longer than that.
-pub const LIST_STEP_ENTRIES: usize = 256;
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
 pub const REPLY_BACKLOG: usize = 4096;
@@ -108,6 +88,15 @@ impl Login {
         }
     }
 
+    /// The user, for an audit line.
+    fn who(&self, peer: SocketAddr) -> Who<'_> {
+        Who {
+            peer,
+            protocol: Protocol::Line,
+            user: &self.user,
+        }
+    }
+
     fn pending(&mut self) -> &mut Pending {
         self.pending.get_or_insert_default()
     }
@@ -129,50 +118,30 @@ struct Verifying {
     since: Instant,
     /// The user name as claimed, for the audit line.
     claimed: Vec<u8>,
-    pending: Box<PendingLogin>,
-    /// Not running while the check waits its turn (see the reactor).
-    ticket: CheckTicket,
+    check: PasswordCheck,
 }
 
-/// An upload in progress. `sink` turns into the error once a write fails;
-/// the rest of the payload is then read and dropped so the stream stays in
-/// step, and the reply is `451`. `hasher` covers every byte of the file
-/// so far, including those a resumed upload already held.
+/// A `PUT` in progress: the upload, its announced size, and the digest
+/// `EXPECT` announced for it.
 #[derive(Debug)]
 struct Receive {
-    name: String,
+    intake: Intake,
     size: u64,
-    remaining: u64,
-    sink: Result<Upload, io::Error>,
-    hasher: Hasher,
     expect: Option<Digest>,
-    started: Instant,
 }
 
 impl Receive {
-    fn new(name: FileName<'_>, size: u64, upload: Upload, hasher: Hasher) -> Receive {
-        Receive {
-            name: name.as_str().to_owned(),
-            size,
-            remaining: size - upload.len(),
-            sink: Ok(upload),
-            hasher,
-            expect: None,
-            started: Instant::now(),
-        }
+    /// Payload bytes still to come.
+    fn remaining(&self) -> u64 {
+        self.size - self.intake.received()
     }
 }
 
 /// Hashing a file a step at a time, and what to do with the digest.
 #[derive(Debug)]
 struct Digesting {
-    /// Covers the bytes before `pos`.
-    hasher: Hasher,
-    pos: u64,
-    end: u64,
-    buf: Vec<u8>,
+    hashing: Stepwise,
     purpose: Purpose,
-    started: Instant,
 }
 
 #[derive(Debug)]
@@ -189,78 +158,22 @@ enum Purpose {
 
 impl Digesting {
     fn new(end: u64, purpose: Purpose) -> Digesting {
-        let chunk = usize::try_from(end).unwrap_or(usize::MAX).min(HASH_STEP);
         Digesting {
-            hasher: Hasher::new(),
-            pos: 0,
-            end,
-            buf: vec![0; chunk],
+            hashing: Stepwise::new(end),
             purpose,
-            started: Instant::now(),
         }
     }
 
     /// Hashes the next chunk; returns how many bytes that was.
     fn step(&mut self) -> io::Result<usize> {
-        let want = (self.end - self.pos).min(self.buf.len() as u64) as usize;
-        let buf = &mut self.buf[..want];
-        let n = match &self.purpose {
-            Purpose::Answer { file, .. } => file.read_at(buf, self.pos),
-            Purpose::Resume(receive) => match &receive.sink {
-                Ok(upload) => upload.read_at(buf, self.pos),
+        let purpose = &self.purpose;
+        self.hashing.step(|buf, offset| match purpose {
+            Purpose::Answer { file, .. } => file.read_at(buf, offset),
+            Purpose::Resume(receive) => match receive.intake.upload() {
+                Ok(upload) => upload.read_at(buf, offset),
                 Err(err) => Err(io::Error::new(err.kind(), err.to_string())),
             },
-        }?;
-        if n == 0 && want > 0 {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-        }
-        self.hasher.update(&buf[..n]);
-        self.pos += n as u64;
-        Ok(n)
-    }
-
-    fn is_done(&self) -> bool {
-        self.pos == self.end
-    }
-}
-
-/// Where a download's bytes come from.
-#[derive(Debug)]
-enum Source {
-    File(FileBody),
-}
-
-/// A `LIST` in progress: the directory is read a step at a time
-/// ([`Session::work`]), and a step runs only once what the last one
-/// produced was sent.
-#[derive(Debug)]
-struct ListJob {
-    listing: Listing,
-    bytes: u64,
-    started: Instant,
-}
-
-/// A download in progress (`GET` or `VIEW`).
-#[derive(Debug)]
-struct Send {
-    verb: Verb,
-    name: String,
-    source: Source,
-    total: u64,
-    remaining: u64,
-    started: Instant,
-}
-
-impl Send {
-    fn new(verb: Verb, name: String, source: Source, total: u64) -> Send {
-        Send {
-            verb,
-            name,
-            source,
-            total,
-            remaining: total,
-            started: Instant::now(),
-        }
+        })
     }
 }
 
@@ -277,8 +190,8 @@ enum State {
     // Boxed: an idle session pays only for a pointer to what a transfer
     // needs.
     Receiving(Login, Box<Receive>),
-    Sending(Login, Box<Send>),
-    Listing(Login, Box<ListJob>),
+    Sending(Login, Box<Download>),
+    Listing(Login, Box<Streaming>),
     Hashing(Login, Box<Digesting>),
     Closing,
 }
@@ -287,52 +200,191 @@ enum State {
 #[derive(Debug)]
 pub struct Session {
     state: State,
-    peer: SocketAddr,
-    /// Command bytes received but not yet executed (at most [`MAX_LINE`]).
-    input: Vec<u8>,
+    shell: Shell,
     /// The rest of a too-long line is being dropped, up to its LF.
     discarding: bool,
-    /// Replies and download data; held back after a failed login, and
-    /// meanwhile the session takes nothing either.
-    out: Outbox,
-    shutting_down: bool,
-    peer_eof: bool,
-    /// Last byte received or sent: the idle and stall timeouts count from
-    /// here.
-    last_activity: Instant,
 }
 
-impl Session {
-    /// A new connection from `peer`; the greeting is queued.
-    pub fn new(peer: SocketAddr, services: &Services) -> Session {
-        let mut session = Session {
-            state: State::Auth {
-                failures: 0,
-                since: Instant::now(),
+impl Front for Session {
+    fn shell(&self) -> &Shell {
+        &self.shell
+    }
+
+    fn shell_mut(&mut self) -> &mut Shell {
+        &mut self.shell
+    }
+
+    fn phase(&self) -> Phase {
+        match self.state {
+            State::Closing => Phase::Closing,
+            State::Receiving(..) => Phase::Receiving,
+            State::Sending(..) => Phase::Sending,
+            State::Listing(..) | State::Hashing(..) | State::Verifying(_) => Phase::Working,
+            State::Auth { .. } | State::Idle(_) => Phase::Ready,
+        }
+    }
+
+    fn close(&mut self) {
+        self.state = State::Closing;
+    }
+
+    fn backlog(&self) -> usize {
+        REPLY_BACKLOG
+    }
+
+    fn shutting_down_words(&mut self, services: &Services) {
+        self.fail(Failure::ShuttingDown, services);
+    }
+
+    /// Neither hashing nor a password check is a transfer: shutdown does
+    /// not wait for them. A resumed upload keeps its bytes for next time.
+    fn while_working(&mut self, services: &Services) {
+        let awaiting = match &self.state {
+            // A listing that has sent nothing yet (it waits for replies
+            // before it) is no transfer to finish: at shutdown it is
+            // answered like any command not yet answered.
+            State::Listing(_, job) if self.shell.shutting_down && !job.has_sent() => {
+                self.state = State::Closing;
+                self.fail(Failure::ShuttingDown, services);
+                return;
+            }
+            State::Listing(..) => return,
+            State::Hashing(_, job) => match &job.purpose {
+                Purpose::Resume(receive) if receive.remaining() > self.shell.input.len() as u64 => {
+                    Some(receive.remaining())
+                }
+                _ => None,
             },
-            peer,
-            input: Vec::new(),
-            discarding: false,
-            out: Outbox::default(),
-            shutting_down: false,
-            peer_eof: false,
-            last_activity: Instant::now(),
+            _ => None,
         };
-        session.reply(Reply::Greeting, services);
-        session
+        if self.shell.shutting_down {
+            self.interrupt("server shutting down", services);
+            self.fail(Failure::ShuttingDown, services);
+        } else if let (true, Some(remaining)) = (self.shell.peer_eof, awaiting) {
+            // The payload this upload needs is not all here and can no
+            // longer arrive: stop now rather than after hashing bytes for
+            // nobody. The PUT line is still answered as if the hashing had
+            // finished (`150`, then the close that interrupts the upload),
+            // exactly as a fresh PUT after the end of the client's stream
+            // is. (A HASH, or a resume whose payload is all here, goes on:
+            // a client that only closed its sending side still reads the
+            // answer.)
+            self.reply(Reply::Data(remaining), services);
+            self.interrupt("client closed the connection", services);
+        }
+    }
+
+    /// Executes the next complete line, if there is one.
+    fn next_command(&mut self, services: &Services) -> bool {
+        if self.discarding {
+            match line::skip_line(&self.shell.input) {
+                Some(end) => {
+                    self.shell.input.drain(..end);
+                    self.discarding = false;
+                }
+                None => {
+                    self.shell.input.clear();
+                    return false;
+                }
+            }
+        }
+        let input = mem::take(&mut self.shell.input);
+        let consumed = match line::parse(&input) {
+            Status::Partial => {
+                self.shell.input = input;
+                return false;
+            }
+            Status::Complete(parsed) => {
+                self.execute(parsed.command, &input[..parsed.consumed], services);
+                parsed.consumed
+            }
+        };
+        self.shell.input = input;
+        self.shell.input.drain(..consumed);
+        true
+    }
+
+    fn refill(&mut self, services: &Services) {
+        let State::Sending(_, download) = &mut self.state else {
+            return;
+        };
+        match download.refill(&mut self.shell.out) {
+            Ok(false) => {}
+            Ok(true) => self.transition(|session, state| match state {
+                State::Sending(login, download) => {
+                    download.completed(login.who(session.shell.peer), services);
+                    State::Idle(login)
+                }
+                other => other,
+            }),
+            // The announced size can no longer be met (a read failed, or
+            // the file was truncated behind the server's back).
+            Err(err) => self.file_output_failed(&err, services),
+        }
+    }
+
+    fn take_payload(&mut self, data: &[u8], services: &Services) -> usize {
+        let State::Receiving(login, receive) = &mut self.state else {
+            return 0;
+        };
+        let n = data
+            .len()
+            .min(usize::try_from(receive.remaining()).unwrap_or(usize::MAX));
+        if receive.intake.write(&data[..n])
+            && let Err(err) = receive.intake.upload()
+        {
+            log::error!(
+                "{} {}: write of {:?} failed: {err}",
+                self.shell.peer,
+                login.user,
+                receive.intake.name()
+            );
+        }
+        if receive.remaining() == 0 {
+            self.transition(|session, state| match state {
+                State::Receiving(login, receive) => {
+                    session.finish_upload(login, *receive, services)
+                }
+                other => other,
+            });
+        }
+        n
+    }
+
+    fn download(&self) -> Option<&Download> {
+        match &self.state {
+            State::Sending(_, download) => Some(download),
+            _ => None,
+        }
+    }
+
+    fn download_mut(&mut self) -> Option<&mut Download> {
+        match &mut self.state {
+            State::Sending(_, download) => Some(download),
+            _ => None,
+        }
+    }
+
+    fn cut_download(&mut self, reason: &str, services: &Services) {
+        self.transition(|session, state| {
+            if let State::Sending(login, download) = state {
+                download.cut(login.who(session.shell.peer), reason, services);
+            }
+            State::Closing
+        });
     }
 
     /// How many bytes the session takes now; 0 means do not read.
-    pub fn read_limit(&self) -> usize {
-        if self.peer_eof || self.out.is_held() {
+    fn read_limit(&self) -> usize {
+        if self.shell.peer_eof || self.shell.out.is_held() {
             return 0;
         }
         match &self.state {
             State::Closing => 0,
             // Payload goes straight to the file, never past its end, so no
             // command bytes behind it are read into the upload.
-            State::Receiving(_, receive) if self.input.is_empty() => {
-                usize::try_from(receive.remaining).unwrap_or(usize::MAX)
+            State::Receiving(_, receive) if self.shell.input.is_empty() => {
+                usize::try_from(receive.remaining()).unwrap_or(usize::MAX)
             }
             State::Receiving(..) => 0,
             State::Auth { .. }
@@ -340,81 +392,21 @@ impl Session {
             | State::Idle(_)
             | State::Sending(..)
             | State::Listing(..)
-            | State::Hashing(..) => MAX_LINE.saturating_sub(self.input.len()),
+            | State::Hashing(..) => MAX_LINE.saturating_sub(self.shell.input.len()),
         }
     }
 
-    /// Bytes waiting to be sent.
-    pub fn output(&self) -> &[u8] {
-        self.out.sendable()
-    }
-
-    /// The driver sends file bytes itself from now on: a download of at
-    /// least `min_len` bytes offers its file through
-    /// [`Session::file_output`] instead of reading it into
-    /// [`Session::output`] (the reactor passes [`super::DIRECT_MIN`]).
-    pub fn send_files_directly(&mut self, min_len: u64) {
-        self.out.send_files_directly(min_len);
-    }
-
-    /// The rest of the file being downloaded, once every byte before it
-    /// was sent, when the driver sends files itself.
-    pub fn file_output(&self) -> Option<FileOutput<'_>> {
-        match &self.state {
-            State::Sending(_, send)
-                if send.remaining > 0 && self.out.file_may_follow(send.total) =>
-            {
-                match &send.source {
-                    Source::File(body) => Some(body.output(send.remaining)),
-                }
-            }
-            _ => None,
-        }
-    }
-
-    /// `n` bytes of [`Session::file_output`] were sent (at most its
-    /// `len`).
-    pub fn file_output_written(&mut self, n: u64, services: &Services) {
-        if let State::Sending(_, send) = &mut self.state
-            && let Source::File(body) = &mut send.source
-        {
-            let n = n.min(send.remaining);
-            body.sent(n);
-            send.remaining -= n;
-            self.last_activity = Instant::now();
-        }
-        self.advance(services);
-    }
-
-    /// Sending [`Session::file_output`] failed on the file's side: it
-    /// ended sooner than announced (`UnexpectedEof`) or could not be read.
-    pub fn file_output_failed(&mut self, err: &io::Error, services: &Services) {
-        if matches!(self.state, State::Sending(..)) {
-            self.download_failed(err, services);
-        }
-    }
-
-    /// The driver cannot send from files after all: the file goes through
-    /// [`Session::output`] again, from where it stopped.
-    pub fn stop_sending_files_directly(&mut self, services: &Services) {
-        self.out.stop_sending_files_directly();
-        self.advance(services);
-    }
-
-    /// When the session next needs [`Session::on_deadline`]: the end of a
+    /// When the session next needs [`Front::on_deadline`]: the end of a
     /// held login reply, or the timeout of what it is doing now.
-    pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        if let Some(until) = self.out.held_until() {
-            return Some(until);
-        }
+    fn timeout(&self, services: &Services) -> Option<Instant> {
         let policy = &services.policy;
         match self.state {
             State::Auth { since, .. } => Some(since + policy.auth_timeout),
-            State::Idle(_) => Some(self.last_activity + policy.idle_timeout),
+            State::Idle(_) => Some(self.shell.last_activity + policy.idle_timeout),
             // A client that does not read its last reply is a stalled
             // transfer too.
             State::Receiving(..) | State::Sending(..) | State::Listing(..) | State::Closing => {
-                Some(self.last_activity + policy.stall_timeout)
+                Some(self.shell.last_activity + policy.stall_timeout)
             }
             // Hashing is the server's own work.
             State::Hashing(..) => None,
@@ -422,29 +414,17 @@ impl Session {
         }
     }
 
-    /// Called at or after [`Session::deadline`]: releases a held reply, or
+    /// Called at or after [`Front::deadline`]: releases a held reply, or
     /// ends the session with `421 timeout` when its time is up.
-    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        if self.out.is_held() {
-            if self.out.release_if_due(now) {
-                self.advance(services);
-            }
-            return;
-        }
-        if self
-            .deadline(services)
-            .is_none_or(|deadline| now < deadline)
-        {
-            return;
-        }
+    fn time_out(&mut self, services: &Services) {
         match self.state {
             State::Closing => {
-                log::info!("{} closed: the client stopped reading", self.peer);
-                self.drop_output();
+                log::info!("{} closed: the client stopped reading", self.shell.peer);
+                self.shell.out.discard();
             }
             State::Sending(..) | State::Listing(..) => {
                 self.interrupt("timeout", services);
-                self.drop_output();
+                self.shell.out.discard();
             }
             _ => {
                 let what = match self.state {
@@ -452,57 +432,44 @@ impl Session {
                     State::Idle(_) => "idle",
                     _ => "transfer stalled",
                 };
-                log::info!("{} timeout: {what}", self.peer);
+                log::info!("{} timeout: {what}", self.shell.peer);
                 self.interrupt("timeout", services);
-                self.reply(Reply::Timeout, services);
+                self.fail(Failure::Timeout, services);
             }
         }
     }
 
-    /// True when the session has nothing more to do and the socket can be
-    /// closed.
-    pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Closing) && self.out.queued().is_empty()
-    }
-
-    /// True while an upload or download is running.
-    pub fn is_transferring(&self) -> bool {
-        matches!(
-            self.state,
-            State::Receiving(..) | State::Sending(..) | State::Listing(..)
-        )
-    }
-
     /// True while the session has work that needs no socket (hashing a
     /// file, the next step of a listing once the last was sent): the
-    /// caller should call [`Session::work`].
-    pub fn has_work(&self) -> bool {
+    /// caller should call [`Front::work`].
+    fn has_work(&self) -> bool {
         match &self.state {
             State::Hashing(..) => true,
-            State::Listing(..) => self.out.queued().is_empty(),
-            State::Verifying(verifying) => verifying.ticket.is_running(),
+            State::Listing(..) => self.shell.out.queued().is_empty(),
+            State::Verifying(verifying) => verifying.check.is_running(),
             _ => false,
         }
     }
 
-    /// True while a password check waits for a free slot.
-    pub fn wants_check_slot(&self) -> bool {
-        matches!(&self.state, State::Verifying(v) if !v.ticket.is_running())
+    fn password_check(&self) -> Option<&PasswordCheck> {
+        match &self.state {
+            State::Verifying(verifying) => Some(&verifying.check),
+            _ => None,
+        }
     }
 
-    /// Takes a free check slot when waiting for one.
-    pub fn take_check_slot(&mut self, _services: &Services) -> bool {
+    fn password_check_mut(&mut self) -> Option<&mut PasswordCheck> {
         match &mut self.state {
-            State::Verifying(v) if !v.ticket.is_running() => v.ticket.try_run(),
-            _ => false,
+            State::Verifying(verifying) => Some(&mut verifying.check),
+            _ => None,
         }
     }
 
-    /// Runs one bounded step of that work (at most [`HASH_STEP`] bytes read
-    /// and hashed, [`LIST_STEP_ENTRIES`] entries of a listing, or one slice
+    /// Runs one bounded step of that work (at most [`HASH_STEP`](super::HASH_STEP) bytes read
+    /// and hashed, [`LIST_STEP_ENTRIES`](super::LIST_STEP_ENTRIES) entries of a listing, or one slice
     /// of a password check) and returns how much of the session's turn it
     /// used, in bytes (`usize::MAX`: all of it).
-    pub fn work(&mut self, services: &Services) -> usize {
+    fn work(&mut self, services: &Services) -> usize {
         if let State::Listing(..) = self.state {
             self.list_step(services);
             self.advance(services);
@@ -511,32 +478,28 @@ impl Session {
             return usize::MAX;
         }
         if let State::Verifying(verifying) = &mut self.state {
-            if !verifying.ticket.is_running() {
+            if !verifying.check.is_running() {
                 return 0;
             }
-            // An address locked out while this check waited or ran gets
-            // the refusal, not the outcome.
-            let locked = services.is_locked_out(self.peer.ip());
-            let decided = if locked {
-                Some(None)
-            } else {
-                verifying.pending.step_for(STEP_TIME)
+            let (result, locked) = match verifying.check.step(services, self.shell.peer) {
+                Checked::Undecided => return usize::MAX,
+                Checked::Decided(result) => (result, false),
+                Checked::LockedOut => (None, true),
             };
-            if let Some(result) = decided {
-                let State::Verifying(verifying) = mem::replace(&mut self.state, State::Closing)
-                else {
-                    unreachable!();
-                };
-                let Verifying {
-                    failures,
-                    since,
-                    claimed,
-                    ..
-                } = *verifying;
-                self.state = State::Auth { failures, since };
-                self.login_decided(&claimed, result, locked, services);
-                self.advance(services);
-            }
+            self.transition(|session, state| match state {
+                State::Verifying(verifying) => {
+                    let Verifying {
+                        failures,
+                        since,
+                        claimed,
+                        ..
+                    } = *verifying;
+                    let auth = (failures, since);
+                    session.login_decided(auth, &claimed, result, locked, services)
+                }
+                other => other,
+            });
+            self.advance(services);
             // One slice is this session's whole turn: with at most two
             // checks running, a turn of the loop spends about 2 ms on them.
             return usize::MAX;
@@ -546,8 +509,11 @@ impl Session {
         };
         let n = match job.step() {
             Ok(n) => {
-                if job.is_done() {
-                    self.finish_hashing(services);
+                if job.hashing.is_done() {
+                    self.transition(|session, state| match state {
+                        State::Hashing(login, job) => session.hashed(login, *job, services),
+                        other => other,
+                    });
                 }
                 n
             }
@@ -562,266 +528,116 @@ impl Session {
         n
     }
 
-    /// Takes bytes the client sent; `data.len()` is at most
-    /// [`Session::read_limit`].
-    pub fn receive(&mut self, data: &[u8], services: &Services) {
-        self.last_activity = Instant::now();
-        let taken = self.write_payload(data, services);
-        self.input.extend_from_slice(&data[taken..]);
-        self.advance(services);
-    }
-
-    /// The client closed its sending side. Complete lines already received
-    /// are still answered; an unfinished upload is discarded.
-    pub fn receive_eof(&mut self, services: &Services) {
-        self.peer_eof = true;
-        if matches!(self.state, State::Verifying(_)) {
-            // Nobody is left to tell: the check (queued or running) is
-            // dropped rather than delaying everyone else's.
-            log::info!("{} closed during its password check", self.peer);
-            self.state = State::Closing;
-        }
-        self.advance(services);
-    }
-
-    /// `n` bytes of [`Session::output`] were sent.
-    pub fn output_written(&mut self, n: usize, services: &Services) {
-        self.last_activity = Instant::now();
-        self.out.consume(n);
-        self.advance(services);
-    }
-
-    /// The server is shutting down: an idle session gets `421` and closes; a
-    /// running transfer may finish first.
-    pub fn begin_shutdown(&mut self, services: &Services) {
-        self.shutting_down = true;
-        self.advance(services);
-    }
-
     /// The drain period is over: an unfinished upload is kept as a
     /// resumable partial and its client gets `421`; an unfinished download
     /// is cut off.
-    pub fn end_drain(&mut self, services: &Services) {
+    fn end_drain(&mut self, services: &Services) {
         match self.state {
             // Its last reply is said (221, 421, the last failed login):
             // nothing may follow it.
             State::Closing => {}
             State::Sending(..) | State::Listing(..) => {
                 self.interrupt("server shutting down", services);
-                self.drop_output();
+                self.shell.out.discard();
             }
             _ => {
                 self.interrupt("server shutting down", services);
-                self.reply(Reply::ShuttingDown, services);
+                self.fail(Failure::ShuttingDown, services);
             }
         }
-    }
-
-    /// The connection failed (reset, write error): drop everything.
-    pub fn connection_lost(&mut self, reason: &str, services: &Services) {
-        self.interrupt(reason, services);
-        self.drop_output();
     }
 
     /// Ends whatever runs now and closes. What an upload received is kept
     /// for a later resume.
     fn interrupt(&mut self, reason: &str, services: &Services) {
-        match mem::replace(&mut self.state, State::Closing) {
-            State::Receiving(login, receive) => {
-                log_aborted_upload(self.peer, &login, &receive, reason);
-                services.metrics.transfer_aborted(Direction::Upload);
-                keep_partial(*receive, true, services);
-            }
-            State::Sending(login, send) => {
-                log_cut_download(self.peer, &login, &send, reason);
-                services.metrics.transfer_aborted(Direction::Download);
-            }
-            State::Listing(login, job) => {
-                log::warn!(
-                    "{} {}: LIST cut after {} bytes: {reason}",
-                    self.peer,
-                    login.user,
-                    job.bytes
-                );
-            }
-            State::Hashing(login, job) => {
-                log::info!(
-                    "{} {}: hashing stopped after {} of {} bytes: {reason}",
-                    self.peer,
-                    login.user,
-                    job.pos,
-                    job.end
-                );
-                if let Purpose::Resume(receive) = job.purpose {
-                    services.metrics.transfer_aborted(Direction::Upload);
-                    keep_partial(*receive, false, services);
+        let peer = self.shell.peer;
+        self.transition(|_, state| {
+            match state {
+                State::Receiving(login, receive) => {
+                    let then = Interrupted::Resumable { hashed: true };
+                    let who = login.who(peer);
+                    receive.intake.interrupt(then, who, reason, services);
                 }
+                State::Sending(login, download) => {
+                    download.cut(login.who(peer), reason, services);
+                }
+                State::Listing(login, job) => job.cut(peer, &login.user, reason),
+                State::Hashing(login, job) => {
+                    log::info!(
+                        "{} {}: hashing stopped after {} of {} bytes: {reason}",
+                        peer,
+                        login.user,
+                        job.hashing.progress().0,
+                        job.hashing.progress().1
+                    );
+                    if let Purpose::Resume(receive) = job.purpose {
+                        // The hasher does not cover the bytes held yet.
+                        let then = Interrupted::Resumable { hashed: false };
+                        let who = login.who(peer);
+                        receive.intake.interrupt(then, who, reason, services);
+                    }
+                }
+                State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
             }
-            State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
-        }
+            State::Closing
+        });
+    }
+}
+
+impl Session {
+    /// A new connection from `peer`; the greeting is queued.
+    pub fn new(peer: SocketAddr, services: &Services) -> Session {
+        let mut session = Session {
+            state: State::Auth {
+                failures: 0,
+                since: Instant::now(),
+            },
+            shell: Shell::new(peer),
+            discarding: false,
+        };
+        session.reply(Reply::Greeting, services);
+        session
     }
 
-    /// Ends a download that cannot deliver what it announced: closing the
-    /// connection is the only honest signal left. What was already queued
-    /// is still sent.
-    fn cut_download(&mut self, reason: &str, services: &Services) {
-        if let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) {
-            log_cut_download(self.peer, &login, &send, reason);
-            services.metrics.transfer_aborted(Direction::Download);
-        }
+    /// True while an upload or download is running.
+    pub fn is_transferring(&self) -> bool {
+        matches!(
+            self.state,
+            State::Receiving(..) | State::Sending(..) | State::Listing(..)
+        )
     }
 
-    fn drop_output(&mut self) {
-        self.out.discard();
+    /// Every transition that needs the data of the state it leaves goes
+    /// through here: the state is taken whole, and what `next` returns
+    /// replaces it.
+    fn transition(&mut self, next: impl FnOnce(&mut Session, State) -> State) {
+        let state = mem::replace(&mut self.state, State::Closing);
+        self.state = next(self, state);
     }
 
     fn reply(&mut self, reply: Reply, services: &Services) {
         services.metrics.reply(Protocol::Line, reply.code());
-        reply.write_to(self.out.buf());
+        reply.write_to(self.shell.out.buf());
     }
 
-    /// Runs whatever can run now: refills a download, feeds buffered
-    /// payload to an upload, executes complete command lines.
-    fn advance(&mut self, services: &Services) {
-        loop {
-            if self.out.is_held() {
-                break;
-            }
-            match self.state {
-                State::Closing => break,
-                State::Receiving(..) => {
-                    if self.input.is_empty() {
-                        if self.peer_eof {
-                            // The upload cannot complete; the replies to the
-                            // lines before it are still sent.
-                            self.interrupt("client closed the connection", services);
-                        }
-                        break;
-                    }
-                    // Payload that arrived right behind the PUT line.
-                    let input = mem::take(&mut self.input);
-                    let taken = self.write_payload(&input, services);
-                    self.input = input;
-                    self.input.drain(..taken);
-                }
-                State::Sending(..) => {
-                    if !self.output().is_empty() {
-                        break;
-                    }
-                    self.refill(services);
-                    if matches!(self.state, State::Sending(..)) {
-                        break;
-                    }
-                }
-                // A listing that has sent nothing yet is no transfer to
-                // finish: at shutdown it is answered like any command
-                // not yet answered.
-                State::Listing(_, ref job) if self.shutting_down && job.bytes == 0 => {
-                    self.state = State::Closing;
-                    self.reply(Reply::ShuttingDown, services);
-                    break;
-                }
-                // Its steps run from `work`, and commands behind it wait.
-                State::Listing(..) => break,
-                State::Hashing(..) | State::Verifying(_) => {
-                    // Neither is a transfer: shutdown does not wait for
-                    // them. A resumed upload keeps its bytes for next time.
-                    let awaiting = match &self.state {
-                        State::Hashing(_, job) => match &job.purpose {
-                            Purpose::Resume(receive)
-                                if receive.remaining > self.input.len() as u64 =>
-                            {
-                                Some(receive.remaining)
-                            }
-                            _ => None,
-                        },
-                        _ => None,
-                    };
-                    if self.shutting_down {
-                        self.interrupt("server shutting down", services);
-                        self.reply(Reply::ShuttingDown, services);
-                    } else if let (true, Some(remaining)) = (self.peer_eof, awaiting) {
-                        // The payload this upload needs is not all here
-                        // and can no longer arrive: stop now rather than
-                        // after hashing bytes for nobody. The PUT line is
-                        // still answered as if the hashing had finished
-                        // (`150`, then the close that interrupts the
-                        // upload), exactly as a fresh PUT after the end of
-                        // the client's stream is. (A HASH, or a resume
-                        // whose payload is all here, goes on: a client
-                        // that only closed its sending side still reads
-                        // the answer.)
-                        self.reply(Reply::Data(remaining), services);
-                        self.interrupt("client closed the connection", services);
-                    }
-                    break;
-                }
-                State::Auth { .. } | State::Idle(_) => {
-                    if self.output().len() > REPLY_BACKLOG {
-                        break;
-                    }
-                    if self.shutting_down {
-                        self.reply(Reply::ShuttingDown, services);
-                        self.state = State::Closing;
-                        break;
-                    }
-                    if !self.next_command(services) {
-                        if self.peer_eof {
-                            self.state = State::Closing;
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-        self.release_idle_buffers();
+    /// Answers a failure in the words of the one table.
+    fn fail(&mut self, failure: impl Into<Failure>, services: &Services) {
+        self.reply(failure.into().reply(), services);
     }
 
-    /// An idle session keeps no allocation.
-    fn release_idle_buffers(&mut self) {
-        if self.input.is_empty() && self.input.capacity() > 0 {
-            self.input = Vec::new();
-        }
-        self.out.shrink_if_empty();
-    }
-
-    /// Executes the next complete line, if there is one.
-    fn next_command(&mut self, services: &Services) -> bool {
-        if self.discarding {
-            match line::skip_line(&self.input) {
-                Some(end) => {
-                    self.input.drain(..end);
-                    self.discarding = false;
-                }
-                None => {
-                    self.input.clear();
-                    return false;
-                }
-            }
-        }
-        let input = mem::take(&mut self.input);
-        let consumed = match line::parse(&input) {
-            Status::Partial => {
-                self.input = input;
-                return false;
-            }
-            Status::Complete(parsed) => {
-                self.execute(parsed.command, services);
-                parsed.consumed
-            }
-        };
-        self.input = input;
-        self.input.drain(..consumed);
-        true
-    }
-
-    fn execute(&mut self, command: Result<Command<'_>, ParseError>, services: &Services) {
+    /// Runs one command, parsed from `line`.
+    fn execute(
+        &mut self,
+        command: Result<Command<'_>, ParseError>,
+        line: &[u8],
+        services: &Services,
+    ) {
         if let State::Idle(login) = &self.state
             && !services.user_exists(&login.user)
         {
             log::info!(
                 "{} {}: closed, the user was removed from the users file",
-                self.peer,
+                self.shell.peer,
                 login.user
             );
             self.reply(Reply::AccountRemoved, services);
@@ -831,7 +647,7 @@ impl Session {
         let logged_in = matches!(self.state, State::Idle(_));
         let command = match command {
             Ok(command) if command.verb().needs_login() && !logged_in => {
-                return self.reply(Reply::NotLoggedIn, services);
+                return self.fail(Failure::NotLoggedIn, services);
             }
             Ok(command) => command,
             Err(err) => {
@@ -839,24 +655,27 @@ impl Session {
                     self.discarding = true;
                 }
                 if let (ParseError::NameNotAllowed(verb), State::Idle(login)) = (err, &self.state) {
-                    audit::event(
-                        "name_refused",
-                        self.peer,
-                        Protocol::Line,
-                        format_args!("user={} verb={}", Quoted(&login.user), verb.as_str()),
-                    );
+                    Event::NameRefused {
+                        user: &login.user,
+                        verb: verb.as_str(),
+                        name: name_argument(line, verb),
+                    }
+                    .record(self.shell.peer, Protocol::Line);
                 }
                 if !logged_in && err.verb().is_some_and(Verb::needs_login) {
-                    return self.reply(Reply::NotLoggedIn, services);
+                    return self.fail(Failure::NotLoggedIn, services);
                 }
-                return self.reply(Reply::from(err), services);
+                return self.fail(err, services);
             }
         };
         match command {
             Command::Noop => self.reply(Reply::Ok, services),
             Command::Help => {
                 self.reply(Reply::Data(line::HELP_TEXT.len() as u64), services);
-                self.out.buf().extend_from_slice(line::HELP_TEXT.as_bytes());
+                self.shell
+                    .out
+                    .buf()
+                    .extend_from_slice(line::HELP_TEXT.as_bytes());
             }
             Command::Rest { offset } => {
                 if let State::Idle(login) = &mut self.state {
@@ -875,32 +694,43 @@ impl Session {
                 self.state = State::Closing;
             }
             Command::Auth { user, password } => self.auth(user, password, services),
-            file_command => {
-                let State::Idle(login) = mem::replace(&mut self.state, State::Closing) else {
-                    unreachable!("file commands run only when logged in");
-                };
-                self.state = match file_command {
-                    Command::List => self.start_list(login, services),
-                    Command::View { name } => {
-                        self.start_download(login, Verb::View, name, services)
-                    }
-                    Command::Get { name } => self.start_download(login, Verb::Get, name, services),
-                    Command::Put { size, name } => self.start_upload(login, size, name, services),
-                    Command::Del { name } => self.delete(login, name, services),
-                    Command::Hash { name } => self.hash(login, name, services),
-                    Command::Partial { name } => self.partial(login, name, services),
-                    Command::Auth { .. }
-                    | Command::Noop
-                    | Command::Help
-                    | Command::Quit
-                    | Command::Rest { .. }
-                    | Command::Expect { .. } => unreachable!(),
-                };
-                // An empty download or upload may already be complete.
-                if let State::Sending(..) = self.state {
-                    self.refill(services);
-                }
+            Command::List => self.logged_in(services, |s, login| s.start_list(login, services)),
+            Command::View { name } => self.logged_in(services, |s, login| {
+                s.start_download(login, Verb::View, name, services)
+            }),
+            Command::Get { name } => self.logged_in(services, |s, login| {
+                s.start_download(login, Verb::Get, name, services)
+            }),
+            Command::Put { size, name } => self.logged_in(services, |s, login| {
+                s.start_upload(login, size, name, services)
+            }),
+            Command::Del { name } => {
+                self.logged_in(services, |s, login| s.delete(login, name, services))
             }
+            Command::Hash { name } => {
+                self.logged_in(services, |s, login| s.hash(login, name, services))
+            }
+            Command::Partial { name } => {
+                self.logged_in(services, |s, login| s.partial(login, name, services))
+            }
+        }
+    }
+
+    /// Runs a file command from `Idle` (a command that needs the login
+    /// is refused before it gets here); its function returns the next
+    /// state.
+    fn logged_in(
+        &mut self,
+        services: &Services,
+        command: impl FnOnce(&mut Session, Login) -> State,
+    ) {
+        self.transition(|session, state| match state {
+            State::Idle(login) => command(session, login),
+            other => other,
+        });
+        // An empty download may already be complete.
+        if let State::Sending(..) = self.state {
+            self.refill(services);
         }
     }
 
@@ -908,72 +738,68 @@ impl Session {
         let State::Auth { failures, since } = self.state else {
             return self.reply(Reply::AlreadyLoggedIn, services);
         };
-        match super::start_login(services, self.peer, user, password, Protocol::Line) {
-            LoginStart::Done(result) => self.login_decided(user, result, false, services),
-            LoginStart::Locked => self.login_decided(user, None, true, services),
+        match super::start_login(services, self.shell.peer, user, password, Protocol::Line) {
+            LoginStart::Done(result) => {
+                self.state = self.login_decided((failures, since), user, result, false, services);
+            }
+            LoginStart::Locked => {
+                self.state = self.login_decided((failures, since), user, None, true, services);
+            }
             LoginStart::Busy => {
-                self.reply(Reply::LoginsBusy, services);
+                self.fail(Failure::LoginsBusy, services);
                 self.state = State::Closing;
             }
-            LoginStart::Pending(pending, mut ticket) => {
-                ticket.try_run();
+            LoginStart::Pending(check) => {
                 self.state = State::Verifying(Box::new(Verifying {
                     failures,
                     since,
                     claimed: user.to_vec(),
-                    pending,
-                    ticket,
+                    check,
                 }));
             }
         }
     }
 
-    /// Answers an `AUTH` once its outcome is known.
+    /// Answers an `AUTH` once its outcome is known, from the `Auth` state
+    /// of `failures` so far since `since`; returns the next state.
     fn login_decided(
         &mut self,
+        (mut failures, since): (u8, Instant),
         claimed: &[u8],
         result: Option<String>,
         locked: bool,
         services: &Services,
-    ) {
-        let result =
-            super::finish_login(services, self.peer, claimed, result, locked, Protocol::Line);
-        let State::Auth { failures, .. } = &mut self.state else {
-            return;
-        };
+    ) -> State {
+        let result = super::finish_login(
+            services,
+            self.shell.peer,
+            claimed,
+            result,
+            locked,
+            Protocol::Line,
+        );
         let Some(name) = result else {
             // The audit log has the failure; this says what it means for
             // the connection.
-            *failures += 1;
-            let failures = *failures;
-            log::debug!(
-                "{} failed login {failures} of {MAX_AUTH_FAILURES}",
-                self.peer
-            );
-            if failures >= MAX_AUTH_FAILURES {
+            if super::failed_on_connection(&mut failures, &mut self.shell, services) {
                 self.reply(Reply::TooManyFailures, services);
-                self.state = State::Closing;
-            } else {
-                self.reply(Reply::LoginIncorrect, services);
+                return State::Closing;
             }
-            // The reply waits; an unknown user and a wrong password wait
-            // alike.
-            if !services.policy.login_delay.is_zero() {
-                self.out.hold(Instant::now() + services.policy.login_delay);
-            }
-            return;
+            self.reply(Reply::LoginIncorrect, services);
+            return State::Auth { failures, since };
         };
         match services.storage.user_dir(&name) {
             Ok(dir) => {
                 self.reply(Reply::LoggedIn, services);
-                self.state = State::Idle(Login::new(&name, dir));
+                State::Idle(Login::new(&name, dir))
             }
             Err(err) => {
                 log::error!(
                     "{} cannot prepare the directory of {name}: {err}",
-                    self.peer
+                    self.shell.peer
                 );
-                self.reply(Reply::LocalError(err), services);
+                self.fail(err, services);
+                State::Auth { failures, since }
             }
         }
     }
@@ -981,17 +807,10 @@ impl Session {
     /// Starts a `LIST`: nothing is sent until its first step has run.
     fn start_list(&mut self, login: Login, services: &Services) -> State {
         match services.storage.listing(&login.dir) {
-            Ok(listing) => {
-                let job = ListJob {
-                    listing,
-                    bytes: 0,
-                    started: Instant::now(),
-                };
-                State::Listing(login, Box::new(job))
-            }
+            Ok(listing) => State::Listing(login, Box::new(Streaming::new(listing))),
             Err(err) => {
-                log::error!("{} {}: LIST failed: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+                log::error!("{} {}: LIST failed: {err}", self.shell.peer, login.user);
+                self.fail(err, services);
                 State::Idle(login)
             }
         }
@@ -1004,47 +823,42 @@ impl Session {
         let State::Listing(_, job) = &mut self.state else {
             return;
         };
-        let out = self.out.buf();
+        let out = self.shell.out.buf();
         let start = out.len();
-        let result = listing_step(&mut job.listing, out, write_listing_line);
+        let result = job.step(out, |entry, _, out| write_listing_line(entry, out));
         let added = out.len() - start;
         if added > 0 {
             let mut head = Vec::new();
             Reply::Data(added as u64).write_to(&mut head);
             out.splice(start..start, head);
             services.metrics.reply(Protocol::Line, 150);
-            job.bytes += added as u64;
         }
         let ended = match result {
             Ok(false) => return,
             Ok(true) => Ok(()),
             Err(err) => Err(err),
         };
-        let State::Listing(login, job) = mem::replace(&mut self.state, State::Closing) else {
-            unreachable!();
-        };
+        self.transition(|session, state| match state {
+            State::Listing(login, job) => session.list_ended(login, &job, ended, services),
+            other => other,
+        });
+    }
+
+    /// The listing ended (`Ok`), or cannot be read further: the last
+    /// reply, and the next state.
+    fn list_ended(
+        &mut self,
+        login: Login,
+        job: &Streaming,
+        ended: Result<(), StorageError>,
+        services: &Services,
+    ) -> State {
+        job.ended(self.shell.peer, &login.user, &ended);
         match ended {
-            Ok(()) => {
-                self.reply(Reply::Data(0), services);
-                let secs = job.started.elapsed().as_secs_f64();
-                log::info!(
-                    "{} {}: LIST {} bytes in {secs:.3}s",
-                    self.peer,
-                    login.user,
-                    job.bytes
-                );
-            }
-            Err(err) => {
-                log::error!(
-                    "{} {}: LIST failed after {} bytes: {err}",
-                    self.peer,
-                    login.user,
-                    job.bytes
-                );
-                self.reply(Reply::from(err), services);
-            }
+            Ok(()) => self.reply(Reply::Data(0), services),
+            Err(err) => self.fail(err, services),
         }
-        self.state = State::Idle(login);
+        State::Idle(login)
     }
 
     fn start_download(
@@ -1067,20 +881,18 @@ impl Session {
                 if offset > size {
                     return Err(Reply::OffsetPastEnd { offset, size });
                 }
-                Ok((FileBody::new(file, offset), size - offset))
+                Ok((file, size - offset))
             });
         match opened {
             Ok(Ok((file, size))) => {
-                let total = if verb == Verb::View {
-                    size.min(PREVIEW_LEN)
+                let (kind, total) = if verb == Verb::View {
+                    (TransferKind::View, size.min(PREVIEW_LEN))
                 } else {
-                    size
+                    (TransferKind::Download, size)
                 };
                 self.reply(Reply::Data(total), services);
-                services.metrics.transfer_started(Direction::Download);
-                let name = name.as_str().to_owned();
-                let send = Send::new(verb, name, Source::File(file), total);
-                State::Sending(login, Box::new(send))
+                let download = Download::start(kind, name, file, offset, total, services);
+                State::Sending(login, Box::new(download))
             }
             Ok(Err(reply)) => {
                 self.reply(reply, services);
@@ -1089,64 +901,14 @@ impl Session {
             Err(err) => {
                 log::info!(
                     "{} {}: {} {name:?}: {err}",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
                     verb.as_str()
                 );
-                self.reply(Reply::from(err), services);
+                self.fail(err, services);
                 State::Idle(login)
             }
         }
-    }
-
-    /// Moves more download bytes into the output, or ends the download.
-    fn refill(&mut self, services: &Services) {
-        let State::Sending(_, send) = &mut self.state else {
-            return;
-        };
-        if send.remaining == 0 {
-            let State::Sending(login, send) = mem::replace(&mut self.state, State::Closing) else {
-                unreachable!();
-            };
-            log_transfer(
-                self.peer,
-                &login,
-                send.verb,
-                &send.name,
-                send.total,
-                send.started,
-            );
-            services.metrics.transfer_completed(Direction::Download);
-            self.state = State::Idle(login);
-            return;
-        }
-        if matches!(send.source, Source::File(_)) && self.out.sends_file_directly(send.total) {
-            // The reactor sends the file itself (`file_output`).
-            return;
-        }
-        let room = TRANSFER_BUFFER.saturating_sub(self.out.queued().len());
-        let want = send.remaining.min(room as u64) as usize;
-        let out = self.out.buf();
-        let before = out.len();
-        let result = match &mut send.source {
-            Source::File(body) => body.fill(out, want),
-        };
-        let added = (out.len() - before) as u64;
-        match result {
-            Ok(()) => send.remaining -= added,
-            Err(err) => {
-                self.out.buf().truncate(before);
-                self.download_failed(&err, services);
-            }
-        }
-    }
-
-    /// The announced size can no longer be met (a read failed, or the file
-    /// was truncated behind the server's back): the only honest signal
-    /// left is closing the connection.
-    fn download_failed(&mut self, err: &io::Error, services: &Services) {
-        log::error!("{} read failed during download: {err}", self.peer);
-        self.cut_download("read failed", services);
     }
 
     fn start_upload(
@@ -1158,58 +920,42 @@ impl Session {
     ) -> State {
         let rest = login.take_rest();
         let expect = login.take_expect();
-        if size > services.max_file_size {
-            self.reply(
-                Reply::TooLarge {
-                    max: services.max_file_size,
-                },
-                services,
-            );
-            return State::Idle(login);
-        }
-        if let Err(over) = super::check_quota(services, &login.dir, name, size) {
-            log::info!(
-                "{} {}: PUT {name:?} over quota: {over:?}",
-                self.peer,
-                login.user
-            );
-            self.reply(Reply::OverQuota(over), services);
-            return State::Idle(login);
-        }
-        let started = match rest {
-            Some(offset) if offset > size => {
-                self.reply(Reply::OffsetPastEnd { offset, size }, services);
-                return State::Idle(login);
-            }
-            Some(offset) => services.storage.resume_upload(&login.dir, name, offset),
-            None => services
-                .storage
-                .begin_upload(&login.dir, name)
-                .map(|upload| Resumed {
-                    upload,
-                    hasher: Some(Hasher::new()),
-                }),
-        };
-        let Resumed { mut upload, hasher } = match started {
-            Ok(resumed) => resumed,
-            Err(err) => {
-                log::info!("{} {}: PUT {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+        let limits = services.put_limits();
+        let started = services
+            .storage
+            .begin_put(&login.dir, name, Some(size), rest, limits);
+        let PutStarted { upload, hasher, .. } = match started {
+            Ok(started) => started,
+            Err(refusal) => {
+                log::info!(
+                    "{} {}: PUT {name:?}: {refusal:?}",
+                    self.shell.peer,
+                    login.user
+                );
+                self.fail(refusal, services);
                 return State::Idle(login);
             }
         };
-        upload.claim(size);
         let offset = upload.len();
         if offset > 0 {
             log::info!(
                 "{} {}: PUT {name:?} continues at byte {offset}",
-                self.peer,
+                self.shell.peer,
                 login.user
             );
         }
-        services.metrics.transfer_started(Direction::Upload);
-        let mut receive = Receive::new(name, size, upload, hasher.clone().unwrap_or_default());
-        receive.expect = expect;
+        let intake = Intake::start(
+            name,
+            Some(size),
+            upload,
+            hasher.clone().unwrap_or_default(),
+            services,
+        );
+        let receive = Receive {
+            intake,
+            size,
+            expect,
+        };
         match hasher {
             Some(_) => self.accept_upload(login, receive, services),
             // The bytes held must be hashed before more can follow them.
@@ -1224,106 +970,27 @@ impl Session {
     /// left to send.
     fn accept_upload(&mut self, login: Login, receive: Receive, services: &Services) -> State {
         // Hashing held bytes does not count against the client's time.
-        self.last_activity = Instant::now();
-        self.reply(Reply::Data(receive.remaining), services);
-        if receive.remaining == 0 {
+        self.shell.last_activity = Instant::now();
+        self.reply(Reply::Data(receive.remaining()), services);
+        if receive.remaining() == 0 {
             self.finish_upload(login, receive, services)
         } else {
             State::Receiving(login, Box::new(receive))
         }
     }
 
-    /// Writes the part of `data` that belongs to the running upload, if any,
-    /// and returns how many bytes that was.
-    fn write_payload(&mut self, data: &[u8], services: &Services) -> usize {
-        let State::Receiving(login, receive) = &mut self.state else {
-            return 0;
-        };
-        let n = data
-            .len()
-            .min(usize::try_from(receive.remaining).unwrap_or(usize::MAX));
-        receive.hasher.update(&data[..n]);
-        if let Ok(upload) = &mut receive.sink
-            && let Err(err) = upload.write(&data[..n])
-        {
-            log::error!(
-                "{} {}: write of {:?} failed: {err}",
-                self.peer,
-                login.user,
-                receive.name
-            );
-            // Dropping the upload removes its temporary file at once, which
-            // frees the space on a full disk.
-            receive.sink = Err(err);
-        }
-        receive.remaining -= n as u64;
-        if receive.remaining == 0 {
-            let State::Receiving(login, receive) = mem::replace(&mut self.state, State::Closing)
-            else {
-                unreachable!();
-            };
-            self.state = self.finish_upload(login, *receive, services);
-        }
-        n
-    }
-
     fn finish_upload(&mut self, login: Login, receive: Receive, services: &Services) -> State {
-        let sha256 = receive.hasher.finish();
-        if let Some(expected) = receive.expect
-            && expected != sha256
-        {
-            let reason = format!("checksum mismatch: expected {expected}, received {sha256}");
-            let upload = (
-                receive.name.as_str(),
-                receive.size,
-                receive.size,
-                receive.started,
-            );
-            log_upload_failure(self.peer, &login, upload, "mismatch", &reason);
-            // Dropping the upload removes its temporary file.
-            services.metrics.transfer_aborted(Direction::Upload);
-            self.reply(
-                Reply::ChecksumMismatch {
-                    expected,
-                    received: sha256,
-                },
-                services,
-            );
-            return State::Idle(login);
-        }
-        let result = receive
-            .sink
-            .and_then(|upload| services.storage.commit(upload, sha256));
-        match result {
-            Ok(()) => {
-                log_transfer(
-                    self.peer,
-                    &login,
-                    Verb::Put,
-                    &receive.name,
-                    receive.size,
-                    receive.started,
-                );
-                services.metrics.transfer_completed(Direction::Upload);
-                self.reply(
-                    Reply::Stored {
-                        size: receive.size,
-                        sha256,
-                    },
-                    services,
-                );
+        let Receive {
+            intake,
+            size,
+            expect,
+        } = receive;
+        match intake.finish(expect, login.who(self.shell.peer), services) {
+            Finished::Stored(sha256) => self.reply(Reply::Stored { size, sha256 }, services),
+            Finished::Mismatch { expected, received } => {
+                self.reply(Reply::ChecksumMismatch { expected, received }, services)
             }
-            Err(err) => {
-                let upload = (
-                    receive.name.as_str(),
-                    receive.size,
-                    receive.size,
-                    receive.started,
-                );
-                log_upload_failure(self.peer, &login, upload, "failed", &err.to_string());
-                services.metrics.transfer_aborted(Direction::Upload);
-                self.reply(Reply::LocalError(err), services);
-            }
+            Finished::Failed(err) => self.fail(err, services),
         }
         State::Idle(login)
     }
@@ -1332,12 +999,12 @@ impl Session {
         let started = Instant::now();
         match services.storage.delete(&login.dir, name) {
             Ok(size) => {
-                log_transfer(self.peer, &login, Verb::Del, name.as_str(), size, started);
+                transfer::deleted(login.who(self.shell.peer), name, size, started);
                 self.reply(Reply::Deleted, services);
             }
             Err(err) => {
-                log::info!("{} {}: DEL {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+                log::info!("{} {}: DEL {name:?}: {err}", self.shell.peer, login.user);
+                self.fail(err, services);
             }
         }
         State::Idle(login)
@@ -1346,25 +1013,22 @@ impl Session {
 
 impl Session {
     fn hash(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
-        let opened = services
-            .storage
-            .open_read(&login.dir, name)
-            .and_then(|(file, meta)| {
-                let identity = Identity::of_file(&file)?;
-                Ok((file, meta.len(), identity))
-            });
-        let (file, size, identity) = match opened {
-            Ok(opened) => opened,
+        let (file, size, identity) = match services.storage.hash_lookup(&login.dir, name) {
+            Ok(HashLookup::ToRead {
+                file,
+                size,
+                identity,
+            }) => (file, size, identity),
+            Ok(HashLookup::Recorded(sha256)) => {
+                self.reply(Reply::Sha256(sha256), services);
+                return State::Idle(login);
+            }
             Err(err) => {
-                log::info!("{} {}: HASH {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+                log::info!("{} {}: HASH {name:?}: {err}", self.shell.peer, login.user);
+                self.fail(err, services);
                 return State::Idle(login);
             }
         };
-        if let Some(sha256) = services.storage.stored_digest(&login.dir, name, &file) {
-            self.reply(Reply::Sha256(sha256), services);
-            return State::Idle(login);
-        }
         // A file that arrived some other way: hash it a step at a time.
         let name = name.as_str().to_owned();
         let purpose = Purpose::Answer {
@@ -1373,35 +1037,31 @@ impl Session {
             identity,
         };
         let job = Digesting::new(size, purpose);
-        if job.is_done() {
+        if job.hashing.is_done() {
             // An empty file needs no step.
-            self.state = State::Hashing(login, Box::new(job));
-            self.finish_hashing(services);
-            return mem::replace(&mut self.state, State::Closing);
+            return self.hashed(login, job, services);
         }
         State::Hashing(login, Box::new(job))
     }
 
-    fn finish_hashing(&mut self, services: &Services) {
-        if !matches!(self.state, State::Hashing(..)) {
-            return;
-        }
-        let State::Hashing(login, job) = mem::replace(&mut self.state, State::Closing) else {
-            unreachable!("checked above");
-        };
-        let secs = job.started.elapsed().as_secs_f64();
-        self.state = match job.purpose {
+    /// Every byte is hashed: answers the `HASH`, or goes on with the
+    /// resumed upload; returns the next state.
+    fn hashed(&mut self, login: Login, job: Digesting, services: &Services) -> State {
+        let secs = job.hashing.secs();
+        let (_, end) = job.hashing.progress();
+        let hasher = job.hashing.into_hasher();
+        match job.purpose {
             Purpose::Answer {
                 file,
                 name,
                 identity,
             } => {
-                let sha256 = job.hasher.finish();
+                let sha256 = hasher.finish();
                 log::info!(
                     "{} {}: HASH {name:?} read {} bytes in {secs:.3}s",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
-                    job.end
+                    end
                 );
                 // Recorded only if the file did not change while it was read.
                 if Identity::of_file(&file).is_ok_and(|now| now == identity)
@@ -1417,171 +1077,74 @@ impl Session {
             Purpose::Resume(mut receive) => {
                 log::info!(
                     "{} {}: PUT {:?} hashed the {} bytes held in {secs:.3}s",
-                    self.peer,
+                    self.shell.peer,
                     login.user,
-                    receive.name,
-                    job.end
+                    receive.intake.name(),
+                    end
                 );
-                receive.hasher = job.hasher;
+                receive.intake.set_hasher(hasher);
                 self.accept_upload(login, *receive, services)
             }
-        };
+        }
     }
 
     fn hashing_failed(&mut self, err: io::Error, services: &Services) {
-        if !matches!(self.state, State::Hashing(..)) {
-            return;
-        }
-        let State::Hashing(login, job) = mem::replace(&mut self.state, State::Closing) else {
-            unreachable!("checked above");
-        };
-        let name = match &job.purpose {
-            Purpose::Answer { name, .. } => name,
-            Purpose::Resume(receive) => {
-                services.metrics.transfer_aborted(Direction::Upload);
-                &receive.name
-            }
-        };
-        log::error!(
-            "{} {}: reading {name:?} to hash it failed: {err}",
-            self.peer,
-            login.user
-        );
-        // A partial that cannot be read is of no use: dropping it removes it.
-        self.reply(Reply::LocalError(err), services);
-        self.state = State::Idle(login);
+        self.transition(|session, state| {
+            let State::Hashing(login, job) = state else {
+                return state;
+            };
+            let peer = session.shell.peer;
+            let name = match job.purpose {
+                Purpose::Answer { name, .. } => name,
+                Purpose::Resume(receive) => {
+                    let name = receive.intake.name().to_owned();
+                    // A partial that cannot be read is of no use.
+                    let reason = format!("reading the held bytes failed: {err}");
+                    let then = Interrupted::Discarded;
+                    receive
+                        .intake
+                        .interrupt(then, login.who(peer), &reason, services);
+                    name
+                }
+            };
+            log::error!(
+                "{peer} {}: reading {name:?} to hash it failed: {err}",
+                login.user
+            );
+            session.fail(err, services);
+            State::Idle(login)
+        });
     }
 
     fn partial(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
         match services.storage.partial_len(&login.dir, name) {
             Ok(held) => self.reply(Reply::PartialHeld(held), services),
             Err(err) => {
-                log::info!("{} {}: PARTIAL {name:?}: {err}", self.peer, login.user);
-                self.reply(Reply::from(err), services);
+                log::info!(
+                    "{} {}: PARTIAL {name:?}: {err}",
+                    self.shell.peer,
+                    login.user
+                );
+                self.fail(err, services);
             }
         }
         State::Idle(login)
     }
 }
 
-/// Keeps what an interrupted upload holds for a later resume, with its hash
-/// state when `hashed` says the hasher covers all of it.
-fn keep_partial(receive: Receive, hashed: bool, services: &Services) {
-    if let Ok(upload) = receive.sink {
-        let hasher = hashed.then_some(&receive.hasher);
-        services.storage.keep_partial(upload, hasher);
+/// What a refused command gave as its file name, for the audit line: the
+/// line after the verb (and after the size, for `PUT`).
+fn name_argument(line: &[u8], verb: Verb) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut rest = line.strip_suffix(b"\r").unwrap_or(line);
+    let words = if verb == Verb::Put { 2 } else { 1 };
+    for _ in 0..words {
+        rest = match rest.iter().position(|&b| b == b' ') {
+            Some(space) => &rest[space + 1..],
+            None => &[],
+        };
     }
-}
-
-/// One `LIST` line: `<size> <mtime> <name>\n`.
-pub(super) fn write_listing_line(entry: &Entry, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    // Writing into a Vec cannot fail.
-    let _ = writeln!(out, "{} {} {}", entry.size, entry.mtime, entry.name);
-}
-
-/// One step of a listing of either front: writes the next entries with
-/// `write` until [`LIST_BLOCK`] bytes are added to `out` or
-/// [`LIST_STEP_ENTRIES`] directory entries were looked at. True when the
-/// directory has been read to its end.
-pub(super) fn listing_step(
-    listing: &mut Listing,
-    out: &mut Vec<u8>,
-    mut write: impl FnMut(&Entry, &mut Vec<u8>),
-) -> Result<bool, StorageError> {
-    let start = out.len();
-    // Room for the block, its last line and its framing at once, so that
-    // the buffer does not double past it (to 32 KiB) while it fills.
-    out.reserve(LIST_BLOCK + 1024);
-    let mut looked = 0;
-    while out.len() - start < LIST_BLOCK && looked < LIST_STEP_ENTRIES {
-        match listing.next_entry()? {
-            ListingStep::Entry(entry) => {
-                write(&entry, out);
-                looked += 1;
-            }
-            ListingStep::Skipped => looked += Listing::SKIP_LIMIT,
-            ListingStep::End => return Ok(true),
-        }
-    }
-    Ok(false)
-}
-
-fn log_transfer(
-    peer: SocketAddr,
-    login: &Login,
-    verb: Verb,
-    name: &str,
-    bytes: u64,
-    started: Instant,
-) {
-    let event = match verb {
-        Verb::Put => "upload",
-        Verb::Del => "delete",
-        _ => "download",
-    };
-    audit::event(
-        event,
-        peer,
-        Protocol::Line,
-        format_args!(
-            "user={} verb={} name={} size={bytes} {}",
-            Quoted(&login.user),
-            verb.as_str(),
-            Quoted(name),
-            audit::outcome("ok", "", started)
-        ),
-    );
-}
-
-fn log_aborted_upload(peer: SocketAddr, login: &Login, receive: &Receive, reason: &str) {
-    let received = receive.size - receive.remaining;
-    let upload = (
-        receive.name.as_str(),
-        receive.size,
-        received,
-        receive.started,
-    );
-    log_upload_failure(peer, login, upload, "aborted", reason);
-}
-
-/// An upload that did not end in `226`: (name, size, bytes received, when
-/// it started).
-fn log_upload_failure(
-    peer: SocketAddr,
-    login: &Login,
-    (name, size, received, started): (&str, u64, u64, Instant),
-    result: &str,
-    reason: &str,
-) {
-    audit::event(
-        "upload",
-        peer,
-        Protocol::Line,
-        format_args!(
-            "user={} verb=PUT name={} size={size} received={received} {}",
-            Quoted(&login.user),
-            Quoted(name),
-            audit::outcome(result, reason, started)
-        ),
-    );
-}
-
-fn log_cut_download(peer: SocketAddr, login: &Login, send: &Send, reason: &str) {
-    audit::event(
-        "download",
-        peer,
-        Protocol::Line,
-        format_args!(
-            "user={} verb={} name={} size={} sent={} {}",
-            Quoted(&login.user),
-            send.verb.as_str(),
-            Quoted(&send.name),
-            send.total,
-            send.total - send.remaining,
-            audit::outcome("cut", reason, send.started)
-        ),
-    );
+    rest
 }
 
 #[cfg(test)]
@@ -1590,64 +1153,11 @@ mod tests {
     //! property the fuzz targets rely on.
 
     use super::*;
-    use crate::auth::Users;
-    use crate::storage::Storage;
+    use crate::session::HASH_STEP;
+    use crate::session::testing::{Harness, peer};
 
-    struct Harness {
-        _root: tempfile::TempDir,
-        services: Services,
-    }
-
-    impl Harness {
-        fn new() -> Harness {
-            let root = tempfile::tempdir().unwrap();
-            let options = crate::storage::Options {
-                fsync: false,
-                ..Default::default()
-            };
-            let storage = Storage::open(root.path(), options).unwrap();
-            let users = Users::parse(b"alice:pw\n").unwrap();
-            let mut services = Services::new(users, storage, 1 << 20);
-            // Held replies are tested on their own.
-            services.policy.login_delay = std::time::Duration::ZERO;
-            Harness {
-                _root: root,
-                services,
-            }
-        }
-
-        fn services(&self) -> &Services {
-            &self.services
-        }
-
-        /// Feeds `input` as the reactor would (never more than
-        /// `read_limit`), reading all output as it appears.
-        fn talk(&self, session: &mut Session, mut input: &[u8]) -> Vec<u8> {
-            let services = self.services();
-            let mut seen = Vec::new();
-            loop {
-                if session.has_work() {
-                    session.work(services);
-                    continue;
-                }
-                let pending = session.output().len();
-                if pending > 0 {
-                    seen.extend_from_slice(session.output());
-                    session.output_written(pending, services);
-                    continue;
-                }
-                let n = session.read_limit().min(input.len());
-                if n == 0 {
-                    return seen;
-                }
-                session.receive(&input[..n], services);
-                input = &input[n..];
-            }
-        }
-    }
-
-    fn peer() -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
+    fn harness() -> Harness {
+        Harness::new(1 << 20)
     }
 
     fn text(bytes: &[u8]) -> String {
@@ -1656,7 +1166,7 @@ mod tests {
 
     #[test]
     fn whole_session_from_bytes() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer(), h.services());
         let greeting = format!(
             "220 ferry {} ready; HELP lists the commands\r\n",
@@ -1687,7 +1197,7 @@ mod tests {
 
     #[test]
     fn too_long_line_is_answered_once_and_skipped() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer(), h.services());
         let mut input = vec![b'x'; 3 * MAX_LINE];
         input.extend_from_slice(b"\nNOOP\n");
@@ -1696,12 +1206,12 @@ mod tests {
             out.ends_with("\r\n500 line too long\r\n200 ok\r\n"),
             "{out}"
         );
-        assert!(session.input.capacity() <= MAX_LINE);
+        assert!(session.shell.input.capacity() <= MAX_LINE);
     }
 
     #[test]
     fn a_client_that_never_reads_cannot_grow_the_buffers() {
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let mut session = Session::new(peer(), h.services());
         // Keep sending NOOPs without taking any output.
@@ -1714,12 +1224,12 @@ mod tests {
         }
         assert_eq!(session.read_limit(), 0, "must stop taking input");
         assert!(session.output().len() <= REPLY_BACKLOG + 64);
-        assert!(session.input.len() <= MAX_LINE);
+        assert!(session.shell.input.len() <= MAX_LINE);
     }
 
     #[test]
     fn upload_over_the_limit_is_refused_before_any_byte() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer(), h.services());
         let out = text(&h.talk(&mut session, b"AUTH alice pw\nPUT 2000000 big\nNOOP\n"));
         assert!(
@@ -1730,7 +1240,7 @@ mod tests {
 
     #[test]
     fn shutdown_lets_an_upload_finish_then_closes() {
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let mut session = Session::new(peer(), h.services());
         h.talk(&mut session, b"AUTH alice pw\nPUT 4 f\nab");
@@ -1749,7 +1259,7 @@ mod tests {
 
     #[test]
     fn end_of_drain_discards_the_upload() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = Session::new(peer(), h.services());
         h.talk(&mut session, b"AUTH alice pw\nPUT 4 f\nab");
         session.begin_shutdown(h.services());
@@ -1761,7 +1271,7 @@ mod tests {
 
     #[test]
     fn eof_still_answers_complete_lines() {
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let mut session = Session::new(peer(), h.services());
         let out = text(&h.talk(&mut session, b"NOOP\nNOO"));
@@ -1779,7 +1289,7 @@ mod tests {
 
     #[test]
     fn hash_comes_from_the_upload_and_from_reading_a_planted_file() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = login(&h);
         let digest = Digest::of(b"hello");
         let out = text(&h.talk(&mut session, b"PUT 5 a\nhello"));
@@ -1813,7 +1323,7 @@ mod tests {
 
     #[test]
     fn rest_then_get_sends_the_tail() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 10 f\n0123456789");
         let out = text(&h.talk(&mut session, b"REST 7\nGET f\nGET f\n"));
@@ -1831,7 +1341,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_upload_is_continued_with_its_saved_hash_state() {
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 10 f\n0123");
@@ -1859,7 +1369,7 @@ mod tests {
 
     #[test]
     fn resuming_before_the_end_of_the_held_bytes_rehashes_them() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 10 f\n0123xx");
         session.receive_eof(h.services());
@@ -1881,7 +1391,7 @@ mod tests {
 
     #[test]
     fn expect_mismatch_discards_and_keeps_the_old_file() {
-        let h = Harness::new();
+        let h = harness();
         let mut session = login(&h);
         h.talk(&mut session, b"PUT 3 f\nold");
         let good = Digest::of(b"new");
@@ -1904,7 +1414,7 @@ mod tests {
 
     #[test]
     fn shutdown_stops_hashing_and_keeps_the_partial() {
-        let mut h = Harness::new();
+        let mut h = harness();
         h.services.max_file_size = 1 << 30;
         let services = h.services();
         let mut session = login(&h);
@@ -1932,7 +1442,7 @@ mod tests {
     #[test]
     fn a_direct_download_falls_back_to_the_buffer_where_it_stopped() {
         use std::os::unix::fs::FileExt;
-        let h = Harness::new();
+        let h = harness();
         let services = h.services();
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
         let mut session = Session::new(peer(), services);

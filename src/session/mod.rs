@@ -1,40 +1,60 @@
 //! Client sessions as sans-IO state machines, one kind per front.
 //!
-//! A session never touches a socket. The reactor asks it how many bytes it
-//! will take ([`Session::read_limit`]), hands it what it read
-//! ([`Session::receive`], [`Session::receive_eof`]), takes the bytes it
-//! wants sent ([`Session::output`], [`Session::output_written`]; when the
-//! reactor asks for it, a download offers its file for `sendfile` instead,
-//! [`Session::file_output`]), runs its socket-free work a step at a time
-//! ([`Session::has_work`], [`Session::work`]) and closes the socket once
-//! [`Session::is_done`]. Storage, users and counters are reached through
+//! A session never touches a socket: the reactor drives it through the
+//! [`Front`] contract (how many bytes it takes, what it read, what it
+//! wants sent or offers from a file, its socket-free work a step at a
+//! time, its deadlines, shutdown), and closes the socket once
+//! [`Front::is_done`]. Storage, users and counters are reached through
 //! [`Services`].
+//!
+//! What the fronts share is written once: the [`Shell`] every front keeps
+//! and the lifecycle over it ([`Front`]'s provided methods), downloads and
+//! uploads (`transfer.rs`), logins and the password-check queue
+//! (`login.rs`), stepwise hashing (`hashing.rs`), streamed listings
+//! (`listing.rs`), and the one table from errors to replies
+//! (`replies.rs`). Each front holds only its own syntax and states:
 //!
 //! - [`line`]: the line protocol of `protocol.md`;
 //! - [`http`]: the HTTP/1.1 front;
 //! - [`control`]: the operator's control port.
 
 pub mod control;
+mod hashing;
 pub mod http;
 pub mod line;
+mod listing;
+mod login;
 mod outbox;
+mod replies;
+mod shell;
+mod transfer;
 
+pub use hashing::HASH_STEP;
+pub use listing::{LIST_BLOCK, LIST_STEP_ENTRIES};
+pub(crate) use login::{
+    Checked, LoginStart, PasswordCheck, count_failure, failed_on_connection, finish_login,
+    start_login,
+};
+pub use login::{
+    MAX_AUTH_FAILURES, MAX_CHECKS_PER_ADDRESS, MAX_CONCURRENT_CHECKS, MAX_QUEUED_CHECKS,
+};
 pub use outbox::{DIRECT_MIN, FileOutput};
+pub(crate) use replies::Failure;
+pub use shell::Shell;
+pub use transfer::{Download, PREVIEW_LEN, TRANSFER_BUFFER};
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::audit::{self, Quoted};
-use crate::auth::{PendingLogin, Users, Verification};
+use crate::auth::Users;
 use crate::config::Policy;
-use crate::limits::{self, Logins};
+use crate::limits::Logins;
 use crate::metrics::{Metrics, Protocol};
-use crate::protocol::name::FileName;
-use crate::storage::{Storage, UserDir};
+use crate::storage::{PutLimits, Storage};
+use login::CheckBook;
 
 /// What every session may use beyond its own bytes.
 pub struct Services {
@@ -152,292 +172,375 @@ impl Services {
         }
     }
 
+    /// What every upload must fit: `--max-file-size`, `--user-quota`,
+    /// `--user-max-files`.
+    pub fn put_limits(&self) -> PutLimits {
+        PutLimits {
+            max_file_size: self.max_file_size,
+            user_quota: self.policy.user_quota,
+            user_max_files: self.policy.user_max_files,
+        }
+    }
+
     /// True while logins from `ip` are refused.
     pub fn is_locked_out(&self, ip: IpAddr) -> bool {
         self.logins.borrow().is_locked(ip, Instant::now())
     }
 }
 
-/// Why an upload does not fit the user's quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverQuota {
-    Bytes { quota: u64 },
-    Files { max: u64 },
-}
-
-/// Checks that storing `size` bytes under `name` keeps the user within
-/// `--user-quota` and `--user-max-files`, and returns how many bytes the
-/// quota leaves for `name` (`None`: no byte quota). The user's files,
-/// partials and running uploads count (see [`Storage::usage`]); the file
-/// the upload replaces and the partial of the same name give their bytes
-/// back (the upload takes their place). The caller claims `size` on the
-/// upload it then starts ([`Upload::claim`]), so that the next check
-/// counts it.
+/// The contract between the reactor and a session of any front. The
+/// reactor asks how many bytes the session takes ([`Front::read_limit`]),
+/// hands it what it read ([`Front::receive`], [`Front::receive_eof`]),
+/// takes what it wants sent ([`Front::output`], [`Front::output_written`],
+/// or the file of a download, [`Front::file_output`]), runs its
+/// socket-free work ([`Front::has_work`], [`Front::work`]), tells it about
+/// time ([`Front::deadline`], [`Front::on_deadline`]) and shutdown, and
+/// closes the socket once [`Front::is_done`].
 ///
-/// [`Storage::usage`]: crate::storage::Storage::usage
-/// [`Upload::claim`]: crate::storage::Upload::claim
-pub(crate) fn check_quota(
-    services: &Services,
-    dir: &UserDir,
-    name: FileName<'_>,
-    size: u64,
-) -> Result<Option<u64>, OverQuota> {
-    let policy = &services.policy;
-    if policy.user_quota.is_none() && policy.user_max_files.is_none() {
-        return Ok(None);
-    }
-    let storage = &services.storage;
-    // If the usage cannot be read, the upload itself will tell.
-    let Ok(usage) = storage.usage(dir) else {
-        return Ok(None);
-    };
-    let existing = storage.size_of(dir, name);
-    let held = storage.partial_len(dir, name).unwrap_or(0);
-    let given_back = existing.unwrap_or(0).saturating_add(held);
-    let room = policy
-        .user_quota
-        .map(|quota| quota.saturating_sub(usage.bytes.saturating_sub(given_back)));
-    if let (Some(quota), Some(room)) = (policy.user_quota, room)
-        && size > room
-    {
-        return Err(OverQuota::Bytes { quota });
-    }
-    if let Some(max) = policy.user_max_files
-        && existing.is_none()
-        && usage.files + 1 > max
-    {
-        return Err(OverQuota::Files { max });
-    }
-    Ok(room)
-}
+/// What every front does alike is written here once, over its [`Shell`];
+/// a front writes only what its protocol decides.
+pub trait Front {
+    /// What every front keeps.
+    fn shell(&self) -> &Shell;
+    fn shell_mut(&mut self) -> &mut Shell;
 
-/// How a login check started.
-#[derive(Debug)]
-pub(crate) enum LoginStart {
-    /// Decided at once (no hashed entry in the users file): the user, or
-    /// `None`.
-    Done(Option<String>),
-    /// A password check: it runs a slice at a time once its ticket runs
-    /// ([`CheckTicket::try_run`]), then [`finish_login`].
-    Pending(Box<PendingLogin>, CheckTicket),
-    /// The address is locked out: refused without looking at the password.
-    Locked,
-    /// Too many checks wait already (from this address or in all): refused
-    /// for now, without counting as a failure.
-    Busy,
-}
+    /// Where the session is, as [`Front::advance`] sees it.
+    fn phase(&self) -> Phase;
 
-/// Starts a login check with the rules both fronts share.
-pub(crate) fn start_login(
-    services: &Services,
-    peer: SocketAddr,
-    user: &[u8],
-    password: &[u8],
-    protocol: Protocol,
-) -> LoginStart {
-    if services.is_locked_out(peer.ip()) {
-        return LoginStart::Locked;
+    /// Says its last word and closes: only what is queued still goes.
+    fn close(&mut self);
+
+    /// How many bytes the session takes now; 0 means do not read.
+    fn read_limit(&self) -> usize;
+
+    /// Runs the next complete command (or request) in the input, if there
+    /// is one; false when there is none yet.
+    fn next_command(&mut self, services: &Services) -> bool;
+
+    /// While more reply bytes than this wait to be sent, no further
+    /// pipelined command runs: a client that sends and never reads cannot
+    /// grow the buffer.
+    fn backlog(&self) -> usize;
+
+    /// Called first with every chunk of bytes the client sent, before they
+    /// join the input.
+    fn arriving(&mut self) {}
+
+    /// In [`Phase::Receiving`]: feeds the payload at the start of `data`
+    /// to the upload; returns how many bytes that was.
+    fn take_payload(&mut self, _data: &[u8], _services: &Services) -> usize {
+        0
     }
-    match services.users.borrow().start_verify(user, password) {
-        Verification::Done(result) => LoginStart::Done(result),
-        Verification::Pending(pending) => match services.queue_check(peer.ip()) {
-            Some(ticket) => LoginStart::Pending(pending, ticket),
-            None => {
-                audit::event(
-                    "login_refused",
-                    peer,
-                    protocol,
-                    format_args!("user={} reason=\"busy\"", audit::lossy(user)),
-                );
-                LoginStart::Busy
+
+    /// In [`Phase::Sending`], once the output is sent: moves more of the
+    /// download into it, or ends the download.
+    fn refill(&mut self, _services: &Services) {}
+
+    /// In [`Phase::Working`], after every event: what the front does while
+    /// its work waits (shutdown does not wait for hashing or a password
+    /// check).
+    fn while_working(&mut self, _services: &Services) {}
+
+    /// What the front says to an idle client when the server shuts down.
+    fn shutting_down_words(&mut self, _services: &Services) {}
+
+    /// What the front does when its peer closes its sending side, before
+    /// it runs what it still can: a login waiting for its password check
+    /// has nobody left to answer, so the check (queued or running) is
+    /// dropped rather than delaying everyone else's.
+    fn peer_closed(&mut self) {
+        if self.password_check().is_some() {
+            log::info!("{} closed during its password check", self.shell().peer);
+            self.shell_mut().input.clear();
+            self.close();
+        }
+    }
+
+    /// Ends whatever runs now and closes, silently; `reason` is for the
+    /// logs. What an interrupted upload becomes is the front's to say.
+    fn interrupt(&mut self, reason: &str, services: &Services);
+
+    /// When the session next needs [`Front::on_deadline`], besides the
+    /// end of a held reply.
+    fn timeout(&self, services: &Services) -> Option<Instant>;
+
+    /// The time given by [`Front::timeout`] is up.
+    fn time_out(&mut self, services: &Services);
+
+    /// The drain period after a shutdown is over.
+    fn end_drain(&mut self, services: &Services);
+
+    /// True while there is socket-free work: call [`Front::work`].
+    fn has_work(&self) -> bool {
+        false
+    }
+
+    /// Runs one bounded step of that work; returns how much of the
+    /// session's turn it used, in bytes (`usize::MAX`: all of it).
+    fn work(&mut self, _services: &Services) -> usize {
+        0
+    }
+
+    /// The download running now, if any.
+    fn download(&self) -> Option<&Download> {
+        None
+    }
+
+    fn download_mut(&mut self) -> Option<&mut Download> {
+        None
+    }
+
+    /// Ends the running download before its end: the announced length can
+    /// no longer be met, so closing the connection is the only honest
+    /// signal left. What was queued is still sent.
+    fn cut_download(&mut self, _reason: &str, _services: &Services) {}
+
+    /// The rest of the file being downloaded, once everything before it
+    /// was sent, when the driver sends files itself.
+    fn file_output(&self) -> Option<FileOutput<'_>> {
+        self.download()?.file_output(&self.shell().out)
+    }
+
+    /// `n` bytes of [`Front::file_output`] were sent (at most its `len`).
+    fn file_output_written(&mut self, n: u64, services: &Services) {
+        if let Some(download) = self.download_mut() {
+            download.file_written(n);
+            self.shell_mut().touch();
+        }
+        self.advance(services);
+    }
+
+    /// Sending [`Front::file_output`] failed on the file's side: it ended
+    /// sooner than announced (`UnexpectedEof`) or could not be read.
+    fn file_output_failed(&mut self, err: &std::io::Error, services: &Services) {
+        if self.download().is_some() {
+            log::error!("{} read failed during download: {err}", self.shell().peer);
+            self.cut_download("read failed", services);
+        }
+    }
+
+    /// The password check the session waits for or runs, if any.
+    fn password_check(&self) -> Option<&PasswordCheck> {
+        None
+    }
+
+    fn password_check_mut(&mut self) -> Option<&mut PasswordCheck> {
+        None
+    }
+
+    /// True while a password check waits for a free slot.
+    fn wants_check_slot(&self) -> bool {
+        self.password_check()
+            .is_some_and(|check| !check.is_running())
+    }
+
+    /// Takes a free password-check slot if the session waits for one;
+    /// true when it did (the session then has work).
+    fn take_check_slot(&mut self, _services: &Services) -> bool {
+        self.password_check_mut()
+            .is_some_and(PasswordCheck::take_slot)
+    }
+
+    /// For a control connection that has not given the token yet: when
+    /// it connected (the oldest gives way to a new one when every control
+    /// slot is taken).
+    fn waiting_since(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Closes at once, to give the slot to a new connection.
+    fn give_way(&mut self) {}
+
+    /// True once the session said its last word: only what is queued
+    /// still goes.
+    fn is_closing(&self) -> bool {
+        self.phase() == Phase::Closing
+    }
+
+    /// Takes bytes the client sent; `data.len()` is at most
+    /// [`Front::read_limit`].
+    fn receive(&mut self, data: &[u8], services: &Services) {
+        self.shell_mut().touch();
+        self.arriving();
+        let taken = self.take_payload(data, services);
+        self.shell_mut().input.extend_from_slice(&data[taken..]);
+        self.advance(services);
+    }
+
+    /// Runs whatever can run now; called after every event: feeds buffered
+    /// payload to an upload, refills a download, runs complete commands
+    /// while the replies before them are not piling up.
+    fn advance(&mut self, services: &Services) {
+        loop {
+            if self.shell().out.is_held() {
+                break;
             }
-        },
-    }
-}
-
-/// Records the outcome of a login: the audit line, the failure counters
-/// and the address's lockout. Returns the user's name on success.
-pub(crate) fn finish_login(
-    services: &Services,
-    peer: SocketAddr,
-    claimed: &[u8],
-    result: Option<String>,
-    locked: bool,
-    protocol: Protocol,
-) -> Option<String> {
-    let claimed = audit::lossy(claimed);
-    match &result {
-        Some(name) => audit::event(
-            "login_ok",
-            peer,
-            protocol,
-            format_args!("user={}", Quoted(name)),
-        ),
-        None if locked => {
-            services.metrics.failed_login(protocol);
-            audit::event(
-                "login_refused",
-                peer,
-                protocol,
-                format_args!("user={claimed} reason=\"locked out\""),
-            );
-        }
-        None => {
-            services.metrics.failed_login(protocol);
-            audit::event(
-                "login_failed",
-                peer,
-                protocol,
-                format_args!("user={claimed}"),
-            );
-            count_failure(services, peer, protocol);
-        }
-    }
-    result
-}
-
-/// Counts a failed login (or control token) of `peer` toward its
-/// address's lockout, and logs the lockout it may start.
-pub(crate) fn count_failure(services: &Services, peer: SocketAddr, protocol: Protocol) {
-    let now = Instant::now();
-    if services
-        .logins
-        .borrow_mut()
-        .failed(peer.ip(), now, &services.policy)
-    {
-        audit::event(
-            "lockout",
-            peer,
-            protocol,
-            format_args!(
-                "failures={} duration={}",
-                services.policy.lockout_failures,
-                limits::secs(services.policy.lockout_duration)
-            ),
-        );
-    }
-}
-
-/// Password checks running at once, over every session: each takes
-/// slices of the one thread, so more would only delay everyone.
-pub const MAX_CONCURRENT_CHECKS: usize = 2;
-/// Password checks one address may have waiting or running. One runs at
-/// a time per address, so more would only wait; past this a login is
-/// refused for now (`421`, HTTP `503`) instead of queueing without end.
-pub const MAX_CHECKS_PER_ADDRESS: usize = 8;
-/// Password checks waiting or running in all: at about 140 ms each, two
-/// at a time, the whole queue drains within the 30 s login timeout only
-/// if it stays this short (the queue is fair across addresses, so a new
-/// address is served after one check per waiting address, not after all).
-pub const MAX_QUEUED_CHECKS: usize = 512;
-
-/// The checks waiting and running, per address.
-#[derive(Debug, Default)]
-struct CheckBook {
-    /// Checks waiting or running, per address; no zero entries.
-    per_ip: HashMap<IpAddr, usize>,
-    total: usize,
-    /// The addresses with a check running: one check each.
-    running: Vec<IpAddr>,
-}
-
-/// A password check's place in the queue, and once it runs, among the
-/// [`MAX_CONCURRENT_CHECKS`]; given back when dropped, however the check
-/// ends (decided, or its connection gone).
-#[derive(Debug)]
-pub struct CheckTicket {
-    ip: IpAddr,
-    running: bool,
-    book: Arc<Mutex<CheckBook>>,
-}
-
-fn lock(book: &Mutex<CheckBook>) -> MutexGuard<'_, CheckBook> {
-    // Used from one thread: a poisoned lock only means a panic elsewhere,
-    // and the counts are still whole.
-    book.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl CheckTicket {
-    pub fn is_running(&self) -> bool {
-        self.running
-    }
-
-    /// Starts running when a slot is free and no other check of this
-    /// address runs; true when it runs (now or already).
-    pub fn try_run(&mut self) -> bool {
-        if !self.running {
-            let mut book = lock(&self.book);
-            if book.running.len() < MAX_CONCURRENT_CHECKS && !book.running.contains(&self.ip) {
-                book.running.push(self.ip);
-                self.running = true;
+            match self.phase() {
+                Phase::Closing => break,
+                Phase::Receiving => {
+                    if self.shell().input.is_empty() {
+                        if self.shell().peer_eof {
+                            // The upload cannot complete; the replies to
+                            // what came before it are still sent.
+                            self.interrupt("client closed the connection", services);
+                        }
+                        break;
+                    }
+                    // Payload that arrived right behind its command.
+                    let input = std::mem::take(&mut self.shell_mut().input);
+                    let taken = self.take_payload(&input, services);
+                    let shell = self.shell_mut();
+                    shell.input = input;
+                    shell.input.drain(..taken);
+                    if taken == 0 {
+                        break;
+                    }
+                }
+                Phase::Sending => {
+                    if !self.output().is_empty() {
+                        break;
+                    }
+                    self.refill(services);
+                    if self.phase() == Phase::Sending {
+                        break;
+                    }
+                }
+                // Its steps run from `work`, and commands behind it wait.
+                Phase::Working => {
+                    self.while_working(services);
+                    break;
+                }
+                Phase::Ready => {
+                    if self.output().len() > self.backlog() {
+                        break;
+                    }
+                    if self.shell().shutting_down {
+                        self.shutting_down_words(services);
+                        self.close();
+                        break;
+                    }
+                    if !self.next_command(services) {
+                        if self.shell().peer_eof {
+                            self.close();
+                        }
+                        break;
+                    }
+                }
             }
         }
-        self.running
+        self.shell_mut().release_idle_buffers();
     }
-}
 
-impl Drop for CheckTicket {
-    fn drop(&mut self) {
-        let mut book = lock(&self.book);
-        if self.running {
-            book.running.retain(|ip| *ip != self.ip);
-        }
-        book.total -= 1;
-        if let Some(count) = book.per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                book.per_ip.remove(&self.ip);
+    /// Bytes waiting to be sent.
+    fn output(&self) -> &[u8] {
+        self.shell().out.sendable()
+    }
+
+    /// True while there is anything to send, from the buffer or a file.
+    fn wants_to_write(&self) -> bool {
+        !self.output().is_empty() || self.file_output().is_some()
+    }
+
+    /// `n` bytes of [`Front::output`] were sent.
+    fn output_written(&mut self, n: usize, services: &Services) {
+        let shell = self.shell_mut();
+        shell.touch();
+        shell.out.consume(n);
+        self.advance(services);
+    }
+
+    /// The client closed its sending side: what it sent before is still
+    /// answered.
+    fn receive_eof(&mut self, services: &Services) {
+        self.shell_mut().peer_eof = true;
+        self.peer_closed();
+        self.advance(services);
+    }
+
+    /// True when the session has nothing more to do and the socket can be
+    /// closed.
+    fn is_done(&self) -> bool {
+        self.is_closing() && self.shell().out.queued().is_empty()
+    }
+
+    /// The driver sends file bytes itself from now on: a download of at
+    /// least `min_len` bytes offers its file through
+    /// [`Front::file_output`] instead of reading it into [`Front::output`]
+    /// (the reactor passes [`DIRECT_MIN`]).
+    fn send_files_directly(&mut self, min_len: u64) {
+        self.shell_mut().out.send_files_directly(min_len);
+    }
+
+    /// The driver cannot send from files after all: the file goes through
+    /// [`Front::output`] again, from where it stopped.
+    fn stop_sending_files_directly(&mut self, services: &Services) {
+        self.shell_mut().out.stop_sending_files_directly();
+        self.advance(services);
+    }
+
+    /// The server is shutting down: an idle session says so and closes; a
+    /// running transfer may finish first.
+    fn begin_shutdown(&mut self, services: &Services) {
+        self.shell_mut().shutting_down = true;
+        self.advance(services);
+    }
+
+    /// The connection failed (reset, write error): drop everything.
+    fn connection_lost(&mut self, reason: &str, services: &Services) {
+        self.interrupt(reason, services);
+        self.shell_mut().out.discard();
+    }
+
+    /// When the session next needs [`Front::on_deadline`]: the end of a
+    /// held reply, or the timeout of what it is doing now.
+    fn deadline(&self, services: &Services) -> Option<Instant> {
+        self.shell()
+            .out
+            .held_until()
+            .or_else(|| self.timeout(services))
+    }
+
+    /// Called at or after [`Front::deadline`]: releases a held reply, or
+    /// ends what ran out of time.
+    fn on_deadline(&mut self, now: Instant, services: &Services) {
+        if self.shell().out.is_held() {
+            if self.shell_mut().out.release_if_due(now) {
+                self.advance(services);
             }
+            return;
+        }
+        if self
+            .timeout(services)
+            .is_some_and(|deadline| now >= deadline)
+        {
+            self.time_out(services);
         }
     }
 }
 
-impl Services {
-    /// A place in the password-check queue for a login from `ip`, unless
-    /// the queue is full for it.
-    fn queue_check(&self, ip: IpAddr) -> Option<CheckTicket> {
-        let mut book = lock(&self.checks);
-        let count = book.per_ip.get(&ip).copied().unwrap_or(0);
-        if count >= MAX_CHECKS_PER_ADDRESS || book.total >= MAX_QUEUED_CHECKS {
-            return None;
-        }
-        book.per_ip.insert(ip, count + 1);
-        book.total += 1;
-        Some(CheckTicket {
-            ip,
-            running: false,
-            book: Arc::clone(&self.checks),
-        })
-    }
-
-    pub fn check_slot_free(&self) -> bool {
-        lock(&self.checks).running.len() < MAX_CONCURRENT_CHECKS
-    }
-
-    /// True while a check of a login from `ip` runs.
-    pub fn check_running_for(&self, ip: IpAddr) -> bool {
-        lock(&self.checks).running.contains(&ip)
-    }
+/// Where a session is, as [`Front::advance`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Its last word is said: only what is queued still goes.
+    Closing,
+    /// The payload of an upload arrives.
+    Receiving,
+    /// A download's bytes go out.
+    Sending,
+    /// Socket-free work of its own runs from [`Front::work`] (hashing, a
+    /// listing's steps, a password check): commands behind it wait.
+    Working,
+    /// Ready for the next command or request.
+    Ready,
 }
 
-/// A session of either kind, as the reactor keeps it.
+/// A session of any front, as the reactor keeps it: an enum rather than a
+/// box, so that an idle connection costs no allocation of its own.
 #[derive(Debug)]
 pub enum Session {
     Line(line::Session),
     Http(http::Session),
     Control(control::Session),
-}
-
-/// Calls the same method on whichever session this is.
-macro_rules! each {
-    ($self:expr, $session:ident => $call:expr) => {
-        match $self {
-            Session::Line($session) => $call,
-            Session::Http($session) => $call,
-            Session::Control($session) => $call,
-        }
-    };
 }
 
 impl Session {
@@ -457,143 +560,114 @@ impl Session {
             Session::Control(_) => Protocol::Control,
         }
     }
+}
 
-    pub fn read_limit(&self) -> usize {
-        each!(self, s => s.read_limit())
-    }
+/// The reactor calls every [`Front`] method on a `Session` directly.
+impl std::ops::Deref for Session {
+    type Target = dyn Front;
 
-    pub fn receive(&mut self, data: &[u8], services: &Services) {
-        each!(self, s => s.receive(data, services))
-    }
-
-    pub fn receive_eof(&mut self, services: &Services) {
-        each!(self, s => s.receive_eof(services))
-    }
-
-    pub fn output(&self) -> &[u8] {
-        each!(self, s => s.output())
-    }
-
-    pub fn output_written(&mut self, n: usize, services: &Services) {
-        each!(self, s => s.output_written(n, services))
-    }
-
-    /// The driver sends the bytes of downloads of at least `min_len`
-    /// bytes straight from the file ([`Session::file_output`]); the
-    /// control port has no downloads.
-    pub fn send_files_directly(&mut self, min_len: u64) {
+    fn deref(&self) -> &(dyn Front + 'static) {
         match self {
-            Session::Line(s) => s.send_files_directly(min_len),
-            Session::Http(s) => s.send_files_directly(min_len),
-            Session::Control(_) => {}
+            Session::Line(s) => s,
+            Session::Http(s) => s,
+            Session::Control(s) => s,
         }
     }
+}
 
-    /// File bytes to send after [`Session::output`], when the driver sends
-    /// files itself.
-    pub fn file_output(&self) -> Option<FileOutput<'_>> {
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut (dyn Front + 'static) {
         match self {
-            Session::Line(s) => s.file_output(),
-            Session::Http(s) => s.file_output(),
-            Session::Control(_) => None,
+            Session::Line(s) => s,
+            Session::Http(s) => s,
+            Session::Control(s) => s,
+        }
+    }
+}
+
+/// What the unit tests of every front drive a session with, no socket.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::SocketAddr;
+
+    use super::{Front, Services};
+    use crate::auth::Users;
+    use crate::storage::{Options, Storage};
+
+    /// Services over a temporary directory, with the user `alice:pw`.
+    pub struct Harness {
+        _root: tempfile::TempDir,
+        pub services: Services,
+    }
+
+    impl Harness {
+        pub fn new(max_file_size: u64) -> Harness {
+            let root = tempfile::tempdir().unwrap();
+            let options = Options {
+                fsync: false,
+                ..Options::default()
+            };
+            let storage = Storage::open(root.path(), options).unwrap();
+            let users = Users::parse(b"alice:pw\n").unwrap();
+            let mut services = Services::new(users, storage, max_file_size);
+            // Held replies are tested on their own.
+            services.policy.login_delay = std::time::Duration::ZERO;
+            Harness {
+                _root: root,
+                services,
+            }
+        }
+
+        pub fn services(&self) -> &Services {
+            &self.services
+        }
+
+        /// Feeds `input` as the reactor would, `step` bytes at a time at
+        /// most (and never more than `read_limit`), running socket-free
+        /// work and reading all output as it appears.
+        pub fn talk_in_steps(
+            &self,
+            session: &mut dyn Front,
+            mut input: &[u8],
+            step: usize,
+        ) -> Vec<u8> {
+            let services = self.services();
+            let mut seen = Vec::new();
+            loop {
+                if session.has_work() {
+                    session.work(services);
+                    continue;
+                }
+                let pending = session.output().len();
+                if pending > 0 {
+                    seen.extend_from_slice(session.output());
+                    session.output_written(pending, services);
+                    continue;
+                }
+                let n = session.read_limit().min(input.len()).min(step);
+                if n == 0 {
+                    return seen;
+                }
+                session.receive(&input[..n], services);
+                input = &input[n..];
+            }
         }
     }
 
-    pub fn file_output_written(&mut self, n: u64, services: &Services) {
-        match self {
-            Session::Line(s) => s.file_output_written(n, services),
-            Session::Http(s) => s.file_output_written(n, services),
-            Session::Control(_) => {}
+    impl Harness {
+        /// [`Harness::talk_in_steps`] with no limit on the step.
+        pub fn talk(&self, session: &mut dyn Front, input: &[u8]) -> Vec<u8> {
+            self.talk_in_steps(session, input, usize::MAX)
+        }
+
+        /// [`Harness::talk_in_steps`], as text.
+        pub fn talk_text(&self, session: &mut dyn Front, input: &[u8], step: usize) -> String {
+            String::from_utf8_lossy(&self.talk_in_steps(session, input, step)).into_owned()
         }
     }
 
-    pub fn file_output_failed(&mut self, err: &std::io::Error, services: &Services) {
-        match self {
-            Session::Line(s) => s.file_output_failed(err, services),
-            Session::Http(s) => s.file_output_failed(err, services),
-            Session::Control(_) => {}
-        }
-    }
-
-    pub fn stop_sending_files_directly(&mut self, services: &Services) {
-        match self {
-            Session::Line(s) => s.stop_sending_files_directly(services),
-            Session::Http(s) => s.stop_sending_files_directly(services),
-            Session::Control(_) => {}
-        }
-    }
-
-    /// True while there is anything to send, from the buffer or a file.
-    pub fn wants_to_write(&self) -> bool {
-        !self.output().is_empty() || self.file_output().is_some()
-    }
-
-    pub fn has_work(&self) -> bool {
-        each!(self, s => s.has_work())
-    }
-
-    pub fn work(&mut self, services: &Services) -> usize {
-        each!(self, s => s.work(services))
-    }
-
-    pub fn is_done(&self) -> bool {
-        each!(self, s => s.is_done())
-    }
-
-    pub fn begin_shutdown(&mut self, services: &Services) {
-        each!(self, s => s.begin_shutdown(services))
-    }
-
-    pub fn end_drain(&mut self, services: &Services) {
-        each!(self, s => s.end_drain(services))
-    }
-
-    pub fn connection_lost(&mut self, reason: &str, services: &Services) {
-        each!(self, s => s.connection_lost(reason, services))
-    }
-
-    pub fn deadline(&self, services: &Services) -> Option<Instant> {
-        each!(self, s => s.deadline(services))
-    }
-
-    pub fn on_deadline(&mut self, now: Instant, services: &Services) {
-        each!(self, s => s.on_deadline(now, services))
-    }
-
-    /// For a control connection that has not given the token yet: when
-    /// it connected (the oldest gives way to a new one when every control
-    /// slot is taken).
-    pub fn control_waiting_since(&self) -> Option<Instant> {
-        match self {
-            Session::Control(s) => s.waiting_since(),
-            _ => None,
-        }
-    }
-
-    /// Closes a control connection at once, to give its slot to a new one.
-    pub fn give_way(&mut self) {
-        if let Session::Control(s) = self {
-            s.give_way();
-        }
-    }
-
-    /// True while the session waits for a password-check slot.
-    pub fn wants_check_slot(&self) -> bool {
-        match self {
-            Session::Line(s) => s.wants_check_slot(),
-            Session::Http(s) => s.wants_check_slot(),
-            Session::Control(_) => false,
-        }
-    }
-
-    /// Takes a free password-check slot if the session waits for one;
-    /// true when it did (the session then has work).
-    pub fn take_check_slot(&mut self, services: &Services) -> bool {
-        match self {
-            Session::Line(s) => s.take_check_slot(services),
-            Session::Http(s) => s.take_check_slot(services),
-            Session::Control(_) => false,
-        }
+    pub fn peer() -> SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
     }
 }
 
@@ -606,6 +680,12 @@ mod tests {
     #[test]
     fn an_idle_session_stays_small() {
         let size = std::mem::size_of::<Session>();
+        println!(
+            "size_of::<Session>() = {size}, line {}, http {}, control {}",
+            std::mem::size_of::<line::Session>(),
+            std::mem::size_of::<http::Session>(),
+            std::mem::size_of::<control::Session>()
+        );
         assert!(size <= 256, "Session is {size} bytes");
     }
 }

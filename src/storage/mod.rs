@@ -52,6 +52,7 @@
 mod dir;
 mod instance;
 mod listing;
+mod quota;
 mod record;
 mod upload;
 
@@ -63,7 +64,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::integrity::{Digest, Hasher};
@@ -72,6 +73,8 @@ use crate::protocol::name::{self, FileName};
 use dir::Dir;
 use instance::Instance;
 pub use listing::{Listing, Step as ListingStep};
+use quota::{Counts, Tally};
+pub use quota::{OverQuota, PutLimits, PutRefusal, PutStarted};
 pub use record::Identity;
 pub use upload::Upload;
 
@@ -92,12 +95,6 @@ const PARTIAL_SUMS_DIR: &str = "partial-sums";
 const SHA256_KEY: &str = "sha256";
 const STATE_KEY: &str = "sha256-state";
 
-/// How long a user's running usage counts are trusted before a login that
-/// finds no session of that user open counts the directory again: files
-/// planted behind the server's back, or stored by another server sharing
-/// the root, are picked up then. Counting 100,000 files takes about a
-/// quarter of a second of the one thread, so not at every login.
-const RESYNC_AFTER: Duration = Duration::from_secs(5 * 60);
 /// The most partials the periodic expiry looks at in one turn of the
 /// loop (a `stat` each, an unlink for the expired): a few milliseconds at
 /// most, so sessions never wait long behind it.
@@ -206,61 +203,6 @@ pub struct Storage {
     sweep: RefCell<Sweep>,
 }
 
-/// What a user stores, as running counts: taken once by listing the
-/// directory (at the first quota check that needs them), then kept current
-/// by every change this server makes, so a quota check costs no listing.
-#[derive(Debug)]
-struct Tally {
-    /// The user directory counted: (device, inode).
-    of: (u64, u64),
-    counts: Mutex<Option<Counts>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Counts {
-    /// Bytes and number of the regular files.
-    stored: u64,
-    files: u64,
-    /// Bytes of the partials of interrupted uploads.
-    partial: u64,
-    taken: Instant,
-}
-
-impl Tally {
-    fn new(of: (u64, u64)) -> Tally {
-        Tally {
-            of,
-            counts: Mutex::new(None),
-        }
-    }
-
-    fn get(&self) -> Option<Counts> {
-        *self.counts.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set(&self, counts: Counts) {
-        *self.counts.lock().unwrap_or_else(|e| e.into_inner()) = Some(counts);
-    }
-
-    /// Applies a change the server made, if the counts were taken.
-    fn change(&self, apply: impl FnOnce(&mut Counts)) {
-        if let Some(counts) = self
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            apply(counts);
-        }
-    }
-
-    /// Counts that may be trusted for a new set of handles.
-    fn fresh(&self) -> bool {
-        self.get()
-            .is_none_or(|counts| counts.taken.elapsed() < RESYNC_AFTER)
-    }
-}
-
 /// Where the periodic expiry of partials is: a pass visits every user's
 /// partials, [`SWEEP_BUDGET`] of them per turn.
 #[derive(Debug)]
@@ -354,6 +296,19 @@ impl UserDir {
     fn file(&self, name: &str) -> PathBuf {
         self.inner.path.join(name)
     }
+}
+
+/// What [`Storage::hash_lookup`] found.
+#[derive(Debug)]
+pub enum HashLookup {
+    /// The digest recorded when the file was stored.
+    Recorded(Digest),
+    /// No record (the file arrived some other way): read it to hash it.
+    ToRead {
+        file: File,
+        size: u64,
+        identity: Identity,
+    },
 }
 
 /// A continued upload: the claimed partial, cut to the requested offset,
@@ -721,60 +676,6 @@ impl Storage {
         Ok(entries)
     }
 
-    /// What a user stores and holds now, as the quota counts it: regular
-    /// files, the partials of interrupted uploads (bytes only; an expired
-    /// one counts until the periodic expiry removes it), and what the
-    /// uploads in progress claim. O(1): the directory is listed once, at
-    /// the first call, and the counts are then kept current by the
-    /// server's own changes (see [`RESYNC_AFTER`] for the rest).
-    pub fn usage(&self, dir: &UserDir) -> Result<Usage, StorageError> {
-        let counts = match dir.inner.tally.get() {
-            Some(counts) => counts,
-            None => {
-                let counts = self.count(dir)?;
-                dir.inner.tally.set(counts);
-                counts
-            }
-        };
-        Ok(dir.inner.usage(counts))
-    }
-
-    /// Forgets the running counts of `user`, so that the next quota check
-    /// lists the user's files and partials again. For whoever changed them
-    /// behind the server's back (an operator, a test) and wants the change
-    /// counted now rather than at the next re-count ([`RESYNC_AFTER`]).
-    pub fn recount(&self, user: &str) {
-        if let Some(tally) = self.tallies.borrow().get(user) {
-            *tally.counts.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-    }
-
-    /// Lists the user's files and partials to take the running counts.
-    fn count(&self, dir: &UserDir) -> Result<Counts, StorageError> {
-        let taken = Instant::now();
-        let entries = self.list(dir)?;
-        let stored: u64 = entries.iter().map(|e| e.size).sum();
-        let mut partial_bytes = 0;
-        let partial = &dir.inner.partial;
-        for name in partial.names()? {
-            let Some(name) = name.to_str() else {
-                continue;
-            };
-            match partial.entry(name) {
-                Ok(meta) if meta.is_file => partial_bytes += meta.len,
-                // Gone meanwhile (claimed by a resume), or not ours.
-                Ok(_) | Err(StorageError::NotFound | StorageError::NotRegular) => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(Counts {
-            stored,
-            files: entries.len() as u64,
-            partial: partial_bytes,
-            taken,
-        })
-    }
-
     /// The size of `name` if it is a regular file now, else `None`.
     pub fn size_of(&self, dir: &UserDir, name: FileName<'_>) -> Option<u64> {
         dir.inner
@@ -793,6 +694,27 @@ impl Storage {
         name: FileName<'_>,
     ) -> Result<(File, Metadata), StorageError> {
         dir.inner.files.open_regular_read(name.as_str())
+    }
+
+    /// What `HASH` needs, in one call: the recorded SHA-256 of `name` if
+    /// the record still describes the file, else the file opened to read
+    /// and hash, with its size and identity at the moment of opening (a
+    /// digest is recorded only if the file has not changed since).
+    pub fn hash_lookup(
+        &self,
+        dir: &UserDir,
+        name: FileName<'_>,
+    ) -> Result<HashLookup, StorageError> {
+        let (file, meta) = self.open_read(dir, name)?;
+        let identity = Identity::of_file(&file)?;
+        if let Some(sha256) = self.stored_digest(dir, name, &file) {
+            return Ok(HashLookup::Recorded(sha256));
+        }
+        Ok(HashLookup::ToRead {
+            file,
+            size: meta.len(),
+            identity,
+        })
     }
 
     /// The recorded SHA-256 of `file` (opened from `name`), if the record
@@ -1137,6 +1059,7 @@ fn report_unowned_tmp_files(root: &Path, instances: &Dir, tmp: &Dir) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quota::RESYNC_AFTER;
     use std::fs;
     use std::io::Read;
 
@@ -1189,6 +1112,75 @@ mod tests {
         assert_eq!(storage.usage(&dir).unwrap(), usage(1120, 2));
         drop(upload);
         assert_eq!(storage.usage(&dir).unwrap(), usage(120, 1));
+    }
+
+    #[test]
+    fn begin_put_refuses_in_order_and_says_how_much_fits() {
+        let (_root, storage, dir) = setup();
+        let limits = PutLimits {
+            max_file_size: 100,
+            user_quota: Some(150),
+            user_max_files: Some(1),
+        };
+        let put =
+            |name_: &str, size, offset| storage.begin_put(&dir, name(name_), size, offset, limits);
+        // Over the maximum size before the quota is looked at.
+        assert!(matches!(
+            put("a", Some(200), None),
+            Err(PutRefusal::TooLarge { max: 100 })
+        ));
+        let started = put("a", Some(60), None).unwrap();
+        assert!(!started.existed);
+        assert_eq!((started.limit, started.hasher.is_some()), (100, true));
+        let mut upload = started.upload;
+        upload.write(&[1; 60]).unwrap();
+        storage.commit(upload, Digest::of(&[1; 60])).unwrap();
+        // A second file is one too many; the first may be replaced.
+        assert!(matches!(
+            put("b", Some(1), None),
+            Err(PutRefusal::OverQuota(OverQuota::Files { max: 1 }))
+        ));
+        assert!(matches!(
+            put("a", Some(10), Some(11)),
+            Err(PutRefusal::OffsetPastEnd {
+                offset: 11,
+                size: 10
+            })
+        ));
+        // A body of unknown size is held to what the quota leaves.
+        let started = put("a", None, None).unwrap();
+        assert!(started.existed);
+        assert_eq!(started.limit, 100);
+        let limits = PutLimits {
+            user_quota: Some(90),
+            ..limits
+        };
+        let started = storage
+            .begin_put(&dir, name("a"), None, None, limits)
+            .unwrap();
+        assert_eq!(
+            (started.limit, started.limited_by_quota),
+            (90, Some(OverQuota::Bytes { quota: 90 }))
+        );
+    }
+
+    #[test]
+    fn forgotten_counts_are_taken_again() {
+        let (root, storage, dir) = setup();
+        let mut upload = storage.begin_upload(&dir, name("a")).unwrap();
+        upload.write(b"hello").unwrap();
+        storage.commit(upload, Digest::of(b"hello")).unwrap();
+        assert_eq!(storage.usage(&dir).unwrap().bytes, 5);
+        drop(dir);
+        // Removed behind the server's back: the running counts do not see
+        // it, even through new handles, until they are forgotten.
+        std::fs::remove_file(root.path().join("alice").join("a")).unwrap();
+        let dir = storage.user_dir("alice").unwrap();
+        assert_eq!(storage.usage(&dir).unwrap().bytes, 5);
+        drop(dir);
+        storage.recount("alice");
+        let dir = storage.user_dir("alice").unwrap();
+        assert_eq!(storage.usage(&dir).unwrap().bytes, 0);
     }
 
     #[test]

@@ -441,9 +441,9 @@ fn the_audit_log_records_events_and_cannot_be_forged() {
         // which is never logged.
         r#"login_failed ip=127.0.0.1 proto=line user="x\u{1b}[31m\rT""#,
         r#"login_ok ip=127.0.0.1 proto=line user="alice""#,
-        r#"upload ip=127.0.0.1 proto=line user="alice" verb=PUT name="report.txt" size=5 result=ok"#,
-        r#"download ip=127.0.0.1 proto=line user="alice" verb=GET name="report.txt" size=5 result=ok"#,
-        r#"delete ip=127.0.0.1 proto=line user="alice" verb=DEL name="report.txt" size=5 result=ok"#,
+        r#"upload ip=127.0.0.1 proto=line user="alice" name="report.txt" size=5 received=5 result=ok"#,
+        r#"download ip=127.0.0.1 proto=line user="alice" name="report.txt" size=5 sent=5 result=ok"#,
+        r#"delete ip=127.0.0.1 proto=line user="alice" name="report.txt" size=5 result=ok"#,
         r#"name_refused ip=127.0.0.1 proto=line user="alice" verb=GET"#,
     ];
     for prefix in expect {

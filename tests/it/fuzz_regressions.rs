@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 
 use ferry::Users;
 use ferry::protocol::line::{self, MAX_LINE, Parsed, Status};
-use ferry::session::Services;
 use ferry::session::line::Session;
+use ferry::session::{Front, Services};
 use ferry::storage::{Options, Storage};
 
 struct Harness {

@@ -1,0 +1,240 @@
+//! The one table from every error a session meets (storage, quota, parse,
+//! I/O, refusal) to what each front says about it: a line reply, and an
+//! HTTP status with the text of its plain-text body. No other code decides
+//! a reply code for an error.
+
+use std::borrow::Cow;
+use std::io;
+
+use crate::limits::Refusal;
+use crate::protocol::http::{HeadError, reason};
+use crate::protocol::line::{ParseError, Verb};
+use crate::protocol::reply::{Reply, describe_io};
+use crate::storage::{OverQuota, PutRefusal, StorageError};
+
+/// An error some layer reported, on its way to the client.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Storage(StorageError),
+    OverQuota(OverQuota),
+    /// Larger than `--max-file-size`.
+    TooLarge {
+        max: u64,
+    },
+    /// A command line that cannot be run (the line protocol's).
+    Parse(ParseError),
+    /// A request head that cannot be read (HTTP's).
+    Head(HeadError),
+    /// An offset to continue from past the size announced.
+    OffsetPastEnd {
+        offset: u64,
+        size: u64,
+    },
+    /// Too many password checks wait.
+    LoginsBusy,
+    /// No (right) credentials for what needs a login.
+    NotLoggedIn,
+    /// A failure of the server's own that the client can do nothing about
+    /// (the user's directory cannot be prepared).
+    Internal(io::Error),
+    /// The client took too long (to log in, to send a request or its
+    /// body).
+    Timeout,
+    /// The server is shutting down, and what ran was cut.
+    ShuttingDown,
+    /// A request the front cannot serve, for a reason of its own syntax.
+    Request(Refused),
+    /// A connection over the client limits, refused before its session.
+    Connections(Refusal),
+}
+
+/// Why a request is refused for its syntax, whichever front's. (Each front
+/// meets some of them only; the other's answer is the nearest it has.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// No such resource (HTTP: a path outside the routes).
+    NoRoute,
+    /// A method (verb) nobody knows.
+    UnknownMethod,
+    /// A known method the resource does not take.
+    MethodNotAllowed,
+    /// An upload whose length is not given in any way.
+    LengthRequired,
+    /// An `Expect` the server does not meet.
+    ExpectationFailed,
+    /// A request that cannot be read as one: a file name that is not one,
+    /// a body whose framing breaks.
+    Malformed,
+    /// A range outside the file.
+    RangeNotSatisfiable,
+    /// A file name that breaks the rules.
+    NameNotAllowed,
+}
+
+impl From<Refused> for Failure {
+    fn from(refused: Refused) -> Failure {
+        Failure::Request(refused)
+    }
+}
+
+impl From<StorageError> for Failure {
+    fn from(err: StorageError) -> Failure {
+        Failure::Storage(err)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(err: io::Error) -> Failure {
+        Failure::Storage(StorageError::Io(err))
+    }
+}
+
+impl From<OverQuota> for Failure {
+    fn from(over: OverQuota) -> Failure {
+        Failure::OverQuota(over)
+    }
+}
+
+impl From<PutRefusal> for Failure {
+    fn from(refusal: PutRefusal) -> Failure {
+        match refusal {
+            PutRefusal::TooLarge { max } => Failure::TooLarge { max },
+            PutRefusal::OverQuota(over) => Failure::OverQuota(over),
+            PutRefusal::OffsetPastEnd { offset, size } => Failure::OffsetPastEnd { offset, size },
+            PutRefusal::Storage(err) => Failure::Storage(err),
+        }
+    }
+}
+
+impl From<ParseError> for Failure {
+    fn from(err: ParseError) -> Failure {
+        Failure::Parse(err)
+    }
+}
+
+impl From<HeadError> for Failure {
+    fn from(err: HeadError) -> Failure {
+        Failure::Head(err)
+    }
+}
+
+impl Failure {
+    /// What the line protocol (and the control port) answers.
+    pub(crate) fn reply(self) -> Reply {
+        match self {
+            Failure::Storage(StorageError::NotFound) => Reply::NoSuchFile,
+            Failure::Storage(StorageError::NotRegular) => Reply::NotRegularFile,
+            Failure::Storage(StorageError::OffsetPastHeld { offset, held }) => {
+                Reply::OffsetPastHeld { offset, held }
+            }
+            Failure::Storage(StorageError::Io(err)) => Reply::LocalError(err),
+            Failure::OverQuota(OverQuota::Bytes { quota }) => Reply::QuotaBytes { quota },
+            Failure::OverQuota(OverQuota::Files { max }) => Reply::QuotaFiles { max },
+            Failure::TooLarge { max } => Reply::TooLarge { max },
+            Failure::Parse(ParseError::EmptyLine) => Reply::EmptyLine,
+            Failure::Parse(ParseError::UnknownCommand) => Reply::UnknownCommand,
+            Failure::Parse(ParseError::LineTooLong) => Reply::LineTooLong,
+            Failure::Parse(ParseError::BadArguments(verb)) => Reply::BadArguments(verb),
+            Failure::Parse(ParseError::NameNotAllowed(_)) => Reply::NameNotAllowed,
+            // A line client never sends a request head; the nearest words.
+            Failure::Head(HeadError::HeadTooLarge | HeadError::TargetTooLong) => Reply::LineTooLong,
+            Failure::Head(_) => Reply::UnknownCommand,
+            Failure::OffsetPastEnd { offset, size } => Reply::OffsetPastEnd { offset, size },
+            Failure::LoginsBusy => Reply::LoginsBusy,
+            Failure::Connections(_) => Reply::TooManyConnections,
+            Failure::NotLoggedIn => Reply::NotLoggedIn,
+            Failure::Internal(err) => Reply::LocalError(err),
+            Failure::Timeout => Reply::Timeout,
+            Failure::ShuttingDown => Reply::ShuttingDown,
+            Failure::Request(Refused::NoRoute | Refused::UnknownMethod) => Reply::UnknownCommand,
+            Failure::Request(Refused::MethodNotAllowed | Refused::ExpectationFailed) => {
+                Reply::UnknownCommand
+            }
+            Failure::Request(Refused::LengthRequired) => Reply::BadArguments(Verb::Put),
+            Failure::Request(Refused::Malformed | Refused::NameNotAllowed) => Reply::NameNotAllowed,
+            Failure::Request(Refused::RangeNotSatisfiable) => Reply::BadArguments(Verb::Rest),
+        }
+    }
+
+    /// What HTTP answers: the status, and the text of the plain-text body
+    /// (a newline follows it on the wire).
+    pub(crate) fn http(&self) -> (u16, Cow<'static, str>) {
+        match self {
+            Failure::Storage(StorageError::NotFound) => (404, "no such file".into()),
+            Failure::Storage(StorageError::NotRegular) => (403, "not a regular file".into()),
+            Failure::Storage(err @ StorageError::OffsetPastHeld { .. }) => {
+                (416, err.to_string().into())
+            }
+            Failure::Storage(StorageError::Io(err)) => match err.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => (507, describe_io(err).into()),
+                _ => (500, describe_io(err).into()),
+            },
+            Failure::OverQuota(OverQuota::Bytes { quota }) => (
+                507,
+                format!("quota exceeded (at most {quota} bytes per user)").into(),
+            ),
+            Failure::OverQuota(OverQuota::Files { max }) => (
+                507,
+                format!("quota exceeded (at most {max} files per user)").into(),
+            ),
+            Failure::TooLarge { .. } => (413, reason(413).into()),
+            Failure::Parse(ParseError::NameNotAllowed(_))
+            | Failure::Request(Refused::NameNotAllowed) => (400, "file name not allowed".into()),
+            Failure::Parse(_) => (400, reason(400).into()),
+            Failure::Head(err) => {
+                let status = match err {
+                    HeadError::Malformed | HeadError::BadFraming | HeadError::RangedPut => 400,
+                    HeadError::TargetTooLong => 414,
+                    HeadError::HeadTooLarge => 431,
+                    HeadError::UnsupportedCoding => 501,
+                    HeadError::EncodedBody => 415,
+                    HeadError::Version => 505,
+                };
+                (status, err.detail().unwrap_or(reason(status)).into())
+            }
+            Failure::OffsetPastEnd { offset, size } => (
+                416,
+                format!("offset {offset} is past the end of the file ({size} bytes)").into(),
+            ),
+            Failure::LoginsBusy => (503, "too many logins waiting, try again later".into()),
+            Failure::NotLoggedIn => (401, reason(401).into()),
+            Failure::Internal(_) => (500, reason(500).into()),
+            Failure::Timeout => (408, reason(408).into()),
+            Failure::ShuttingDown => (503, reason(503).into()),
+            Failure::Request(refused) => {
+                let status = match refused {
+                    Refused::NoRoute => 404,
+                    Refused::UnknownMethod => 501,
+                    Refused::MethodNotAllowed => 405,
+                    Refused::LengthRequired => 411,
+                    Refused::ExpectationFailed => 417,
+                    Refused::Malformed | Refused::NameNotAllowed => 400,
+                    Refused::RangeNotSatisfiable => 416,
+                };
+                (status, reason(status).into())
+            }
+            Failure::Connections(Refusal::TooMany) => (503, "too many connections".into()),
+            Failure::Connections(Refusal::TooManyFromAddress) => {
+                (503, "too many connections from this address".into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_bodies_the_server_cannot_store_are_refused_with_their_status() {
+        assert_eq!(Failure::Head(HeadError::RangedPut).http().0, 400);
+        assert_eq!(Failure::Head(HeadError::EncodedBody).http().0, 415);
+    }
+
+    #[test]
+    fn a_full_disk_is_507_and_451() {
+        let full = || Failure::from(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(full().http(), (507, "disk full".into()));
+        assert_eq!(full().reply().code(), 451);
+    }
+}

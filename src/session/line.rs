@@ -879,7 +879,7 @@ impl Session {
             .map(|(file, meta)| {
                 let size = meta.len();
                 if offset > size {
-                    return Err(Reply::OffsetPastEnd { offset, size });
+                    return Err(Failure::OffsetPastEnd { offset, size });
                 }
                 Ok((file, size - offset))
             });
@@ -894,8 +894,8 @@ impl Session {
                 let download = Download::start(kind, name, file, offset, total, services);
                 State::Sending(login, Box::new(download))
             }
-            Ok(Err(reply)) => {
-                self.reply(reply, services);
+            Ok(Err(past_end)) => {
+                self.fail(past_end, services);
                 State::Idle(login)
             }
             Err(err) => {

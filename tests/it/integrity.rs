@@ -200,7 +200,10 @@ fn hash_of_a_large_planted_file_does_not_stall_other_sessions() {
             let took = sent.elapsed();
             (first, hashing.read_reply(), took)
         });
-        thread::sleep(Duration::from_millis(50));
+        // Long enough for the HASH to start; the hashing itself is short
+        // (64 MiB at the optimised hash's speed), so the probes below are
+        // close together.
+        thread::sleep(Duration::from_millis(5));
 
         // Meanwhile the other session is served promptly.
         let mut while_hashing = 0;
@@ -216,7 +219,7 @@ fn hash_of_a_large_planted_file_does_not_stall_other_sessions() {
             if !hashed.load(Ordering::SeqCst) {
                 while_hashing += 1;
             }
-            thread::sleep(Duration::from_millis(20));
+            thread::sleep(Duration::from_millis(1));
         }
         let (first, second, took) = answers.join().unwrap();
         (first, second, took, want.join().unwrap(), while_hashing)

@@ -264,6 +264,7 @@ impl Front for Session {
             Err(err) => {
                 log::info!("{} bad request head: {err:?}", self.shell.peer);
                 self.head_request = false;
+                self.shell.access_begin(services, None, "-", b"");
                 self.fail(err, After::Close, services);
                 // Nothing after a head that cannot be read can be trusted.
                 return true;
@@ -581,6 +582,8 @@ impl Session {
     /// `protocol.md`: path, method, authentication, name, the request.
     fn handle(&mut self, request: &Request<'_>, services: &Services) {
         self.head_request = request.method == Method::Head;
+        self.shell
+            .access_begin(services, None, request.method.as_str(), request.path);
         // A body that will not be read leaves the stream unusable.
         let reads_body = request.method == Method::Put;
         let keep_alive = request.keep_alive && (reads_body || !request.body.is_present());
@@ -1039,9 +1042,11 @@ impl Session {
             ..
         } = *put;
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
+        let received = intake.received();
         match intake.finish(None, who(self.shell.peer, &user), services) {
             Finished::Stored(sha256) => {
                 let status = if existed { 204 } else { 201 };
+                self.shell.access_bytes(received);
                 let digest = sha256.to_string();
                 let fields = [("X-Ferry-SHA256", digest.as_str())];
                 self.respond(status, &fields, b"", true, after, services);
@@ -1085,6 +1090,16 @@ impl Session {
         services: &Services,
     ) {
         services.metrics.reply(Protocol::Http, status);
+        if status != 100 {
+            // The access log's line of the request: its final status, and
+            // the body it announces (a listing's is counted as it goes).
+            if !self.head_request {
+                self.shell.access_bytes(content_length.unwrap_or(0));
+            }
+            let user = self.auth_cache.as_ref().and_then(|c| c.result.as_deref());
+            self.shell
+                .access_end(services, Protocol::Http, user, status);
+        }
         write_head(
             self.shell.out.buf(),
             status,

@@ -618,6 +618,24 @@ impl Session {
     fn reply(&mut self, reply: Reply, services: &Services) {
         services.metrics.reply(Protocol::Line, reply.code());
         reply.write_to(self.shell.out.buf());
+        self.access_reply(&reply, services);
+    }
+
+    /// The access log's line of a command, written with the reply that
+    /// ends it: not `PUT`'s go-ahead nor a block of `LIST` (they count its
+    /// bytes), but a download's `150` (the data follows) and the `226`
+    /// that says how much an upload stored.
+    fn access_reply(&mut self, reply: &Reply, services: &Services) {
+        let verb = self.shell.access_verb();
+        match (verb, reply) {
+            (None, _) => return,
+            (Some("PUT"), Reply::Data(_)) => return,
+            (Some("LIST"), Reply::Data(n)) if *n > 0 => return self.shell.access_bytes(*n),
+            (_, Reply::Data(n)) | (_, Reply::Stored { size: n, .. }) => self.shell.access_bytes(*n),
+            _ => {}
+        }
+        self.shell
+            .access_end(services, Protocol::Line, None, reply.code());
     }
 
     /// Answers a failure in the words of the one table.
@@ -632,6 +650,33 @@ impl Session {
         line: &[u8],
         services: &Services,
     ) {
+        let verb = match &command {
+            Ok(command) => command.verb().as_str(),
+            Err(err) => err.verb().map_or("-", Verb::as_str),
+        };
+        // The file a command names, if it names one (never AUTH's words:
+        // they hold a password).
+        let names_a_file = |verb: Verb| {
+            matches!(
+                verb,
+                Verb::View | Verb::Get | Verb::Put | Verb::Del | Verb::Hash | Verb::Partial
+            )
+        };
+        let path = match &command {
+            Ok(command) if names_a_file(command.verb()) => name_argument(line, command.verb()),
+            Err(err) => err
+                .verb()
+                .filter(|verb| names_a_file(*verb))
+                .map_or(&[][..], |verb| name_argument(line, verb)),
+            Ok(_) => &[][..],
+        };
+        // Who: the user logged in, or the one an AUTH claims to be.
+        let user = match (&self.state, &command) {
+            (State::Idle(login), _) => Some(login.user.as_bytes()),
+            (_, Ok(Command::Auth { user, .. })) => Some(*user),
+            _ => None,
+        };
+        self.shell.access_begin(services, user, verb, path);
         if let State::Idle(login) = &self.state
             && !services.user_exists(&login.user)
         {

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::Services;
 use super::outbox::Outbox;
+use crate::metrics::Protocol;
 
 #[derive(Debug)]
 pub struct Shell {
@@ -21,6 +23,19 @@ pub struct Shell {
     /// Last byte received or sent: the idle and stall timeouts count from
     /// here.
     pub last_activity: Instant,
+    /// The command or request the access log will record once it is
+    /// answered; only while there is an access log.
+    access: Option<Box<Pending>>,
+}
+
+/// What the access log needs of a command or request until its answer.
+#[derive(Debug)]
+struct Pending {
+    user: Option<String>,
+    verb: &'static str,
+    path: String,
+    bytes: u64,
+    started: Instant,
 }
 
 impl Shell {
@@ -32,7 +47,68 @@ impl Shell {
             peer_eof: false,
             shutting_down: false,
             last_activity: Instant::now(),
+            access: None,
         }
+    }
+
+    /// A command or request begins (only noted when there is an access
+    /// log). `path` is what it names: a file, a folder, a URL path.
+    /// A request handled again (after its password check) keeps the
+    /// time it began.
+    pub fn access_begin(
+        &mut self,
+        services: &Services,
+        user: Option<&[u8]>,
+        verb: &'static str,
+        path: &[u8],
+    ) {
+        if self.access.is_some() || services.access.borrow().is_none() {
+            return;
+        }
+        self.access = Some(Box::new(Pending {
+            user: user.map(|user| String::from_utf8_lossy(user).into_owned()),
+            verb,
+            path: String::from_utf8_lossy(path).into_owned(),
+            bytes: 0,
+            started: Instant::now(),
+        }));
+    }
+
+    /// The verb of the command or request the access log waits to record.
+    pub fn access_verb(&self) -> Option<&'static str> {
+        self.access.as_ref().map(|pending| pending.verb)
+    }
+
+    /// Data the pending command moves (a block of a listing, an upload).
+    pub fn access_bytes(&mut self, bytes: u64) {
+        if let Some(pending) = &mut self.access {
+            pending.bytes += bytes;
+        }
+    }
+
+    /// The pending command is answered with `code`: its access-log line,
+    /// for `user` if the front knows one by now, else for the one it knew
+    /// at the start.
+    pub fn access_end(
+        &mut self,
+        services: &Services,
+        protocol: Protocol,
+        user: Option<&str>,
+        code: u16,
+    ) {
+        let Some(pending) = self.access.take() else {
+            return;
+        };
+        services.access(&crate::access::Entry {
+            peer: self.peer,
+            proto: protocol.as_str(),
+            user: user.or(pending.user.as_deref()),
+            verb: pending.verb,
+            path: &pending.path,
+            code,
+            bytes: pending.bytes,
+            duration: pending.started.elapsed(),
+        });
     }
 
     /// Bytes arrived or left: the connection is alive.

@@ -13,6 +13,7 @@
 //! CPU busy for seconds takes `common::cpu_heavy()`, and one that measures
 //! its own process starts with `common::in_a_process_of_its_own`.
 
+mod access_log;
 mod audit_events;
 mod cli;
 mod client;

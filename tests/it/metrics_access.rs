@@ -195,3 +195,66 @@ fn the_metrics_token_stays_out_of_check_config_and_the_log() {
         server.stderr_text()
     );
 }
+
+#[test]
+fn a_socket_handed_over_as_metrics_serves_the_metrics() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::os::fd::OwnedFd;
+    use std::process::{Command, Stdio};
+
+    // The test is the service manager: descriptors 3 and 4, named.
+    let line = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics = TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("id_passwd.txt");
+    std::fs::write(&users, default_users_file()).unwrap();
+    let script = "exec 3<&0 4>&1 0</dev/null 1>/dev/null; \
+                  LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=line:metrics exec \"$0\" \"$@\"";
+    // Addresses nobody could bind here: only the handed-over sockets serve.
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(ferryd_bin())
+        .args([
+            "--listen",
+            "192.0.2.1:9",
+            "--metrics-listen",
+            "192.0.2.1:10",
+        ])
+        .arg("--storage")
+        .arg(dir.path().join("storage"))
+        .arg("--users")
+        .arg(&users)
+        .arg("--no-fsync")
+        .stdin(Stdio::from(OwnedFd::from(line.try_clone().unwrap())))
+        .stdout(Stdio::from(OwnedFd::from(metrics.try_clone().unwrap())))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let want = format!("ferryd metrics listening on {metrics_addr}");
+    let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(&want) => break,
+            Ok(l) => seen.push(l),
+            Err(_) => break,
+        }
+    }
+    let served = exchange(metrics_addr, &request("GET", "/metrics", &[], b""));
+    let _ = child.kill();
+    let _ = child.wait();
+    served.assert_status(200, &format!("GET /metrics; log: {seen:?}"));
+    assert!(is_metrics_text(&served), "{}", served.text());
+}

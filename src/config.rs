@@ -13,8 +13,8 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 * 1024 * 1024 * 1024;
 /// How long running transfers may go on after a shutdown request.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How a [`crate::Server`] runs. Its `Debug` leaves out the control
-/// token, so a config can be logged.
+/// How a [`crate::Server`] runs. Its `Debug` leaves out the control and
+/// metrics tokens, so a config can be logged.
 #[derive(Clone)]
 pub struct Config {
     /// Address of the line-protocol listener; port 0 picks a free port
@@ -27,6 +27,14 @@ pub struct Config {
     /// The token the control port asks for; required with
     /// `control_listen`.
     pub control_token: Option<String>,
+    /// Address of a listener that serves only `/metrics` and `/healthz`,
+    /// without authentication (so it belongs on a loopback or otherwise
+    /// private address); `None` means none.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The bearer token that `/metrics` on the HTTP listener asks for;
+    /// `None`: `/metrics` is not served there (404), only on
+    /// `metrics_listen`.
+    pub metrics_token: Option<String>,
     /// Storage root: one directory per user below it.
     pub storage: PathBuf,
     /// Largest upload in bytes; a larger `PUT` is answered `552`.
@@ -46,7 +54,7 @@ pub struct Config {
     /// Work with systemd (see [`crate::systemd`]): use the listening
     /// sockets it passed (socket activation: `LISTEN_PID`, `LISTEN_FDS`,
     /// `LISTEN_FDNAMES`) instead of binding, each matched to its listener
-    /// by name (`line`, `http`, `control`) or by address; and tell it when
+    /// by name (`line`, `http`, `control`, `metrics`) or by address; and tell it when
     /// the server is ready, reloading and stopping (`$NOTIFY_SOCKET`).
     /// Without those variables this changes nothing.
     pub systemd: bool,
@@ -67,6 +75,11 @@ impl std::fmt::Debug for Config {
             .field(
                 "control_token",
                 &self.control_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("metrics_listen", &self.metrics_listen)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .field("storage", &self.storage)
             .field("max_file_size", &self.max_file_size)
@@ -162,6 +175,8 @@ impl Default for Config {
             http_listen: None,
             control_listen: None,
             control_token: None,
+            metrics_listen: None,
+            metrics_token: None,
             storage: PathBuf::from("./server_storage"),
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

@@ -121,6 +121,12 @@ impl Server {
                 return Err(invalid("the control port needs a token".to_owned()));
             }
         }
+        if config.metrics_token.as_deref() == Some("") {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the metrics token is empty",
+            ));
+        }
         // Sockets handed over by systemd (socket activation) are used
         // instead of binding, so a restart refuses no connection.
         let mut activated = if config.systemd {
@@ -137,14 +143,18 @@ impl Server {
             Some(addr) => Some(listen(&mut activated, "control", addr)?),
             None => None,
         };
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(listen(&mut activated, "metrics", addr)?),
+            None => None,
+        };
         if !activated.is_empty() {
             let left: Vec<String> = activated.iter().map(describe_activated).collect();
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "socket activation: no listener is configured for {} (name each socket \
-                     FileDescriptorName=line, http or control, or give its address to \
-                     --listen, --http-listen or --control)",
+                     FileDescriptorName=line, http, control or metrics, or give its address \
+                     to --listen, --http-listen, --control or --metrics-listen)",
                     left.join(", ")
                 ),
             ));
@@ -174,8 +184,16 @@ impl Server {
         services.policy = config.policy.clone();
         services.users_file = config.users_file.clone();
         services.control_token = config.control_token.clone();
+        services.metrics_token = config.metrics_token.clone();
         *services.access.get_mut() = access_log;
-        let mut reactor = Reactor::new(listener, http, control, services, config.drain_timeout)?;
+        let mut reactor = Reactor::new(
+            listener,
+            http,
+            control,
+            metrics,
+            services,
+            config.drain_timeout,
+        )?;
         reactor.notify_systemd(config.systemd);
         if let Some(path) = config.access_log.filter(|path| path.as_os_str() != "-") {
             reactor.reopen_access_log_at(path);
@@ -199,6 +217,12 @@ impl Server {
     /// asked for one.
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.reactor.control_addr()
+    }
+
+    /// The address of the metrics listener, when
+    /// [`Config::metrics_listen`] asked for one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.reactor.metrics_addr()
     }
 
     /// Sets what a reload (SIGHUP with [`Server::handle_signals`], or the

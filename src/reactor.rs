@@ -1,7 +1,8 @@
 //! The event loop: the only code that touches sockets.
 //!
 //! One `mio::Poll` watches the listeners (the line protocol's and, when
-//! configured, the HTTP front's), every connection, the shutdown waker and
+//! configured, the HTTP front's, the control port's and the metrics
+//! listener's), every connection, the shutdown waker and
 //! (when the embedder asks for it) a signal source. Connections of both
 //! kinds live in one `Slab` keyed by their token. Sockets are edge-triggered, so each
 //! connection remembers whether it may still be readable or writable (a hint
@@ -41,6 +42,7 @@ use slab::Slab;
 
 use crate::limits::{CheckWaiters, Connections, Refusal};
 use crate::metrics::Protocol;
+use crate::session::http::{self, Role as HttpRole};
 use crate::session::{DIRECT_MIN, Failure, Services, Session, TRANSFER_BUFFER};
 use crate::sys;
 
@@ -49,6 +51,7 @@ const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 const HTTP_LISTENER: Token = Token(usize::MAX - 4);
 const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
+const METRICS_LISTENER: Token = Token(usize::MAX - 6);
 /// Control connections at once. They are not counted against the client
 /// limits, so the operator gets in when clients have used them all up.
 const MAX_CONTROL_SESSIONS: usize = 8;
@@ -113,6 +116,9 @@ struct Listener {
     socket: TcpListener,
     token: Token,
     protocol: Protocol,
+    /// What an HTTP session on it serves (the metrics listener's serve
+    /// only `/metrics` and `/healthz`).
+    role: HttpRole,
     addr: SocketAddr,
     /// More connections may be waiting in its accept queue.
     pending: bool,
@@ -134,6 +140,7 @@ pub(crate) struct Reactor {
     local_addr: SocketAddr,
     http_addr: Option<SocketAddr>,
     control_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     conns: Slab<Conn>,
     ready: Vec<usize>,
     /// Session deadlines: (when, connection key).
@@ -176,15 +183,17 @@ impl Reactor {
         line: std::net::TcpListener,
         http: Option<std::net::TcpListener>,
         control: Option<std::net::TcpListener>,
+        metrics: Option<std::net::TcpListener>,
         services: Services,
         drain_timeout: Duration,
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
-        for (socket, token, protocol) in [
-            (Some(line), LINE_LISTENER, Protocol::Line),
-            (http, HTTP_LISTENER, Protocol::Http),
-            (control, CONTROL_LISTENER, Protocol::Control),
+        for (socket, token, protocol, role) in [
+            (Some(line), LINE_LISTENER, Protocol::Line, HttpRole::Main),
+            (http, HTTP_LISTENER, Protocol::Http, HttpRole::Main),
+            (control, CONTROL_LISTENER, Protocol::Control, HttpRole::Main),
+            (metrics, METRICS_LISTENER, Protocol::Http, HttpRole::Metrics),
         ] {
             let Some(socket) = socket else {
                 continue;
@@ -203,20 +212,22 @@ impl Reactor {
                 socket,
                 token,
                 protocol,
+                role,
                 addr,
                 pending: true,
                 paused_until: None,
             });
         }
         let local_addr = listeners[0].addr;
-        let addr_of = |protocol| {
+        let addr_of = |token| {
             listeners
                 .iter()
-                .find(|listener: &&Listener| listener.protocol == protocol)
+                .find(|listener: &&Listener| listener.token == token)
                 .map(|listener| listener.addr)
         };
-        let http_addr = addr_of(Protocol::Http);
-        let control_addr = addr_of(Protocol::Control);
+        let http_addr = addr_of(HTTP_LISTENER);
+        let control_addr = addr_of(CONTROL_LISTENER);
+        let metrics_addr = addr_of(METRICS_LISTENER);
         let waker = Waker::new(poll.registry(), WAKER)?;
         Ok(Reactor {
             poll,
@@ -224,6 +235,7 @@ impl Reactor {
             local_addr,
             http_addr,
             control_addr,
+            metrics_addr,
             conns: Slab::new(),
             ready: Vec::new(),
             timers: BinaryHeap::new(),
@@ -257,6 +269,10 @@ impl Reactor {
 
     pub(crate) fn control_addr(&self) -> Option<SocketAddr> {
         self.control_addr
+    }
+
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub(crate) fn stop_signal(&self) -> Arc<StopSignal> {
@@ -297,6 +313,15 @@ impl Reactor {
         if let Some(addr) = self.control_addr {
             log::info!("ferryd control port listening on {addr}");
         }
+        if let Some(addr) = self.metrics_addr {
+            log::info!("ferryd metrics listening on {addr}");
+            if !addr.ip().is_loopback() {
+                log::warn!(
+                    "the metrics listener {addr} is not on a loopback address: anyone who \
+                     reaches it reads the counters"
+                );
+            }
+        }
         if self.notify_systemd {
             crate::systemd::notify("READY=1");
         }
@@ -311,7 +336,7 @@ impl Reactor {
             }
             for event in events.iter() {
                 match event.token() {
-                    LINE_LISTENER | HTTP_LISTENER | CONTROL_LISTENER => {
+                    LINE_LISTENER | HTTP_LISTENER | CONTROL_LISTENER | METRICS_LISTENER => {
                         for listener in &mut self.listeners {
                             listener.pending |= listener.token == event.token();
                         }
@@ -583,6 +608,7 @@ impl Reactor {
     fn accept_batch(&mut self, index: usize) {
         let listener = &mut self.listeners[index];
         let protocol = listener.protocol;
+        let role = listener.role;
         for _ in 0..ACCEPT_BATCH {
             let (mut stream, peer) = match listener.socket.accept() {
                 Ok(accepted) => accepted,
@@ -656,7 +682,10 @@ impl Reactor {
             }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            let mut session = Session::new(protocol, peer, &self.services);
+            let mut session = match role {
+                HttpRole::Main => Session::new(protocol, peer, &self.services),
+                HttpRole::Metrics => Session::Http(http::Session::with_role(peer, role)),
+            };
             if self.sendfile {
                 session.send_files_directly(DIRECT_MIN);
             }

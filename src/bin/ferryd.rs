@@ -114,6 +114,15 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Some(path) = &settings.metrics_token_file {
+        match read_token(path) {
+            Ok(token) => config.metrics_token = Some(token),
+            Err(message) => {
+                eprintln!("ferryd: --metrics-token-file {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
     let mut server = match Server::bind(config, users) {
         Ok(server) => server,
         Err(err) => {
@@ -369,6 +378,12 @@ fn check_config(line: CommandLine) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
+    if let Some(path) = &settings.metrics_token_file
+        && let Err(message) = read_token(path)
+    {
+        eprintln!("ferryd: metrics-token-file {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     let mut remarks = Vec::new();
     match Users::load(&settings.users) {
         Ok(users) => {
@@ -401,6 +416,9 @@ fn check_config(line: CommandLine) -> ExitCode {
     }
     if settings.control_token_file.is_some() {
         println!("# control token: read, not shown");
+    }
+    if settings.metrics_token_file.is_some() {
+        println!("# metrics token: read, not shown");
     }
     ExitCode::SUCCESS
 }
@@ -583,6 +601,7 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
     check("listen", a.listen == b.listen);
     check("http-listen", a.http_listen == b.http_listen);
     check("control", a.control_listen == b.control_listen);
+    check("metrics-listen", a.metrics_listen == b.metrics_listen);
     check("storage", a.storage == b.storage);
     check("fsync", a.fsync == b.fsync);
     check("partial-ttl", a.partial_ttl == b.partial_ttl);
@@ -590,6 +609,10 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
     check(
         "control-token-file",
         running.control_token_file == new.control_token_file,
+    );
+    check(
+        "metrics-token-file",
+        running.metrics_token_file == new.metrics_token_file,
     );
     check("log-file", running.log_file == new.log_file);
     changed

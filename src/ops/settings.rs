@@ -22,6 +22,7 @@ pub struct Settings {
     pub config: Config,
     pub users: PathBuf,
     pub control_token_file: Option<PathBuf>,
+    pub metrics_token_file: Option<PathBuf>,
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
     /// Remarks for `check-config`, such as a host name that resolved to
@@ -35,6 +36,7 @@ impl Default for Settings {
             config: Config::default(),
             users: PathBuf::from("./id_passwd.txt"),
             control_token_file: None,
+            metrics_token_file: None,
             log_level: LevelFilter::Info,
             log_file: None,
             notes: Vec::new(),
@@ -254,6 +256,36 @@ pub static OPTIONS: &[Opt] = &[
          others. The token itself is never printed",
         |s, v| s.control_token_file = optional(v, |v| Ok(PathBuf::from(v)))?,
         |s| s.control_token_file.as_deref().map(path_value)
+    ),
+    opt!(
+        "metrics-listen",
+        Some("ADDR"),
+        Some("off"),
+        "\"127.0.0.1:9981\"",
+        "serve /metrics and /healthz (nothing else, no login) on ADDR, e.g. 127.0.0.1:9981; \
+         anyone who reaches ADDR reads the counters, so keep it on loopback or a private network",
+        |s, v| {
+            let metrics = optional(v, |v| addr(s, v))?;
+            if let Some(a) = metrics.filter(|a| !a.ip().is_loopback()) {
+                s.notes.push(format!(
+                    "metrics-listen {a} is not a loopback address: anyone who reaches it reads \
+                     the counters"
+                ));
+            }
+            s.config.metrics_listen = metrics
+        },
+        |s| s.config.metrics_listen.map(|a| quote(&a.to_string()))
+    ),
+    opt!(
+        "metrics-token-file",
+        Some("PATH"),
+        Some("none: /metrics is not served on http-listen"),
+        "\"/etc/ferry/metrics.token\"",
+        "also serve /metrics on http-listen, to requests with 'Authorization: Bearer TOKEN' where \
+         TOKEN is this file's first line; the file must not be readable by group or others. The \
+         token itself is never printed",
+        |s, v| s.metrics_token_file = optional(v, |v| Ok(PathBuf::from(v)))?,
+        |s| s.metrics_token_file.as_deref().map(path_value)
     ),
     opt!(
         "storage",
@@ -506,8 +538,8 @@ pub fn validate(settings: &Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Reads the control port's token: the first line of a file that group and
-/// others cannot read.
+/// Reads a token (the control port's, the metrics one): the first line of
+/// a file that group and others cannot read.
 pub fn read_token(path: &Path) -> Result<String, String> {
     use std::os::unix::fs::MetadataExt;
     let shown = path.display();

@@ -78,7 +78,7 @@ impl Body {
 /// What the `Authorization` field held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials {
-    /// No field, or a scheme other than Basic.
+    /// No field, or a scheme other than Basic and Bearer.
     Missing,
     /// Basic credentials that do not decode to `user:password`.
     Malformed,
@@ -86,6 +86,8 @@ pub enum Credentials {
         user: Vec<u8>,
         password: Vec<u8>,
     },
+    /// A bearer token (`/metrics` on the main listener takes one).
+    Bearer(Vec<u8>),
 }
 
 /// A single byte range, as the client wrote it (resolved against the size
@@ -360,6 +362,9 @@ fn parse_basic(value: &[u8]) -> Credentials {
     let Some(space) = value.iter().position(|&b| b == b' ') else {
         return Credentials::Missing;
     };
+    if value[..space].eq_ignore_ascii_case(b"bearer") {
+        return Credentials::Bearer(trim(&value[space..]).to_vec());
+    }
     if !value[..space].eq_ignore_ascii_case(b"basic") {
         return Credentials::Missing;
     }
@@ -681,8 +686,13 @@ mod tests {
         );
         let bad = "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Basic !!!\r\n\r\n";
         assert_eq!(head(bad).unwrap().credentials, Credentials::Malformed);
-        let bearer = "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer abc\r\n\r\n";
-        assert_eq!(head(bearer).unwrap().credentials, Credentials::Missing);
+        let bearer = "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: bearer  abc \r\n\r\n";
+        assert_eq!(
+            head(bearer).unwrap().credentials,
+            Credentials::Bearer(b"abc".to_vec())
+        );
+        let other = "GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Digest abc\r\n\r\n";
+        assert_eq!(head(other).unwrap().credentials, Credentials::Missing);
     }
 
     #[test]

@@ -158,11 +158,24 @@ enum State {
     Closing,
 }
 
+/// Which listener an HTTP connection came in on, which decides what it
+/// serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP front (`--http-listen`): files, listings, `/healthz`, and
+    /// `/metrics` for the bearer of the metrics token.
+    Main,
+    /// The metrics listener (`--metrics-listen`): `/metrics` and
+    /// `/healthz` without authentication, nothing else.
+    Metrics,
+}
+
 /// One HTTP connection's state and buffers.
 #[derive(Debug)]
 pub struct Session {
     state: State,
     shell: Shell,
+    role: Role,
     /// Failed logins on this connection.
     failures: u8,
     auth_cache: Option<Box<AuthCache>>,
@@ -171,6 +184,18 @@ pub struct Session {
     head_request: bool,
     /// When the first byte of the request head being read arrived.
     head_started: Instant,
+}
+
+/// Whether the request carries the metrics token, compared in constant
+/// time so that the time to refuse tells nothing about the token.
+fn bearer_matches(credentials: &Credentials, token: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    match (credentials, token) {
+        (Credentials::Bearer(given), Some(token)) => {
+            bool::from(given.as_slice().ct_eq(token.as_bytes()))
+        }
+        _ => false,
+    }
 }
 
 /// What a request names, once its path named something.
@@ -568,9 +593,15 @@ impl Front for Session {
 
 impl Session {
     pub fn new(peer: SocketAddr) -> Session {
+        Session::with_role(peer, Role::Main)
+    }
+
+    /// A session for a connection on the listener of `role`.
+    pub fn with_role(peer: SocketAddr, role: Role) -> Session {
         Session {
             state: State::Head,
             shell: Shell::new(peer),
+            role,
             failures: 0,
             auth_cache: None,
             head_request: false,
@@ -594,12 +625,15 @@ impl Session {
         } else {
             after
         };
-        let resource = match http::route(request.path) {
-            Route::NotFound => return self.fail(Refused::NoRoute, refuse, services),
-            Route::Healthz => Resource::Healthz,
-            Route::Metrics => Resource::Metrics,
-            Route::Listing => Resource::Listing,
-            Route::File(raw) => Resource::File(raw),
+        let resource = match (http::route(request.path), self.role) {
+            (Route::Healthz, _) => Resource::Healthz,
+            (Route::Metrics, Role::Metrics) => Resource::Metrics,
+            // Without a token the counters are the metrics listener's
+            // alone: the HTTP front does not even admit to having them.
+            (Route::Metrics, Role::Main) if services.metrics_token.is_some() => Resource::Metrics,
+            (Route::Listing, Role::Main) => Resource::Listing,
+            (Route::File(raw), Role::Main) => Resource::File(raw),
+            _ => return self.fail(Refused::NoRoute, refuse, services),
         };
         let access = match (request.method, &resource) {
             (Method::Unknown, _) => return self.fail(Refused::UnknownMethod, refuse, services),
@@ -627,6 +661,13 @@ impl Session {
                 services,
             ),
             Resource::Metrics => {
+                if self.role == Role::Main
+                    && !bearer_matches(&request.credentials, services.metrics_token.as_deref())
+                {
+                    let fields = [("WWW-Authenticate", "Bearer realm=\"ferry metrics\"")];
+                    let refused = Failure::NotLoggedIn;
+                    return self.fail_with(refused, &fields, head_only, refuse, services);
+                }
                 let text = services.metrics.render();
                 let fields = [("Content-Type", "text/plain; version=0.0.4")];
                 self.respond(200, &fields, text.as_bytes(), head_only, after, services)
@@ -688,7 +729,7 @@ impl Session {
     /// in `Verifying` and the request is handled again when it is decided.
     fn authenticate(&mut self, credentials: &Credentials, services: &Services) -> Authenticated {
         let (user, password): (&[u8], &[u8]) = match credentials {
-            Credentials::Missing => return Authenticated::No,
+            Credentials::Missing | Credentials::Bearer(_) => return Authenticated::No,
             Credentials::Malformed => (b"", b""),
             Credentials::Basic { user, password } => (user, password),
         };

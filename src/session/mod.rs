@@ -83,13 +83,16 @@ pub struct Services {
     pub access: RefCell<Option<crate::access::AccessLog>>,
     /// The control port's token, when there is a control port.
     pub control_token: Option<String>,
+    /// The bearer token `/metrics` on the HTTP listener asks for; without
+    /// one, `/metrics` is served only on the metrics listener.
+    pub metrics_token: Option<String>,
     /// Password checks waiting and running (see [`CheckTicket`]). Behind
     /// a mutex only so that the server stays `Send`; it is used from one
     /// thread.
     checks: Arc<Mutex<CheckBook>>,
 }
 
-// The control token must never reach a log.
+// The tokens must never reach a log.
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Services")
@@ -102,6 +105,10 @@ impl std::fmt::Debug for Services {
             .field(
                 "control_token",
                 &self.control_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
             )
             .finish_non_exhaustive()
     }
@@ -124,6 +131,7 @@ impl Services {
             reload_requested: Cell::new(false),
             access: RefCell::new(None),
             control_token: None,
+            metrics_token: None,
             checks: Arc::default(),
         }
     }

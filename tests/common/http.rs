@@ -21,10 +21,18 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 // ---------------------------------------------------------------------------
 
 /// Starts ferryd from `builder` with `--http-listen 127.0.0.1:0` and waits
-/// (bounded) for the HTTP listening line.
+/// (bounded) for the HTTP listening line. `/metrics` there takes
+/// [`metrics_bearer`] (`--metrics-token-file`).
 pub fn start_http(builder: ServerBuilder) -> (TestServer, SocketAddr) {
-    let server = builder.args(["--http-listen", "127.0.0.1:0"]).start();
+    let token = metrics_token_file(builder.root(), 0o600);
+    let server = builder
+        .args(["--http-listen", "127.0.0.1:0", "--metrics-token-file"])
+        .arg(&token)
+        .start();
     let addr = server.http_addr();
+    // Read at the start only; gone, it is out of the way of the tests that
+    // look at every file under the root.
+    fs::remove_file(token).unwrap();
     (server, addr)
 }
 

@@ -1634,3 +1634,28 @@ pub fn in_a_process_of_its_own(name: &str) -> bool {
     );
     true
 }
+
+/// The metrics token the tests' servers with `--metrics-token-file` use.
+pub const METRICS_TOKEN: &str = "metrics-token-9f2c41d7";
+
+/// Writes [`METRICS_TOKEN`] to a file in `dir` with `mode`.
+pub fn metrics_token_file(dir: &Path, mode: u32) -> PathBuf {
+    let path = dir.join(format!("metrics-token-{mode:o}"));
+    fs::write(&path, format!("{METRICS_TOKEN}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// The `Authorization` header line that `/metrics` on the HTTP listener
+/// takes with `--metrics-token-file`.
+pub fn metrics_bearer() -> String {
+    format!("Authorization: Bearer {METRICS_TOKEN}")
+}
+
+impl TestServer {
+    /// The address ferryd logged for its metrics listener
+    /// (`--metrics-listen`), waited for (bounded).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.logged_addr("ferryd metrics listening on ")
+    }
+}

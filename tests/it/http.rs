@@ -123,7 +123,7 @@ fn parse_metrics(text: &str) -> BTreeMap<String, u64> {
 
 /// `GET /metrics` on `c`: the parsed series and the raw response.
 fn get_metrics(c: &mut Conn) -> (BTreeMap<String, u64>, Resp) {
-    c.send(&request("GET", "/metrics", &[], b""));
+    c.send(&request("GET", "/metrics", &[&metrics_bearer()], b""));
     let resp = c.response();
     resp.assert_status(200, "GET /metrics");
     (parse_metrics(&resp.text()), resp)
@@ -584,7 +584,7 @@ fn authentication_failures_and_the_third_wrong_password_closes() {
 }
 
 #[test]
-fn healthz_and_metrics_need_no_auth_and_counters_move() {
+fn healthz_needs_no_auth_and_metrics_counters_move() {
     let (server, addr) = http_server();
     let out = curl_ok(&[&format!("http://{addr}/healthz")]);
     assert_eq!(out.code, 200);
@@ -599,7 +599,7 @@ fn healthz_and_metrics_need_no_auth_and_counters_move() {
     );
     resp.assert_status(200, "/healthz with wrong credentials");
 
-    let out = curl_ok(&[&format!("http://{addr}/metrics")]);
+    let out = curl_ok(&["-H", &metrics_bearer(), &format!("http://{addr}/metrics")]);
     assert_eq!(out.code, 200);
     assert_eq!(
         out.header("content-type"),
@@ -683,7 +683,7 @@ fn healthz_and_metrics_need_no_auth_and_counters_move() {
     c.send(&bad);
     let bad_resp = c.response();
     bad_resp.assert_status(401, "wrong password");
-    let metrics_req = request("GET", "/metrics", &[], b"");
+    let metrics_req = request("GET", "/metrics", &[&metrics_bearer()], b"");
     let (after, _) = get_metrics(&mut c);
 
     let delta = |name: &str, labels: &[(&str, &str)]| {
@@ -1255,7 +1255,8 @@ fn head_responses_have_no_body_whatever_the_status() {
         ("/files/", vec![auth.clone()], 200),
         ("/files/?format=text", vec![auth.clone()], 200),
         ("/healthz", vec![], 200),
-        ("/metrics", vec![], 200),
+        ("/metrics", vec![metrics_bearer()], 200),
+        ("/metrics", vec![], 401),
         ("/files/x", vec![], 401),
         ("/files/x", vec![wrong], 401),
         ("/files/..", vec![auth.clone()], 400),

@@ -32,6 +32,7 @@ mod fuzz_regressions;
 mod http;
 mod integrity;
 mod listing_stream;
+mod metrics_access;
 mod ops_config;
 mod ops_users;
 mod reload;

@@ -355,6 +355,8 @@ fn the_committed_example_config_is_the_generated_one() {
         config.to_str().unwrap(),
         "--control-token-file",
         token.to_str().unwrap(),
+        "--metrics-token-file",
+        token.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
 }

@@ -312,7 +312,9 @@ fn expired_partials_leave_the_disk_while_the_server_runs() {
         .exists()));
     let gone = wait_until(Duration::from_secs(6), || dir_entries(&partials).is_empty());
     assert!(gone, "still on disk: {:?}", dir_entries(&partials));
-    assert!(server.stderr_text().contains("expired partial upload(s)"));
+    assert!(wait_until(IO_TIMEOUT, || server
+        .stderr_text()
+        .contains("expired partial upload(s)")));
 }
 
 /// A bind mount that is undone when dropped.
@@ -380,8 +382,12 @@ fn a_user_directory_on_another_mount_is_refused_before_any_body() {
     let (code, text) = c.cmd("PUT 5 new");
     assert_eq!(code, 451, "{text}");
     assert_eq!(c.get("old"), b"old");
+    // The log comes through a pipe: the line written before the reply
+    // may still be on its way to the test.
     assert!(
-        server.stderr_text().contains("is on another mount"),
+        wait_until(IO_TIMEOUT, || server
+            .stderr_text()
+            .contains("is on another mount")),
         "{}",
         server.stderr_text()
     );

@@ -100,9 +100,10 @@ const MAX_REPLY_LINE: usize = 256;
 const MAX_LISTING_LINE: usize = 20 + 1 + 20 + 1 + MAX_NAME_LEN + 1;
 /// Pending output outside a transfer. A command runs only while at most
 /// `REPLY_BACKLOG` bytes wait, and adds one reply line (two for `PUT 0`:
-/// `150 0` and `226`); shutdown may add `421`. Replies never echo command
-/// bytes, so `MAX_LINE` does not enter.
-const IDLE_OUTPUT_BOUND: usize = REPLY_BACKLOG + 3 * MAX_REPLY_LINE;
+/// `150 0` and `226`), or `HELP`'s line and text; shutdown may add `421`.
+/// Replies never echo command bytes, so `MAX_LINE` does not enter.
+const IDLE_OUTPUT_BOUND: usize =
+    REPLY_BACKLOG + max(3 * MAX_REPLY_LINE, 2 * MAX_REPLY_LINE + line::HELP_TEXT.len());
 /// Pending output at any time. A download refills only up to
 /// `TRANSFER_BUFFER` pending bytes, but a listing writes whole lines and may
 /// pass it by less than one line.

@@ -340,3 +340,29 @@ fn a_listing_that_sent_nothing_yet_is_answered_421_at_shutdown() {
     );
     assert!(session.is_done());
 }
+
+/// fuzz target `session`: `HELP` answers a block of text, not one line, so
+/// the pending output outside a transfer may pass the backlog by that
+/// block. It may never pass it by more, however many `HELP`s a client that
+/// reads nothing pipelines.
+#[test]
+fn pipelined_help_never_grows_the_output_past_the_backlog_and_one_text() {
+    use ferry::protocol::line::HELP_TEXT;
+    use ferry::session::line::REPLY_BACKLOG;
+    let h = Harness::new();
+    let services = h.services();
+    let mut session = Session::new(peer(), services);
+    for _ in 0..100 {
+        let n = session.read_limit().min(5);
+        if n == 0 {
+            break;
+        }
+        session.receive(&b"HELP\n"[..n], services);
+        assert!(
+            session.output().len() <= REPLY_BACKLOG + 16 + HELP_TEXT.len(),
+            "{} bytes pending",
+            session.output().len()
+        );
+    }
+    assert!(session.output().len() > REPLY_BACKLOG, "the backlog filled");
+}

@@ -1659,3 +1659,35 @@ impl TestServer {
         self.logged_addr("ferryd metrics listening on ")
     }
 }
+
+/// Set (to anything but `0`) by `.ci/run`, which installs every outside
+/// client: a suite whose client is missing then fails instead of skipping.
+pub const REQUIRE_CLIENTS_VAR: &str = "FERRY_REQUIRE_CLIENTS";
+
+/// Whether the outside program `program` (litmus, rclone, haproxy,
+/// chromium, openssl, ...) can be run. When it cannot, a test that needs
+/// it prints why it skips and returns early; under `.ci/run`
+/// ([`REQUIRE_CLIENTS_VAR`]) a missing client is a failure, so CI always
+/// runs the suites that drive real clients.
+pub fn outside_client(program: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            let candidate = dir.join(program);
+            std::fs::metadata(&candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+    });
+    if found {
+        return true;
+    }
+    let required =
+        std::env::var(REQUIRE_CLIENTS_VAR).is_ok_and(|value| !value.is_empty() && value != "0");
+    assert!(
+        !required,
+        "{program} is not installed, and {REQUIRE_CLIENTS_VAR} is set: install it (.ci/run does)"
+    );
+    eprintln!(
+        "SKIPPED: {program} is not installed; this test needs it (install it, or see .ci/run)"
+    );
+    false
+}

@@ -106,7 +106,7 @@ impl PasswordHash {
         PasswordHash {
             iterations,
             salt: salt.to_vec(),
-            hash: check.t,
+            hash: check.t(),
         }
     }
 
@@ -138,12 +138,18 @@ impl std::fmt::Display for PasswordHash {
 pub struct Check {
     /// SHA-256 states after the HMAC key's inner and outer pad blocks:
     /// each iteration then costs exactly two compressions, with no hasher
-    /// to clone or finalise (ten times faster unoptimised, which is how
-    /// the tests run, and faster optimised too).
+    /// to clone or finalise.
     inner: [u32; 8],
     outer: [u32; 8],
-    u: [u8; KEY_LEN],
-    t: [u8; KEY_LEN],
+    /// The last block of each of the two hashes, padding and length
+    /// already in place: an iteration writes only the 32 bytes of `U`
+    /// (into `block`) and of the inner hash (into `inner_out`). Kept in
+    /// words and whole blocks so that an unoptimised build (the tests)
+    /// runs few instructions per round: the rounds are most of a test
+    /// run's CPU time when it makes the 600000-round demo user.
+    block: [u8; 64],
+    inner_out: [u8; 64],
+    t: [u32; 8],
     done: u32,
     iterations: u32,
     expected: [u8; KEY_LEN],
@@ -172,21 +178,27 @@ fn pad_state(key: &[u8], pad: u8) -> [u32; 8] {
     state
 }
 
-/// SHA-256 of one 64-byte block already hashed (`state`) followed by 32
-/// bytes: one compression of the 32 bytes, padding and length.
-fn finish_32(state: &[u32; 8], data: &[u8; 32]) -> [u8; 32] {
+/// The final block of a SHA-256 over one 64-byte block already hashed
+/// and 32 bytes still to come (written at the front later): padding and
+/// the length of 64 + 32 bytes, 768 bits.
+fn tail_block() -> [u8; 64] {
     let mut block = [0u8; 64];
-    block[..32].copy_from_slice(data);
     block[32] = 0x80;
-    // The message is 64 + 32 bytes: 768 bits.
     block[56..].copy_from_slice(&768u64.to_be_bytes());
-    let mut state = *state;
-    sha2::block_api::compress256(&mut state, &[block]);
-    let mut out = [0u8; 32];
-    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
-        chunk.copy_from_slice(&word.to_be_bytes());
+    block
+}
+
+/// Writes `state` big-endian over the first 32 bytes of `block`.
+fn put_state(block: &mut [u8; 64], state: &[u32; 8]) {
+    let mut i = 0;
+    while i < 8 {
+        let [a, b, c, d] = state[i].to_be_bytes();
+        block[4 * i] = a;
+        block[4 * i + 1] = b;
+        block[4 * i + 2] = c;
+        block[4 * i + 3] = d;
+        i += 1;
     }
-    out
 }
 
 impl std::fmt::Debug for Check {
@@ -203,11 +215,18 @@ impl Check {
         first.update(salt);
         first.update(&1u32.to_be_bytes());
         let u: [u8; KEY_LEN] = first.finalize().into_bytes().into();
+        let mut block = tail_block();
+        block[..KEY_LEN].copy_from_slice(&u);
+        let mut t = [0u32; 8];
+        for (word, bytes) in t.iter_mut().zip(u.chunks_exact(4)) {
+            *word = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        }
         Check {
             inner: pad_state(password, 0x36),
             outer: pad_state(password, 0x5c),
-            u,
-            t: u,
+            block,
+            inner_out: tail_block(),
+            t,
             done: 1,
             iterations,
             expected,
@@ -220,13 +239,29 @@ impl Check {
         let end = self.iterations.min(self.done.saturating_add(budget));
         while self.done < end {
             // HMAC(P, u) = H(outer pad || H(inner pad || u)).
-            self.u = finish_32(&self.outer, &finish_32(&self.inner, &self.u));
-            for (t, u) in self.t.iter_mut().zip(self.u) {
-                *t ^= u;
+            let mut state = self.inner;
+            sha2::block_api::compress256(&mut state, std::slice::from_ref(&self.block));
+            put_state(&mut self.inner_out, &state);
+            state = self.outer;
+            sha2::block_api::compress256(&mut state, std::slice::from_ref(&self.inner_out));
+            put_state(&mut self.block, &state);
+            let mut i = 0;
+            while i < 8 {
+                self.t[i] ^= state[i];
+                i += 1;
             }
             self.done += 1;
         }
-        (self.done >= self.iterations).then(|| bool::from(self.t.ct_eq(&self.expected)))
+        (self.done >= self.iterations).then(|| bool::from(self.t().ct_eq(&self.expected)))
+    }
+
+    /// The derived key, `T`, as bytes.
+    fn t(&self) -> [u8; KEY_LEN] {
+        let mut block = [0u8; 64];
+        put_state(&mut block, &self.t);
+        let mut out = [0u8; KEY_LEN];
+        out.copy_from_slice(&block[..KEY_LEN]);
+        out
     }
 }
 

@@ -562,8 +562,9 @@ fn password_checks_do_not_stall_other_sessions() {
     let _measuring = timing_sensitive();
     // Heavy enough that each check takes many slices and the four (one at
     // a time, all from one address) outlast the NOOPs below, with the
-    // optimised hash of every build.
-    let entry = hashed_entry("carol", "pw", 200_000);
+    // optimised hash of every build (about a quarter of a second each,
+    // unoptimised or not).
+    let entry = hashed_entry("carol", "pw", 1_000_000);
     let server = TestServer::builder()
         .users_file(format!("{entry}\n{ALICE}:{ALICE_PW}\n"))
         .args(["--login-delay", "0", "--max-per-ip", "100"])

@@ -150,8 +150,16 @@ fn guesses_racing_the_lockout(n: usize, iterations: u32) -> (TestServer, Vec<Str
         let password = if i + 1 == n { "open sesame" } else { "wrong" };
         c.send(&format!("AUTH carol {password}"));
         if i + 2 == n {
-            // The guesses are queued before the right password comes.
-            thread::sleep(Duration::from_millis(200));
+            // The guesses are queued before the right password comes: a
+            // check runs in slices of a millisecond with a poll between
+            // them, so once the first has ended the server has polled
+            // many times since every guess was in its socket. (A fixed
+            // sleep was not enough on a loaded machine: the server could
+            // read all of them in one turn and start the right one first.)
+            let first = wait_until(IO_TIMEOUT, || {
+                server.stderr_text().contains("audit: login_failed")
+            });
+            assert!(first, "no check ended: {}", server.stderr_text());
         }
     }
     let replies = conns
@@ -163,7 +171,7 @@ fn guesses_racing_the_lockout(n: usize, iterations: u32) -> (TestServer, Vec<Str
 
 #[test]
 fn checks_queued_behind_a_lockout_end_in_refusal() {
-    let (server, replies) = guesses_racing_the_lockout(7, 20_000);
+    let (server, replies) = guesses_racing_the_lockout(7, 100_000);
     assert_eq!(
         replies.last().map(String::as_str),
         Some("530 login incorrect"),

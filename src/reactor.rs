@@ -328,6 +328,10 @@ impl Reactor {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {
             let timeout = self.poll_timeout();
+            // What this turn logged, written before the loop waits: one
+            // write for many lines when the logger buffers them (ferryd's
+            // does), nothing left unwritten while the server is idle.
+            log::logger().flush();
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;

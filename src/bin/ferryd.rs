@@ -20,7 +20,7 @@ use ferry::ops::settings::{
 };
 use ferry::ops::users_file::{self, Edit, EditError};
 use ferry::{Server, Users};
-use simplelog::{ColorChoice, ConfigBuilder, LevelFilter, TermLogger, TerminalMode, WriteLogger};
+use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
 
 const HASH_USAGE: &str = "\
 Usage: ferryd hash-password [--iterations N] USER
@@ -89,13 +89,22 @@ fn main() -> ExitCode {
         }
         Err(message) => return usage_error(&message),
     };
-    let log_file = match init_logging(&settings) {
-        Ok(log_file) => log_file,
+    let log = match init_logging(&settings) {
+        Ok(log) => log,
         Err(err) => {
             eprintln!("ferryd: cannot open the log: {err}");
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    let code = serve(args, *settings, log);
+    // The log is buffered: what the last turn logged, or a failed start.
+    log::logger().flush();
+    code
+}
+
+/// Loads what the server needs, runs it until it stops, and says how it
+/// ended.
+fn serve(args: Vec<OsString>, settings: Settings, log: LogSink) -> ExitCode {
     let users = match load_users(&settings.users) {
         Ok(users) => users,
         Err(code) => return ExitCode::from(code),
@@ -135,8 +144,8 @@ fn main() -> ExitCode {
         eprintln!("ferryd: cannot install signal handlers: {err}");
         return ExitCode::from(EXIT_FAILURE);
     }
-    let running = *settings;
-    server.on_reload(move || reload(&args, &running, log_file.as_ref()));
+    let running = settings;
+    server.on_reload(move || reload(&args, &running, &log));
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -562,17 +571,12 @@ fn control_reload(addr: std::net::SocketAddr, token_file: &Path) -> Result<Strin
 /// takes the new log level, and hands the server what it can change
 /// without dropping a session. What needs a restart is logged as such and
 /// keeps its running value.
-fn reload(
-    args: &[OsString],
-    running: &Settings,
-    log_file: Option<&LogFile>,
-) -> Result<ferry::Reloaded, String> {
-    if let Some(log_file) = log_file {
-        // First, so that what follows lands in the new file.
-        log_file
-            .reopen()
-            .map_err(|err| format!("cannot reopen the log {}: {err}", log_file.path.display()))?;
-    }
+fn reload(args: &[OsString], running: &Settings, log: &LogSink) -> Result<ferry::Reloaded, String> {
+    // First, so that what follows lands in the new file.
+    log.reopen().map_err(|err| {
+        let path = log.path.as_deref().unwrap_or(Path::new("-"));
+        format!("cannot reopen the log {}: {err}", path.display())
+    })?;
     let new = match parse_command_line(args.to_vec())? {
         Some(line) => line.settings,
         None => return Err("the command line asks for --help".to_owned()),
@@ -618,20 +622,56 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
     changed
 }
 
-/// The log file, reopened by path at every reload, so that after
-/// `mv ferryd.log ferryd.log.1; kill -HUP` the log goes to a new
-/// `ferryd.log` (what `contrib/logrotate/ferryd` does).
+/// Where log lines go: standard error or a file, through a buffer. The
+/// reactor flushes the logger once per turn of its loop, before it waits
+/// ([`log::Log::flush`]), so a busy server writes many lines with one
+/// `write` instead of one each (at the default level, a line per
+/// request), and an idle one has written everything. The file is reopened
+/// by path at every reload, so that after `mv ferryd.log ferryd.log.1;
+/// kill -HUP` the log goes to a new `ferryd.log` (what
+/// `contrib/logrotate/ferryd` does).
 #[derive(Clone)]
-struct LogFile {
-    path: PathBuf,
-    file: std::sync::Arc<std::sync::Mutex<std::fs::File>>,
+struct LogSink {
+    path: Option<PathBuf>,
+    out: std::sync::Arc<std::sync::Mutex<io::BufWriter<LogTarget>>>,
 }
 
-impl LogFile {
-    fn open(path: &Path) -> io::Result<LogFile> {
-        Ok(LogFile {
-            path: path.to_path_buf(),
-            file: std::sync::Arc::new(std::sync::Mutex::new(Self::open_file(path)?)),
+enum LogTarget {
+    Stderr(io::Stderr),
+    File(std::fs::File),
+}
+
+impl io::Write for LogTarget {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            LogTarget::Stderr(err) => err.write(buf),
+            LogTarget::File(file) => file.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            LogTarget::Stderr(err) => err.flush(),
+            LogTarget::File(file) => file.flush(),
+        }
+    }
+}
+
+/// Lines held before a write when the loop does not flush sooner: a
+/// turn's worth of lines at any realistic rate.
+const LOG_BUFFER: usize = 16 * 1024;
+
+impl LogSink {
+    fn open(path: Option<&Path>) -> io::Result<LogSink> {
+        let target = match path {
+            Some(path) => LogTarget::File(Self::open_file(path)?),
+            None => LogTarget::Stderr(io::stderr()),
+        };
+        Ok(LogSink {
+            path: path.map(Path::to_path_buf),
+            out: std::sync::Arc::new(std::sync::Mutex::new(io::BufWriter::with_capacity(
+                LOG_BUFFER, target,
+            ))),
         })
     }
 
@@ -639,28 +679,45 @@ impl LogFile {
         OpenOptions::new().create(true).append(true).open(path)
     }
 
+    /// Opens the log file again by its path (nothing to do for standard
+    /// error), after writing out what the old one still owes.
     fn reopen(&self) -> io::Result<()> {
-        let file = Self::open_file(&self.path)?;
-        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = file;
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let file = Self::open_file(path)?;
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = io::Write::flush(&mut *out);
+        *out.get_mut() = LogTarget::File(file);
         Ok(())
+    }
+
+    /// Writes out what is buffered, unless the buffer is in use (a panic
+    /// while a line was being written): for the panic hook, which must
+    /// not wait on a lock its own thread holds.
+    fn flush_if_free(&self) {
+        if let Ok(mut out) = self.out.try_lock() {
+            let _ = io::Write::flush(&mut *out);
+        }
     }
 }
 
-impl io::Write for LogFile {
+impl io::Write for LogSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.file
+        self.out
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.lock().unwrap_or_else(|e| e.into_inner()).flush()
+        self.out.lock().unwrap_or_else(|e| e.into_inner()).flush()
     }
 }
 
-/// Sets up the log: a file (returned, for reopening) or standard error.
-fn init_logging(options: &Settings) -> io::Result<Option<LogFile>> {
+/// Sets up the log (a file, or standard error), buffered: see [`LogSink`].
+/// A panic writes out the buffered lines before its own message.
+fn init_logging(options: &Settings) -> io::Result<LogSink> {
     let config = ConfigBuilder::new()
         .set_time_format_rfc3339()
         .set_target_level(LevelFilter::Off)
@@ -668,28 +725,18 @@ fn init_logging(options: &Settings) -> io::Result<Option<LogFile>> {
         // mio's own trace lines say nothing to an operator at `trace`.
         .add_filter_ignore_str("mio")
         .build();
+    let sink = LogSink::open(options.log_file.as_deref())?;
     // Every level is let through to the logger, so that a reload can
     // raise the level with `log::set_max_level` alone.
-    match &options.log_file {
-        Some(path) => {
-            let file = LogFile::open(path)?;
-            WriteLogger::init(LevelFilter::Trace, config, file.clone())
-                .map_err(io::Error::other)?;
-            log::set_max_level(options.log_level);
-            Ok(Some(file))
-        }
-        None => {
-            TermLogger::init(
-                LevelFilter::Trace,
-                config,
-                TerminalMode::Stderr,
-                ColorChoice::Never,
-            )
-            .map_err(io::Error::other)?;
-            log::set_max_level(options.log_level);
-            Ok(None)
-        }
-    }
+    WriteLogger::init(LevelFilter::Trace, config, sink.clone()).map_err(io::Error::other)?;
+    log::set_max_level(options.log_level);
+    let on_panic = sink.clone();
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        on_panic.flush_if_free();
+        report(info);
+    }));
+    Ok(sink)
 }
 
 /// `ferryd hash-password [--iterations N] USER`: reads a password (without

@@ -740,20 +740,4 @@ mod tests {
         assert!(resolve(":9", &mut notes).is_err());
         assert!(resolve("::1:9", &mut notes).is_err());
     }
-
-    #[test]
-    fn the_example_config_parses_and_every_example_applies() {
-        let uncommented: String = example_config()
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix('#')
-                    .filter(|l| l.contains(" = ") && !l.starts_with(' '))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        assert_eq!(uncommented.lines().count(), OPTIONS.len());
-        let mut s = Settings::default();
-        apply_file(&mut s, Path::new("x.toml"), &uncommented).unwrap();
-        assert_eq!(s.config.policy.user_quota, Some(10 << 30));
-    }
 }

@@ -51,6 +51,9 @@ struct CommandLine {
 }
 
 fn main() -> ExitCode {
+    // Before any settings are read, since the default connection limit is
+    // derived from it (`check-config` shows what a start would use).
+    let limit = ferry::raise_open_file_limit();
     let mut args = std::env::args_os().skip(1).peekable();
     let sub = args
         .peek()
@@ -96,6 +99,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
+    match limit {
+        Ok((was, now)) if was < now => log::info!("raised the open-file limit from {was} to {now}"),
+        Ok(_) => {}
+        Err(err) => log::warn!("cannot read the open-file limit: {err}"),
+    }
     let users = match load_users(&settings.users) {
         Ok(users) => users,
         Err(code) => return ExitCode::from(code),

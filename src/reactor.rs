@@ -150,6 +150,11 @@ pub(crate) struct Reactor {
     check_waiters: CheckWaiters,
     connections: Connections,
     last_accept_warning: Option<Instant>,
+    /// A descriptor held in reserve: when accepting fails for lack of
+    /// descriptors, it is closed to accept one waiting connection and tell
+    /// it so (`421`, `503`) rather than leave it in the backlog without a
+    /// word, then taken again.
+    spare: Option<std::fs::File>,
     /// One read buffer for every connection: reads go here and are handed
     /// to the session at once, so no session owns a read buffer. Upload
     /// bytes are hashed and written to the file straight from it, with no
@@ -242,6 +247,7 @@ impl Reactor {
             check_waiters: CheckWaiters::default(),
             connections: Connections::default(),
             last_accept_warning: None,
+            spare: Some(spare_descriptor()?),
             scratch: vec![0; TRANSFER_BUFFER].into_boxed_slice(),
             stop: Arc::new(StopSignal {
                 requests: AtomicUsize::new(0),
@@ -609,6 +615,9 @@ impl Reactor {
         let listener = &mut self.listeners[index];
         let protocol = listener.protocol;
         let role = listener.role;
+        if self.spare.is_none() {
+            self.spare = spare_descriptor().ok();
+        }
         for _ in 0..ACCEPT_BATCH {
             let (mut stream, peer) = match listener.socket.accept() {
                 Ok(accepted) => accepted,
@@ -617,6 +626,33 @@ impl Reactor {
                     return;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) if out_of_descriptors(&err) && self.spare.take().is_some() => {
+                    if let Ok((mut stream, peer)) = listener.socket.accept() {
+                        let refusal = Refusal::OutOfDescriptors;
+                        refuse(&mut stream, protocol, refusal, &self.services);
+                        crate::audit::Event::Limit {
+                            limit: "open-files",
+                        }
+                        .record(peer, protocol);
+                    }
+                    // Taken back at once, the stream being closed; if
+                    // another thread of the process took the number
+                    // meanwhile, the next failure pauses instead.
+                    self.spare = spare_descriptor().ok();
+                    let now = Instant::now();
+                    if self
+                        .last_accept_warning
+                        .is_none_or(|last| now.duration_since(last) >= ACCEPT_WARNING_INTERVAL)
+                    {
+                        self.last_accept_warning = Some(now);
+                        log::warn!(
+                            "accept failed: {err}; refusing new connections as temporary \
+                             until descriptors are free (logged at most every {:?})",
+                            ACCEPT_WARNING_INTERVAL
+                        );
+                    }
+                    continue;
+                }
                 Err(err) => {
                     // Out of descriptors or memory: the connection stays in
                     // the backlog; accepting pauses briefly instead of
@@ -671,6 +707,7 @@ impl Reactor {
                 let limit = match refusal {
                     Refusal::TooMany => "max-connections",
                     Refusal::TooManyFromAddress => "max-per-ip",
+                    Refusal::OutOfDescriptors => "open-files",
                 };
                 crate::audit::Event::Limit { limit }.record(peer, protocol);
                 continue;
@@ -902,6 +939,16 @@ fn refuse(stream: &mut TcpStream, protocol: Protocol, refusal: Refusal, services
     services.metrics.reply(protocol, code);
     let _ = stream.write(&out);
     let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// The process or the system has no descriptor left.
+fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The descriptor kept in reserve (see `Reactor::spare`).
+fn spare_descriptor() -> io::Result<std::fs::File> {
+    std::fs::File::open("/dev/null")
 }
 
 /// Gives back the connection's place under the client limits.

@@ -924,7 +924,11 @@ fn refuse(stream: &mut TcpStream, protocol: Protocol, refusal: Refusal, services
         Protocol::Http => {
             let (status, text) = failure.http();
             let body = format!("{text}\n");
-            let fields = [("Content-Type", "text/plain; charset=utf-8")];
+            let mut fields = vec![("Content-Type", "text/plain; charset=utf-8")];
+            if refusal == Refusal::OutOfDescriptors {
+                // Moments, most likely: the client may come right back.
+                fields.insert(0, ("Retry-After", "1"));
+            }
             crate::protocol::http::write_head(
                 &mut out,
                 status,

@@ -186,7 +186,13 @@ fn out_of_descriptors_is_a_temporary_refusal_and_the_server_recovers() {
         conn.send_lenient(&alice_req("GET", "/files/f"));
         let resp = conn.response();
         resp.assert_status(503, "a request when descriptors ran out");
-        assert_eq!(resp.header("Retry-After"), Some("1"));
+        assert_eq!(
+            resp.header("Retry-After"),
+            Some("1"),
+            "{}\n{}",
+            resp.text(),
+            server.stderr_text()
+        );
         assert!(resp.says_close());
     }
     // A logged-in session whose command needs a file gets the same

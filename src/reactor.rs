@@ -627,22 +627,28 @@ impl Reactor {
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) if out_of_descriptors(&err) && self.spare.take().is_some() => {
-                    if let Ok((mut stream, peer)) = listener.socket.accept() {
-                        let refusal = Refusal::OutOfDescriptors;
-                        refuse(&mut stream, protocol, refusal, &self.services);
-                        crate::audit::Event::Limit {
-                            limit: "open-files",
+                    // The kernel says so before it looks at the queue: only
+                    // the accept with the spare's number tells whether a
+                    // connection waits.
+                    let waited = match listener.socket.accept() {
+                        Ok((mut stream, peer)) => {
+                            let refusal = Refusal::OutOfDescriptors;
+                            refuse(&mut stream, protocol, refusal, &self.services);
+                            crate::audit::Event::Limit {
+                                limit: "open-files",
+                            }
+                            .record(peer, protocol);
+                            Ok(())
                         }
-                        .record(peer, protocol);
-                    }
-                    // Taken back at once, the stream being closed; if
-                    // another thread of the process took the number
-                    // meanwhile, the next failure pauses instead.
+                        Err(err) => Err(err),
+                    };
+                    // Taken back at once, the refused stream being closed.
                     self.spare = spare_descriptor().ok();
                     let now = Instant::now();
-                    if self
-                        .last_accept_warning
-                        .is_none_or(|last| now.duration_since(last) >= ACCEPT_WARNING_INTERVAL)
+                    if waited.is_ok()
+                        && self
+                            .last_accept_warning
+                            .is_none_or(|last| now.duration_since(last) >= ACCEPT_WARNING_INTERVAL)
                     {
                         self.last_accept_warning = Some(now);
                         log::warn!(
@@ -651,7 +657,18 @@ impl Reactor {
                             ACCEPT_WARNING_INTERVAL
                         );
                     }
-                    continue;
+                    match waited {
+                        Ok(()) => continue,
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                            listener.pending = false;
+                            return;
+                        }
+                        // Anything else: the pause below, next time.
+                        Err(_) => {
+                            listener.paused_until = Some(now + ACCEPT_BACKOFF);
+                            return;
+                        }
+                    }
                 }
                 Err(err) => {
                     // Out of descriptors or memory: the connection stays in

@@ -45,7 +45,8 @@
 //! ```
 //!
 //! The documented API is [`Server`], [`ShutdownHandle`], [`Config`] with
-//! [`config::Policy`], [`Users`], [`Reloaded`] and the [`client`]. The other
+//! [`config::Policy`], [`Users`], [`Reloaded`], [`raise_open_file_limit`]
+//! and the [`client`]. The other
 //! public modules are the server's insides, public for the fuzz targets,
 //! the tests and the two binaries; they are hidden here and change without
 //! notice.

@@ -241,7 +241,7 @@ struct Sweep {
 /// A user's private directory and the server's records about it, handed
 /// out after login: which directories they are (not open handles, which
 /// would cost descriptors per idle user), so that a rename of anything
-/// cannot redirect what a session reaches (see [`reopen_same`]).
+/// cannot redirect what a session reaches (see `reopen_same`).
 #[derive(Debug, Clone)]
 pub struct UserDir {
     inner: Arc<UserDirs>,

@@ -247,7 +247,11 @@ impl Reactor {
             check_waiters: CheckWaiters::default(),
             connections: Connections::default(),
             last_accept_warning: None,
-            spare: Some(spare_descriptor()?),
+            // Without /dev/null (a bare chroot) accepting only pauses
+            // when descriptors run out, as it did before.
+            spare: spare_descriptor()
+                .inspect_err(|err| log::warn!("cannot open /dev/null: {err}"))
+                .ok(),
             scratch: vec![0; TRANSFER_BUFFER].into_boxed_slice(),
             stop: Arc::new(StopSignal {
                 requests: AtomicUsize::new(0),

@@ -90,7 +90,7 @@ pub enum Event<'a> {
     ControlOk,
     /// `control_failed result=bad_token|locked_out`.
     ControlFailed { locked_out: bool },
-    /// `limit limit=max-connections|max-per-ip`: a connection refused.
+    /// `limit limit=max-connections|max-per-ip|open-files`: a connection refused.
     Limit { limit: &'static str },
     /// `name_refused user= verb= name=`: a file name that breaks the
     /// rules (`verb` is the command or method, `name` what was sent).

@@ -132,20 +132,39 @@ pub struct Policy {
     pub user_max_files: Option<u64>,
 }
 
-/// Descriptors kept free for files, the listeners and the log when the
-/// connection limit is derived from the open-file limit: each transfer
-/// holds a file open besides its socket.
-const DESCRIPTOR_RESERVE: u64 = 32;
+/// Descriptors the server holds whatever its client connections, kept
+/// out of what the connection limit is derived from: the standard streams
+/// and logs, the poll, its waker and the signal pipe, up to four
+/// listeners, the storage root's own handles (about seven), the expiry
+/// sweep's two directories, the spare descriptor that lets a connection be
+/// refused when there are none left, the two or three a command opens for
+/// a moment (one thread: never more at once), up to eight control
+/// connections (not counted against `--max-connections`), and the user
+/// directories kept open ([`crate::storage::OPEN_USER_DIRS`]). About 40
+/// of the first 64 are used; the rest is margin.
+pub const DESCRIPTOR_RESERVE: u64 = 64 + crate::storage::OPEN_USER_DIRS as u64;
+
+/// Descriptors one client connection holds at most: its socket, and while
+/// a transfer runs the one thing it reads or writes (an upload's temporary
+/// file, a download's file, a listing's directory, the file `HASH`
+/// reads). A logged-in idle session holds its socket only.
+pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 
 impl Policy {
-    /// The default connection limit: half of what the open-file limit
-    /// leaves after a reserve, since a transferring session holds a file
-    /// as well as its socket.
+    /// The default connection limit: as many connections as the soft
+    /// open-file limit holds with every one of them transferring, after
+    /// the reserve (see [`connection_capacity`]).
     pub fn default_max_connections() -> usize {
-        let soft = open_file_limit().unwrap_or(1024);
-        let usable = soft.saturating_sub(DESCRIPTOR_RESERVE) / 2;
-        usize::try_from(usable.max(1)).unwrap_or(usize::MAX)
+        connection_capacity(open_file_limit().unwrap_or(1024))
     }
+}
+
+/// How many connections `open_files` descriptors serve at once with each
+/// of them in a transfer: `(open_files - DESCRIPTOR_RESERVE) / 2`, at
+/// least 1. Below it, no request fails for lack of descriptors.
+pub fn connection_capacity(open_files: u64) -> usize {
+    let usable = open_files.saturating_sub(DESCRIPTOR_RESERVE) / DESCRIPTORS_PER_CONNECTION;
+    usize::try_from(usable.max(1)).unwrap_or(usize::MAX)
 }
 
 impl Default for Policy {

@@ -45,7 +45,8 @@
 //! ```
 //!
 //! The documented API is [`Server`], [`ShutdownHandle`], [`Config`] with
-//! [`config::Policy`], [`Users`], [`Reloaded`] and the [`client`]. The other
+//! [`config::Policy`], [`Users`], [`Reloaded`], [`raise_open_file_limit`]
+//! and the [`client`]. The other
 //! public modules are the server's insides, public for the fuzz targets,
 //! the tests and the two binaries; they are hidden here and change without
 //! notice.
@@ -98,6 +99,16 @@ pub use config::Config;
 use reactor::{Reactor, StopSignal};
 use session::Services;
 use storage::Storage;
+
+/// Raises this process's soft open-file limit to its hard limit (what
+/// `ferryd` does first thing), so that [`Config::default`] derives the
+/// connection limit from the larger value; returns the limit before and
+/// after. An embedder that shares the process with code that uses
+/// `select(2)` leaves it alone.
+pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
+    let limit = sys::raise_open_file_limit()?;
+    Ok((limit.was, limit.now))
+}
 
 /// A bound server, ready to [`run`](Server::run) in the caller's thread.
 pub struct Server {
@@ -180,6 +191,7 @@ impl Server {
                 format!("storage {}: {err}", config.storage.display()),
             )
         })?;
+        log_capacity(config.policy.max_connections);
         let mut services = Services::new(users, storage, config.max_file_size);
         services.policy = config.policy.clone();
         services.users_file = config.users_file.clone();
@@ -254,6 +266,32 @@ impl Server {
     /// connection closed, every unfinished upload discarded.
     pub fn run(self) -> io::Result<()> {
         self.reactor.run()
+    }
+}
+
+/// Says how many connections the server takes and what the open-file
+/// limit holds; warns when the first is more, since past the capacity a
+/// transfer may find no descriptor (and is refused as temporary, `421`
+/// or `503`).
+fn log_capacity(max_connections: usize) {
+    let Some(open_files) = config::open_file_limit() else {
+        log::info!("up to {max_connections} connections at once");
+        return;
+    };
+    let capacity = config::connection_capacity(open_files);
+    log::info!(
+        "up to {max_connections} connections at once; the open-file limit {open_files} holds \
+         {capacity} ({} descriptors each, {} kept for the server)",
+        config::DESCRIPTORS_PER_CONNECTION,
+        config::DESCRIPTOR_RESERVE
+    );
+    if max_connections > capacity {
+        log::warn!(
+            "--max-connections {max_connections} is more than the {capacity} connections the \
+             open-file limit {open_files} holds when each transfers: idle sessions fit (a \
+             descriptor each), but past {capacity} a transfer may be refused for lack of \
+             descriptors (421, HTTP 503); raise the limit (LimitNOFILE=) to serve them all"
+        );
     }
 }
 

@@ -24,6 +24,9 @@ pub struct Connections {
 pub enum Refusal {
     TooMany,
     TooManyFromAddress,
+    /// No descriptor is left to serve it (another process may share the
+    /// limit): accepted only to be told so.
+    OutOfDescriptors,
 }
 
 impl Connections {

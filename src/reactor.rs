@@ -150,6 +150,11 @@ pub(crate) struct Reactor {
     check_waiters: CheckWaiters,
     connections: Connections,
     last_accept_warning: Option<Instant>,
+    /// A descriptor held in reserve: when accepting fails for lack of
+    /// descriptors, it is closed to accept one waiting connection and tell
+    /// it so (`421`, `503`) rather than leave it in the backlog without a
+    /// word, then taken again.
+    spare: Option<std::fs::File>,
     /// One read buffer for every connection: reads go here and are handed
     /// to the session at once, so no session owns a read buffer. Upload
     /// bytes are hashed and written to the file straight from it, with no
@@ -242,6 +247,11 @@ impl Reactor {
             check_waiters: CheckWaiters::default(),
             connections: Connections::default(),
             last_accept_warning: None,
+            // Without /dev/null (a bare chroot) accepting only pauses
+            // when descriptors run out, as it did before.
+            spare: spare_descriptor()
+                .inspect_err(|err| log::warn!("cannot open /dev/null: {err}"))
+                .ok(),
             scratch: vec![0; TRANSFER_BUFFER].into_boxed_slice(),
             stop: Arc::new(StopSignal {
                 requests: AtomicUsize::new(0),
@@ -613,6 +623,9 @@ impl Reactor {
         let listener = &mut self.listeners[index];
         let protocol = listener.protocol;
         let role = listener.role;
+        if self.spare.is_none() {
+            self.spare = spare_descriptor().ok();
+        }
         for _ in 0..ACCEPT_BATCH {
             let (mut stream, peer) = match listener.socket.accept() {
                 Ok(accepted) => accepted,
@@ -621,6 +634,50 @@ impl Reactor {
                     return;
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) if out_of_descriptors(&err) && self.spare.take().is_some() => {
+                    // The kernel says so before it looks at the queue: only
+                    // the accept with the spare's number tells whether a
+                    // connection waits.
+                    let waited = match listener.socket.accept() {
+                        Ok((mut stream, peer)) => {
+                            let refusal = Refusal::OutOfDescriptors;
+                            refuse(&mut stream, protocol, refusal, &self.services);
+                            crate::audit::Event::Limit {
+                                limit: "open-files",
+                            }
+                            .record(peer, protocol);
+                            Ok(())
+                        }
+                        Err(err) => Err(err),
+                    };
+                    // Taken back at once, the refused stream being closed.
+                    self.spare = spare_descriptor().ok();
+                    let now = Instant::now();
+                    if waited.is_ok()
+                        && self
+                            .last_accept_warning
+                            .is_none_or(|last| now.duration_since(last) >= ACCEPT_WARNING_INTERVAL)
+                    {
+                        self.last_accept_warning = Some(now);
+                        log::warn!(
+                            "accept failed: {err}; refusing new connections as temporary \
+                             until descriptors are free (logged at most every {:?})",
+                            ACCEPT_WARNING_INTERVAL
+                        );
+                    }
+                    match waited {
+                        Ok(()) => continue,
+                        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                            listener.pending = false;
+                            return;
+                        }
+                        // Anything else: the pause below, next time.
+                        Err(_) => {
+                            listener.paused_until = Some(now + ACCEPT_BACKOFF);
+                            return;
+                        }
+                    }
+                }
                 Err(err) => {
                     // Out of descriptors or memory: the connection stays in
                     // the backlog; accepting pauses briefly instead of
@@ -675,6 +732,7 @@ impl Reactor {
                 let limit = match refusal {
                     Refusal::TooMany => "max-connections",
                     Refusal::TooManyFromAddress => "max-per-ip",
+                    Refusal::OutOfDescriptors => "open-files",
                 };
                 crate::audit::Event::Limit { limit }.record(peer, protocol);
                 continue;
@@ -891,7 +949,11 @@ fn refuse(stream: &mut TcpStream, protocol: Protocol, refusal: Refusal, services
         Protocol::Http => {
             let (status, text) = failure.http();
             let body = format!("{text}\n");
-            let fields = [("Content-Type", "text/plain; charset=utf-8")];
+            let mut fields = vec![("Content-Type", "text/plain; charset=utf-8")];
+            if refusal == Refusal::OutOfDescriptors {
+                // Moments, most likely: the client may come right back.
+                fields.insert(0, ("Retry-After", "1"));
+            }
             crate::protocol::http::write_head(
                 &mut out,
                 status,
@@ -906,6 +968,16 @@ fn refuse(stream: &mut TcpStream, protocol: Protocol, refusal: Refusal, services
     services.metrics.reply(protocol, code);
     let _ = stream.write(&out);
     let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// The process or the system has no descriptor left.
+fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The descriptor kept in reserve (see `Reactor::spare`).
+fn spare_descriptor() -> io::Result<std::fs::File> {
+    std::fs::File::open("/dev/null")
 }
 
 /// Gives back the connection's place under the client limits.

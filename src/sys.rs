@@ -9,8 +9,9 @@
 //! write-back of part of a file (`sync_file_range`), sending part of a
 //! file straight to a socket (`sendfile`), a listener's backlog
 //! (`listen`), taking over a listening socket a service manager passed
-//! (`getsockopt`, `fcntl`), and the monotonic clock's value
-//! (`clock_gettime`).
+//! (`getsockopt`, `fcntl`), the monotonic clock's value
+//! (`clock_gettime`), and raising the open-file limit (`getrlimit`,
+//! `setrlimit`).
 //!
 //! This is the one module of the crate allowed to contain `unsafe`. Every
 //! function takes borrowed descriptors and C strings, so the kernel only
@@ -498,6 +499,43 @@ pub fn monotonic_usec() -> u64 {
     // exists on Linux, so the call cannot fail.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
     (now.tv_sec as u64) * 1_000_000 + (now.tv_nsec as u64) / 1_000
+}
+
+/// The open-file limit (`RLIMIT_NOFILE`) before and after raising its soft
+/// value to the hard one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFileLimit {
+    pub was: u64,
+    pub now: u64,
+}
+
+/// Raises the soft open-file limit to the hard limit, as Go's runtime and
+/// nginx's `worker_rlimit_nofile` do: the soft limit's usual default (1024
+/// under systemd, whose hard limit is 524288) exists for programs that
+/// still use `select(2)`, and ferry uses epoll. Where the raise is refused
+/// the limit stays as it was and `now` says so.
+pub fn raise_open_file_limit() -> io::Result<OpenFileLimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the kernel to fill in.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) })?;
+    let was = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit the kernel only reads.
+        if cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) }).is_ok() {
+            limit = raised;
+        }
+    }
+    Ok(OpenFileLimit {
+        was,
+        now: limit.rlim_cur,
+    })
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ struct CommandLine {
 }
 
 fn main() -> ExitCode {
+    // Before any settings are read, since the default connection limit is
+    // derived from it (`check-config` shows what a start would use).
+    let limit = ferry::raise_open_file_limit();
     let mut args = std::env::args_os().skip(1).peekable();
     let sub = args
         .peek()
@@ -96,7 +99,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let code = serve(args, *settings, log);
+    let code = serve(args, *settings, log, limit);
     // The log is buffered: what the last turn logged, or a failed start.
     log::logger().flush();
     code
@@ -104,7 +107,17 @@ fn main() -> ExitCode {
 
 /// Loads what the server needs, runs it until it stops, and says how it
 /// ended.
-fn serve(args: Vec<OsString>, settings: Settings, log: LogSink) -> ExitCode {
+fn serve(
+    args: Vec<OsString>,
+    settings: Settings,
+    log: LogSink,
+    limit: io::Result<(u64, u64)>,
+) -> ExitCode {
+    match limit {
+        Ok((was, now)) if was < now => log::info!("raised the open-file limit from {was} to {now}"),
+        Ok(_) => {}
+        Err(err) => log::warn!("cannot read the open-file limit: {err}"),
+    }
     let users = match load_users(&settings.users) {
         Ok(users) => users,
         Err(code) => return ExitCode::from(code),

@@ -384,7 +384,7 @@ pub static OPTIONS: &[Opt] = &[
     opt!(
         "max-connections",
         Some("N"),
-        Some("half of the open-file limit less a reserve"),
+        Some("(open-file limit - 128) / 2: a socket and a file each"),
         "1000",
         "connections served at once, both protocols",
         |s, v| s.config.policy.max_connections = count(v)?,

@@ -50,6 +50,9 @@ pub enum Reply {
     /// `421`: too many password checks wait (from this address or in
     /// all); try again later.
     LoginsBusy,
+    /// `421`: the server has no file descriptor free for what was asked
+    /// (another process may share its limit); try again later.
+    OutOfDescriptors,
     /// `451`: a local I/O failure; nothing was changed.
     LocalError(io::Error),
     /// `500`: the first word is not a verb.
@@ -98,6 +101,7 @@ impl Reply {
             | Reply::Timeout
             | Reply::TooManyConnections
             | Reply::LoginsBusy
+            | Reply::OutOfDescriptors
             | Reply::AccountRemoved => 421,
             Reply::LocalError(_) | Reply::ChecksumMismatch { .. } => 451,
             Reply::UnknownCommand | Reply::EmptyLine | Reply::LineTooLong => 500,
@@ -153,6 +157,7 @@ impl Reply {
             Reply::AccountRemoved => write!(out, "{code} account removed"),
             Reply::TooManyConnections => write!(out, "{code} too many connections"),
             Reply::LoginsBusy => write!(out, "{code} too many logins waiting, try again later"),
+            Reply::OutOfDescriptors => write!(out, "{code} {OUT_OF_DESCRIPTORS}"),
             Reply::LocalError(err) => write!(out, "{code} local error: {}", describe_io(err)),
             Reply::UnknownCommand => write!(out, "{code} unknown command"),
             Reply::EmptyLine => write!(out, "{code} empty line"),
@@ -179,6 +184,9 @@ impl Reply {
         out.extend_from_slice(b"\r\n");
     }
 }
+
+/// The words of a refusal for lack of descriptors, on either front.
+pub(crate) const OUT_OF_DESCRIPTORS: &str = "out of file descriptors, try again later";
 
 fn usage(verb: Verb) -> &'static str {
     match verb {

@@ -1193,6 +1193,11 @@ impl Session {
         let (status, text) = failure.http();
         let body = format!("{text}\n");
         let mut fields = fields.to_vec();
+        let mut after = after;
+        if failure.ends_connection() {
+            fields.push(("Retry-After", "1"));
+            after = After::Close;
+        }
         fields.push(("Content-Type", TEXT));
         self.respond(status, &fields, body.as_bytes(), head_only, after, services);
     }

@@ -376,7 +376,7 @@ impl Front for Session {
 
     /// How many bytes the session takes now; 0 means do not read.
     fn read_limit(&self) -> usize {
-        if self.shell.peer_eof || self.shell.out.is_held() {
+        if self.shell.peer_eof || self.shell.out.is_held() || self.shell.hang_up {
             return 0;
         }
         match &self.state {
@@ -640,7 +640,9 @@ impl Session {
 
     /// Answers a failure in the words of the one table.
     fn fail(&mut self, failure: impl Into<Failure>, services: &Services) {
-        self.reply(failure.into().reply(), services);
+        let failure = failure.into();
+        self.shell.hang_up |= failure.ends_connection();
+        self.reply(failure.reply(), services);
     }
 
     /// Runs one command, parsed from `line`.

@@ -419,6 +419,10 @@ pub trait Front {
                     break;
                 }
                 Phase::Ready => {
+                    if self.shell().hang_up {
+                        self.close();
+                        break;
+                    }
                     if self.output().len() > self.backlog() {
                         break;
                     }

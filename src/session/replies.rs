@@ -9,7 +9,7 @@ use std::io;
 use crate::limits::Refusal;
 use crate::protocol::http::{HeadError, reason};
 use crate::protocol::line::{ParseError, Verb};
-use crate::protocol::reply::{Reply, describe_io};
+use crate::protocol::reply::{OUT_OF_DESCRIPTORS, Reply, describe_io};
 use crate::storage::{OverQuota, PutRefusal, StorageError};
 
 /// An error some layer reported, on its way to the client.
@@ -118,9 +118,31 @@ impl From<HeadError> for Failure {
     }
 }
 
+/// The process (or the system) has no descriptor left to open what a
+/// request needs: `EMFILE`, `ENFILE`.
+fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 impl Failure {
+    /// True for a refusal that ends the connection though the session
+    /// would not otherwise: a request that found no descriptor free is
+    /// answered as temporary (`421`, HTTP `503` with `Retry-After`), and
+    /// closing gives a descriptor back; the client comes back later.
+    pub(crate) fn ends_connection(&self) -> bool {
+        match self {
+            Failure::Storage(StorageError::Io(err)) | Failure::Internal(err) => {
+                out_of_descriptors(err)
+            }
+            _ => false,
+        }
+    }
+
     /// What the line protocol (and the control port) answers.
     pub(crate) fn reply(self) -> Reply {
+        if self.ends_connection() {
+            return Reply::OutOfDescriptors;
+        }
         match self {
             Failure::Storage(StorageError::NotFound) => Reply::NoSuchFile,
             Failure::Storage(StorageError::NotRegular) => Reply::NotRegularFile,
@@ -141,6 +163,7 @@ impl Failure {
             Failure::Head(_) => Reply::UnknownCommand,
             Failure::OffsetPastEnd { offset, size } => Reply::OffsetPastEnd { offset, size },
             Failure::LoginsBusy => Reply::LoginsBusy,
+            Failure::Connections(Refusal::OutOfDescriptors) => Reply::OutOfDescriptors,
             Failure::Connections(_) => Reply::TooManyConnections,
             Failure::NotLoggedIn => Reply::NotLoggedIn,
             Failure::Internal(err) => Reply::LocalError(err),
@@ -159,6 +182,9 @@ impl Failure {
     /// What HTTP answers: the status, and the text of the plain-text body
     /// (a newline follows it on the wire).
     pub(crate) fn http(&self) -> (u16, Cow<'static, str>) {
+        if self.ends_connection() {
+            return (503, OUT_OF_DESCRIPTORS.into());
+        }
         match self {
             Failure::Storage(StorageError::NotFound) => (404, "no such file".into()),
             Failure::Storage(StorageError::NotRegular) => (403, "not a regular file".into()),
@@ -214,6 +240,7 @@ impl Failure {
                 (status, reason(status).into())
             }
             Failure::Connections(Refusal::TooMany) => (503, "too many connections".into()),
+            Failure::Connections(Refusal::OutOfDescriptors) => (503, OUT_OF_DESCRIPTORS.into()),
             Failure::Connections(Refusal::TooManyFromAddress) => {
                 (503, "too many connections from this address".into())
             }
@@ -229,6 +256,21 @@ mod tests {
     fn put_bodies_the_server_cannot_store_are_refused_with_their_status() {
         assert_eq!(Failure::Head(HeadError::RangedPut).http().0, 400);
         assert_eq!(Failure::Head(HeadError::EncodedBody).http().0, 415);
+    }
+
+    #[test]
+    fn no_descriptor_left_is_a_temporary_refusal_that_closes() {
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            let none_left = || Failure::from(io::Error::from_raw_os_error(errno));
+            assert!(none_left().ends_connection());
+            assert_eq!(none_left().http().0, 503);
+            assert_eq!(none_left().reply().code(), 421);
+            let internal = Failure::Internal(io::Error::from_raw_os_error(errno));
+            assert_eq!(internal.reply().code(), 421);
+        }
+        assert!(!Failure::from(io::Error::from_raw_os_error(libc::EIO)).ends_connection());
+        let refused = Failure::Connections(Refusal::OutOfDescriptors);
+        assert_eq!((refused.http().0, refused.reply().code()), (503, 421));
     }
 
     #[test]

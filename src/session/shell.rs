@@ -20,6 +20,10 @@ pub struct Shell {
     pub out: Outbox,
     pub peer_eof: bool,
     pub shutting_down: bool,
+    /// A reply ended the connection (`421` when descriptors ran out): the
+    /// session takes nothing more and closes once between commands, which
+    /// gives a descriptor back.
+    pub hang_up: bool,
     /// Last byte received or sent: the idle and stall timeouts count from
     /// here.
     pub last_activity: Instant,
@@ -46,6 +50,7 @@ impl Shell {
             out: Outbox::default(),
             peer_eof: false,
             shutting_down: false,
+            hang_up: false,
             last_activity: Instant::now(),
             access: None,
         }

@@ -20,9 +20,14 @@
 //! Containment: the root is opened once, by path; every other operation is
 //! made relative to an open directory handle, one name at a time, without
 //! following symlinks (`openat2` with `RESOLVE_BENEATH |
-//! RESOLVE_NO_SYMLINKS`, see `storage/dir.rs`). A user's handles are taken at login,
-//! so nothing renamed or swapped in later above them changes what the
-//! session reaches. Only regular files are ever opened for reading or
+//! RESOLVE_NO_SYMLINKS`, see `storage/dir.rs`). A user's directories are
+//! found at login, and nothing renamed or swapped in later changes what the
+//! session reaches: their identities (device and inode) are remembered
+//! then, and a directory opened again later (an idle user's handles are
+//! not kept, see [`OPEN_USER_DIRS`]) must be that same directory, opened
+//! beneath the server's own handle of the root (or of `.ferry/users`)
+//! without following symlinks; one moved away or replaced (by another
+//! directory or a symlink) is refused, never followed. Only regular files are ever opened for reading or
 //! writing: symlinks, directories, FIFOs, sockets and devices in a user
 //! directory are refused, not listed, never followed and never opened.
 //!
@@ -103,6 +108,15 @@ const SWEEP_BUDGET: usize = 256;
 /// together are removed by one pass, not one pass each.
 const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
+/// User directories kept open between commands, the most recently used:
+/// a descriptor each, whatever the number of users logged in, so that an
+/// idle logged-in session costs its socket and nothing more (ten thousand
+/// distinct users held four handles each before). The others are opened
+/// again when a command needs them (an `openat2` and an `fstat`, a few
+/// microseconds); the record directories under `.ferry/users` are opened
+/// for the command that needs them and closed after it.
+pub const OPEN_USER_DIRS: usize = 64;
+
 /// How long an interrupted upload is kept for resuming by default.
 pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -181,7 +195,7 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct Storage {
     path: PathBuf,
-    root: Dir,
+    root: Arc<Dir>,
     /// `.ferry`.
     private: Dir,
     /// `.ferry/tmp`, shared with every upload (which removes its file from
@@ -189,13 +203,15 @@ pub struct Storage {
     tmp: RefCell<Arc<Dir>>,
     /// `.ferry/users`.
     users: Dir,
+    /// The user directories kept open ([`OPEN_USER_DIRS`]).
+    open_dirs: RefCell<OpenDirs>,
     /// `.ferry/instances`.
     instances: Dir,
     /// This server's registration: its id and the lock that says it lives.
     instance: Instance,
     options: Options,
     next_tmp: Cell<u64>,
-    /// The open directories of logged-in users, shared by their sessions.
+    /// The logged-in users, shared by their sessions.
     user_dirs: RefCell<HashMap<String, Weak<UserDirs>>>,
     /// Every user's running usage counts, kept across logins.
     tallies: RefCell<HashMap<String, Arc<Tally>>>,
@@ -223,22 +239,26 @@ struct Sweep {
 }
 
 /// A user's private directory and the server's records about it, handed
-/// out after login: open handles, so a rename of anything above them
-/// cannot redirect what a session reaches.
+/// out after login: which directories they are (not open handles, which
+/// would cost descriptors per idle user), so that a rename of anything
+/// cannot redirect what a session reaches (see `reopen_same`).
 #[derive(Debug, Clone)]
 pub struct UserDir {
     inner: Arc<UserDirs>,
 }
 
+/// A directory's identity: device and inode.
+type DirId = (u64, u64);
+
 #[derive(Debug)]
 struct UserDirs {
     /// `<root>/<user>`, for messages and tests only: never opened by path.
     path: PathBuf,
-    files: Dir,
-    /// `.ferry/users/<user>/sums`, `partial`, `partial-sums`.
-    sums: Dir,
-    partial: Dir,
-    partial_sums: Dir,
+    user: String,
+    /// `<root>/<user>` and `.ferry/users/<user>` (which holds `sums`,
+    /// `partial`, `partial-sums`) as found at login.
+    files: DirId,
+    records: DirId,
     /// What this user's running uploads claim against the quota.
     claims: Claims,
     /// What the user stores, as running counts.
@@ -280,6 +300,61 @@ pub struct Usage {
     pub bytes: u64,
     /// Regular files, and uploads in progress to names that were new.
     pub files: u64,
+}
+
+/// The user directories kept open, most recently used last.
+#[derive(Debug)]
+struct OpenDirs {
+    capacity: usize,
+    dirs: Vec<(DirId, Arc<Dir>)>,
+}
+
+impl OpenDirs {
+    fn get(&mut self, id: DirId) -> Option<Arc<Dir>> {
+        let at = self.dirs.iter().position(|(held, _)| *held == id)?;
+        let entry = self.dirs.remove(at);
+        let dir = Arc::clone(&entry.1);
+        self.dirs.push(entry);
+        Some(dir)
+    }
+
+    fn keep(&mut self, id: DirId, dir: &Arc<Dir>) {
+        self.dirs.retain(|(held, _)| *held != id);
+        if self.capacity == 0 {
+            return;
+        }
+        if self.dirs.len() >= self.capacity {
+            // Closed now: nobody else holds these between commands.
+            let excess = self.dirs.len() + 1 - self.capacity;
+            self.dirs.drain(..excess);
+        }
+        self.dirs.push((id, Arc::clone(dir)));
+    }
+}
+
+/// Opens `name` beneath `parent` again (no symlink followed, never outside
+/// `parent`) and checks that it is the directory `id` found at login:
+/// one moved away, or replaced by another directory (or a symlink), is
+/// refused, so a session never reaches anything but its own directory.
+/// (Only a directory deleted and another created under the same name
+/// with the very inode number it had could pass, and that is the same
+/// user's name under the root all the same.)
+fn reopen_same(parent: &Dir, name: &str, id: DirId, path: &Path) -> io::Result<Dir> {
+    let moved = || {
+        io::Error::other(format!(
+            "{} was moved or replaced since the login",
+            path.display()
+        ))
+    };
+    let dir = parent.open_dir(name).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => moved(),
+        _ => err,
+    })?;
+    let meta = dir.metadata()?;
+    if (meta.dev(), meta.ino()) != id {
+        return Err(moved());
+    }
+    Ok(dir)
 }
 
 impl UserDirs {
@@ -357,10 +432,14 @@ impl Storage {
         report_unowned_tmp_files(root, &instances, &tmp);
         let storage = Storage {
             path: root.to_path_buf(),
-            root: root_dir,
+            root: Arc::new(root_dir),
             private,
             tmp: RefCell::new(Arc::new(tmp)),
             users,
+            open_dirs: RefCell::new(OpenDirs {
+                capacity: OPEN_USER_DIRS,
+                dirs: Vec::new(),
+            }),
             instances,
             instance,
             options,
@@ -581,7 +660,8 @@ impl Storage {
 
     /// The directory of `user` (a valid username), created mode 0700 on
     /// first use, with the server's record directories for it. Sessions of
-    /// the same user share the open handles.
+    /// the same user share one [`UserDir`] (and so the claims of their
+    /// uploads); it holds no descriptor (see [`OPEN_USER_DIRS`]).
     pub fn user_dir(&self, user: &str) -> io::Result<UserDir> {
         if let Some(inner) = self.cached_user_dir(user) {
             return Ok(UserDir { inner });
@@ -612,12 +692,17 @@ impl Storage {
                 }
             }
         };
+        records.ensure_dir(SUMS_DIR, DIR_MODE, durable)?;
+        records.ensure_dir(PARTIAL_SUMS_DIR, DIR_MODE, durable)?;
+        let records_held = records.metadata()?;
+        // Kept open for the commands a login is usually followed by; the
+        // record directories close here.
+        self.open_dirs.borrow_mut().keep(of, &Arc::new(files));
         let inner = Arc::new(UserDirs {
             path,
-            files,
-            sums: records.ensure_dir(SUMS_DIR, DIR_MODE, durable)?,
-            partial,
-            partial_sums: records.ensure_dir(PARTIAL_SUMS_DIR, DIR_MODE, durable)?,
+            user: user.to_owned(),
+            files: of,
+            records: (records_held.dev(), records_held.ino()),
             claims: Claims::default(),
             tally,
             foreign,
@@ -633,23 +718,50 @@ impl Storage {
     fn cached_user_dir(&self, user: &str) -> Option<Arc<UserDirs>> {
         let inner = self.user_dirs.borrow().get(user)?.upgrade()?;
         let named = self.root.stat(user).ok()?;
-        let held = inner.files.metadata().ok()?;
-        let same =
-            named.file_type().is_dir() && (named.dev(), named.ino()) == (held.dev(), held.ino());
+        let same = named.file_type().is_dir() && (named.dev(), named.ino()) == inner.files;
         same.then_some(inner)
+    }
+
+    /// The user's directory, from those kept open, or else opened again
+    /// beneath the root and checked to be the one found at login (see
+    /// [`reopen_same`]): a session whose directory was moved away or
+    /// replaced since gets an error, never another directory.
+    fn files(&self, dir: &UserDir) -> io::Result<Arc<Dir>> {
+        let id = dir.inner.files;
+        if let Some(files) = self.open_dirs.borrow_mut().get(id) {
+            return Ok(files);
+        }
+        let files = Arc::new(reopen_same(
+            &self.root,
+            &dir.inner.user,
+            id,
+            &dir.inner.path,
+        )?);
+        self.open_dirs.borrow_mut().keep(id, &files);
+        Ok(files)
+    }
+
+    /// One of the user's record directories (`sums`, `partial`,
+    /// `partial-sums`), opened for the command that needs it beneath
+    /// `.ferry/users/<user>`, which must be the one found at login.
+    fn records(&self, dir: &UserDir, which: &str) -> io::Result<Dir> {
+        let user = &dir.inner.user;
+        let path = self.path.join(PRIVATE_DIR).join(USERS_DIR).join(user);
+        reopen_same(&self.users, user, dir.inner.records, &path)?.open_dir(which)
     }
 
     /// The user's regular files a batch at a time, in directory order
     /// (see [`Listing`]): what `LIST` and the HTTP listing send, with a
     /// small buffer whatever the size of the directory.
     pub fn listing(&self, dir: &UserDir) -> Result<Listing, StorageError> {
-        Listing::new(&dir.inner.files)
+        let files = self.files(dir)?;
+        Listing::new(&files)
     }
 
     /// The user's regular files, sorted by name (byte order). Names that
     /// break the rules and anything that is not a regular file are left out.
     pub fn list(&self, dir: &UserDir) -> Result<Vec<Entry>, StorageError> {
-        let files = &dir.inner.files;
+        let files = self.files(dir)?;
         let mut entries = Vec::new();
         for name in files.names()? {
             let Some(name) = name.to_str() else {
@@ -678,8 +790,8 @@ impl Storage {
 
     /// The size of `name` if it is a regular file now, else `None`.
     pub fn size_of(&self, dir: &UserDir, name: FileName<'_>) -> Option<u64> {
-        dir.inner
-            .files
+        self.files(dir)
+            .ok()?
             .stat(name.as_str())
             .ok()
             .filter(|meta| meta.is_file())
@@ -693,7 +805,7 @@ impl Storage {
         dir: &UserDir,
         name: FileName<'_>,
     ) -> Result<(File, Metadata), StorageError> {
-        dir.inner.files.open_regular_read(name.as_str())
+        self.files(dir)?.open_regular_read(name.as_str())
     }
 
     /// What `HASH` needs, in one call: the recorded SHA-256 of `name` if
@@ -721,7 +833,8 @@ impl Storage {
     /// still describes it.
     pub fn stored_digest(&self, dir: &UserDir, name: FileName<'_>, file: &File) -> Option<Digest> {
         let identity = Identity::of_file(file).ok()?;
-        let hex = record::read(&dir.inner.sums, name.as_str(), &identity, SHA256_KEY)?;
+        let sums = self.records(dir, SUMS_DIR).ok()?;
+        let hex = record::read(&sums, name.as_str(), &identity, SHA256_KEY)?;
         Digest::from_hex(hex.as_bytes())
     }
 
@@ -739,15 +852,17 @@ impl Storage {
     }
 
     fn record_digest(&self, dir: &UserDir, name: &str, identity: &Identity, sha256: Digest) {
-        let written = record::write(
-            &self.tmp(),
-            &self.tmp_name("sum"),
-            &dir.inner.sums,
-            name,
-            identity,
-            SHA256_KEY,
-            &sha256.to_string(),
-        );
+        let written = self.records(dir, SUMS_DIR).and_then(|sums| {
+            record::write(
+                &self.tmp(),
+                &self.tmp_name("sum"),
+                &sums,
+                name,
+                identity,
+                SHA256_KEY,
+                &sha256.to_string(),
+            )
+        });
         if let Err(err) = written {
             let path = dir.inner.path.join(name);
             log::warn!("cannot record the digest of {}: {err}", path.display());
@@ -763,7 +878,7 @@ impl Storage {
     /// The metadata of the live partial of `name`; an expired one is
     /// removed and reported as none.
     fn partial(&self, dir: &UserDir, name: FileName<'_>) -> Result<Option<Metadata>, StorageError> {
-        let meta = match dir.inner.partial.stat(name.as_str()) {
+        let meta = match self.records(dir, PARTIAL_DIR)?.stat(name.as_str()) {
             Ok(meta) => meta,
             Err(StorageError::NotFound) => return Ok(None),
             Err(err) => return Err(err),
@@ -779,21 +894,24 @@ impl Storage {
     }
 
     fn discard_partial(&self, dir: &UserDir, name: &str) {
-        if let Ok(meta) = dir.inner.partial.stat(name)
+        if let Ok(partial) = self.records(dir, PARTIAL_DIR)
+            && let Ok(meta) = partial.stat(name)
             && meta.file_type().is_file()
         {
-            record::remove(&dir.inner.partial, name);
+            record::remove(&partial, name);
             dir.inner
                 .tally
                 .change(|c| c.partial = c.partial.saturating_sub(meta.len()));
         }
-        record::remove(&dir.inner.partial_sums, name);
+        if let Ok(sums) = self.records(dir, PARTIAL_SUMS_DIR) {
+            record::remove(&sums, name);
+        }
     }
 
     /// Checks that `name` can receive an upload: absent, or a regular file.
     /// Returns whether the name is new.
     fn check_target(&self, dir: &UserDir, name: FileName<'_>) -> Result<bool, StorageError> {
-        match dir.inner.files.stat(name.as_str()) {
+        match self.files(dir)?.stat(name.as_str()) {
             Ok(meta) if !meta.file_type().is_file() => Err(StorageError::NotRegular),
             Ok(_) => Ok(false),
             Err(StorageError::NotFound) => Ok(true),
@@ -846,7 +964,9 @@ impl Storage {
         // The saved hash state is read before the partial moves, because
         // the move changes its change time.
         let before = Identity::of(&held);
-        let saved = record::read(&dir.inner.partial_sums, name.as_str(), &before, STATE_KEY)
+        let partial = self.records(dir, PARTIAL_DIR)?;
+        let partial_sums = self.records(dir, PARTIAL_SUMS_DIR)?;
+        let saved = record::read(&partial_sums, name.as_str(), &before, STATE_KEY)
             .and_then(|hex| hex::decode(hex).ok())
             .and_then(|bytes| Hasher::restore(&bytes))
             .filter(|hasher| hasher.len() == held_len && offset == held_len);
@@ -854,11 +974,7 @@ impl Storage {
         let tmp_name = self.tmp_name("upload");
         // Never over an existing file: the name is this server's own, but
         // a move must not be able to replace anything, whatever happened.
-        match dir
-            .inner
-            .partial
-            .rename_noreplace(name.as_str(), &tmp, &tmp_name)
-        {
+        match partial.rename_noreplace(name.as_str(), &tmp, &tmp_name) {
             Ok(()) => {}
             // Another session (or server) took it a moment ago.
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -869,7 +985,8 @@ impl Storage {
         dir.inner
             .tally
             .change(|c| c.partial = c.partial.saturating_sub(held_len));
-        record::remove(&dir.inner.partial_sums, name.as_str());
+        record::remove(&partial_sums, name.as_str());
+        drop((partial, partial_sums));
         let file = match tmp.open_regular(&tmp_name, true) {
             Ok(file) => file,
             Err(err) => {
@@ -909,9 +1026,10 @@ impl Storage {
     /// the same name is superseded and removed.
     pub fn commit(&self, upload: Upload, sha256: Digest) -> io::Result<()> {
         let (dir, name) = upload.target();
-        let replaced = dir.inner.files.stat(name).ok().filter(Metadata::is_file);
+        let files = self.files(dir)?;
+        let replaced = files.stat(name).ok().filter(Metadata::is_file);
         let len = upload.len();
-        let (file, dir, name) = upload.into_place(self.options.fsync)?;
+        let (file, dir, name) = upload.into_place(&files, self.options.fsync)?;
         dir.inner.tally.change(|c| {
             c.stored = (c.stored + len).saturating_sub(replaced.as_ref().map_or(0, Metadata::len));
             c.files += u64::from(replaced.is_none());
@@ -922,7 +1040,7 @@ impl Storage {
         }
         self.discard_partial(&dir, &name);
         if self.options.fsync {
-            dir.inner.files.sync()?;
+            files.sync()?;
         }
         Ok(())
     }
@@ -931,7 +1049,7 @@ impl Storage {
     /// the data) and returns the size it had. With fsync on, the removal is
     /// durable when this returns.
     pub fn delete(&self, dir: &UserDir, name: FileName<'_>) -> Result<u64, StorageError> {
-        let files = &dir.inner.files;
+        let files = self.files(dir)?;
         let meta = files.stat(name.as_str())?;
         if !meta.file_type().is_file() {
             return Err(StorageError::NotRegular);
@@ -943,7 +1061,9 @@ impl Storage {
             c.stored = c.stored.saturating_sub(meta.len());
             c.files = c.files.saturating_sub(1);
         });
-        record::remove(&dir.inner.sums, name.as_str());
+        if let Ok(sums) = self.records(dir, SUMS_DIR) {
+            record::remove(&sums, name.as_str());
+        }
         if self.options.fsync {
             files.sync()?;
         }
@@ -959,7 +1079,9 @@ impl Storage {
         if len == 0 {
             return;
         }
-        let (file, dir, name, older) = match upload.into_partial() {
+        let partial = self.records(upload.target().0, PARTIAL_DIR);
+        let kept = partial.and_then(|partial| upload.into_partial(&partial));
+        let (file, dir, name, older) = match kept {
             Ok(kept) => kept,
             Err(err) => {
                 log::warn!("cannot keep an interrupted upload: {err}");
@@ -970,13 +1092,21 @@ impl Storage {
             .tally
             .change(|c| c.partial = (c.partial + len).saturating_sub(older));
         self.partial_kept();
+        let sums = match self.records(&dir, PARTIAL_SUMS_DIR) {
+            Ok(sums) => sums,
+            Err(err) => {
+                // Without it a resume hashes the held bytes again.
+                log::warn!("no saved hash state for the partial {name:?}: {err}");
+                return;
+            }
+        };
         let saved = match (hasher, Identity::of_file(&file)) {
             (Some(hasher), Ok(identity)) if hasher.len() == len => {
                 let state = hex::encode(hasher.save());
                 record::write(
                     &self.tmp(),
                     &self.tmp_name("state"),
-                    &dir.inner.partial_sums,
+                    &sums,
                     &name,
                     &identity,
                     STATE_KEY,
@@ -988,7 +1118,7 @@ impl Storage {
         if let Err(err) = saved {
             // Without it a resume hashes the held bytes again.
             log::debug!("no saved hash state for the partial {name:?}: {err}");
-            record::remove(&dir.inner.partial_sums, &name);
+            record::remove(&sums, &name);
         }
     }
 }
@@ -1269,7 +1399,7 @@ mod tests {
             storage.keep_partial(upload, None);
         };
         keep(b"old");
-        let partials = &dir.inner.partial;
+        let partials = &storage.records(&dir, PARTIAL_DIR).unwrap();
         let old = partials.stat("p").unwrap();
         // Replaced (by another server) after the look.
         keep(b"newer");
@@ -1342,6 +1472,45 @@ mod tests {
         assert!(replacing.claim_within(1000, 1000));
         let mut other = storage.begin_upload(&dir, name("b")).unwrap();
         assert!(!other.claim_within(1, 1000));
+    }
+
+    #[test]
+    fn a_user_directory_opened_again_must_be_the_one_found_at_login() {
+        let (root, storage, alice) = setup();
+        let path = |user: &str| root.path().join(user);
+        let mut upload = storage.begin_upload(&alice, name("mine")).unwrap();
+        upload.write(b"mine").unwrap();
+        storage.commit(upload, Digest::of(b"mine")).unwrap();
+        let bob = storage.user_dir("bob").unwrap();
+        fs::write(path("bob").join("secret"), b"bob's").unwrap();
+        // Moved away while its handle is kept open: the session goes on
+        // in it, wherever it went.
+        fs::rename(path("alice"), path("alice-moved")).unwrap();
+        std::os::unix::fs::symlink(path("bob"), path("alice")).unwrap();
+        assert_eq!(storage.list(&alice).unwrap()[0].name, "mine");
+        // Once the handle is closed, what the name leads to now is refused:
+        // a symlink to bob's directory, then bob's directory itself.
+        storage.open_dirs.borrow_mut().capacity = 1;
+        storage.user_dir("carol").unwrap();
+        let refused = |storage: &Storage| {
+            assert!(storage.list(&alice).is_err());
+            assert!(storage.open_read(&alice, name("secret")).is_err());
+            assert!(storage.begin_upload(&alice, name("new")).is_err());
+            assert!(storage.delete(&alice, name("secret")).is_err());
+            assert_eq!(storage.size_of(&alice, name("secret")), None);
+        };
+        refused(&storage);
+        fs::remove_file(path("alice")).unwrap();
+        fs::rename(path("bob"), path("alice")).unwrap();
+        refused(&storage);
+        assert_eq!(fs::read(path("alice").join("secret")).unwrap(), b"bob's");
+        assert!(!path("alice").join("new").exists());
+        // Back in place, it is hers again.
+        fs::rename(path("alice"), path("bob")).unwrap();
+        fs::rename(path("alice-moved"), path("alice")).unwrap();
+        assert_eq!(storage.list(&alice).unwrap()[0].name, "mine");
+        assert_eq!(storage.list(&bob).unwrap()[0].name, "secret");
+        assert_eq!(storage.open_dirs.borrow().dirs.len(), 1);
     }
 
     #[test]

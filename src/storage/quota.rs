@@ -157,7 +157,7 @@ impl Storage {
         let entries = self.list(dir)?;
         let stored: u64 = entries.iter().map(|e| e.size).sum();
         let mut partial_bytes = 0;
-        let partial = &dir.inner.partial;
+        let partial = self.records(dir, super::PARTIAL_DIR)?;
         for name in partial.names()? {
             let Some(name) = name.to_str() else {
                 continue;

@@ -219,7 +219,11 @@ impl Upload {
     /// name. Returns the open file, the user directory and the name. On
     /// error nothing was renamed, and dropping the upload removes the
     /// temporary file.
-    pub(super) fn into_place(mut self, fsync: bool) -> io::Result<(File, UserDir, String)> {
+    pub(super) fn into_place(
+        mut self,
+        files: &Dir,
+        fsync: bool,
+    ) -> io::Result<(File, UserDir, String)> {
         if self.failed {
             return Err(io::Error::other("an earlier write of this upload failed"));
         }
@@ -231,8 +235,7 @@ impl Upload {
             file.sync_data()?;
         }
         let tmp_name = self.tmp_name.as_deref().expect("upload placed twice");
-        self.tmp
-            .rename(tmp_name, &self.dir.inner.files, &self.name)?;
+        self.tmp.rename(tmp_name, files, &self.name)?;
         // The rename happened: nothing is left to remove.
         self.tmp_name = None;
         Ok((file, self.dir.clone(), std::mem::take(&mut self.name)))
@@ -243,12 +246,14 @@ impl Upload {
     /// replaces a file (another server may be claiming that one). Returns
     /// the open file, the user directory, the name, and the size of the
     /// older partial removed.
-    pub(super) fn into_partial(mut self) -> io::Result<(File, UserDir, String, u64)> {
+    pub(super) fn into_partial(
+        mut self,
+        partial: &Dir,
+    ) -> io::Result<(File, UserDir, String, u64)> {
         if self.failed {
             return Err(io::Error::other("an earlier write of this upload failed"));
         }
         let tmp_name = self.tmp_name.as_deref().expect("upload placed twice");
-        let partial = &self.dir.inner.partial;
         let mut older = 0;
         if let Err(err) = self.tmp.rename_noreplace(tmp_name, partial, &self.name) {
             if err.kind() != io::ErrorKind::AlreadyExists {

@@ -1691,3 +1691,91 @@ pub fn outside_client(program: &str) -> bool {
     );
     false
 }
+
+impl ServerBuilder {
+    /// Starts ferryd with its open-file limit, soft and hard, set to
+    /// `open_files` by util-linux's `prlimit` (as `LimitNOFILE=` would):
+    /// ferryd cannot raise it past that. Callers check
+    /// `outside_client("prlimit")` first.
+    pub fn start_with_open_files(self, open_files: u64) -> TestServer {
+        self.write_users();
+        let inner = self.command();
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={open_files}:{open_files}"))
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .current_dir(self.dir.path());
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        self.spawn(cmd)
+    }
+
+    /// Spawns `cmd` (ferryd, or a program that runs it in its own place)
+    /// and waits (bounded) for the listening line, as [`ServerBuilder::start`].
+    fn spawn(self, mut cmd: Command) -> TestServer {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ferryd");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        let lines2 = Arc::clone(&lines);
+        let reader = thread::spawn(move || {
+            let mut r = BufReader::new(stderr);
+            let mut buf = Vec::new();
+            while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                buf.clear();
+                lines2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = parse_listening_line(&line) {
+                        break addr;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "ferryd did not print {LISTENING_MARKER:?} within {STARTUP_TIMEOUT:?}; \
+                         stderr:\n{}",
+                        lines.lock().unwrap().join("\n")
+                    );
+                }
+            }
+        };
+        TestServer {
+            dir: self.dir,
+            addr,
+            child,
+            exit_status: None,
+            stderr_lines: lines,
+            stderr_reader: Some(reader),
+        }
+    }
+}
+
+impl TestServer {
+    /// The descriptors ferryd has open now, by number (`/proc/<pid>/fd`).
+    pub fn open_descriptors(&self) -> Vec<u32> {
+        let mut fds: Vec<u32> = fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort_unstable();
+        fds
+    }
+}

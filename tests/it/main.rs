@@ -25,6 +25,7 @@ mod containment;
 mod control;
 mod crash;
 mod defense;
+mod descriptors;
 mod downloads;
 mod embedding;
 mod faults;

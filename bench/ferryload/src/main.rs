@@ -411,18 +411,34 @@ fn switches(root: u32) -> u64 {
         .sum()
 }
 
-/// Footprint: PSS of the server's processes (`--root-pid` and its
-/// descendants) before and after `--n` idle logged-in sessions, and the
-/// server's context switches per second over `--wake-secs` while they idle.
+/// Descriptors the server's processes hold now.
+fn fds(root: u32) -> u64 {
+    tree(root)
+        .iter()
+        .map(|&p| fs::read_dir(format!("/proc/{p}/fd")).map_or(0, |rd| rd.count() as u64))
+        .sum()
+}
+
+/// Footprint: PSS and descriptors of the server's processes (`--root-pid`
+/// and its descendants) before and after `--n` idle logged-in sessions,
+/// and the server's context switches per second over `--wake-secs` while
+/// they idle. With `--users K` (K > 1) session i logs in as user
+/// `<user><i % K>`: that many distinct users at once.
 fn idle(a: &Args) {
-    let t = a.target();
+    let base = a.target();
     let n = a.n("n", 10_000) as usize;
+    let users = a.n("users", 1).max(1) as usize;
     let root = a.n("root-pid", 0) as u32;
     let small = a.or("small", "small.bin");
     std::thread::sleep(Duration::from_millis(500));
     let before = pss_kib(root);
+    let fds_before = fds(root);
     let mut sessions = Vec::with_capacity(n);
     for i in 0..n {
+        let mut t = base.clone();
+        if users > 1 {
+            t.user = format!("{}{}", base.user, i % users);
+        }
         match client::open_idle(&t, &small) {
             Ok(c) => sessions.push(c),
             Err(e) => die(&format!("session {i} of {n}: {e}")),
@@ -430,6 +446,7 @@ fn idle(a: &Args) {
     }
     std::thread::sleep(Duration::from_secs(2));
     let after = pss_kib(root);
+    let fds_after = fds(root);
     let out = Out::new(a);
     out.row("sessions", sessions.len() as f64, "count");
     out.row("pss_before", before as f64, "KiB");
@@ -439,6 +456,12 @@ fn idle(a: &Args) {
         (after as f64 - before as f64) * 1024.0 / n as f64,
         "B",
     );
+    out.row(
+        "fds_per_session",
+        (fds_after as f64 - fds_before as f64) / n as f64,
+        "count",
+    );
+    let t = base;
     let wake = a.n("wake-secs", 0);
     if wake > 0 {
         let s0 = switches(root);
@@ -450,6 +473,8 @@ fn idle(a: &Args) {
     if let Some(c) = sessions.last_mut() {
         let ok = match t.proto {
             Proto::Ftp => true,
+            // The distinct users have no file of their own.
+            Proto::Line if users > 1 => c.list("/").is_ok(),
             _ => c.get(&small, &mut |_| ()).is_ok(),
         };
         if !ok {

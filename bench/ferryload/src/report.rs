@@ -23,6 +23,10 @@ const TITLES: &[(&str, &str)] = &[
     ),
     ("s4-footprint", "4. Footprint: idle authenticated sessions"),
     (
+        "s4-users",
+        "4c. Footprint: idle sessions of as many distinct users",
+    ),
+    (
         "s5-burst",
         "5a. Scale: all sessions connecting and logging in at the same instant",
     ),
@@ -60,6 +64,14 @@ const NOTES: &[(&str, &str)] = &[
          socket memory is not in it, for any system. HTTP sessions made one 4 KiB GET each \
          (used keep-alive connections). wakeups = the server's voluntary and involuntary \
          context switches per second while the sessions idle.",
+    ),
+    (
+        "s4-users",
+        "Issue 23: every ferryd session logs in as a user of its own (bench0, bench1, ...; \
+         a deployment's many users), each an idle line session; nginx's rows are idle \
+         keep-alive connections as in 4 (it keeps nothing per user). per_session as in 4; \
+         fds_per_session = (descriptors the server's processes hold after - before) / \
+         sessions, from /proc/<pid>/fd.",
     ),
     (
         "s5-burst",
@@ -307,6 +319,21 @@ pub fn main(results: &str, machine: &str, evidence: &str) {
             &|v| v == 0.0,
         );
     }
+    target(
+        "distinct users: 10,000 sessions of as many users logged in".into(),
+        med("s4-users", "ferryd-line", "sessions").map(|v| (v, format!("{} sessions", fmt(v)))),
+        &|v| v >= 10_000.0,
+    );
+    target(
+        "distinct users: ferryd-line <= 1024 B per idle session".into(),
+        med("s4-users", "ferryd-line", "per_session").map(|v| (v, format!("{} B", fmt(v)))),
+        &|v| v <= 1024.0,
+    );
+    target(
+        "distinct users: ferryd-line <= 1.1 descriptors per idle session".into(),
+        med("s4-users", "ferryd-line", "fds_per_session").map(|v| (v, fmt(v))),
+        &|v| v <= 1.1,
+    );
     for f in ["ferryd-line", "ferryd-http"] {
         target(
             format!("scale {f}: zero checksum errors"),

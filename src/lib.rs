@@ -87,6 +87,8 @@ pub mod storage;
 mod sys;
 #[doc(hidden)]
 pub mod systemd;
+#[doc(hidden)]
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -147,6 +149,7 @@ impl Server {
             Some(addr) => Some(listen(&mut activated, "metrics", addr)?),
             None => None,
         };
+        let tls = bind_tls(&config, &mut activated)?;
         if !activated.is_empty() {
             let left: Vec<String> = activated.iter().map(describe_activated).collect();
             return Err(io::Error::new(
@@ -191,6 +194,7 @@ impl Server {
             http,
             control,
             metrics,
+            tls,
             services,
             config.drain_timeout,
         )?;
@@ -217,6 +221,16 @@ impl Server {
     /// asked for one.
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.reactor.control_addr()
+    }
+
+    /// The address of the TLS line-protocol listener, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.reactor.tls_addr()
+    }
+
+    /// The address of the HTTPS listener, if there is one.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.reactor.https_addr()
     }
 
     /// The address of the metrics listener, when
@@ -259,6 +273,38 @@ impl Server {
 
 /// The listener of `role` at `addr`: a socket systemd handed over under
 /// that name, or for that address, else a new one bound now.
+/// Binds the TLS listeners and reads their certificate; a certificate or
+/// key that cannot be used stops the start with the file and the reason.
+fn bind_tls(
+    config: &Config,
+    activated: &mut Vec<systemd::Activated>,
+) -> io::Result<Option<reactor::TlsListeners>> {
+    if config.tls_listen.is_none() && config.https_listen.is_none() {
+        return Ok(None);
+    }
+    let Some(files) = &config.tls else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a TLS listener needs a certificate and its key",
+        ));
+    };
+    let acceptor = tls::Acceptor::load(files, config.policy.handshake_timeout)
+        .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, format!("TLS: {why}")))?;
+    let line = match config.tls_listen {
+        Some(addr) => Some(listen(activated, "tls", addr)?),
+        None => None,
+    };
+    let https = match config.https_listen {
+        Some(addr) => Some(listen(activated, "https", addr)?),
+        None => None,
+    };
+    Ok(Some(reactor::TlsListeners {
+        line,
+        https,
+        acceptor,
+    }))
+}
+
 fn listen(
     activated: &mut Vec<systemd::Activated>,
     role: &str,

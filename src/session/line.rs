@@ -783,7 +783,20 @@ impl Session {
         let State::Auth { failures, since } = self.state else {
             return self.reply(Reply::AlreadyLoggedIn, services);
         };
-        match super::start_login(services, self.shell.peer, user, password, Protocol::Line) {
+        let peer = self.shell.peer;
+        if self
+            .shell
+            .channel
+            .refused_by(&peer, services.policy.require_tls)
+        {
+            return self.fail(Failure::TlsRequired, services);
+        }
+        let start = if password.is_empty() {
+            super::start_certificate_login(services, &self.shell.channel, peer, user)
+        } else {
+            super::start_login(services, peer, user, password, Protocol::Line)
+        };
+        match start {
             LoginStart::Done(result) => {
                 self.state = self.login_decided((failures, since), user, result, false, services);
             }

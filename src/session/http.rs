@@ -1409,4 +1409,39 @@ mod tests {
         assert!(session.output().len() <= OUTPUT_BACKLOG + 1024);
         assert!(session.shell.input.len() <= MAX_HEAD);
     }
+
+    #[test]
+    fn require_tls_is_403_for_plaintext_from_other_hosts() {
+        let mut h = harness();
+        h.services.policy.require_tls = true;
+        let remote: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let request = format!("GET /files/ HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n");
+        let mut session = Session::new(remote);
+        let out = String::from_utf8_lossy(&h.talk(&mut session, request.as_bytes())).into_owned();
+        assert_eq!(statuses(&out), ["403"], "{out}");
+        assert!(out.contains("TLS required"), "{out}");
+        let mut secure = Session::new(remote);
+        secure.shell.channel = crate::session::Channel::secure();
+        let out = String::from_utf8_lossy(&h.talk(&mut secure, request.as_bytes())).into_owned();
+        assert_eq!(statuses(&out), ["200"], "{out}");
+    }
+
+    #[test]
+    fn a_client_certificate_stands_for_the_authorization_field() {
+        let h = harness();
+        let request = b"GET /files/ HTTP/1.1\r\nHost: x\r\n\r\n";
+        for (name, status) in [
+            (Ok("alice"), "200"),
+            (Ok("bob"), "401"),
+            (Err("expired"), "401"),
+        ] {
+            let mut session = Session::new(peer());
+            session.shell.channel = crate::session::Channel {
+                secure: true,
+                certified: Some(Box::new(name.map(str::to_owned).map_err(str::to_owned))),
+            };
+            let out = String::from_utf8_lossy(&h.talk(&mut session, request)).into_owned();
+            assert_eq!(statuses(&out), [status], "{name:?}: {out}");
+        }
+    }
 }

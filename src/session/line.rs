@@ -1538,4 +1538,59 @@ mod tests {
         assert_eq!(&out[out.len() - 8..], b"200 ok\r\n");
         assert!(got == data[1000..], "the download's bytes differ");
     }
+
+    /// `--require-tls`: a plaintext login from another host is refused
+    /// with a reason (and is not a failed login); over TLS, and from
+    /// loopback, the same login works.
+    #[test]
+    fn require_tls_refuses_plaintext_logins_from_other_hosts() {
+        let mut h = harness();
+        h.services.policy.require_tls = true;
+        let remote: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let mut session = Session::new(remote, h.services());
+        let out = text(&h.talk(&mut session, b"AUTH alice pw\nAUTH alice\nLIST\n"));
+        assert!(
+            out.ends_with(
+                "530 TLS required: this server logs in from other hosts over TLS only\r\n\
+                 530 TLS required: this server logs in from other hosts over TLS only\r\n\
+                 530 not logged in\r\n"
+            ),
+            "{out}"
+        );
+        let mut secure = Session::new(remote, h.services());
+        secure.shell.channel = crate::session::Channel::secure();
+        let out = text(&h.talk(&mut secure, b"AUTH alice pw\n"));
+        assert!(out.ends_with("230 logged in\r\n"), "{out}");
+        let mut local = Session::new(peer(), h.services());
+        let out = text(&h.talk(&mut local, b"AUTH alice pw\n"));
+        assert!(out.ends_with("230 logged in\r\n"), "{out}");
+    }
+
+    /// `AUTH USER` alone logs in the user a valid client certificate
+    /// names, and nobody else.
+    #[test]
+    fn auth_without_a_password_takes_the_certificate_name() {
+        let h = harness();
+        let certified = |name: Result<&str, &str>| {
+            let mut session = Session::new(peer(), h.services());
+            session.shell.channel = crate::session::Channel {
+                secure: true,
+                certified: Some(Box::new(name.map(str::to_owned).map_err(str::to_owned))),
+            };
+            session
+        };
+        let out = text(&h.talk(&mut certified(Ok("alice")), b"AUTH alice\n"));
+        assert!(out.ends_with("230 logged in\r\n"), "{out}");
+        for (name, line) in [
+            (Ok("alice"), &b"AUTH bob\n"[..]),
+            (Ok("nobody"), b"AUTH nobody\n"),
+            (Err("expired"), b"AUTH alice\n"),
+        ] {
+            let out = text(&h.talk(&mut certified(name), line));
+            assert!(out.ends_with("530 login incorrect\r\n"), "{name:?}: {out}");
+        }
+        let mut plain = Session::new(peer(), h.services());
+        let out = text(&h.talk(&mut plain, b"AUTH alice\n"));
+        assert!(out.ends_with("530 login incorrect\r\n"), "{out}");
+    }
 }

@@ -54,7 +54,8 @@ pub struct Config {
     /// Work with systemd (see [`crate::systemd`]): use the listening
     /// sockets it passed (socket activation: `LISTEN_PID`, `LISTEN_FDS`,
     /// `LISTEN_FDNAMES`) instead of binding, each matched to its listener
-    /// by name (`line`, `http`, `control`, `metrics`) or by address; and tell it when
+    /// by name (`line`, `http`, `control`, `metrics`, `tls`,
+    /// `https`) or by address; and tell it when
     /// the server is ready, reloading and stopping (`$NOTIFY_SOCKET`).
     /// Without those variables this changes nothing.
     pub systemd: bool,

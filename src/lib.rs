@@ -156,8 +156,9 @@ impl Server {
                 io::ErrorKind::InvalidInput,
                 format!(
                     "socket activation: no listener is configured for {} (name each socket \
-                     FileDescriptorName=line, http, control or metrics, or give its address \
-                     to --listen, --http-listen, --control or --metrics-listen)",
+                     FileDescriptorName=line, http, control, metrics, tls or https, or give \
+                     its address to --listen, --http-listen, --control, --metrics-listen, \
+                     --tls-listen or --https-listen)",
                     left.join(", ")
                 ),
             ));

@@ -46,10 +46,13 @@ use crate::session::Channel;
 /// send buffer fed between two turns while a client that never reads holds
 /// at most this much (plus the session's own bounded output).
 pub const SEND_LIMIT: usize = 4 * 16 * 1024 + 1024;
-/// Records read in one call that yield no plaintext, past the handshake,
-/// before the connection is dropped: a peer could otherwise keep the one
-/// thread decrypting empty records for as long as it sends them.
-const EMPTY_READS_LIMIT: usize = 64;
+/// Bytes read from the socket in one call that yield no plaintext before
+/// the connection is dropped: a peer could otherwise keep the one thread
+/// decrypting empty records for as long as it sends them. Counted in bytes,
+/// not reads, since a slow link may deliver a record a byte at a time; a
+/// legitimate peer never needs more than its largest handshake flight
+/// (64 KiB with a client certificate chain) or one record (16 KiB).
+const BYTES_WITHOUT_DATA_LIMIT: usize = 128 * 1024;
 /// How often the keys that encrypt resumption tickets change: rustls's
 /// rotator makes a new key every 6 hours and accepts tickets of the
 /// previous one, so a ticket lives at most 12 hours and a stolen ticket
@@ -337,7 +340,7 @@ impl Layer {
     /// the socket said so and no plaintext is left, so edge-triggered
     /// readiness holds.
     pub fn read<S: Read + Write>(&mut self, socket: &mut S, buf: &mut [u8]) -> io::Result<usize> {
-        let mut empty = 0;
+        let mut without_data = 0;
         loop {
             match self.conn.reader().read(buf) {
                 Ok(n) => return Ok(n),
@@ -348,18 +351,15 @@ impl Layer {
                 Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(err) => return Err(err),
             }
-            if !self.conn.is_handshaking() {
-                empty += 1;
-                if empty > EMPTY_READS_LIMIT {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "too many TLS records without data",
-                    ));
-                }
+            if without_data > BYTES_WITHOUT_DATA_LIMIT {
+                self.failed = true;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "too many TLS records without data",
+                ));
             }
             match self.conn.read_tls(socket) {
-                Ok(0) => {}
-                Ok(_) => {}
+                Ok(n) => without_data += n,
                 Err(err) => return Err(err),
             }
             if let Err(err) = self.conn.process_new_packets() {
@@ -877,6 +877,99 @@ mod tests {
             client.process_new_packets().unwrap();
         }
         assert!(!client.is_handshaking() && !server.is_handshaking());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The socket side as a test drives it: reads give `step` bytes at a
+    /// time from `incoming`, writes go to `outgoing`.
+    struct Trickle {
+        incoming: std::collections::VecDeque<u8>,
+        outgoing: Vec<u8>,
+        step: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.incoming.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.step).min(self.incoming.len());
+            for (slot, byte) in buf.iter_mut().zip(self.incoming.drain(..n)) {
+                *slot = byte;
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.outgoing.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A full record that arrives a byte per read (a slow link) is read
+    /// whole: the guard against records without data counts bytes, not
+    /// reads (found by the tls_session fuzz target).
+    #[test]
+    fn a_record_arriving_a_byte_at_a_time_is_read() {
+        let dir = std::env::temp_dir().join(format!("ferry-tls-trickle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
+        let _ = std::fs::remove_file(&cert);
+        let _ = std::fs::remove_file(&key);
+        make_self_signed(&cert, &key).unwrap();
+        let files = TlsFiles {
+            cert: cert.clone(),
+            key,
+            client_ca: None,
+        };
+        let acceptor = Acceptor::load(&files, Duration::from_secs(1)).unwrap();
+        let mut layer = acceptor.layer(Front::Line, Instant::now()).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(load_certs(&cert).unwrap().remove(0)).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(crypto())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut socket = Trickle {
+            incoming: Default::default(),
+            outgoing: Vec::new(),
+            step: usize::MAX,
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        while client.is_handshaking() {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            socket.incoming.extend(wire);
+            let _ = layer.read(&mut socket, &mut buf);
+            let out = std::mem::take(&mut socket.outgoing);
+            client.read_tls(&mut &out[..]).unwrap();
+            client.process_new_packets().unwrap();
+        }
+        let data = vec![b'x'; 16 * 1024];
+        client.writer().write_all(&data).unwrap();
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        socket.incoming.extend(wire);
+        socket.step = 1;
+        let mut got = Vec::new();
+        while got.len() < data.len() {
+            match layer.read(&mut socket, &mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                other => panic!("after {} bytes: {other:?}", got.len()),
+            }
+        }
+        assert!(got == data);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -791,6 +791,12 @@ impl Session {
         {
             return self.fail(Failure::TlsRequired, services);
         }
+        if password.is_empty() && self.shell.channel.certified.is_none() {
+            // No client certificate to log in by: the password is missing,
+            // as it always was without TLS (not a failed login).
+            let usage = Failure::Parse(ParseError::BadArguments(Verb::Auth));
+            return self.fail(usage, services);
+        }
         let start = if password.is_empty() {
             super::start_certificate_login(services, &self.shell.channel, peer, user)
         } else {
@@ -1589,8 +1595,12 @@ mod tests {
             let out = text(&h.talk(&mut certified(name), line));
             assert!(out.ends_with("530 login incorrect\r\n"), "{name:?}: {out}");
         }
+        // Without a certificate the password is missing, as ever.
         let mut plain = Session::new(peer(), h.services());
         let out = text(&h.talk(&mut plain, b"AUTH alice\n"));
-        assert!(out.ends_with("530 login incorrect\r\n"), "{out}");
+        assert!(
+            out.ends_with("501 usage: AUTH <user> <password>\r\n"),
+            "{out}"
+        );
     }
 }

@@ -54,7 +54,8 @@ pub struct Config {
     /// Work with systemd (see [`crate::systemd`]): use the listening
     /// sockets it passed (socket activation: `LISTEN_PID`, `LISTEN_FDS`,
     /// `LISTEN_FDNAMES`) instead of binding, each matched to its listener
-    /// by name (`line`, `http`, `control`, `metrics`) or by address; and tell it when
+    /// by name (`line`, `http`, `control`, `metrics`, `tls`,
+    /// `https`) or by address; and tell it when
     /// the server is ready, reloading and stopping (`$NOTIFY_SOCKET`).
     /// Without those variables this changes nothing.
     pub systemd: bool,
@@ -64,6 +65,14 @@ pub struct Config {
     pub access_log: Option<PathBuf>,
     /// The access log's lines: text or JSON.
     pub access_log_format: crate::access::Format,
+    /// Address of the line protocol inside TLS from the first byte
+    /// (`--tls-listen`); needs `tls`.
+    pub tls_listen: Option<SocketAddr>,
+    /// Address of the HTTP front inside TLS (`--https-listen`); needs
+    /// `tls`.
+    pub https_listen: Option<SocketAddr>,
+    /// The certificate, key and client CAs of the TLS listeners.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl std::fmt::Debug for Config {
@@ -91,6 +100,9 @@ impl std::fmt::Debug for Config {
             .field("systemd", &self.systemd)
             .field("access_log", &self.access_log)
             .field("access_log_format", &self.access_log_format)
+            .field("tls_listen", &self.tls_listen)
+            .field("https_listen", &self.https_listen)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -130,6 +142,12 @@ pub struct Policy {
     pub user_quota: Option<u64>,
     /// Files each user may store (`--user-max-files`); `None`: no limit.
     pub user_max_files: Option<u64>,
+    /// The plaintext listeners log nobody in from an address that is not
+    /// loopback (`--require-tls`).
+    pub require_tls: bool,
+    /// A TLS handshake must complete within this from the connection's
+    /// start (`--tls-handshake-timeout`).
+    pub handshake_timeout: Duration,
 }
 
 /// Descriptors the server holds whatever its client connections, kept
@@ -183,6 +201,10 @@ impl Default for Policy {
             lockout_allow: Vec::new(),
             user_quota: None,
             user_max_files: None,
+            require_tls: false,
+            // A real handshake takes a few round trips; ten seconds
+            // leaves room for a slow network, not for a slowloris.
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -206,6 +228,9 @@ impl Default for Config {
             systemd: false,
             access_log: None,
             access_log_format: crate::access::Format::Text,
+            tls_listen: None,
+            https_listen: None,
+            tls: None,
         }
     }
 }

@@ -88,6 +88,8 @@ pub mod storage;
 mod sys;
 #[doc(hidden)]
 pub mod systemd;
+#[doc(hidden)]
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -158,14 +160,16 @@ impl Server {
             Some(addr) => Some(listen(&mut activated, "metrics", addr)?),
             None => None,
         };
+        let tls = bind_tls(&config, &mut activated)?;
         if !activated.is_empty() {
             let left: Vec<String> = activated.iter().map(describe_activated).collect();
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
                     "socket activation: no listener is configured for {} (name each socket \
-                     FileDescriptorName=line, http, control or metrics, or give its address \
-                     to --listen, --http-listen, --control or --metrics-listen)",
+                     FileDescriptorName=line, http, control, metrics, tls or https, or give \
+                     its address to --listen, --http-listen, --control, --metrics-listen, \
+                     --tls-listen or --https-listen)",
                     left.join(", ")
                 ),
             ));
@@ -203,6 +207,7 @@ impl Server {
             http,
             control,
             metrics,
+            tls,
             services,
             config.drain_timeout,
         )?;
@@ -229,6 +234,16 @@ impl Server {
     /// asked for one.
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.reactor.control_addr()
+    }
+
+    /// The address of the TLS line-protocol listener, if there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.reactor.tls_addr()
+    }
+
+    /// The address of the HTTPS listener, if there is one.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.reactor.https_addr()
     }
 
     /// The address of the metrics listener, when
@@ -297,6 +312,38 @@ fn log_capacity(max_connections: usize) {
 
 /// The listener of `role` at `addr`: a socket systemd handed over under
 /// that name, or for that address, else a new one bound now.
+/// Binds the TLS listeners and reads their certificate; a certificate or
+/// key that cannot be used stops the start with the file and the reason.
+fn bind_tls(
+    config: &Config,
+    activated: &mut Vec<systemd::Activated>,
+) -> io::Result<Option<reactor::TlsListeners>> {
+    if config.tls_listen.is_none() && config.https_listen.is_none() {
+        return Ok(None);
+    }
+    let Some(files) = &config.tls else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a TLS listener needs a certificate and its key",
+        ));
+    };
+    let acceptor = tls::Acceptor::load(files, config.policy.handshake_timeout)
+        .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, format!("TLS: {why}")))?;
+    let line = match config.tls_listen {
+        Some(addr) => Some(listen(activated, "tls", addr)?),
+        None => None,
+    };
+    let https = match config.https_listen {
+        Some(addr) => Some(listen(activated, "https", addr)?),
+        None => None,
+    };
+    Ok(Some(reactor::TlsListeners {
+        line,
+        https,
+        acceptor,
+    }))
+}
+
 fn listen(
     activated: &mut Vec<systemd::Activated>,
     role: &str,

@@ -45,6 +45,14 @@ use crate::metrics::Protocol;
 use crate::session::http::{self, Role as HttpRole};
 use crate::session::{DIRECT_MIN, Failure, Services, Session, TRANSFER_BUFFER};
 use crate::sys;
+use crate::tls::{self, Transport};
+
+/// The TLS listeners and what their connections get.
+pub(crate) struct TlsListeners {
+    pub(crate) line: Option<std::net::TcpListener>,
+    pub(crate) https: Option<std::net::TcpListener>,
+    pub(crate) acceptor: tls::Acceptor,
+}
 
 const LINE_LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -52,6 +60,8 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 const HTTP_LISTENER: Token = Token(usize::MAX - 4);
 const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
 const METRICS_LISTENER: Token = Token(usize::MAX - 6);
+const TLS_LISTENER: Token = Token(usize::MAX - 7);
+const HTTPS_LISTENER: Token = Token(usize::MAX - 8);
 /// Control connections at once. They are not counted against the client
 /// limits, so the operator gets in when clients have used them all up.
 const MAX_CONTROL_SESSIONS: usize = 8;
@@ -95,6 +105,9 @@ impl StopSignal {
 
 struct Conn {
     stream: TcpStream,
+    /// The socket itself, or TLS over it: every read and write of the
+    /// connection goes through this.
+    transport: Transport,
     peer: SocketAddr,
     session: Session,
     /// What the socket is registered for now.
@@ -120,6 +133,8 @@ struct Listener {
     /// only `/metrics` and `/healthz`).
     role: HttpRole,
     addr: SocketAddr,
+    /// Its connections speak TLS, for this front.
+    tls: Option<tls::Front>,
     /// More connections may be waiting in its accept queue.
     pending: bool,
     /// Accepting failed for lack of descriptors: not again before this.
@@ -141,6 +156,10 @@ pub(crate) struct Reactor {
     http_addr: Option<SocketAddr>,
     control_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    tls_addr: Option<SocketAddr>,
+    https_addr: Option<SocketAddr>,
+    /// The TLS listeners' certificates and policy, when there are any.
+    acceptor: Option<tls::Acceptor>,
     conns: Slab<Conn>,
     ready: Vec<usize>,
     /// Session deadlines: (when, connection key).
@@ -189,16 +208,53 @@ impl Reactor {
         http: Option<std::net::TcpListener>,
         control: Option<std::net::TcpListener>,
         metrics: Option<std::net::TcpListener>,
+        tls: Option<TlsListeners>,
         services: Services,
         drain_timeout: Duration,
     ) -> io::Result<Reactor> {
         let poll = Poll::new()?;
         let mut listeners = Vec::new();
-        for (socket, token, protocol, role) in [
-            (Some(line), LINE_LISTENER, Protocol::Line, HttpRole::Main),
-            (http, HTTP_LISTENER, Protocol::Http, HttpRole::Main),
-            (control, CONTROL_LISTENER, Protocol::Control, HttpRole::Main),
-            (metrics, METRICS_LISTENER, Protocol::Http, HttpRole::Metrics),
+        let (tls_line, https, acceptor) = match tls {
+            Some(t) => (t.line, t.https, Some(t.acceptor)),
+            None => (None, None, None),
+        };
+        for (socket, token, protocol, role, tls) in [
+            (
+                Some(line),
+                LINE_LISTENER,
+                Protocol::Line,
+                HttpRole::Main,
+                None,
+            ),
+            (http, HTTP_LISTENER, Protocol::Http, HttpRole::Main, None),
+            (
+                control,
+                CONTROL_LISTENER,
+                Protocol::Control,
+                HttpRole::Main,
+                None,
+            ),
+            (
+                metrics,
+                METRICS_LISTENER,
+                Protocol::Http,
+                HttpRole::Metrics,
+                None,
+            ),
+            (
+                tls_line,
+                TLS_LISTENER,
+                Protocol::Line,
+                HttpRole::Main,
+                Some(tls::Front::Line),
+            ),
+            (
+                https,
+                HTTPS_LISTENER,
+                Protocol::Http,
+                HttpRole::Main,
+                Some(tls::Front::Https),
+            ),
         ] {
             let Some(socket) = socket else {
                 continue;
@@ -219,6 +275,7 @@ impl Reactor {
                 protocol,
                 role,
                 addr,
+                tls,
                 pending: true,
                 paused_until: None,
             });
@@ -233,6 +290,8 @@ impl Reactor {
         let http_addr = addr_of(HTTP_LISTENER);
         let control_addr = addr_of(CONTROL_LISTENER);
         let metrics_addr = addr_of(METRICS_LISTENER);
+        let tls_addr = addr_of(TLS_LISTENER);
+        let https_addr = addr_of(HTTPS_LISTENER);
         let waker = Waker::new(poll.registry(), WAKER)?;
         Ok(Reactor {
             poll,
@@ -241,6 +300,9 @@ impl Reactor {
             http_addr,
             control_addr,
             metrics_addr,
+            tls_addr,
+            https_addr,
+            acceptor,
             conns: Slab::new(),
             ready: Vec::new(),
             timers: BinaryHeap::new(),
@@ -285,6 +347,14 @@ impl Reactor {
         self.metrics_addr
     }
 
+    pub(crate) fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    pub(crate) fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
     pub(crate) fn stop_signal(&self) -> Arc<StopSignal> {
         Arc::clone(&self.stop)
     }
@@ -320,6 +390,12 @@ impl Reactor {
         if let Some(addr) = self.http_addr {
             log::info!("ferryd HTTP listening on {addr}");
         }
+        if let Some(addr) = self.tls_addr {
+            log::info!("ferryd TLS listening on {addr}");
+        }
+        if let Some(addr) = self.https_addr {
+            log::info!("ferryd HTTPS listening on {addr}");
+        }
         if let Some(addr) = self.control_addr {
             log::info!("ferryd control port listening on {addr}");
         }
@@ -350,7 +426,8 @@ impl Reactor {
             }
             for event in events.iter() {
                 match event.token() {
-                    LINE_LISTENER | HTTP_LISTENER | CONTROL_LISTENER | METRICS_LISTENER => {
+                    LINE_LISTENER | HTTP_LISTENER | CONTROL_LISTENER | METRICS_LISTENER
+                    | TLS_LISTENER | HTTPS_LISTENER => {
                         for listener in &mut self.listeners {
                             listener.pending |= listener.token == event.token();
                         }
@@ -498,7 +575,17 @@ impl Reactor {
                 continue;
             }
             conn.armed = None;
-            match conn.session.deadline(&self.services) {
+            if conn.transport.deadline().is_some_and(|at| at <= now) {
+                let why = conn.transport.expire();
+                log::info!("{}: {why}", conn.peer);
+                conn.session.connection_lost(why, &self.services);
+                if !conn.queued {
+                    conn.queued = true;
+                    self.ready.push(key);
+                }
+                continue;
+            }
+            match deadline_of(conn, &self.services) {
                 Some(deadline) if deadline <= now => {
                     conn.session.on_deadline(now, &self.services);
                     if !conn.queued {
@@ -517,7 +604,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(deadline) = conn.session.deadline(&self.services) else {
+        let Some(deadline) = deadline_of(conn, &self.services) else {
             return;
         };
         if conn.armed.is_none_or(|armed| deadline < armed) {
@@ -544,6 +631,9 @@ impl Reactor {
         if let Some(hook) = &mut self.reload_hook {
             match hook() {
                 Ok(settings) => {
+                    if let Some(acceptor) = &mut self.acceptor {
+                        acceptor.reload(settings.policy.handshake_timeout);
+                    }
                     self.services.policy = settings.policy;
                     self.services.max_file_size = settings.max_file_size;
                     self.drain_timeout = settings.drain_timeout;
@@ -553,6 +643,9 @@ impl Reactor {
                     log::error!("reload failed, keeping the settings as they were: {why}")
                 }
             }
+        } else if let Some(acceptor) = &mut self.acceptor {
+            // An embedder without a hook still gets renewed certificates.
+            acceptor.reload(self.services.policy.handshake_timeout);
         }
         if self.notify_systemd {
             crate::systemd::notify("READY=1");
@@ -626,6 +719,7 @@ impl Reactor {
         if self.spare.is_none() {
             self.spare = spare_descriptor().ok();
         }
+        let secure = listener.tls;
         for _ in 0..ACCEPT_BATCH {
             let (mut stream, peer) = match listener.socket.accept() {
                 Ok(accepted) => accepted,
@@ -728,7 +822,9 @@ impl Reactor {
                 self.connections.admit(peer.ip(), &self.services.policy)
             };
             if let Err(refusal) = admitted {
-                refuse(&mut stream, protocol, refusal, &self.services);
+                if secure.is_none() {
+                    refuse(&mut stream, protocol, refusal, &self.services);
+                }
                 let limit = match refusal {
                     Refusal::TooMany => "max-connections",
                     Refusal::TooManyFromAddress => "max-per-ip",
@@ -748,11 +844,25 @@ impl Reactor {
                 HttpRole::Main => Session::new(protocol, peer, &self.services),
                 HttpRole::Metrics => Session::Http(http::Session::with_role(peer, role)),
             };
-            if self.sendfile {
+            let transport = match (secure, &self.acceptor) {
+                (Some(front), Some(acceptor)) => match acceptor.layer(front, Instant::now()) {
+                    Ok(layer) => Transport::tls(layer),
+                    Err(err) => {
+                        log::error!("{peer}: cannot start TLS: {err}");
+                        if protocol != Protocol::Control {
+                            self.connections.release(peer.ip());
+                        }
+                        continue;
+                    }
+                },
+                _ => Transport::plain(),
+            };
+            // With TLS every byte is encrypted in user space.
+            if self.sendfile && !transport.is_tls() {
                 session.send_files_directly(DIRECT_MIN);
             }
-            let interest = interest_of(&session);
-            let armed = session.deadline(&self.services);
+            let interest = interest_of(&session, &transport);
+            let armed = earliest(session.deadline(&self.services), transport.deadline());
             if let Err(err) = self
                 .poll
                 .registry()
@@ -768,6 +878,7 @@ impl Reactor {
             self.services.metrics.session_opened(protocol);
             entry.insert(Conn {
                 stream,
+                transport,
                 peer,
                 session,
                 interest,
@@ -804,8 +915,21 @@ impl Reactor {
         let mut answered = false;
         loop {
             let mut progressed = false;
+            if conn.writable && conn.transport.wants_write() {
+                match conn.transport.flush(&mut conn.stream) {
+                    Ok(()) => progressed = true,
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => conn.writable = false,
+                    Err(err) => {
+                        conn.session.connection_lost(&err.to_string(), services);
+                        progressed = true;
+                    }
+                }
+            }
             if conn.writable && !conn.session.output().is_empty() {
-                match conn.stream.write(conn.session.output()) {
+                match conn
+                    .transport
+                    .write(&mut conn.stream, conn.session.output())
+                {
                     Ok(0) => conn
                         .session
                         .connection_lost("connection closed while writing", services),
@@ -852,7 +976,10 @@ impl Reactor {
             }
             let limit = conn.session.read_limit().min(self.scratch.len());
             if conn.readable && limit > 0 && !answered {
-                match conn.stream.read(&mut self.scratch[..limit]) {
+                match conn
+                    .transport
+                    .read(&mut conn.stream, &mut self.scratch[..limit])
+                {
                     Ok(0) => {
                         conn.readable = false;
                         conn.session.receive_eof(services);
@@ -860,6 +987,9 @@ impl Reactor {
                     }
                     Ok(n) => {
                         services.metrics.received(n);
+                        if let Some(channel) = conn.transport.channel() {
+                            conn.session.shell_mut().channel = channel;
+                        }
                         conn.session.receive(&self.scratch[..n], services);
                         budget = budget.saturating_sub(n);
                         answered |= conn.session.wants_to_write();
@@ -876,6 +1006,14 @@ impl Reactor {
                 progressed = true;
             }
             if conn.session.is_done() {
+                // The last reply may still sit in the TLS layer; it goes,
+                // and `close_notify` after it, before the socket closes.
+                conn.transport.close_notify();
+                if conn.transport.wants_write() && conn.writable {
+                    continue;
+                }
+            }
+            if conn.session.is_done() && !conn.transport.wants_write() {
                 let conn = self.conns.remove(key);
                 log::info!("{} disconnected", conn.peer);
                 self.services
@@ -903,7 +1041,7 @@ impl Reactor {
                 break;
             }
         }
-        let wanted = interest_of(&conn.session);
+        let wanted = interest_of(&conn.session, &conn.transport);
         if wanted != conn.interest {
             match self
                 .poll
@@ -925,9 +1063,9 @@ impl Reactor {
 /// The one place where a session's state becomes socket interest: read
 /// while it takes bytes, write while it has bytes to send. A session that
 /// wants neither is about to close; readable keeps hang-ups visible.
-fn interest_of(session: &Session) -> Interest {
+fn interest_of(session: &Session, transport: &Transport) -> Interest {
     let read = session.read_limit() > 0;
-    let write = session.wants_to_write();
+    let write = session.wants_to_write() || transport.wants_write();
     match (read, write) {
         (true, true) => Interest::READABLE | Interest::WRITABLE,
         (false, true) => Interest::WRITABLE,
@@ -1037,8 +1175,24 @@ fn send_file(conn: &Conn, budget: usize) -> FileSend {
 fn flush_once(conn: &mut Conn) {
     let output = conn.session.output();
     if !output.is_empty() {
-        let _ = conn.stream.write(output);
+        let _ = conn.transport.write(&mut conn.stream, output);
     }
+    conn.transport.close_notify();
+    let _ = conn.transport.flush(&mut conn.stream);
+}
+
+/// The earlier of two deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When the connection next needs the timer: its session's deadline, or
+/// the end of its TLS handshake.
+fn deadline_of(conn: &Conn, services: &Services) -> Option<Instant> {
+    earliest(conn.session.deadline(services), conn.transport.deadline())
 }
 
 /// Closes a connection gracefully: end our side, drop what the client still

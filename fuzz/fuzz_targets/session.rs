@@ -1017,6 +1017,9 @@ impl Checker {
                 self.phase = Phase::Closed;
             }
             Command::Auth { .. } if logged_in => assert_eq!(code, 503, "{context}"),
+            // No password and no client certificate (no TLS here): a usage
+            // error, not a failed login.
+            Command::Auth { password: [], .. } => assert_eq!(code, 501, "{context}"),
             Command::Auth { user, password } => {
                 let known = USERS
                     .iter()

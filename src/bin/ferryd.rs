@@ -124,6 +124,15 @@ fn serve(
     };
     let mut config = settings.config.clone();
     config.users_file = Some(settings.users.clone());
+    if config.tls_listen.is_some() || config.https_listen.is_some() {
+        match tls_files(&settings, config.policy.handshake_timeout) {
+            Ok(files) => config.tls = Some(files),
+            Err(message) => {
+                eprintln!("ferryd: {message}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
     // Socket activation and readiness notifications; without systemd's
     // variables this changes nothing.
     config.systemd = true;
@@ -617,6 +626,11 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
     };
     check("listen", a.listen == b.listen);
     check("http-listen", a.http_listen == b.http_listen);
+    check("tls-listen", a.tls_listen == b.tls_listen);
+    check("https-listen", a.https_listen == b.https_listen);
+    check("tls-cert", running.tls_cert == new.tls_cert);
+    check("tls-key", running.tls_key == new.tls_key);
+    check("tls-client-ca", running.tls_client_ca == new.tls_client_ca);
     check("control", a.control_listen == b.control_listen);
     check("metrics-listen", a.metrics_listen == b.metrics_listen);
     check("storage", a.storage == b.storage);
@@ -832,6 +846,40 @@ fn read_new_password() -> Result<String, String> {
         return Err("empty password".to_owned());
     }
     Ok(password)
+}
+
+/// The TLS listeners' files: the ones configured, or on a first run a
+/// self-signed certificate made beside the users file, whose fingerprint
+/// is printed this once. The files are read here, so one that cannot be
+/// used stops the start with its reason.
+fn tls_files(
+    settings: &Settings,
+    handshake_timeout: std::time::Duration,
+) -> Result<ferry::tls::TlsFiles, String> {
+    let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ => {
+            let (cert, key) = ferry::tls::self_signed_paths(&settings.users);
+            if !cert.exists() && !key.exists() {
+                let fingerprint = ferry::tls::make_self_signed(&cert, &key)?;
+                eprintln!(
+                    "ferryd: created a self-signed TLS certificate {}",
+                    cert.display()
+                );
+                eprintln!("ferryd:   key: {}", key.display());
+                eprintln!("ferryd:   fingerprint: {fingerprint}");
+                eprintln!("ferryd: (clients can pin it: ferry --pin {fingerprint})");
+            }
+            (cert, key)
+        }
+    };
+    let files = ferry::tls::TlsFiles {
+        cert,
+        key,
+        client_ca: settings.tls_client_ca.clone(),
+    };
+    ferry::tls::Acceptor::load(&files, handshake_timeout).map_err(|why| format!("TLS: {why}"))?;
+    Ok(files)
 }
 
 /// Loads the users file, or creates it with a `demo` user when it does not

@@ -13,7 +13,10 @@
 //! - [`Error`]: what went wrong, sorted into the kinds a caller acts on
 //!   differently (see [`ErrorKind`]).
 
+mod tls;
 pub mod transfer;
+
+pub use tls::{Stream, TlsOptions};
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -321,6 +324,20 @@ fn describe_first_line(line: &[u8]) -> Option<&'static str> {
 }
 
 impl<S: Read + Write> Connection<S> {
+    /// The same session over `wrap(stream)`; only right after the
+    /// greeting, while nothing else is buffered.
+    fn map_stream<T: Read + Write>(self, wrap: impl FnOnce(S) -> T) -> Result<Connection<T>> {
+        if !self.stream.buffer().is_empty() {
+            return Err(Error::Protocol(
+                "the server sent more than its greeting".to_owned(),
+            ));
+        }
+        Ok(Connection {
+            stream: BufReader::with_capacity(CHUNK, wrap(self.stream.into_inner())),
+            greeting: self.greeting,
+        })
+    }
+
     /// Starts a session on any byte stream: reads the greeting.
     pub fn on(stream: S) -> Result<Connection<S>> {
         let mut conn = Connection {
@@ -361,17 +378,21 @@ impl<S: Read + Write> Connection<S> {
         &self.greeting
     }
 
-    /// `AUTH`: logs in, or fails with [`Error::Auth`].
+    /// `AUTH`: logs in, or fails with [`Error::Auth`]. An empty password
+    /// asks for a login by the TLS client certificate (`AUTH USER`).
     pub fn login(&mut self, user: &str, password: &str) -> Result<()> {
         if user.is_empty() || user.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(Error::Usage(format!("user name {user:?} cannot be sent")));
         }
-        if password.is_empty() || password.bytes().any(|b| b == b'\n' || b == b'\r') {
-            return Err(Error::Usage(
-                "the password is empty or holds a line break".to_string(),
-            ));
+        if password.bytes().any(|b| b == b'\n' || b == b'\r') {
+            return Err(Error::Usage("the password holds a line break".to_string()));
         }
-        let reply = self.command(&format!("AUTH {user} {password}"))?;
+        // No password: a login by the TLS client certificate.
+        let reply = if password.is_empty() {
+            self.command(&format!("AUTH {user}"))?
+        } else {
+            self.command(&format!("AUTH {user} {password}"))?
+        };
         match reply.code {
             230 => Ok(()),
             530 => Err(Error::Auth(reply)),

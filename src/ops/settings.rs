@@ -25,6 +25,12 @@ pub struct Settings {
     pub metrics_token_file: Option<PathBuf>,
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
+    /// The TLS listeners' certificate chain and key (PEM); `None`: a
+    /// self-signed pair beside the users file, made on the first run.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// CAs whose client certificates log their common name in.
+    pub tls_client_ca: Option<PathBuf>,
     /// Remarks for `check-config`, such as a host name that resolved to
     /// several addresses.
     pub notes: Vec<String>,
@@ -39,6 +45,9 @@ impl Default for Settings {
             metrics_token_file: None,
             log_level: LevelFilter::Info,
             log_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             notes: Vec::new(),
         }
     }
@@ -228,6 +237,74 @@ pub static OPTIONS: &[Opt] = &[
         "also serve HTTP/1.1 on ADDR, e.g. 127.0.0.1:9980",
         |s, v| s.config.http_listen = optional(v, |v| addr(s, v))?,
         |s| s.config.http_listen.map(|a| quote(&a.to_string()))
+    ),
+    opt!(
+        "tls-listen",
+        Some("ADDR"),
+        Some("off"),
+        "\"0.0.0.0:9990\"",
+        "also serve the line protocol inside TLS on ADDR, from the first byte (like implicit \
+         FTPS), e.g. 0.0.0.0:9990",
+        |s, v| s.config.tls_listen = optional(v, |v| addr(s, v))?,
+        |s| s.config.tls_listen.map(|a| quote(&a.to_string()))
+    ),
+    opt!(
+        "https-listen",
+        Some("ADDR"),
+        Some("off"),
+        "\"0.0.0.0:9943\"",
+        "also serve HTTPS (the HTTP front inside TLS) on ADDR, e.g. 0.0.0.0:9943",
+        |s, v| s.config.https_listen = optional(v, |v| addr(s, v))?,
+        |s| s.config.https_listen.map(|a| quote(&a.to_string()))
+    ),
+    opt!(
+        "tls-cert",
+        Some("PATH"),
+        Some("ferryd-tls.crt beside the users file, made self-signed on the first run"),
+        "\"/etc/ferry/tls/fullchain.pem\"",
+        "the TLS listeners' certificate chain (PEM, the server's certificate first); re-read at \
+         SIGHUP",
+        |s, v| s.tls_cert = optional(v, |v| Ok(PathBuf::from(v)))?,
+        |s| s.tls_cert.as_deref().map(path_value)
+    ),
+    opt!(
+        "tls-key",
+        Some("PATH"),
+        Some("ferryd-tls.key beside the users file"),
+        "\"/etc/ferry/tls/privkey.pem\"",
+        "the certificate's private key (PEM: PKCS#8, RSA or SEC1; RSA, ECDSA or Ed25519); \
+         re-read at SIGHUP",
+        |s, v| s.tls_key = optional(v, |v| Ok(PathBuf::from(v)))?,
+        |s| s.tls_key.as_deref().map(path_value)
+    ),
+    opt!(
+        "tls-client-ca",
+        Some("PATH"),
+        Some("off"),
+        "\"/etc/ferry/tls/clients-ca.pem\"",
+        "CA certificates (PEM) whose client certificates log in the user their common name \
+         names, without a password (AUTH USER; HTTPS without Authorization)",
+        |s, v| s.tls_client_ca = optional(v, |v| Ok(PathBuf::from(v)))?,
+        |s| s.tls_client_ca.as_deref().map(path_value)
+    ),
+    opt!(
+        "tls-handshake-timeout",
+        Some("SECS"),
+        None,
+        "",
+        "close a TLS connection whose handshake has not completed after this",
+        |s, v| s.config.policy.handshake_timeout = seconds(v)?,
+        |s| Some(quote(&format_duration(s.config.policy.handshake_timeout)))
+    ),
+    opt!(
+        "require-tls",
+        None,
+        None,
+        "",
+        "the plaintext listeners log nobody in from an address that is not loopback (530 on \
+         the line protocol, HTTP 403), so they stay for local scripts only",
+        |s, v| s.config.policy.require_tls = flag(v)?,
+        |s| Some(s.config.policy.require_tls.to_string())
     ),
     opt!(
         "control",
@@ -534,6 +611,9 @@ pub fn find(name: &str) -> Option<&'static Opt> {
 pub fn validate(settings: &Settings) -> Result<(), String> {
     if settings.config.control_listen.is_some() && settings.control_token_file.is_none() {
         return Err("--control needs --control-token-file (control and control_token_file in a config file)".to_owned());
+    }
+    if settings.tls_cert.is_some() != settings.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".to_owned());
     }
     Ok(())
 }

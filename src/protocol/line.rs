@@ -22,6 +22,7 @@ pub const SHA256_PREFIX: &str = "sha256=";
 /// whoever types the protocol by hand (protocol.md has the whole story).
 pub const HELP_TEXT: &str = "\
 AUTH <user> <password>   log in (the password is the rest of the line)
+AUTH <user>              log in by TLS client certificate
 LIST                     list your files: blocks of '<size> <mtime> <name>' lines, ended by 150 0
 VIEW <name>              the first 1024 bytes of a file
 GET <name>               download a file
@@ -111,8 +112,9 @@ impl Verb {
 /// parsed input.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// `AUTH <user> <password>`; both non-empty, the user has no space, the
-    /// password is the rest of the line.
+    /// `AUTH <user> <password>`; the user is non-empty and has no space,
+    /// the password is the rest of the line. `AUTH <user>` alone (a login
+    /// by client certificate) has an empty password.
     Auth {
         user: &'a [u8],
         password: &'a [u8],
@@ -183,8 +185,10 @@ impl Command<'_> {
             Command::Auth { user, password } => {
                 out.push(b' ');
                 out.extend_from_slice(user);
-                out.push(b' ');
-                out.extend_from_slice(password);
+                if !password.is_empty() {
+                    out.push(b' ');
+                    out.extend_from_slice(password);
+                }
             }
             Command::View { name }
             | Command::Get { name }
@@ -312,9 +316,14 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
         }
         Verb::Auth => {
             let args = args.ok_or(bad)?;
-            let space = args.iter().position(|&b| b == b' ').ok_or(bad)?;
-            let (user, password) = (&args[..space], &args[space + 1..]);
-            if user.is_empty() || password.is_empty() {
+            // `AUTH <user>` alone asks for a login by client certificate;
+            // the password is then empty.
+            let (user, password) = match args.iter().position(|&b| b == b' ') {
+                Some(space) => (&args[..space], &args[space + 1..]),
+                None => (args, &[][..]),
+            };
+            let with_space = args.len() > user.len();
+            if user.is_empty() || (with_space && password.is_empty()) {
                 return Err(bad);
             }
             Ok(Command::Auth { user, password })
@@ -444,7 +453,14 @@ mod tests {
                 password: b"pass word:x"
             })
         );
-        for bad in [&b"AUTH\n"[..], b"AUTH bob\n", b"AUTH bob \n", b"AUTH  pw\n"] {
+        assert_eq!(
+            one(b"AUTH bob\n"),
+            Ok(Command::Auth {
+                user: b"bob",
+                password: b""
+            })
+        );
+        for bad in [&b"AUTH\n"[..], b"AUTH bob \n", b"AUTH  pw\n"] {
             assert_eq!(
                 one(bad),
                 Err(ParseError::BadArguments(Verb::Auth)),

@@ -71,6 +71,9 @@ pub enum Reply {
     LoginIncorrect,
     /// `530`: the last allowed failed `AUTH`; the server closes the connection.
     TooManyFailures,
+    /// `530`: a login over plaintext from a non-loopback address under
+    /// `--require-tls`.
+    TlsRequired,
     /// `550`: no such file.
     NoSuchFile,
     /// `550`: the name exists but is not a regular file.
@@ -109,7 +112,10 @@ impl Reply {
                 501
             }
             Reply::AlreadyLoggedIn => 503,
-            Reply::NotLoggedIn | Reply::LoginIncorrect | Reply::TooManyFailures => 530,
+            Reply::NotLoggedIn
+            | Reply::LoginIncorrect
+            | Reply::TooManyFailures
+            | Reply::TlsRequired => 530,
             Reply::NoSuchFile | Reply::NotRegularFile => 550,
             Reply::TooLarge { .. } | Reply::QuotaBytes { .. } | Reply::QuotaFiles { .. } => 552,
             Reply::NameNotAllowed => 553,
@@ -167,6 +173,10 @@ impl Reply {
             Reply::NotLoggedIn => write!(out, "{code} not logged in"),
             Reply::LoginIncorrect => write!(out, "{code} login incorrect"),
             Reply::TooManyFailures => write!(out, "{code} login incorrect, too many failures"),
+            Reply::TlsRequired => write!(
+                out,
+                "{code} TLS required: this server logs in from other hosts over TLS only"
+            ),
             Reply::NoSuchFile => write!(out, "{code} no such file"),
             Reply::NotRegularFile => write!(out, "{code} not a regular file"),
             Reply::TooLarge { max } => write!(out, "{code} file too large (maximum {max} bytes)"),

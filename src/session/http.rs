@@ -673,6 +673,15 @@ impl Session {
                 self.respond(200, &fields, text.as_bytes(), head_only, after, services)
             }
             Resource::Listing | Resource::File(_) => {
+                let peer = self.shell.peer;
+                if self
+                    .shell
+                    .channel
+                    .refused_by(&peer, services.policy.require_tls)
+                {
+                    let refused = Failure::TlsRequired;
+                    return self.fail_with(refused, &[], head_only, refuse, services);
+                }
                 let user = match self.authenticate(&request.credentials, services) {
                     Authenticated::User(user) => Some(user),
                     Authenticated::Pending => return,
@@ -729,6 +738,11 @@ impl Session {
     /// in `Verifying` and the request is handled again when it is decided.
     fn authenticate(&mut self, credentials: &Credentials, services: &Services) -> Authenticated {
         let (user, password): (&[u8], &[u8]) = match credentials {
+            Credentials::Missing | Credentials::Bearer(_)
+                if self.shell.channel.certified.is_some() =>
+            {
+                return self.certificate_login(services);
+            }
             Credentials::Missing | Credentials::Bearer(_) => return Authenticated::No,
             Credentials::Malformed => (b"", b""),
             Credentials::Basic { user, password } => (user, password),
@@ -803,6 +817,56 @@ impl Session {
         }
         // The response to it closes the connection after the last failure
         // allowed (see `handle`).
+        super::failed_on_connection(&mut self.failures, &mut self.shell, services);
+        Authenticated::No
+    }
+
+    /// A request without credentials on a connection with a client
+    /// certificate: the user it names, when it is valid and names one; a
+    /// failed login otherwise. Decided once per connection (and users
+    /// file); a failure counts again with every request, as a wrong
+    /// password would.
+    fn certificate_login(&mut self, services: &Services) -> Authenticated {
+        let claimed = self
+            .shell
+            .channel
+            .certified_user()
+            .unwrap_or_default()
+            .to_owned();
+        let key = credentials_key(claimed.as_bytes(), b"\0client certificate");
+        let generation = services.users_generation();
+        if let Some(cached) = &self.auth_cache
+            && cached.key == key
+            && cached.generation == generation
+            && let Some(user) = &cached.result
+        {
+            return Authenticated::User(user.clone());
+        }
+        let peer = self.shell.peer;
+        let start =
+            super::start_certificate_login(services, &self.shell.channel, peer, claimed.as_bytes());
+        let (result, locked) = match start {
+            LoginStart::Done(result) => (result, false),
+            _ => (None, true),
+        };
+        let result = super::finish_login(
+            services,
+            peer,
+            claimed.as_bytes(),
+            result,
+            locked,
+            Protocol::Http,
+        );
+        self.auth_cache = Some(Box::new(AuthCache {
+            key,
+            result: result.clone(),
+            generation,
+            recorded: true,
+            dir: None,
+        }));
+        if let Some(name) = result {
+            return Authenticated::User(name);
+        }
         super::failed_on_connection(&mut self.failures, &mut self.shell, services);
         Authenticated::No
     }
@@ -1349,5 +1413,40 @@ mod tests {
         }
         assert!(session.output().len() <= OUTPUT_BACKLOG + 1024);
         assert!(session.shell.input.len() <= MAX_HEAD);
+    }
+
+    #[test]
+    fn require_tls_is_403_for_plaintext_from_other_hosts() {
+        let mut h = harness();
+        h.services.policy.require_tls = true;
+        let remote: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let request = format!("GET /files/ HTTP/1.1\r\nHost: x\r\n{AUTH}\r\n");
+        let mut session = Session::new(remote);
+        let out = String::from_utf8_lossy(&h.talk(&mut session, request.as_bytes())).into_owned();
+        assert_eq!(statuses(&out), ["403"], "{out}");
+        assert!(out.contains("TLS required"), "{out}");
+        let mut secure = Session::new(remote);
+        secure.shell.channel = crate::session::Channel::secure();
+        let out = String::from_utf8_lossy(&h.talk(&mut secure, request.as_bytes())).into_owned();
+        assert_eq!(statuses(&out), ["200"], "{out}");
+    }
+
+    #[test]
+    fn a_client_certificate_stands_for_the_authorization_field() {
+        let h = harness();
+        let request = b"GET /files/ HTTP/1.1\r\nHost: x\r\n\r\n";
+        for (name, status) in [
+            (Ok("alice"), "200"),
+            (Ok("bob"), "401"),
+            (Err("expired"), "401"),
+        ] {
+            let mut session = Session::new(peer());
+            session.shell.channel = crate::session::Channel {
+                secure: true,
+                certified: Some(Box::new(name.map(str::to_owned).map_err(str::to_owned))),
+            };
+            let out = String::from_utf8_lossy(&h.talk(&mut session, request)).into_owned();
+            assert_eq!(statuses(&out), [status], "{name:?}: {out}");
+        }
     }
 }

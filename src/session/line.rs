@@ -785,7 +785,26 @@ impl Session {
         let State::Auth { failures, since } = self.state else {
             return self.reply(Reply::AlreadyLoggedIn, services);
         };
-        match super::start_login(services, self.shell.peer, user, password, Protocol::Line) {
+        let peer = self.shell.peer;
+        if self
+            .shell
+            .channel
+            .refused_by(&peer, services.policy.require_tls)
+        {
+            return self.fail(Failure::TlsRequired, services);
+        }
+        if password.is_empty() && self.shell.channel.certified.is_none() {
+            // No client certificate to log in by: the password is missing,
+            // as it always was without TLS (not a failed login).
+            let usage = Failure::Parse(ParseError::BadArguments(Verb::Auth));
+            return self.fail(usage, services);
+        }
+        let start = if password.is_empty() {
+            super::start_certificate_login(services, &self.shell.channel, peer, user)
+        } else {
+            super::start_login(services, peer, user, password, Protocol::Line)
+        };
+        match start {
             LoginStart::Done(result) => {
                 self.state = self.login_decided((failures, since), user, result, false, services);
             }
@@ -1526,5 +1545,64 @@ mod tests {
         got.extend_from_slice(&out[..out.len() - 8]);
         assert_eq!(&out[out.len() - 8..], b"200 ok\r\n");
         assert!(got == data[1000..], "the download's bytes differ");
+    }
+
+    /// `--require-tls`: a plaintext login from another host is refused
+    /// with a reason (and is not a failed login); over TLS, and from
+    /// loopback, the same login works.
+    #[test]
+    fn require_tls_refuses_plaintext_logins_from_other_hosts() {
+        let mut h = harness();
+        h.services.policy.require_tls = true;
+        let remote: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let mut session = Session::new(remote, h.services());
+        let out = text(&h.talk(&mut session, b"AUTH alice pw\nAUTH alice\nLIST\n"));
+        assert!(
+            out.ends_with(
+                "530 TLS required: this server logs in from other hosts over TLS only\r\n\
+                 530 TLS required: this server logs in from other hosts over TLS only\r\n\
+                 530 not logged in\r\n"
+            ),
+            "{out}"
+        );
+        let mut secure = Session::new(remote, h.services());
+        secure.shell.channel = crate::session::Channel::secure();
+        let out = text(&h.talk(&mut secure, b"AUTH alice pw\n"));
+        assert!(out.ends_with("230 logged in\r\n"), "{out}");
+        let mut local = Session::new(peer(), h.services());
+        let out = text(&h.talk(&mut local, b"AUTH alice pw\n"));
+        assert!(out.ends_with("230 logged in\r\n"), "{out}");
+    }
+
+    /// `AUTH USER` alone logs in the user a valid client certificate
+    /// names, and nobody else.
+    #[test]
+    fn auth_without_a_password_takes_the_certificate_name() {
+        let h = harness();
+        let certified = |name: Result<&str, &str>| {
+            let mut session = Session::new(peer(), h.services());
+            session.shell.channel = crate::session::Channel {
+                secure: true,
+                certified: Some(Box::new(name.map(str::to_owned).map_err(str::to_owned))),
+            };
+            session
+        };
+        let out = text(&h.talk(&mut certified(Ok("alice")), b"AUTH alice\n"));
+        assert!(out.ends_with("230 logged in\r\n"), "{out}");
+        for (name, line) in [
+            (Ok("alice"), &b"AUTH bob\n"[..]),
+            (Ok("nobody"), b"AUTH nobody\n"),
+            (Err("expired"), b"AUTH alice\n"),
+        ] {
+            let out = text(&h.talk(&mut certified(name), line));
+            assert!(out.ends_with("530 login incorrect\r\n"), "{name:?}: {out}");
+        }
+        // Without a certificate the password is missing, as ever.
+        let mut plain = Session::new(peer(), h.services());
+        let out = text(&h.talk(&mut plain, b"AUTH alice\n"));
+        assert!(
+            out.ends_with("501 usage: AUTH <user> <password>\r\n"),
+            "{out}"
+        );
     }
 }

@@ -61,6 +61,30 @@ pub(crate) fn start_login(
     }
 }
 
+/// Starts a login by client certificate (a login without a password):
+/// it succeeds when the connection's valid client certificate names
+/// `user` and `user` exists; anything else is a failed login like a wrong
+/// password (the caller records it with [`finish_login`]).
+pub(crate) fn start_certificate_login(
+    services: &Services,
+    channel: &super::Channel,
+    peer: SocketAddr,
+    user: &[u8],
+) -> LoginStart {
+    if services.is_locked_out(peer.ip()) {
+        return LoginStart::Locked;
+    }
+    let named = channel
+        .certified_user()
+        .filter(|name| name.as_bytes() == user && services.user_exists(name));
+    if named.is_none()
+        && let Some(why) = channel.certified.as_deref().and_then(|c| c.as_ref().err())
+    {
+        log::info!("{peer}: client certificate refused: {why}");
+    }
+    LoginStart::Done(named.map(str::to_owned))
+}
+
 /// A password check as a session waits for it and runs it, a slice at a
 /// time, whichever front it serves.
 #[derive(Debug)]

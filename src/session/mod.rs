@@ -33,14 +33,14 @@ pub use hashing::HASH_STEP;
 pub use listing::{LIST_BLOCK, LIST_STEP_ENTRIES};
 pub(crate) use login::{
     Checked, LoginStart, PasswordCheck, count_failure, failed_on_connection, finish_login,
-    start_login,
+    start_certificate_login, start_login,
 };
 pub use login::{
     MAX_AUTH_FAILURES, MAX_CHECKS_PER_ADDRESS, MAX_CONCURRENT_CHECKS, MAX_QUEUED_CHECKS,
 };
 pub use outbox::{DIRECT_MIN, FileOutput};
 pub(crate) use replies::Failure;
-pub use shell::Shell;
+pub use shell::{Channel, Shell};
 pub use transfer::{Download, PREVIEW_LEN, TRANSFER_BUFFER};
 
 use std::cell::{Cell, RefCell};

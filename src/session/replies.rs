@@ -34,6 +34,8 @@ pub(crate) enum Failure {
     LoginsBusy,
     /// No (right) credentials for what needs a login.
     NotLoggedIn,
+    /// A login over plaintext from a non-loopback address (`--require-tls`).
+    TlsRequired,
     /// A failure of the server's own that the client can do nothing about
     /// (the user's directory cannot be prepared).
     Internal(io::Error),
@@ -166,6 +168,7 @@ impl Failure {
             Failure::Connections(Refusal::OutOfDescriptors) => Reply::OutOfDescriptors,
             Failure::Connections(_) => Reply::TooManyConnections,
             Failure::NotLoggedIn => Reply::NotLoggedIn,
+            Failure::TlsRequired => Reply::TlsRequired,
             Failure::Internal(err) => Reply::LocalError(err),
             Failure::Timeout => Reply::Timeout,
             Failure::ShuttingDown => Reply::ShuttingDown,
@@ -224,6 +227,10 @@ impl Failure {
             ),
             Failure::LoginsBusy => (503, "too many logins waiting, try again later".into()),
             Failure::NotLoggedIn => (401, reason(401).into()),
+            Failure::TlsRequired => (
+                403,
+                "TLS required: this server logs in from other hosts over HTTPS only".into(),
+            ),
             Failure::Internal(_) => (500, reason(500).into()),
             Failure::Timeout => (408, reason(408).into()),
             Failure::ShuttingDown => (503, reason(503).into()),

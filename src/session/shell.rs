@@ -30,6 +30,41 @@ pub struct Shell {
     /// The command or request the access log will record once it is
     /// answered; only while there is an access log.
     access: Option<Box<Pending>>,
+    /// What the transport underneath says about the connection (TLS or
+    /// not, a client certificate); set by the reactor.
+    pub channel: Channel,
+}
+
+/// What a session may know of its connection's transport: whether it is
+/// confidential, and whom a client certificate names. Nothing else of TLS
+/// reaches a session.
+#[derive(Debug, Default)]
+pub struct Channel {
+    /// The bytes cross the network encrypted (TLS).
+    pub secure: bool,
+    /// A client certificate came: `Ok(common name)` when it is signed by a
+    /// client CA and valid now, `Err(why)` when not (it names nobody).
+    pub certified: Option<Box<Result<String, String>>>,
+}
+
+impl Channel {
+    pub fn secure() -> Channel {
+        Channel {
+            secure: true,
+            certified: None,
+        }
+    }
+
+    /// The user a valid client certificate names.
+    pub fn certified_user(&self) -> Option<&str> {
+        self.certified.as_deref()?.as_deref().ok()
+    }
+
+    /// True when `--require-tls` keeps this connection from logging in:
+    /// plaintext, from an address that is not loopback.
+    pub fn refused_by(&self, peer: &SocketAddr, require_tls: bool) -> bool {
+        require_tls && !self.secure && !peer.ip().is_loopback()
+    }
 }
 
 /// What the access log needs of a command or request until its answer.
@@ -53,6 +88,7 @@ impl Shell {
             hang_up: false,
             last_activity: Instant::now(),
             access: None,
+            channel: Channel::default(),
         }
     }
 

@@ -43,3 +43,4 @@ mod safety_storage;
 mod shutdown;
 mod startup;
 mod systemd;
+mod tls;

@@ -45,6 +45,36 @@ const OPTIONS: &[(Option<char>, &str, Option<&str>, &str)] = &[
     (None, "user", Some("NAME"), "the user to log in as"),
     (
         None,
+        "tls",
+        None,
+        "speak TLS (ferryd --tls-listen; default port 9990); a tls://HOST:PORT server does too",
+    ),
+    (
+        None,
+        "ca-file",
+        Some("PATH"),
+        "with TLS: trust the CAs in this PEM file (default: the system's)",
+    ),
+    (
+        None,
+        "pin",
+        Some("sha256:HEX"),
+        "with TLS: trust exactly the certificate with this SHA-256 (what ferryd printed)",
+    ),
+    (
+        None,
+        "cert",
+        Some("PATH"),
+        "with TLS: log in by this client certificate (PEM), no password",
+    ),
+    (
+        None,
+        "key",
+        Some("PATH"),
+        "the client certificate's key (PEM)",
+    ),
+    (
+        None,
         "config",
         Some("PATH"),
         "settings file (default $XDG_CONFIG_HOME/ferry/config, else ~/.config/ferry/config)",
@@ -238,6 +268,11 @@ pub struct Connect {
     pub config: Option<PathBuf>,
     pub retries: Option<u32>,
     pub timeout: Option<Duration>,
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub pin: Option<String>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -255,7 +290,7 @@ pub enum Parsed {
     /// `--generate man|bash|zsh|fish` (not in `--help`): ferry(1) or a
     /// completion script.
     Generate(String),
-    Run(Command),
+    Run(Box<Command>),
 }
 
 /// Parses a command line (without the program name). In the shell
@@ -274,12 +309,20 @@ pub fn parse(args: Vec<OsString>, in_shell: bool) -> Result<Parsed, String> {
             Long("generate") if !in_shell => {
                 return Ok(Parsed::Generate(text(value(&mut parser)?, "--generate")?));
             }
-            Long("server" | "user" | "config" | "retries" | "timeout") if in_shell => {
+            Long(
+                "server" | "user" | "config" | "retries" | "timeout" | "tls" | "ca-file" | "pin"
+                | "cert" | "key",
+            ) if in_shell => {
                 return Err("connection options are set when the shell starts".to_string());
             }
             Long("server") => connect.server = Some(text(value(&mut parser)?, "--server")?),
             Long("user") => connect.user = Some(text(value(&mut parser)?, "--user")?),
             Long("config") => connect.config = Some(value(&mut parser)?.into()),
+            Long("tls") => connect.tls = true,
+            Long("ca-file") => connect.ca_file = Some(value(&mut parser)?.into()),
+            Long("pin") => connect.pin = Some(text(value(&mut parser)?, "--pin")?),
+            Long("cert") => connect.cert = Some(value(&mut parser)?.into()),
+            Long("key") => connect.key = Some(value(&mut parser)?.into()),
             Long("retries") => connect.retries = Some(number(value(&mut parser)?, "--retries")?),
             Long("timeout") => {
                 let secs: f64 = number(value(&mut parser)?, "--timeout")?;
@@ -321,12 +364,12 @@ pub fn parse(args: Vec<OsString>, in_shell: bool) -> Result<Parsed, String> {
         return Err("no command given".to_string());
     };
     check(verb, &operands, &options)?;
-    Ok(Parsed::Run(Command {
+    Ok(Parsed::Run(Box::new(Command {
         verb,
         operands,
         options,
         connect,
-    }))
+    })))
 }
 
 /// The rules of each verb: how many operands, which options.
@@ -415,7 +458,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Command, String> {
         match parse(args.iter().map(OsString::from).collect(), false)? {
-            Parsed::Run(command) => Ok(command),
+            Parsed::Run(command) => Ok(*command),
             other => panic!("{other:?}"),
         }
     }

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ferry::client::transfer::{self, Report};
-use ferry::client::{Connection, Error, ErrorKind, Timeouts};
+use ferry::client::{Error, ErrorKind, Stream, Timeouts};
+
+/// A session over plain TCP or TLS.
+type Connection = ferry::client::Connection<Stream>;
 
 use crate::args::{Command, Options, Verb};
 use crate::output::{self, Json};
@@ -81,9 +84,10 @@ impl Remote {
                 io: self.settings.timeout,
                 ..Timeouts::default()
             };
-            let server = with_port(&self.settings.server);
+            let tls = self.settings.tls.as_ref();
+            let server = with_port(&self.settings.server, tls.is_some());
             let mut conn =
-                Connection::connect(server.as_str(), timeouts).map_err(|err| match err {
+                Connection::open(server.as_str(), timeouts, tls).map_err(|err| match err {
                     Error::Network(err) => Error::Network(io::Error::new(
                         err.kind(),
                         format!("cannot connect to {server}: {err}"),
@@ -134,9 +138,11 @@ impl Remote {
 }
 
 /// `host` alone means the default port.
-fn with_port(server: &str) -> String {
+fn with_port(server: &str, tls: bool) -> String {
     if server.contains(':') {
         server.to_string()
+    } else if tls {
+        format!("{server}:9990")
     } else {
         format!("{server}:9999")
     }

@@ -15,6 +15,8 @@ pub struct Settings {
     pub user: String,
     pub retries: u32,
     pub timeout: Duration,
+    /// TLS, with how the server is trusted: `--tls` or a `tls://` server.
+    pub tls: Option<ferry::client::TlsOptions>,
 }
 
 /// What a settings file says.
@@ -53,8 +55,19 @@ pub fn resolve(connect: &Connect) -> Result<Settings, String> {
         .ok_or(
             "no user: give --user NAME, set FERRY_USER, or put 'user = NAME' in the settings file",
         )?;
+    let (server, tls) = match server.strip_prefix("tls://") {
+        Some(rest) => (rest.to_owned(), true),
+        None => (server, connect.tls),
+    };
+    let tls = tls.then(|| ferry::client::TlsOptions {
+        ca_file: connect.ca_file.clone(),
+        pin: connect.pin.clone(),
+        cert: connect.cert.clone(),
+        key: connect.key.clone(),
+    });
     Ok(Settings {
         server,
+        tls,
         user,
         retries: connect.retries.or(file.retries).unwrap_or(0),
         timeout: connect.timeout.unwrap_or(Duration::from_secs(120)),
@@ -64,6 +77,10 @@ pub fn resolve(connect: &Connect) -> Result<Settings, String> {
 /// The password: FERRY_PASSWORD, else a prompt without echo on the
 /// terminal.
 pub fn password(settings: &Settings) -> Result<String, String> {
+    // A client certificate logs in without a password.
+    if settings.tls.as_ref().is_some_and(|tls| tls.cert.is_some()) {
+        return Ok(String::new());
+    }
     if let Ok(password) = std::env::var("FERRY_PASSWORD") {
         return Ok(password);
     }

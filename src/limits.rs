@@ -29,11 +29,18 @@ pub enum Refusal {
 impl Connections {
     /// Counts a new connection from `ip`, unless a limit forbids it.
     pub fn admit(&mut self, ip: IpAddr, policy: &Policy) -> Result<(), Refusal> {
+        // A load balancer's own connections (its health checks, a header
+        // that names no client) carry every client's traffic: a cap per
+        // address would take the whole farm out of service.
+        let exempt = policy
+            .trusted_proxies
+            .iter()
+            .any(|range| range.contains(ip));
         if self.total >= policy.max_connections {
             return Err(Refusal::TooMany);
         }
         let count = self.per_ip.entry(ip).or_insert(0);
-        if *count >= policy.max_per_ip {
+        if *count >= policy.max_per_ip && !exempt {
             return Err(Refusal::TooManyFromAddress);
         }
         *count += 1;

@@ -44,6 +44,14 @@ pub(super) struct Instance {
     _lock: File,
 }
 
+impl Instance {
+    /// When the file system stamped this server's instance file (created
+    /// at start): its clock's time then.
+    pub(super) fn written(&self) -> io::Result<std::time::SystemTime> {
+        self._lock.metadata()?.modified()
+    }
+}
+
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Swept {

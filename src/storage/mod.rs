@@ -49,6 +49,7 @@
 //! The SHA-256 of every stored file is kept in a sidecar record ([`record`])
 //! tied to the file's identity, so asking for it costs no re-read.
 
+mod clock;
 mod dir;
 mod instance;
 mod listing;
@@ -201,6 +202,8 @@ pub struct Storage {
     tallies: RefCell<HashMap<String, Arc<Tally>>>,
     /// The periodic expiry of partials.
     sweep: RefCell<Sweep>,
+    /// The file system's clock and the root's partial TTL.
+    clock: clock::Clock,
 }
 
 /// Where the periodic expiry of partials is: a pass visits every user's
@@ -355,6 +358,12 @@ impl Storage {
             );
         }
         report_unowned_tmp_files(root, &instances, &tmp);
+        let clock = clock::Clock::new(options.partial_ttl);
+        // The instance file is fresh: its time is the file system's now.
+        if let Ok(written) = instance.written() {
+            clock.observe(written, SystemTime::now());
+        }
+        clock::publish_ttl(&private, options.partial_ttl)?;
         let storage = Storage {
             path: root.to_path_buf(),
             root: root_dir,
@@ -374,6 +383,7 @@ impl Storage {
                 current: None,
                 running: false,
             }),
+            clock,
         };
         // The first pass, whole, before serving.
         let expired = storage.sweep_partials(usize::MAX);
@@ -420,6 +430,7 @@ impl Storage {
             sweep.current = None;
             sweep.earliest = None;
             self.sweep_instances();
+            self.refresh_ttl();
         }
         let mut expired = 0;
         while budget > 0 {
@@ -517,23 +528,21 @@ impl Storage {
     /// has).
     fn expires_in(&self, meta: &Metadata) -> Duration {
         let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        let age = written.elapsed().unwrap_or_default();
-        self.options.partial_ttl.saturating_sub(age)
+        self.clock.ttl().saturating_sub(self.clock.age(written))
     }
 
     /// A partial was kept now: the next pass comes no later than its
     /// expiry.
     fn partial_kept(&self) {
         let mut sweep = self.sweep.borrow_mut();
-        let expires = Instant::now() + self.options.partial_ttl.max(SWEEP_INTERVAL_MIN);
+        let expires = Instant::now() + self.clock.ttl().max(SWEEP_INTERVAL_MIN);
         sweep.next = Some(sweep.next.map_or(expires, |next| next.min(expires)));
     }
 
+    /// The one expiry rule of the farm (see `clock.rs`).
     fn is_expired(&self, meta: &Metadata) -> bool {
         let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        written
-            .elapsed()
-            .is_ok_and(|age| age > self.options.partial_ttl)
+        self.clock.age(written) > self.clock.ttl()
     }
 
     /// The temporary directory.

@@ -27,6 +27,7 @@ mod crash;
 mod defense;
 mod downloads;
 mod embedding;
+mod farm;
 mod faults;
 mod fuzz_regressions;
 mod http;

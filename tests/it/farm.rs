@@ -1,0 +1,355 @@
+//! Several ferryd behind a load balancer on one storage root (issue 21):
+//! the PROXY protocol from trusted and untrusted peers, limits and
+//! lockouts by the real client address, health for the balancer, and
+//! instances sharing quotas and records. The balancer is played by the
+//! test (headers written by hand, from its own 127.x address); the suite
+//! with a real HAProxy is `haproxy.rs`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// The address the tests' "load balancer" connects from.
+const PROXY: &str = "127.0.0.2";
+
+/// A version 1 header for a client at `client` (IPv4).
+fn v1(client: &str, port: u16, to: SocketAddr) -> Vec<u8> {
+    format!("PROXY TCP4 {client} {} {port} {}\r\n", to.ip(), to.port()).into_bytes()
+}
+
+/// A version 2 header (PROXY, TCP over IPv4) for `client`, written from
+/// the specification's layout, not with ferry's formatter.
+fn v2(client: &str, port: u16, to: SocketAddr) -> Vec<u8> {
+    let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    out.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    let ip: std::net::Ipv4Addr = client.parse().unwrap();
+    let SocketAddr::V4(to) = to else { panic!() };
+    out.extend_from_slice(&ip.octets());
+    out.extend_from_slice(&to.ip().octets());
+    out.extend_from_slice(&port.to_be_bytes());
+    out.extend_from_slice(&to.port().to_be_bytes());
+    out
+}
+
+/// A version 2 LOCAL header: the balancer's own connection (its health
+/// checks).
+fn v2_local() -> Vec<u8> {
+    let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    out.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    out
+}
+
+/// A line-protocol client that the balancer connected with `header`.
+fn proxied(server: &TestServer, header: &[u8]) -> Client {
+    let mut stream = tcp_from(PROXY, server.addr());
+    stream.write_all(header).unwrap();
+    Client::from_stream(stream)
+}
+
+fn farm_server(extra: &[&str]) -> TestServer {
+    TestServer::builder()
+        .args([
+            "--trusted-proxies",
+            "127.0.0.2/32",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .start()
+}
+
+/// The audit lines (after `audit: `) of event `event`.
+fn audit(server: &TestServer, event: &str) -> Vec<String> {
+    server
+        .stderr_lines()
+        .into_iter()
+        .filter_map(|line| line.split_once(" audit: ").map(|(_, rest)| rest.to_owned()))
+        .filter(|line| line.starts_with(&format!("{event} ")))
+        .collect()
+}
+
+fn wait_audit(server: &TestServer, event: &str, needle: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let found = wait_until(IO_TIMEOUT, || {
+        lines = audit(server, event);
+        lines.iter().any(|line| line.contains(needle))
+    });
+    assert!(
+        found,
+        "no audit {event} with {needle:?}:\n{}",
+        server.stderr_text()
+    );
+    lines
+}
+
+#[test]
+fn a_trusted_proxy_names_the_client_with_v1_or_v2() {
+    let server = farm_server(&[]);
+    // v1 on the line protocol: the greeting, then the session as usual.
+    let mut c = proxied(&server, &v1("192.0.2.7", 40000, server.addr()));
+    assert_eq!(c.read_reply().0, 220);
+    c.login(ALICE, ALICE_PW);
+    c.put("f", b"hello");
+    wait_audit(&server, "login_ok", "ip=192.0.2.7 ");
+    wait_audit(&server, "upload", "ip=192.0.2.7 ");
+
+    // v2 on HTTP, with the request in the same write as the header: the
+    // bytes behind the header are the request.
+    let mut stream = tcp_from(PROXY, server.http_addr());
+    let mut bytes = v2("198.51.100.9", 41000, server.http_addr());
+    bytes.extend_from_slice(
+        b"GET /files/f HTTP/1.1\r\nHost: x\r\nAuthorization: Basic YWxpY2U6d3Jvbmc=\r\n\
+          Connection: close\r\n\r\n",
+    );
+    stream.write_all(&bytes).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 401 "), "{response}");
+    wait_audit(&server, "login_failed", "ip=198.51.100.9 ");
+    // The proxy's own address is in no audit line.
+    let log = server.stderr_text();
+    for line in log.lines().filter(|l| l.contains(" audit: ")) {
+        assert!(!line.contains(PROXY), "{line}");
+    }
+}
+
+#[test]
+fn an_untrusted_peer_cannot_claim_an_address() {
+    let server = farm_server(&[]);
+    let mut stream = tcp_from("127.0.0.3", server.addr());
+    stream
+        .write_all(&v1("192.0.2.7", 40000, server.addr()))
+        .unwrap();
+    let mut c = Client::from_stream(stream);
+    assert_eq!(c.read_reply().0, 220);
+    // Read as a command like any other line.
+    assert_eq!(c.read_reply().0, 500);
+    c.login(ALICE, ALICE_PW);
+    let lines = wait_audit(&server, "login_ok", "ip=127.0.0.3 ");
+    assert!(lines.iter().all(|l| !l.contains("192.0.2.7")), "{lines:?}");
+}
+
+#[test]
+fn a_trusted_proxy_must_send_a_header_in_time() {
+    let server = farm_server(&["--head-timeout", "1"]);
+    // A command instead of a header: closed without a word.
+    let mut c = proxied(&server, b"AUTH alice alice-Pw-4711\r\n");
+    assert!(c.read_to_eof().is_empty());
+    // A broken v2 header.
+    let mut bad = v2("192.0.2.7", 1, server.addr());
+    bad[12] = 0x22;
+    let mut c = proxied(&server, &bad);
+    assert!(c.read_to_eof().is_empty());
+    // Silence: closed at the deadline, not left open.
+    let started = Instant::now();
+    let mut c = proxied(&server, b"");
+    assert!(c.read_to_eof().is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // Half a header, the rest late: the same.
+    let header = v1("192.0.2.7", 40000, server.addr());
+    let mut c = proxied(&server, &header[..10]);
+    assert!(c.read_to_eof().is_empty());
+    // Still serving.
+    let mut ok = proxied(&server, &header);
+    assert_eq!(ok.read_reply().0, 220);
+    server.log_containing("closing a connection from a trusted proxy");
+}
+
+#[test]
+fn lockouts_follow_the_real_client_address() {
+    let server = farm_server(&["--lockout-failures", "3"]);
+    let to = server.addr();
+    for _ in 0..3 {
+        let mut c = proxied(&server, &v1("203.0.113.5", 1000, to));
+        assert_eq!(c.read_reply().0, 220);
+        assert_eq!(c.cmd("AUTH alice wrong").0, 530);
+    }
+    wait_audit(&server, "lockout", "ip=203.0.113.5 ");
+    // The locked-out address is refused even with the right password ...
+    let mut c = proxied(&server, &v2("203.0.113.5", 1001, to));
+    assert_eq!(c.read_reply().0, 220);
+    assert_ne!(c.cmd(&format!("AUTH {ALICE} {ALICE_PW}")).0, 230);
+    // ... while another client behind the same proxy logs in, and so do
+    // the proxy's own connections.
+    let mut other = proxied(&server, &v2("203.0.113.6", 1002, to));
+    assert_eq!(other.read_reply().0, 220);
+    other.login(ALICE, ALICE_PW);
+    let mut local = proxied(&server, &v2_local());
+    assert_eq!(local.read_reply().0, 220);
+    local.login(BOB, BOB_PW);
+}
+
+#[test]
+fn trusted_proxies_are_exempt_from_max_per_ip_but_their_clients_are_not() {
+    let server = farm_server(&["--max-per-ip", "2"]);
+    let to = server.addr();
+    // Five clients and three health checks through one proxy address.
+    let mut kept = Vec::new();
+    for i in 0..5u8 {
+        let mut c = proxied(&server, &v1(&format!("10.9.0.{i}"), 5000, to));
+        assert_eq!(c.read_reply().0, 220, "client {i}");
+        kept.push(c);
+    }
+    for i in 0..3 {
+        let mut c = proxied(&server, &v2_local());
+        assert_eq!(c.read_reply().0, 220, "health check {i}");
+        kept.push(c);
+    }
+    // A third connection of one real client is over its limit.
+    kept.push(proxied(&server, &v1("10.9.0.1", 5001, to)));
+    kept.last_mut().unwrap().read_reply();
+    let mut third = proxied(&server, &v1("10.9.0.1", 5002, to));
+    assert_eq!(
+        third.read_reply(),
+        (421, "too many connections".to_string())
+    );
+    wait_audit(&server, "limit", "ip=10.9.0.1 ");
+    // An untrusted address keeps its limit.
+    let mut a = Client::from_stream(tcp_from("127.0.0.3", to));
+    let mut b = Client::from_stream(tcp_from("127.0.0.3", to));
+    assert_eq!(a.read_reply().0, 220);
+    assert_eq!(b.read_reply().0, 220);
+    let mut c = Client::from_stream(tcp_from("127.0.0.3", to));
+    assert_eq!(c.read_reply().0, 421);
+}
+
+/// One HTTP request through `stream`, read to the close.
+fn http_once(mut stream: TcpStream, head: &[u8], request: &str) -> String {
+    let mut bytes = head.to_vec();
+    bytes.extend_from_slice(request.as_bytes());
+    stream.write_all(&bytes).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// `HEALTH` on a fresh line connection (no login): the reply.
+fn line_health(server: &TestServer) -> (u16, String) {
+    let mut c = server.connect();
+    c.cmd("HEALTH")
+}
+
+/// `GET /healthz`: the status and body.
+fn healthz(server: &TestServer) -> (u16, String) {
+    let stream = TcpStream::connect(server.http_addr()).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let response = http_once(
+        stream,
+        b"",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+/// Asks both health checks until `want` (bounded); the last answers.
+fn wait_health(server: &TestServer, healthy: bool, within: Duration) -> (String, String) {
+    let started = Instant::now();
+    loop {
+        let (code, text) = line_health(server);
+        let (status, body) = healthz(server);
+        let line_ok = code == 200;
+        let http_ok = status == 200;
+        if line_ok == healthy && http_ok == healthy {
+            return (text, body);
+        }
+        assert!(
+            started.elapsed() < within,
+            "health not {healthy} within {within:?}: {code} {text} / {status} {body}\n{}",
+            server.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn health_fails_while_the_storage_root_cannot_be_written() {
+    let server = farm_server(&[]);
+    let (text, body) = wait_health(&server, true, IO_TIMEOUT);
+    assert_eq!((text.as_str(), body.as_str()), ("healthy", "ok\n"));
+    // The temporary directory becomes a file: nothing can be created in
+    // it (as a dead mount or a read-only remount would do).
+    let tmp = server.storage().join(".ferry/tmp");
+    let away = server.storage().join(".ferry/tmp.away");
+    std::fs::rename(&tmp, &away).unwrap();
+    std::fs::write(&tmp, b"not a directory").unwrap();
+    let (text, body) = wait_health(&server, false, IO_TIMEOUT);
+    assert!(
+        text.starts_with("unhealthy: storage not writable: "),
+        "{text}"
+    );
+    assert!(
+        body.starts_with("unhealthy: storage not writable"),
+        "{body}"
+    );
+    std::fs::remove_file(&tmp).unwrap();
+    std::fs::rename(&away, &tmp).unwrap();
+    wait_health(&server, true, IO_TIMEOUT);
+}
+
+#[test]
+fn health_fails_within_its_deadline_when_storage_hangs_and_the_loop_goes_on() {
+    let server = farm_server(&[]);
+    wait_health(&server, true, IO_TIMEOUT);
+    // A FIFO where the probe creates its file: opening it for writing
+    // blocks until a reader comes, as a write to a dead mount hangs.
+    let instances = server.storage().join(".ferry/instances");
+    let ids: Vec<_> = std::fs::read_dir(&instances).unwrap().flatten().collect();
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].file_name().into_string().unwrap();
+    let fifo = server.storage().join(format!(".ferry/tmp/{id}-probe"));
+    // (A probe of the checks above may still have its file there.)
+    let made = wait_until(IO_TIMEOUT, || {
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).is_ok()
+    });
+    assert!(made);
+    let mut alice = server.alice();
+    let started = Instant::now();
+    let (text, _) = wait_health(&server, false, Duration::from_secs(10));
+    assert!(
+        text.contains("did not answer") || text.contains("without a report"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    // Meanwhile nobody waited for the storage probe.
+    for _ in 0..5 {
+        let asked = Instant::now();
+        alice.noop();
+        assert!(asked.elapsed() < Duration::from_millis(500));
+    }
+    std::fs::remove_file(&fifo).unwrap();
+    wait_health(&server, true, IO_TIMEOUT);
+    alice.put("after", b"the storage is back");
+}
+
+#[test]
+fn health_fails_during_the_drain_delay_while_clients_are_still_served() {
+    let mut server = farm_server(&["--drain-delay", "1.5"]);
+    wait_health(&server, true, IO_TIMEOUT);
+    let mut alice = server.alice();
+    let stopped = Instant::now();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let (text, body) = wait_health(&server, false, IO_TIMEOUT);
+    assert_eq!(text, "unhealthy: draining");
+    assert_eq!(body, "unhealthy: draining\n");
+    // Still served, old sessions and new ones, until the delay is over.
+    alice.put("during", b"the delay");
+    let mut late = server.alice();
+    late.noop();
+    assert!(stopped.elapsed() < Duration::from_millis(1500));
+    // Then the usual shutdown.
+    assert_eq!(alice.read_reply().0, 421);
+    let waited = server.expect_clean_exit(stopped, IO_TIMEOUT);
+    assert!(waited >= Duration::from_millis(1400), "{waited:?}");
+}

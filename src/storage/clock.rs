@@ -35,9 +35,14 @@ const TTL_MODE: u32 = 0o600;
 pub(super) struct Clock {
     /// Nanoseconds the file system's clock is ahead of this host's.
     fs_ahead: Cell<i128>,
-    /// The root's partial TTL, as last read.
+    /// The root's partial TTL, as last read, and when.
     ttl: Cell<Duration>,
+    ttl_read: Cell<Option<std::time::Instant>>,
 }
+
+/// How long a read of the root's TTL is used before it is read again: a
+/// file read per partial looked at would cost more than it tells.
+const TTL_REREAD: Duration = Duration::from_secs(1);
 
 fn nanos_since_epoch(time: SystemTime) -> i128 {
     match time.duration_since(SystemTime::UNIX_EPOCH) {
@@ -51,6 +56,7 @@ impl Clock {
         Clock {
             fs_ahead: Cell::new(0),
             ttl: Cell::new(ttl),
+            ttl_read: Cell::new(None),
         }
     }
 
@@ -115,8 +121,21 @@ impl Storage {
         self.clock.observe(written, local);
     }
 
-    /// Reads the root's TTL again (at each expiry pass).
+    /// The root's partial TTL (read again when the last read is older
+    /// than a second).
+    pub(super) fn partial_ttl(&self) -> Duration {
+        let now = std::time::Instant::now();
+        let stale = (self.clock.ttl_read.get())
+            .is_none_or(|at| now.saturating_duration_since(at) >= TTL_REREAD);
+        if stale {
+            self.refresh_ttl();
+        }
+        self.clock.ttl()
+    }
+
+    /// Reads the root's TTL again.
     pub(super) fn refresh_ttl(&self) {
+        self.clock.ttl_read.set(Some(std::time::Instant::now()));
         if let Some(ttl) = read_ttl(&self.private)
             && ttl != self.clock.ttl()
         {
@@ -128,5 +147,38 @@ impl Storage {
             );
             self.clock.ttl.set(ttl);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_are_judged_by_the_file_systems_clock() {
+        let clock = Clock::new(Duration::from_secs(60));
+        let now = SystemTime::now();
+        // The file system is an hour ahead of this host.
+        clock.observe(now + Duration::from_secs(3600), now);
+        let written = now + Duration::from_secs(3600 - 30);
+        let age = clock.age(written);
+        assert!(
+            age >= Duration::from_secs(30) && age < Duration::from_secs(40),
+            "{age:?}"
+        );
+        // And behind.
+        clock.observe(now - Duration::from_secs(3600), now);
+        assert!(clock.age(now - Duration::from_secs(3600)) < Duration::from_secs(10));
+        assert_eq!(clock.age(now), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_roots_ttl_is_the_last_one_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_path(tmp.path()).unwrap();
+        assert_eq!(read_ttl(&dir), None);
+        publish_ttl(&dir, Duration::from_secs(86400)).unwrap();
+        publish_ttl(&dir, Duration::from_millis(2500)).unwrap();
+        assert_eq!(read_ttl(&dir), Some(Duration::from_millis(2500)));
     }
 }

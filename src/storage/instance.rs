@@ -91,7 +91,7 @@ pub(super) fn register(
     let start = private.open_or_create(START_LOCK, LOCK_MODE)?;
     // Blocks only while another server registers or sweeps: moments.
     start.lock()?;
-    let swept = sweep_locked(instances, tmp);
+    let swept = sweep_locked(private, instances, tmp);
     let (id, lock) = loop {
         let id = random_id()?;
         match instances.create_new(&id, LOCK_MODE) {
@@ -126,15 +126,17 @@ pub(super) fn unowned(instances: &Dir, tmp: &Dir) -> usize {
 pub(super) fn sweep(private: &Dir, instances: &Dir, tmp: &Dir) -> io::Result<Swept> {
     let start = private.open_or_create(START_LOCK, LOCK_MODE)?;
     match start.try_lock() {
-        Ok(()) => Ok(sweep_locked(instances, tmp)),
+        Ok(()) => Ok(sweep_locked(private, instances, tmp)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(Swept::default()),
         Err(std::fs::TryLockError::Error(err)) => Err(err),
     }
 }
 
-/// With the start lock held: removes the temporary files and the
-/// instance file of every server whose lock is free (it is dead).
-fn sweep_locked(instances: &Dir, tmp: &Dir) -> Swept {
+/// With the start lock held: removes the temporary files, the upload
+/// claims (`.ferry/claims/<user>/<id>`) and the instance file of every
+/// server whose lock is free (it is dead). Nothing else: a live server's
+/// files, and names that belong to no registered server, stay.
+fn sweep_locked(private: &Dir, instances: &Dir, tmp: &Dir) -> Swept {
     let mut swept = Swept::default();
     let names = match instances.names() {
         Ok(names) => names,
@@ -176,6 +178,20 @@ fn sweep_locked(instances: &Dir, tmp: &Dir) -> Swept {
             Ok(()) => swept.files += 1,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => log::warn!("cannot remove {}: {err}", file.to_string_lossy()),
+        }
+    }
+    if let Ok(claims) = private.open_dir(super::quota::CLAIMS_DIR) {
+        for user in claims.names().unwrap_or_default() {
+            let Ok(user_claims) = claims.open_dir(&user) else {
+                continue;
+            };
+            for (id, _) in &dead {
+                match user_claims.remove(id) {
+                    Ok(()) => swept.files += 1,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) => log::warn!("cannot remove a dead server's claims: {err}"),
+                }
+            }
         }
     }
     // Removed after its files, still locked.

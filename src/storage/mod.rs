@@ -9,6 +9,10 @@
 //!   .ferry/                        the server's own (usernames never start with '.')
 //!     instances.lock               held while a server registers or sweeps
 //!     instances/<id>               one per running server, flock-ed while it lives
+//!     partial-ttl                  the partials' time to live for every server
+//!                                  on the root (the last one started wrote it)
+//!     claims/<user>/<id>           bytes and files that server's running uploads
+//!                                  of <user> claim (see quota.rs)
 //!     tmp/<id>-*                   that server's uploads in progress and records
 //!                                  being written; removed once the server is dead
 //!     users/<user>/
@@ -64,7 +68,6 @@ use std::fs::{DirBuilder, File, Metadata};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -74,7 +77,7 @@ use crate::protocol::name::{self, FileName};
 use dir::Dir;
 use instance::Instance;
 pub use listing::{Listing, Step as ListingStep};
-use quota::{Counts, Tally};
+use quota::{Claims, Counts, Tally};
 pub use quota::{OverQuota, PutLimits, PutRefusal, PutStarted};
 pub use record::Identity;
 pub use upload::Upload;
@@ -252,29 +255,6 @@ struct UserDirs {
     foreign: Option<String>,
 }
 
-/// The share of a user's quota that uploads in progress hold: each claims
-/// its declared size (or what it received so far, when that is more, as
-/// for a chunked HTTP body) and, when its name is new, one file. Counted
-/// by the uploads themselves ([`Upload`]), released when they end. (The
-/// server has one thread; atomics only keep the handles `Send`.)
-#[derive(Debug, Default)]
-struct Claims {
-    bytes: AtomicU64,
-    files: AtomicU64,
-}
-
-impl Claims {
-    fn add(&self, bytes: u64, files: u64) {
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.files.fetch_add(files, Ordering::Relaxed);
-    }
-
-    fn release(&self, bytes: u64, files: u64) {
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.files.fetch_sub(files, Ordering::Relaxed);
-    }
-}
-
 /// What a user stores and holds, as the quota counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
@@ -288,8 +268,8 @@ pub struct Usage {
 impl UserDirs {
     fn usage(&self, counts: Counts) -> Usage {
         Usage {
-            bytes: counts.stored + counts.partial + self.claims.bytes.load(Ordering::Relaxed),
-            files: counts.files + self.claims.files.load(Ordering::Relaxed),
+            bytes: counts.stored + counts.partial + self.claims.bytes(),
+            files: counts.files + self.claims.files(),
         }
     }
 }
@@ -528,21 +508,21 @@ impl Storage {
     /// has).
     fn expires_in(&self, meta: &Metadata) -> Duration {
         let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        self.clock.ttl().saturating_sub(self.clock.age(written))
+        self.partial_ttl().saturating_sub(self.clock.age(written))
     }
 
     /// A partial was kept now: the next pass comes no later than its
     /// expiry.
     fn partial_kept(&self) {
         let mut sweep = self.sweep.borrow_mut();
-        let expires = Instant::now() + self.clock.ttl().max(SWEEP_INTERVAL_MIN);
+        let expires = Instant::now() + self.partial_ttl().max(SWEEP_INTERVAL_MIN);
         sweep.next = Some(sweep.next.map_or(expires, |next| next.min(expires)));
     }
 
     /// The one expiry rule of the farm (see `clock.rs`).
     fn is_expired(&self, meta: &Metadata) -> bool {
         let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        self.clock.age(written) > self.clock.ttl()
+        self.clock.age(written) > self.partial_ttl()
     }
 
     /// The temporary directory.
@@ -627,7 +607,7 @@ impl Storage {
             sums: records.ensure_dir(SUMS_DIR, DIR_MODE, durable)?,
             partial,
             partial_sums: records.ensure_dir(PARTIAL_SUMS_DIR, DIR_MODE, durable)?,
-            claims: Claims::default(),
+            claims: self.claims_for(user)?,
             tally,
             foreign,
         });

@@ -2,9 +2,14 @@
 //! the SHA-256 of a stored file, or the saved hash state of an interrupted
 //! upload.
 //!
-//! A record names the file it describes by [`Identity`]: device, inode,
-//! size, modification and change time, taken after the file got its final
-//! name. A record is only believed while the file still has that identity,
+//! A record names the file it describes by [`Identity`]: inode, size,
+//! modification and change time, taken after the file got its final name.
+//! Not the device number: servers sharing a root over a network file
+//! system (NFS, JuiceFS, CephFS) each see it under a device number of
+//! their own mount, while the file system itself hands every client the
+//! same inode number and times, so a record written through one mount
+//! must hold through another. (Version 1 records also named the device:
+//! they are ignored, and the digest computed once more.) A record is only believed while the file still has that identity,
 //! so a record that is stale (the file was replaced, changed behind the
 //! server's back, or a crash came between the file and its record) is
 //! ignored and the value computed again. Records are never the only copy
@@ -14,8 +19,8 @@
 //! renamed into place):
 //!
 //! ```text
-//! ferry-record 1
-//! file <dev> <ino> <size> <mtime-sec>.<mtime-nsec> <ctime-sec>.<ctime-nsec>
+//! ferry-record 2
+//! file <ino> <size> <mtime-sec>.<mtime-nsec> <ctime-sec>.<ctime-nsec>
 //! <key> <value>
 //! ```
 
@@ -26,7 +31,7 @@ use std::os::unix::fs::MetadataExt;
 
 use super::dir::Dir;
 
-const MAGIC: &str = "ferry-record 1";
+const MAGIC: &str = "ferry-record 2";
 /// Records are a few hundred bytes; anything larger is not one of ours.
 const MAX_RECORD: u64 = 4096;
 /// Records are the server's own business.
@@ -66,10 +71,12 @@ impl Identity {
         (self.dev, self.ino) == (other.dev, other.ino)
     }
 
+    /// What a record says of the file: everything but the device, which
+    /// differs between mounts of one shared file system.
     fn line(&self) -> String {
         format!(
-            "file {} {} {} {}.{} {}.{}",
-            self.dev, self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
+            "file {} {} {}.{} {}.{}",
+            self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
         )
     }
 }
@@ -155,6 +162,22 @@ mod tests {
         assert_ne!(changed, identity);
         assert!(changed.same_inode(&identity));
         assert_eq!(read(&dir, "record", &changed, "sha256"), None);
+
+        // Through another mount the device differs; the record holds.
+        let elsewhere = Identity {
+            dev: identity.dev ^ 0xff,
+            ..identity
+        };
+        assert_eq!(
+            read(&dir, "record", &elsewhere, "sha256").as_deref(),
+            Some("abc")
+        );
+        // Another inode with everything else equal does not.
+        let other = Identity {
+            ino: identity.ino + 1,
+            ..identity
+        };
+        assert_eq!(read(&dir, "record", &other, "sha256"), None);
 
         fs::write(tmp.path().join("record"), b"garbage").unwrap();
         assert_eq!(read(&dir, "record", &identity, "sha256"), None);

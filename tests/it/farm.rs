@@ -353,3 +353,145 @@ fn health_fails_during_the_drain_delay_while_clients_are_still_served() {
     let waited = server.expect_clean_exit(stopped, IO_TIMEOUT);
     assert!(waited >= Duration::from_millis(1400), "{waited:?}");
 }
+
+/// Two servers on one storage root (the second is given the first's).
+fn two_on_one_root(extra: &[&str]) -> (TestServer, TestServer) {
+    let a = TestServer::builder().args(extra).start();
+    let root = a.storage();
+    let b = TestServer::builder()
+        .args(extra)
+        .arg("--storage")
+        .arg(&root)
+        .start();
+    (a, b)
+}
+
+/// Bytes stored in `user`'s directory of `server`'s root.
+fn stored_bytes(server: &TestServer, user: &str) -> u64 {
+    std::fs::read_dir(server.user_dir(user))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+const QUOTA: u64 = 3 * 1024 * 1024;
+
+#[test]
+fn the_quota_holds_across_instances_for_running_and_stored_uploads() {
+    let (a, b) = two_on_one_root(&["--user-quota", "3M", "--user-max-files", "3"]);
+    // An upload running on A claims its bytes for B too.
+    let mut on_a = a.alice();
+    on_a.start_put("big1", 2_000_000);
+    on_a.send_raw(&vec![1u8; 1_000_000]);
+    let mut on_b = b.alice();
+    let (code, text) = on_b.put_reply(b"big2", &vec![2u8; 2_000_000]);
+    assert_eq!(code, 552, "{text}");
+    on_a.send_raw(&vec![1u8; 1_000_000]);
+    assert_eq!(on_a.read_reply().0, 226);
+    // What A stored counts on B at once, and the other way round.
+    on_b.put("small", &vec![3u8; 500_000]);
+    assert_eq!(on_a.put_reply(b"more", &vec![4u8; 700_000]).0, 552);
+    assert_eq!(on_b.put_reply(b"more", &vec![4u8; 700_000]).0, 552);
+    // The file limit too: two files so far, one more fits.
+    on_a.put("f3", b"x");
+    let (code, text) = on_b.put_reply(b"f4", b"y");
+    assert_eq!(code, 552, "{text}");
+    assert!(text.contains("files"), "{text}");
+    assert!(stored_bytes(&a, ALICE) <= QUOTA);
+}
+
+#[test]
+fn racing_uploads_on_two_instances_stay_within_the_stated_bound() {
+    let (a, b) = two_on_one_root(&["--user-quota", "3M"]);
+    // Four uploads of 1.2 MB start together, two through each server:
+    // only two fit the quota.
+    const SIZE: usize = 1_200_000;
+    let mut clients: Vec<Client> = (0..4)
+        .map(|i| if i % 2 == 0 { a.alice() } else { b.alice() })
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_line(&format!("PUT {SIZE} race{i}"));
+    }
+    let mut started = 0;
+    for c in &mut clients {
+        let (code, _) = c.read_reply();
+        if code == 150 {
+            c.send_raw(&vec![7u8; SIZE]);
+            assert_eq!(c.read_reply().0, 226);
+            started += 1;
+        } else {
+            assert_eq!(code, 552);
+        }
+    }
+    // The bound of storage/quota.rs with N = 2 and S = 1.2 MB, one claim
+    // step per server; here on one kernel the window is microseconds, so
+    // in practice exactly two fit.
+    let bound = QUOTA + SIZE as u64 + 2 * 1024 * 1024;
+    let stored = stored_bytes(&a, ALICE);
+    assert!(stored <= bound, "{stored} > {bound}");
+    assert!(started >= 2, "{started}");
+    assert!(stored <= QUOTA || started == 3, "{stored}");
+}
+
+#[test]
+fn a_dead_instance_claims_are_swept_with_it_and_a_live_ones_kept() {
+    let (a, b) = two_on_one_root(&["--user-quota", "3M"]);
+    let root = a.storage();
+    let mut on_a = a.alice();
+    on_a.start_put("held", 2_000_000);
+    on_a.send_raw(&[1u8; 1000]);
+    let claims = root.join(".ferry/claims/alice");
+    assert!(wait_until(IO_TIMEOUT, || dir_entries(&claims).len() == 1));
+    // Killed: its claim stays until someone sweeps, then goes.
+    let restarted = a.crash_and_restart();
+    assert!(
+        wait_until(IO_TIMEOUT, || dir_entries(&claims).is_empty()),
+        "{:?}",
+        dir_entries(&claims)
+    );
+    // B's own claims are not touched by that sweep.
+    let mut on_b = b.alice();
+    on_b.put("after", &vec![0u8; 2_500_000]);
+    drop(restarted);
+}
+
+#[test]
+fn partials_expire_by_one_rule_for_every_instance_on_the_root() {
+    // A wants a day; B, started last, sets 2 s for the root.
+    let a = TestServer::builder().args(["--partial-ttl", "1d"]).start();
+    let b = TestServer::builder()
+        .args(["--partial-ttl", "2", "--storage"])
+        .arg(a.storage())
+        .start();
+    let mut c = a.alice();
+    c.start_put("p", 1000);
+    c.send_raw(&[5u8; 500]);
+    c.abort();
+    let mut on_a = a.alice();
+    assert_eq!(on_a.wait_partial("p", 500, IO_TIMEOUT), 500);
+    let mut on_b = b.alice();
+    assert_eq!(on_b.partial("p"), 500, "B sees the partial A kept");
+    std::thread::sleep(Duration::from_millis(2500));
+    // Both judge it by the root's rule: expired.
+    assert_eq!(on_a.partial("p"), 0);
+    assert_eq!(on_b.partial("p"), 0);
+}
+
+#[test]
+fn digest_records_written_by_one_instance_are_believed_by_another() {
+    let (a, b) = two_on_one_root(&[]);
+    let data = b"recorded once, through either server".to_vec();
+    a.alice().put("f", &data);
+    let record = a.sum_record(ALICE, "f");
+    assert_eq!(recorded_sha256(&record), sha256_hex(&data));
+    // Forged: an answer from the record proves that B believed A's record
+    // (re-reading would give the real digest). The device number of the
+    // file is no part of the record (storage/record.rs), so this holds
+    // across mounts of a network file system too; the unit test
+    // `a_record_is_believed_only_for_its_file` checks that part.
+    let forged = "0".repeat(64);
+    forge_recorded_sha256(&record, &forged);
+    assert_eq!(b.alice().hash("f"), forged);
+    assert_eq!(a.alice().hash("f"), forged);
+}

@@ -30,6 +30,7 @@ mod embedding;
 mod farm;
 mod faults;
 mod fuzz_regressions;
+mod haproxy;
 mod http;
 mod integrity;
 mod listing_stream;

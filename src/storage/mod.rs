@@ -905,7 +905,7 @@ impl Storage {
             c.stored = (c.stored + len).saturating_sub(replaced.as_ref().map_or(0, Metadata::len));
             c.files += u64::from(replaced.is_none());
         });
-        match Identity::of_file(&file) {
+        match record::settled(file, &dir.inner.files, &name) {
             Ok(identity) => self.record_digest(&dir, &name, &identity, sha256),
             Err(err) => log::warn!("cannot record the digest of {name:?}: {err}"),
         }
@@ -959,7 +959,7 @@ impl Storage {
             .tally
             .change(|c| c.partial = (c.partial + len).saturating_sub(older));
         self.partial_kept();
-        let saved = match (hasher, Identity::of_file(&file)) {
+        let saved = match (hasher, record::settled(file, &dir.inner.partial, &name)) {
             (Some(hasher), Ok(identity)) if hasher.len() == len => {
                 let state = hex::encode(hasher.save());
                 record::write(

@@ -81,6 +81,22 @@ impl Identity {
     }
 }
 
+/// The identity of `file`, just written and now placed as `name` in `dir`,
+/// once its handle is closed: some file systems (JuiceFS and other FUSE
+/// ones) stamp a file's times when its last handle is flushed, so an
+/// identity taken through the open handle would never match the file
+/// again, and every record of it would be stale. When `name` no longer
+/// leads to that inode (replaced meanwhile), the handle's identity is
+/// kept: a record then describes the file it was computed for, or none.
+pub(super) fn settled(file: File, dir: &Dir, name: &str) -> io::Result<Identity> {
+    let open = Identity::of_file(&file)?;
+    drop(file);
+    match dir.stat(name) {
+        Ok(meta) if Identity::of(&meta).same_inode(&open) => Ok(Identity::of(&meta)),
+        _ => Ok(open),
+    }
+}
+
 /// Writes `<key> <value>` for the file with `identity` to `dest_name` in
 /// `dest`, through the temporary file `tmp_name` in `tmp` (on the same file
 /// system). Not synced: a record lost in a crash is recomputed.

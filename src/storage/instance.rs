@@ -133,7 +133,7 @@ pub(super) fn sweep(private: &Dir, instances: &Dir, tmp: &Dir) -> io::Result<Swe
 }
 
 /// With the start lock held: removes the temporary files, the upload
-/// claims (`.ferry/claims/<user>/<id>`) and the instance file of every
+/// claims (`.ferry/users/<user>/claims/<id>`) and the instance file of every
 /// server whose lock is free (it is dead). Nothing else: a live server's
 /// files, and names that belong to no registered server, stay.
 fn sweep_locked(private: &Dir, instances: &Dir, tmp: &Dir) -> Swept {
@@ -180,9 +180,14 @@ fn sweep_locked(private: &Dir, instances: &Dir, tmp: &Dir) -> Swept {
             Err(err) => log::warn!("cannot remove {}: {err}", file.to_string_lossy()),
         }
     }
-    if let Ok(claims) = private.open_dir(super::quota::CLAIMS_DIR) {
-        for user in claims.names().unwrap_or_default() {
-            let Ok(user_claims) = claims.open_dir(&user) else {
+    if let Ok(users) = private.open_dir(super::USERS_DIR)
+        && !dead.is_empty()
+    {
+        for user in users.names().unwrap_or_default() {
+            let Ok(user_claims) = users
+                .open_dir(&user)
+                .and_then(|records| records.open_dir(super::quota::CLAIMS_DIR))
+            else {
                 continue;
             };
             for (id, _) in &dead {

@@ -11,14 +11,14 @@
 //!     instances/<id>               one per running server, flock-ed while it lives
 //!     partial-ttl                  the partials' time to live for every server
 //!                                  on the root (the last one started wrote it)
-//!     claims/<user>/<id>           bytes and files that server's running uploads
-//!                                  of <user> claim (see quota.rs)
 //!     tmp/<id>-*                   that server's uploads in progress and records
 //!                                  being written; removed once the server is dead
 //!     users/<user>/
 //!       sums/<name>                SHA-256 record of <user>/<name>
 //!       partial/<name>             bytes of an interrupted upload of <name>
 //!       partial-sums/<name>        saved hash state of those bytes
+//!       claims/<id>                bytes and files server <id>'s running uploads
+//!                                  of <user> claim (see quota.rs)
 //! ```
 //!
 //! Containment: the root is opened once, by path; every other operation is

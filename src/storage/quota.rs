@@ -9,7 +9,7 @@
 //!
 //! - **Running uploads** claim their bytes (and a file, for a new name) in
 //!   the shared root: each server keeps one small file per user with
-//!   uploads running, `.ferry/claims/<user>/<instance id>`, holding what
+//!   uploads running, `.ferry/users/<user>/claims/<instance id>`, holding what
 //!   its uploads of that user claim (`<bytes> <files>`, rewritten in place
 //!   when the number of claimed files changes, when the claims start or
 //!   end, and when the bytes moved by [`CLAIM_STEP`]; removed with the
@@ -55,7 +55,7 @@ use crate::protocol::name::FileName;
 /// quarter of a second of the one thread, so not at every login.
 pub(super) const RESYNC_AFTER: Duration = Duration::from_secs(5 * 60);
 
-/// `.ferry/claims/`: what running uploads claim, per user and server.
+/// `.ferry/users/<user>/claims/`: what running uploads claim, per server.
 pub(super) const CLAIMS_DIR: &str = "claims";
 /// Growth of a server's claimed bytes for one user (a chunked body, or
 /// several small uploads) that is published only once it reaches this:
@@ -90,11 +90,13 @@ pub(super) struct Claims {
 /// This server's claim file for one user.
 #[derive(Debug)]
 struct SharedClaim {
-    /// `.ferry/claims/<user>/`.
-    dir: Dir,
+    /// `.ferry/users/<user>/`, where `claims/` is made at the first claim
+    /// (a user who never uploads gets none).
+    records: Dir,
     /// This server's id: the file's name.
     id: String,
-    file: Mutex<Option<File>>,
+    /// `claims/` and the file in it, once made.
+    file: Mutex<Option<(Dir, File)>>,
     /// What the file says now: (bytes, files).
     published: Mutex<(u64, u64)>,
 }
@@ -142,7 +144,13 @@ impl Claims {
         }
         let mut file = shared.file.lock().unwrap_or_else(|e| e.into_inner());
         if file.is_none() {
-            match shared.dir.open_or_create(&shared.id, 0o600) {
+            let opened = (shared.records)
+                .ensure_dir(CLAIMS_DIR, super::DIR_MODE, false)
+                .and_then(|dir| {
+                    let file = dir.open_or_create(&shared.id, 0o600)?;
+                    Ok((dir, file))
+                });
+            match opened {
                 Ok(opened) => *file = Some(opened),
                 Err(err) => {
                     log::warn!("cannot publish upload claims: {err}");
@@ -151,7 +159,7 @@ impl Claims {
             }
         }
         let line = format!("{:020} {:020}\n", now.0, now.1);
-        if let Some(f) = file.as_ref() {
+        if let Some((_, f)) = file.as_ref() {
             match f.write_all_at(line.as_bytes(), 0) {
                 Ok(()) => *published = now,
                 Err(err) => log::warn!("cannot publish upload claims: {err}"),
@@ -162,9 +170,9 @@ impl Claims {
 
 impl Drop for SharedClaim {
     fn drop(&mut self) {
-        let opened = self.file.get_mut().map(|f| f.is_some()).unwrap_or(true);
-        if opened {
-            super::record::remove(&self.dir, &self.id);
+        let file = self.file.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some((dir, _)) = file.take() {
+            super::record::remove(&dir, &self.id);
         }
     }
 }
@@ -362,8 +370,11 @@ impl Storage {
         let Some(shared) = &dir.inner.claims.shared else {
             return (0, 0);
         };
+        let Ok(claims) = shared.records.open_dir(CLAIMS_DIR) else {
+            return (0, 0);
+        };
         let mut sum = (0u64, 0u64);
-        for name in shared.dir.names().unwrap_or_default() {
+        for name in claims.names().unwrap_or_default() {
             let Some(id) = name.to_str() else {
                 continue;
             };
@@ -372,7 +383,7 @@ impl Storage {
             if id == shared.id || self.instances.stat(id).is_err() {
                 continue;
             }
-            let Ok(file) = shared.dir.open_regular(id, false) else {
+            let Ok(file) = claims.open_regular(id, false) else {
                 continue;
             };
             let mut buf = [0u8; CLAIM_LEN];
@@ -390,13 +401,10 @@ impl Storage {
     /// The claims of `user`'s uploads, published in the shared root.
     pub(super) fn claims_for(&self, user: &str) -> io::Result<Claims> {
         let durable = self.options.fsync;
-        let dir = self
-            .private
-            .ensure_dir(CLAIMS_DIR, super::DIR_MODE, durable)?
-            .ensure_dir(user, super::DIR_MODE, durable)?;
+        let records = self.users.ensure_dir(user, super::DIR_MODE, durable)?;
         Ok(Claims {
             shared: Some(SharedClaim {
-                dir,
+                records,
                 id: self.instance.id.clone(),
                 file: Mutex::new(None),
                 published: Mutex::new((0, 0)),

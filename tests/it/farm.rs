@@ -444,7 +444,7 @@ fn a_dead_instance_claims_are_swept_with_it_and_a_live_ones_kept() {
     let mut on_a = a.alice();
     on_a.start_put("held", 2_000_000);
     on_a.send_raw(&[1u8; 1000]);
-    let claims = root.join(".ferry/claims/alice");
+    let claims = root.join(".ferry/users/alice/claims");
     assert!(wait_until(IO_TIMEOUT, || dir_entries(&claims).len() == 1));
     // Killed: its claim stays until someone sweeps, then goes.
     let restarted = a.crash_and_restart();

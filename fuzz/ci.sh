@@ -27,8 +27,9 @@ cargo "+${toolchain}" fuzz build -s none
 # Longest input per target: two lines past MAX_LINE (4096) for the parser;
 # past two names of 255 bytes for the names; room for long lines and
 # pipelined uploads in a session; past the 16 KiB head limit for HTTP;
-# a few replies with their data for the client.
-declare -A max_len=([line_command]=9000 [names]=600 [session]=16384 [http_request]=20000 [client_replies]=4096 [tls_session]=20000)
+# a few replies with their data for the client; past the longest PROXY
+# header taken (536 bytes) for proxy_header.
+declare -A max_len=([proxy_header]=1200 [line_command]=9000 [names]=600 [session]=16384 [http_request]=20000 [client_replies]=4096 [tls_session]=20000)
 
 failed=()
 for target in $(cargo "+${toolchain}" fuzz list); do

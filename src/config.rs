@@ -138,6 +138,16 @@ pub struct Policy {
     /// Addresses whose failures are never counted, so they are never
     /// locked out (`--lockout-allow`), e.g. a trusted NAT gateway.
     pub lockout_allow: Vec<AddrRange>,
+    /// Load balancers whose connections start with a PROXY protocol
+    /// header (v1 or v2) naming the real client (`--trusted-proxies`):
+    /// from these addresses the header is required, from any other it is
+    /// never read. The client it names is the one limits, lockouts and the
+    /// logs see; the proxies themselves are exempt from `max_per_ip`.
+    pub trusted_proxies: Vec<AddrRange>,
+    /// After SIGINT or SIGTERM, how long health checks report "draining"
+    /// before the listeners close (`--drain-delay`), so that a load
+    /// balancer moves new connections elsewhere first.
+    pub drain_delay: Duration,
     /// Bytes each user may store in all (`--user-quota`); `None`: no limit.
     pub user_quota: Option<u64>,
     /// Files each user may store (`--user-max-files`); `None`: no limit.
@@ -199,6 +209,8 @@ impl Default for Policy {
             lockout_window: Duration::from_secs(10 * 60),
             lockout_duration: Duration::from_secs(15 * 60),
             lockout_allow: Vec::new(),
+            trusted_proxies: Vec::new(),
+            drain_delay: Duration::ZERO,
             user_quota: None,
             user_max_files: None,
             require_tls: false,

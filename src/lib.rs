@@ -69,6 +69,8 @@ pub mod audit;
 #[doc(hidden)]
 pub mod auth;
 #[doc(hidden)]
+pub mod health;
+#[doc(hidden)]
 pub mod integrity;
 #[doc(hidden)]
 pub mod kdf;

@@ -29,14 +29,33 @@ pub enum Refusal {
     OutOfDescriptors,
 }
 
+impl Refusal {
+    /// The limit's name in the audit log (`limit=<name>`): the option
+    /// that sets it.
+    pub fn limit(self) -> &'static str {
+        match self {
+            Refusal::TooMany => "max-connections",
+            Refusal::TooManyFromAddress => "max-per-ip",
+            Refusal::OutOfDescriptors => "open-files",
+        }
+    }
+}
+
 impl Connections {
     /// Counts a new connection from `ip`, unless a limit forbids it.
     pub fn admit(&mut self, ip: IpAddr, policy: &Policy) -> Result<(), Refusal> {
+        // A load balancer's own connections (its health checks, a header
+        // that names no client) carry every client's traffic: a cap per
+        // address would take the whole farm out of service.
+        let exempt = policy
+            .trusted_proxies
+            .iter()
+            .any(|range| range.contains(ip));
         if self.total >= policy.max_connections {
             return Err(Refusal::TooMany);
         }
         let count = self.per_ip.entry(ip).or_insert(0);
-        if *count >= policy.max_per_ip {
+        if *count >= policy.max_per_ip && !exempt {
             return Err(Refusal::TooManyFromAddress);
         }
         *count += 1;

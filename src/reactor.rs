@@ -54,6 +54,10 @@ pub(crate) struct TlsListeners {
     pub(crate) acceptor: tls::Acceptor,
 }
 
+mod preface;
+mod probe;
+use preface::{Preface, Step};
+
 const LINE_LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
@@ -62,6 +66,11 @@ const CONTROL_LISTENER: Token = Token(usize::MAX - 5);
 const METRICS_LISTENER: Token = Token(usize::MAX - 6);
 const TLS_LISTENER: Token = Token(usize::MAX - 7);
 const HTTPS_LISTENER: Token = Token(usize::MAX - 8);
+/// Tokens from here up (to the listeners') are connections still reading
+/// their PROXY header ([`preface`]), keyed by `token - PREFACE_BASE`.
+const PREFACE_BASE: usize = usize::MAX / 2;
+/// The storage health probe's pipe ([`probe`]).
+const PROBE: Token = Token(usize::MAX - 9);
 /// Control connections at once. They are not counted against the client
 /// limits, so the operator gets in when clients have used them all up.
 const MAX_CONTROL_SESSIONS: usize = 8;
@@ -145,7 +154,15 @@ struct Listener {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Serving,
-    Draining { deadline: Instant },
+    /// Stop requested: health checks fail (`--drain-delay`) while
+    /// everything else goes on, so a load balancer moves new clients
+    /// elsewhere before the listeners close.
+    Delaying {
+        until: Instant,
+    },
+    Draining {
+        deadline: Instant,
+    },
 }
 
 pub(crate) struct Reactor {
@@ -162,6 +179,13 @@ pub(crate) struct Reactor {
     acceptor: Option<tls::Acceptor>,
     conns: Slab<Conn>,
     ready: Vec<usize>,
+    /// Connections from trusted proxies still reading their PROXY header,
+    /// those that may have bytes now, and their deadlines.
+    prefaces: Slab<Preface>,
+    prefaces_ready: Vec<usize>,
+    preface_timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// The storage health probe, run when health checks ask.
+    prober: probe::Prober,
     /// Session deadlines: (when, connection key).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Connections waiting for a password-check slot, in turns across
@@ -305,6 +329,10 @@ impl Reactor {
             acceptor,
             conns: Slab::new(),
             ready: Vec::new(),
+            prefaces: Slab::new(),
+            prefaces_ready: Vec::new(),
+            preface_timers: BinaryHeap::new(),
+            prober: probe::Prober::default(),
             timers: BinaryHeap::new(),
             check_waiters: CheckWaiters::default(),
             connections: Connections::default(),
@@ -433,6 +461,11 @@ impl Reactor {
                         }
                     }
                     WAKER => {}
+                    PROBE => {
+                        let services = &self.services;
+                        let registry = self.poll.registry();
+                        (self.prober).on_readable(&services.health, &services.storage, registry);
+                    }
                     SIGNALS => {
                         if let Some(signals) = &mut self.signals {
                             for signal in signals.pending() {
@@ -450,6 +483,9 @@ impl Reactor {
                                 }
                             }
                         }
+                    }
+                    Token(key) if key >= PREFACE_BASE => {
+                        self.prefaces_ready.push(key - PREFACE_BASE);
                     }
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
@@ -478,6 +514,7 @@ impl Reactor {
                     self.accept_batch(index);
                 }
             }
+            self.read_prefaces(now);
             self.fire_timers(now);
             self.services.storage.housekeeping(now);
             if let Some(log) = self.services.access.borrow_mut().as_mut()
@@ -493,6 +530,16 @@ impl Reactor {
                 self.check_stop_requests();
             }
             self.hand_out_check_slots();
+            // A health check found the storage's last result old.
+            let registry = self.poll.registry();
+            let services = &self.services;
+            (self.prober).start_if_wanted(&services.health, &services.storage, registry, PROBE);
+            self.prober.on_deadline(Instant::now());
+            if let Phase::Delaying { until } = self.phase
+                && Instant::now() >= until
+            {
+                self.begin_drain();
+            }
             if let Phase::Draining { deadline } = self.phase {
                 if Instant::now() >= deadline {
                     self.end_drain();
@@ -517,10 +564,13 @@ impl Reactor {
         }
         let drain = match self.phase {
             Phase::Serving => None,
+            Phase::Delaying { until } => Some(until),
             Phase::Draining { deadline } => Some(deadline),
         };
         let resume = self.listeners.iter().filter_map(|l| l.paused_until).min();
         let timer = self.timers.peek().map(|Reverse((when, _))| *when);
+        let header = self.preface_timers.peek().map(|Reverse((when, _))| *when);
+        let probe = self.prober.deadline();
         // Expiry of partials, and sweeping the files of stopped servers.
         let storage = self.services.storage.next_housekeeping();
         // Access-log lines waiting to be written (none: no wake-up).
@@ -530,7 +580,7 @@ impl Reactor {
             .borrow()
             .as_ref()
             .and_then(|log| log.flush_due());
-        let next = [drain, resume, timer, storage, access]
+        let next = [drain, resume, timer, header, probe, storage, access]
             .into_iter()
             .flatten()
             .min()?;
@@ -660,6 +710,18 @@ impl Reactor {
         self.signal_count += usize::from(self.services.shutdown_requested.replace(false));
         let requests = self.stop.requests.load(Ordering::SeqCst) + self.signal_count;
         if requests >= 1 && self.phase == Phase::Serving {
+            self.services.health.set_draining();
+            let delay = self.services.policy.drain_delay;
+            if delay.is_zero() {
+                self.begin_drain();
+            } else {
+                log::info!("stop requested: health checks fail for {delay:?}, then shutdown");
+                self.phase = Phase::Delaying {
+                    until: Instant::now() + delay,
+                };
+            }
+        }
+        if requests >= 2 && matches!(self.phase, Phase::Delaying { .. }) {
             self.begin_drain();
         }
         if requests >= 2 && !self.conns.is_empty() {
@@ -679,6 +741,13 @@ impl Reactor {
         for mut listener in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut listener.socket);
         }
+        // Not a session yet: nothing of theirs to finish.
+        for mut preface in self.prefaces.drain() {
+            let _ = self.poll.registry().deregister(&mut preface.stream);
+            self.connections.release(preface.proxy.ip());
+        }
+        self.prefaces_ready.clear();
+        self.preface_timers.clear();
         self.phase = Phase::Draining {
             deadline: Instant::now() + self.drain_timeout,
         };
@@ -713,14 +782,14 @@ impl Reactor {
     }
 
     fn accept_batch(&mut self, index: usize) {
-        let listener = &mut self.listeners[index];
-        let protocol = listener.protocol;
-        let role = listener.role;
+        let protocol = self.listeners[index].protocol;
+        let role = self.listeners[index].role;
+        let secure = self.listeners[index].tls;
         if self.spare.is_none() {
             self.spare = spare_descriptor().ok();
         }
-        let secure = listener.tls;
         for _ in 0..ACCEPT_BATCH {
+            let listener = &mut self.listeners[index];
             let (mut stream, peer) = match listener.socket.accept() {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -737,7 +806,7 @@ impl Reactor {
                             let refusal = Refusal::OutOfDescriptors;
                             refuse(&mut stream, protocol, refusal, &self.services);
                             crate::audit::Event::Limit {
-                                limit: "open-files",
+                                limit: Refusal::OutOfDescriptors.limit(),
                             }
                             .record(peer, protocol);
                             Ok(())
@@ -825,76 +894,209 @@ impl Reactor {
                 if secure.is_none() {
                     refuse(&mut stream, protocol, refusal, &self.services);
                 }
-                let limit = match refusal {
-                    Refusal::TooMany => "max-connections",
-                    Refusal::TooManyFromAddress => "max-per-ip",
-                    Refusal::OutOfDescriptors => "open-files",
-                };
+                let limit = refusal.limit();
                 crate::audit::Event::Limit { limit }.record(peer, protocol);
                 continue;
             }
-            // Replies are single small writes; waiting for an ACK before
-            // sending the next one would only add latency.
-            if let Err(err) = stream.set_nodelay(true) {
-                log::debug!("{peer}: cannot set TCP_NODELAY: {err}");
-            }
-            let entry = self.conns.vacant_entry();
-            let key = entry.key();
-            let mut session = match role {
-                HttpRole::Main => Session::new(protocol, peer, &self.services),
-                HttpRole::Metrics => Session::Http(http::Session::with_role(peer, role)),
-            };
-            let transport = match (secure, &self.acceptor) {
-                (Some(front), Some(acceptor)) => match acceptor.layer(front, Instant::now()) {
-                    Ok(layer) => Transport::tls(layer),
-                    Err(err) => {
-                        log::error!("{peer}: cannot start TLS: {err}");
-                        if protocol != Protocol::Control {
-                            self.connections.release(peer.ip());
-                        }
-                        continue;
-                    }
-                },
-                _ => Transport::plain(),
-            };
-            // With TLS every byte is encrypted in user space.
-            if self.sendfile && !transport.is_tls() {
-                session.send_files_directly(DIRECT_MIN);
-            }
-            let interest = interest_of(&session, &transport);
-            let armed = earliest(session.deadline(&self.services), transport.deadline());
-            if let Err(err) = self
-                .poll
-                .registry()
-                .register(&mut stream, Token(key), interest)
-            {
-                log::error!("{peer}: cannot register connection: {err}");
-                if protocol != Protocol::Control {
-                    self.connections.release(peer.ip());
-                }
-                continue;
-            }
-            log::info!("{peer} connected ({})", protocol.as_str());
-            self.services.metrics.session_opened(protocol);
-            entry.insert(Conn {
-                stream,
-                transport,
-                peer,
-                session,
-                interest,
-                readable: true,
-                writable: true,
-                queued: true,
-                armed,
-                waiting_check: false,
-            });
-            self.ready.push(key);
-            if let Some(deadline) = armed {
-                self.timers.push(Reverse((deadline, key)));
+            // A trusted load balancer says first who the client is; the
+            // control port (loopback, the operator's) never reads a header.
+            let trusted = protocol != Protocol::Control
+                && (self.services.policy.trusted_proxies.iter()).any(|r| r.contains(peer.ip()));
+            if trusted {
+                self.begin_preface(stream, peer, protocol, role, secure);
+            } else {
+                self.start_session(stream, peer, protocol, role, secure, &[]);
             }
         }
         // The batch is used up; more may be waiting.
-        listener.pending = true;
+        self.listeners[index].pending = true;
+    }
+
+    /// Registers a connection for its session (admitted under the limits
+    /// already), and hands it `early`: bytes that came before it (behind a
+    /// PROXY header).
+    fn start_session(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        protocol: Protocol,
+        role: HttpRole,
+        secure: Option<tls::Front>,
+        early: &[u8],
+    ) {
+        // Replies are single small writes; waiting for an ACK before
+        // sending the next one would only add latency.
+        if let Err(err) = stream.set_nodelay(true) {
+            log::debug!("{peer}: cannot set TCP_NODELAY: {err}");
+        }
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut session = match role {
+            HttpRole::Main => Session::new(protocol, peer, &self.services),
+            HttpRole::Metrics => Session::Http(http::Session::with_role(peer, role)),
+        };
+        let mut transport = match (secure, &self.acceptor) {
+            (Some(front), Some(acceptor)) => match acceptor.layer(front, Instant::now()) {
+                Ok(layer) => Transport::tls(layer),
+                Err(err) => {
+                    log::error!("{peer}: cannot start TLS: {err}");
+                    if protocol != Protocol::Control {
+                        self.connections.release(peer.ip());
+                    }
+                    return;
+                }
+            },
+            _ => Transport::plain(),
+        };
+        // With TLS every byte is encrypted in user space.
+        if self.sendfile && !transport.is_tls() {
+            session.send_files_directly(DIRECT_MIN);
+        }
+        if !early.is_empty() {
+            self.services.metrics.received(early.len());
+            // Bytes read past a PROXY header: the start of the TLS stream,
+            // or of the session's own.
+            match transport.layer_mut() {
+                Some(layer) => layer.feed(early),
+                None => session.receive(early, &self.services),
+            }
+        }
+        let interest = interest_of(&session, &transport);
+        let armed = earliest(session.deadline(&self.services), transport.deadline());
+        if let Err(err) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), interest)
+        {
+            log::error!("{peer}: cannot register connection: {err}");
+            if protocol != Protocol::Control {
+                self.connections.release(peer.ip());
+            }
+            return;
+        }
+        log::info!("{peer} connected ({})", protocol.as_str());
+        self.services.metrics.session_opened(protocol);
+        entry.insert(Conn {
+            stream,
+            transport,
+            peer,
+            session,
+            interest,
+            readable: true,
+            writable: true,
+            queued: true,
+            armed,
+            waiting_check: false,
+        });
+        self.ready.push(key);
+        if let Some(deadline) = armed {
+            self.timers.push(Reverse((deadline, key)));
+        }
+    }
+
+    /// Waits for a trusted proxy's PROXY header before any session starts.
+    fn begin_preface(
+        &mut self,
+        mut stream: TcpStream,
+        proxy: SocketAddr,
+        protocol: Protocol,
+        role: HttpRole,
+        secure: Option<tls::Front>,
+    ) {
+        let entry = self.prefaces.vacant_entry();
+        let key = entry.key();
+        let token = Token(PREFACE_BASE + key);
+        if let Err(err) = self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE)
+        {
+            log::error!("{proxy}: cannot register connection: {err}");
+            self.connections.release(proxy.ip());
+            return;
+        }
+        let preface = entry.insert(Preface::new(
+            stream,
+            proxy,
+            protocol,
+            role,
+            secure,
+            Instant::now() + preface::HEADER_TIMEOUT.min(self.services.policy.head_timeout),
+        ));
+        self.preface_timers.push(Reverse((preface.deadline, key)));
+        self.prefaces_ready.push(key);
+    }
+
+    /// Reads the PROXY headers that have arrived, and closes the
+    /// connections whose header is late.
+    fn read_prefaces(&mut self, now: Instant) {
+        while let Some(&Reverse((when, key))) = self.preface_timers.peek() {
+            if when > now {
+                break;
+            }
+            self.preface_timers.pop();
+            if self.prefaces.get(key).is_some_and(|p| p.deadline == when) {
+                let preface = self.prefaces.remove(key);
+                self.end_preface(preface, "no PROXY header within the deadline");
+            }
+        }
+        for key in std::mem::take(&mut self.prefaces_ready) {
+            let Some(preface) = self.prefaces.get_mut(key) else {
+                continue;
+            };
+            match preface.read() {
+                Step::Wait => {}
+                Step::Failed(why) => {
+                    let preface = self.prefaces.remove(key);
+                    self.end_preface(preface, &why);
+                }
+                Step::Done { client, early } => {
+                    let mut preface = self.prefaces.remove(key);
+                    let _ = self.poll.registry().deregister(&mut preface.stream);
+                    self.proxied(preface, client, &early);
+                }
+            }
+        }
+    }
+
+    /// A trusted proxy broke the rule that it speaks first: closed without
+    /// a word, since it is not known which protocol would be understood.
+    fn end_preface(&mut self, mut preface: Preface, why: &str) {
+        log::warn!(
+            "{}: closing a connection from a trusted proxy: {why}",
+            preface.proxy
+        );
+        let _ = self.poll.registry().deregister(&mut preface.stream);
+        self.connections.release(preface.proxy.ip());
+    }
+
+    /// The header named the client (or none: the proxy's own connection,
+    /// which keeps its admission): it is the peer from now on, counted
+    /// under the limits in the proxy's place.
+    fn proxied(&mut self, preface: Preface, client: Option<SocketAddr>, early: &[u8]) {
+        let Preface {
+            mut stream,
+            proxy,
+            protocol,
+            role,
+            secure,
+            ..
+        } = preface;
+        let peer = match client {
+            Some(client) => {
+                self.connections.release(proxy.ip());
+                if let Err(refusal) = self.connections.admit(client.ip(), &self.services.policy) {
+                    refuse(&mut stream, protocol, refusal, &self.services);
+                    let limit = refusal.limit();
+                    crate::audit::Event::Limit { limit }.record(client, protocol);
+                    return;
+                }
+                log::debug!("{proxy}: proxying for {client}");
+                client
+            }
+            None => proxy,
+        };
+        self.start_session(stream, peer, protocol, role, secure, early);
     }
 
     /// Moves bytes (and runs socket-free work such as hashing a file) for one

@@ -10,8 +10,9 @@
 //! file straight to a socket (`sendfile`), a listener's backlog
 //! (`listen`), taking over a listening socket a service manager passed
 //! (`getsockopt`, `fcntl`), the monotonic clock's value
-//! (`clock_gettime`), and raising the open-file limit (`getrlimit`,
-//! `setrlimit`).
+//! (`clock_gettime`), raising the open-file limit (`getrlimit`,
+//! `setrlimit`), and probing a file system from a child process
+//! (`fork`, `waitpid`, `kill`).
 //!
 //! This is the one module of the crate allowed to contain `unsafe`. Every
 //! function takes borrowed descriptors and C strings, so the kernel only
@@ -486,6 +487,126 @@ pub fn inherited_listener(fd: libc::c_int) -> io::Result<std::net::TcpListener> 
     cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// What [`spawn_write_probe`]'s child reports through its pipe: four
+/// native-endian words, `errno` (0: the file was written, synced and
+/// removed), the step that failed (1 open, 2 write, 3 fsync, 4 fstat,
+/// 5 unlink), and the file's modification time (seconds, nanoseconds).
+pub const PROBE_REPORT_LEN: usize = 24;
+
+/// A probe of a file system in a child process of its own: the child
+/// creates `name` in `dir`, writes a line, `fsync`s it, reads its
+/// modification time (the file system's clock), removes it, reports
+/// through a pipe and exits. The caller gets the child's pid and the
+/// pipe's read end (non-blocking), and never waits on the file system
+/// itself: a dead mount (an NFS server gone, a FUSE daemon killed) hangs
+/// the child, not the event loop.
+///
+/// A child and not a thread: the server runs one thread by design, and a
+/// thread stuck in the kernel on a dead mount cannot be abandoned, while a
+/// process can (and is reaped when the call returns). The child calls only
+/// async-signal-safe functions, so this is sound even in an embedder's
+/// multi-threaded process; it closes every descriptor but the two it uses,
+/// so a child stuck in the kernel holds no client socket or listener open.
+pub fn spawn_write_probe(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(libc::pid_t, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both are new descriptors this process
+    // owns and nothing else holds.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (dir_fd, out_fd, name_ptr) = (dir.as_raw_fd(), write.as_raw_fd(), name.as_ptr());
+    // SAFETY: fork has no memory-safety preconditions; the child below
+    // runs only async-signal-safe calls on values prepared before the
+    // fork, and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: in the child; `dir_fd`, `out_fd` are live (inherited),
+        // `name_ptr` points into the caller's CStr (copied with the
+        // address space).
+        unsafe { write_probe_child(dir_fd, name_ptr, out_fd) }
+    }
+    drop(write);
+    // SAFETY: `read` is a live descriptor; F_SETFL takes a plain int.
+    cvt(unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) })?;
+    Ok((pid, read))
+}
+
+/// The child's side of [`spawn_write_probe`]. Async-signal-safe calls
+/// only; ends in `_exit`.
+///
+/// # Safety
+/// Only in a freshly forked child, with `dir` and `out` open and `name` a
+/// NUL-terminated string.
+unsafe fn write_probe_child(dir: libc::c_int, name: *const libc::c_char, out: libc::c_int) -> ! {
+    let (lo, hi) = (dir.min(out), dir.max(out));
+    for (first, last) in [(3, lo - 1), (lo + 1, hi - 1), (hi + 1, libc::c_int::MAX)] {
+        if first <= last {
+            // SAFETY: closes descriptors this child does not use; failure
+            // (an old kernel without close_range) leaves them open, which
+            // is harmless while the child is not stuck.
+            unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+        }
+    }
+    let mut report = [0u8; PROBE_REPORT_LEN];
+    let failed = |step: i32, report: &mut [u8; PROBE_REPORT_LEN]| {
+        // SAFETY: errno is thread-local and always readable.
+        let errno = unsafe { *libc::__errno_location() };
+        report[..4].copy_from_slice(&errno.max(1).to_ne_bytes());
+        report[4..8].copy_from_slice(&step.to_ne_bytes());
+    };
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `name` is NUL-terminated, `dir` open (the caller's contract).
+    let fd = unsafe { libc::openat(dir, name, flags, 0o600 as libc::c_uint) };
+    const LINE: &[u8] = b"ferry health probe\n";
+    if fd < 0 {
+        failed(1, &mut report);
+    // SAFETY: `fd` is open; LINE is valid for its length.
+    } else if unsafe { libc::write(fd, LINE.as_ptr().cast(), LINE.len()) } != LINE.len() as isize {
+        failed(2, &mut report);
+    // SAFETY: `fd` is open.
+    } else if unsafe { libc::fsync(fd) } != 0 {
+        failed(3, &mut report);
+    } else {
+        // SAFETY: an all-zero stat is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is open and `st` writable.
+        if unsafe { libc::fstat(fd, &raw mut st) } != 0 {
+            failed(4, &mut report);
+        // SAFETY: as for openat.
+        } else if unsafe { libc::unlinkat(dir, name, 0) } != 0 {
+            failed(5, &mut report);
+        } else {
+            report[8..16].copy_from_slice(&(st.st_mtime as i64).to_ne_bytes());
+            report[16..24].copy_from_slice(&(st.st_mtime_nsec as i64).to_ne_bytes());
+        }
+    }
+    // SAFETY: `out` is the pipe's open write end; `report` is valid for
+    // its length. Nothing to do about a failure but exit.
+    unsafe {
+        libc::write(out, report.as_ptr().cast(), report.len());
+        libc::_exit(0)
+    }
+}
+
+/// Reaps the child `pid` if it has exited (without waiting); true when it
+/// is gone.
+pub fn reap(pid: libc::pid_t) -> bool {
+    let mut status = 0;
+    // SAFETY: `status` is writable; WNOHANG never blocks.
+    let ret = unsafe { libc::waitpid(pid, &raw mut status, libc::WNOHANG) };
+    ret == pid || ret == -1
+}
+
+/// Sends SIGKILL to the child `pid` (a probe past its deadline).
+pub fn kill_child(pid: libc::pid_t) {
+    // SAFETY: kill has no memory-safety preconditions; `pid` is our own
+    // child, not yet reaped, so the pid cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
 /// `CLOCK_MONOTONIC` in microseconds, the clock systemd's notifications

@@ -1004,6 +1004,8 @@ impl Checker {
         let context = format!("{} answered {code} {text:?}", short(&command));
         match command {
             Command::Noop => assert_eq!(code, 200, "{context}"),
+            // Nobody breaks the storage or stops the server in a run.
+            Command::Health => assert_eq!((code, text), (200, "healthy"), "{context}"),
             Command::Help => {
                 let left = data_size(code, text, &context);
                 assert_eq!(left, line::HELP_TEXT.len(), "{context}");

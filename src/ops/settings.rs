@@ -537,6 +537,39 @@ pub static OPTIONS: &[Opt] = &[
         })
     ),
     opt!(
+        "trusted-proxies",
+        Some("LIST"),
+        Some("none"),
+        "[\"10.0.0.0/8\"]",
+        "load balancers that send a PROXY protocol header (v1 or v2), comma-separated ADDR or \
+         ADDR/PREFIX: required from them, never read from anyone else; exempt from max-per-ip",
+        |s, v| {
+            for range in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                let range = range.parse::<crate::config::AddrRange>()?;
+                s.config.policy.trusted_proxies.push(range);
+            }
+        },
+        |s| (!s.config.policy.trusted_proxies.is_empty()).then(|| {
+            let all: Vec<String> = s
+                .config
+                .policy
+                .trusted_proxies
+                .iter()
+                .map(|r| quote(&r.to_string()))
+                .collect();
+            format!("[{}]", all.join(", "))
+        })
+    ),
+    opt!(
+        "drain-delay",
+        Some("SECS"),
+        None,
+        "",
+        "after SIGINT/SIGTERM, how long health checks fail before the listeners close",
+        |s, v| s.config.policy.drain_delay = seconds(v)?,
+        |s| Some(quote(&format_duration(s.config.policy.drain_delay)))
+    ),
+    opt!(
         "user-quota",
         Some("BYTES"),
         Some("no limit"),
@@ -772,8 +805,11 @@ pub fn load(file: Option<&Path>, given: &[(&'static Opt, String)]) -> Result<Set
 /// set: each replaces the file's value (a list option given on the command
 /// line replaces the file's whole list). Errors name the option.
 pub fn apply_args(settings: &mut Settings, given: &[(&'static Opt, String)]) -> Result<(), String> {
-    if given.iter().any(|(opt, _)| opt.arg == Some("LIST")) {
-        settings.config.policy.lockout_allow.clear();
+    for (opt, _) in given.iter().filter(|(opt, _)| opt.arg == Some("LIST")) {
+        match opt.name {
+            "trusted-proxies" => settings.config.policy.trusted_proxies.clear(),
+            _ => settings.config.policy.lockout_allow.clear(),
+        }
     }
     for (opt, value) in given {
         opt.apply(settings, value)

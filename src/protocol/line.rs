@@ -33,6 +33,7 @@ PARTIAL <name>           bytes held of an interrupted upload of <name>
 REST <offset>            the next GET or PUT starts at byte <offset>
 EXPECT sha256=<hex>      the next PUT must have this digest
 NOOP                     do nothing
+HEALTH                   200 if this server takes new clients, else 451 and why (no login needed)
 HELP                     this text
 QUIT                     end the session
 A name is the rest of the line, spaces included. Replies: 'NNN text'; '150 <n>' announces <n> bytes.
@@ -57,10 +58,11 @@ pub enum Verb {
     Noop,
     Help,
     Quit,
+    Health,
 }
 
 impl Verb {
-    const ALL: [Verb; 13] = [
+    const ALL: [Verb; 14] = [
         Verb::Auth,
         Verb::List,
         Verb::View,
@@ -74,6 +76,7 @@ impl Verb {
         Verb::Noop,
         Verb::Help,
         Verb::Quit,
+        Verb::Health,
     ];
 
     /// The verb as it is written on the wire (upper case).
@@ -92,13 +95,17 @@ impl Verb {
             Verb::Noop => "NOOP",
             Verb::Help => "HELP",
             Verb::Quit => "QUIT",
+            Verb::Health => "HEALTH",
         }
     }
 
-    /// File commands need a logged-in session; `AUTH`, `NOOP`, `HELP`
-    /// and `QUIT` do not.
+    /// File commands need a logged-in session; `AUTH`, `NOOP`, `HELP`,
+    /// `QUIT` and `HEALTH` do not.
     pub fn needs_login(self) -> bool {
-        !matches!(self, Verb::Auth | Verb::Noop | Verb::Help | Verb::Quit)
+        !matches!(
+            self,
+            Verb::Auth | Verb::Noop | Verb::Help | Verb::Quit | Verb::Health
+        )
     }
 
     fn from_bytes(raw: &[u8]) -> Option<Verb> {
@@ -153,6 +160,9 @@ pub enum Command<'a> {
     /// `HELP`: the commands and their syntax ([`HELP_TEXT`]).
     Help,
     Quit,
+    /// `HEALTH`: whether this server takes new clients (for a load
+    /// balancer's checks).
+    Health,
 }
 
 impl Command<'_> {
@@ -171,6 +181,7 @@ impl Command<'_> {
             Command::Noop => Verb::Noop,
             Command::Help => Verb::Help,
             Command::Quit => Verb::Quit,
+            Command::Health => Verb::Health,
         }
     }
 
@@ -206,7 +217,7 @@ impl Command<'_> {
                 out.extend_from_slice(format!(" {size} ").as_bytes());
                 out.extend_from_slice(name.as_str().as_bytes());
             }
-            Command::List | Command::Noop | Command::Help | Command::Quit => {}
+            Command::List | Command::Noop | Command::Help | Command::Quit | Command::Health => {}
         }
         if out[start..].ends_with(b"\r") {
             out.push(b'\r');
@@ -303,7 +314,7 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
     let verb = Verb::from_bytes(word).ok_or(ParseError::UnknownCommand)?;
     let bad = ParseError::BadArguments(verb);
     match verb {
-        Verb::List | Verb::Noop | Verb::Help | Verb::Quit => {
+        Verb::List | Verb::Noop | Verb::Help | Verb::Quit | Verb::Health => {
             if args.is_some() {
                 return Err(bad);
             }
@@ -311,6 +322,7 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
                 Verb::List => Command::List,
                 Verb::Noop => Command::Noop,
                 Verb::Help => Command::Help,
+                Verb::Health => Command::Health,
                 _ => Command::Quit,
             })
         }

@@ -7,10 +7,13 @@
 //! - [`http`]: HTTP/1.1 request heads (on `httparse`), paths, names,
 //!   ranges, credentials, and response heads.
 //! - [`chunked`]: the chunked transfer coding, decoded incrementally.
+//! - [`proxy`]: the PROXY protocol header (v1 and v2) a load balancer
+//!   sends before anything else.
 
 pub mod chunked;
 pub mod control;
 pub mod http;
 pub mod line;
 pub mod name;
+pub mod proxy;
 pub mod reply;

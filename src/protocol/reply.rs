@@ -18,6 +18,11 @@ pub enum Reply {
     Ok,
     /// `221`: `QUIT`; the server closes the connection.
     Bye,
+    /// `200 healthy`: `HEALTH`, this server takes new clients.
+    Healthy,
+    /// `451 unhealthy: <why>`: `HEALTH`, it should not get new clients
+    /// (draining, storage not writable); the session goes on.
+    Unhealthy(String),
     /// `226 stored <size> sha256=<hex>`: an upload is complete and in place.
     Stored { size: u64, sha256: Digest },
     /// `213 sha256=<hex>`: `HASH`.
@@ -92,7 +97,7 @@ impl Reply {
     pub fn code(&self) -> u16 {
         match self {
             Reply::Data(_) => 150,
-            Reply::Ok | Reply::Expecting(_) => 200,
+            Reply::Ok | Reply::Expecting(_) | Reply::Healthy => 200,
             Reply::Sha256(_) | Reply::PartialHeld(_) => 213,
             Reply::RestartAt(_) => 350,
             Reply::Greeting => 220,
@@ -106,7 +111,7 @@ impl Reply {
             | Reply::LoginsBusy
             | Reply::OutOfDescriptors
             | Reply::AccountRemoved => 421,
-            Reply::LocalError(_) | Reply::ChecksumMismatch { .. } => 451,
+            Reply::LocalError(_) | Reply::ChecksumMismatch { .. } | Reply::Unhealthy(_) => 451,
             Reply::UnknownCommand | Reply::EmptyLine | Reply::LineTooLong => 500,
             Reply::BadArguments(_) | Reply::OffsetPastEnd { .. } | Reply::OffsetPastHeld { .. } => {
                 501
@@ -136,6 +141,8 @@ impl Reply {
             Reply::Data(n) => write!(out, "{code} {n}"),
             Reply::Ok => write!(out, "{code} ok"),
             Reply::Bye => write!(out, "{code} bye"),
+            Reply::Healthy => write!(out, "{code} healthy"),
+            Reply::Unhealthy(why) => write!(out, "{code} unhealthy: {why}"),
             Reply::Stored { size, sha256 } => {
                 write!(out, "{code} stored {size} {SHA256_PREFIX}{sha256}")
             }
@@ -209,6 +216,7 @@ fn usage(verb: Verb) -> &'static str {
         Verb::Hash => "HASH <name>",
         Verb::Partial => "PARTIAL <name>",
         Verb::Rest => "REST <offset>",
+        Verb::Health => "HEALTH",
         Verb::Expect => "EXPECT sha256=<64 hex digits>",
         Verb::Noop => "NOOP",
         Verb::Help => "HELP",

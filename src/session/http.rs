@@ -652,14 +652,24 @@ impl Session {
         };
         let head_only = request.method == Method::Head;
         match resource {
-            Resource::Healthz => self.respond(
-                200,
-                &[("Content-Type", TEXT)],
-                b"ok\n",
-                head_only,
-                after,
-                services,
-            ),
+            Resource::Healthz => match services.health.check(std::time::Instant::now()) {
+                None => self.respond(
+                    200,
+                    &[("Content-Type", TEXT)],
+                    b"ok\n",
+                    head_only,
+                    after,
+                    services,
+                ),
+                Some(why) => self.respond(
+                    503,
+                    &[("Content-Type", TEXT)],
+                    format!("unhealthy: {why}\n").as_bytes(),
+                    head_only,
+                    after,
+                    services,
+                ),
+            },
             Resource::Metrics => {
                 if self.role == Role::Main
                     && !bearer_matches(&request.credentials, services.metrics_token.as_deref())

@@ -717,6 +717,13 @@ impl Session {
         };
         match command {
             Command::Noop => self.reply(Reply::Ok, services),
+            Command::Health => {
+                let reply = match services.health.check(std::time::Instant::now()) {
+                    None => Reply::Healthy,
+                    Some(why) => Reply::Unhealthy(why),
+                };
+                self.reply(reply, services);
+            }
             Command::Help => {
                 self.reply(Reply::Data(line::HELP_TEXT.len() as u64), services);
                 self.shell

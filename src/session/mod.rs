@@ -79,6 +79,8 @@ pub struct Services {
     /// A session asked for the settings to be reloaded (the control port's
     /// `RELOAD`, after the users); the reactor runs the embedder's hook.
     pub reload_requested: Cell<bool>,
+    /// What health checks answer (draining, storage not writable).
+    pub health: crate::health::Health,
     /// The access log, when there is one: a line per command or request.
     pub access: RefCell<Option<crate::access::AccessLog>>,
     /// The control port's token, when there is a control port.
@@ -129,6 +131,7 @@ impl Services {
             started: Instant::now(),
             shutdown_requested: Cell::new(false),
             reload_requested: Cell::new(false),
+            health: crate::health::Health::default(),
             access: RefCell::new(None),
             control_token: None,
             metrics_token: None,

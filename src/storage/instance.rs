@@ -44,6 +44,14 @@ pub(super) struct Instance {
     _lock: File,
 }
 
+impl Instance {
+    /// When the file system stamped this server's instance file (created
+    /// at start): its clock's time then.
+    pub(super) fn written(&self) -> io::Result<std::time::SystemTime> {
+        self._lock.metadata()?.modified()
+    }
+}
+
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Swept {
@@ -83,7 +91,7 @@ pub(super) fn register(
     let start = private.open_or_create(START_LOCK, LOCK_MODE)?;
     // Blocks only while another server registers or sweeps: moments.
     start.lock()?;
-    let swept = sweep_locked(instances, tmp);
+    let swept = sweep_locked(private, instances, tmp);
     let (id, lock) = loop {
         let id = random_id()?;
         match instances.create_new(&id, LOCK_MODE) {
@@ -118,15 +126,17 @@ pub(super) fn unowned(instances: &Dir, tmp: &Dir) -> usize {
 pub(super) fn sweep(private: &Dir, instances: &Dir, tmp: &Dir) -> io::Result<Swept> {
     let start = private.open_or_create(START_LOCK, LOCK_MODE)?;
     match start.try_lock() {
-        Ok(()) => Ok(sweep_locked(instances, tmp)),
+        Ok(()) => Ok(sweep_locked(private, instances, tmp)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(Swept::default()),
         Err(std::fs::TryLockError::Error(err)) => Err(err),
     }
 }
 
-/// With the start lock held: removes the temporary files and the
-/// instance file of every server whose lock is free (it is dead).
-fn sweep_locked(instances: &Dir, tmp: &Dir) -> Swept {
+/// With the start lock held: removes the temporary files, the upload
+/// claims (`.ferry/users/<user>/claims/<id>`) and the instance file of every
+/// server whose lock is free (it is dead). Nothing else: a live server's
+/// files, and names that belong to no registered server, stay.
+fn sweep_locked(private: &Dir, instances: &Dir, tmp: &Dir) -> Swept {
     let mut swept = Swept::default();
     let names = match instances.names() {
         Ok(names) => names,
@@ -168,6 +178,25 @@ fn sweep_locked(instances: &Dir, tmp: &Dir) -> Swept {
             Ok(()) => swept.files += 1,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => log::warn!("cannot remove {}: {err}", file.to_string_lossy()),
+        }
+    }
+    if let Ok(users) = private.open_dir(super::USERS_DIR)
+        && !dead.is_empty()
+    {
+        for user in users.names().unwrap_or_default() {
+            let Ok(user_claims) = users
+                .open_dir(&user)
+                .and_then(|records| records.open_dir(super::quota::CLAIMS_DIR))
+            else {
+                continue;
+            };
+            for (id, _) in &dead {
+                match user_claims.remove(id) {
+                    Ok(()) => swept.files += 1,
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                    Err(err) => log::warn!("cannot remove a dead server's claims: {err}"),
+                }
+            }
         }
     }
     // Removed after its files, still locked.

@@ -9,12 +9,16 @@
 //!   .ferry/                        the server's own (usernames never start with '.')
 //!     instances.lock               held while a server registers or sweeps
 //!     instances/<id>               one per running server, flock-ed while it lives
+//!     partial-ttl                  the partials' time to live for every server
+//!                                  on the root (the last one started wrote it)
 //!     tmp/<id>-*                   that server's uploads in progress and records
 //!                                  being written; removed once the server is dead
 //!     users/<user>/
 //!       sums/<name>                SHA-256 record of <user>/<name>
 //!       partial/<name>             bytes of an interrupted upload of <name>
 //!       partial-sums/<name>        saved hash state of those bytes
+//!       claims/<id>                bytes and files server <id>'s running uploads
+//!                                  of <user> claim (see quota.rs)
 //! ```
 //!
 //! Containment: the root is opened once, by path; every other operation is
@@ -54,6 +58,7 @@
 //! The SHA-256 of every stored file is kept in a sidecar record ([`record`])
 //! tied to the file's identity, so asking for it costs no re-read.
 
+mod clock;
 mod dir;
 mod instance;
 mod listing;
@@ -68,7 +73,6 @@ use std::fs::{DirBuilder, File, Metadata};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -78,7 +82,7 @@ use crate::protocol::name::{self, FileName};
 use dir::Dir;
 use instance::Instance;
 pub use listing::{Listing, Step as ListingStep};
-use quota::{Counts, Tally};
+use quota::{Claims, Counts, Tally};
 pub use quota::{OverQuota, PutLimits, PutRefusal, PutStarted};
 pub use record::Identity;
 pub use upload::Upload;
@@ -202,7 +206,7 @@ pub struct Storage {
     /// it when dropped). Opened again if an operator replaced it.
     tmp: RefCell<Arc<Dir>>,
     /// `.ferry/users`.
-    users: Dir,
+    users: Arc<Dir>,
     /// The user directories kept open ([`OPEN_USER_DIRS`]).
     open_dirs: RefCell<OpenDirs>,
     /// `.ferry/instances`.
@@ -217,6 +221,8 @@ pub struct Storage {
     tallies: RefCell<HashMap<String, Arc<Tally>>>,
     /// The periodic expiry of partials.
     sweep: RefCell<Sweep>,
+    /// The file system's clock and the root's partial TTL.
+    clock: clock::Clock,
 }
 
 /// Where the periodic expiry of partials is: a pass visits every user's
@@ -267,29 +273,6 @@ struct UserDirs {
     /// temporary directory (mounted there): uploads cannot be renamed
     /// into it, so they are refused before their body is read.
     foreign: Option<String>,
-}
-
-/// The share of a user's quota that uploads in progress hold: each claims
-/// its declared size (or what it received so far, when that is more, as
-/// for a chunked HTTP body) and, when its name is new, one file. Counted
-/// by the uploads themselves ([`Upload`]), released when they end. (The
-/// server has one thread; atomics only keep the handles `Send`.)
-#[derive(Debug, Default)]
-struct Claims {
-    bytes: AtomicU64,
-    files: AtomicU64,
-}
-
-impl Claims {
-    fn add(&self, bytes: u64, files: u64) {
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.files.fetch_add(files, Ordering::Relaxed);
-    }
-
-    fn release(&self, bytes: u64, files: u64) {
-        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-        self.files.fetch_sub(files, Ordering::Relaxed);
-    }
 }
 
 /// What a user stores and holds, as the quota counts it.
@@ -360,8 +343,8 @@ fn reopen_same(parent: &Dir, name: &str, id: DirId, path: &Path) -> io::Result<D
 impl UserDirs {
     fn usage(&self, counts: Counts) -> Usage {
         Usage {
-            bytes: counts.stored + counts.partial + self.claims.bytes.load(Ordering::Relaxed),
-            files: counts.files + self.claims.files.load(Ordering::Relaxed),
+            bytes: counts.stored + counts.partial + self.claims.bytes(),
+            files: counts.files + self.claims.files(),
         }
     }
 }
@@ -430,12 +413,18 @@ impl Storage {
             );
         }
         report_unowned_tmp_files(root, &instances, &tmp);
+        let clock = clock::Clock::new(options.partial_ttl);
+        // The instance file is fresh: its time is the file system's now.
+        if let Ok(written) = instance.written() {
+            clock.observe(written, SystemTime::now());
+        }
+        clock::publish_ttl(&private, options.partial_ttl)?;
         let storage = Storage {
             path: root.to_path_buf(),
             root: Arc::new(root_dir),
             private,
             tmp: RefCell::new(Arc::new(tmp)),
-            users,
+            users: Arc::new(users),
             open_dirs: RefCell::new(OpenDirs {
                 capacity: OPEN_USER_DIRS,
                 dirs: Vec::new(),
@@ -453,6 +442,7 @@ impl Storage {
                 current: None,
                 running: false,
             }),
+            clock,
         };
         // The first pass, whole, before serving.
         let expired = storage.sweep_partials(usize::MAX);
@@ -499,6 +489,7 @@ impl Storage {
             sweep.current = None;
             sweep.earliest = None;
             self.sweep_instances();
+            self.refresh_ttl();
         }
         let mut expired = 0;
         while budget > 0 {
@@ -596,23 +587,21 @@ impl Storage {
     /// has).
     fn expires_in(&self, meta: &Metadata) -> Duration {
         let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        let age = written.elapsed().unwrap_or_default();
-        self.options.partial_ttl.saturating_sub(age)
+        self.partial_ttl().saturating_sub(self.clock.age(written))
     }
 
     /// A partial was kept now: the next pass comes no later than its
     /// expiry.
     fn partial_kept(&self) {
         let mut sweep = self.sweep.borrow_mut();
-        let expires = Instant::now() + self.options.partial_ttl.max(SWEEP_INTERVAL_MIN);
+        let expires = Instant::now() + self.partial_ttl().max(SWEEP_INTERVAL_MIN);
         sweep.next = Some(sweep.next.map_or(expires, |next| next.min(expires)));
     }
 
+    /// The one expiry rule of the farm (see `clock.rs`).
     fn is_expired(&self, meta: &Metadata) -> bool {
         let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        written
-            .elapsed()
-            .is_ok_and(|age| age > self.options.partial_ttl)
+        self.clock.age(written) > self.partial_ttl()
     }
 
     /// The temporary directory.
@@ -703,7 +692,7 @@ impl Storage {
             user: user.to_owned(),
             files: of,
             records: (records_held.dev(), records_held.ino()),
-            claims: Claims::default(),
+            claims: self.claims_for(user)?,
             tally,
             foreign,
         });
@@ -1034,7 +1023,7 @@ impl Storage {
             c.stored = (c.stored + len).saturating_sub(replaced.as_ref().map_or(0, Metadata::len));
             c.files += u64::from(replaced.is_none());
         });
-        match Identity::of_file(&file) {
+        match record::settled(file, &files, &name) {
             Ok(identity) => self.record_digest(&dir, &name, &identity, sha256),
             Err(err) => log::warn!("cannot record the digest of {name:?}: {err}"),
         }
@@ -1079,9 +1068,14 @@ impl Storage {
         if len == 0 {
             return;
         }
-        let partial = self.records(upload.target().0, PARTIAL_DIR);
-        let kept = partial.and_then(|partial| upload.into_partial(&partial));
-        let (file, dir, name, older) = match kept {
+        let partial = match self.records(upload.target().0, PARTIAL_DIR) {
+            Ok(partial) => partial,
+            Err(err) => {
+                log::warn!("cannot keep an interrupted upload: {err}");
+                return;
+            }
+        };
+        let (file, dir, name, older) = match upload.into_partial(&partial) {
             Ok(kept) => kept,
             Err(err) => {
                 log::warn!("cannot keep an interrupted upload: {err}");
@@ -1100,7 +1094,7 @@ impl Storage {
                 return;
             }
         };
-        let saved = match (hasher, Identity::of_file(&file)) {
+        let saved = match (hasher, record::settled(file, &partial, &name)) {
             (Some(hasher), Ok(identity)) if hasher.len() == len => {
                 let state = hex::encode(hasher.save());
                 record::write(

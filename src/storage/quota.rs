@@ -1,10 +1,49 @@
 //! The user quotas: the running counts of what each user stores (taken
-//! once, then kept current by every change the server makes), and the one
-//! call that starts an upload within the limits ([`Storage::begin_put`]).
+//! once, then kept current by every change the server makes), what running
+//! uploads claim, and the one call that starts an upload within the limits
+//! ([`Storage::begin_put`]).
+//!
+//! # Several servers on one root
+//!
+//! A quota holds for the farm, not for each server:
+//!
+//! - **Running uploads** claim their bytes (and a file, for a new name) in
+//!   the shared root: each server keeps one small file per user with
+//!   uploads running, `.ferry/users/<user>/claims/<instance id>`, holding what
+//!   its uploads of that user claim (`<bytes> <files>`, rewritten in place
+//!   when the number of claimed files changes, when the claims start or
+//!   end, and when the bytes moved by [`CLAIM_STEP`]; removed with the
+//!   user's handles, or by the sweep of a dead server's files). A quota
+//!   check adds up the claims of the other servers whose instance file
+//!   exists.
+//! - **Stored files and partials**, changed by other servers behind this
+//!   one's running counts, are counted again whenever the user's directory
+//!   or partials directory changed since the last count (their `mtime` and
+//!   `ctime`, one `fstat` each): while another server is registered, a
+//!   check after any change lists the directory, and one within a second
+//!   of the last change too (directory times may be as coarse as a clock
+//!   tick, so a change in the same tick as the count would not show).
+//!
+//! How far the farm can pass a quota: a check reads the others' claims and
+//! only then is its own claim written, so uploads that start on different
+//! servers within the time one claim file takes to become visible to the
+//! others (microseconds on one kernel; on a network file system, up to its
+//! attribute and data cache lifetime for that file, see README) do not see
+//! each other. With N servers, the bytes stored and claimed for a user stay
+//! at most `quota + (N - 1) * S + N * CLAIM_STEP`, where `S` is the largest
+//! upload admitted during such a window (at most the smaller of the quota
+//! and `--max-file-size`); the file limit likewise by N - 1 files per
+//! window. Uploads that start further apart than that are held to the
+//! quota exactly.
 
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
+use super::dir::Dir;
 use super::{Resumed, Storage, StorageError, Upload, Usage, UserDir};
 use crate::integrity::Hasher;
 use crate::protocol::name::FileName;
@@ -15,6 +54,160 @@ use crate::protocol::name::FileName;
 /// the root, are picked up then. Counting 100,000 files takes about a
 /// quarter of a second of the one thread, so not at every login.
 pub(super) const RESYNC_AFTER: Duration = Duration::from_secs(5 * 60);
+
+/// `.ferry/users/<user>/claims/`: what running uploads claim, per server.
+pub(super) const CLAIMS_DIR: &str = "claims";
+/// Growth of a server's claimed bytes for one user (a chunked body, or
+/// several small uploads) that is published only once it reaches this:
+/// each publication is a write to the shared file system, so not one per
+/// received packet. Part of the overrun bound (see the module docs).
+pub const CLAIM_STEP: u64 = 1024 * 1024;
+/// `<20 digits> <20 digits>\n`: fixed width, so a rewrite in place is
+/// one write that never leaves a shorter or mixed line behind.
+const CLAIM_LEN: usize = 42;
+/// A directory unchanged for this long is trusted to show every change
+/// made up to when it was counted (times can be as coarse as a tick).
+const SETTLED: Duration = Duration::from_secs(1);
+
+/// The share of a user's quota that uploads in progress hold: each claims
+/// its declared size (or what it received so far, when that is more, as
+/// for a chunked HTTP body) and, when its name is new, one file. Counted
+/// by the uploads themselves ([`Upload`]), released when they end, and
+/// published for the other servers on the root (see the module docs).
+/// (The server has one thread; atomics and mutexes only keep the handles
+/// `Send`.)
+#[derive(Debug, Default)]
+pub(super) struct Claims {
+    bytes: AtomicU64,
+    files: AtomicU64,
+    /// What the other servers' uploads of the user claimed at the last
+    /// quota check.
+    others_bytes: AtomicU64,
+    others_files: AtomicU64,
+    shared: Option<SharedClaim>,
+}
+
+/// This server's claim file for one user. It holds no descriptor: the
+/// file is opened for each publication (at most one per upload's start,
+/// end and [`CLAIM_STEP`] of growth), so that a logged-in user costs no
+/// descriptor beyond the sessions' sockets (issue 23).
+#[derive(Debug)]
+struct SharedClaim {
+    /// `.ferry/users/`, one handle for every user; the user's `claims/`
+    /// is made beneath `<user>/` at the first claim (a user who never
+    /// uploads gets none).
+    users: Arc<Dir>,
+    user: String,
+    /// This server's id: the file's name.
+    id: String,
+    /// What the file says now: (bytes, files); `None` before it is made.
+    published: Mutex<Option<(u64, u64)>>,
+}
+
+impl SharedClaim {
+    /// `.ferry/users/<user>/claims/`, made when `create` is set.
+    fn dir(&self, create: bool) -> io::Result<Dir> {
+        let records = self.users.open_dir(&self.user)?;
+        if create {
+            records.ensure_dir(CLAIMS_DIR, super::DIR_MODE, false)
+        } else {
+            records.open_dir(CLAIMS_DIR)
+        }
+    }
+}
+
+impl Claims {
+    pub(super) fn add(&self, bytes: u64, files: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.files.fetch_add(files, Ordering::Relaxed);
+        self.publish();
+    }
+
+    pub(super) fn release(&self, bytes: u64, files: u64) {
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.files.fetch_sub(files, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// Bytes claimed by the running uploads of this server and, as of the
+    /// last check, of the others.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed) + self.others_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn files(&self) -> u64 {
+        self.files.load(Ordering::Relaxed) + self.others_files.load(Ordering::Relaxed)
+    }
+
+    /// Writes this server's claims to its claim file when they changed
+    /// enough (see [`CLAIM_STEP`]). Best effort: a failure is logged, and
+    /// costs the other servers an undercount of this one's claims.
+    fn publish(&self) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let now = (
+            self.bytes.load(Ordering::Relaxed),
+            self.files.load(Ordering::Relaxed),
+        );
+        let mut published = shared.published.lock().unwrap_or_else(|e| e.into_inner());
+        let last = published.unwrap_or((0, 0));
+        let due = now.1 != last.1
+            || (now.0 == 0) != (last.0 == 0)
+            || now.0.abs_diff(last.0) >= CLAIM_STEP;
+        if !due {
+            return;
+        }
+        let line = format!("{:020} {:020}\n", now.0, now.1);
+        let written = shared.dir(true).and_then(|dir| {
+            dir.open_or_create(&shared.id, 0o600)?
+                .write_all_at(line.as_bytes(), 0)
+        });
+        match written {
+            Ok(()) => *published = Some(now),
+            Err(err) => log::warn!("cannot publish upload claims: {err}"),
+        }
+    }
+}
+
+impl Drop for SharedClaim {
+    fn drop(&mut self) {
+        let made = self.published.get_mut().unwrap_or_else(|e| e.into_inner());
+        if made.is_some()
+            && let Ok(dir) = self.dir(false)
+        {
+            super::record::remove(&dir, &self.id);
+        }
+    }
+}
+
+/// `<bytes> <files>` of a claim file.
+fn parse_claim(text: &str) -> Option<(u64, u64)> {
+    let mut words = text.split_whitespace();
+    let bytes = words.next()?.parse().ok()?;
+    let files = words.next()?.parse().ok()?;
+    Some((bytes, files))
+}
+
+/// What tells whether a user's files or partials changed: the `mtime`
+/// and `ctime` of both directories.
+type Stamp = [(i64, i64); 4];
+
+fn stamp_of(files: &Dir, partial: &Dir) -> io::Result<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (files.metadata()?, partial.metadata()?);
+    Ok([
+        (a.mtime(), a.mtime_nsec()),
+        (a.ctime(), a.ctime_nsec()),
+        (b.mtime(), b.mtime_nsec()),
+        (b.ctime(), b.ctime_nsec()),
+    ])
+}
+
+fn latest(stamp: &Stamp) -> SystemTime {
+    let (secs, nanos) = stamp.iter().max().copied().unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32)
+}
 
 /// Why an upload does not fit the user's quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +234,10 @@ pub(super) struct Counts {
     /// Bytes of the partials of interrupted uploads.
     pub(super) partial: u64,
     pub(super) taken: Instant,
+    /// The directories' times just before they were counted, when they
+    /// had settled (see the module docs); `None`: count again at the next
+    /// check if the root is shared.
+    stamp: Option<Stamp>,
 }
 
 impl Tally {
@@ -140,20 +337,93 @@ impl Storage {
     /// the first call, and the counts are then kept current by the
     /// server's own changes (see [`RESYNC_AFTER`] for the rest).
     pub fn usage(&self, dir: &UserDir) -> Result<Usage, StorageError> {
+        let shared = self.shared_root();
         let counts = match dir.inner.tally.get() {
-            Some(counts) => counts,
-            None => {
+            Some(counts) if !shared => counts,
+            Some(counts) if counts.stamp.is_some() && counts.stamp == self.stamp(dir).ok() => {
+                counts
+            }
+            _ => {
                 let counts = self.count(dir)?;
                 dir.inner.tally.set(counts);
                 counts
             }
         };
+        let (bytes, files) = if shared {
+            self.others_claims(dir)
+        } else {
+            (0, 0)
+        };
+        let claims = &dir.inner.claims;
+        claims.others_bytes.store(bytes, Ordering::Relaxed);
+        claims.others_files.store(files, Ordering::Relaxed);
         Ok(dir.inner.usage(counts))
+    }
+
+    /// Another server is registered on this root (one directory read).
+    fn shared_root(&self) -> bool {
+        self.instances.names().is_ok_and(|names| names.len() > 1)
+    }
+
+    fn stamp(&self, dir: &UserDir) -> io::Result<Stamp> {
+        stamp_of(&*self.files(dir)?, &self.records(dir, super::PARTIAL_DIR)?)
+    }
+
+    /// What the other live servers' uploads of the user claim.
+    fn others_claims(&self, dir: &UserDir) -> (u64, u64) {
+        let Some(shared) = &dir.inner.claims.shared else {
+            return (0, 0);
+        };
+        let Ok(claims) = shared.dir(false) else {
+            return (0, 0);
+        };
+        let mut sum = (0u64, 0u64);
+        for name in claims.names().unwrap_or_default() {
+            let Some(id) = name.to_str() else {
+                continue;
+            };
+            // Ours, or a dead server's whose file the sweep has not
+            // removed yet while its instance file is gone already.
+            if id == shared.id || self.instances.stat(id).is_err() {
+                continue;
+            }
+            let Ok(file) = claims.open_regular(id, false) else {
+                continue;
+            };
+            let mut buf = [0u8; CLAIM_LEN];
+            let Ok(n) = file.read_at(&mut buf, 0) else {
+                continue;
+            };
+            if let Some((bytes, files)) = std::str::from_utf8(&buf[..n]).ok().and_then(parse_claim)
+            {
+                sum = (sum.0.saturating_add(bytes), sum.1.saturating_add(files));
+            }
+        }
+        sum
+    }
+
+    /// The claims of `user`'s uploads, published in the shared root.
+    pub(super) fn claims_for(&self, user: &str) -> io::Result<Claims> {
+        Ok(Claims {
+            shared: Some(SharedClaim {
+                users: Arc::clone(&self.users),
+                user: user.to_owned(),
+                id: self.instance.id.clone(),
+                published: Mutex::new(None),
+            }),
+            ..Claims::default()
+        })
     }
 
     /// Lists the user's files and partials to take the running counts.
     fn count(&self, dir: &UserDir) -> Result<Counts, StorageError> {
         let taken = Instant::now();
+        // Before listing: a change during the listing shows as a newer
+        // time at the next check.
+        let stamp = self
+            .stamp(dir)
+            .ok()
+            .filter(|stamp| self.clock.age(latest(stamp)) >= SETTLED);
         let entries = self.list(dir)?;
         let stored: u64 = entries.iter().map(|e| e.size).sum();
         let mut partial_bytes = 0;
@@ -174,6 +444,7 @@ impl Storage {
             files: entries.len() as u64,
             partial: partial_bytes,
             taken,
+            stamp,
         })
     }
 

@@ -2,9 +2,14 @@
 //! the SHA-256 of a stored file, or the saved hash state of an interrupted
 //! upload.
 //!
-//! A record names the file it describes by [`Identity`]: device, inode,
-//! size, modification and change time, taken after the file got its final
-//! name. A record is only believed while the file still has that identity,
+//! A record names the file it describes by [`Identity`]: inode, size,
+//! modification and change time, taken after the file got its final name.
+//! Not the device number: servers sharing a root over a network file
+//! system (NFS, JuiceFS, CephFS) each see it under a device number of
+//! their own mount, while the file system itself hands every client the
+//! same inode number and times, so a record written through one mount
+//! must hold through another. (Version 1 records also named the device:
+//! they are ignored, and the digest computed once more.) A record is only believed while the file still has that identity,
 //! so a record that is stale (the file was replaced, changed behind the
 //! server's back, or a crash came between the file and its record) is
 //! ignored and the value computed again. Records are never the only copy
@@ -14,8 +19,8 @@
 //! renamed into place):
 //!
 //! ```text
-//! ferry-record 1
-//! file <dev> <ino> <size> <mtime-sec>.<mtime-nsec> <ctime-sec>.<ctime-nsec>
+//! ferry-record 2
+//! file <ino> <size> <mtime-sec>.<mtime-nsec> <ctime-sec>.<ctime-nsec>
 //! <key> <value>
 //! ```
 
@@ -26,7 +31,7 @@ use std::os::unix::fs::MetadataExt;
 
 use super::dir::Dir;
 
-const MAGIC: &str = "ferry-record 1";
+const MAGIC: &str = "ferry-record 2";
 /// Records are a few hundred bytes; anything larger is not one of ours.
 const MAX_RECORD: u64 = 4096;
 /// Records are the server's own business.
@@ -66,11 +71,29 @@ impl Identity {
         (self.dev, self.ino) == (other.dev, other.ino)
     }
 
+    /// What a record says of the file: everything but the device, which
+    /// differs between mounts of one shared file system.
     fn line(&self) -> String {
         format!(
-            "file {} {} {} {}.{} {}.{}",
-            self.dev, self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
+            "file {} {} {}.{} {}.{}",
+            self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1
         )
+    }
+}
+
+/// The identity of `file`, just written and now placed as `name` in `dir`,
+/// once its handle is closed: some file systems (JuiceFS and other FUSE
+/// ones) stamp a file's times when its last handle is flushed, so an
+/// identity taken through the open handle would never match the file
+/// again, and every record of it would be stale. When `name` no longer
+/// leads to that inode (replaced meanwhile), the handle's identity is
+/// kept: a record then describes the file it was computed for, or none.
+pub(super) fn settled(file: File, dir: &Dir, name: &str) -> io::Result<Identity> {
+    let open = Identity::of_file(&file)?;
+    drop(file);
+    match dir.stat(name) {
+        Ok(meta) if Identity::of(&meta).same_inode(&open) => Ok(Identity::of(&meta)),
+        _ => Ok(open),
     }
 }
 
@@ -155,6 +178,22 @@ mod tests {
         assert_ne!(changed, identity);
         assert!(changed.same_inode(&identity));
         assert_eq!(read(&dir, "record", &changed, "sha256"), None);
+
+        // Through another mount the device differs; the record holds.
+        let elsewhere = Identity {
+            dev: identity.dev ^ 0xff,
+            ..identity
+        };
+        assert_eq!(
+            read(&dir, "record", &elsewhere, "sha256").as_deref(),
+            Some("abc")
+        );
+        // Another inode with everything else equal does not.
+        let other = Identity {
+            ino: identity.ino + 1,
+            ..identity
+        };
+        assert_eq!(read(&dir, "record", &other, "sha256"), None);
 
         fs::write(tmp.path().join("record"), b"garbage").unwrap();
         assert_eq!(read(&dir, "record", &identity, "sha256"), None);

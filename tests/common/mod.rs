@@ -1779,3 +1779,39 @@ impl TestServer {
         fds
     }
 }
+
+/// A TCP connection to `to` from the loopback address `from` (127.x.y.z),
+/// so that one test can play several client addresses or a proxy.
+pub fn tcp_from(from: &str, to: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, socket};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    let src: std::net::SocketAddrV4 = format!("{from}:0").parse().unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::from(src)).unwrap();
+    let SocketAddr::V4(dst) = to else {
+        panic!("IPv4 only")
+    };
+    connect(fd.as_raw_fd(), &SockaddrIn::from(dst)).unwrap();
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+impl Client {
+    /// A client over a stream already connected (and perhaps already
+    /// written to), without reading the greeting.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::with_capacity(64 * 1024, stream.try_clone().unwrap()),
+            writer: stream,
+        }
+    }
+}

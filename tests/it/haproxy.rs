@@ -334,6 +334,9 @@ fn three_instances_behind_haproxy_lose_nothing_while_one_is_killed_and_one_stopp
     if !outside_client("haproxy") {
         return;
     }
+    // Four servers and 32 clients for seconds: tests that measure time
+    // wait for it.
+    let _heavy = cpu_heavy();
     let root = tempfile::tempdir().unwrap();
     let storage = root.path().join("storage");
     run_farm(root.path(), [&storage, &storage, &storage]);
@@ -622,6 +625,7 @@ fn the_farm_on_a_juicefs_volume_mounted_twice() {
     if !outside_client("juicefs") || !outside_client("haproxy") {
         return;
     }
+    let _heavy = cpu_heavy();
     let Some(volume) = JuiceFs::mount_twice() else {
         return;
     };

@@ -264,6 +264,22 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_pass_max_per_ip_but_not_max_connections() {
+        let mut policy = policy();
+        policy.trusted_proxies = vec!["10.0.0.9/32".parse().unwrap()];
+        let mut conns = Connections::default();
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(conns.admit(proxy, &policy), Ok(()));
+        }
+        assert_eq!(conns.admit(proxy, &policy), Err(Refusal::TooMany));
+        for _ in 0..3 {
+            conns.release(proxy);
+        }
+        assert_eq!(conns.total(), 0);
+    }
+
+    #[test]
     fn connection_limits() {
         let policy = policy();
         let mut conns = Connections::default();

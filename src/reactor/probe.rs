@@ -31,6 +31,9 @@ struct Running {
 #[derive(Default)]
 pub(super) struct Prober {
     running: Option<Running>,
+    /// Probes that ended (their pipe closed) but had not quite exited when
+    /// last asked: reaped at the next probe, so none stays a zombie.
+    unreaped: Vec<libc::pid_t>,
 }
 
 impl Prober {
@@ -45,6 +48,7 @@ impl Prober {
         if !health.take_wanted() || self.running.is_some() {
             return;
         }
+        self.unreaped.retain(|&pid| !sys::reap(pid));
         let now = Instant::now();
         let (dir, name) = storage.probe_target();
         let (pid, pipe) = match sys::spawn_write_probe(dir, &name) {
@@ -59,7 +63,7 @@ impl Prober {
         if let Err(err) = registry.register(&mut SourceFd(&fd), token, Interest::READABLE) {
             log::error!("cannot watch the storage probe: {err}");
             sys::kill_child(pid);
-            let _ = sys::reap(pid);
+            self.unreaped.push(pid);
             return;
         }
         health.probe_started(now);
@@ -122,7 +126,9 @@ impl Prober {
         let _ = registry.deregister(&mut SourceFd(&fd));
         // It wrote and closed: it exits at once (a killed one, as soon as
         // the kernel lets it). Reaped now, or by the next probe's end.
-        let _ = sys::reap(running.pid);
+        if !sys::reap(running.pid) {
+            self.unreaped.push(running.pid);
+        }
         let result = interpret(&running.report);
         match &result {
             Ok(written) => {

@@ -498,3 +498,38 @@ fn digest_records_written_by_one_instance_are_believed_by_another() {
     assert_eq!(b.alice().hash("f"), forged);
     assert_eq!(a.alice().hash("f"), forged);
 }
+
+/// Children of `pid` that have exited and not been reaped.
+fn zombies_of(pid: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // `pid (comm) state ppid ...`; comm may hold spaces.
+            let Some(after) = stat.rsplit_once(") ").map(|(_, rest)| rest) else {
+                return false;
+            };
+            let mut fields = after.split(' ');
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<i32>().ok());
+            state == Some("Z") && ppid == Some(pid)
+        })
+        .count()
+}
+
+#[test]
+fn health_probes_leave_no_zombies() {
+    let server = farm_server(&[]);
+    for _ in 0..20 {
+        wait_health(&server, true, IO_TIMEOUT);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    // The last probe may have ended since the last check: the next one
+    // reaps it.
+    assert!(
+        zombies_of(server.pid()) <= 1,
+        "{} zombies",
+        zombies_of(server.pid())
+    );
+}

@@ -37,7 +37,7 @@ use crate::protocol::http::{
     self, Body, Credentials, Expect, MAX_HEAD, Method, Request, Route, write_head,
 };
 use crate::protocol::line::Status;
-use crate::protocol::name::{self, FileName};
+use crate::protocol::path::{self as name, FilePath};
 use crate::storage::{Entry, OverQuota, UserDir};
 
 /// While more response bytes than this wait to be sent, no further
@@ -946,7 +946,7 @@ impl Session {
         request: &Request<'_>,
         user: &str,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         after: After,
         services: &Services,
     ) {
@@ -1015,7 +1015,7 @@ impl Session {
         request: &Request<'_>,
         user: &str,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         after: After,
         services: &Services,
     ) {
@@ -1211,9 +1211,10 @@ fn write_listing_entry(entry: &Entry, index: usize, json: bool, out: &mut Vec<u8
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        "{}{{\"name\":\"{}\",\"size\":{},\"mtime\":{}}}",
+        "{}{{\"name\":\"{}\",\"type\":\"{}\",\"size\":{},\"mtime\":{}}}",
         if index == 0 { "" } else { "," },
         escape8259::escape(&entry.name),
+        if entry.folder { "folder" } else { "file" },
         entry.size,
         entry.mtime
     );

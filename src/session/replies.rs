@@ -69,6 +69,8 @@ pub(crate) enum Refused {
     RangeNotSatisfiable,
     /// A file name that breaks the rules.
     NameNotAllowed,
+    /// A body where the method takes none (`MKCOL`'s).
+    UnsupportedBody,
 }
 
 impl From<Refused> for Failure {
@@ -160,6 +162,7 @@ impl Failure {
             Failure::Request(Refused::LengthRequired) => Reply::BadArguments(Verb::Put),
             Failure::Request(Refused::Malformed | Refused::NameNotAllowed) => Reply::NameNotAllowed,
             Failure::Request(Refused::RangeNotSatisfiable) => Reply::BadArguments(Verb::Rest),
+            Failure::Request(Refused::UnsupportedBody) => Reply::UnknownCommand,
         }
     }
 
@@ -232,6 +235,7 @@ impl Failure {
                     Refused::ExpectationFailed => 417,
                     Refused::Malformed | Refused::NameNotAllowed => 400,
                     Refused::RangeNotSatisfiable => 416,
+                    Refused::UnsupportedBody => 415,
                 };
                 (status, reason(status).into())
             }

@@ -25,7 +25,7 @@ pub(super) struct HttpCopy {
 
 impl Session {
     /// `301` to the folder URL: the path as it was sent, and a `/`.
-    pub(super) fn to_folder_url(
+    pub(super) fn redirect_to_folder(
         &mut self,
         request: &Request<'_>,
         after: After,

@@ -1002,7 +1002,9 @@ impl Session {
         let (file, meta) = match services.storage.open_read(dir, name) {
             Ok(opened) => opened,
             // A folder's URL ends with `/`: the client is sent there.
-            Err(StorageError::IsFolder) => return self.redirect_to_folder(request, after, services),
+            Err(StorageError::IsFolder) => {
+                return self.redirect_to_folder(request, after, services);
+            }
             Err(err) => {
                 log::info!("{} {user}: GET {name:?}: {err}", self.shell.peer);
                 return self.fail(not_found(err), after, services);

@@ -503,3 +503,30 @@ fn quotas_count_the_whole_tree() {
         "quota exceeded (at most 4 files per user)"
     );
 }
+
+#[test]
+fn a_removed_tree_a_crashed_server_left_is_emptied_by_the_next() {
+    let server = TestServer::start();
+    drop(server.alice());
+    let instances = server.storage().join(".ferry/instances");
+    let id = fs::read_dir(&instances)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    // What a crash in the middle of emptying a removed tree leaves.
+    let left = server
+        .tmp_dir()
+        .join(format!("{}-trash-7", id.to_string_lossy()));
+    fs::create_dir_all(left.join("a/b")).unwrap();
+    for i in 0..300 {
+        fs::write(left.join(format!("a/b/{i}")), b"x").unwrap();
+    }
+    let server = server.crash_and_restart();
+    assert!(
+        wait_until(Duration::from_secs(5), || server.tmp_entries().is_empty()),
+        "left: {:?}",
+        server.tmp_entries()
+    );
+}

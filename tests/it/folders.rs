@@ -660,3 +660,17 @@ fn the_client_makes_moves_copies_and_removes_folders() {
     let mut c = server.alice();
     assert!(listed(&mut c, "TREE").is_empty());
 }
+
+#[test]
+fn an_empty_segment_in_a_url_is_refused_not_dropped() {
+    let (server, addr) = http_server();
+    assert_eq!(http(addr, &put_req("/files/x", b"x")).status, 201);
+    for target in ["/files//x", "/files/a//x", "/files//"] {
+        assert_eq!(
+            http(addr, &alice_req("GET", target)).status,
+            400,
+            "{target}"
+        );
+    }
+    drop(server);
+}

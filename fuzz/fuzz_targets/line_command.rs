@@ -153,7 +153,8 @@ fn check_command(command: &Command<'_>, text: &[u8]) {
         assert_eq!(hex.len(), 64);
         let content = text.strip_suffix(b"\r").unwrap_or(text);
         assert!(
-            content.len() >= 64 && content[content.len() - 64..].eq_ignore_ascii_case(hex.as_bytes()),
+            content.len() >= 64
+                && content[content.len() - 64..].eq_ignore_ascii_case(hex.as_bytes()),
             "{hex} from {}",
             show(text)
         );

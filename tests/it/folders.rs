@@ -851,3 +851,56 @@ fn remote_wildcards_name_the_matching_files_of_a_folder() {
         ["x.jpg.d/"]
     );
 }
+
+#[test]
+fn the_shell_has_a_remote_folder_cd_pwd_and_lls() {
+    let server = TestServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path();
+    fs::write(work.join("f.txt"), b"in a folder").unwrap();
+    fs::create_dir(work.join("tree")).unwrap();
+    fs::write(work.join("tree/t"), b"t").unwrap();
+    let mut cmd = ferry(&server, work);
+    cmd.arg("shell").stdin(std::process::Stdio::piped());
+    let script = "mkdir -p a/b\ncd a/b\npwd\nput f.txt\nput -r tree\nls\ncd ..\npwd\ncd /nope\nls -R\nlls\nget b/f.txt -o copy.txt\n";
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the failed cd\n{stdout}\n{stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "/a/b", "{stdout}");
+    assert!(lines.contains(&"/a"), "{stdout}");
+    assert!(
+        stdout.contains("f.txt") && stdout.contains("tree/"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("b/tree/t"), "ls -R: {stdout}");
+    assert!(
+        lines.contains(&"tree/") && lines.contains(&"f.txt"),
+        "lls: {stdout}"
+    );
+    assert!(stderr.contains("cd:"), "{stderr}");
+    assert_eq!(
+        fs::read(work.join("copy.txt")).unwrap_or_default(),
+        b"in a folder",
+        "{stdout}\n{stderr}"
+    );
+    let mut c = server.alice();
+    assert_eq!(c.get("a/b/tree/t"), b"t");
+}

@@ -688,6 +688,17 @@ fn a_folder_of_100000_entries_is_listed_while_another_session_is_served_promptly
         (0..FILES).map(|i| format!("file-{i:06}")),
     );
     let _measuring = timing_sensitive();
+    let mut bob = server.bob();
+    // What this machine gives a NOOP with nothing else to do, over as many
+    // probes: on a machine loaded by others, the bound grows with it.
+    let mut baseline = Duration::ZERO;
+    for _ in 0..200 {
+        let t = Instant::now();
+        bob.noop();
+        baseline = baseline.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let bound = Duration::from_millis(20).max(baseline * 2);
     let addr = server.addr();
     let reader = std::thread::spawn(move || {
         let mut c = Client::connect(addr);
@@ -703,8 +714,7 @@ fn a_folder_of_100000_entries_is_listed_while_another_session_is_served_promptly
         });
         (list.len(), tree.len())
     });
-    let mut bob = server.bob();
-    let (mut worst, mut probes) = (Duration::ZERO, 0);
+    let mut samples = Vec::new();
     let started = Instant::now();
     while !reader.is_finished() {
         assert!(
@@ -713,20 +723,24 @@ fn a_folder_of_100000_entries_is_listed_while_another_session_is_served_promptly
         );
         let t = Instant::now();
         bob.noop();
-        worst = worst.max(t.elapsed());
-        probes += 1;
+        samples.push(t.elapsed());
         std::thread::sleep(Duration::from_millis(2));
     }
     // The folder `sub/` is an entry of its own; the tree has its file too.
     assert_eq!(reader.join().unwrap(), (FILES + 1, FILES + 2));
+    samples.sort();
+    let probes = samples.len();
+    assert!(probes >= 10, "only {probes} NOOPs while the listings ran");
+    // The 99th percentile: a loop that stalls shows in many probes, a
+    // preemption by another process on a shared machine in one or two.
+    let (worst, p99) = (samples[probes - 1], samples[probes * 99 / 100]);
     eprintln!(
-        "LIST and TREE of {FILES} in {:?}; worst NOOP {worst:?} of {probes}",
+        "LIST and TREE of {FILES} in {:?}; NOOP 99% under {p99:?}, worst {worst:?} of {probes}",
         started.elapsed()
     );
-    assert!(probes >= 10, "only {probes} NOOPs while the listings ran");
     assert!(
-        worst < Duration::from_millis(20),
-        "a NOOP took {worst:?} ({probes} probes)"
+        p99 < bound && worst < Duration::from_millis(100),
+        "NOOPs took up to {worst:?}, 99% under {p99:?} ({probes} probes; alone at most {baseline:?})"
     );
 }
 

@@ -688,6 +688,17 @@ fn a_folder_of_100000_entries_is_listed_while_another_session_is_served_promptly
         (0..FILES).map(|i| format!("file-{i:06}")),
     );
     let _measuring = timing_sensitive();
+    let mut bob = server.bob();
+    // What this machine gives a NOOP with nothing else to do, over as many
+    // probes: on a machine loaded by others, the bound grows with it.
+    let mut baseline = Duration::ZERO;
+    for _ in 0..200 {
+        let t = Instant::now();
+        bob.noop();
+        baseline = baseline.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let bound = Duration::from_millis(20).max(baseline * 2);
     let addr = server.addr();
     let reader = std::thread::spawn(move || {
         let mut c = Client::connect(addr);
@@ -703,8 +714,7 @@ fn a_folder_of_100000_entries_is_listed_while_another_session_is_served_promptly
         });
         (list.len(), tree.len())
     });
-    let mut bob = server.bob();
-    let (mut worst, mut probes) = (Duration::ZERO, 0);
+    let mut samples = Vec::new();
     let started = Instant::now();
     while !reader.is_finished() {
         assert!(
@@ -713,20 +723,24 @@ fn a_folder_of_100000_entries_is_listed_while_another_session_is_served_promptly
         );
         let t = Instant::now();
         bob.noop();
-        worst = worst.max(t.elapsed());
-        probes += 1;
+        samples.push(t.elapsed());
         std::thread::sleep(Duration::from_millis(2));
     }
     // The folder `sub/` is an entry of its own; the tree has its file too.
     assert_eq!(reader.join().unwrap(), (FILES + 1, FILES + 2));
+    samples.sort();
+    let probes = samples.len();
+    assert!(probes >= 10, "only {probes} NOOPs while the listings ran");
+    // The 99th percentile: a loop that stalls shows in many probes, a
+    // preemption by another process on a shared machine in one or two.
+    let (worst, p99) = (samples[probes - 1], samples[probes * 99 / 100]);
     eprintln!(
-        "LIST and TREE of {FILES} in {:?}; worst NOOP {worst:?} of {probes}",
+        "LIST and TREE of {FILES} in {:?}; NOOP 99% under {p99:?}, worst {worst:?} of {probes}",
         started.elapsed()
     );
-    assert!(probes >= 10, "only {probes} NOOPs while the listings ran");
     assert!(
-        worst < Duration::from_millis(20),
-        "a NOOP took {worst:?} ({probes} probes)"
+        p99 < bound && worst < Duration::from_millis(100),
+        "NOOPs took up to {worst:?}, 99% under {p99:?} ({probes} probes; alone at most {baseline:?})"
     );
 }
 
@@ -817,4 +831,90 @@ fn concurrent_moves_uploads_and_deletes_in_one_tree_leave_whole_files() {
         );
     }
     server.assert_tmp_empty_within(Duration::from_secs(5));
+}
+
+#[test]
+fn remote_wildcards_name_the_matching_files_of_a_folder() {
+    let server = TestServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path();
+    let mut c = server.alice();
+    c.expect("MKDIR photos", 257);
+    c.expect("MKDIR photos/x.jpg.d", 257);
+    for name in ["a.jpg", "b.jpg", "c.png"] {
+        c.put(&format!("photos/{name}"), name.as_bytes());
+    }
+    ferry_ok(ferry(&server, work).args(["get", "photos/*.jpg"]));
+    assert_eq!(fs::read(work.join("a.jpg")).unwrap(), b"a.jpg");
+    assert_eq!(fs::read(work.join("b.jpg")).unwrap(), b"b.jpg");
+    assert!(!work.join("c.png").exists());
+    let out = ferry_ok(ferry(&server, work).args(["hash", "photos/?.png"]));
+    assert!(out.contains("photos/c.png"), "{out}");
+    let out = run_command_to_exit(
+        ferry(&server, work).args(["rm", "photos/*.gif"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.stderr.contains("no remote file matches"),
+        "{}",
+        out.stderr
+    );
+    ferry_ok(ferry(&server, work).args(["rm", "photos/*"]));
+    assert_eq!(
+        listed(&mut c, "LIST photos").keys().collect::<Vec<_>>(),
+        ["x.jpg.d/"]
+    );
+}
+
+#[test]
+fn the_shell_has_a_remote_folder_cd_pwd_and_lls() {
+    let server = TestServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path();
+    fs::write(work.join("f.txt"), b"in a folder").unwrap();
+    fs::create_dir(work.join("tree")).unwrap();
+    fs::write(work.join("tree/t"), b"t").unwrap();
+    let mut cmd = ferry(&server, work);
+    cmd.arg("shell").stdin(std::process::Stdio::piped());
+    let script = "mkdir -p a/b\ncd a/b\npwd\nput f.txt\nput -r tree\nls\ncd ..\npwd\ncd /nope\nls -R\nlls\nget b/f.txt -o copy.txt\n";
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the failed cd\n{stdout}\n{stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "/a/b", "{stdout}");
+    assert!(lines.contains(&"/a"), "{stdout}");
+    assert!(
+        stdout.contains("f.txt") && stdout.contains("tree/"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("b/tree/t"), "ls -R: {stdout}");
+    assert!(
+        lines.contains(&"tree/") && lines.contains(&"f.txt"),
+        "lls: {stdout}"
+    );
+    assert!(stderr.contains("cd:"), "{stderr}");
+    assert_eq!(
+        fs::read(work.join("copy.txt")).unwrap_or_default(),
+        b"in a folder",
+        "{stdout}\n{stderr}"
+    );
+    let mut c = server.alice();
+    assert_eq!(c.get("a/b/tree/t"), b"t");
 }

@@ -175,7 +175,9 @@ pub const DESCRIPTOR_RESERVE: u64 = 64 + crate::storage::OPEN_USER_DIRS as u64;
 /// Descriptors one client connection holds at most: its socket, and while
 /// a transfer runs the one thing it reads or writes (an upload's temporary
 /// file, a download's file, a listing's directory, the file `HASH`
-/// reads). A logged-in idle session holds its socket only.
+/// reads). A logged-in idle session holds its socket only. Folders are
+/// not counted: an upload or copy into a folder also holds the folder, a
+/// copy its source, a recursive listing a directory per level.
 pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 
 impl Policy {

@@ -60,6 +60,7 @@
 
 mod clock;
 mod dir;
+mod folders;
 mod instance;
 mod listing;
 mod quota;
@@ -77,9 +78,12 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::integrity::{Digest, Hasher};
-use crate::protocol::name::{self, FileName};
+use crate::protocol::name;
+use crate::protocol::path::FilePath;
 
 use dir::Dir;
+pub use folders::{Copying, Facts};
+use folders::{Folder, partial_key};
 use instance::Instance;
 pub use listing::{Listing, Step as ListingStep};
 use quota::{Claims, Counts, Tally};
@@ -154,6 +158,20 @@ pub enum StorageError {
     NotRegular,
     /// A resumed upload asked to start past the bytes held for it.
     OffsetPastHeld { offset: u64, held: u64 },
+    /// A folder of the path does not exist (or is not a folder).
+    NoFolder,
+    /// The path names a folder where a file is needed.
+    IsFolder,
+    /// The path names a file where a folder is needed.
+    NotFolder,
+    /// A folder to remove (or replace) is not empty.
+    NotEmpty,
+    /// The path exists, and may not be replaced.
+    Exists,
+    /// A folder moved or copied into itself or beneath itself.
+    IntoItself,
+    /// A move or copy whose source is its destination.
+    SamePath,
     /// The file system failed (disk full, permissions, I/O error).
     Io(io::Error),
 }
@@ -166,6 +184,13 @@ impl std::fmt::Display for StorageError {
             StorageError::OffsetPastHeld { offset, held } => {
                 write!(f, "offset {offset} past the {held} bytes held")
             }
+            StorageError::NoFolder => f.write_str("no such folder"),
+            StorageError::IsFolder => f.write_str("is a folder"),
+            StorageError::NotFolder => f.write_str("not a folder"),
+            StorageError::NotEmpty => f.write_str("folder not empty"),
+            StorageError::Exists => f.write_str("already exists"),
+            StorageError::IntoItself => f.write_str("cannot move or copy a folder into itself"),
+            StorageError::SamePath => f.write_str("source and destination are the same"),
             StorageError::Io(err) => write!(f, "{err}"),
         }
     }
@@ -182,10 +207,14 @@ impl From<io::Error> for StorageError {
     }
 }
 
-/// One file in a listing.
+/// One file or folder in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The name, or in a recursive listing the path relative to the
+    /// listed folder.
     pub name: String,
+    /// A folder (its size is 0).
+    pub folder: bool,
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
@@ -223,6 +252,8 @@ pub struct Storage {
     sweep: RefCell<Sweep>,
     /// The file system's clock and the root's partial TTL.
     clock: clock::Clock,
+    /// Removed trees still to empty (see `storage/folders.rs`).
+    trash: RefCell<Vec<folders::Trash>>,
 }
 
 /// Where the periodic expiry of partials is: a pass visits every user's
@@ -419,6 +450,7 @@ impl Storage {
             clock.observe(written, SystemTime::now());
         }
         clock::publish_ttl(&private, options.partial_ttl)?;
+        let left_folders = swept.folders;
         let storage = Storage {
             path: root.to_path_buf(),
             root: Arc::new(root_dir),
@@ -443,11 +475,16 @@ impl Storage {
                 running: false,
             }),
             clock,
+            trash: RefCell::new(Vec::new()),
         };
         // The first pass, whole, before serving.
         let expired = storage.sweep_partials(usize::MAX);
         if expired > 0 {
             log::info!("removed {expired} expired partial upload(s)");
+        }
+        // Emptied in housekeeping, a bounded number of entries a turn.
+        for folder in left_folders {
+            storage.queue_trash(folder, None);
         }
         Ok(storage)
     }
@@ -476,6 +513,10 @@ impl Storage {
         let expired = self.sweep_partials(SWEEP_BUDGET);
         if expired > 0 {
             log::info!("removed {expired} expired partial upload(s)");
+        }
+        self.empty_trash(folders::TRASH_BUDGET);
+        if self.has_trash() {
+            self.sweep.borrow_mut().next = Some(now);
         }
     }
 
@@ -573,12 +614,18 @@ impl Storage {
     /// since (unless another server is sweeping right now).
     fn sweep_instances(&self) {
         match instance::sweep(&self.private, &self.instances, &self.tmp()) {
-            Ok(swept) if swept.instances > 0 || swept.files > 0 => log::info!(
-                "removed {} temporary upload file(s) of {} stopped server(s)",
-                swept.files,
-                swept.instances
-            ),
-            Ok(_) => {}
+            Ok(swept) => {
+                if swept.instances > 0 || swept.files > 0 {
+                    log::info!(
+                        "removed {} temporary upload file(s) of {} stopped server(s)",
+                        swept.files,
+                        swept.instances
+                    );
+                }
+                for folder in swept.folders {
+                    self.queue_trash(folder, None);
+                }
+            }
             Err(err) => log::warn!("cannot sweep stopped servers' files: {err}"),
         }
     }
@@ -744,7 +791,7 @@ impl Storage {
     /// small buffer whatever the size of the directory.
     pub fn listing(&self, dir: &UserDir) -> Result<Listing, StorageError> {
         let files = self.files(dir)?;
-        Listing::new(&files)
+        Listing::new(&files, false)
     }
 
     /// The user's regular files, sorted by name (byte order). Names that
@@ -768,6 +815,7 @@ impl Storage {
             if meta.is_file {
                 entries.push(Entry {
                     name: name.to_owned(),
+                    folder: false,
                     size: meta.len,
                     mtime: meta.mtime,
                 });
@@ -778,10 +826,10 @@ impl Storage {
     }
 
     /// The size of `name` if it is a regular file now, else `None`.
-    pub fn size_of(&self, dir: &UserDir, name: FileName<'_>) -> Option<u64> {
-        self.files(dir)
+    pub fn size_of(&self, dir: &UserDir, name: FilePath<'_>) -> Option<u64> {
+        self.folder_of(dir, name)
             .ok()?
-            .stat(name.as_str())
+            .stat(name.leaf().as_str())
             .ok()
             .filter(|meta| meta.is_file())
             .map(|meta| meta.len())
@@ -792,9 +840,13 @@ impl Storage {
     pub fn open_read(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
     ) -> Result<(File, Metadata), StorageError> {
-        self.files(dir)?.open_regular_read(name.as_str())
+        let folder = self.folder_of(dir, name)?;
+        let leaf = name.leaf().as_str();
+        folder
+            .open_regular_read(leaf)
+            .map_err(|err| is_folder(&folder, leaf, err))
     }
 
     /// What `HASH` needs, in one call: the recorded SHA-256 of `name` if
@@ -804,7 +856,7 @@ impl Storage {
     pub fn hash_lookup(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
     ) -> Result<HashLookup, StorageError> {
         let (file, meta) = self.open_read(dir, name)?;
         let identity = Identity::of_file(&file)?;
@@ -820,10 +872,10 @@ impl Storage {
 
     /// The recorded SHA-256 of `file` (opened from `name`), if the record
     /// still describes it.
-    pub fn stored_digest(&self, dir: &UserDir, name: FileName<'_>, file: &File) -> Option<Digest> {
+    pub fn stored_digest(&self, dir: &UserDir, name: FilePath<'_>, file: &File) -> Option<Digest> {
         let identity = Identity::of_file(file).ok()?;
-        let sums = self.records(dir, SUMS_DIR).ok()?;
-        let hex = record::read(&sums, name.as_str(), &identity, SHA256_KEY)?;
+        let sums = self.sums_of(dir, name, false)?;
+        let hex = record::read(&sums, name.leaf().as_str(), &identity, SHA256_KEY)?;
         Digest::from_hex(hex.as_bytes())
     }
 
@@ -833,41 +885,49 @@ impl Storage {
     pub fn remember_digest(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         identity: &Identity,
         sha256: Digest,
     ) {
-        self.record_digest(dir, name.as_str(), identity, sha256);
+        self.record_digest(dir, name, identity, sha256);
     }
 
-    fn record_digest(&self, dir: &UserDir, name: &str, identity: &Identity, sha256: Digest) {
-        let written = self.records(dir, SUMS_DIR).and_then(|sums| {
-            record::write(
-                &self.tmp(),
-                &self.tmp_name("sum"),
-                &sums,
-                name,
-                identity,
-                SHA256_KEY,
-                &sha256.to_string(),
-            )
-        });
+    fn record_digest(
+        &self,
+        dir: &UserDir,
+        name: FilePath<'_>,
+        identity: &Identity,
+        sha256: Digest,
+    ) {
+        let Some(sums) = self.sums_of(dir, name, true) else {
+            log::warn!("cannot record the digest of {name}: no record folder");
+            return;
+        };
+        let written = record::write(
+            &self.tmp(),
+            &self.tmp_name("sum"),
+            &sums,
+            name.leaf().as_str(),
+            identity,
+            SHA256_KEY,
+            &sha256.to_string(),
+        );
         if let Err(err) = written {
-            let path = dir.inner.path.join(name);
+            let path = dir.inner.path.join(name.as_str());
             log::warn!("cannot record the digest of {}: {err}", path.display());
         }
     }
 
     /// How many bytes of an interrupted upload of `name` are held (0 when
     /// there is none, or it expired).
-    pub fn partial_len(&self, dir: &UserDir, name: FileName<'_>) -> Result<u64, StorageError> {
+    pub fn partial_len(&self, dir: &UserDir, name: FilePath<'_>) -> Result<u64, StorageError> {
         Ok(self.partial(dir, name)?.map_or(0, |meta| meta.len()))
     }
 
     /// The metadata of the live partial of `name`; an expired one is
     /// removed and reported as none.
-    fn partial(&self, dir: &UserDir, name: FileName<'_>) -> Result<Option<Metadata>, StorageError> {
-        let meta = match self.records(dir, PARTIAL_DIR)?.stat(name.as_str()) {
+    fn partial(&self, dir: &UserDir, name: FilePath<'_>) -> Result<Option<Metadata>, StorageError> {
+        let meta = match self.records(dir, PARTIAL_DIR)?.stat(partial_key(name)) {
             Ok(meta) => meta,
             Err(StorageError::NotFound) => return Ok(None),
             Err(err) => return Err(err),
@@ -876,13 +936,15 @@ impl Storage {
             return Err(StorageError::NotRegular);
         }
         if self.is_expired(&meta) {
-            self.discard_partial(dir, name.as_str());
+            self.discard_partial(dir, name);
             return Ok(None);
         }
         Ok(Some(meta))
     }
 
-    fn discard_partial(&self, dir: &UserDir, name: &str) {
+    fn discard_partial(&self, dir: &UserDir, name: FilePath<'_>) {
+        let name = partial_key(name);
+        let name = name.as_str();
         if let Ok(partial) = self.records(dir, PARTIAL_DIR)
             && let Ok(meta) = partial.stat(name)
             && meta.file_type().is_file()
@@ -897,24 +959,33 @@ impl Storage {
         }
     }
 
-    /// Checks that `name` can receive an upload: absent, or a regular file.
-    /// Returns whether the name is new.
-    fn check_target(&self, dir: &UserDir, name: FileName<'_>) -> Result<bool, StorageError> {
-        match self.files(dir)?.stat(name.as_str()) {
+    /// Checks that `name` can receive an upload: in a folder that exists,
+    /// absent or a regular file. Returns whether the name is new, and the
+    /// folder.
+    fn check_target(
+        &self,
+        dir: &UserDir,
+        name: FilePath<'_>,
+    ) -> Result<(bool, Folder), StorageError> {
+        let folder = self.folder_of(dir, name)?;
+        match folder.stat(name.leaf().as_str()) {
+            Ok(meta) if meta.is_dir() => Err(StorageError::IsFolder),
             Ok(meta) if !meta.file_type().is_file() => Err(StorageError::NotRegular),
-            Ok(_) => Ok(false),
-            Err(StorageError::NotFound) => Ok(true),
+            Ok(_) => Ok((false, folder)),
+            Err(StorageError::NotFound) => Ok((true, folder)),
             Err(err) => Err(err),
         }
     }
 
     /// Starts an upload to `name`. Nothing under `name` changes until
     /// [`Storage::commit`].
-    pub fn begin_upload(&self, dir: &UserDir, name: FileName<'_>) -> Result<Upload, StorageError> {
-        let new_name = self.check_target(dir, name)?;
+    pub fn begin_upload(&self, dir: &UserDir, name: FilePath<'_>) -> Result<Upload, StorageError> {
+        let (new_name, folder) = self.check_target(dir, name)?;
         cross_device(dir)?;
         let (tmp, tmp_name, file) = self.create_tmp("upload").map_err(StorageError::Io)?;
-        let mut upload = Upload::new(file, &tmp, tmp_name, 0, dir, name, self.options.fsync);
+        let held = folder.into_held();
+        let fsync = self.options.fsync;
+        let mut upload = Upload::new(file, &tmp, tmp_name, 0, dir, held, name, fsync);
         if new_name {
             upload.claim_file();
         }
@@ -931,10 +1002,11 @@ impl Storage {
     pub fn resume_upload(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         offset: u64,
     ) -> Result<Resumed, StorageError> {
-        let new_name = self.check_target(dir, name)?;
+        let (new_name, folder) = self.check_target(dir, name)?;
+        let key = partial_key(name);
         cross_device(dir)?;
         let held = self.partial(dir, name)?;
         let held_len = held.as_ref().map_or(0, |meta| meta.len());
@@ -955,7 +1027,7 @@ impl Storage {
         let before = Identity::of(&held);
         let partial = self.records(dir, PARTIAL_DIR)?;
         let partial_sums = self.records(dir, PARTIAL_SUMS_DIR)?;
-        let saved = record::read(&partial_sums, name.as_str(), &before, STATE_KEY)
+        let saved = record::read(&partial_sums, &key, &before, STATE_KEY)
             .and_then(|hex| hex::decode(hex).ok())
             .and_then(|bytes| Hasher::restore(&bytes))
             .filter(|hasher| hasher.len() == held_len && offset == held_len);
@@ -963,7 +1035,7 @@ impl Storage {
         let tmp_name = self.tmp_name("upload");
         // Never over an existing file: the name is this server's own, but
         // a move must not be able to replace anything, whatever happened.
-        match partial.rename_noreplace(name.as_str(), &tmp, &tmp_name) {
+        match partial.rename_noreplace(&key, &tmp, &tmp_name) {
             Ok(()) => {}
             // Another session (or server) took it a moment ago.
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -974,7 +1046,7 @@ impl Storage {
         dir.inner
             .tally
             .change(|c| c.partial = c.partial.saturating_sub(held_len));
-        record::remove(&partial_sums, name.as_str());
+        record::remove(&partial_sums, &key);
         drop((partial, partial_sums));
         let file = match tmp.open_regular(&tmp_name, true) {
             Ok(file) => file,
@@ -985,7 +1057,8 @@ impl Storage {
         };
         // From here on, dropping the upload removes the claimed file.
         let fsync = self.options.fsync;
-        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, name, fsync);
+        let held = folder.into_held();
+        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, held, name, fsync);
         if new_name {
             upload.claim_file();
         }
@@ -1014,22 +1087,26 @@ impl Storage {
     /// client is never told an upload is safe that may not be. A partial of
     /// the same name is superseded and removed.
     pub fn commit(&self, upload: Upload, sha256: Digest) -> io::Result<()> {
-        let (dir, name) = upload.target();
-        let files = self.files(dir)?;
-        let replaced = files.stat(name).ok().filter(Metadata::is_file);
+        let (dir, name, held) = upload.target();
+        let folder = self.held_folder(dir, held)?;
+        let replaced = folder
+            .stat(name.leaf().as_str())
+            .ok()
+            .filter(Metadata::is_file);
         let len = upload.len();
-        let (file, dir, name) = upload.into_place(&files, self.options.fsync)?;
+        let (file, dir, name) = upload.into_place(&folder, self.options.fsync)?;
+        let name = name.as_path();
         dir.inner.tally.change(|c| {
             c.stored = (c.stored + len).saturating_sub(replaced.as_ref().map_or(0, Metadata::len));
             c.files += u64::from(replaced.is_none());
         });
-        match record::settled(file, &files, &name) {
-            Ok(identity) => self.record_digest(&dir, &name, &identity, sha256),
+        match record::settled(file, &folder, name.leaf().as_str()) {
+            Ok(identity) => self.record_digest(&dir, name, &identity, sha256),
             Err(err) => log::warn!("cannot record the digest of {name:?}: {err}"),
         }
-        self.discard_partial(&dir, &name);
+        self.discard_partial(&dir, name);
         if self.options.fsync {
-            files.sync()?;
+            folder.sync()?;
         }
         Ok(())
     }
@@ -1037,21 +1114,26 @@ impl Storage {
     /// Removes a regular file's name (other hard links and open handles keep
     /// the data) and returns the size it had. With fsync on, the removal is
     /// durable when this returns.
-    pub fn delete(&self, dir: &UserDir, name: FileName<'_>) -> Result<u64, StorageError> {
-        let files = self.files(dir)?;
-        let meta = files.stat(name.as_str())?;
+    pub fn delete(&self, dir: &UserDir, name: FilePath<'_>) -> Result<u64, StorageError> {
+        let files = self.folder_of(dir, name)?;
+        let leaf = name.leaf().as_str();
+        let meta = files.stat(leaf)?;
+        if meta.is_dir() {
+            return Err(StorageError::IsFolder);
+        }
         if !meta.file_type().is_file() {
             return Err(StorageError::NotRegular);
         }
         // unlinkat removes a name, whatever it is by now: even if it was
-        // swapped for something else since the check, nothing is followed.
-        files.remove(name.as_str())?;
+        // swapped for something else since the check, nothing is followed
+        // (and a folder is never removed: EISDIR).
+        files.remove(leaf)?;
         dir.inner.tally.change(|c| {
             c.stored = c.stored.saturating_sub(meta.len());
             c.files = c.files.saturating_sub(1);
         });
-        if let Ok(sums) = self.records(dir, SUMS_DIR) {
-            record::remove(&sums, name.as_str());
+        if let Some(sums) = self.sums_of(dir, name, false) {
+            record::remove(&sums, leaf);
         }
         if self.options.fsync {
             files.sync()?;
@@ -1114,6 +1196,17 @@ impl Storage {
             log::debug!("no saved hash state for the partial {name:?}: {err}");
             record::remove(&sums, &name);
         }
+    }
+}
+
+/// A folder where a file was wanted is [`StorageError::IsFolder`], not
+/// just "not a regular file".
+fn is_folder(folder: &Dir, leaf: &str, err: StorageError) -> StorageError {
+    match err {
+        StorageError::NotRegular if folder.entry(leaf).is_ok_and(|meta| meta.is_dir) => {
+            StorageError::IsFolder
+        }
+        other => other,
     }
 }
 
@@ -1187,8 +1280,8 @@ mod tests {
     use std::fs;
     use std::io::Read;
 
-    fn name(raw: &str) -> FileName<'_> {
-        name::validate(raw.as_bytes()).unwrap()
+    fn name(raw: &str) -> FilePath<'_> {
+        crate::protocol::path::validate(raw.as_bytes()).unwrap()
     }
 
     fn no_fsync() -> Options {
@@ -1343,19 +1436,27 @@ mod tests {
         fs::write(&outside, b"secret").unwrap();
         std::os::unix::fs::symlink(&outside, dir.file("link")).unwrap();
         fs::create_dir(dir.file("sub")).unwrap();
-        for bad in ["link", "sub"] {
-            assert!(matches!(
-                storage.open_read(&dir, name(bad)),
-                Err(StorageError::NotRegular)
-            ));
-            assert!(matches!(
-                storage.begin_upload(&dir, name(bad)),
-                Err(StorageError::NotRegular)
-            ));
-            assert!(matches!(
-                storage.delete(&dir, name(bad)),
-                Err(StorageError::NotRegular)
-            ));
+        for (bad, refused) in [("link", "NotRegular"), ("sub", "IsFolder")] {
+            let kind = |err: StorageError| match err {
+                StorageError::NotRegular => "NotRegular",
+                StorageError::IsFolder => "IsFolder",
+                _ => "other",
+            };
+            assert_eq!(
+                storage.open_read(&dir, name(bad)).map(drop).map_err(kind),
+                Err(refused)
+            );
+            assert_eq!(
+                storage
+                    .begin_upload(&dir, name(bad))
+                    .map(drop)
+                    .map_err(kind),
+                Err(refused)
+            );
+            assert_eq!(
+                storage.delete(&dir, name(bad)).map(drop).map_err(kind),
+                Err(refused)
+            );
         }
         assert!(storage.list(&dir).unwrap().is_empty());
         assert_eq!(fs::read(&outside).unwrap(), b"secret");
@@ -1505,6 +1606,51 @@ mod tests {
         assert_eq!(storage.list(&alice).unwrap()[0].name, "mine");
         assert_eq!(storage.list(&bob).unwrap()[0].name, "secret");
         assert_eq!(storage.open_dirs.borrow().dirs.len(), 1);
+    }
+
+    #[test]
+    fn paths_and_uploads_reach_only_the_user_directory_found_at_login() {
+        let (root, storage, alice) = setup();
+        let path = |user: &str| root.path().join(user);
+        storage.mkdir(&alice, name("sub")).unwrap();
+        storage.user_dir("bob").unwrap();
+        fs::create_dir(path("bob").join("sub")).unwrap();
+        fs::write(path("bob").join("sub/secret"), b"bob's").unwrap();
+        let mut into_root = storage.begin_upload(&alice, name("late")).unwrap();
+        into_root.write(b"late").unwrap();
+        let mut into_sub = storage.begin_upload(&alice, name("sub/late")).unwrap();
+        into_sub.write(b"late").unwrap();
+        // Her directory moved away and bob's under its name, once her
+        // handle is closed.
+        fs::rename(path("alice"), path("alice-moved")).unwrap();
+        fs::rename(path("bob"), path("alice")).unwrap();
+        storage.open_dirs.borrow_mut().capacity = 1;
+        storage.user_dir("carol").unwrap();
+        assert!(storage.stat(&alice, name("sub/secret")).is_err());
+        assert!(storage.open_read(&alice, name("sub/secret")).is_err());
+        assert!(storage.listing_of(&alice, Some(name("sub")), true).is_err());
+        assert!(storage.mkdir(&alice, name("sub/new")).is_err());
+        let moved = storage.rename(&alice, name("sub/secret"), name("taken"), false);
+        assert!(moved.is_err());
+        assert!(storage.remove_tree(&alice, name("sub")).is_err());
+        assert!(storage.begin_upload(&alice, name("sub/new")).is_err());
+        // An upload into her directory itself holds no handle of it: it is
+        // placed through the directory found at login, so it is refused.
+        assert!(storage.commit(into_root, Digest::of(b"late")).is_err());
+        // One into a folder holds that folder, and lands in it wherever
+        // it is now.
+        storage.commit(into_sub, Digest::of(b"late")).unwrap();
+        assert_eq!(
+            fs::read(path("alice-moved").join("sub/late")).unwrap(),
+            b"late"
+        );
+        assert!(!path("alice").join("late").exists());
+        assert!(!path("alice").join("sub/late").exists());
+        assert!(!path("alice").join("sub/new").exists());
+        assert_eq!(
+            fs::read(path("alice").join("sub/secret")).unwrap(),
+            b"bob's"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod downloads;
 mod embedding;
 mod farm;
 mod faults;
+mod folders;
 mod fuzz_regressions;
 mod haproxy;
 mod http;

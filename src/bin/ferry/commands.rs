@@ -10,12 +10,14 @@ use ferry::client::transfer::{self, Report};
 use ferry::client::{Error, ErrorKind, Stream, Timeouts};
 
 /// A session over plain TCP or TLS.
-type Connection = ferry::client::Connection<Stream>;
+pub(crate) type Connection = ferry::client::Connection<Stream>;
 
 use crate::args::{Command, Options, Verb};
 use crate::output::{self, Json};
 use crate::progress::Bar;
 use crate::settings::Settings;
+
+mod folders;
 
 /// Exit statuses (documented in `--help` and README.md).
 pub const EXIT_LOCAL: u8 = 1;
@@ -152,9 +154,32 @@ fn with_port(server: &str, tls: bool) -> String {
 pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
     let options = &command.options;
     let out = Out { options };
+    // Remote wildcards (`get 'photos/*.jpg'`), for the verbs that take
+    // several existing files.
+    let operands = match command.verb {
+        Verb::Get | Verb::Rm | Verb::Hash if !options.recursive => {
+            let op = Verb::NAMES[command.verb as usize];
+            folders::expand(remote, &command.operands, op, &out, status)
+        }
+        _ => command.operands.clone(),
+    };
     match command.verb {
+        Verb::Put if options.recursive => {
+            folders::put_tree(remote, &command.operands, &out, status)
+        }
+        Verb::Get if options.recursive => {
+            folders::get_tree(remote, &command.operands, &out, status)
+        }
         Verb::Put => put(remote, &command.operands, options, &out, status),
-        Verb::Get => get(remote, &command.operands, options, &out, status),
+        Verb::Get => get(remote, &operands, options, &out, status),
+        Verb::Ls if options.recursive || !command.operands.is_empty() => {
+            folders::ls(remote, &command.operands, &out, status)
+        }
+        Verb::Rm if options.recursive => folders::rm_tree(remote, &command.operands, &out, status),
+        Verb::Mkdir => folders::mkdir(remote, &command.operands, &out, status),
+        Verb::Rmdir => folders::rmdir(remote, &command.operands, &out, status),
+        Verb::Mv => folders::mv_or_cp(remote, &command.operands, false, &out, status),
+        Verb::Cp => folders::mv_or_cp(remote, &command.operands, true, &out, status),
         // The server lists in directory order; shown sorted by name.
         Verb::Ls => match remote.run(|conn, _| conn.list()).map(|mut entries| {
             entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -166,6 +191,7 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
                         Json::new()
                             .str("op", "ls")
                             .str("name", &entry.name)
+                            .str("type", if entry.folder { "folder" } else { "file" })
                             .num("size", entry.size)
                             .num("mtime", entry.mtime)
                             .finish(),
@@ -194,42 +220,28 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
                 Err(err) => out.error("view", Some(&command.operands[0]), &err, status),
             }
         }
-        Verb::Rm => each_name(
-            remote,
-            &command.operands,
-            &out,
-            status,
-            "rm",
-            |conn, name| {
-                conn.delete(name)?;
-                Ok((
-                    Json::new()
-                        .str("op", "rm")
-                        .str("name", name)
-                        .bool("ok", true)
-                        .finish(),
-                    None,
-                ))
-            },
-        ),
-        Verb::Hash => each_name(
-            remote,
-            &command.operands,
-            &out,
-            status,
-            "hash",
-            |conn, name| {
-                let digest = conn.hash(name)?;
-                Ok((
-                    Json::new()
-                        .str("op", "hash")
-                        .str("name", name)
-                        .str("sha256", &digest.to_string())
-                        .finish(),
-                    Some(format!("{digest}  {name}\n")),
-                ))
-            },
-        ),
+        Verb::Rm => each_name(remote, &operands, &out, status, "rm", |conn, name| {
+            conn.delete(name)?;
+            Ok((
+                Json::new()
+                    .str("op", "rm")
+                    .str("name", name)
+                    .bool("ok", true)
+                    .finish(),
+                None,
+            ))
+        }),
+        Verb::Hash => each_name(remote, &operands, &out, status, "hash", |conn, name| {
+            let digest = conn.hash(name)?;
+            Ok((
+                Json::new()
+                    .str("op", "hash")
+                    .str("name", name)
+                    .str("sha256", &digest.to_string())
+                    .finish(),
+                Some(format!("{digest}  {name}\n")),
+            ))
+        }),
         Verb::Shell => unreachable!("the shell is started by main"),
     }
 }
@@ -308,13 +320,15 @@ fn get(
                 continue;
             }
         };
+        // A remote path is saved under its last name.
+        let leaf = name.rsplit('/').next().unwrap_or(&name);
         let mut target = match (&options.output, &options.dir) {
             (Some(path), _) => PathBuf::from(path),
-            (None, Some(dir)) => dir.join(&name),
-            (None, None) => PathBuf::from(&name),
+            (None, Some(dir)) => dir.join(leaf),
+            (None, None) => PathBuf::from(leaf),
         };
         if target.is_dir() {
-            target.push(&name);
+            target.push(leaf);
         }
         // Said of the folder itself: the first file the download opens is
         // NAME.ferry-part, whose name would only puzzle.

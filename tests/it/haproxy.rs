@@ -216,7 +216,11 @@ impl Worker {
                 match connected {
                     Ok(c) => self.conn = Some(c),
                     Err(err) => {
-                        if err.to_string().starts_with("login") {
+                        // A 421 (a draining instance, a timeout on a
+                        // loaded machine) asks the client to come back:
+                        // the retry is the cure. Anything else is a fault.
+                        let text = err.to_string();
+                        if text.starts_with("login") && !text.starts_with("login: 421") {
                             let mut f = findings.lock().unwrap();
                             f.errors.push(format!("{}: {err}", self.src));
                         }

@@ -130,6 +130,9 @@ pub struct Policy {
     pub user_quota: Option<u64>,
     /// Files each user may store (`--user-max-files`); `None`: no limit.
     pub user_max_files: Option<u64>,
+    /// A web interface login ends after this much time without a request
+    /// (`--web-session-timeout`).
+    pub web_session_timeout: Duration,
 }
 
 /// Descriptors kept free for files, the listeners and the log when the
@@ -164,6 +167,7 @@ impl Default for Policy {
             lockout_allow: Vec::new(),
             user_quota: None,
             user_max_files: None,
+            web_session_timeout: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -85,6 +85,8 @@ pub mod session;
 #[doc(hidden)]
 pub mod storage;
 mod sys;
+// The web interface's pages, logins and assets (`session/http/web.rs` answers).
+mod web;
 #[doc(hidden)]
 pub mod systemd;
 

@@ -6,6 +6,7 @@
 //! - [`control`]: every reply the control port sends.
 //! - [`http`]: HTTP/1.1 request heads (on `httparse`), paths, names,
 //!   ranges, credentials, and response heads.
+//! - [`web`]: the web interface's cookie, origin and form fields.
 //! - [`chunked`]: the chunked transfer coding, decoded incrementally.
 
 pub mod chunked;
@@ -14,3 +15,4 @@ pub mod http;
 pub mod line;
 pub mod name;
 pub mod reply;
+pub mod web;

@@ -19,6 +19,8 @@
 //! file, and no further pipelined request runs while more than
 //! [`OUTPUT_BACKLOG`] bytes of responses wait to be sent.
 
+mod web;
+
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -184,6 +186,13 @@ pub struct Session {
     head_request: bool,
     /// When the first byte of the request head being read arrived.
     head_started: Instant,
+    /// The connection is TLS: the web interface's cookie is `Secure`.
+    tls: bool,
+    /// The user of the browser login whose cookie came with the request
+    /// being handled, standing in for credentials (`http/web.rs`).
+    cookie_user: Option<String>,
+    /// The form body of the `POST` being handled (`http/web.rs`).
+    form: Vec<u8>,
 }
 
 /// Whether the request carries the metrics token, compared in constant
@@ -295,8 +304,17 @@ impl Front for Session {
                 return true;
             }
             Ok(Status::Complete(request)) => {
-                let consumed = request.head_len;
+                // A web form's body is read with its head (`http/web.rs`).
+                let form = web::form_len(&request);
+                let consumed = request.head_len + form;
+                if input.len() < consumed {
+                    drop(request);
+                    self.shell.input = input;
+                    return false;
+                }
+                self.form = input[request.head_len..consumed].to_vec();
                 self.handle(&request, services);
+                self.form = Vec::new();
                 if matches!(self.state, State::Verifying(_)) {
                     // The password check decides; the request is handled
                     // again, from the same bytes, once it has.
@@ -606,6 +624,9 @@ impl Session {
             auth_cache: None,
             head_request: false,
             head_started: Instant::now(),
+            tls: false,
+            cookie_user: None,
+            form: Vec::new(),
         }
     }
 
@@ -616,7 +637,7 @@ impl Session {
         self.shell
             .access_begin(services, None, request.method.as_str(), request.path);
         // A body that will not be read leaves the stream unusable.
-        let reads_body = request.method == Method::Put;
+        let reads_body = request.method == Method::Put || web::form_len(request) > 0;
         let keep_alive = request.keep_alive && (reads_body || !request.body.is_present());
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         // A refusal leaves any body unread, so the connection cannot go on.
@@ -625,6 +646,10 @@ impl Session {
         } else {
             after
         };
+        self.cookie_user = None;
+        if self.role == Role::Main && self.web(request, refuse, services) {
+            return;
+        }
         let resource = match (http::route(request.path), self.role) {
             (Route::Healthz, _) => Resource::Healthz,
             (Route::Metrics, Role::Metrics) => Resource::Metrics,
@@ -640,7 +665,7 @@ impl Session {
             (Method::Get | Method::Head, _) => Access::Read,
             (Method::Put, Resource::File(_)) => Access::Write,
             (Method::Delete, Resource::File(_)) => Access::Delete,
-            (Method::Put | Method::Delete | Method::Other, _) => {
+            (Method::Put | Method::Delete | Method::Post | Method::Other, _) => {
                 let allowed = match resource {
                     Resource::File(_) => "GET, HEAD, PUT, DELETE",
                     _ => "GET, HEAD",
@@ -673,6 +698,9 @@ impl Session {
                 self.respond(200, &fields, text.as_bytes(), head_only, after, services)
             }
             Resource::Listing | Resource::File(_) => {
+                if let Err(refused) = self.cookie_login(request, services) {
+                    return self.fail(refused, refuse, services);
+                }
                 let user = match self.authenticate(&request.credentials, services) {
                     Authenticated::User(user) => Some(user),
                     Authenticated::Pending => return,
@@ -728,6 +756,9 @@ impl Session {
     /// credentials) or not (none given). A hashed password puts the session
     /// in `Verifying` and the request is handled again when it is decided.
     fn authenticate(&mut self, credentials: &Credentials, services: &Services) -> Authenticated {
+        if let Some(user) = self.cookie_user.take() {
+            return Authenticated::User(user);
+        }
         let (user, password): (&[u8], &[u8]) = match credentials {
             Credentials::Missing | Credentials::Bearer(_) => return Authenticated::No,
             Credentials::Malformed => (b"", b""),
@@ -985,14 +1016,17 @@ impl Session {
             None if preview => (200, 0, size.min(PREVIEW_LEN), None),
             None => (200, 0, size, None),
         };
+        let (content_type, shown) = crate::web::download_fields(request.query, name.as_str());
         let fields = [
-            ("Content-Type", "application/octet-stream"),
+            ("Content-Type", content_type),
             ("Last-Modified", modified.as_str()),
             ("Accept-Ranges", "bytes"),
             ("Content-Range", range_field.as_deref().unwrap_or_default()),
         ];
         // The last field only for a range.
-        let fields = &fields[..if range_field.is_some() { 4 } else { 3 }];
+        let mut fields = fields[..if range_field.is_some() { 4 } else { 3 }].to_vec();
+        fields.extend(shown.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let fields = &fields[..];
         self.start_head(status, fields, Some(len), after, services);
         if request.method == Method::Head {
             return self.after_response(after);

@@ -69,6 +69,9 @@ pub(crate) enum Refused {
     RangeNotSatisfiable,
     /// A file name that breaks the rules.
     NameNotAllowed,
+    /// A state-changing request of a browser login without its CSRF token,
+    /// or sent from another site (`Origin`, `Sec-Fetch-Site`).
+    CrossSite,
 }
 
 impl From<Refused> for Failure {
@@ -153,6 +156,8 @@ impl Failure {
             Failure::Request(Refused::LengthRequired) => Reply::BadArguments(Verb::Put),
             Failure::Request(Refused::Malformed | Refused::NameNotAllowed) => Reply::NameNotAllowed,
             Failure::Request(Refused::RangeNotSatisfiable) => Reply::BadArguments(Verb::Rest),
+            // Only the web interface meets it.
+            Failure::Request(Refused::CrossSite) => Reply::NotLoggedIn,
         }
     }
 
@@ -201,6 +206,7 @@ impl Failure {
             Failure::Internal(_) => (500, reason(500).into()),
             Failure::Timeout => (408, reason(408).into()),
             Failure::ShuttingDown => (503, reason(503).into()),
+            Failure::Request(Refused::CrossSite) => (403, "cross-site request refused".into()),
             Failure::Request(refused) => {
                 let status = match refused {
                     Refused::NoRoute => 404,
@@ -210,6 +216,7 @@ impl Failure {
                     Refused::ExpectationFailed => 417,
                     Refused::Malformed | Refused::NameNotAllowed => 400,
                     Refused::RangeNotSatisfiable => 416,
+                    Refused::CrossSite => 403,
                 };
                 (status, reason(status).into())
             }

@@ -1,0 +1,445 @@
+//! The web interface's requests on the HTTP front: `/` (the login form,
+//! then the user's files), `/web/...` (forms, a file's page, the assets),
+//! and a browser login's cookie standing in for Basic credentials on
+//! `/files/...`. The pages, the logins table and the assets are in
+//! `web/`; logins go through the one login path ([`Session::authenticate`]),
+//! so the form gets the same delays, lockouts and audit lines as every
+//! login.
+//!
+//! A browser login changes nothing without its CSRF token (a form field,
+//! or the `X-CSRF-Token` header of a script's request) and never when the
+//! request says it came from another site.
+
+use std::os::unix::fs::FileExt as _;
+use std::time::Instant;
+
+use super::{After, Authenticated, Session};
+use crate::protocol::http::{Body, Credentials, MAX_HEAD, Method, Request};
+use crate::protocol::name;
+use crate::protocol::web::{MAX_FORM, SESSION_COOKIE, form_value};
+use crate::session::login::MAX_AUTH_FAILURES;
+use crate::session::replies::{Failure, Refused};
+use crate::session::transfer::{self, PREVIEW_LEN};
+use crate::session::{Services, http::who};
+use crate::storage::Entry;
+use crate::storage::ListingStep as Step;
+use crate::web::{self, FileFacts, PAGE_CSP, Sort, WebLogin};
+
+const HTML: &str = "text/html; charset=utf-8";
+
+/// The bytes of a form body read together with its head: a `POST` whose
+/// `Content-Length` fits [`MAX_FORM`] and, with the head, [`MAX_HEAD`]
+/// (the session waits for the head and body together, in the head's
+/// buffer). Anything else is 0, and the request is refused unread.
+pub(super) fn form_len(request: &Request<'_>) -> usize {
+    match (request.method, request.body) {
+        (Method::Post, Body::Length(n))
+            if n as usize <= MAX_FORM && request.head_len + n as usize <= MAX_HEAD =>
+        {
+            n as usize
+        }
+        _ => 0,
+    }
+}
+
+/// The web routes, once the path named one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Page {
+    Home,
+    Asset(&'static str, &'static str),
+    Login,
+    Logout,
+    File,
+    Delete,
+    /// `/files/` asked for by a browser navigating: the interface instead.
+    ToHome,
+}
+
+impl Page {
+    fn allows(self, method: Method) -> bool {
+        match self {
+            Page::Home | Page::Asset(..) | Page::File | Page::ToHome => {
+                matches!(method, Method::Get | Method::Head)
+            }
+            Page::Login | Page::Logout | Page::Delete => method == Method::Post,
+        }
+    }
+
+    fn allow_field(self) -> &'static str {
+        match self {
+            Page::Login | Page::Logout | Page::Delete => "POST",
+            _ => "GET, HEAD",
+        }
+    }
+}
+
+fn page_of(request: &Request<'_>) -> Option<Page> {
+    Some(match request.path {
+        b"/" => Page::Home,
+        b"/web/app.js" => Page::Asset("text/javascript; charset=utf-8", web::APP_JS),
+        b"/web/app.css" => Page::Asset("text/css; charset=utf-8", web::APP_CSS),
+        b"/web/login" => Page::Login,
+        b"/web/logout" => Page::Logout,
+        b"/web/file" => Page::File,
+        b"/web/delete" => Page::Delete,
+        // A browser's navigation gets the interface; scripts (JSON asked
+        // for, or any query such as `?json` or `?format=text`) the listing.
+        b"/files" | b"/files/"
+            if request.method == Method::Get
+                && request.web.accepts_html
+                && !request.web.accepts_json
+                && request.query.is_none() =>
+        {
+            Page::ToHome
+        }
+        _ => return None,
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
+}
+
+impl Session {
+    /// Tells the session whether its connection is TLS, which marks the
+    /// web interface's cookie `Secure`. Off until told.
+    pub fn set_tls(&mut self, tls: bool) {
+        self.tls = tls;
+    }
+
+    /// The cookie's attributes: only this site, never to scripts, never
+    /// with a request another site starts, and over TLS only on TLS.
+    fn cookie(&self, value: &str, clear: bool) -> String {
+        format!(
+            "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}{}",
+            if self.tls { "; Secure" } else { "" },
+            if clear { "; Max-Age=0" } else { "" }
+        )
+    }
+
+    /// Answers the request if it is the web interface's; false when it is
+    /// not (the file routes then answer it).
+    pub(super) fn web(&mut self, request: &Request<'_>, after: After, services: &Services) -> bool {
+        let path = request.path;
+        let Some(page) = page_of(request) else {
+            if path.starts_with(b"/web/") {
+                self.fail(Refused::NoRoute, after, services);
+                return true;
+            }
+            return false;
+        };
+        let head_only = request.method == Method::Head;
+        if request.method == Method::Unknown {
+            self.fail(Refused::UnknownMethod, after, services);
+            return true;
+        }
+        if !page.allows(request.method) {
+            let fields = [("Allow", page.allow_field())];
+            let refused = Failure::Request(Refused::MethodNotAllowed);
+            self.fail_with(refused, &fields, head_only, after, services);
+            return true;
+        }
+        if request.method == Method::Post && request.body.is_present() && form_len(request) == 0 {
+            // Not read: the connection cannot go on after it.
+            let refused = match request.body {
+                Body::Chunked => Failure::Request(Refused::LengthRequired),
+                _ => Failure::TooLarge {
+                    max: MAX_FORM as u64,
+                },
+            };
+            self.fail(refused, After::Close, services);
+            return true;
+        }
+        let login = self.web_login(request, services);
+        match page {
+            Page::Asset(kind, text) => {
+                let fields = [("Content-Type", kind), ("Cache-Control", "no-cache")];
+                self.respond(200, &fields, text.as_bytes(), head_only, after, services);
+            }
+            Page::ToHome => self.see_other("/", None, after, services),
+            Page::Home => match login {
+                Some(login) => self.files_page(request, &login, after, services),
+                None => {
+                    let page = web::login_page(None);
+                    self.html(200, &page, &[], head_only, after, services);
+                }
+            },
+            Page::Login => self.form_login(request, after, services),
+            Page::Logout => {
+                if let Some(login) = &login {
+                    if !self.form_is_theirs(request, login) {
+                        self.fail(Refused::CrossSite, after, services);
+                        return true;
+                    }
+                    if let Some(token) = request.web.session {
+                        services.web.borrow_mut().remove(token);
+                    }
+                    log::info!("{} {}: web logout", self.shell.peer, login.user);
+                }
+                let cookie = self.cookie("", true);
+                self.see_other("/", Some(&cookie), after, services);
+            }
+            Page::File => match login {
+                Some(login) => self.file_page(request, &login, after, services),
+                None => self.see_other("/", None, after, services),
+            },
+            Page::Delete => match login {
+                Some(login) if self.form_is_theirs(request, &login) => {
+                    self.form_delete(&login, after, services)
+                }
+                Some(_) => self.fail(Refused::CrossSite, after, services),
+                None => self.see_other("/", None, after, services),
+            },
+        }
+        true
+    }
+
+    /// The browser login the request's cookie names, if it is current and
+    /// its user still exists.
+    fn web_login(&self, request: &Request<'_>, services: &Services) -> Option<WebLogin> {
+        let token = request.web.session?;
+        let timeout = services.policy.web_session_timeout;
+        let login = services
+            .web
+            .borrow_mut()
+            .get(token, Instant::now(), timeout)?;
+        if !services.user_exists(&login.user) {
+            services.web.borrow_mut().remove(token);
+            return None;
+        }
+        Some(login)
+    }
+
+    /// A form of this login's own pages: same site, and its CSRF token.
+    fn form_is_theirs(&self, request: &Request<'_>, login: &WebLogin) -> bool {
+        let token = form_value(&self.form, "csrf").unwrap_or_default();
+        !request.web.cross_site() && constant_time_eq(&token, login.csrf.as_bytes())
+    }
+
+    /// For `/files/...` without credentials: the browser login of the
+    /// cookie stands in for them. A request that changes something must
+    /// carry the login's CSRF token in `X-CSRF-Token` and come from this
+    /// site, else it is refused (`403`).
+    pub(super) fn cookie_login(
+        &mut self,
+        request: &Request<'_>,
+        services: &Services,
+    ) -> Result<(), Failure> {
+        if request.credentials != Credentials::Missing {
+            return Ok(());
+        }
+        let Some(login) = self.web_login(request, services) else {
+            return Ok(());
+        };
+        let reads = matches!(request.method, Method::Get | Method::Head);
+        let token = request.web.csrf.unwrap_or_default();
+        if !reads && (request.web.cross_site() || !constant_time_eq(token, login.csrf.as_bytes()))
+        {
+            log::info!(
+                "{} {}: {} refused: no CSRF token or another site",
+                self.shell.peer,
+                login.user,
+                request.method.as_str()
+            );
+            return Err(Refused::CrossSite.into());
+        }
+        self.cookie_user = Some(login.user);
+        Ok(())
+    }
+
+    /// The login form's post: the one login path, then a cookie.
+    fn form_login(&mut self, request: &Request<'_>, after: After, services: &Services) {
+        if request.web.cross_site() {
+            return self.fail(Refused::CrossSite, after, services);
+        }
+        let credentials = Credentials::Basic {
+            user: form_value(&self.form, "user").unwrap_or_default(),
+            password: form_value(&self.form, "password").unwrap_or_default(),
+        };
+        match self.authenticate(&credentials, services) {
+            // Handled again once the password check decides.
+            Authenticated::Pending => {}
+            Authenticated::Busy => {
+                let fields = [("Retry-After", "1")];
+                self.fail_with(Failure::LoginsBusy, &fields, false, After::Close, services);
+            }
+            Authenticated::No => {
+                let after = if self.failures >= MAX_AUTH_FAILURES {
+                    After::Close
+                } else {
+                    after
+                };
+                let page = web::login_page(Some("Login incorrect."));
+                self.html(403, &page, &[], false, after, services);
+            }
+            Authenticated::User(user) => {
+                let timeout = services.policy.web_session_timeout;
+                let created = services
+                    .web
+                    .borrow_mut()
+                    .create(&user, Instant::now(), timeout);
+                match created {
+                    Ok((token, _)) => {
+                        log::info!("{} {user}: web login", self.shell.peer);
+                        let cookie = self.cookie(&token, false);
+                        self.see_other("/", Some(&cookie), after, services);
+                    }
+                    Err(err) => self.fail(Failure::Internal(err), after, services),
+                }
+            }
+        }
+    }
+
+    fn files_page(
+        &mut self,
+        request: &Request<'_>,
+        login: &WebLogin,
+        after: After,
+        services: &Services,
+    ) {
+        let dir = match self.user_dir(&login.user, services) {
+            Ok(dir) => dir,
+            Err(err) => return self.fail(Failure::Internal(err), after, services),
+        };
+        let mut listing = match services.storage.listing(&dir) {
+            Ok(listing) => listing,
+            Err(err) => return self.fail(err, after, services),
+        };
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut truncated = false;
+        loop {
+            match listing.next_entry() {
+                Ok(Step::Entry(entry)) => {
+                    if entries.len() == web::MAX_PAGE_ENTRIES {
+                        truncated = true;
+                        break;
+                    }
+                    entries.push(entry);
+                }
+                Ok(Step::Skipped) => {}
+                Ok(Step::End) => break,
+                Err(err) => return self.fail(err, after, services),
+            }
+        }
+        let sort = Sort::from_query(request.query);
+        sort.apply(&mut entries);
+        let page = web::files_page(&login.user, &login.csrf, &entries, sort, truncated);
+        let head_only = request.method == Method::Head;
+        self.html(200, &page, &[], head_only, after, services);
+    }
+
+    fn file_page(
+        &mut self,
+        request: &Request<'_>,
+        login: &WebLogin,
+        after: After,
+        services: &Services,
+    ) {
+        let raw = request
+            .query
+            .and_then(|query| form_value(query, "name"))
+            .unwrap_or_default();
+        let Some(name) = name::validate(&raw) else {
+            return self.fail(Refused::NameNotAllowed, after, services);
+        };
+        let dir = match self.user_dir(&login.user, services) {
+            Ok(dir) => dir,
+            Err(err) => return self.fail(Failure::Internal(err), after, services),
+        };
+        let (file, meta) = match services.storage.open_read(&dir, name) {
+            Ok(opened) => opened,
+            Err(err) => return self.fail(err, after, services),
+        };
+        let mut head = vec![0; PREVIEW_LEN as usize];
+        let mut filled = 0;
+        while filled < head.len() {
+            match file.read_at(&mut head[filled..], filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => return self.fail(err, after, services),
+            }
+        }
+        head.truncate(filled);
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64);
+        let facts = FileFacts {
+            name: name.as_str(),
+            size: meta.len(),
+            mtime,
+            sha256: services.storage.stored_digest(&dir, name, &file),
+            head: &head,
+        };
+        let page = web::file_page(&login.user, &login.csrf, &facts);
+        let head_only = request.method == Method::Head;
+        self.html(200, &page, &[], head_only, after, services);
+    }
+
+    /// A delete from a form: asked about first unless the form says it
+    /// was (`confirm=yes`, which the script adds after its question).
+    fn form_delete(&mut self, login: &WebLogin, after: After, services: &Services) {
+        let raw = form_value(&self.form, "name").unwrap_or_default();
+        let Some(name) = name::validate(&raw) else {
+            return self.fail(Refused::NameNotAllowed, after, services);
+        };
+        if form_value(&self.form, "confirm").as_deref() != Some(b"yes") {
+            let page = web::confirm_delete_page(&login.user, &login.csrf, name.as_str());
+            return self.html(200, &page, &[], false, after, services);
+        }
+        let dir = match self.user_dir(&login.user, services) {
+            Ok(dir) => dir,
+            Err(err) => return self.fail(Failure::Internal(err), after, services),
+        };
+        let started = Instant::now();
+        match services.storage.delete(&dir, name) {
+            Ok(size) => {
+                transfer::deleted(who(self.shell.peer, &login.user), name, size, started);
+                self.see_other("/", None, after, services);
+            }
+            Err(err) => {
+                log::info!("{} {}: web delete {name:?}: {err}", self.shell.peer, login.user);
+                self.fail(err, after, services);
+            }
+        }
+    }
+
+    /// `303 See Other` to `location`, with a cookie to set.
+    fn see_other(
+        &mut self,
+        location: &str,
+        cookie: Option<&str>,
+        after: After,
+        services: &Services,
+    ) {
+        let mut fields = vec![("Location", location), ("Cache-Control", "no-store")];
+        if let Some(cookie) = cookie {
+            fields.push(("Set-Cookie", cookie));
+        }
+        self.respond(303, &fields, b"", false, after, services);
+    }
+
+    /// An interface page, under its Content-Security-Policy.
+    fn html(
+        &mut self,
+        status: u16,
+        page: &str,
+        fields: &[(&str, &str)],
+        head_only: bool,
+        after: After,
+        services: &Services,
+    ) {
+        let mut all = vec![
+            ("Content-Type", HTML),
+            ("Content-Security-Policy", PAGE_CSP),
+            ("X-Frame-Options", "DENY"),
+            ("Referrer-Policy", "same-origin"),
+            ("Cache-Control", "no-store"),
+        ];
+        all.extend_from_slice(fields);
+        self.respond(status, &all, page.as_bytes(), head_only, after, services);
+    }
+}

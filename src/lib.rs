@@ -86,9 +86,9 @@ pub mod session;
 pub mod storage;
 mod sys;
 // The web interface's pages, logins and assets (`session/http/web.rs` answers).
-mod web;
 #[doc(hidden)]
 pub mod systemd;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;

@@ -185,7 +185,11 @@ mod tests {
     fn url_encoding_round_trips() {
         let name = "<img src=x onerror=alert(1)>.html &?#%/é";
         let encoded = url_encode(name);
-        assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+        assert!(
+            encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b))
+        );
         assert_eq!(percent_decode(encoded.as_bytes()).unwrap(), name.as_bytes());
     }
 }

@@ -259,7 +259,10 @@ pub fn download_fields(query: Option<&[u8]>, name: &str) -> (&'static str, Vec<(
             }
         })
         .collect();
-    let file_name = format!("filename=\"{ascii}\"; filename*=UTF-8''{}", url_encode(name));
+    let file_name = format!(
+        "filename=\"{ascii}\"; filename*=UTF-8''{}",
+        url_encode(name)
+    );
     let (content_type, disposition) = match shown {
         Shown::Text => ("text/plain; charset=utf-8", format!("inline; {file_name}")),
         Shown::Image(image) => (image, format!("inline; {file_name}")),
@@ -341,7 +344,11 @@ fn page(title: &str, who: Option<(&str, &str)>, body: &str) -> String {
         escape(title)
     );
     if let Some((_, csrf)) = who {
-        let _ = writeln!(out, "<meta name=\"csrf-token\" content=\"{}\">", escape(csrf));
+        let _ = writeln!(
+            out,
+            "<meta name=\"csrf-token\" content=\"{}\">",
+            escape(csrf)
+        );
     }
     out.push_str("</head>\n<body>\n<header>\n<a class=\"brand\" href=\"/\">ferry</a>\n");
     if let Some((user, csrf)) = who {

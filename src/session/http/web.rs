@@ -161,7 +161,9 @@ impl Session {
             Page::Home => match login {
                 Some(login) => self.files_page(request, &login, after, services),
                 None => {
-                    let page = web::login_page(None);
+                    let failed = crate::protocol::http::query_value(request.query, b"login")
+                        == Some(b"failed");
+                    let page = web::login_page(failed.then_some("Login incorrect."));
                     self.html(200, &page, &[], head_only, after, services);
                 }
             },
@@ -234,8 +236,7 @@ impl Session {
         };
         let reads = matches!(request.method, Method::Get | Method::Head);
         let token = request.web.csrf.unwrap_or_default();
-        if !reads && (request.web.cross_site() || !constant_time_eq(token, login.csrf.as_bytes()))
-        {
+        if !reads && (request.web.cross_site() || !constant_time_eq(token, login.csrf.as_bytes())) {
             log::info!(
                 "{} {}: {} refused: no CSRF token or another site",
                 self.shell.peer,
@@ -270,8 +271,9 @@ impl Session {
                 } else {
                     after
                 };
-                let page = web::login_page(Some("Login incorrect."));
-                self.html(403, &page, &[], false, after, services);
+                // Error responses are short plain text (`protocol.md`);
+                // the form is shown again by the page it goes back to.
+                self.see_other("/?login=failed", None, after, services);
             }
             Authenticated::User(user) => {
                 let timeout = services.policy.web_session_timeout;
@@ -401,7 +403,11 @@ impl Session {
                 self.see_other("/", None, after, services);
             }
             Err(err) => {
-                log::info!("{} {}: web delete {name:?}: {err}", self.shell.peer, login.user);
+                log::info!(
+                    "{} {}: web delete {name:?}: {err}",
+                    self.shell.peer,
+                    login.user
+                );
                 self.fail(err, after, services);
             }
         }

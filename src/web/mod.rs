@@ -552,7 +552,7 @@ pub fn file_page(user: &str, csrf: &str, facts: &FileFacts<'_>) -> String {
         "<p><a href=\"/\">← All files</a></p>\n<h1 class=\"filename\">{}</h1>\n<dl class=\"facts\">\
          <dt>Size</dt><dd>{} ({} bytes)</dd>\
          <dt>Modified</dt><dd><time datetime=\"{iso}\">{shown}</time></dd>\
-         <dt>SHA-256</dt><dd>{sha256}</dd></dl>\n<p class=\"actions\">\
+         <dt>SHA-256</dt><dd>{sha256}</dd></dl>\n<div class=\"actions\">\
          <a href=\"{}\" download>Download</a> ",
         escape(name),
         human_size(facts.size),
@@ -568,7 +568,7 @@ pub fn file_page(user: &str, csrf: &str, facts: &FileFacts<'_>) -> String {
         );
     }
     body.push_str(&delete_form(name, csrf));
-    body.push_str("</p>\n");
+    body.push_str("</div>\n");
     if let Shown::Image(_) = shown_as {
         let _ = writeln!(
             body,

@@ -72,6 +72,8 @@ pub(crate) enum Refused {
     /// A state-changing request of a browser login without its CSRF token,
     /// or sent from another site (`Origin`, `Sec-Fetch-Site`).
     CrossSite,
+    /// A body where the method takes none (`MKCOL`'s).
+    UnsupportedBody,
 }
 
 impl From<Refused> for Failure {
@@ -131,6 +133,13 @@ impl Failure {
                 Reply::OffsetPastHeld { offset, held }
             }
             Failure::Storage(StorageError::Io(err)) => Reply::LocalError(err),
+            Failure::Storage(StorageError::NoFolder) => Reply::NoSuchFolder,
+            Failure::Storage(StorageError::IsFolder) => Reply::IsFolder,
+            Failure::Storage(StorageError::NotFolder) => Reply::NotFolder,
+            Failure::Storage(StorageError::NotEmpty) => Reply::NotEmpty,
+            Failure::Storage(StorageError::Exists) => Reply::Exists,
+            Failure::Storage(StorageError::IntoItself) => Reply::IntoItself,
+            Failure::Storage(StorageError::SamePath) => Reply::SamePath,
             Failure::OverQuota(OverQuota::Bytes { quota }) => Reply::QuotaBytes { quota },
             Failure::OverQuota(OverQuota::Files { max }) => Reply::QuotaFiles { max },
             Failure::TooLarge { max } => Reply::TooLarge { max },
@@ -158,6 +167,7 @@ impl Failure {
             Failure::Request(Refused::RangeNotSatisfiable) => Reply::BadArguments(Verb::Rest),
             // Only the web interface meets it.
             Failure::Request(Refused::CrossSite) => Reply::NotLoggedIn,
+            Failure::Request(Refused::UnsupportedBody) => Reply::UnknownCommand,
         }
     }
 
@@ -169,6 +179,21 @@ impl Failure {
             Failure::Storage(StorageError::NotRegular) => (403, "not a regular file".into()),
             Failure::Storage(err @ StorageError::OffsetPastHeld { .. }) => {
                 (416, err.to_string().into())
+            }
+            // WebDAV's words (RFC 4918): a missing parent, a folder in
+            // the way or not empty, a replacement not allowed are
+            // conflicts; a move into itself is forbidden. A front that
+            // means another status for one method (404 for a missing
+            // folder on GET, 412 or 405 for an existing target) says so.
+            Failure::Storage(
+                err @ (StorageError::NoFolder
+                | StorageError::IsFolder
+                | StorageError::NotFolder
+                | StorageError::NotEmpty
+                | StorageError::Exists),
+            ) => (409, err.to_string().into()),
+            Failure::Storage(err @ (StorageError::IntoItself | StorageError::SamePath)) => {
+                (403, err.to_string().into())
             }
             Failure::Storage(StorageError::Io(err)) => match err.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => (507, describe_io(err).into()),
@@ -217,6 +242,7 @@ impl Failure {
                     Refused::Malformed | Refused::NameNotAllowed => 400,
                     Refused::RangeNotSatisfiable => 416,
                     Refused::CrossSite => 403,
+                    Refused::UnsupportedBody => 415,
                 };
                 (status, reason(status).into())
             }

@@ -44,6 +44,8 @@ impl AsFd for Dir {
 pub struct EntryMeta {
     /// A regular file (not a symlink, whatever it points at).
     pub is_file: bool,
+    /// A folder (not a symlink to one).
+    pub is_dir: bool,
     pub len: u64,
     /// Seconds since the epoch.
     pub mtime: i64,
@@ -84,6 +86,59 @@ impl Dir {
         })
     }
 
+    /// Opens the folder at the relative path `path` (names joined by `/`,
+    /// checked by `protocol::path`) beneath this directory, never
+    /// following a symlink in any of its components
+    /// ([`sys::open_beneath_path`]). A missing component, or one that is
+    /// not a folder, is [`StorageError::NoFolder`]; a symlink anywhere is
+    /// [`StorageError::NotRegular`].
+    pub fn open_folder(&self, path: &str) -> Result<Dir, StorageError> {
+        let fd = sys::open_beneath_path(
+            self.as_fd(),
+            path.as_bytes(),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ENOENT) => StorageError::NoFolder,
+            // The last name is not a folder: a file, or a symlink (which
+            // O_NOFOLLOW | O_DIRECTORY also reports so). Looked at without
+            // following it, to tell which.
+            Some(libc::ENOTDIR) => {
+                let last = sys::open_beneath_path(self.as_fd(), path.as_bytes(), libc::O_PATH, 0);
+                match last.map(File::from).and_then(|node| node.metadata()) {
+                    Ok(meta) if meta.file_type().is_symlink() => StorageError::NotRegular,
+                    Ok(meta) if !meta.is_file() && !meta.is_dir() => StorageError::NotRegular,
+                    Ok(_) => StorageError::NoFolder,
+                    Err(err) if err.raw_os_error() == Some(libc::ELOOP) => StorageError::NotRegular,
+                    Err(_) => StorageError::NoFolder,
+                }
+            }
+            // A symlink (ELOOP), or an escape that cannot happen without
+            // one (EXDEV).
+            Some(libc::ELOOP | libc::EXDEV) => StorageError::NotRegular,
+            _ => StorageError::Io(err),
+        })?;
+        Ok(Dir {
+            handle: File::from(fd),
+        })
+    }
+
+    /// Creates the folder `name` (mode `mode` exactly); `AlreadyExists`
+    /// when the name is taken, by anything.
+    pub fn mkdir(&self, name: &str, mode: u32) -> io::Result<()> {
+        sys::mkdirat(self.as_fd(), &c_name(name.as_ref())?, mode)?;
+        // Exactly `mode`, whatever the umask: through a handle of the new
+        // folder, never its name followed.
+        self.open_dir(name)?.set_mode(mode)
+    }
+
+    /// Removes the empty folder `name` (a symlink is `ENOTDIR`, never
+    /// followed).
+    pub fn rmdir(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        sys::rmdirat(self.as_fd(), &c_name(name.as_ref())?)
+    }
+
     /// Opens the subdirectory `name`, creating it with `mode` (exactly, not
     /// as masked by the umask) when it does not exist. With `durable`, a
     /// directory created here is recorded in this one on disk before the
@@ -117,6 +172,7 @@ impl Dir {
         let stat = sys::stat_entry(self.as_fd(), &c_name(name.as_ref())?)?;
         Ok(EntryMeta {
             is_file: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
+            is_dir: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
             len: u64::try_from(stat.st_size).unwrap_or(0),
             mtime: stat.st_mtime,
         })
@@ -381,6 +437,49 @@ mod tests {
         assert!(dir.open_dir("link").is_err());
         assert!(dir.open_dir("file").is_err());
         dir.open_dir("sub").unwrap();
+    }
+
+    #[test]
+    fn paths_are_opened_beneath_without_following_any_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_path(tmp.path()).unwrap();
+        std::fs::create_dir_all(tmp.path().join("a/b/c")).unwrap();
+        std::fs::write(tmp.path().join("a/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("b", tmp.path().join("a/link")).unwrap();
+        std::os::unix::fs::symlink("/", tmp.path().join("a/b/root")).unwrap();
+        let kind = |path: &str| match dir.open_folder(path) {
+            Ok(_) => "ok",
+            Err(StorageError::NoFolder) => "no folder",
+            Err(StorageError::NotRegular) => "not regular",
+            Err(_) => "other",
+        };
+        assert_eq!(kind("a/b/c"), "ok");
+        assert_eq!(kind("a/link"), "not regular");
+        assert_eq!(kind("a/link/c"), "not regular");
+        assert_eq!(kind("a/b/root"), "not regular");
+        assert_eq!(kind("a/b/root/etc"), "not regular");
+        assert_eq!(kind("a/file"), "no folder");
+        assert_eq!(kind("a/file/x"), "no folder");
+        assert_eq!(kind("a/missing/x"), "no folder");
+        // The walk used where openat2 is missing refuses the same paths.
+        let walk = |path: &str| {
+            sys::walk_beneath(
+                dir.as_fd(),
+                path.as_bytes(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )
+            .map(drop)
+            .map_err(|err| err.raw_os_error())
+        };
+        assert_eq!(walk("a/b/c"), Ok(()));
+        for refused in ["a/link", "a/link/c", "a/b/root", "a/b/root/etc", "a/file/x"] {
+            let err = walk(refused).unwrap_err();
+            assert!(
+                matches!(err, Some(libc::ELOOP | libc::ENOTDIR)),
+                "{refused}: {err:?}"
+            );
+        }
     }
 
     #[test]

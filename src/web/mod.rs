@@ -314,8 +314,12 @@ impl Sort {
         Sort { key, descending }
     }
 
+    /// Sorts folders before files, each by the column.
     pub fn apply(self, entries: &mut [Entry]) {
         entries.sort_by(|a, b| {
+            if a.folder != b.folder {
+                return b.folder.cmp(&a.folder);
+            }
             let order = match self.key {
                 SortKey::Name => a.name.cmp(&b.name),
                 SortKey::Size => a.size.cmp(&b.size).then_with(|| a.name.cmp(&b.name)),
@@ -390,23 +394,83 @@ pub fn login_page(message: Option<&str>) -> String {
 }
 
 /// The link to a file's page.
-fn file_href(name: &str) -> String {
-    format!("/web/file?name={}", url_encode(name))
+fn file_href(path: &str) -> String {
+    format!("/web/file?name={}", url_encode(path))
 }
 
-/// The URL of a stored file, with `query` (`download`, `inline`).
-fn raw_href(name: &str, query: &str) -> String {
-    format!("/files/{}?{query}", url_encode(name))
+/// The link to a folder's page (`""`: the user's root).
+pub fn folder_href(path: &str) -> String {
+    if path.is_empty() {
+        "/".to_owned()
+    } else {
+        format!("/?dir={}", url_encode(path))
+    }
 }
 
-fn delete_form(name: &str, csrf: &str) -> String {
+/// The URL of a stored file, with `query` (`download`, `inline`): each
+/// name of the path encoded, the `/` between them kept.
+fn raw_href(path: &str, query: &str) -> String {
+    let encoded: Vec<String> = path.split('/').map(url_encode).collect();
+    format!("/files/{}?{query}", encoded.join("/"))
+}
+
+/// `a/b` joined with `c` (`c` alone at the root).
+pub fn join(folder: &str, name: &str) -> String {
+    if folder.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{folder}/{name}")
+    }
+}
+
+/// The folder `path` is in (`""` at the root).
+pub fn parent(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(parent, _)| parent)
+}
+
+/// Links to the user's root and each folder down to `path`; the last
+/// (the page's own) is not a link.
+fn breadcrumbs(path: &str, last_is_page: bool) -> String {
+    let mut out = String::from("<nav class=\"crumbs\" aria-label=\"Folders\"><ol>");
+    let names: Vec<&str> = if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('/').collect()
+    };
+    let count = names.len();
+    let mut at = String::new();
+    let current = |is_last: bool| is_last && last_is_page;
+    if current(count == 0) {
+        out.push_str("<li aria-current=\"page\">Files</li>");
+    } else {
+        out.push_str("<li><a href=\"/\">Files</a></li>");
+    }
+    for (i, name) in names.iter().enumerate() {
+        at = join(&at, name);
+        if current(i + 1 == count) {
+            let _ = write!(out, "<li aria-current=\"page\">{}</li>", escape(name));
+        } else {
+            let _ = write!(
+                out,
+                "<li><a href=\"{}\">{}</a></li>",
+                escape(&folder_href(&at)),
+                escape(name)
+            );
+        }
+    }
+    out.push_str("</ol></nav>\n");
+    out
+}
+
+fn delete_form(path: &str, csrf: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
     format!(
         "<form method=\"post\" action=\"/web/delete\" class=\"delete\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <input type=\"hidden\" name=\"name\" value=\"{}\">\
          <button type=\"submit\" aria-label=\"Delete {}\">Delete</button></form>",
         escape(csrf),
-        escape(name),
+        escape(path),
         escape(name)
     )
 }
@@ -416,19 +480,37 @@ fn delete_form(name: &str, csrf: &str) -> String {
 pub fn files_page(
     user: &str,
     csrf: &str,
+    folder: &str,
     entries: &[Entry],
     sort: Sort,
     truncated: bool,
 ) -> String {
     let mut body = String::with_capacity(256 * entries.len() + 2048);
-    body.push_str(
-        "<h1>Files</h1>\n<section id=\"upload\" class=\"upload\" hidden>\n\
+    body.push_str(&breadcrumbs(folder, true));
+    let title = if folder.is_empty() {
+        "Files"
+    } else {
+        folder.rsplit('/').next().unwrap_or(folder)
+    };
+    let _ = write!(
+        body,
+        "<h1>{}</h1>\n<section id=\"upload\" class=\"upload\" data-dir=\"{}\" hidden>\n\
          <label for=\"files\">Upload files</label>\n\
          <input id=\"files\" type=\"file\" multiple>\n\
          <p class=\"drop\" id=\"drop\">…or drop files here</p>\n\
          <ul id=\"uploads\" class=\"uploads\" aria-live=\"polite\"></ul>\n</section>\n\
          <noscript><p>Uploading needs JavaScript; \
-         <code>curl -T FILE -u USER URL/files/NAME</code> works without.</p></noscript>\n",
+         <code>curl -T FILE -u USER URL/files/PATH</code> works without.</p></noscript>\n\
+         <form method=\"post\" action=\"/web/mkdir\" class=\"mkdir\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"dir\" value=\"{}\">\
+         <label for=\"folder-name\">New folder</label> \
+         <input id=\"folder-name\" name=\"name\" required> \
+         <button type=\"submit\">Create</button></form>\n",
+        escape(title),
+        escape(folder),
+        escape(csrf),
+        escape(folder)
     );
     if truncated {
         let _ = writeln!(
@@ -439,7 +521,7 @@ pub fn files_page(
     }
     if entries.is_empty() {
         body.push_str("<p class=\"empty\">No files yet.</p>\n");
-        return page("Files", Some((user, csrf)), &body);
+        return page(title, Some((user, csrf)), &body);
     }
     body.push_str("<table class=\"files\">\n<thead><tr>");
     for (key, label, class) in [
@@ -459,10 +541,15 @@ pub fn files_page(
             (true, false) => " ▲",
             (true, true) => " ▼",
         };
+        let dir = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("dir={}&amp;", url_encode(folder))
+        };
         let _ = write!(
             body,
             "<th scope=\"col\" class=\"{class}\" aria-sort=\"{aria}\">\
-             <a href=\"/?sort={}{}\">{label}{arrow}</a></th>",
+             <a href=\"/?{dir}sort={}{}\">{label}{arrow}</a></th>",
             key.as_str(),
             if descending { "&amp;order=desc" } else { "" }
         );
@@ -470,26 +557,41 @@ pub fn files_page(
     body.push_str("<th scope=\"col\" class=\"actions\">Actions</th></tr></thead>\n<tbody>\n");
     for entry in entries {
         let (iso, shown) = utc(entry.mtime);
+        let path = join(folder, &entry.name);
+        if entry.folder {
+            let _ = writeln!(
+                body,
+                "<tr class=\"folder\"><td class=\"name\"><a href=\"{}\">{}/</a></td>\
+                 <td class=\"size\">—</td>\
+                 <td class=\"date\"><time datetime=\"{iso}\">{shown}</time></td>\
+                 <td class=\"actions\">{}</td></tr>",
+                escape(&folder_href(&path)),
+                escape(&entry.name),
+                delete_form(&path, csrf),
+            );
+            continue;
+        }
         let _ = writeln!(
             body,
             "<tr><td class=\"name\"><a href=\"{}\">{}</a></td>\
              <td class=\"size\" data-bytes=\"{}\">{}</td>\
              <td class=\"date\"><time datetime=\"{iso}\">{shown}</time></td>\
              <td class=\"actions\"><a href=\"{}\" download>Download</a> {}</td></tr>",
-            escape(&file_href(&entry.name)),
+            escape(&file_href(&path)),
             escape(&entry.name),
             entry.size,
             human_size(entry.size),
-            escape(&raw_href(&entry.name, "download")),
-            delete_form(&entry.name, csrf),
+            escape(&raw_href(&path, "download")),
+            delete_form(&path, csrf),
         );
     }
     body.push_str("</tbody>\n</table>\n");
-    page("Files", Some((user, csrf)), &body)
+    page(title, Some((user, csrf)), &body)
 }
 
 /// What the file page says about one file.
 pub struct FileFacts<'a> {
+    /// The file's path.
     pub name: &'a str,
     pub size: u64,
     pub mtime: i64,
@@ -542,38 +644,52 @@ fn head_view(head: &[u8], size: u64) -> String {
 /// One file: its facts, SHA-256, download, inline view and delete, and a
 /// preview (an image, or the first bytes).
 pub fn file_page(user: &str, csrf: &str, facts: &FileFacts<'_>) -> String {
-    let name = facts.name;
+    let path = facts.name;
+    let name = path.rsplit('/').next().unwrap_or(path);
     let (iso, shown) = utc(facts.mtime);
     let sha256 = match &facts.sha256 {
         Some(digest) => format!("<code class=\"sha256\">{digest}</code>"),
         None => "not recorded (<code>ferry hash</code> computes it)".to_owned(),
     };
     let mut body = format!(
-        "<p><a href=\"/\">← All files</a></p>\n<h1 class=\"filename\">{}</h1>\n<dl class=\"facts\">\
+        "{}<h1 class=\"filename\">{}</h1>\n<dl class=\"facts\">\
          <dt>Size</dt><dd>{} ({} bytes)</dd>\
          <dt>Modified</dt><dd><time datetime=\"{iso}\">{shown}</time></dd>\
          <dt>SHA-256</dt><dd>{sha256}</dd></dl>\n<div class=\"actions\">\
          <a href=\"{}\" download>Download</a> ",
+        breadcrumbs(path, false),
         escape(name),
         human_size(facts.size),
         facts.size,
-        escape(&raw_href(name, "download")),
+        escape(&raw_href(path, "download")),
     );
     let shown_as = shown_as(name);
     if shown_as != Shown::Download {
         let _ = write!(
             body,
             "<a href=\"{}\">Open in the browser</a> ",
-            escape(&raw_href(name, "inline"))
+            escape(&raw_href(path, "inline"))
         );
     }
-    body.push_str(&delete_form(name, csrf));
+    body.push_str(&delete_form(path, csrf));
     body.push_str("</div>\n");
+    let _ = writeln!(
+        body,
+        "<form method=\"post\" action=\"/web/move\" class=\"move\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"from\" value=\"{}\">\
+         <label for=\"move-to\">Rename or move to</label> \
+         <input id=\"move-to\" name=\"to\" value=\"{}\" required> \
+         <button type=\"submit\">Move</button></form>",
+        escape(csrf),
+        escape(path),
+        escape(path)
+    );
     if let Shown::Image(_) = shown_as {
         let _ = writeln!(
             body,
             "<figure><img class=\"preview\" src=\"{}\" alt=\"{}\"></figure>",
-            escape(&raw_href(name, "inline")),
+            escape(&raw_href(path, "inline")),
             escape(name)
         );
     }
@@ -581,17 +697,24 @@ pub fn file_page(user: &str, csrf: &str, facts: &FileFacts<'_>) -> String {
     page(name, Some((user, csrf)), &body)
 }
 
-/// Asks before deleting, for a delete sent without the script's question.
-pub fn confirm_delete_page(user: &str, csrf: &str, name: &str) -> String {
+/// Asks before deleting, for a delete sent without the script's question
+/// (a folder goes with everything in it).
+pub fn confirm_delete_page(user: &str, csrf: &str, name: &str, folder: bool) -> String {
+    let what = if folder {
+        "the folder {} and everything in it"
+    } else {
+        "{}"
+    };
+    let what = what.replace("{}", &escape(name));
     let body = format!(
-        "<h1>Delete {}?</h1>\n<form method=\"post\" action=\"/web/delete\">\
+        "<h1>Delete {what}?</h1>\n<form method=\"post\" action=\"/web/delete\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <input type=\"hidden\" name=\"name\" value=\"{}\">\
          <input type=\"hidden\" name=\"confirm\" value=\"yes\">\
-         <button type=\"submit\">Delete</button> <a href=\"/\">Cancel</a></form>\n",
-        escape(name),
+         <button type=\"submit\">Delete</button> <a href=\"{}\">Cancel</a></form>\n",
         escape(csrf),
-        escape(name)
+        escape(name),
+        escape(&folder_href(parent(name)))
     );
     page("Delete", Some((user, csrf)), &body)
 }
@@ -605,12 +728,14 @@ mod tests {
         let name = "<img src=x onerror=alert(1)>.html";
         let entries = [Entry {
             name: name.to_owned(),
+            folder: false,
             size: 5,
             mtime: 0,
         }];
         let sort = Sort::from_query(None);
         let pages = [
-            files_page("u", "t", &entries, sort, false),
+            files_page("u", "t", "", &entries, sort, false),
+            files_page("u", "t", name, &entries, sort, false),
             file_page(
                 "u",
                 "t",
@@ -622,7 +747,7 @@ mod tests {
                     head: b"<script>alert(2)</script>",
                 },
             ),
-            confirm_delete_page("u", "t", name),
+            confirm_delete_page("u", "t", name, false),
         ];
         for page in pages {
             assert!(!page.contains("<img src=x"), "{page}");

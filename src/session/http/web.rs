@@ -16,13 +16,14 @@ use std::time::Instant;
 use super::{After, Authenticated, Session};
 use crate::protocol::http::{Body, Credentials, MAX_HEAD, Method, Request};
 use crate::protocol::name;
+use crate::protocol::path::{self, FilePath};
 use crate::protocol::web::{MAX_FORM, SESSION_COOKIE, form_value};
 use crate::session::login::MAX_AUTH_FAILURES;
 use crate::session::replies::{Failure, Refused};
 use crate::session::transfer::{self, PREVIEW_LEN};
 use crate::session::{Services, http::who};
-use crate::storage::Entry;
 use crate::storage::ListingStep as Step;
+use crate::storage::{Entry, StorageError};
 use crate::web::{self, FileFacts, PAGE_CSP, Sort, WebLogin};
 
 const HTML: &str = "text/html; charset=utf-8";
@@ -51,6 +52,8 @@ enum Page {
     Logout,
     File,
     Delete,
+    Mkdir,
+    Move,
     /// `/files/` asked for by a browser navigating: the interface instead.
     ToHome,
 }
@@ -61,13 +64,15 @@ impl Page {
             Page::Home | Page::Asset(..) | Page::File | Page::ToHome => {
                 matches!(method, Method::Get | Method::Head)
             }
-            Page::Login | Page::Logout | Page::Delete => method == Method::Post,
+            Page::Login | Page::Logout | Page::Delete | Page::Mkdir | Page::Move => {
+                method == Method::Post
+            }
         }
     }
 
     fn allow_field(self) -> &'static str {
         match self {
-            Page::Login | Page::Logout | Page::Delete => "POST",
+            Page::Login | Page::Logout | Page::Delete | Page::Mkdir | Page::Move => "POST",
             _ => "GET, HEAD",
         }
     }
@@ -82,6 +87,8 @@ fn page_of(request: &Request<'_>) -> Option<Page> {
         b"/web/logout" => Page::Logout,
         b"/web/file" => Page::File,
         b"/web/delete" => Page::Delete,
+        b"/web/mkdir" => Page::Mkdir,
+        b"/web/move" => Page::Move,
         // A browser's navigation gets the interface; scripts (JSON asked
         // for, or any query such as `?json` or `?format=text`) the listing.
         b"/files" | b"/files/"
@@ -186,10 +193,12 @@ impl Session {
                 Some(login) => self.file_page(request, &login, after, services),
                 None => self.see_other("/", None, after, services),
             },
-            Page::Delete => match login {
-                Some(login) if self.form_is_theirs(request, &login) => {
-                    self.form_delete(&login, after, services)
-                }
+            Page::Delete | Page::Mkdir | Page::Move => match login {
+                Some(login) if self.form_is_theirs(request, &login) => match page {
+                    Page::Delete => self.form_delete(&login, after, services),
+                    Page::Mkdir => self.form_mkdir(&login, after, services),
+                    _ => self.form_move(&login, after, services),
+                },
                 Some(_) => self.fail(Refused::CrossSite, after, services),
                 None => self.see_other("/", None, after, services),
             },
@@ -304,7 +313,19 @@ impl Session {
             Ok(dir) => dir,
             Err(err) => return self.fail(Failure::Internal(err), after, services),
         };
-        let mut listing = match services.storage.listing(&dir) {
+        let raw = request
+            .query
+            .and_then(|query| form_value(query, "dir"))
+            .unwrap_or_default();
+        let folder = if raw.is_empty() {
+            None
+        } else {
+            match path::validate(&raw) {
+                Some(folder) => Some(folder),
+                None => return self.fail(Refused::NameNotAllowed, after, services),
+            }
+        };
+        let mut listing = match services.storage.listing_of(&dir, folder, false) {
             Ok(listing) => listing,
             Err(err) => return self.fail(err, after, services),
         };
@@ -326,7 +347,8 @@ impl Session {
         }
         let sort = Sort::from_query(request.query);
         sort.apply(&mut entries);
-        let page = web::files_page(&login.user, &login.csrf, &entries, sort, truncated);
+        let shown = folder.map_or("", |folder| folder.as_str());
+        let page = web::files_page(&login.user, &login.csrf, shown, &entries, sort, truncated);
         let head_only = request.method == Method::Head;
         self.html(200, &page, &[], head_only, after, services);
     }
@@ -342,7 +364,7 @@ impl Session {
             .query
             .and_then(|query| form_value(query, "name"))
             .unwrap_or_default();
-        let Some(name) = name::validate(&raw) else {
+        let Some(name) = path::validate(&raw) else {
             return self.fail(Refused::NameNotAllowed, after, services);
         };
         let dir = match self.user_dir(&login.user, services) {
@@ -385,22 +407,43 @@ impl Session {
     /// was (`confirm=yes`, which the script adds after its question).
     fn form_delete(&mut self, login: &WebLogin, after: After, services: &Services) {
         let raw = form_value(&self.form, "name").unwrap_or_default();
-        let Some(name) = name::validate(&raw) else {
+        let Some(name) = path::validate(&raw) else {
             return self.fail(Refused::NameNotAllowed, after, services);
         };
-        if form_value(&self.form, "confirm").as_deref() != Some(b"yes") {
-            let page = web::confirm_delete_page(&login.user, &login.csrf, name.as_str());
-            return self.html(200, &page, &[], false, after, services);
-        }
         let dir = match self.user_dir(&login.user, services) {
             Ok(dir) => dir,
             Err(err) => return self.fail(Failure::Internal(err), after, services),
         };
+        let facts = match services.storage.stat(&dir, name) {
+            Ok(facts) => facts,
+            Err(err) => return self.fail(err, after, services),
+        };
+        if form_value(&self.form, "confirm").as_deref() != Some(b"yes") {
+            let page =
+                web::confirm_delete_page(&login.user, &login.csrf, name.as_str(), facts.folder);
+            return self.html(200, &page, &[], false, after, services);
+        }
         let started = Instant::now();
-        match services.storage.delete(&dir, name) {
+        let back = web::folder_href(web::parent(name.as_str()));
+        let removed = if facts.folder {
+            // The tree leaves the user's folders at once and is emptied
+            // in bounded steps by the housekeeping.
+            services.storage.remove_tree(&dir, name).map(|_| 0)
+        } else {
+            services.storage.delete(&dir, name)
+        };
+        match removed {
             Ok(size) => {
-                transfer::deleted(who(self.shell.peer, &login.user), name, size, started);
-                self.see_other("/", None, after, services);
+                if facts.folder {
+                    log::info!(
+                        "{} {}: web delete of the folder {name:?}",
+                        self.shell.peer,
+                        login.user
+                    );
+                } else {
+                    transfer::deleted(who(self.shell.peer, &login.user), name, size, started);
+                }
+                self.see_other(&back, None, after, services);
             }
             Err(err) => {
                 log::info!(
@@ -411,6 +454,74 @@ impl Session {
                 self.fail(err, after, services);
             }
         }
+    }
+
+    /// A new folder in the folder the form names.
+    fn form_mkdir(&mut self, login: &WebLogin, after: After, services: &Services) {
+        let folder = form_value(&self.form, "dir").unwrap_or_default();
+        let leaf = form_value(&self.form, "name").unwrap_or_default();
+        let folder = String::from_utf8_lossy(&folder).into_owned();
+        let Some(leaf) = name::validate(&leaf) else {
+            return self.fail(Refused::NameNotAllowed, after, services);
+        };
+        let joined = web::join(&folder, leaf.as_str());
+        let Some(target) = path::validate(joined.as_bytes()) else {
+            return self.fail(Refused::NameNotAllowed, after, services);
+        };
+        let dir = match self.user_dir(&login.user, services) {
+            Ok(dir) => dir,
+            Err(err) => return self.fail(Failure::Internal(err), after, services),
+        };
+        match services.storage.mkdir(&dir, target) {
+            Ok(()) => {
+                log::info!("{} {}: web mkdir {target:?}", self.shell.peer, login.user);
+                self.see_other(&web::folder_href(&folder), None, after, services);
+            }
+            Err(err) => self.storage_refusal("mkdir", login, target, err, after, services),
+        }
+    }
+
+    /// A rename or move of a file or folder, never over something that
+    /// exists.
+    fn form_move(&mut self, login: &WebLogin, after: After, services: &Services) {
+        let from = form_value(&self.form, "from").unwrap_or_default();
+        let to = form_value(&self.form, "to").unwrap_or_default();
+        let (Some(from), Some(to)) = (path::validate(&from), path::validate(&to)) else {
+            return self.fail(Refused::NameNotAllowed, after, services);
+        };
+        let dir = match self.user_dir(&login.user, services) {
+            Ok(dir) => dir,
+            Err(err) => return self.fail(Failure::Internal(err), after, services),
+        };
+        match services.storage.rename(&dir, from, to, false) {
+            Ok(_) => {
+                log::info!(
+                    "{} {}: web move {from:?} to {to:?}",
+                    self.shell.peer,
+                    login.user
+                );
+                let back = web::folder_href(web::parent(to.as_str()));
+                self.see_other(&back, None, after, services);
+            }
+            Err(err) => self.storage_refusal("move", login, from, err, after, services),
+        }
+    }
+
+    fn storage_refusal(
+        &mut self,
+        what: &str,
+        login: &WebLogin,
+        path: FilePath<'_>,
+        err: StorageError,
+        after: After,
+        services: &Services,
+    ) {
+        log::info!(
+            "{} {}: web {what} {path:?}: {err}",
+            self.shell.peer,
+            login.user
+        );
+        self.fail(err, after, services);
     }
 
     /// `303 See Other` to `location`, with a cookie to set.

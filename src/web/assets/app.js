@@ -37,6 +37,9 @@
   if (!section) return;
   section.hidden = false;
   var input = document.getElementById("files");
+  // The folder shown: uploads go into it.
+  var dir = section.getAttribute("data-dir") || "";
+  var prefix = "/files/" + (dir ? dir.split("/").map(encodeURIComponent).join("/") + "/" : "");
   var list = document.getElementById("uploads");
   var running = 0;
   var failed = 0;
@@ -67,7 +70,7 @@
 
     function attempt(tries) {
       var xhr = new XMLHttpRequest();
-      xhr.open("PUT", "/files/" + encodeURIComponent(file.name));
+      xhr.open("PUT", prefix + encodeURIComponent(file.name));
       xhr.setRequestHeader("X-CSRF-Token", csrf);
       xhr.upload.onprogress = function (e) {
         if (e.lengthComputable) bar.value = e.loaded;

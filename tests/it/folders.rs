@@ -1,0 +1,532 @@
+//! Folders: paths on both fronts, containment over paths, moves, copies,
+//! trees, listings of large folders, and quotas across the tree.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::time::Duration;
+
+use crate::common::http::*;
+use crate::common::*;
+
+/// The lines of a `LIST` or `TREE` as (name, size), sorted by name.
+fn listed(c: &mut Client, line: &str) -> BTreeMap<String, u64> {
+    c.send_line(line);
+    let data = c.read_list_blocks();
+    parse_listing(&data)
+        .into_iter()
+        .map(|e| (String::from_utf8(e.name).unwrap(), e.size))
+        .collect()
+}
+
+#[test]
+fn folders_are_created_listed_and_removed_over_the_line_protocol() {
+    let server = TestServer::start();
+    let mut c = server.alice();
+    c.expect("MKDIR photos", 257);
+    c.expect("MKDIR /photos/2024", 257);
+    assert_eq!(c.cmd("MKDIR photos").0, 550, "already exists");
+    assert_eq!(c.cmd("MKDIR nope/x").1, "no such folder");
+    c.put("photos/2024/a b.jpg", b"hello");
+    c.put("top.txt", b"top");
+    assert_eq!(c.get("/photos/2024/a b.jpg"), b"hello");
+    let root = listed(&mut c, "LIST");
+    assert_eq!(
+        root.keys().collect::<Vec<_>>(),
+        ["photos/", "top.txt"],
+        "a folder's line ends with /"
+    );
+    let tree = listed(&mut c, "TREE");
+    assert_eq!(
+        tree.into_iter().collect::<Vec<_>>(),
+        [
+            ("photos/".to_owned(), 0),
+            ("photos/2024/".to_owned(), 0),
+            ("photos/2024/a b.jpg".to_owned(), 5),
+            ("top.txt".to_owned(), 3)
+        ]
+    );
+    let sub = listed(&mut c, "LIST photos/2024");
+    assert_eq!(
+        sub.into_iter().collect::<Vec<_>>(),
+        [("a b.jpg".to_owned(), 5)]
+    );
+    let stat = c.expect("STAT photos/2024/a b.jpg", 213);
+    assert!(
+        stat.starts_with("type=file size=5 mtime=")
+            && stat.ends_with(&format!("sha256={}", sha256_hex(b"hello"))),
+        "{stat}"
+    );
+    assert!(
+        c.expect("STAT photos", 213)
+            .starts_with("type=folder mtime=")
+    );
+    assert_eq!(c.cmd("GET photos").1, "is a folder");
+    assert_eq!(c.cmd("DEL photos").1, "is a folder");
+    assert_eq!(c.cmd("LIST top.txt").1, "not a folder");
+    assert_eq!(c.cmd("RMDIR photos").1, "folder not empty");
+    assert_eq!(c.cmd("PUT 1 nope/x").1, "no such folder");
+    c.noop();
+    c.expect("RMTREE photos", 250);
+    assert_eq!(c.cmd("STAT photos").0, 550);
+    c.expect("MKDIR empty", 257);
+    c.expect("RMDIR empty", 250);
+    assert_eq!(
+        listed(&mut c, "LIST").keys().collect::<Vec<_>>(),
+        ["top.txt"]
+    );
+    // The removed tree leaves nothing behind once it is emptied.
+    assert!(wait_until(Duration::from_secs(5), || server
+        .tmp_entries()
+        .is_empty()));
+}
+
+/// One request on a fresh connection, its response.
+fn http(addr: std::net::SocketAddr, raw: &[u8]) -> Resp {
+    let mut conn = Conn::open(addr);
+    conn.send(raw);
+    conn.response()
+}
+
+fn alice_with(method: &str, target: &str, headers: &[&str]) -> Vec<u8> {
+    let auth = alice_auth();
+    let mut all = vec![auth.as_str()];
+    all.extend_from_slice(headers);
+    request(method, target, &all, b"")
+}
+
+#[test]
+fn folders_over_http_mkcol_put_list_redirect_and_delete() {
+    let (server, addr) = http_server();
+    let status = |raw: &[u8]| http(addr, raw).status;
+    assert_eq!(status(&alice_req("MKCOL", "/files/docs")), 201);
+    assert_eq!(status(&alice_req("MKCOL", "/files/docs/")), 405, "exists");
+    assert_eq!(status(&alice_req("MKCOL", "/files/no/such")), 409);
+    assert_eq!(status(&put_req("/files/docs/a%20b.txt", b"hello")), 201);
+    assert_eq!(status(&put_req("/files/nope/x", b"x")), 409, "no parent");
+    assert_eq!(status(&put_req("/files/docs", b"x")), 409, "a folder");
+    let got = http(addr, &alice_req("GET", "/files/docs/a%20b.txt"));
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(status(&alice_req("GET", "/files/nope/x")), 404);
+    // A folder's URL without the slash redirects to the one with it.
+    let moved = http(addr, &alice_req("GET", "/files/docs"));
+    assert_eq!(moved.status, 301);
+    assert_eq!(moved.header("Location"), Some("/files/docs/"));
+    let listed = http(addr, &alice_req("GET", "/files/docs/"));
+    assert_eq!(listed.status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&listed.body).unwrap();
+    assert_eq!(json[0]["name"], "a b.txt");
+    assert_eq!(json[0]["type"], "file");
+    assert_eq!(json[0]["size"], 5);
+    let root = http(addr, &alice_req("GET", "/files/"));
+    let json: serde_json::Value = serde_json::from_slice(&root.body).unwrap();
+    assert_eq!(json[0]["name"], "docs");
+    assert_eq!(json[0]["type"], "folder");
+    let tree = http(addr, &alice_req("GET", "/files/?recursive&format=text"));
+    assert_eq!(
+        tree.text(),
+        format!(
+            "0 {} docs/\n5 {} docs/a b.txt\n",
+            json[0]["mtime"],
+            tree.text()
+                .lines()
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .nth(1)
+                .unwrap()
+        )
+    );
+    assert_eq!(
+        status(&alice_req("GET", "/files/docs/a%20b.txt/")),
+        409,
+        "not a folder"
+    );
+    // An encoded slash never separates.
+    assert_eq!(status(&alice_req("GET", "/files/docs%2Fa%20b.txt")), 400);
+    assert_eq!(status(&alice_req("GET", "/files/docs/..")), 400);
+    assert_eq!(status(&alice_req("GET", "/files/docs//x")), 400);
+    // A folder that is not empty goes only when the request says so.
+    let refused = http(addr, &alice_req("DELETE", "/files/docs/"));
+    assert_eq!(
+        (refused.status, refused.text().as_str()),
+        (409, "folder not empty\n")
+    );
+    assert_eq!(
+        status(&alice_with("DELETE", "/files/docs", &["Depth: infinity"])),
+        204
+    );
+    assert_eq!(status(&alice_req("GET", "/files/docs/")), 404);
+    assert_eq!(status(&alice_req("MKCOL", "/files/e")), 201);
+    assert_eq!(
+        status(&alice_req("DELETE", "/files/e")),
+        204,
+        "an empty folder"
+    );
+    assert!(wait_until(Duration::from_secs(5), || server
+        .tmp_entries()
+        .is_empty()));
+}
+
+#[test]
+fn move_and_copy_over_http_follow_destination_and_overwrite() {
+    let (server, addr) = http_server();
+    let status = |raw: &[u8]| http(addr, raw).status;
+    assert_eq!(status(&alice_req("MKCOL", "/files/a")), 201);
+    assert_eq!(status(&alice_req("MKCOL", "/files/a/b")), 201);
+    assert_eq!(status(&put_req("/files/a/b/f", b"data")), 201);
+    assert_eq!(status(&put_req("/files/g", b"other")), 201);
+    let dest = |path: &str| format!("Destination: http://127.0.0.1/files/{path}");
+    // Into itself, onto itself.
+    assert_eq!(
+        status(&alice_with("MOVE", "/files/a", &[&dest("a/b/a")])),
+        403
+    );
+    assert_eq!(status(&alice_with("MOVE", "/files/a", &[&dest("a")])), 403);
+    // Outside /files/, or a path that breaks the rules: nothing to name.
+    assert_eq!(
+        status(&alice_with(
+            "MOVE",
+            "/files/g",
+            &["Destination: /files/../bob/g"]
+        )),
+        400
+    );
+    assert_eq!(
+        status(&alice_with("MOVE", "/files/g", &["Destination: /healthz"])),
+        400
+    );
+    assert_eq!(
+        status(&alice_with(
+            "MOVE",
+            "/files/g",
+            &[&dest("x"), "Overwrite: maybe"]
+        )),
+        400
+    );
+    // Overwrite: F keeps an existing destination.
+    assert_eq!(
+        status(&alice_with(
+            "COPY",
+            "/files/g",
+            &[&dest("a/b/f"), "Overwrite: F"]
+        )),
+        412
+    );
+    let copied = http(addr, &alice_with("COPY", "/files/a/b/f", &[&dest("c")]));
+    assert_eq!(copied.status, 201);
+    assert_eq!(
+        copied.header("X-Ferry-SHA256"),
+        Some(sha256_hex(b"data").as_str())
+    );
+    assert_eq!(
+        status(&alice_with("COPY", "/files/g", &[&dest("c")])),
+        204,
+        "replaced"
+    );
+    assert_eq!(http(addr, &alice_req("GET", "/files/c")).body, b"other");
+    assert_eq!(
+        status(&alice_with("COPY", "/files/a", &[&dest("z")])),
+        403,
+        "a folder"
+    );
+    assert_eq!(
+        status(&alice_with("MOVE", "/files/a", &[&dest("no/z")])),
+        409
+    );
+    assert_eq!(
+        status(&alice_with(
+            "MOVE",
+            "/files/a/",
+            &["Destination: /files/m/"]
+        )),
+        201
+    );
+    assert_eq!(http(addr, &alice_req("GET", "/files/m/b/f")).body, b"data");
+    assert_eq!(status(&alice_req("GET", "/files/a/b/f")), 404);
+    assert_eq!(
+        status(&alice_with("MOVE", "/files/c", &[&dest("m/b/f")])),
+        204
+    );
+    assert_eq!(http(addr, &alice_req("GET", "/files/m/b/f")).body, b"other");
+    drop(server);
+}
+
+/// A tree `a/b/c/d/f` for alice, made over the protocol; returns the
+/// client.
+fn deep_tree(server: &TestServer) -> Client {
+    let mut c = server.alice();
+    for folder in ["a", "a/b", "a/b/c", "a/b/c/d"] {
+        c.expect(&format!("MKDIR {folder}"), 257);
+    }
+    c.put("a/b/c/d/f", b"inside");
+    c
+}
+
+#[test]
+fn traversal_in_any_component_is_refused() {
+    let server = TestServer::start();
+    server.plant_file(BOB, "canary", b"bob's canary");
+    let mut c = deep_tree(&server);
+    for bad in [
+        "..",
+        "../bob/canary",
+        "a/../../bob/canary",
+        "a/b/../../../bob/canary",
+        "a/./b",
+        "a/b/c/d/..",
+        "./a",
+        "a//b",
+        "a/b/",
+        "/",
+        "//a",
+        "a/b/c/d/f/",
+        "a/\u{1}/b",
+    ] {
+        for verb in [
+            "GET", "VIEW", "DEL", "HASH", "STAT", "LIST", "TREE", "MKDIR", "RMDIR", "RMTREE",
+            "FROM", "MOVE", "COPY", "PARTIAL",
+        ] {
+            let (code, text) = c.cmd(&format!("{verb} {bad}"));
+            assert_eq!(code, 553, "{verb} {bad:?} answered `{code} {text}`");
+        }
+        let (code, text) = c.cmd(&format!("PUT 4 {bad}"));
+        assert_eq!(code, 553, "PUT {bad:?} answered `{code} {text}`");
+    }
+    // A leading `/` is the user's own root, never the server's.
+    assert_eq!(c.get("/a/b/c/d/f"), b"inside");
+    assert_eq!(c.cmd("GET /bob/canary").1, "no such folder");
+    assert_eq!(c.cmd("GET /etc/passwd").1, "no such folder");
+    // Path limits: 64 names, 4096 bytes (a line holds less than that).
+    let deep = vec!["x"; 65].join("/");
+    assert_eq!(c.cmd(&format!("STAT {deep}")).0, 553);
+    let deepest = vec!["x"; 64].join("/");
+    assert_eq!(c.cmd(&format!("STAT {deepest}")).1, "no such folder");
+    assert_eq!(
+        fs::read(server.user_dir(BOB).join("canary")).unwrap(),
+        b"bob's canary"
+    );
+}
+
+#[test]
+fn a_symlinked_folder_at_any_depth_is_never_followed() {
+    let server = TestServer::start();
+    let outside = server.root().join("outside");
+    // The same tree outside alice's directory, with a canary everywhere.
+    fs::create_dir_all(outside.join("b/c/d")).unwrap();
+    for at in ["", "b", "b/c", "b/c/d"] {
+        fs::write(outside.join(at).join("f"), b"CANARY").unwrap();
+    }
+    let mut c = deep_tree(&server);
+    let home = server.user_dir(ALICE);
+    for depth in 1..=4 {
+        let folders = ["a", "a/b", "a/b/c", "a/b/c/d"];
+        let swapped = home.join(folders[depth - 1]);
+        let aside = home.join("aside");
+        fs::rename(&swapped, &aside).unwrap();
+        let target = outside.join(["", "b", "b/c", "b/c/d"][depth - 1]);
+        symlink(&target, &swapped).unwrap();
+        let through = "a/b/c/d/f";
+        let folder = folders[3];
+        for line in [
+            format!("GET {through}"),
+            format!("VIEW {through}"),
+            format!("HASH {through}"),
+            format!("STAT {through}"),
+            format!("DEL {through}"),
+            format!("LIST {folder}"),
+            format!("TREE {folder}"),
+            format!("MKDIR {folder}/new"),
+            format!("RMTREE {folder}"),
+            format!("RMDIR {folder}"),
+        ] {
+            let (code, text) = c.cmd(&line);
+            assert_eq!(
+                (code, text.as_str()),
+                (550, "not a regular file"),
+                "depth {depth}: {line}"
+            );
+        }
+        let (code, text) = c.cmd(&format!("PUT 4 {through}"));
+        assert_eq!(
+            (code, text.as_str()),
+            (550, "not a regular file"),
+            "depth {depth}: PUT"
+        );
+        c.cmd(&format!("FROM {through}"));
+        assert_eq!(c.cmd("MOVE moved").0, 550, "depth {depth}: MOVE out");
+        c.cmd("FROM moved-not-there");
+        c.put("here", b"here");
+        c.cmd("FROM here");
+        assert_eq!(
+            c.cmd(&format!("MOVE {folder}/here")).0,
+            550,
+            "depth {depth}: MOVE in"
+        );
+        c.expect("DEL here", 250);
+        // The tree listing leaves the link out; nothing outside changed.
+        let tree = listed(&mut c, "TREE");
+        assert!(
+            tree.keys()
+                .all(|p| !p.ends_with("/f") || p.starts_with("aside/")),
+            "depth {depth}: {tree:?}"
+        );
+        fs::remove_file(&swapped).unwrap();
+        fs::rename(&aside, &swapped).unwrap();
+        for at in ["", "b", "b/c", "b/c/d"] {
+            assert_eq!(fs::read(outside.join(at).join("f")).unwrap(), b"CANARY");
+        }
+        assert!(!outside.join("b/c/d/new").exists());
+    }
+    assert_eq!(c.get("a/b/c/d/f"), b"inside");
+}
+
+#[test]
+fn a_folder_swapped_for_a_symlink_mid_upload_does_not_redirect_it() {
+    let server = TestServer::start();
+    let outside = server.root().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let mut c = deep_tree(&server);
+    let home = server.user_dir(ALICE);
+    let data = pseudo_random_bytes(7, 300_000);
+    c.start_put("a/b/up", data.len());
+    c.send_raw(&data[..100_000]);
+    // While the upload runs, its folder moves away and a symlink to the
+    // outside takes its name.
+    fs::rename(home.join("a/b"), home.join("a/moved")).unwrap();
+    symlink(&outside, home.join("a/b")).unwrap();
+    c.send_raw(&data[100_000..]);
+    let (code, text) = c.read_reply();
+    assert_eq!(code, 226, "{text}");
+    // It landed in the folder it began in, wherever that is now.
+    assert_eq!(fs::read(home.join("a/moved/up")).unwrap(), data);
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing outside"
+    );
+    assert_eq!(c.cmd("GET a/b/up").1, "not a regular file");
+    assert_eq!(c.get("a/moved/up"), data);
+    assert_eq!(
+        c.cmd("HASH a/moved/up").1,
+        format!("sha256={}", sha256_hex(&data))
+    );
+}
+
+#[test]
+fn moves_refuse_into_itself_onto_itself_and_other_users() {
+    let server = TestServer::start();
+    server.plant_file(BOB, "mine", b"bob's");
+    let mut c = deep_tree(&server);
+    c.expect("FROM a", 350);
+    assert_eq!(
+        c.cmd("MOVE a/b/c/a").1,
+        "cannot move or copy a folder into itself"
+    );
+    c.expect("FROM a/b", 350);
+    assert_eq!(c.cmd("MOVE a/b").1, "source and destination are the same");
+    assert_eq!(c.cmd("MOVE x").1, "send FROM first", "FROM is used up");
+    c.expect("FROM a/b/c/d/f", 350);
+    assert_eq!(
+        c.cmd("MOVE /bob/mine").1,
+        "no such folder",
+        "alice's own /bob"
+    );
+    assert_eq!(c.cmd("FROM ../bob/mine").0, 553);
+    assert_eq!(c.cmd("MOVE ../bob/stolen").0, 553);
+    assert_eq!(
+        fs::read(server.user_dir(BOB).join("mine")).unwrap(),
+        b"bob's"
+    );
+    assert!(!server.user_dir(BOB).join("stolen").exists());
+    // A real move: a folder with its content and its digest record.
+    c.expect("FROM a/b", 350);
+    c.expect("MOVE top", 250);
+    assert_eq!(c.get("top/c/d/f"), b"inside");
+    let stat = c.expect("STAT top/c/d/f", 213);
+    assert!(stat.contains(&sha256_hex(b"inside")), "{stat}");
+    // A file moved keeps its record too (its change time moved).
+    c.expect("FROM top/c/d/f", 350);
+    c.expect("MOVE g", 250);
+    let stat = c.expect("STAT g", 213);
+    assert!(stat.contains(&sha256_hex(b"inside")), "{stat}");
+    // Replacing needs REPLACE, and then only a file by a file.
+    c.put("h", b"h");
+    c.expect("FROM g", 350);
+    assert_eq!(c.cmd("MOVE h").1, "already exists");
+    c.expect("REPLACE", 200);
+    c.expect("FROM g", 350);
+    c.expect("MOVE h", 250);
+    assert_eq!(c.get("h"), b"inside");
+    c.expect("REPLACE", 200);
+    c.expect("FROM h", 350);
+    assert_eq!(c.cmd("MOVE top").1, "already exists", "a folder by a file");
+    // COPY: a file only, the copy whole, with its digest.
+    c.expect("FROM h", 350);
+    assert_eq!(
+        c.cmd("COPY top/h2").1,
+        format!("copied 6 sha256={}", sha256_hex(b"inside"))
+    );
+    assert_eq!(c.get("top/h2"), b"inside");
+    c.expect("FROM top", 350);
+    assert_eq!(c.cmd("COPY top2").1, "is a folder");
+}
+
+#[test]
+fn quotas_count_the_whole_tree() {
+    let server = TestServer::builder()
+        .args(["--user-quota", "100", "--user-max-files", "4"])
+        .start();
+    let mut c = server.alice();
+    c.expect("MKDIR a", 257);
+    c.expect("MKDIR a/b", 257);
+    c.put("a/one", &[1; 40]);
+    c.put("a/b/two", &[2; 40]);
+    assert_eq!(c.cmd("PUT 30 three").0, 552, "40 + 40 + 30 > 100");
+    c.put("three", &[3; 20]);
+    // A copy counts as an upload of its size.
+    c.expect("FROM three", 350);
+    assert_eq!(c.cmd("COPY a/b/copy").0, 552);
+    // Moving changes nothing; removing a tree gives its bytes back.
+    c.expect("FROM a/b", 350);
+    c.expect("MOVE b", 250);
+    assert_eq!(c.cmd("PUT 1 x").0, 552);
+    c.expect("RMTREE b", 250);
+    assert!(
+        wait_until(Duration::from_secs(5), || c.cmd("PUT 30 x").0 == 150),
+        "the removed tree's bytes come back"
+    );
+    c.send_raw(&[0; 30]);
+    assert_eq!(c.read_reply().0, 226);
+    c.put("y", b"y");
+    assert_eq!(
+        c.cmd("PUT 1 z").1,
+        "quota exceeded (at most 4 files per user)"
+    );
+}
+
+#[test]
+fn a_removed_tree_a_crashed_server_left_is_emptied_by_the_next() {
+    let server = TestServer::start();
+    drop(server.alice());
+    let instances = server.storage().join(".ferry/instances");
+    let id = fs::read_dir(&instances)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    // What a crash in the middle of emptying a removed tree leaves.
+    let left = server
+        .tmp_dir()
+        .join(format!("{}-trash-7", id.to_string_lossy()));
+    fs::create_dir_all(left.join("a/b")).unwrap();
+    for i in 0..300 {
+        fs::write(left.join(format!("a/b/{i}")), b"x").unwrap();
+    }
+    let server = server.crash_and_restart();
+    assert!(
+        wait_until(Duration::from_secs(5), || server.tmp_entries().is_empty()),
+        "left: {:?}",
+        server.tmp_entries()
+    );
+}

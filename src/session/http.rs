@@ -92,6 +92,8 @@ struct Put {
     limit: u64,
     over_quota: Option<OverQuota>,
     keep_alive: bool,
+    /// `?resumable`: an interruption keeps what arrived as a partial.
+    resumable: bool,
 }
 
 /// A password check for the request waiting at the front of the input.
@@ -428,7 +430,9 @@ impl Front for Session {
             } else {
                 "body over the size limit"
             };
-            if let State::Receiving(put) = self.take_state() {
+            if let State::Receiving(mut put) = self.take_state() {
+                // What can never fit is not worth keeping.
+                put.resumable = false;
                 self.abort_upload(*put, reason, services);
             }
             let failure = match over {
@@ -1031,6 +1035,9 @@ impl Session {
         after: After,
         services: &Services,
     ) {
+        if http::query_has(request.query, b"partial") {
+            return self.partial_held(user, dir, name, after, services);
+        }
         let (file, meta) = match services.storage.open_read(dir, name) {
             Ok(opened) => opened,
             // A folder's URL ends with `/`: the client is sent there.
@@ -1123,14 +1130,26 @@ impl Session {
         if request.expect == Expect::Unsupported {
             return self.fail(Refused::ExpectationFailed, After::Close, services);
         }
+        // `?resumable` and `?offset=N` (`http/web.rs`).
+        let (resumable, offset) = match web::resume_of(request) {
+            Ok(resume) => resume,
+            Err(refused) => return self.fail(refused, After::Close, services),
+        };
+        // Short of the bytes held, the line protocol hashes them again;
+        // HTTP refuses, before the partial is touched.
+        if let Some(offset) = offset
+            && offset < services.storage.partial_len(dir, name).unwrap_or(0)
+        {
+            return self.fail(Refused::ResumeUnhashed, After::Close, services);
+        }
         // A declared length is checked against the quota now; a chunked
         // body as it grows.
         let size = match framing {
-            Framing::Length { left } => Some(left),
+            Framing::Length { left } => Some(left + offset.unwrap_or(0)),
             Framing::Chunked(_) => None,
         };
         let limits = services.put_limits();
-        let started = match services.storage.begin_put(dir, name, size, None, limits) {
+        let started = match services.storage.begin_put(dir, name, size, offset, limits) {
             Ok(started) => started,
             Err(refusal) => {
                 log::info!("{} {user}: PUT {name:?}: {refusal:?}", self.shell.peer);
@@ -1144,14 +1163,24 @@ impl Session {
                 .buf()
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
+        let Some(hasher) = started.hasher else {
+            // Continuing short of the bytes held needs them hashed again,
+            // which this front does not do: the partial stays as it was.
+            let intake = Intake::start(name, size, started.upload, Hasher::new(), services);
+            let then = Interrupted::Resumable { hashed: false };
+            let reason = "resume needs the bytes held hashed";
+            intake.interrupt(then, who(self.shell.peer, user), reason, services);
+            return self.fail(Refused::ResumeUnhashed, After::Close, services);
+        };
         let put = Put {
-            intake: Intake::start(name, size, started.upload, Hasher::new(), services),
+            intake: Intake::start(name, size, started.upload, hasher, services),
             user: user.to_owned(),
             existed: started.existed,
             framing,
             limit: started.limit,
             over_quota: started.limited_by_quota,
             keep_alive: after == After::KeepAlive,
+            resumable,
         };
         let empty = matches!(put.framing, Framing::Length { left: 0 });
         self.state = State::Receiving(Box::new(put));
@@ -1191,10 +1220,15 @@ impl Session {
     }
 
     fn abort_upload(&mut self, put: Put, reason: &str, services: &Services) {
-        // An HTTP upload is whole or nothing: nothing is kept to resume.
+        // An HTTP upload is whole or nothing unless it asked to be kept
+        // (`?resumable`); the hasher covers every byte it held.
         let who = who(self.shell.peer, &put.user);
-        put.intake
-            .interrupt(Interrupted::Discarded, who, reason, services);
+        let then = if put.resumable {
+            Interrupted::Resumable { hashed: true }
+        } else {
+            Interrupted::Discarded
+        };
+        put.intake.interrupt(then, who, reason, services);
     }
 
     fn cut(&self, send: Send, reason: &str, services: &Services) {

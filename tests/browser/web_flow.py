@@ -20,7 +20,10 @@ import threading
 import time
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -61,7 +64,8 @@ options.add_experimental_option(
 service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
 driver = webdriver.Chrome(service=service, options=options)
 driver.set_page_load_timeout(WAIT)
-wait = WebDriverWait(driver, WAIT)
+# A page that reloads under a wait (after uploads) is looked at again.
+wait = WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException])
 result = {"steps": []}
 shot_number = [0]
 
@@ -185,7 +189,26 @@ try:
     wait.until(EC.presence_of_element_located((By.ID, "files")))
     assert "one.txt" in names_listed(), "a cross-site post deleted a file"
 
-    # 7. Delete one, after the question.
+    # 7. A new folder, and a file moved into it from the file's page.
+    field = driver.find_element(By.ID, "folder-name")
+    field.send_keys("docs")
+    field.submit()
+    wait.until(lambda d: "docs/" in names_listed())
+    shot("new-folder")
+    driver.find_element(By.LINK_TEXT, "two.bin").click()
+    target_field = wait.until(EC.presence_of_element_located((By.ID, "move-to")))
+    target_field.clear()
+    target_field.send_keys("docs/two.bin")
+    target_field.submit()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "nav.crumbs li[aria-current]"))
+    assert names_listed() == ["two.bin"], names_listed()
+    crumbs = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "nav.crumbs li")]
+    assert crumbs == ["Files", "docs"], crumbs
+    shot("moved-into-folder")
+    driver.find_element(By.CSS_SELECTOR, "nav.crumbs a").click()
+    wait.until(lambda d: "two.bin" not in names_listed() and "docs/" in names_listed())
+
+    # 8. Delete one, after the question.
     row = "//tr[td[@class='name']/a[text()='one.txt']]"
     driver.find_element(By.XPATH, row + "//button[text()='Delete']").click()
     alert = wait.until(EC.alert_is_present())
@@ -194,7 +217,7 @@ try:
     wait.until(lambda d: "one.txt" not in names_listed())
     shot("deleted")
 
-    # 8. Readable at phone width.
+    # 9. Readable at phone width.
     driver.set_window_size(390, 844)
     driver.refresh()
     wait.until(EC.presence_of_element_located((By.ID, "files")))
@@ -203,7 +226,7 @@ try:
     shot("phone")
     driver.set_window_size(1200, 900)
 
-    # 9. Log out.
+    # 10. Log out.
     driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
     wait.until(EC.presence_of_element_located((By.ID, "password")))
     shot("logged-out")

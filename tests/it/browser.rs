@@ -2,7 +2,8 @@
 //! Selenium by `tests/browser/web_flow.py` (log in, upload two files
 //! through the file input, download one and compare SHA-256, preview a
 //! text file, the hostile name shown as text, a cross-site form post
-//! refused, delete after the question, phone width, log out). This side
+//! refused, a new folder and a file moved into it, delete after the
+//! question, phone width, log out). This side
 //! starts ferryd, plants the hostile file, and checks the storage after.
 //! A screenshot of each page is kept in `target/browser-screenshots/`.
 //! Skipped with a message when Chromium, chromedriver or Selenium is
@@ -78,11 +79,9 @@ fn a_browser_logs_in_uploads_downloads_previews_deletes_and_logs_out() {
 
     // What the browser did is what the storage holds.
     let dir = server.user_dir(ALICE);
-    assert_eq!(
-        std::fs::read(dir.join("two.bin")).unwrap(),
-        two,
-        "uploaded whole"
-    );
+    let moved = dir.join("docs").join("two.bin");
+    let stored = std::fs::read(moved).unwrap();
+    assert_eq!(stored, two, "uploaded whole, then moved into docs/");
     assert!(!dir.join("one.txt").exists(), "deleted in the browser");
     assert!(
         dir.join(hostile).exists(),

@@ -415,3 +415,155 @@ fn form_logins_share_the_delay_and_the_lockout() {
     get(addr, "/files/", &[&alice_auth()]).assert_status(401, "locked out over Basic too");
     server.log_containing("locked out");
 }
+
+#[test]
+fn an_interrupted_resumable_upload_continues_where_the_server_bytes_end() {
+    let (server, addr) = web_server();
+    let whole = pseudo_random_bytes(7, 100_000);
+    let cookie = login(addr, ALICE, ALICE_PW);
+    let csrf = format!("X-CSRF-Token: {}", csrf_of(addr, &cookie));
+    let held = || get(addr, "/files/big.bin?partial", &[&cookie]).text();
+
+    // Cut after 40,000 of 100,000 bytes: kept, because it asked to be.
+    let mut conn = Conn::open(addr);
+    let length = format!("Content-Length: {}", whole.len());
+    conn.send(&request(
+        "PUT",
+        "/files/big.bin?resumable",
+        &[&cookie, &csrf, &length],
+        &whole[..40_000],
+    ));
+    drop(conn);
+    assert!(
+        wait_until(Duration::from_secs(5), || held() == "40000\n"),
+        "held: {}",
+        held()
+    );
+    assert!(!server.user_dir(ALICE).join("big.bin").exists());
+
+    // Past the bytes held, or short of them: refused, the partial kept.
+    let rest = |offset: usize| {
+        let length = format!("Content-Length: {}", whole.len() - offset);
+        let target = format!("/files/big.bin?offset={offset}");
+        send(
+            addr,
+            &request("PUT", &target, &[&cookie, &csrf, &length], &whole[offset..]),
+        )
+    };
+    rest(50_000).assert_status(416, "offset past the bytes held");
+    rest(10_000).assert_status(409, "offset short of the bytes held");
+    assert_eq!(held(), "40000\n");
+
+    let done = rest(40_000);
+    done.assert_status(201, "the rest");
+    assert_eq!(
+        done.header("x-ferry-sha256"),
+        Some(sha256_hex(&whole).as_str())
+    );
+    assert_eq!(
+        std::fs::read(server.user_dir(ALICE).join("big.bin")).unwrap(),
+        whole
+    );
+    assert_eq!(held(), "0\n", "the partial is used up");
+
+    // Without ?resumable an HTTP upload stays whole or nothing.
+    let mut conn = Conn::open(addr);
+    conn.send(&request(
+        "PUT",
+        "/files/gone.bin",
+        &[&alice_auth(), &length],
+        &whole[..40_000],
+    ));
+    drop(conn);
+    thread::sleep(Duration::from_millis(300));
+    let partial = get(addr, "/files/gone.bin?partial", &[&alice_auth()]);
+    assert_eq!(partial.text(), "0\n");
+}
+
+#[test]
+fn folders_in_the_interface_breadcrumbs_new_folder_move_and_delete() {
+    let (server, addr) = web_server();
+    put_basic(addr, "a.txt", b"aaa");
+    let cookie = login(addr, ALICE, ALICE_PW);
+    let csrf = csrf_of(addr, &cookie);
+    let origin = "Origin: http://127.0.0.1";
+
+    let made = post(
+        addr,
+        "/web/mkdir",
+        &[&cookie, origin],
+        &form(&[("csrf", &csrf), ("dir", ""), ("name", "docs")]),
+    );
+    made.assert_status(303, "new folder");
+    assert_eq!(made.header("location"), Some("/"));
+    let nested = form(&[("csrf", &csrf), ("dir", "docs"), ("name", "<b>old")]);
+    post(addr, "/web/mkdir", &[&cookie], &nested).assert_status(303, "nested folder");
+    assert!(server.user_dir(ALICE).join("docs/<b>old").is_dir());
+    let again = post(addr, "/web/mkdir", &[&cookie], &nested);
+    assert!(again.status >= 400, "an existing folder: {}", again.status);
+    let no_token = form(&[("dir", ""), ("name", "x")]);
+    post(addr, "/web/mkdir", &[&cookie], &no_token).assert_status(403, "mkdir without the token");
+
+    // Folders first, with a final / and a link to their page.
+    let root = get(addr, "/", &[&cookie]).text();
+    let folder_at = root.find(">docs/</a>").expect("the folder listed");
+    assert!(
+        folder_at < root.find(">a.txt</a>").unwrap(),
+        "folders first"
+    );
+    assert!(root.contains("href=\"/?dir=docs\""), "{root}");
+
+    // Move a file into the folder; its page has breadcrumbs.
+    let moved = post(
+        addr,
+        "/web/move",
+        &[&cookie],
+        &form(&[("csrf", &csrf), ("from", "a.txt"), ("to", "docs/b.txt")]),
+    );
+    moved.assert_status(303, "move");
+    assert_eq!(moved.header("location"), Some("/?dir=docs"));
+    assert_eq!(
+        std::fs::read(server.user_dir(ALICE).join("docs/b.txt")).unwrap(),
+        b"aaa"
+    );
+    let page = get(addr, "/?dir=docs", &[&cookie]).text();
+    assert!(page.contains("<nav class=\"crumbs\""), "{page}");
+    assert!(page.contains("<a href=\"/\">Files</a>"), "{page}");
+    assert!(
+        page.contains("<li aria-current=\"page\">docs</li>"),
+        "{page}"
+    );
+    assert!(page.contains(">&lt;b&gt;old/</a>"), "{page}");
+    assert!(
+        page.contains("data-dir=\"docs\""),
+        "uploads go here: {page}"
+    );
+    assert!(
+        page.contains("href=\"/files/docs/b.txt?download\""),
+        "{page}"
+    );
+    let file = get(addr, "/web/file?name=docs%2Fb.txt", &[&cookie]).text();
+    assert!(file.contains("href=\"/?dir=docs\">docs</a>"), "{file}");
+
+    // A script's upload into the folder, with the cookie and the token.
+    let headers = [
+        cookie.as_str(),
+        &format!("X-CSRF-Token: {csrf}"),
+        "Content-Length: 2",
+    ];
+    let put = send(addr, &request("PUT", "/files/docs/c.txt", &headers, b"cc"));
+    put.assert_status(201, "upload into the folder");
+
+    // Deleting the folder asks first, then takes everything in it.
+    let ask = form(&[("csrf", &csrf), ("name", "docs")]);
+    let question = post(addr, "/web/delete", &[&cookie], &ask);
+    assert!(
+        question.text().contains("everything in it"),
+        "{}",
+        question.text()
+    );
+    let yes = form(&[("csrf", &csrf), ("name", "docs"), ("confirm", "yes")]);
+    let gone = post(addr, "/web/delete", &[&cookie], &yes);
+    gone.assert_status(303, "delete the folder");
+    assert!(!server.user_dir(ALICE).join("docs").exists());
+}

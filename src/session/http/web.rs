@@ -43,6 +43,31 @@ pub(super) fn form_len(request: &Request<'_>) -> usize {
     }
 }
 
+/// What a `PUT` asks of resuming: `?resumable` keeps an interrupted body
+/// as a partial, `?offset=N` continues the partial at byte `N` (and is
+/// resumable too). An offset needs a `Content-Length` (the whole file is
+/// `N` + that).
+pub(super) fn resume_of(request: &Request<'_>) -> Result<(bool, Option<u64>), Failure> {
+    use crate::protocol::http::{query_has, query_value};
+    let offset = match query_value(request.query, b"offset") {
+        None => None,
+        Some(raw) => {
+            let text = std::str::from_utf8(raw).unwrap_or_default();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Refused::Malformed.into());
+            }
+            Some(text.parse().map_err(|_| Refused::Malformed)?)
+        }
+    };
+    if offset.is_some() && request.body == Body::Chunked {
+        return Err(Refused::LengthRequired.into());
+    }
+    Ok((
+        offset.is_some() || query_has(request.query, b"resumable"),
+        offset,
+    ))
+}
+
 /// The web routes, once the path named one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Page {
@@ -477,7 +502,7 @@ impl Session {
                 log::info!("{} {}: web mkdir {target:?}", self.shell.peer, login.user);
                 self.see_other(&web::folder_href(&folder), None, after, services);
             }
-            Err(err) => self.storage_refusal("mkdir", login, target, err, after, services),
+            Err(err) => self.storage_refusal_of(&login.user, "mkdir", target, err, after, services),
         }
     }
 
@@ -503,25 +528,42 @@ impl Session {
                 let back = web::folder_href(web::parent(to.as_str()));
                 self.see_other(&back, None, after, services);
             }
-            Err(err) => self.storage_refusal("move", login, from, err, after, services),
+            Err(err) => self.storage_refusal_of(&login.user, "move", from, err, after, services),
         }
     }
 
-    fn storage_refusal(
+    fn storage_refusal_of(
         &mut self,
+        user: &str,
         what: &str,
-        login: &WebLogin,
         path: FilePath<'_>,
         err: StorageError,
         after: After,
         services: &Services,
     ) {
-        log::info!(
-            "{} {}: web {what} {path:?}: {err}",
-            self.shell.peer,
-            login.user
-        );
+        log::info!("{} {user}: web {what} {path:?}: {err}", self.shell.peer);
         self.fail(err, after, services);
+    }
+
+    /// `GET /files/<path>?partial`: how many bytes of an interrupted
+    /// upload of `path` are held (`0` when none), as text.
+    pub(super) fn partial_held(
+        &mut self,
+        user: &str,
+        dir: &crate::storage::UserDir,
+        path: FilePath<'_>,
+        after: After,
+        services: &Services,
+    ) {
+        match services.storage.partial_len(dir, path) {
+            Ok(held) => {
+                let body = format!("{held}\n");
+                let fields = [("Content-Type", "text/plain; charset=utf-8")];
+                let head_only = self.head_request;
+                self.respond(200, &fields, body.as_bytes(), head_only, after, services);
+            }
+            Err(err) => self.storage_refusal_of(user, "partial", path, err, after, services),
+        }
     }
 
     /// `303 See Other` to `location`, with a cookie to set.

@@ -68,31 +68,54 @@
       if (running === 0 && failed === 0) window.location.reload();
     }
 
-    function attempt(tries) {
+    var url = prefix + encodeURIComponent(file.name);
+
+    // How many bytes of an interrupted upload the server holds (0: none).
+    function held(then) {
+      var ask = new XMLHttpRequest();
+      ask.open("GET", url + "?partial");
+      ask.onload = function () {
+        var n = ask.status === 200 ? parseInt(ask.responseText, 10) : 0;
+        then(n > 0 && n <= file.size ? n : 0);
+      };
+      ask.onerror = function () { then(0); };
+      ask.send();
+    }
+
+    // Sends the file from `offset` (what the server already holds). The
+    // server keeps what arrives (?resumable), so after a dropped connection
+    // the upload continues where the server's bytes end.
+    function attempt(tries, offset) {
       var xhr = new XMLHttpRequest();
-      xhr.open("PUT", prefix + encodeURIComponent(file.name));
+      xhr.open("PUT", url + (offset > 0 ? "?offset=" + offset : "?resumable"));
       xhr.setRequestHeader("X-CSRF-Token", csrf);
       xhr.upload.onprogress = function (e) {
-        if (e.lengthComputable) bar.value = e.loaded;
+        if (e.lengthComputable) bar.value = offset + e.loaded;
       };
       xhr.onload = function () {
         if (xhr.status === 201 || xhr.status === 204) done(true);
+        // The bytes held cannot be continued: the whole file again.
+        else if ((xhr.status === 409 || xhr.status === 416) && offset > 0) attempt(tries + 1, 0);
         else done(false, xhr.status + " " + xhr.responseText.trim());
       };
-      // A dropped connection: the server kept nothing of an HTTP upload,
-      // so the file is sent again from its start.
       xhr.onerror = function () {
-        if (tries < RETRIES) {
-          label.textContent = file.name + " — connection lost, retrying";
-          window.setTimeout(function () { attempt(tries + 1); }, 1000 * (tries + 1));
-        } else {
+        if (tries >= RETRIES) {
           done(false, "connection lost");
+          return;
         }
+        label.textContent = file.name + " — connection lost, continuing";
+        window.setTimeout(function () {
+          held(function (n) {
+            label.textContent = file.name;
+            attempt(tries + 1, n);
+          });
+        }, 1000 * (tries + 1));
       };
-      // The File itself: the browser streams it from disk.
-      xhr.send(file);
+      // The File (or the rest of it) itself: the browser streams it from
+      // disk.
+      xhr.send(offset > 0 ? file.slice(offset) : file);
     }
-    attempt(0);
+    attempt(0, 0);
   }
 
   function uploadAll(files) {

@@ -197,9 +197,9 @@ pub struct Session {
     tls: bool,
     /// The user of the browser login whose cookie came with the request
     /// being handled, standing in for credentials (`http/web.rs`).
-    cookie_user: Option<String>,
+    cookie_user: Option<Box<str>>,
     /// The form body of the `POST` being handled (`http/web.rs`).
-    form: Vec<u8>,
+    form: Box<[u8]>,
 }
 
 /// Whether the request carries the metrics token, compared in constant
@@ -329,9 +329,9 @@ impl Front for Session {
                     self.shell.input = input;
                     return false;
                 }
-                self.form = input[request.head_len..consumed].to_vec();
+                self.form = input[request.head_len..consumed].into();
                 self.handle(&request, services);
-                self.form = Vec::new();
+                self.form = Box::default();
                 if matches!(self.state, State::Verifying(_)) {
                     // The password check decides; the request is handled
                     // again, from the same bytes, once it has.
@@ -662,7 +662,7 @@ impl Session {
             head_started: Instant::now(),
             tls: false,
             cookie_user: None,
-            form: Vec::new(),
+            form: Box::default(),
         }
     }
 
@@ -808,7 +808,7 @@ impl Session {
     /// in `Verifying` and the request is handled again when it is decided.
     fn authenticate(&mut self, credentials: &Credentials, services: &Services) -> Authenticated {
         if let Some(user) = self.cookie_user.take() {
-            return Authenticated::User(user);
+            return Authenticated::User(user.into());
         }
         let (user, password): (&[u8], &[u8]) = match credentials {
             Credentials::Missing | Credentials::Bearer(_) => return Authenticated::No,

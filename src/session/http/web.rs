@@ -279,7 +279,7 @@ impl Session {
             );
             return Err(Refused::CrossSite.into());
         }
-        self.cookie_user = Some(login.user);
+        self.cookie_user = Some(login.user.into());
         Ok(())
     }
 

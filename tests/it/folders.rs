@@ -530,3 +530,147 @@ fn a_removed_tree_a_crashed_server_left_is_emptied_by_the_next() {
         server.tmp_entries()
     );
 }
+
+/// `ferry` against `server` as alice, in `work`.
+fn ferry(server: &TestServer, work: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    for var in ["FERRY_SERVER", "FERRY_USER", "FERRY_CONFIG"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HOME", work)
+        .env("FERRY_PASSWORD", ALICE_PW)
+        .current_dir(work)
+        .args([
+            "--server",
+            &server.addr().to_string(),
+            "--user",
+            ALICE,
+            "--quiet",
+        ]);
+    cmd
+}
+
+#[track_caller]
+fn ferry_ok(cmd: &mut std::process::Command) -> String {
+    let out = run_command_to_exit(cmd, Duration::from_secs(120));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ferry failed\nstdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// Every file under `dir`, by path relative to it, with its content.
+fn local_tree(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in fs::read_dir(&at).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                let rel = entry
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(rel, fs::read(entry.path()).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn put_r_then_get_r_of_a_tree_of_1000_files_is_identical() {
+    let server = TestServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path();
+    let tree = work.join("up").join("photos");
+    let mut rng = Rng::new(17);
+    // 10 x 10 folders of 10 files each, 3 levels, names with spaces.
+    for a in 0..10 {
+        for b in 0..10 {
+            let dir = tree.join(format!("year {a}")).join(format!("month {b}"));
+            fs::create_dir_all(&dir).unwrap();
+            for c in 0..10 {
+                let len = rng.range(0, 3000) as usize;
+                fs::write(dir.join(format!("img {c}.jpg")), rng.bytes(len)).unwrap();
+            }
+        }
+    }
+    ferry_ok(ferry(&server, work).args(["put", "-r"]).arg(&tree));
+    // On the server, the same tree, each file with its digest.
+    let mut c = server.alice();
+    let listed = listed(&mut c, "TREE photos");
+    assert_eq!(listed.keys().filter(|p| !p.ends_with('/')).count(), 1000);
+    assert_eq!(listed.keys().filter(|p| p.ends_with('/')).count(), 110);
+    fs::create_dir(work.join("down")).unwrap();
+    ferry_ok(ferry(&server, work).args(["get", "-r", "photos", "-d", "down"]));
+    let sent = local_tree(&tree);
+    assert_eq!(sent.len(), 1000);
+    assert!(
+        local_tree(&work.join("down/photos")) == sent,
+        "the trees differ"
+    );
+    // ls shows folders with a final /; -R the tree.
+    let top = ferry_ok(ferry(&server, work).args(["ls", "photos"]));
+    assert!(
+        top.lines().all(|l| l.ends_with('/')) && top.lines().count() == 10,
+        "{top}"
+    );
+    let deep = ferry_ok(ferry(&server, work).args(["ls", "-R", "photos/year 3"]));
+    assert_eq!(deep.lines().count(), 110, "{deep}");
+}
+
+#[test]
+fn the_client_makes_moves_copies_and_removes_folders() {
+    let server = TestServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path();
+    fs::write(work.join("f"), b"content").unwrap();
+    ferry_ok(ferry(&server, work).args(["mkdir", "-p", "a/b/c"]));
+    ferry_ok(ferry(&server, work).args(["mkdir", "-p", "a/b"]));
+    ferry_ok(ferry(&server, work).args(["put", "f", "-o", "a/b/c/f"]));
+    ferry_ok(ferry(&server, work).args(["cp", "a/b/c/f", "a/g"]));
+    ferry_ok(ferry(&server, work).args(["mv", "a/b", "b"]));
+    let out = run_command_to_exit(
+        ferry(&server, work).args(["mv", "a/g", "b/c/f"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "replacing needs --force: {}",
+        out.stderr
+    );
+    ferry_ok(ferry(&server, work).args(["mv", "--force", "a/g", "b/c/f"]));
+    let out = run_command_to_exit(
+        ferry(&server, work).args(["rmdir", "b"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.stderr.contains("folder not empty"), "{}", out.stderr);
+    ferry_ok(ferry(&server, work).args(["rm", "-r", "b"]));
+    ferry_ok(ferry(&server, work).args(["rmdir", "a"]));
+    let mut c = server.alice();
+    assert!(listed(&mut c, "TREE").is_empty());
+}
+
+#[test]
+fn an_empty_segment_in_a_url_is_refused_not_dropped() {
+    let (server, addr) = http_server();
+    assert_eq!(http(addr, &put_req("/files/x", b"x")).status, 201);
+    for target in ["/files//x", "/files/a//x", "/files//"] {
+        assert_eq!(
+            http(addr, &alice_req("GET", target)).status,
+            400,
+            "{target}"
+        );
+    }
+    drop(server);
+}

@@ -567,3 +567,27 @@ fn folders_in_the_interface_breadcrumbs_new_folder_move_and_delete() {
     gone.assert_status(303, "delete the folder");
     assert!(!server.user_dir(ALICE).join("docs").exists());
 }
+
+#[test]
+fn requests_made_with_the_cookie_are_logged_for_its_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let builder = TestServer::builder()
+        .args(["--login-delay", "0", "--log-format", "json", "--access-log"])
+        .arg(&log);
+    let (_server, addr) = start_http(builder);
+    let cookie = login(addr, ALICE, ALICE_PW);
+    get(addr, "/files/?json", &[&cookie]).assert_status(200, "listing");
+    get(addr, "/", &[&cookie]).assert_status(200, "page");
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    let logged = |path: &str| {
+        lines().lines().any(|line| {
+            line.contains(&format!("\"path\":\"{path}\"")) && line.contains("\"user\":\"alice\"")
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || logged("/files/") && logged("/")),
+        "{}",
+        lines()
+    );
+}

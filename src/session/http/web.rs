@@ -184,6 +184,9 @@ impl Session {
             return true;
         }
         let login = self.web_login(request, services);
+        if let Some(login) = &login {
+            self.shell.access_user(&login.user);
+        }
         match page {
             Page::Asset(kind, text) => {
                 let fields = [("Content-Type", kind), ("Cache-Control", "no-cache")];
@@ -279,6 +282,7 @@ impl Session {
             );
             return Err(Refused::CrossSite.into());
         }
+        self.shell.access_user(&login.user);
         self.cookie_user = Some(login.user.into());
         Ok(())
     }

@@ -122,6 +122,19 @@ try:
     wait.until(lambda d: "one.txt" in names_listed() and "two.bin" in names_listed())
     shot("uploaded")
 
+    # Drag and drop: a drop event carrying a file, as the browser makes
+    # one when a file is dropped on the page.
+    driver.execute_script(
+        """
+        var dt = new DataTransfer();
+        dt.items.add(new File(["dropped on the page\\n"], "dropped.txt", {type: "text/plain"}));
+        var drop = new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true});
+        document.getElementById("drop").dispatchEvent(drop);
+        """
+    )
+    wait.until(lambda d: "dropped.txt" in names_listed())
+    shot("dropped")
+
     # 3. Download one and compare its SHA-256.
     link = driver.find_element(
         By.XPATH, "//tr[td[@class='name']/a[text()='two.bin']]//a[text()='Download']"

@@ -1,10 +1,10 @@
 //! The web interface in a real browser: headless Chromium driven through
 //! Selenium by `tests/browser/web_flow.py` (log in, upload two files
-//! through the file input, download one and compare SHA-256, preview a
-//! text file, the hostile name shown as text, a cross-site form post
-//! refused, a new folder and a file moved into it, delete after the
-//! question, phone width, log out). This side
-//! starts ferryd, plants the hostile file, and checks the storage after.
+//! through the file input and one by drag and drop, download one and
+//! compare SHA-256, preview a text file, the hostile name shown as text, a
+//! cross-site form post refused, a new folder and a file moved into it,
+//! delete after the question, phone width, log out). This side starts
+//! ferryd, plants the hostile file, and checks the storage after.
 //! A screenshot of each page is kept in `target/browser-screenshots/`.
 //! Skipped with a message when Chromium, chromedriver or Selenium is
 //! missing (a failure under `FERRY_REQUIRE_CLIENTS`, as in `.ci/run`).
@@ -83,6 +83,8 @@ fn a_browser_logs_in_uploads_downloads_previews_deletes_and_logs_out() {
     let stored = std::fs::read(moved).unwrap();
     assert_eq!(stored, two, "uploaded whole, then moved into docs/");
     assert!(!dir.join("one.txt").exists(), "deleted in the browser");
+    let dropped = std::fs::read(dir.join("dropped.txt")).unwrap();
+    assert_eq!(dropped, b"dropped on the page\n", "dropped on the page");
     assert!(
         dir.join(hostile).exists(),
         "the cross-site post deleted nothing"

@@ -347,6 +347,11 @@ fn scripts_keep_the_json_listing_and_browsers_get_the_interface() {
     let navigate = get(addr, "/files/", &[&auth, browser]);
     navigate.assert_status(303, "a browser navigating");
     assert_eq!(navigate.header("location"), Some("/"));
+    let folder = get(addr, "/files/my%20docs/2026/", &[browser]);
+    folder.assert_status(303, "a browser navigating to a folder");
+    assert_eq!(folder.header("location"), Some("/?dir=my%20docs%2F2026"));
+    let script = get(addr, "/files/my%20docs/2026/", &[&auth]);
+    script.assert_status(404, "a script asking for a folder that is not there");
     // The cookie stands in for credentials on the file routes.
     let cookie = login(addr, ALICE, ALICE_PW);
     let listing = get(addr, "/files/?json", &[&cookie]);

@@ -81,12 +81,15 @@ enum Page {
     Move,
     /// `/files/` asked for by a browser navigating: the interface instead.
     ToHome,
+    /// `/files/<path>/` asked for by a browser navigating: that folder's
+    /// page.
+    ToFolder,
 }
 
 impl Page {
     fn allows(self, method: Method) -> bool {
         match self {
-            Page::Home | Page::Asset(..) | Page::File | Page::ToHome => {
+            Page::Home | Page::Asset(..) | Page::File | Page::ToHome | Page::ToFolder => {
                 matches!(method, Method::Get | Method::Head)
             }
             Page::Login | Page::Logout | Page::Delete | Page::Mkdir | Page::Move => {
@@ -103,6 +106,14 @@ impl Page {
     }
 }
 
+/// A browser navigating (not a script asking for JSON, nor any query).
+fn navigating(request: &Request<'_>) -> bool {
+    request.method == Method::Get
+        && request.web.accepts_html
+        && !request.web.accepts_json
+        && request.query.is_none()
+}
+
 fn page_of(request: &Request<'_>) -> Option<Page> {
     Some(match request.path {
         b"/" => Page::Home,
@@ -116,13 +127,9 @@ fn page_of(request: &Request<'_>) -> Option<Page> {
         b"/web/move" => Page::Move,
         // A browser's navigation gets the interface; scripts (JSON asked
         // for, or any query such as `?json` or `?format=text`) the listing.
-        b"/files" | b"/files/"
-            if request.method == Method::Get
-                && request.web.accepts_html
-                && !request.web.accepts_json
-                && request.query.is_none() =>
-        {
-            Page::ToHome
+        b"/files" | b"/files/" if navigating(request) => Page::ToHome,
+        path if path.starts_with(b"/files/") && path.ends_with(b"/") && navigating(request) => {
+            Page::ToFolder
         }
         _ => return None,
     })
@@ -193,6 +200,16 @@ impl Session {
                 self.respond(200, &fields, text.as_bytes(), head_only, after, services);
             }
             Page::ToHome => self.see_other("/", None, after, services),
+            Page::ToFolder => {
+                let raw = &path[b"/files/".len()..path.len() - 1];
+                match crate::protocol::http::decode_path(raw) {
+                    Some(folder) => {
+                        let location = web::folder_href(&folder);
+                        self.see_other(&location, None, after, services);
+                    }
+                    None => self.fail(Refused::NameNotAllowed, after, services),
+                }
+            }
             Page::Home => match login {
                 Some(login) => self.files_page(request, &login, after, services),
                 None => {

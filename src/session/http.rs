@@ -1163,6 +1163,12 @@ impl Session {
                 .buf()
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
+        if let Some(offset) = offset {
+            log::info!(
+                "{} {user}: PUT {name:?} continues at byte {offset}",
+                self.shell.peer
+            );
+        }
         let Some(hasher) = started.hasher else {
             // Continuing short of the bytes held needs them hashed again,
             // which this front does not do: the partial stays as it was.

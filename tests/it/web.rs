@@ -470,6 +470,7 @@ fn an_interrupted_resumable_upload_continues_where_the_server_bytes_end() {
         whole
     );
     assert_eq!(held(), "0\n", "the partial is used up");
+    server.log_containing("continues at byte 40000");
 
     // Without ?resumable an HTTP upload stays whole or nothing.
     let mut conn = Conn::open(addr);

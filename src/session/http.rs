@@ -1145,7 +1145,7 @@ impl Session {
         // A declared length is checked against the quota now; a chunked
         // body as it grows.
         let size = match framing {
-            Framing::Length { left } => Some(left + offset.unwrap_or(0)),
+            Framing::Length { left } => Some(left.saturating_add(offset.unwrap_or(0))),
             Framing::Chunked(_) => None,
         };
         let limits = services.put_limits();

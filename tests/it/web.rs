@@ -457,6 +457,12 @@ fn an_interrupted_resumable_upload_continues_where_the_server_bytes_end() {
     };
     rest(50_000).assert_status(416, "offset past the bytes held");
     rest(10_000).assert_status(409, "offset short of the bytes held");
+    let huge = format!("/files/big.bin?offset={}", u64::MAX);
+    let over = send(
+        addr,
+        &request("PUT", &huge, &[&cookie, &csrf, "Content-Length: 1"], b"x"),
+    );
+    over.assert_status(413, "an offset past any size");
     assert_eq!(held(), "40000\n");
 
     let done = rest(40_000);

@@ -683,7 +683,9 @@ impl Session {
             after
         };
         self.cookie_user = None;
-        if self.role == Role::Main && self.web(request, refuse, services) {
+        // `after`, not `refuse`: a form body was read with the head, and
+        // any other body makes `after` close anyway.
+        if self.role == Role::Main && self.web(request, after, services) {
             return;
         }
         let resource = match (http::route(request.path), self.role) {

@@ -603,3 +603,39 @@ fn requests_made_with_the_cookie_are_logged_for_its_user() {
         lines()
     );
 }
+
+#[test]
+fn form_bodies_are_bounded_and_may_arrive_in_pieces() {
+    let (_server, addr) = web_server();
+    // Head first, the body a moment later: the login waits for it.
+    let body = form(&[("user", ALICE), ("password", ALICE_PW)]);
+    let length = format!("Content-Length: {}", body.len());
+    let mut conn = Conn::open(addr);
+    conn.send(&request("POST", "/web/login", &[&length], b""));
+    thread::sleep(Duration::from_millis(200));
+    conn.send(&body.as_bytes()[..5]);
+    thread::sleep(Duration::from_millis(100));
+    conn.send(&body.as_bytes()[5..]);
+    let resp = conn.response();
+    resp.assert_status(303, "login in pieces");
+    assert!(resp.header("set-cookie").is_some());
+    assert!(!resp.says_close(), "keep-alive after a form");
+    conn.send(&request("GET", "/healthz", &[], b""));
+    conn.response()
+        .assert_status(200, "the next request on the connection");
+
+    let big = "x".repeat(5000);
+    let resp = post(addr, "/web/login", &[], &big);
+    resp.assert_status(413, "a form over 4 KiB");
+    assert!(resp.says_close());
+    let chunked = request(
+        "POST",
+        "/web/login",
+        &["Transfer-Encoding: chunked"],
+        b"3\r\nabc\r\n0\r\n\r\n",
+    );
+    let resp = send(addr, &chunked);
+    resp.assert_status(411, "a chunked form");
+    assert!(resp.says_close());
+    get(addr, "/web/login", &[]).assert_status(405, "GET of a form's target");
+}

@@ -35,7 +35,7 @@ const HTML: &str = "text/html; charset=utf-8";
 pub(super) fn form_len(request: &Request<'_>) -> usize {
     match (request.method, request.body) {
         (Method::Post, Body::Length(n))
-            if n as usize <= MAX_FORM && request.head_len + n as usize <= MAX_HEAD =>
+            if n <= MAX_FORM as u64 && request.head_len + n as usize <= MAX_HEAD =>
         {
             n as usize
         }

@@ -623,3 +623,41 @@ impl Session {
         self.respond(status, &all, page.as_bytes(), head_only, after, services);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The login form driven from bytes, no socket.
+
+    use super::*;
+    use crate::session::testing::{Harness, peer};
+
+    fn login_response(tls: bool) -> String {
+        let h = Harness::new(1000);
+        let mut session = Session::new(peer());
+        session.set_tls(tls);
+        let body = "user=alice&password=pw";
+        let input = format!(
+            "POST /web/login HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        h.talk_text(&mut session, input.as_bytes(), 7)
+    }
+
+    #[test]
+    fn the_cookie_is_secure_exactly_when_the_connection_is_tls() {
+        let plain = login_response(false);
+        assert!(plain.starts_with("HTTP/1.1 303 "), "{plain}");
+        let cookie = plain
+            .lines()
+            .find(|line| line.starts_with("Set-Cookie: "))
+            .unwrap();
+        assert!(cookie.contains("HttpOnly; SameSite=Strict"), "{cookie}");
+        assert!(!cookie.contains("Secure"), "{cookie}");
+        let tls = login_response(true);
+        let cookie = tls
+            .lines()
+            .find(|line| line.starts_with("Set-Cookie: "))
+            .unwrap();
+        assert!(cookie.ends_with("; Secure"), "{cookie}");
+    }
+}

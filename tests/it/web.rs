@@ -639,3 +639,18 @@ fn form_bodies_are_bounded_and_may_arrive_in_pieces() {
     assert!(resp.says_close());
     get(addr, "/web/login", &[]).assert_status(405, "GET of a form's target");
 }
+
+#[test]
+fn a_file_page_gives_the_sha256_of_a_small_file_put_there_some_other_way() {
+    let (server, addr) = web_server();
+    let content = b"placed behind the server's back\n";
+    std::fs::create_dir_all(server.user_dir(ALICE)).unwrap();
+    std::fs::write(server.user_dir(ALICE).join("raw.txt"), content).unwrap();
+    let cookie = login(addr, ALICE, ALICE_PW);
+    let page = get(addr, "/web/file?name=raw.txt", &[&cookie]).text();
+    assert!(page.contains(&sha256_hex(content)), "{page}");
+    let big = vec![3u8; 2 * 1024 * 1024];
+    std::fs::write(server.user_dir(ALICE).join("big.raw"), &big).unwrap();
+    let page = get(addr, "/web/file?name=big.raw", &[&cookie]).text();
+    assert!(page.contains("not recorded"), "{page}");
+}

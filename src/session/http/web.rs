@@ -135,6 +135,45 @@ fn page_of(request: &Request<'_>) -> Option<Page> {
     })
 }
 
+/// Files up to this size without a recorded digest (put there some
+/// other way) are hashed for their page at once: about a millisecond of
+/// SHA-256, less than the page itself costs. Larger ones say they have
+/// none rather than hold up the loop.
+const HASH_ON_PAGE: u64 = 1024 * 1024;
+
+/// The SHA-256 for a file's page: the recorded one, or for a small file
+/// without a record one computed now (and recorded).
+fn digest_of(
+    services: &Services,
+    dir: &crate::storage::UserDir,
+    name: FilePath<'_>,
+    file: &std::fs::File,
+    size: u64,
+) -> Option<crate::integrity::Digest> {
+    use crate::storage::HashLookup;
+    if let Some(digest) = services.storage.stored_digest(dir, name, file) {
+        return Some(digest);
+    }
+    if size > HASH_ON_PAGE {
+        return None;
+    }
+    let HashLookup::ToRead {
+        file,
+        size,
+        identity,
+    } = services.storage.hash_lookup(dir, name).ok()?
+    else {
+        return None;
+    };
+    let mut bytes = vec![0; usize::try_from(size).ok()?];
+    file.read_exact_at(&mut bytes, 0).ok()?;
+    let digest = crate::integrity::Digest::of(&bytes);
+    services
+        .storage
+        .remember_digest(dir, name, &identity, digest);
+    Some(digest)
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     bool::from(a.ct_eq(b))
@@ -441,7 +480,7 @@ impl Session {
             name: name.as_str(),
             size: meta.len(),
             mtime,
-            sha256: services.storage.stored_digest(&dir, name, &file),
+            sha256: digest_of(services, &dir, name, &file, meta.len()),
             head: &head,
         };
         let page = web::file_page(&login.user, &login.csrf, &facts);

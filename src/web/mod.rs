@@ -50,6 +50,9 @@ pub struct WebLogin {
     pub user: String,
     /// The token every state-changing request of this login must carry.
     pub csrf: String,
+    /// [`crate::auth::Users::fingerprint`] of the user at login: a new
+    /// password ends the login.
+    pub fingerprint: [u8; 32],
     created: Instant,
     last_used: Instant,
 }
@@ -77,6 +80,7 @@ impl WebSessions {
     pub fn create(
         &mut self,
         user: &str,
+        fingerprint: [u8; 32],
         now: Instant,
         idle: Duration,
     ) -> io::Result<(String, WebLogin)> {
@@ -92,6 +96,7 @@ impl WebSessions {
         let login = WebLogin {
             user: user.to_owned(),
             csrf: random_token()?,
+            fingerprint,
             created: now,
             last_used: now,
         };
@@ -789,12 +794,12 @@ mod tests {
         let mut sessions = WebSessions::default();
         let now = Instant::now();
         let idle = Duration::from_secs(60);
-        let (token, _) = sessions.create("a", now, idle).unwrap();
+        let (token, _) = sessions.create("a", [0; 32], now, idle).unwrap();
         assert_eq!(sessions.get(token.as_bytes(), now, idle).unwrap().user, "a");
         let later = now + Duration::from_secs(61);
         assert!(sessions.get(token.as_bytes(), later, idle).is_none());
         for _ in 0..MAX_SESSIONS_PER_USER + 5 {
-            sessions.create("b", now, idle).unwrap();
+            sessions.create("b", [0; 32], now, idle).unwrap();
         }
         assert_eq!(sessions.len(), MAX_SESSIONS_PER_USER);
     }

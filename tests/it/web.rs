@@ -654,3 +654,19 @@ fn a_file_page_gives_the_sha256_of_a_small_file_put_there_some_other_way() {
     let page = get(addr, "/web/file?name=big.raw", &[&cookie]).text();
     assert!(page.contains("not recorded"), "{page}");
 }
+
+#[test]
+fn a_new_password_ends_the_web_logins_of_its_user_at_the_next_reload() {
+    let (server, addr) = web_server();
+    let alice = login(addr, ALICE, ALICE_PW);
+    let bob = login(addr, BOB, BOB_PW);
+    let users = server.root().join("id_passwd.txt");
+    std::fs::write(&users, format!("{ALICE}:a-new-one\n{BOB}:{BOB_PW}\n")).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.log_containing("reloaded 2 user(s)");
+    let page = get(addr, "/", &[&alice]);
+    assert!(page.text().contains("action=\"/web/login\""), "logged out");
+    get(addr, "/files/?json", &[&alice]).assert_status(401, "old login");
+    get(addr, "/files/?json", &[&bob]).assert_status(200, "bob's stays");
+    login(addr, ALICE, "a-new-one");
+}

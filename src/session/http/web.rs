@@ -291,7 +291,7 @@ impl Session {
     }
 
     /// The browser login the request's cookie names, if it is current and
-    /// its user still exists.
+    /// its user still exists with the same password.
     fn web_login(&self, request: &Request<'_>, services: &Services) -> Option<WebLogin> {
         let token = request.web.session?;
         let timeout = services.policy.web_session_timeout;
@@ -299,7 +299,13 @@ impl Session {
             .web
             .borrow_mut()
             .get(token, Instant::now(), timeout)?;
-        if !services.user_exists(&login.user) {
+        let fingerprint = services.users.borrow().fingerprint(&login.user);
+        if fingerprint != Some(login.fingerprint) {
+            log::info!(
+                "{} {}: web login ended: the user was removed or the password changed",
+                self.shell.peer,
+                login.user
+            );
             services.web.borrow_mut().remove(token);
             return None;
         }
@@ -371,10 +377,13 @@ impl Session {
             }
             Authenticated::User(user) => {
                 let timeout = services.policy.web_session_timeout;
-                let created = services
-                    .web
-                    .borrow_mut()
-                    .create(&user, Instant::now(), timeout);
+                let fingerprint = services.users.borrow().fingerprint(&user);
+                let created = services.web.borrow_mut().create(
+                    &user,
+                    fingerprint.unwrap_or_default(),
+                    Instant::now(),
+                    timeout,
+                );
                 match created {
                     Ok((token, _)) => {
                         log::info!("{} {user}: web login", self.shell.peer);

@@ -15,6 +15,7 @@ import hashlib
 import http.server
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -92,6 +93,59 @@ def names_listed():
 def sha256(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+RESUME_CUT = 1024 * 1024
+cut_done = threading.Event()
+
+
+def cutting_proxy(target_port):
+    """A TCP proxy to ferryd that cuts every connection carrying a PUT of
+    resume.bin from its start (?resumable) once RESUME_CUT bytes of it went
+    through (both ways closed, as a dropped network does): Chromium sends
+    such a PUT again once by itself, so only the script's continuation
+    (?offset=) can complete it. Everything else passes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+
+    def close(*socks):
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def pipe(src, dst, upstream):
+        seen = None
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if upstream:
+                    if seen is None and b"PUT /files/resume.bin?resumable" in data:
+                        seen = 0
+                    if seen is not None:
+                        seen += len(data)
+                        if seen > RESUME_CUT:
+                            cut_done.set()
+                            break
+                dst.sendall(data)
+        except OSError:
+            pass
+        close(src, dst)
+
+    def serve():
+        while True:
+            client, _ = listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            threading.Thread(target=pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client, False), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1]
 
 
 try:
@@ -239,7 +293,20 @@ try:
     shot("phone")
     driver.set_window_size(1200, 900)
 
-    # 10. Log out.
+    # 10. An upload whose connection drops continues from the bytes the
+    # server kept: the page is used through a proxy that cuts uploads of
+    # resume.bin from its start after RESUME_CUT bytes.
+    proxy_port = cutting_proxy(int(base.rsplit(":", 1)[1]))
+    driver.get("http://127.0.0.1:%d/" % proxy_port)
+    wait.until(EC.presence_of_element_located((By.ID, "files")))
+    driver.find_element(By.ID, "files").send_keys(os.path.join(work, "resume.bin"))
+    wait.until(lambda d: "resume.bin" in names_listed())
+    assert cut_done.is_set(), "the proxy never cut the upload"
+    shot("resumed")
+    driver.get(base + "/")
+    wait.until(EC.presence_of_element_located((By.ID, "files")))
+
+    # 11. Log out.
     driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
     wait.until(EC.presence_of_element_located((By.ID, "password")))
     shot("logged-out")

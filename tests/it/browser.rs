@@ -3,8 +3,10 @@
 //! through the file input and one by drag and drop, download one and
 //! compare SHA-256, preview a text file, the hostile name shown as text, a
 //! cross-site form post refused, a new folder and a file moved into it,
-//! delete after the question, phone width, log out). This side starts
-//! ferryd, plants the hostile file, and checks the storage after.
+//! delete after the question, phone width, an upload whose connection a
+//! proxy cuts continued by the script from the bytes the server kept, log
+//! out). This side starts ferryd, plants the hostile file, and checks the
+//! storage and the log after.
 //! A screenshot of each page is kept in `target/browser-screenshots/`.
 //! Skipped with a message when Chromium, chromedriver or Selenium is
 //! missing (a failure under `FERRY_REQUIRE_CLIENTS`, as in `.ci/run`).
@@ -58,6 +60,8 @@ fn a_browser_logs_in_uploads_downloads_previews_deletes_and_logs_out() {
     let two = pseudo_random_bytes(19, 300 * 1024 + 7);
     std::fs::write(work.path().join("one.txt"), one).unwrap();
     std::fs::write(work.path().join("two.bin"), &two).unwrap();
+    let resumed = pseudo_random_bytes(23, 3 * 1024 * 1024 + 5);
+    std::fs::write(work.path().join("resume.bin"), &resumed).unwrap();
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/web_flow.py");
@@ -83,6 +87,9 @@ fn a_browser_logs_in_uploads_downloads_previews_deletes_and_logs_out() {
     let stored = std::fs::read(moved).unwrap();
     assert_eq!(stored, two, "uploaded whole, then moved into docs/");
     assert!(!dir.join("one.txt").exists(), "deleted in the browser");
+    let stored = std::fs::read(dir.join("resume.bin")).unwrap();
+    assert!(stored == resumed, "the cut upload, continued, is whole");
+    server.log_containing("PUT \"resume.bin\" continues at byte");
     let dropped = std::fs::read(dir.join("dropped.txt")).unwrap();
     assert_eq!(dropped, b"dropped on the page\n", "dropped on the page");
     assert!(

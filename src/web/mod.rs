@@ -30,9 +30,14 @@ pub const MAX_SESSIONS: usize = 4096;
 pub const MAX_SESSIONS_PER_USER: usize = 32;
 /// A login ends this long after it was made, however busy.
 pub const MAX_SESSION_AGE: Duration = Duration::from_secs(12 * 3600);
-/// Entries a folder page shows: the page is made in one turn of the loop
-/// and sorted in memory, so it is bounded; the JSON listing has them all.
-pub const MAX_PAGE_ENTRIES: usize = 5000;
+/// Entries a folder page reads and sorts: the page is made in one turn of
+/// the loop and sorted in memory, so it is bounded; the JSON listing,
+/// streamed, has them all.
+pub const MAX_PAGE_ENTRIES: usize = 2000;
+/// Bytes of table a folder page holds at most (rows stop there): the page
+/// is queued whole, and a row of long names escaped and encoded four times
+/// is a few KiB.
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
 /// The policy for the interface's own pages: its script and style only,
 /// never inside a frame.
@@ -517,13 +522,6 @@ pub fn files_page(
         escape(csrf),
         escape(folder)
     );
-    if truncated {
-        let _ = writeln!(
-            body,
-            "<p class=\"note\">Only {MAX_PAGE_ENTRIES} files are shown; \
-             <a href=\"/files/?json\">the JSON listing</a> has them all.</p>"
-        );
-    }
     if entries.is_empty() {
         body.push_str("<p class=\"empty\">No files yet.</p>\n");
         return page(title, Some((user, csrf)), &body);
@@ -560,7 +558,12 @@ pub fn files_page(
         );
     }
     body.push_str("<th scope=\"col\" class=\"actions\">Actions</th></tr></thead>\n<tbody>\n");
+    let mut shown_rows = 0;
     for entry in entries {
+        if body.len() > MAX_PAGE_BYTES {
+            break;
+        }
+        shown_rows += 1;
         let (iso, shown) = utc(entry.mtime);
         let path = join(folder, &entry.name);
         if entry.folder {
@@ -591,6 +594,20 @@ pub fn files_page(
         );
     }
     body.push_str("</tbody>\n</table>\n");
+    if truncated || shown_rows < entries.len() {
+        let json = if folder.is_empty() {
+            "/files/?json".to_owned()
+        } else {
+            let encoded: Vec<String> = folder.split('/').map(url_encode).collect();
+            format!("/files/{}/?json", encoded.join("/"))
+        };
+        let _ = writeln!(
+            body,
+            "<p class=\"note\">Only {shown_rows} entries of this folder are shown; \
+             <a href=\"{}\">the JSON listing</a> has them all.</p>",
+            escape(&json)
+        );
+    }
     page(title, Some((user, csrf)), &body)
 }
 
@@ -759,6 +776,23 @@ mod tests {
             assert!(!page.contains("<script>alert"), "{page}");
             assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;.html"));
         }
+    }
+
+    #[test]
+    fn a_folder_page_is_bounded_whatever_its_names() {
+        let entries: Vec<Entry> = (0..MAX_PAGE_ENTRIES)
+            .map(|i| Entry {
+                name: format!("{i:04}{}", "<&\"é".repeat(50)),
+                folder: false,
+                size: 1,
+                mtime: 0,
+            })
+            .collect();
+        let sort = Sort::from_query(None);
+        let page = files_page("u", "t", "a b", &entries, sort, true);
+        assert!(page.len() < MAX_PAGE_BYTES + 64 * 1024, "{}", page.len());
+        assert!(page.contains("entries of this folder are shown"));
+        assert!(page.contains("href=\"/files/a%20b/?json\""));
     }
 
     #[test]

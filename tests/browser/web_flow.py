@@ -27,6 +27,7 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -84,6 +85,18 @@ def no_alert():
     except NoAlertPresentException:
         return
     raise AssertionError("a script of the page's data ran: alert %r" % text)
+
+
+def unlabelled_inputs():
+    """Visible inputs and buttons without a label or an accessible name."""
+    return driver.execute_script(
+        """
+        return Array.from(document.querySelectorAll('input:not([type=hidden]), button'))
+          .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                       && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+          .map(e => e.outerHTML);
+        """
+    )
 
 
 def names_listed():
@@ -158,15 +171,18 @@ try:
     driver.get(base + "/")
     wait.until(EC.presence_of_element_located((By.ID, "user")))
     shot("login")
-    driver.find_element(By.ID, "user").send_keys(user)
-    driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "form.login button").click()
+    # By keyboard alone: the user field has the focus, Tab, Enter.
+    active = driver.switch_to.active_element
+    assert active.get_attribute("id") == "user", "the user field has the focus"
+    active.send_keys(user + Keys.TAB)
+    driver.switch_to.active_element.send_keys(password + Keys.ENTER)
     wait.until(EC.presence_of_element_located((By.ID, "files")))
     assert driver.find_element(By.ID, "upload").is_displayed(), "upload area shown"
     no_alert()
     # The hostile name, planted by the test, is text.
     assert HOSTILE in names_listed(), names_listed()
     assert not driver.find_elements(By.CSS_SELECTOR, "td.name img"), "markup ran"
+    assert not unlabelled_inputs(), unlabelled_inputs()
     shot("files")
 
     # 2. Two files through the file input at once; progress, then the list.
@@ -209,6 +225,7 @@ try:
         text = f.read().decode()
     assert driver.find_element(By.CSS_SELECTOR, "pre.head").text.strip() == text.strip()
     assert driver.find_element(By.CSS_SELECTOR, "code.sha256").text == sha256(one)
+    assert not unlabelled_inputs(), unlabelled_inputs()
     shot("file-page")
     driver.find_element(By.LINK_TEXT, "Open in the browser").click()
     wait.until(lambda d: text.strip() in d.find_element(By.TAG_NAME, "body").text)

@@ -266,6 +266,17 @@ impl Users {
         self.passwords.contains_key(user)
     }
 
+    /// A digest of how `user`'s password is kept, which changes when the
+    /// password does: what a login kept beyond its check (a web
+    /// interface cookie) holds only while it stays the same.
+    pub fn fingerprint(&self, user: &str) -> Option<[u8; 32]> {
+        let entry = match self.passwords.get(user)? {
+            Secret::Plain(password) => [b"plain:".as_slice(), password].concat(),
+            Secret::Hashed(hash) => format!("hashed:{hash}").into_bytes(),
+        };
+        Some(*crate::integrity::Digest::of(&entry).as_bytes())
+    }
+
     /// Checks a plain-text login at once. Returns the user's name when the
     /// password matches. An unknown user is compared against a decoy, so
     /// both failures take the same path; password bytes are compared in

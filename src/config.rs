@@ -158,6 +158,9 @@ pub struct Policy {
     /// A TLS handshake must complete within this from the connection's
     /// start (`--tls-handshake-timeout`).
     pub handshake_timeout: Duration,
+    /// A web interface login ends after this much time without a request
+    /// (`--web-session-timeout`).
+    pub web_session_timeout: Duration,
 }
 
 /// Descriptors the server holds whatever its client connections, kept
@@ -219,6 +222,7 @@ impl Default for Policy {
             // A real handshake takes a few round trips; ten seconds
             // leaves room for a slow network, not for a slowloris.
             handshake_timeout: Duration::from_secs(10),
+            web_session_timeout: Duration::from_secs(30 * 60),
         }
     }
 }

@@ -88,10 +88,12 @@ pub mod session;
 #[doc(hidden)]
 pub mod storage;
 mod sys;
+// The web interface's pages, logins and assets (`session/http/web.rs` answers).
 #[doc(hidden)]
 pub mod systemd;
 #[doc(hidden)]
 pub mod tls;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;

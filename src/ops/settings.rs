@@ -450,6 +450,15 @@ pub static OPTIONS: &[Opt] = &[
         |s| Some(quote(&format_duration(s.config.policy.stall_timeout)))
     ),
     opt!(
+        "web-session-timeout",
+        Some("SECS"),
+        None,
+        "",
+        "log out a web interface session that makes no request for this long",
+        |s, v| s.config.policy.web_session_timeout = seconds(v)?,
+        |s| Some(quote(&format_duration(s.config.policy.web_session_timeout)))
+    ),
+    opt!(
         "head-timeout",
         Some("SECS"),
         None,

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use super::line::Status;
 use super::name::{self, FileName};
 use super::path;
+pub use super::web::WebFields;
 
 /// Longest request head (request line and fields, terminator included).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -30,14 +31,16 @@ pub enum Method {
     Head,
     Put,
     Delete,
+    /// The web interface's forms (`protocol/web.rs`).
+    Post,
     /// WebDAV's: create a folder.
     Mkcol,
     /// WebDAV's: move to the `Destination`.
     Move,
     /// WebDAV's: copy to the `Destination`.
     Copy,
-    /// A standard method the server does not serve anywhere (`POST`,
-    /// `OPTIONS`, ...): `405`.
+    /// A standard method the server does not serve anywhere (`OPTIONS`,
+    /// `PATCH`, ...): `405`.
     Other,
     /// Not a method the server knows: `501`.
     Unknown,
@@ -51,6 +54,7 @@ impl Method {
             Method::Head => "HEAD",
             Method::Put => "PUT",
             Method::Delete => "DELETE",
+            Method::Post => "POST",
             Method::Mkcol => "MKCOL",
             Method::Move => "MOVE",
             Method::Copy => "COPY",
@@ -65,10 +69,11 @@ impl Method {
             "HEAD" => Method::Head,
             "PUT" => Method::Put,
             "DELETE" => Method::Delete,
+            "POST" => Method::Post,
             "MKCOL" => Method::Mkcol,
             "MOVE" => Method::Move,
             "COPY" => Method::Copy,
-            "POST" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
+            "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
             _ => Method::Unknown,
         }
     }
@@ -176,6 +181,8 @@ pub struct Request<'a> {
     pub credentials: Credentials,
     /// A single well-formed byte range; anything else is ignored.
     pub range: Option<ByteRange>,
+    /// The fields the web interface reads (cookie, origin, CSRF token).
+    pub web: WebFields<'a>,
     /// `Destination` (WebDAV's `MOVE` and `COPY`), as sent.
     pub destination: Option<&'a [u8]>,
     /// `Overwrite` (WebDAV's `MOVE` and `COPY`).
@@ -272,12 +279,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
     let mut ranges_seen = 0;
     let mut content_range = false;
     let mut content_encoding = false;
+    let mut web = WebFields::default();
     let mut destination = None;
     let mut overwrite = Overwrite::Absent;
     let mut depth = None;
     for field in request.headers.iter() {
         let value = field.value;
         let name = field.name;
+        if web.take(name, value) {
+            continue;
+        }
         if name.eq_ignore_ascii_case("content-length") {
             let parsed = parse_length(value).ok_or(HeadError::BadFraming)?;
             if length.is_some_and(|earlier| earlier != parsed) {
@@ -364,6 +375,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
         expect,
         credentials,
         range,
+        web,
         destination,
         overwrite,
         depth,
@@ -570,6 +582,7 @@ pub fn reason(status: u16) -> &'static str {
         201 => "Created",
         204 => "No Content",
         206 => "Partial Content",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -614,6 +627,9 @@ pub fn write_head(
         reason(status),
         env!("CARGO_PKG_VERSION")
     );
+    // No response body is ever to be taken for another type than it says
+    // (a stored file sniffed as HTML would run as the site).
+    out.extend_from_slice(b"X-Content-Type-Options: nosniff\r\n");
     for (name, value) in fields {
         let _ = write!(out, "{name}: {value}\r\n");
     }
@@ -756,7 +772,7 @@ mod tests {
             ("HEAD", Method::Head),
             ("PUT", Method::Put),
             ("DELETE", Method::Delete),
-            ("POST", Method::Other),
+            ("POST", Method::Post),
             ("BREW", Method::Unknown),
             ("get", Method::Unknown),
         ] {

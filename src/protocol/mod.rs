@@ -7,6 +7,7 @@
 //! - [`control`]: every reply the control port sends.
 //! - [`http`]: HTTP/1.1 request heads (on `httparse`), paths, names,
 //!   ranges, credentials, and response heads.
+//! - [`web`]: the web interface's cookie, origin and form fields.
 //! - [`chunked`]: the chunked transfer coding, decoded incrementally.
 //! - [`proxy`]: the PROXY protocol header (v1 and v2) a load balancer
 //!   sends before anything else.
@@ -19,3 +20,4 @@ pub mod name;
 pub mod path;
 pub mod proxy;
 pub mod reply;
+pub mod web;

@@ -19,6 +19,8 @@
 //! file, and no further pipelined request runs while more than
 //! [`OUTPUT_BACKLOG`] bytes of responses wait to be sent.
 
+mod web;
+
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -90,6 +92,8 @@ struct Put {
     limit: u64,
     over_quota: Option<OverQuota>,
     keep_alive: bool,
+    /// `?resumable`: an interruption keeps what arrived as a partial.
+    resumable: bool,
 }
 
 /// A password check for the request waiting at the front of the input.
@@ -189,6 +193,11 @@ pub struct Session {
     head_request: bool,
     /// When the first byte of the request head being read arrived.
     head_started: Instant,
+    /// The user of the browser login whose cookie came with the request
+    /// being handled, standing in for credentials (`http/web.rs`).
+    cookie_user: Option<Box<str>>,
+    /// The form body of the `POST` being handled (`http/web.rs`).
+    form: Box<[u8]>,
 }
 
 /// Whether the request carries the metrics token, compared in constant
@@ -310,8 +319,17 @@ impl Front for Session {
                 return true;
             }
             Ok(Status::Complete(request)) => {
-                let consumed = request.head_len;
+                // A web form's body is read with its head (`http/web.rs`).
+                let form = web::form_len(&request);
+                let consumed = request.head_len + form;
+                if input.len() < consumed {
+                    drop(request);
+                    self.shell.input = input;
+                    return false;
+                }
+                self.form = input[request.head_len..consumed].into();
                 self.handle(&request, services);
+                self.form = Box::default();
                 if matches!(self.state, State::Verifying(_)) {
                     // The password check decides; the request is handled
                     // again, from the same bytes, once it has.
@@ -410,7 +428,9 @@ impl Front for Session {
             } else {
                 "body over the size limit"
             };
-            if let State::Receiving(put) = self.take_state() {
+            if let State::Receiving(mut put) = self.take_state() {
+                // What can never fit is not worth keeping.
+                put.resumable = false;
                 self.abort_upload(*put, reason, services);
             }
             let failure = match over {
@@ -638,6 +658,8 @@ impl Session {
             auth_cache: None,
             head_request: false,
             head_started: Instant::now(),
+            cookie_user: None,
+            form: Box::default(),
         }
     }
 
@@ -648,7 +670,7 @@ impl Session {
         self.shell
             .access_begin(services, None, request.method.as_str(), request.path);
         // A body that will not be read leaves the stream unusable.
-        let reads_body = request.method == Method::Put;
+        let reads_body = request.method == Method::Put || web::form_len(request) > 0;
         let keep_alive = request.keep_alive && (reads_body || !request.body.is_present());
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         // A refusal leaves any body unread, so the connection cannot go on.
@@ -657,6 +679,12 @@ impl Session {
         } else {
             after
         };
+        self.cookie_user = None;
+        // `after`, not `refuse`: a form body was read with the head, and
+        // any other body makes `after` close anyway.
+        if self.role == Role::Main && self.web(request, after, services) {
+            return;
+        }
         let resource = match (http::route(request.path), self.role) {
             (Route::Healthz, _) => Resource::Healthz,
             (Route::Metrics, Role::Metrics) => Resource::Metrics,
@@ -683,6 +711,7 @@ impl Session {
                 | Method::Mkcol
                 | Method::Move
                 | Method::Copy
+                | Method::Post
                 | Method::Other,
                 _,
             ) => {
@@ -737,6 +766,9 @@ impl Session {
                 {
                     let refused = Failure::TlsRequired;
                     return self.fail_with(refused, &[], head_only, refuse, services);
+                }
+                if let Err(refused) = self.cookie_login(request, services) {
+                    return self.fail(refused, refuse, services);
                 }
                 let user = match self.authenticate(&request.credentials, services) {
                     Authenticated::User(user) => Some(user),
@@ -793,6 +825,9 @@ impl Session {
     /// credentials) or not (none given). A hashed password puts the session
     /// in `Verifying` and the request is handled again when it is decided.
     fn authenticate(&mut self, credentials: &Credentials, services: &Services) -> Authenticated {
+        if let Some(user) = self.cookie_user.take() {
+            return Authenticated::User(user.into());
+        }
         let (user, password): (&[u8], &[u8]) = match credentials {
             Credentials::Missing | Credentials::Bearer(_)
                 if self.shell.channel.certified.is_some() =>
@@ -1073,6 +1108,9 @@ impl Session {
         after: After,
         services: &Services,
     ) {
+        if http::query_has(request.query, b"partial") {
+            return self.partial_held(user, dir, name, after, services);
+        }
         let (file, meta) = match services.storage.open_read(dir, name) {
             Ok(opened) => opened,
             // A folder's URL ends with `/`: the client is sent there.
@@ -1112,14 +1150,18 @@ impl Session {
             None if preview => (200, 0, size.min(PREVIEW_LEN), None),
             None => (200, 0, size, None),
         };
+        let (content_type, shown) =
+            crate::web::download_fields(request.query, name.leaf().as_str());
         let fields = [
-            ("Content-Type", "application/octet-stream"),
+            ("Content-Type", content_type),
             ("Last-Modified", modified.as_str()),
             ("Accept-Ranges", "bytes"),
             ("Content-Range", range_field.as_deref().unwrap_or_default()),
         ];
         // The last field only for a range.
-        let fields = &fields[..if range_field.is_some() { 4 } else { 3 }];
+        let mut fields = fields[..if range_field.is_some() { 4 } else { 3 }].to_vec();
+        fields.extend(shown.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let fields = &fields[..];
         self.start_head(status, fields, Some(len), after, services);
         if request.method == Method::Head {
             return self.after_response(after);
@@ -1161,14 +1203,26 @@ impl Session {
         if request.expect == Expect::Unsupported {
             return self.fail(Refused::ExpectationFailed, After::Close, services);
         }
+        // `?resumable` and `?offset=N` (`http/web.rs`).
+        let (resumable, offset) = match web::resume_of(request) {
+            Ok(resume) => resume,
+            Err(refused) => return self.fail(refused, After::Close, services),
+        };
+        // Short of the bytes held, the line protocol hashes them again;
+        // HTTP refuses, before the partial is touched.
+        if let Some(offset) = offset
+            && offset < services.storage.partial_len(dir, name).unwrap_or(0)
+        {
+            return self.fail(Refused::ResumeUnhashed, After::Close, services);
+        }
         // A declared length is checked against the quota now; a chunked
         // body as it grows.
         let size = match framing {
-            Framing::Length { left } => Some(left),
+            Framing::Length { left } => Some(left.saturating_add(offset.unwrap_or(0))),
             Framing::Chunked(_) => None,
         };
         let limits = services.put_limits();
-        let started = match services.storage.begin_put(dir, name, size, None, limits) {
+        let started = match services.storage.begin_put(dir, name, size, offset, limits) {
             Ok(started) => started,
             Err(refusal) => {
                 log::info!("{} {user}: PUT {name:?}: {refusal:?}", self.shell.peer);
@@ -1182,14 +1236,30 @@ impl Session {
                 .buf()
                 .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
+        if let Some(offset) = offset {
+            log::info!(
+                "{} {user}: PUT {name:?} continues at byte {offset}",
+                self.shell.peer
+            );
+        }
+        let Some(hasher) = started.hasher else {
+            // Continuing short of the bytes held needs them hashed again,
+            // which this front does not do: the partial stays as it was.
+            let intake = Intake::start(name, size, started.upload, Hasher::new(), services);
+            let then = Interrupted::Resumable { hashed: false };
+            let reason = "resume needs the bytes held hashed";
+            intake.interrupt(then, who(self.shell.peer, user), reason, services);
+            return self.fail(Refused::ResumeUnhashed, After::Close, services);
+        };
         let put = Put {
-            intake: Intake::start(name, size, started.upload, Hasher::new(), services),
+            intake: Intake::start(name, size, started.upload, hasher, services),
             user: user.to_owned(),
             existed: started.existed,
             framing,
             limit: started.limit,
             over_quota: started.limited_by_quota,
             keep_alive: after == After::KeepAlive,
+            resumable,
         };
         let empty = matches!(put.framing, Framing::Length { left: 0 });
         self.state = State::Receiving(Box::new(put));
@@ -1229,10 +1299,15 @@ impl Session {
     }
 
     fn abort_upload(&mut self, put: Put, reason: &str, services: &Services) {
-        // An HTTP upload is whole or nothing: nothing is kept to resume.
+        // An HTTP upload is whole or nothing unless it asked to be kept
+        // (`?resumable`); the hasher covers every byte it held.
         let who = who(self.shell.peer, &put.user);
-        put.intake
-            .interrupt(Interrupted::Discarded, who, reason, services);
+        let then = if put.resumable {
+            Interrupted::Resumable { hashed: true }
+        } else {
+            Interrupted::Discarded
+        };
+        put.intake.interrupt(then, who, reason, services);
     }
 
     fn cut(&self, send: Send, reason: &str, services: &Services) {

@@ -92,6 +92,8 @@ pub struct Services {
     /// a mutex only so that the server stays `Send`; it is used from one
     /// thread.
     checks: Arc<Mutex<CheckBook>>,
+    /// The web interface's browser logins, in memory.
+    pub(crate) web: RefCell<crate::web::WebSessions>,
 }
 
 // The tokens must never reach a log.
@@ -136,6 +138,7 @@ impl Services {
             control_token: None,
             metrics_token: None,
             checks: Arc::default(),
+            web: RefCell::default(),
         }
     }
 

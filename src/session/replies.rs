@@ -71,6 +71,12 @@ pub(crate) enum Refused {
     RangeNotSatisfiable,
     /// A file name that breaks the rules.
     NameNotAllowed,
+    /// A state-changing request of a browser login without its CSRF token,
+    /// or sent from another site (`Origin`, `Sec-Fetch-Site`).
+    CrossSite,
+    /// An HTTP upload continued short of the bytes held (or without their
+    /// hash state): the line protocol's `REST` can, HTTP cannot.
+    ResumeUnhashed,
     /// A body where the method takes none (`MKCOL`'s).
     UnsupportedBody,
 }
@@ -188,6 +194,9 @@ impl Failure {
             Failure::Request(Refused::LengthRequired) => Reply::BadArguments(Verb::Put),
             Failure::Request(Refused::Malformed | Refused::NameNotAllowed) => Reply::NameNotAllowed,
             Failure::Request(Refused::RangeNotSatisfiable) => Reply::BadArguments(Verb::Rest),
+            // Only the web interface meets it.
+            Failure::Request(Refused::CrossSite) => Reply::NotLoggedIn,
+            Failure::Request(Refused::ResumeUnhashed) => Reply::BadArguments(Verb::Rest),
             Failure::Request(Refused::UnsupportedBody) => Reply::UnknownCommand,
         }
     }
@@ -259,6 +268,11 @@ impl Failure {
             Failure::Internal(_) => (500, reason(500).into()),
             Failure::Timeout => (408, reason(408).into()),
             Failure::ShuttingDown => (503, reason(503).into()),
+            Failure::Request(Refused::CrossSite) => (403, "cross-site request refused".into()),
+            Failure::Request(Refused::ResumeUnhashed) => (
+                409,
+                "cannot continue here: continue from the bytes held, or from 0".into(),
+            ),
             Failure::Request(refused) => {
                 let status = match refused {
                     Refused::NoRoute => 404,
@@ -268,6 +282,8 @@ impl Failure {
                     Refused::ExpectationFailed => 417,
                     Refused::Malformed | Refused::NameNotAllowed => 400,
                     Refused::RangeNotSatisfiable => 416,
+                    Refused::CrossSite => 403,
+                    Refused::ResumeUnhashed => 409,
                     Refused::UnsupportedBody => 415,
                 };
                 (status, reason(status).into())

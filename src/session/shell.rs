@@ -115,6 +115,14 @@ impl Shell {
         }));
     }
 
+    /// The user the pending request turned out to be for, when no login
+    /// check said so (a web interface login's cookie).
+    pub fn access_user(&mut self, user: &str) {
+        if let Some(pending) = &mut self.access {
+            pending.user = Some(user.to_owned());
+        }
+    }
+
     /// The verb of the command or request the access log waits to record.
     pub fn access_verb(&self) -> Option<&'static str> {
         self.access.as_ref().map(|pending| pending.verb)

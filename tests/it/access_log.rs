@@ -91,7 +91,7 @@ fn every_command_and_request_gets_a_json_line_even_refused_ones() {
         (&get["user"], &get["path"], &get["bytes"]),
         (&"alice".into(), &"/files/report.txt".into(), &12.into())
     );
-    find("http", "OTHER", 405);
+    find("http", "POST", 405);
     find("http", "GET", 404);
     find("http", "-", 400);
     for entry in &entries {

@@ -15,6 +15,7 @@
 
 mod access_log;
 mod audit_events;
+mod browser;
 mod cli;
 mod client;
 mod commands;
@@ -47,3 +48,4 @@ mod shutdown;
 mod startup;
 mod systemd;
 mod tls;
+mod web;

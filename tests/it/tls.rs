@@ -813,3 +813,42 @@ fn require_tls_keeps_loopback_plaintext_logins() {
     let mut c = server.login(ALICE, ALICE_PW);
     assert_eq!(c.cmd("NOOP").0, 200);
 }
+
+fn rss_kib(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// A TLS client that asks for a large file and never reads: the server's
+/// memory stays put (a full socket stops the layer's writes, the layer's
+/// records stop the session's, whose buffer is bounded), and other
+/// clients are served. Measured: about 0.7 MiB for four such clients.
+#[test]
+fn a_tls_client_that_never_reads_cannot_grow_the_server() {
+    let (server, ca) = start_tls(&[]);
+    let data = common::pseudo_random_bytes(3, 48 << 20);
+    server.plant_file(ALICE, "big.bin", &data);
+    let addr = server.logged_addr(TLS_MARKER);
+    let _quiet = common::timing_sensitive();
+    let mut stalled = Vec::new();
+    let before = rss_kib(server.pid());
+    for _ in 0..4 {
+        let mut session = open_session(addr, &ca.ca_file());
+        session.login(ALICE, ALICE_PW).unwrap();
+        session.get_mut().write_all(b"GET big.bin\r\n").unwrap();
+        stalled.push(session);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let grown = rss_kib(server.pid()).saturating_sub(before);
+    // Each: the kernel's socket buffers hold most of what was sent; the
+    // server keeps one transfer buffer and the layer's limit (about
+    // 200 KiB); far from the 48 MiB asked for.
+    assert!(grown < 4 * 1024, "the server grew by {grown} KiB");
+    let mut other = open_session(addr, &ca.ca_file());
+    other.login(BOB, common::BOB_PW).unwrap();
+    assert_eq!(other.command("NOOP").unwrap().code, 200);
+}

@@ -852,3 +852,113 @@ fn a_tls_client_that_never_reads_cannot_grow_the_server() {
     other.login(BOB, common::BOB_PW).unwrap();
     assert_eq!(other.command("NOOP").unwrap().code, 200);
 }
+
+/// The `ferry` tool over TLS: `tls://` with a CA file, `--tls` with the
+/// pin of ferryd's self-signed certificate, a wrong pin refused (exit 5),
+/// and a login by client certificate without any password.
+#[test]
+fn the_ferry_tool_speaks_tls() {
+    let builder = ServerBuilder::new();
+    let root = builder.root().to_path_buf();
+    let ca = Ca::new(&root, "main");
+    let clients = Ca::new(&root, "clients");
+    let server = tls_builder(builder, &ca)
+        .arg("--tls-client-ca")
+        .arg(clients.ca_file())
+        .start();
+    let port = server.logged_addr(TLS_MARKER).port();
+    let local = root.join("note.txt");
+    fs::write(&local, "over tls\n").unwrap();
+    let ferry = |args: &[&std::ffi::OsStr], password: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(args)
+            .env_remove("FERRY_SERVER")
+            .env_remove("FERRY_USER")
+            .env_remove("FERRY_CONFIG")
+            .env("XDG_CONFIG_HOME", &root)
+            .current_dir(&root);
+        match password {
+            Some(password) => cmd.env("FERRY_PASSWORD", password),
+            None => cmd.env_remove("FERRY_PASSWORD"),
+        };
+        run_command_to_exit(&mut cmd, Duration::from_secs(30))
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let server_url = os(&format!("tls://localhost:{port}"));
+    let put = ferry(
+        &[
+            &os("--server"),
+            &server_url,
+            &os("--ca-file"),
+            ca.ca_file().as_os_str(),
+            &os("--user"),
+            &os(ALICE),
+            &os("put"),
+            local.as_os_str(),
+        ],
+        Some(ALICE_PW),
+    );
+    assert!(put.status.success(), "{}{}", put.stdout, put.stderr);
+    let pin = {
+        let der = ferry::tls::load_certs(&root.join("server.crt")).unwrap();
+        ferry::tls::fingerprint(&der[0])
+    };
+    let plain_addr = os(&format!("127.0.0.1:{port}"));
+    let ls = ferry(
+        &[
+            &os("--server"),
+            &plain_addr,
+            &os("--tls"),
+            &os("--pin"),
+            &os(&pin),
+            &os("--user"),
+            &os(ALICE),
+            &os("ls"),
+        ],
+        Some(ALICE_PW),
+    );
+    assert!(ls.stdout.contains("note.txt"), "{}{}", ls.stdout, ls.stderr);
+    let wrong = ferry(
+        &[
+            &os("--server"),
+            &plain_addr,
+            &os("--tls"),
+            &os("--pin"),
+            &os(&format!("sha256:{}", "ab".repeat(32))),
+            &os("--user"),
+            &os(ALICE),
+            &os("ls"),
+        ],
+        Some(ALICE_PW),
+    );
+    assert_eq!(wrong.status.code(), Some(5), "{}", wrong.stderr);
+    assert!(
+        wrong.stderr.contains("not the pinned one"),
+        "{}",
+        wrong.stderr
+    );
+    let (cert, key) = clients.client("alice", ALICE, false);
+    let by_cert = ferry(
+        &[
+            &os("--server"),
+            &server_url,
+            &os("--ca-file"),
+            ca.ca_file().as_os_str(),
+            &os("--cert"),
+            cert.as_os_str(),
+            &os("--key"),
+            key.as_os_str(),
+            &os("--user"),
+            &os(ALICE),
+            &os("hash"),
+            &os("note.txt"),
+        ],
+        None,
+    );
+    assert!(
+        by_cert.stdout.contains(&sha256_hex(b"over tls\n")),
+        "{}{}",
+        by_cert.stdout,
+        by_cert.stderr
+    );
+}

@@ -10,6 +10,7 @@
 //!             ┌───────────────────── one thread ─────────────────────┐
 //!  clients ──►│ reactor: mio::Poll ── listener, waker, signals       │
 //!             │   │  Slab<Conn>: socket + readiness hints            │
+//!             │   │  tls::Transport: the socket, or rustls over it   │
 //!             │   ▼                                                  │
 //!             │ connection::Session (sans-IO state machine)          │
 //!             │   │  bytes in ─► protocol::line::parse ─► Command    │

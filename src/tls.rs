@@ -61,6 +61,10 @@ const BYTES_WITHOUT_DATA_LIMIT: usize = 128 * 1024;
 /// Held only while bytes flow (see `Layer::read_tls`), so at most this much
 /// per busy connection and nothing per idle one.
 const READ_AHEAD: usize = 4 * (16 * 1024 + 256);
+/// The same during the handshake, whose messages from the client are small
+/// (a ClientHello, or a client certificate chain in a few reads): a new
+/// connection does not allocate and zero the whole read-ahead.
+const HANDSHAKE_READ: usize = 4096;
 /// How long the last records and `close_notify` may wait for a peer that
 /// does not read once its session is over; then the socket just closes.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -248,6 +252,7 @@ impl Acceptor {
             failed: false,
             ahead: Vec::new(),
             ahead_used: 0,
+            ahead_end: 0,
         })
     }
 }
@@ -318,10 +323,12 @@ pub struct Layer {
     close_sent: bool,
     /// The connection failed or was given up: nothing more is sent.
     failed: bool,
-    /// Bytes read from the socket that rustls has not taken yet, from
-    /// `ahead_used` on; empty (no allocation) while the socket is idle.
+    /// Bytes read from the socket that rustls has not taken yet:
+    /// `ahead[ahead_used..ahead_end]`; no allocation while the socket is
+    /// idle.
     ahead: Vec<u8>,
     ahead_used: usize,
+    ahead_end: usize,
 }
 
 impl std::fmt::Debug for Layer {
@@ -338,34 +345,49 @@ impl Layer {
     /// PROXY protocol header's reader read past it): they are the start of
     /// the TLS stream.
     pub fn feed(&mut self, bytes: &[u8]) {
+        self.ahead.truncate(self.ahead_end);
         self.ahead.extend_from_slice(bytes);
+        self.ahead_end = self.ahead.len();
     }
 
     /// Gives rustls the next bytes of the stream: from the read-ahead
-    /// buffer while it holds any, else one read of up to [`READ_AHEAD`]
-    /// bytes from the socket into it. rustls alone would read at most 4 KiB
-    /// per call, four system calls or more per full record; this makes it
-    /// one per several records. The buffer is freed once the socket has
-    /// nothing more, so an idle connection keeps none.
+    /// buffer while it holds any, else one read from the socket into it, of
+    /// up to [`READ_AHEAD`] bytes ([`HANDSHAKE_READ`] during the
+    /// handshake). rustls alone would read at most 4 KiB per call, four
+    /// system calls or more per full record; this makes it one per several
+    /// records. The buffer is kept (not cleared, so not zeroed again) while
+    /// bytes flow and freed once the socket has nothing more, so an idle
+    /// connection keeps none.
     fn read_tls<S: Read>(&mut self, socket: &mut S) -> io::Result<usize> {
-        if self.ahead_used == self.ahead.len() {
-            self.ahead.clear();
+        if self.ahead_used == self.ahead_end {
             self.ahead_used = 0;
-            self.ahead.resize(READ_AHEAD, 0);
-            match socket.read(&mut self.ahead) {
+            self.ahead_end = 0;
+            let want = if self.conn.is_handshaking() {
+                HANDSHAKE_READ
+            } else {
+                READ_AHEAD
+            };
+            if self.ahead.len() < want {
+                self.ahead.resize(want, 0);
+            }
+            match socket.read(&mut self.ahead[..want]) {
                 Ok(0) => {
                     self.ahead = Vec::new();
                     // rustls learns of the end from a read of nothing.
                     return self.conn.read_tls(&mut io::empty());
                 }
-                Ok(n) => self.ahead.truncate(n),
+                Ok(n) => self.ahead_end = n,
                 Err(err) => {
-                    self.ahead = Vec::new();
+                    if err.kind() == io::ErrorKind::WouldBlock {
+                        self.ahead = Vec::new();
+                    }
                     return Err(err);
                 }
             }
         }
-        let n = self.conn.read_tls(&mut &self.ahead[self.ahead_used..])?;
+        let n = self
+            .conn
+            .read_tls(&mut &self.ahead[self.ahead_used..self.ahead_end])?;
         self.ahead_used += n;
         Ok(n)
     }

@@ -962,3 +962,37 @@ fn the_ferry_tool_speaks_tls() {
         by_cert.stderr
     );
 }
+
+#[test]
+fn the_web_login_cookie_is_secure_over_https_only() {
+    let (server, ca) = start_tls(&["--http-listen", "127.0.0.1:0"]);
+    let https = server.logged_addr(HTTPS_MARKER);
+    let login = |url: String, tls: bool| {
+        let mut command = Command::new("curl");
+        command.args(["-sS", "-o", "/dev/null", "-D", "-"]);
+        if tls {
+            command
+                .args(["--resolve"])
+                .arg(format!("localhost:{}:127.0.0.1", https.port()))
+                .arg("--cacert")
+                .arg(ca.ca_file());
+        }
+        command
+            .args(["--data", &format!("user={ALICE}&password={ALICE_PW}")])
+            .arg(url);
+        let out = run_command_to_exit(&mut command, Duration::from_secs(20));
+        assert!(out.status.success(), "curl: {}", out.stderr);
+        out.stdout
+            .lines()
+            .find(|line| line.to_ascii_lowercase().starts_with("set-cookie:"))
+            .unwrap_or_else(|| panic!("no cookie in {}", out.stdout))
+            .to_owned()
+    };
+    let secure = login(
+        format!("https://localhost:{}/web/login", https.port()),
+        true,
+    );
+    assert!(secure.contains("; Secure"), "{secure}");
+    let plain = login(format!("http://{}/web/login", server.http_addr()), false);
+    assert!(!plain.contains("Secure"), "{plain}");
+}

@@ -192,7 +192,11 @@ impl Session {
     fn cookie(&self, value: &str, clear: bool) -> String {
         format!(
             "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}{}",
-            if self.shell.channel.secure { "; Secure" } else { "" },
+            if self.shell.channel.secure {
+                "; Secure"
+            } else {
+                ""
+            },
             if clear { "; Max-Age=0" } else { "" }
         )
     }

@@ -77,7 +77,7 @@ use crate::protocol::name;
 use crate::protocol::path::FilePath;
 
 use dir::Dir;
-pub use folders::{Copying, Facts};
+pub use folders::{Copied, Copying, Facts};
 use folders::{Folder, partial_key};
 use instance::Instance;
 pub use listing::{Listing, Step as ListingStep};

@@ -1343,7 +1343,10 @@ impl Checker {
                 .model
                 .files
                 .iter()
-                .filter_map(|(p, c)| p.strip_prefix(&prefix).map(|rest| (rest.to_owned(), c.clone())))
+                .filter_map(|(p, c)| {
+                    p.strip_prefix(&prefix)
+                        .map(|rest| (rest.to_owned(), c.clone()))
+                })
                 .collect();
             let folders: Vec<String> = self
                 .model
@@ -1352,7 +1355,11 @@ impl Checker {
                 .filter_map(|p| p.strip_prefix(&prefix).map(str::to_owned))
                 .collect();
             let bytes: usize = files.iter().map(|(_, c)| c.len()).sum();
-            assert_eq!(text, format!("copied {} files, {bytes} bytes", files.len()), "{context}");
+            assert_eq!(
+                text,
+                format!("copied {} files, {bytes} bytes", files.len()),
+                "{context}"
+            );
             self.model.folders.insert(to.to_owned());
             for rest in folders {
                 self.model.folders.insert(format!("{to}/{rest}"));

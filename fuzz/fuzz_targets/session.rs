@@ -253,9 +253,8 @@ impl World {
         // Removed trees are emptied in housekeeping, a bounded number of
         // entries a turn, as the reactor runs it.
         for _ in 0..100_000 {
-            let now = Instant::now();
             match storage.next_housekeeping() {
-                Some(at) if at <= now => storage.housekeeping(now),
+                Some(at) if at <= Instant::now() => storage.housekeeping(Instant::now()),
                 _ => break,
             }
         }

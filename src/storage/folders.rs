@@ -406,7 +406,6 @@ impl Storage {
             frames: vec![TrashFrame::new(trashed, name, 0)],
             tally,
         });
-        self.sweep.borrow_mut().next = Some(std::time::Instant::now());
     }
 
     /// Whether removed trees are waiting to be emptied.

@@ -435,23 +435,25 @@ impl Storage {
 
     /// When [`Storage::housekeeping`] next has work.
     pub fn next_housekeeping(&self) -> Option<Instant> {
+        // A removed tree being emptied: every turn, a step at a time.
+        if self.has_trash() {
+            return Some(Instant::now());
+        }
         self.sweep.borrow().next
     }
 
-    /// Removes expired partials (a bounded number per call) and, once per
+    /// Empties removed trees (a bounded number of entries per call),
+    /// removes expired partials (a bounded number per call) and, once per
     /// pass, the temporary files of servers sharing the root that died.
     /// Called by the event loop when [`Storage::next_housekeeping`] comes.
     pub fn housekeeping(&self, now: Instant) {
-        if self.next_housekeeping().is_none_or(|next| now < next) {
+        self.empty_trash(folders::TRASH_BUDGET);
+        if self.sweep.borrow().next.is_none_or(|next| now < next) {
             return;
         }
         let expired = self.sweep_partials(SWEEP_BUDGET);
         if expired > 0 {
             log::info!("removed {expired} expired partial upload(s)");
-        }
-        self.empty_trash(folders::TRASH_BUDGET);
-        if self.has_trash() {
-            self.sweep.borrow_mut().next = Some(now);
         }
     }
 

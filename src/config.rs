@@ -180,7 +180,8 @@ pub const DESCRIPTOR_RESERVE: u64 = 64 + crate::storage::OPEN_USER_DIRS as u64;
 /// file, a download's file, a listing's directory, the file `HASH`
 /// reads). A logged-in idle session holds its socket only. Folders are
 /// not counted: an upload or copy into a folder also holds the folder, a
-/// copy its source, a recursive listing a directory per level.
+/// copy its source, a recursive listing (and a folder's copy) a
+/// directory per level.
 pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 
 impl Policy {

@@ -34,7 +34,7 @@ use super::record::{self, Identity};
 use super::{DIR_MODE, Listing, ListingStep, PutLimits, PutRefusal, Storage, StorageError};
 use super::{Upload, UserDir};
 use crate::integrity::{Digest, Hasher};
-use crate::protocol::path::FilePath;
+use crate::protocol::path::{self, FilePath, FilePathBuf};
 use crate::sys;
 
 /// Entries of a removed tree deleted per turn of the loop. An unlink costs
@@ -402,7 +402,6 @@ impl Storage {
             frames: vec![TrashFrame::new(trashed, name, 0)],
             tally,
         });
-        self.sweep.borrow_mut().next = Some(std::time::Instant::now());
     }
 
     /// Whether removed trees are waiting to be emptied.
@@ -573,9 +572,11 @@ impl Storage {
         Ok(replaced.is_some())
     }
 
-    /// Starts a copy of the file `from` to `to` on the server, within
-    /// `limits` as an upload of its size; [`Copying::step`] moves the
-    /// bytes, [`Storage::finish_copy`] puts the copy in place.
+    /// Starts a copy of `from` to `to` on the server: a file within
+    /// `limits` as an upload of its size, a folder (to a path that does not
+    /// exist yet) as a new folder and a copy of each file beneath it, each
+    /// within `limits`. [`Copying::step`] moves the bytes a step at a
+    /// time, [`Storage::finish_copy`] puts the (last) file in place.
     pub fn begin_copy(
         &self,
         dir: &UserDir,
@@ -587,6 +588,41 @@ impl Storage {
         if from == to {
             return Err(StorageError::SamePath.into());
         }
+        let source = self.folder_of(dir, from)?;
+        if source.entry(from.leaf().as_str())?.is_dir {
+            if to.is_within(from) {
+                return Err(StorageError::IntoItself.into());
+            }
+            let folder = source
+                .open_dir(from.leaf().as_str())
+                .map_err(StorageError::from)?;
+            let listing = Listing::new(&folder, true)?;
+            // A folder copy makes a new folder: it never replaces one.
+            self.mkdir(dir, to)?;
+            return Ok(Copying(Kind::Tree(Box::new(TreeCopy {
+                dir: dir.clone(),
+                listing,
+                from: from.to_owned(),
+                to: to.to_owned(),
+                limits,
+                current: None,
+                files: 0,
+                bytes: 0,
+            }))));
+        }
+        drop(source);
+        self.begin_file_copy(dir, from, to, replace, limits)
+            .map(|file| Copying(Kind::File(Box::new(file))))
+    }
+
+    fn begin_file_copy(
+        &self,
+        dir: &UserDir,
+        from: FilePath<'_>,
+        to: FilePath<'_>,
+        replace: bool,
+        limits: PutLimits,
+    ) -> Result<FileCopy, PutRefusal> {
         let (file, meta) = self.open_read(dir, from)?;
         let target = self.folder_of(dir, to)?;
         match target.stat(to.leaf().as_str()) {
@@ -601,7 +637,7 @@ impl Storage {
         let started = self.begin_put(dir, to, Some(size), None, limits)?;
         let mut upload = started.upload;
         upload.no_replace(!replace);
-        Ok(Copying {
+        Ok(FileCopy {
             hasher: sha256.is_none().then(Hasher::new),
             sha256,
             source: file,
@@ -613,10 +649,30 @@ impl Storage {
         })
     }
 
-    /// Puts a finished copy in place, like an upload; returns its size,
-    /// digest and whether it replaced a file.
-    pub fn finish_copy(&self, copying: Copying) -> Result<(u64, Digest, bool), StorageError> {
-        let Copying {
+    /// Puts a finished copy in place, like an upload; returns what was
+    /// copied.
+    pub fn finish_copy(&self, copying: Copying) -> Result<Copied, StorageError> {
+        match copying.0 {
+            Kind::File(file) => {
+                let (size, sha256, existed) = self.finish_file_copy(*file)?;
+                Ok(Copied {
+                    files: 1,
+                    size,
+                    sha256: Some(sha256),
+                    existed,
+                })
+            }
+            Kind::Tree(tree) => Ok(Copied {
+                files: tree.files,
+                size: tree.bytes,
+                sha256: None,
+                existed: false,
+            }),
+        }
+    }
+
+    fn finish_file_copy(&self, copying: FileCopy) -> Result<(u64, Digest, bool), StorageError> {
+        let FileCopy {
             sha256,
             hasher,
             upload,
@@ -662,7 +718,92 @@ impl Storage {
 
 /// A copy on the server in progress (see [`Storage::begin_copy`]).
 #[derive(Debug)]
-pub struct Copying {
+pub struct Copying(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    File(Box<FileCopy>),
+    Tree(Box<TreeCopy>),
+}
+
+/// What [`Storage::finish_copy`] copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    /// Files copied (1 for a file).
+    pub files: u64,
+    /// Their bytes.
+    pub size: u64,
+    /// A file's SHA-256 (none for a folder).
+    pub sha256: Option<Digest>,
+    /// A file was replaced.
+    pub existed: bool,
+}
+
+/// A folder being copied: its tree listed a step at a time, each folder
+/// made and each file copied in turn.
+#[derive(Debug)]
+struct TreeCopy {
+    dir: UserDir,
+    listing: Listing,
+    from: FilePathBuf,
+    to: FilePathBuf,
+    limits: PutLimits,
+    current: Option<FileCopy>,
+    files: u64,
+    bytes: u64,
+}
+
+impl Copying {
+    /// Takes the next step (at most [`COPY_STEP`] bytes, or one entry of
+    /// a folder's tree); true when everything is copied. A folder copy
+    /// that fails part-way keeps what it copied so far.
+    pub fn step(&mut self, storage: &Storage) -> Result<bool, PutRefusal> {
+        let tree = match &mut self.0 {
+            Kind::File(file) => return file.step().map_err(|err| StorageError::Io(err).into()),
+            Kind::Tree(tree) => tree,
+        };
+        if let Some(file) = &mut tree.current {
+            if file.step().map_err(StorageError::Io)? {
+                let file = tree.current.take().expect("a file being copied");
+                let (size, _, _) = storage.finish_file_copy(file)?;
+                tree.files += 1;
+                tree.bytes += size;
+            }
+            return Ok(false);
+        }
+        let entry = match tree.listing.next_entry()? {
+            ListingStep::End => return Ok(true),
+            ListingStep::Skipped => return Ok(false),
+            ListingStep::Entry(entry) => entry,
+        };
+        let to = format!("{}/{}", tree.to.as_str(), entry.name);
+        let Some(to) = path::validate(to.as_bytes()) else {
+            let err = io::Error::other("a path of the copy is longer than a path may be");
+            return Err(StorageError::Io(err).into());
+        };
+        if entry.folder {
+            storage.mkdir(&tree.dir, to)?;
+        } else {
+            let from = format!("{}/{}", tree.from.as_str(), entry.name);
+            let from = path::validate(from.as_bytes()).expect("a path beneath a path");
+            let file = storage.begin_file_copy(&tree.dir, from, to, false, tree.limits)?;
+            tree.current = Some(file);
+        }
+        Ok(false)
+    }
+
+    /// Bytes of the file being copied (0 for a folder).
+    pub fn size(&self) -> u64 {
+        match &self.0 {
+            Kind::File(file) => file.size,
+            Kind::Tree(_) => 0,
+        }
+    }
+}
+
+/// One file being copied.
+#[derive(Debug)]
+struct FileCopy {
     source: File,
     upload: Upload,
     size: u64,
@@ -676,10 +817,10 @@ pub struct Copying {
     existed: bool,
 }
 
-impl Copying {
+impl FileCopy {
     /// Copies the next step of at most [`COPY_STEP`] bytes; true when the
     /// whole file is copied.
-    pub fn step(&mut self) -> io::Result<bool> {
+    fn step(&mut self) -> io::Result<bool> {
         let want = (self.size - self.done).min(COPY_STEP as u64) as usize;
         if want == 0 {
             return Ok(true);
@@ -723,9 +864,5 @@ impl Copying {
         self.upload.write(&buf[..n])?;
         self.done += n as u64;
         Ok(self.done == self.size)
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
     }
 }

@@ -26,16 +26,17 @@
 //!
 //! Containment: the root is opened once, by path; every other operation is
 //! made relative to an open directory handle, without following symlinks:
-//! a path's folder is opened beneath the user's handle (`openat2` with
+//! a path's folder is opened beneath the user's directory (`openat2` with
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, see
 //! `storage/dir.rs`), and its last name used relative to that. A user's
 //! directories are found at login, and nothing renamed or swapped in later
 //! changes what the session reaches: their identities (device and inode)
-//! are remembered then, and a directory opened again later (an idle user's
-//! handles are not kept, see [`OPEN_USER_DIRS`]) must be that same
+//! are remembered then, and a directory opened again later (an idle
+//! user's handles are not kept, see [`OPEN_USER_DIRS`]) must be that same
 //! directory, opened beneath the server's own handle of the root (or of
 //! `.ferry/users`) without following symlinks; one moved away or replaced
-//! (by another directory or a symlink) is refused, never followed. Only regular files are ever opened for reading or
+//! (by another directory or a symlink) is refused, never followed. Only
+//! regular files are ever opened for reading or
 //! writing: symlinks, directories, FIFOs, sockets and devices in a user
 //! directory are refused, not listed, never followed and never opened.
 //!
@@ -86,7 +87,7 @@ use crate::protocol::name;
 use crate::protocol::path::FilePath;
 
 use dir::Dir;
-pub use folders::{Copying, Facts};
+pub use folders::{Copied, Copying, Facts};
 use folders::{Folder, partial_key};
 use instance::Instance;
 pub use listing::{Listing, Step as ListingStep};
@@ -504,23 +505,25 @@ impl Storage {
 
     /// When [`Storage::housekeeping`] next has work.
     pub fn next_housekeeping(&self) -> Option<Instant> {
+        // A removed tree being emptied: every turn, a step at a time.
+        if self.has_trash() {
+            return Some(Instant::now());
+        }
         self.sweep.borrow().next
     }
 
-    /// Removes expired partials (a bounded number per call) and, once per
+    /// Empties removed trees (a bounded number of entries per call),
+    /// removes expired partials (a bounded number per call) and, once per
     /// pass, the temporary files of servers sharing the root that died.
     /// Called by the event loop when [`Storage::next_housekeeping`] comes.
     pub fn housekeeping(&self, now: Instant) {
-        if self.next_housekeeping().is_none_or(|next| now < next) {
+        self.empty_trash(folders::TRASH_BUDGET);
+        if self.sweep.borrow().next.is_none_or(|next| now < next) {
             return;
         }
         let expired = self.sweep_partials(SWEEP_BUDGET);
         if expired > 0 {
             log::info!("removed {expired} expired partial upload(s)");
-        }
-        self.empty_trash(folders::TRASH_BUDGET);
-        if self.has_trash() {
-            self.sweep.borrow_mut().next = Some(now);
         }
     }
 

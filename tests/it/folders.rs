@@ -225,10 +225,25 @@ fn move_and_copy_over_http_follow_destination_and_overwrite() {
         "replaced"
     );
     assert_eq!(http(addr, &alice_req("GET", "/files/c")).body, b"other");
+    // A folder is copied whole, to a new folder only.
+    let copied = http(addr, &alice_with("COPY", "/files/a", &[&dest("z")]));
     assert_eq!(
-        status(&alice_with("COPY", "/files/a", &[&dest("z")])),
-        403,
-        "a folder"
+        (copied.status, copied.header("X-Ferry-SHA256")),
+        (201, None)
+    );
+    assert_eq!(http(addr, &alice_req("GET", "/files/z/b/f")).body, b"data");
+    assert_eq!(status(&alice_with("COPY", "/files/a", &[&dest("z")])), 409);
+    assert_eq!(
+        status(&alice_with(
+            "COPY",
+            "/files/a",
+            &[&dest("z"), "Overwrite: F"]
+        )),
+        412
+    );
+    assert_eq!(
+        status(&alice_with("COPY", "/files/a", &[&dest("a/b/a")])),
+        403
     );
     assert_eq!(
         status(&alice_with("MOVE", "/files/a", &[&dest("no/z")])),
@@ -460,7 +475,7 @@ fn moves_refuse_into_itself_onto_itself_and_other_users() {
     c.expect("REPLACE", 200);
     c.expect("FROM h", 350);
     assert_eq!(c.cmd("MOVE top").1, "already exists", "a folder by a file");
-    // COPY: a file only, the copy whole, with its digest.
+    // COPY: a file whole, with its digest; a folder to a new folder.
     c.expect("FROM h", 350);
     assert_eq!(
         c.cmd("COPY top/h2").1,
@@ -468,7 +483,24 @@ fn moves_refuse_into_itself_onto_itself_and_other_users() {
     );
     assert_eq!(c.get("top/h2"), b"inside");
     c.expect("FROM top", 350);
-    assert_eq!(c.cmd("COPY top2").1, "is a folder");
+    assert_eq!(c.cmd("COPY top/c/top").0, 553, "into itself");
+    c.expect("FROM top", 350);
+    assert_eq!(c.cmd("COPY top2").1, "copied 1 files, 6 bytes");
+    assert_eq!(
+        listed(&mut c, "TREE top2").into_iter().collect::<Vec<_>>(),
+        [
+            ("c/".to_owned(), 0),
+            ("c/d/".to_owned(), 0),
+            ("h2".to_owned(), 6)
+        ]
+    );
+    c.expect("REPLACE", 200);
+    c.expect("FROM top", 350);
+    assert_eq!(
+        c.cmd("COPY top2").1,
+        "already exists",
+        "never over a folder"
+    );
 }
 
 #[test]

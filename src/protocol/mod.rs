@@ -7,6 +7,8 @@
 //! - [`http`]: HTTP/1.1 request heads (on `httparse`), paths, names,
 //!   ranges, credentials, and response heads.
 //! - [`chunked`]: the chunked transfer coding, decoded incrementally.
+//! - [`webdav`]: WebDAV's XML bodies and header fields, and its `207`
+//!   bodies.
 
 pub mod chunked;
 pub mod control;
@@ -14,3 +16,4 @@ pub mod http;
 pub mod line;
 pub mod name;
 pub mod reply;
+pub mod webdav;

@@ -12,6 +12,7 @@ use base64::Engine as _;
 
 use super::line::Status;
 use super::name::{self, FileName};
+pub use super::webdav::DavFields;
 
 /// Longest request head (request line and fields, terminator included).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -29,8 +30,14 @@ pub enum Method {
     Head,
     Put,
     Delete,
+    /// WebDAV's (see `protocol/webdav.rs`).
+    Options,
+    Propfind,
+    Proppatch,
+    Lock,
+    Unlock,
     /// A standard method the server does not serve anywhere (`POST`,
-    /// `OPTIONS`, ...): `405`.
+    /// `PATCH`, ...): `405`.
     Other,
     /// Not a method the server knows: `501`.
     Unknown,
@@ -44,6 +51,11 @@ impl Method {
             Method::Head => "HEAD",
             Method::Put => "PUT",
             Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Propfind => "PROPFIND",
+            Method::Proppatch => "PROPPATCH",
+            Method::Lock => "LOCK",
+            Method::Unlock => "UNLOCK",
             Method::Other => "OTHER",
             Method::Unknown => "UNKNOWN",
         }
@@ -55,7 +67,12 @@ impl Method {
             "HEAD" => Method::Head,
             "PUT" => Method::Put,
             "DELETE" => Method::Delete,
-            "POST" | "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
+            "OPTIONS" => Method::Options,
+            "PROPFIND" => Method::Propfind,
+            "PROPPATCH" => Method::Proppatch,
+            "LOCK" => Method::Lock,
+            "UNLOCK" => Method::Unlock,
+            "POST" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
             _ => Method::Unknown,
         }
     }
@@ -145,6 +162,8 @@ pub struct Request<'a> {
     pub credentials: Credentials,
     /// A single well-formed byte range; anything else is ignored.
     pub range: Option<ByteRange>,
+    /// The fields WebDAV and conditional requests add, unparsed.
+    pub dav: DavFields<'a>,
     /// Bytes of the head, terminator included.
     pub head_len: usize,
 }
@@ -235,9 +254,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
     let mut ranges_seen = 0;
     let mut content_range = false;
     let mut content_encoding = false;
+    let mut dav = DavFields::default();
     for field in request.headers.iter() {
         let value = field.value;
         let name = field.name;
+        if dav.take(name, value) {
+            continue;
+        }
         if name.eq_ignore_ascii_case("content-length") {
             let parsed = parse_length(value).ok_or(HeadError::BadFraming)?;
             if length.is_some_and(|earlier| earlier != parsed) {
@@ -314,6 +337,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
         expect,
         credentials,
         range,
+        dav,
         head_len,
     }))
 }
@@ -482,18 +506,24 @@ pub fn reason(status: u16) -> &'static str {
         201 => "Created",
         204 => "No Content",
         206 => "Partial Content",
+        207 => "Multi-Status",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
         411 => "Length Required",
+        412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
         416 => "Range Not Satisfiable",
         415 => "Unsupported Media Type",
         417 => "Expectation Failed",
+        423 => "Locked",
+        424 => "Failed Dependency",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",

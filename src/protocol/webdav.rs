@@ -438,6 +438,41 @@ pub fn parse_lockinfo(body: &[u8]) -> Result<Option<LockInfo>, XmlError> {
     Ok(Some(LockInfo { scope, owner }))
 }
 
+/// The request fields of WebDAV and of conditional requests, as sent
+/// (each parsed where it is used).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DavFields<'a> {
+    pub depth: Option<&'a [u8]>,
+    pub if_: Option<&'a [u8]>,
+    pub if_match: Option<&'a [u8]>,
+    pub if_none_match: Option<&'a [u8]>,
+    pub timeout: Option<&'a [u8]>,
+    pub lock_token: Option<&'a [u8]>,
+}
+
+impl<'a> DavFields<'a> {
+    /// Keeps the field if it is one of these; false otherwise.
+    pub fn take(&mut self, name: &str, value: &'a [u8]) -> bool {
+        let slot = if name.eq_ignore_ascii_case("depth") {
+            &mut self.depth
+        } else if name.eq_ignore_ascii_case("if") {
+            &mut self.if_
+        } else if name.eq_ignore_ascii_case("if-match") {
+            &mut self.if_match
+        } else if name.eq_ignore_ascii_case("if-none-match") {
+            &mut self.if_none_match
+        } else if name.eq_ignore_ascii_case("timeout") {
+            &mut self.timeout
+        } else if name.eq_ignore_ascii_case("lock-token") {
+            &mut self.lock_token
+        } else {
+            return false;
+        };
+        *slot = Some(value);
+        true
+    }
+}
+
 /// The `Depth` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {

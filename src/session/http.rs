@@ -19,6 +19,8 @@
 //! file, and no further pipelined request runs while more than
 //! [`OUTPUT_BACKLOG`] bytes of responses wait to be sent.
 
+mod dav;
+
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
@@ -59,6 +61,8 @@ struct ListJob {
     chunked: bool,
     keep_alive: bool,
     user: String,
+    /// A `PROPFIND` of the root with `Depth: 1` (a `207`), not a listing.
+    dav: Option<Box<dav::Multistatus>>,
 }
 
 /// A file being sent as a response body.
@@ -150,6 +154,8 @@ enum State {
     /// Waiting for a request head.
     Head,
     Receiving(Box<Put>),
+    /// The XML body of a WebDAV request is arriving.
+    DavBody(Box<dav::BodyJob>),
     Sending(Box<Send>),
     Listing(Box<ListJob>),
     /// The request at the front of `input` waits for a password check.
@@ -216,6 +222,8 @@ enum Access {
     Write,
     /// `DELETE`.
     Delete,
+    /// WebDAV's (`session/http/dav.rs`).
+    Dav,
 }
 
 /// What to do after a response: keep the connection or close it.
@@ -247,7 +255,7 @@ impl Front for Session {
     fn phase(&self) -> Phase {
         match self.state {
             State::Closing => Phase::Closing,
-            State::Receiving(_) => Phase::Receiving,
+            State::Receiving(_) | State::DavBody(_) => Phase::Receiving,
             State::Sending(_) => Phase::Sending,
             State::Listing(_) | State::Verifying(_) => Phase::Working,
             State::Head => Phase::Ready,
@@ -336,6 +344,9 @@ impl Front for Session {
     /// Feeds body bytes to the running upload; returns how many of `data`
     /// belonged to the body.
     fn take_payload(&mut self, data: &[u8], services: &Services) -> usize {
+        if let State::DavBody(_) = self.state {
+            return self.dav_body(data, services);
+        }
         let State::Receiving(put) = &mut self.state else {
             return 0;
         };
@@ -452,7 +463,8 @@ impl Front for Session {
         }
         match &self.state {
             State::Closing => 0,
-            State::Receiving(_) if !self.shell.input.is_empty() => 0,
+            State::Receiving(_) | State::DavBody(_) if !self.shell.input.is_empty() => 0,
+            State::DavBody(job) => job.read_limit(),
             State::Receiving(put) => match &put.framing {
                 Framing::Length { left } => usize::try_from(*left).unwrap_or(usize::MAX),
                 Framing::Chunked(decoder) => usize::try_from(decoder.data_left())
@@ -475,9 +487,11 @@ impl Front for Session {
                 self.shell.last_activity + policy.idle_timeout
             }
             State::Head | State::Verifying(_) => self.head_started + policy.head_timeout,
-            State::Receiving(_) | State::Sending(_) | State::Listing(_) | State::Closing => {
-                self.shell.last_activity + policy.stall_timeout
-            }
+            State::Receiving(_)
+            | State::DavBody(_)
+            | State::Sending(_)
+            | State::Listing(_)
+            | State::Closing => self.shell.last_activity + policy.stall_timeout,
         })
     }
 
@@ -498,6 +512,7 @@ impl Front for Session {
                 self.abort_upload(*put, "timeout: upload stalled", services);
                 self.fail(Failure::Timeout, After::Close, services);
             }
+            State::DavBody(_) => self.fail(Failure::Timeout, After::Close, services),
             State::Sending(send) => {
                 self.cut(*send, "timeout: the client stopped reading", services);
                 self.shell.out.discard();
@@ -523,8 +538,12 @@ impl Front for Session {
     /// One slice of the password check (once decided, the waiting request
     /// is handled again), or one step of a listing.
     fn work(&mut self, services: &Services) -> usize {
-        if let State::Listing(_) = self.state {
-            self.list_step();
+        if let State::Listing(job) = &self.state {
+            if job.dav.is_some() {
+                self.dav_list_step(services);
+            } else {
+                self.list_step();
+            }
             self.advance(services);
             // A step is this session's whole turn, as for `LIST`.
             return usize::MAX;
@@ -568,6 +587,7 @@ impl Front for Session {
                 self.abort_upload(*put, "server shutting down", services);
                 self.fail(Failure::ShuttingDown, After::Close, services);
             }
+            State::DavBody(_) => self.fail(Failure::ShuttingDown, After::Close, services),
             State::Sending(send) => {
                 self.cut(*send, "server shutting down", services);
                 self.shell.out.discard();
@@ -586,7 +606,7 @@ impl Front for Session {
             State::Receiving(put) => self.abort_upload(*put, reason, services),
             State::Sending(send) => self.cut(*send, reason, services),
             State::Listing(job) => self.cut_listing(&job, reason),
-            State::Head | State::Verifying(_) | State::Closing => {}
+            State::Head | State::DavBody(_) | State::Verifying(_) | State::Closing => {}
         }
     }
 }
@@ -616,7 +636,7 @@ impl Session {
         self.shell
             .access_begin(services, None, request.method.as_str(), request.path);
         // A body that will not be read leaves the stream unusable.
-        let reads_body = request.method == Method::Put;
+        let reads_body = request.method == Method::Put || dav::takes_body(request.method);
         let keep_alive = request.keep_alive && (reads_body || !request.body.is_present());
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         // A refusal leaves any body unread, so the connection cannot go on.
@@ -635,14 +655,22 @@ impl Session {
             (Route::File(raw), Role::Main) => Resource::File(raw),
             _ => return self.fail(Refused::NoRoute, refuse, services),
         };
+        if request.method == Method::Options
+            && let Resource::Listing | Resource::File(_) = resource
+        {
+            let root = matches!(resource, Resource::Listing);
+            return self.dav_options(root, refuse, services);
+        }
         let access = match (request.method, &resource) {
             (Method::Unknown, _) => return self.fail(Refused::UnknownMethod, refuse, services),
+            (method, Resource::Listing | Resource::File(_)) if dav::is_dav(method) => Access::Dav,
             (Method::Get | Method::Head, _) => Access::Read,
             (Method::Put, Resource::File(_)) => Access::Write,
             (Method::Delete, Resource::File(_)) => Access::Delete,
-            (Method::Put | Method::Delete | Method::Other, _) => {
+            _ => {
                 let allowed = match resource {
-                    Resource::File(_) => "GET, HEAD, PUT, DELETE",
+                    Resource::File(_) => dav::ALLOW_FILE,
+                    Resource::Listing => dav::ALLOW_ROOT,
                     _ => "GET, HEAD",
                 };
                 let fields = [("Allow", allowed)];
@@ -717,6 +745,9 @@ impl Session {
                         };
                         let file = (access, name.as_str());
                         self.file_request(request, &user, &dir, file, after, services);
+                    }
+                    _ if matches!(access, Access::Dav) => {
+                        self.dav(request, &user, &dir, None, after, services)
                     }
                     _ => self.listing(request, &user, &dir, after, services),
                 }
@@ -859,6 +890,7 @@ impl Session {
             chunked,
             keep_alive: after == After::KeepAlive,
             user: user.to_owned(),
+            dav: None,
         }));
     }
 
@@ -925,11 +957,24 @@ impl Session {
         let Some(file_name) = name::validate(name.as_bytes()) else {
             return self.fail(Refused::Malformed, After::Close, services);
         };
+        if let Access::Write | Access::Delete = access
+            && let Err(refused) = self.dav_guard(request, user, dir, file_name, services)
+        {
+            // A refused PUT leaves its body unread.
+            let after = if request.body.is_present() {
+                After::Close
+            } else {
+                after
+            };
+            return self.fail(refused, after, services);
+        }
         match access {
+            Access::Dav => self.dav(request, user, dir, Some(file_name), after, services),
             Access::Read => self.download(request, user, dir, file_name, after, services),
             Access::Write => self.start_upload(request, user, dir, file_name, after, services),
             Access::Delete => match services.storage.delete(dir, file_name) {
                 Ok(size) => {
+                    Session::dav_forget(user, file_name.as_str(), services);
                     transfer::deleted(who(self.shell.peer, user), file_name, size, started);
                     self.respond(204, &[], b"", true, after, services);
                 }
@@ -962,6 +1007,10 @@ impl Session {
             .modified()
             .map(httpdate::fmt_http_date)
             .unwrap_or_default();
+        let etag = crate::storage::Version::of(&meta).to_string();
+        if let Some(status) = Session::read_condition(request, &etag) {
+            return self.not_sent(status, &etag, after, services);
+        }
         let preview = http::query_has(request.query, b"preview");
         let (status, first, len, range_field) = match request.range.filter(|_| !preview) {
             Some(range) => match range.resolve(size) {
@@ -988,11 +1037,12 @@ impl Session {
         let fields = [
             ("Content-Type", "application/octet-stream"),
             ("Last-Modified", modified.as_str()),
+            ("ETag", etag.as_str()),
             ("Accept-Ranges", "bytes"),
             ("Content-Range", range_field.as_deref().unwrap_or_default()),
         ];
         // The last field only for a range.
-        let fields = &fields[..if range_field.is_some() { 4 } else { 3 }];
+        let fields = &fields[..if range_field.is_some() { 5 } else { 4 }];
         self.start_head(status, fields, Some(len), after, services);
         if request.method == Method::Head {
             return self.after_response(after);

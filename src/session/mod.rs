@@ -23,6 +23,7 @@ mod hashing;
 pub mod http;
 pub mod line;
 mod listing;
+pub(crate) mod locks;
 mod login;
 mod outbox;
 mod replies;
@@ -39,7 +40,7 @@ pub use login::{
     MAX_AUTH_FAILURES, MAX_CHECKS_PER_ADDRESS, MAX_CONCURRENT_CHECKS, MAX_QUEUED_CHECKS,
 };
 pub use outbox::{DIRECT_MIN, FileOutput};
-pub(crate) use replies::Failure;
+pub(crate) use replies::{DavRefused, Failure};
 pub use shell::Shell;
 pub use transfer::{Download, PREVIEW_LEN, TRANSFER_BUFFER};
 
@@ -90,6 +91,8 @@ pub struct Services {
     /// a mutex only so that the server stays `Send`; it is used from one
     /// thread.
     checks: Arc<Mutex<CheckBook>>,
+    /// WebDAV's locks, in memory.
+    pub(crate) locks: RefCell<locks::Locks>,
 }
 
 // The tokens must never reach a log.
@@ -133,6 +136,7 @@ impl Services {
             control_token: None,
             metrics_token: None,
             checks: Arc::default(),
+            locks: RefCell::default(),
         }
     }
 

@@ -87,6 +87,7 @@ impl Listing {
                     name: name.to_owned(),
                     size: meta.len,
                     mtime: meta.mtime,
+                    version: meta.version(),
                 }));
             }
         }

@@ -15,6 +15,7 @@
 //!       sums/<name>                SHA-256 record of <user>/<name>
 //!       partial/<name>             bytes of an interrupted upload of <name>
 //!       partial-sums/<name>        saved hash state of those bytes
+//!       props/<name>               WebDAV dead properties of <name> (`.`: of the root)
 //! ```
 //!
 //! Containment: the root is opened once, by path; every other operation is
@@ -49,6 +50,7 @@
 //! The SHA-256 of every stored file is kept in a sidecar record ([`record`])
 //! tied to the file's identity, so asking for it costs no re-read.
 
+mod dav;
 mod dir;
 mod instance;
 mod listing;
@@ -70,6 +72,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::integrity::{Digest, Hasher};
 use crate::protocol::name::{self, FileName};
 
+pub use dav::{DeadProp, Facts, MAX_DEAD_PROP_COUNT, MAX_DEAD_PROPS, PropsError, Version};
 use dir::Dir;
 use instance::Instance;
 pub use listing::{Listing, Step as ListingStep};
@@ -91,6 +94,7 @@ const USERS_DIR: &str = "users";
 const SUMS_DIR: &str = "sums";
 const PARTIAL_DIR: &str = "partial";
 const PARTIAL_SUMS_DIR: &str = "partial-sums";
+const PROPS_DIR: &str = "props";
 /// Record keys.
 const SHA256_KEY: &str = "sha256";
 const STATE_KEY: &str = "sha256-state";
@@ -171,6 +175,8 @@ pub struct Entry {
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
+    /// What tells this version of the file from others (the ETag).
+    pub version: Version,
 }
 
 /// The storage root. Several servers may share it (see the module docs).
@@ -239,6 +245,8 @@ struct UserDirs {
     sums: Dir,
     partial: Dir,
     partial_sums: Dir,
+    /// `.ferry/users/<user>/props`: WebDAV's dead properties.
+    props: Dir,
     /// What this user's running uploads claim against the quota.
     claims: Claims,
     /// What the user stores, as running counts.
@@ -618,6 +626,7 @@ impl Storage {
             sums: records.ensure_dir(SUMS_DIR, DIR_MODE, durable)?,
             partial,
             partial_sums: records.ensure_dir(PARTIAL_SUMS_DIR, DIR_MODE, durable)?,
+            props: records.ensure_dir(PROPS_DIR, DIR_MODE, durable)?,
             claims: Claims::default(),
             tally,
             foreign,
@@ -669,6 +678,7 @@ impl Storage {
                     name: name.to_owned(),
                     size: meta.len,
                     mtime: meta.mtime,
+                    version: meta.version(),
                 });
             }
         }
@@ -944,6 +954,7 @@ impl Storage {
             c.files = c.files.saturating_sub(1);
         });
         record::remove(&dir.inner.sums, name.as_str());
+        self.forget_dead_props(dir, name.as_str());
         if self.options.fsync {
             files.sync()?;
         }

@@ -42,3 +42,4 @@ mod safety_storage;
 mod shutdown;
 mod startup;
 mod systemd;
+mod webdav;

@@ -883,7 +883,11 @@ impl Session {
             },
         };
         let exists = self.facts_of(&call.dir, &call.path, services)?.is_some();
-        Session::may_write(&call.user, &call.path, !exists, &submitted(lists), services)?;
+        if !exists {
+            // The new file joins its collection, which its locks guard;
+            // conflicts with locks on the resource itself are the grant's.
+            Session::may_write(&call.user, &call.path, true, &submitted(lists), services)?;
+        }
         let token = new_token();
         let granted = services.locks.borrow_mut().grant(
             &call.user, &call.path, info.scope, infinite, info.owner, secs, token, now,

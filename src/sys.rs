@@ -21,7 +21,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// `struct open_how` of `linux/openat2.h`. libc's own is `non_exhaustive`,
@@ -69,13 +69,7 @@ pub fn open_beneath(
                 OPENAT2.store(AVAILABLE, Ordering::Relaxed);
                 return Ok(fd);
             }
-            // ENOSYS: kernel before 5.6. EPERM straight away on the first
-            // call: a seccomp filter that does not know the call.
-            Err(err)
-                if err.raw_os_error() == Some(libc::ENOSYS)
-                    || (err.raw_os_error() == Some(libc::EPERM)
-                        && OPENAT2.load(Ordering::Relaxed) == UNKNOWN) =>
-            {
+            Err(err) if openat2_missing(&err) => {
                 log::info!("openat2 is not available ({err}); using openat with O_NOFOLLOW");
                 OPENAT2.store(MISSING, Ordering::Relaxed);
             }
@@ -85,7 +79,15 @@ pub fn open_beneath(
     openat_nofollow(dir, name, flags, mode)
 }
 
-/// `openat2(dir, name, {flags, mode, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS})`.
+/// ENOSYS: kernel before 5.6. EPERM straight away on the first call: a
+/// seccomp filter that does not know the call.
+fn openat2_missing(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::ENOSYS)
+        || (err.raw_os_error() == Some(libc::EPERM) && OPENAT2.load(Ordering::Relaxed) == UNKNOWN)
+}
+
+/// `openat2(dir, name, {flags, mode, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS})`.
 pub fn openat2(
     dir: BorrowedFd<'_>,
     name: &CStr,
@@ -103,7 +105,7 @@ pub fn openat2(
         flags: flags as u32 as u64,
         // openat2 insists on a zero mode unless a file is created.
         mode: if creates { u64::from(mode) } else { 0 },
-        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
     };
     // SAFETY: `dir` is a live descriptor for the duration of the call,
     // `name` is NUL-terminated, and `how` is a properly laid out
@@ -124,6 +126,89 @@ pub fn openat2(
     // SAFETY: the kernel just returned this descriptor to us and nothing
     // else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens the relative path `path` (names joined by `/`, none of them
+/// `.`, `..` or empty: checked by the caller) beneath `dir`, never
+/// following a symlink in any component and never leaving `dir`: one
+/// `openat2` where the kernel has it, otherwise a walk of one `openat`
+/// with `O_NOFOLLOW | O_DIRECTORY` per folder and `flags` for the last
+/// name, each relative to the handle the step before opened (so nothing
+/// swapped in between two steps redirects the walk). A symlink anywhere
+/// is `ELOOP`, a component that is not a folder `ENOTDIR`.
+pub fn open_beneath_path(
+    dir: BorrowedFd<'_>,
+    path: &[u8],
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    let whole = CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if !path.contains(&b'/') {
+        return open_beneath(dir, &whole, flags, mode);
+    }
+    if OPENAT2.load(Ordering::Relaxed) != MISSING {
+        match openat2(dir, &whole, flags, mode) {
+            Ok(fd) => {
+                OPENAT2.store(AVAILABLE, Ordering::Relaxed);
+                return Ok(fd);
+            }
+            Err(err) if openat2_missing(&err) => {
+                log::info!("openat2 is not available ({err}); walking paths with O_NOFOLLOW");
+                OPENAT2.store(MISSING, Ordering::Relaxed);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let mut parts = path.split(|&b| b == b'/').peekable();
+    let mut held: Option<OwnedFd> = None;
+    while let Some(part) = parts.next() {
+        let name = CString::new(part).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let at = held.as_ref().map_or(dir, |fd| fd.as_fd());
+        let next = if parts.peek().is_some() {
+            openat_nofollow(at, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?
+        } else {
+            openat_nofollow(at, &name, flags, mode)?
+        };
+        held = Some(next);
+    }
+    held.ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// `unlinkat(dir, name, AT_REMOVEDIR)`: removes an empty directory (never
+/// a symlink to one: that is `ENOTDIR`).
+pub fn rmdirat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: `dir` is live and `name` is NUL-terminated.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) }).map(drop)
+}
+
+/// `copy_file_range(from, &from_offset, to, &to_offset, len, 0)`: copies
+/// up to `len` bytes inside the kernel (a reflink or a server-side copy
+/// where the file system can); returns how many (0 at the end of `from`).
+pub fn copy_file_range(
+    from: BorrowedFd<'_>,
+    from_offset: u64,
+    to: BorrowedFd<'_>,
+    to_offset: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut off_in = libc::loff_t::try_from(from_offset).map_err(io::Error::other)?;
+    let mut off_out = libc::loff_t::try_from(to_offset).map_err(io::Error::other)?;
+    // SAFETY: both descriptors are live for the call, and the offsets
+    // point at local integers the kernel updates.
+    let ret = unsafe {
+        libc::copy_file_range(
+            from.as_raw_fd(),
+            &raw mut off_in,
+            to.as_raw_fd(),
+            &raw mut off_out,
+            len,
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret as usize)
 }
 
 /// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`: the fallback

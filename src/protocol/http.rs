@@ -12,6 +12,7 @@ use base64::Engine as _;
 
 use super::line::Status;
 use super::name::{self, FileName};
+use super::path;
 pub use super::webdav::DavFields;
 
 /// Longest request head (request line and fields, terminator included).
@@ -36,6 +37,12 @@ pub enum Method {
     Proppatch,
     Lock,
     Unlock,
+    /// WebDAV's: create a folder.
+    Mkcol,
+    /// WebDAV's: move to the `Destination`.
+    Move,
+    /// WebDAV's: copy to the `Destination`.
+    Copy,
     /// A standard method the server does not serve anywhere (`POST`,
     /// `PATCH`, ...): `405`.
     Other,
@@ -56,6 +63,9 @@ impl Method {
             Method::Proppatch => "PROPPATCH",
             Method::Lock => "LOCK",
             Method::Unlock => "UNLOCK",
+            Method::Mkcol => "MKCOL",
+            Method::Move => "MOVE",
+            Method::Copy => "COPY",
             Method::Other => "OTHER",
             Method::Unknown => "UNKNOWN",
         }
@@ -72,6 +82,9 @@ impl Method {
             "PROPPATCH" => Method::Proppatch,
             "LOCK" => Method::Lock,
             "UNLOCK" => Method::Unlock,
+            "MKCOL" => Method::Mkcol,
+            "MOVE" => Method::Move,
+            "COPY" => Method::Copy,
             "POST" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
             _ => Method::Unknown,
         }
@@ -146,6 +159,24 @@ pub enum Expect {
     Unsupported,
 }
 
+/// WebDAV's `Overwrite` header (RFC 4918 §10.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Absent: the same as `T`.
+    Absent,
+    T,
+    F,
+    /// Anything else: `400`.
+    Malformed,
+}
+
+impl Overwrite {
+    /// Whether the destination may be replaced (`T`, or no header).
+    pub fn allows(self) -> bool {
+        matches!(self, Overwrite::Absent | Overwrite::T)
+    }
+}
+
 /// A complete, checked request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request<'a> {
@@ -164,6 +195,12 @@ pub struct Request<'a> {
     pub range: Option<ByteRange>,
     /// The fields WebDAV and conditional requests add, unparsed.
     pub dav: DavFields<'a>,
+    /// `Destination` (WebDAV's `MOVE` and `COPY`), as sent.
+    pub destination: Option<&'a [u8]>,
+    /// `Overwrite` (WebDAV's `MOVE` and `COPY`).
+    pub overwrite: Overwrite,
+    /// `Depth`, as sent (trimmed).
+    pub depth: Option<&'a [u8]>,
     /// Bytes of the head, terminator included.
     pub head_len: usize,
 }
@@ -255,6 +292,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
     let mut content_range = false;
     let mut content_encoding = false;
     let mut dav = DavFields::default();
+    let mut destination = None;
+    let mut overwrite = Overwrite::Absent;
+    let mut depth = None;
     for field in request.headers.iter() {
         let value = field.value;
         let name = field.name;
@@ -291,6 +331,16 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
         } else if name.eq_ignore_ascii_case("range") {
             ranges_seen += 1;
             range = parse_range(value);
+        } else if name.eq_ignore_ascii_case("destination") {
+            destination = Some(trim(value));
+        } else if name.eq_ignore_ascii_case("overwrite") {
+            overwrite = match trim(value) {
+                b"T" | b"t" => Overwrite::T,
+                b"F" | b"f" => Overwrite::F,
+                _ => Overwrite::Malformed,
+            };
+        } else if name.eq_ignore_ascii_case("depth") {
+            depth = Some(trim(value));
         } else if name.eq_ignore_ascii_case("content-range") {
             content_range = true;
         } else if name.eq_ignore_ascii_case("content-encoding") {
@@ -338,6 +388,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
         credentials,
         range,
         dav,
+        destination,
+        overwrite,
+        depth,
         head_len,
     }))
 }
@@ -438,8 +491,11 @@ pub enum Route<'a> {
     Metrics,
     /// `/files/` (or `/files`): the listing.
     Listing,
-    /// `/files/<name>`, still percent-encoded.
+    /// `/files/<path>`, still percent-encoded.
     File(&'a [u8]),
+    /// `/files/<path>/`: a folder, still percent-encoded, without the
+    /// final `/`.
+    Folder(&'a [u8]),
     NotFound,
 }
 
@@ -449,7 +505,10 @@ pub fn route(path: &[u8]) -> Route<'_> {
         b"/metrics" => Route::Metrics,
         b"/files" | b"/files/" => Route::Listing,
         _ => match path.strip_prefix(b"/files/") {
-            Some(name) => Route::File(name),
+            Some(name) => match name.strip_suffix(b"/") {
+                Some(folder) => Route::Folder(folder),
+                None => Route::File(name),
+            },
             None => Route::NotFound,
         },
     }
@@ -480,6 +539,33 @@ pub fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
 pub fn decode_name(raw: &[u8]) -> Option<String> {
     let decoded = percent_decode(raw)?;
     name::validate(&decoded).map(|name: FileName<'_>| name.as_str().to_owned())
+}
+
+/// The path a `/files/<path>` target stands for: split at each `/`, each
+/// segment percent-decoded once (so `%2F` never separates), the whole
+/// checked by the path rules; `None` is `400`.
+pub fn decode_path(raw: &[u8]) -> Option<String> {
+    let mut decoded = Vec::with_capacity(raw.len());
+    for (i, segment) in raw.split(|&b| b == b'/').enumerate() {
+        let segment = percent_decode(segment)?;
+        if segment.contains(&b'/') {
+            return None;
+        }
+        if i > 0 {
+            decoded.push(b'/');
+        }
+        decoded.extend_from_slice(&segment);
+    }
+    path::validate(&decoded).map(|path| path.as_str().to_owned())
+}
+
+/// The still-encoded `/files/` path a `Destination` names (an absolute
+/// URL, whose host is not looked at, or an absolute path), without a
+/// final `/`; `None` when it names nothing under `/files/`.
+pub fn destination_path(value: &[u8]) -> Option<&[u8]> {
+    let (path, _query) = split_target(value).ok()?;
+    let rest = path.strip_prefix(b"/files/")?;
+    Some(rest.strip_suffix(b"/").unwrap_or(rest))
 }
 
 /// Whether `key` (without a value, or with any value) is in the query.
@@ -514,13 +600,14 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
-        409 => "Conflict",
         411 => "Length Required",
-        412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
         416 => "Range Not Satisfiable",
         415 => "Unsupported Media Type",
+        301 => "Moved Permanently",
+        409 => "Conflict",
+        412 => "Precondition Failed",
         417 => "Expectation Failed",
         423 => "Locked",
         424 => "Failed Dependency",

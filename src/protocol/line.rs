@@ -6,7 +6,7 @@
 //! and how many bytes the line took. [`Command::write_to`] formats a command
 //! back into a line that parses to the same command.
 
-use super::name::{self, FileName};
+use super::path::{self, FilePath};
 use crate::integrity::Digest;
 
 /// Longest command line in bytes, terminator included. It bounds the one
@@ -22,19 +22,28 @@ pub const SHA256_PREFIX: &str = "sha256=";
 /// whoever types the protocol by hand (protocol.md has the whole story).
 pub const HELP_TEXT: &str = "\
 AUTH <user> <password>   log in (the password is the rest of the line)
-LIST                     list your files: blocks of '<size> <mtime> <name>' lines, ended by 150 0
-VIEW <name>              the first 1024 bytes of a file
-GET <name>               download a file
-PUT <size> <name>        upload: wait for '150 <size>', then send exactly <size> bytes
-DEL <name>               delete a file
-HASH <name>              the SHA-256 of a file
-PARTIAL <name>           bytes held of an interrupted upload of <name>
+LIST [<path>]            list a folder: blocks of '<size> <mtime> <name>' lines (folders end in /), ended by 150 0
+TREE [<path>]            list a whole tree, as LIST, with paths relative to the folder
+VIEW <path>              the first 1024 bytes of a file
+GET <path>               download a file
+PUT <size> <path>        upload: wait for '150 <size>', then send exactly <size> bytes
+DEL <path>               delete a file
+HASH <path>              the SHA-256 of a file
+STAT <path>              type, size, mtime (and SHA-256 when known) of a path
+PARTIAL <path>           bytes held of an interrupted upload of <path>
+MKDIR <path>             create a folder (its parent must exist)
+RMDIR <path>             remove an empty folder
+RMTREE <path>            remove a folder and everything in it
+FROM <path>              the source of the next MOVE or COPY
+REPLACE                  the next MOVE or COPY may replace its destination
+MOVE <path>              move or rename the FROM file or folder to <path>
+COPY <path>              copy the FROM file to <path>
 REST <offset>            the next GET or PUT starts at byte <offset>
 EXPECT sha256=<hex>      the next PUT must have this digest
 NOOP                     do nothing
 HELP                     this text
 QUIT                     end the session
-A name is the rest of the line, spaces included. Replies: 'NNN text'; '150 <n>' announces <n> bytes.
+A path is names joined by '/' and is the rest of the line, spaces included. Replies: 'NNN text'; '150 <n>' announces <n> bytes.
 ";
 
 /// Longest decimal size accepted: `u64::MAX` has 20 digits.
@@ -56,10 +65,19 @@ pub enum Verb {
     Noop,
     Help,
     Quit,
+    Tree,
+    Stat,
+    Mkdir,
+    Rmdir,
+    Rmtree,
+    From,
+    Replace,
+    Move,
+    Copy,
 }
 
 impl Verb {
-    const ALL: [Verb; 13] = [
+    const ALL: [Verb; 22] = [
         Verb::Auth,
         Verb::List,
         Verb::View,
@@ -73,6 +91,15 @@ impl Verb {
         Verb::Noop,
         Verb::Help,
         Verb::Quit,
+        Verb::Tree,
+        Verb::Stat,
+        Verb::Mkdir,
+        Verb::Rmdir,
+        Verb::Rmtree,
+        Verb::From,
+        Verb::Replace,
+        Verb::Move,
+        Verb::Copy,
     ];
 
     /// The verb as it is written on the wire (upper case).
@@ -91,6 +118,15 @@ impl Verb {
             Verb::Noop => "NOOP",
             Verb::Help => "HELP",
             Verb::Quit => "QUIT",
+            Verb::Tree => "TREE",
+            Verb::Stat => "STAT",
+            Verb::Mkdir => "MKDIR",
+            Verb::Rmdir => "RMDIR",
+            Verb::Rmtree => "RMTREE",
+            Verb::From => "FROM",
+            Verb::Replace => "REPLACE",
+            Verb::Move => "MOVE",
+            Verb::Copy => "COPY",
         }
     }
 
@@ -117,27 +153,34 @@ pub enum Command<'a> {
         user: &'a [u8],
         password: &'a [u8],
     },
-    List,
+    /// `LIST [<path>]`: a folder (the root without a path).
+    List {
+        path: Option<FilePath<'a>>,
+    },
+    /// `TREE [<path>]`: everything beneath a folder.
+    Tree {
+        path: Option<FilePath<'a>>,
+    },
     View {
-        name: FileName<'a>,
+        name: FilePath<'a>,
     },
     Get {
-        name: FileName<'a>,
+        name: FilePath<'a>,
     },
     Put {
         size: u64,
-        name: FileName<'a>,
+        name: FilePath<'a>,
     },
     Del {
-        name: FileName<'a>,
+        name: FilePath<'a>,
     },
     /// `HASH <name>`: the SHA-256 of a stored file.
     Hash {
-        name: FileName<'a>,
+        name: FilePath<'a>,
     },
     /// `PARTIAL <name>`: how many bytes of an interrupted upload are held.
     Partial {
-        name: FileName<'a>,
+        name: FilePath<'a>,
     },
     /// `REST <offset>`: the next `GET` or `PUT` starts at `offset`.
     Rest {
@@ -151,13 +194,52 @@ pub enum Command<'a> {
     /// `HELP`: the commands and their syntax ([`HELP_TEXT`]).
     Help,
     Quit,
+    /// `STAT <path>`: type, size, mtime, digest when known.
+    Stat {
+        name: FilePath<'a>,
+    },
+    /// `MKDIR <path>`: create one folder.
+    Mkdir {
+        name: FilePath<'a>,
+    },
+    /// `RMDIR <path>`: remove an empty folder.
+    Rmdir {
+        name: FilePath<'a>,
+    },
+    /// `RMTREE <path>`: remove a folder and everything in it.
+    Rmtree {
+        name: FilePath<'a>,
+    },
+    /// `FROM <path>`: the source of the next `MOVE` or `COPY`.
+    From {
+        name: FilePath<'a>,
+    },
+    /// `REPLACE`: the next `MOVE` or `COPY` may replace its destination.
+    Replace,
+    /// `MOVE <path>`: the destination of a move.
+    Move {
+        name: FilePath<'a>,
+    },
+    /// `COPY <path>`: the destination of a copy.
+    Copy {
+        name: FilePath<'a>,
+    },
 }
 
 impl Command<'_> {
     pub fn verb(&self) -> Verb {
         match self {
             Command::Auth { .. } => Verb::Auth,
-            Command::List => Verb::List,
+            Command::List { .. } => Verb::List,
+            Command::Tree { .. } => Verb::Tree,
+            Command::Stat { .. } => Verb::Stat,
+            Command::Mkdir { .. } => Verb::Mkdir,
+            Command::Rmdir { .. } => Verb::Rmdir,
+            Command::Rmtree { .. } => Verb::Rmtree,
+            Command::From { .. } => Verb::From,
+            Command::Replace => Verb::Replace,
+            Command::Move { .. } => Verb::Move,
+            Command::Copy { .. } => Verb::Copy,
             Command::View { .. } => Verb::View,
             Command::Get { .. } => Verb::Get,
             Command::Put { .. } => Verb::Put,
@@ -190,7 +272,14 @@ impl Command<'_> {
             | Command::Get { name }
             | Command::Del { name }
             | Command::Hash { name }
-            | Command::Partial { name } => {
+            | Command::Partial { name }
+            | Command::Stat { name }
+            | Command::Mkdir { name }
+            | Command::Rmdir { name }
+            | Command::Rmtree { name }
+            | Command::From { name }
+            | Command::Move { name }
+            | Command::Copy { name } => {
                 out.push(b' ');
                 out.extend_from_slice(name.as_str().as_bytes());
             }
@@ -202,7 +291,13 @@ impl Command<'_> {
                 out.extend_from_slice(format!(" {size} ").as_bytes());
                 out.extend_from_slice(name.as_str().as_bytes());
             }
-            Command::List | Command::Noop | Command::Help | Command::Quit => {}
+            Command::List { path } | Command::Tree { path } => {
+                if let Some(path) = path {
+                    out.push(b' ');
+                    out.extend_from_slice(path.as_str().as_bytes());
+                }
+            }
+            Command::Noop | Command::Help | Command::Quit | Command::Replace => {}
         }
         if out[start..].ends_with(b"\r") {
             out.push(b'\r');
@@ -224,7 +319,7 @@ pub enum ParseError {
     LineTooLong,
     /// The verb is known but its arguments are missing, extra or malformed.
     BadArguments(Verb),
-    /// The file name breaks the rules of [`name::validate`].
+    /// The path breaks the rules of [`path::validate`].
     NameNotAllowed(Verb),
 }
 
@@ -299,15 +394,27 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
     let verb = Verb::from_bytes(word).ok_or(ParseError::UnknownCommand)?;
     let bad = ParseError::BadArguments(verb);
     match verb {
-        Verb::List | Verb::Noop | Verb::Help | Verb::Quit => {
+        Verb::Noop | Verb::Help | Verb::Quit | Verb::Replace => {
             if args.is_some() {
                 return Err(bad);
             }
             Ok(match verb {
-                Verb::List => Command::List,
                 Verb::Noop => Command::Noop,
                 Verb::Help => Command::Help,
+                Verb::Replace => Command::Replace,
                 _ => Command::Quit,
+            })
+        }
+        Verb::List | Verb::Tree => {
+            // `LIST ` (a space, then nothing) is as malformed as `GET `.
+            let path = match args {
+                None => None,
+                Some([]) => return Err(bad),
+                Some(raw) => Some(file_name(raw, verb)?),
+            };
+            Ok(match verb {
+                Verb::List => Command::List { path },
+                _ => Command::Tree { path },
             })
         }
         Verb::Auth => {
@@ -319,7 +426,18 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
             }
             Ok(Command::Auth { user, password })
         }
-        Verb::View | Verb::Get | Verb::Del | Verb::Hash | Verb::Partial => {
+        Verb::View
+        | Verb::Get
+        | Verb::Del
+        | Verb::Hash
+        | Verb::Partial
+        | Verb::Stat
+        | Verb::Mkdir
+        | Verb::Rmdir
+        | Verb::Rmtree
+        | Verb::From
+        | Verb::Move
+        | Verb::Copy => {
             let raw = args.filter(|a| !a.is_empty()).ok_or(bad)?;
             let name = file_name(raw, verb)?;
             Ok(match verb {
@@ -327,6 +445,13 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
                 Verb::Get => Command::Get { name },
                 Verb::Del => Command::Del { name },
                 Verb::Hash => Command::Hash { name },
+                Verb::Stat => Command::Stat { name },
+                Verb::Mkdir => Command::Mkdir { name },
+                Verb::Rmdir => Command::Rmdir { name },
+                Verb::Rmtree => Command::Rmtree { name },
+                Verb::From => Command::From { name },
+                Verb::Move => Command::Move { name },
+                Verb::Copy => Command::Copy { name },
                 _ => Command::Partial { name },
             })
         }
@@ -359,8 +484,8 @@ fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
     }
 }
 
-fn file_name(raw: &[u8], verb: Verb) -> Result<FileName<'_>, ParseError> {
-    name::validate(raw).ok_or(ParseError::NameNotAllowed(verb))
+fn file_name(raw: &[u8], verb: Verb) -> Result<FilePath<'_>, ParseError> {
+    path::validate(raw).ok_or(ParseError::NameNotAllowed(verb))
 }
 
 /// A size is 1 to 20 ASCII digits and fits in a `u64`: no sign, no space,
@@ -378,8 +503,8 @@ fn parse_size(raw: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn n(name: &str) -> FileName<'_> {
-        name::validate(name.as_bytes()).unwrap()
+    fn n(name: &str) -> FilePath<'_> {
+        path::validate(name.as_bytes()).unwrap()
     }
 
     fn one(input: &[u8]) -> Result<Command<'_>, ParseError> {
@@ -403,7 +528,7 @@ mod tests {
     fn verbs_are_case_insensitive_and_crlf_is_dropped() {
         assert_eq!(one(b"noop\n"), Ok(Command::Noop));
         assert_eq!(one(b"NoOp\r\n"), Ok(Command::Noop));
-        assert_eq!(one(b"list\r\n"), Ok(Command::List));
+        assert_eq!(one(b"list\r\n"), Ok(Command::List { path: None }));
         assert_eq!(one(b"get a b\r\n"), Ok(Command::Get { name: n("a b") }));
     }
 
@@ -538,8 +663,10 @@ mod tests {
         for bad in [
             &b"GET ..\n"[..],
             b"GET ../x\n",
-            b"VIEW /etc/passwd\n",
+            b"VIEW a/../etc\n",
             b"DEL a\0b\n",
+            b"GET a//b\n",
+            b"LIST a/\n",
         ] {
             assert!(
                 matches!(one(bad), Err(ParseError::NameNotAllowed(_))),
@@ -549,6 +676,13 @@ mod tests {
         assert_eq!(
             one(b"PUT 1 a\rb\n"),
             Err(ParseError::NameNotAllowed(Verb::Put))
+        );
+        // A path beneath the user's root, leading `/` or not.
+        assert_eq!(
+            one(b"VIEW /etc/passwd\n"),
+            Ok(Command::View {
+                name: n("etc/passwd")
+            })
         );
     }
 
@@ -585,7 +719,16 @@ mod tests {
                 user: b"bob",
                 password: b"p w\r",
             },
-            Command::List,
+            Command::List { path: None },
+            Command::List {
+                path: Some(n("a/b c")),
+            },
+            Command::Tree { path: None },
+            Command::Mkdir { name: n("x/y") },
+            Command::From { name: n("a") },
+            Command::Replace,
+            Command::Move { name: n("b") },
+            Command::Copy { name: n("c") },
             Command::View { name: n("v") },
             Command::Get { name: n(" g ") },
             Command::Put {

@@ -1,6 +1,7 @@
 //! The wire: pure functions of bytes, no IO.
 //!
 //! - [`name`]: the file-name rules every protocol shares.
+//! - [`path`]: paths, names joined by `/`.
 //! - [`line`]: the line-protocol command parser and formatter.
 //! - [`reply`]: every reply the line protocol sends.
 //! - [`control`]: every reply the control port sends.
@@ -15,5 +16,6 @@ pub mod control;
 pub mod http;
 pub mod line;
 pub mod name;
+pub mod path;
 pub mod reply;
 pub mod webdav;

@@ -80,15 +80,59 @@ pub enum Reply {
     QuotaFiles { max: u64 },
     /// `553`: the file name breaks the rules.
     NameNotAllowed,
+    /// `257 created`: `MKDIR`.
+    Created,
+    /// `250 removed`: `RMDIR`, `RMTREE`.
+    Removed,
+    /// `250 moved`: `MOVE`.
+    Moved,
+    /// `250 copied <size> sha256=<hex>`: `COPY`.
+    Copied { size: u64, sha256: Digest },
+    /// `350 from <path>`: `FROM`.
+    From(String),
+    /// `200 replacing`: `REPLACE`.
+    Replacing,
+    /// `213 type=...`: `STAT`.
+    Stat {
+        folder: bool,
+        size: u64,
+        mtime: i64,
+        sha256: Option<Digest>,
+    },
+    /// `503`: `MOVE` or `COPY` without `FROM`.
+    NeedFrom,
+    /// `550`: a folder of the path does not exist.
+    NoSuchFolder,
+    /// `550`: a folder where a file is needed.
+    IsFolder,
+    /// `550`: a file where a folder is needed.
+    NotFolder,
+    /// `550`: the folder is not empty.
+    NotEmpty,
+    /// `550`: the path exists and may not be replaced.
+    Exists,
+    /// `553`: a folder moved or copied into itself.
+    IntoItself,
+    /// `553`: a move or copy onto its own source.
+    SamePath,
 }
 
 impl Reply {
     pub fn code(&self) -> u16 {
         match self {
             Reply::Data(_) => 150,
-            Reply::Ok | Reply::Expecting(_) => 200,
-            Reply::Sha256(_) | Reply::PartialHeld(_) => 213,
-            Reply::RestartAt(_) => 350,
+            Reply::Ok | Reply::Expecting(_) | Reply::Replacing => 200,
+            Reply::Sha256(_) | Reply::PartialHeld(_) | Reply::Stat { .. } => 213,
+            Reply::RestartAt(_) | Reply::From(_) => 350,
+            Reply::Created => 257,
+            Reply::Removed | Reply::Moved | Reply::Copied { .. } => 250,
+            Reply::NeedFrom => 503,
+            Reply::NoSuchFolder
+            | Reply::IsFolder
+            | Reply::NotFolder
+            | Reply::NotEmpty
+            | Reply::Exists => 550,
+            Reply::IntoItself | Reply::SamePath => 553,
             Reply::Greeting => 220,
             Reply::Bye => 221,
             Reply::Stored { .. } => 226,
@@ -175,6 +219,39 @@ impl Reply {
                 write!(out, "{code} quota exceeded (at most {max} files per user)")
             }
             Reply::NameNotAllowed => write!(out, "{code} file name not allowed"),
+            Reply::Created => write!(out, "{code} created"),
+            Reply::Removed => write!(out, "{code} removed"),
+            Reply::Moved => write!(out, "{code} moved"),
+            Reply::Copied { size, sha256 } => {
+                write!(out, "{code} copied {size} {SHA256_PREFIX}{sha256}")
+            }
+            Reply::From(path) => write!(out, "{code} from {path}"),
+            Reply::Replacing => write!(out, "{code} replacing"),
+            Reply::Stat {
+                folder: true,
+                mtime,
+                ..
+            } => write!(out, "{code} type=folder mtime={mtime}"),
+            Reply::Stat {
+                size,
+                mtime,
+                sha256,
+                ..
+            } => {
+                let _ = write!(out, "{code} type=file size={size} mtime={mtime}");
+                match sha256 {
+                    Some(sha256) => write!(out, " {SHA256_PREFIX}{sha256}"),
+                    None => Ok(()),
+                }
+            }
+            Reply::NeedFrom => write!(out, "{code} send FROM first"),
+            Reply::NoSuchFolder => write!(out, "{code} no such folder"),
+            Reply::IsFolder => write!(out, "{code} is a folder"),
+            Reply::NotFolder => write!(out, "{code} not a folder"),
+            Reply::NotEmpty => write!(out, "{code} folder not empty"),
+            Reply::Exists => write!(out, "{code} already exists"),
+            Reply::IntoItself => write!(out, "{code} cannot move or copy a folder into itself"),
+            Reply::SamePath => write!(out, "{code} source and destination are the same"),
         };
         out.extend_from_slice(b"\r\n");
     }
@@ -183,13 +260,22 @@ impl Reply {
 fn usage(verb: Verb) -> &'static str {
     match verb {
         Verb::Auth => "AUTH <user> <password>",
-        Verb::List => "LIST",
-        Verb::View => "VIEW <name>",
-        Verb::Get => "GET <name>",
-        Verb::Put => "PUT <size> <name>",
-        Verb::Del => "DEL <name>",
-        Verb::Hash => "HASH <name>",
-        Verb::Partial => "PARTIAL <name>",
+        Verb::List => "LIST [<path>]",
+        Verb::Tree => "TREE [<path>]",
+        Verb::View => "VIEW <path>",
+        Verb::Get => "GET <path>",
+        Verb::Put => "PUT <size> <path>",
+        Verb::Del => "DEL <path>",
+        Verb::Hash => "HASH <path>",
+        Verb::Partial => "PARTIAL <path>",
+        Verb::Stat => "STAT <path>",
+        Verb::Mkdir => "MKDIR <path>",
+        Verb::Rmdir => "RMDIR <path>",
+        Verb::Rmtree => "RMTREE <path>",
+        Verb::From => "FROM <path>",
+        Verb::Replace => "REPLACE",
+        Verb::Move => "MOVE <path>",
+        Verb::Copy => "COPY <path>",
         Verb::Rest => "REST <offset>",
         Verb::Expect => "EXPECT sha256=<64 hex digits>",
         Verb::Noop => "NOOP",

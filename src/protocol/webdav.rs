@@ -438,11 +438,11 @@ pub fn parse_lockinfo(body: &[u8]) -> Result<Option<LockInfo>, XmlError> {
     Ok(Some(LockInfo { scope, owner }))
 }
 
-/// The request fields of WebDAV and of conditional requests, as sent
-/// (each parsed where it is used).
+/// The request fields of WebDAV's locks and of conditional requests, as
+/// sent (each parsed where it is used; `Depth`, `Destination` and
+/// `Overwrite` are [`Request`](super::http::Request)'s own).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DavFields<'a> {
-    pub depth: Option<&'a [u8]>,
     pub if_: Option<&'a [u8]>,
     pub if_match: Option<&'a [u8]>,
     pub if_none_match: Option<&'a [u8]>,
@@ -453,9 +453,7 @@ pub struct DavFields<'a> {
 impl<'a> DavFields<'a> {
     /// Keeps the field if it is one of these; false otherwise.
     pub fn take(&mut self, name: &str, value: &'a [u8]) -> bool {
-        let slot = if name.eq_ignore_ascii_case("depth") {
-            &mut self.depth
-        } else if name.eq_ignore_ascii_case("if") {
+        let slot = if name.eq_ignore_ascii_case("if") {
             &mut self.if_
         } else if name.eq_ignore_ascii_case("if-match") {
             &mut self.if_match

@@ -29,7 +29,7 @@ use std::time::Instant;
 use super::listing::{Streaming, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
 use super::replies::{Failure, Refused};
-use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
+use super::transfer::{Download, Finished, Intake, Interrupted, PREVIEW_LEN};
 use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
 use crate::audit::{Event, TransferKind, Who};
 use crate::integrity::Hasher;
@@ -39,8 +39,11 @@ use crate::protocol::http::{
     self, Body, Credentials, Expect, MAX_HEAD, Method, Request, Route, write_head,
 };
 use crate::protocol::line::Status;
-use crate::protocol::name::{self, FileName};
-use crate::storage::{Entry, OverQuota, UserDir};
+use crate::protocol::path::{self as name, FilePath};
+use crate::storage::{Entry, OverQuota, StorageError, UserDir};
+
+mod folders;
+use folders::HttpCopy;
 
 /// While more response bytes than this wait to be sent, no further
 /// pipelined request is handled.
@@ -158,6 +161,8 @@ enum State {
     DavBody(Box<dav::BodyJob>),
     Sending(Box<Send>),
     Listing(Box<ListJob>),
+    /// A `COPY`, a step at a time.
+    Copying(Box<HttpCopy>),
     /// The request at the front of `input` waits for a password check.
     Verifying(Box<HttpVerifying>),
     /// Sends what is queued, then the connection closes.
@@ -211,6 +216,8 @@ enum Resource<'a> {
     Listing,
     /// A file, its name still percent-encoded.
     File(&'a [u8]),
+    /// A folder (a path with a final `/`), still percent-encoded.
+    Folder(&'a [u8]),
 }
 
 /// What a request does to a file, once its method is one the file takes.
@@ -224,6 +231,14 @@ enum Access {
     Delete,
     /// WebDAV's (`session/http/dav.rs`).
     Dav,
+    /// `GET`, `HEAD` of a folder.
+    List,
+    /// `MKCOL`.
+    Mkcol,
+    /// `MOVE`.
+    Move,
+    /// `COPY`.
+    Copy,
 }
 
 /// What to do after a response: keep the connection or close it.
@@ -257,7 +272,7 @@ impl Front for Session {
             State::Closing => Phase::Closing,
             State::Receiving(_) | State::DavBody(_) => Phase::Receiving,
             State::Sending(_) => Phase::Sending,
-            State::Listing(_) | State::Verifying(_) => Phase::Working,
+            State::Listing(_) | State::Copying(_) | State::Verifying(_) => Phase::Working,
             State::Head => Phase::Ready,
         }
     }
@@ -473,15 +488,22 @@ impl Front for Session {
             },
             State::Sending(send) if !send.keep_alive => 0,
             State::Listing(job) if !job.keep_alive => 0,
-            State::Head | State::Sending(_) | State::Listing(_) | State::Verifying(_) => {
-                MAX_HEAD.saturating_sub(self.shell.input.len())
-            }
+            State::Copying(copy) if !copy.keep_alive => 0,
+            State::Head
+            | State::Sending(_)
+            | State::Listing(_)
+            | State::Copying(_)
+            | State::Verifying(_) => MAX_HEAD.saturating_sub(self.shell.input.len()),
         }
     }
 
     /// When the session next needs [`Front::on_deadline`].
     fn timeout(&self, services: &Services) -> Option<Instant> {
         let policy = &services.policy;
+        if let State::Copying(_) = self.state {
+            // Work of the server's own, not the client's: no deadline.
+            return None;
+        }
         Some(match self.state {
             State::Head if self.shell.input.is_empty() => {
                 self.shell.last_activity + policy.idle_timeout
@@ -491,6 +513,7 @@ impl Front for Session {
             | State::DavBody(_)
             | State::Sending(_)
             | State::Listing(_)
+            | State::Copying(_)
             | State::Closing => self.shell.last_activity + policy.stall_timeout,
         })
     }
@@ -521,7 +544,7 @@ impl Front for Session {
                 self.cut_listing(&job, "timeout: the client stopped reading");
                 self.shell.out.discard();
             }
-            State::Closing => self.shell.out.discard(),
+            State::Copying(_) | State::Closing => self.shell.out.discard(),
         }
     }
 
@@ -531,6 +554,7 @@ impl Front for Session {
         match &self.state {
             State::Verifying(v) => v.check.is_running(),
             State::Listing(_) => self.shell.out.queued().is_empty(),
+            State::Copying(_) => true,
             _ => false,
         }
     }
@@ -538,6 +562,11 @@ impl Front for Session {
     /// One slice of the password check (once decided, the waiting request
     /// is handled again), or one step of a listing.
     fn work(&mut self, services: &Services) -> usize {
+        if let State::Copying(_) = self.state {
+            self.copy_step(services);
+            self.advance(services);
+            return usize::MAX;
+        }
         if let State::Listing(job) = &self.state {
             if job.dav.is_some() {
                 self.dav_list_step(services);
@@ -596,6 +625,8 @@ impl Front for Session {
                 self.cut_listing(&job, "server shutting down");
                 self.shell.out.discard();
             }
+            // Never placed: nothing changed.
+            State::Copying(_) => self.fail(Failure::ShuttingDown, After::Close, services),
             State::Head | State::Verifying(_) | State::Closing => {}
         }
         self.state = State::Closing;
@@ -606,7 +637,11 @@ impl Front for Session {
             State::Receiving(put) => self.abort_upload(*put, reason, services),
             State::Sending(send) => self.cut(*send, reason, services),
             State::Listing(job) => self.cut_listing(&job, reason),
-            State::Head | State::DavBody(_) | State::Verifying(_) | State::Closing => {}
+            State::Head
+            | State::DavBody(_)
+            | State::Copying(_)
+            | State::Verifying(_)
+            | State::Closing => {}
         }
     }
 }
@@ -653,23 +688,33 @@ impl Session {
             (Route::Metrics, Role::Main) if services.metrics_token.is_some() => Resource::Metrics,
             (Route::Listing, Role::Main) => Resource::Listing,
             (Route::File(raw), Role::Main) => Resource::File(raw),
+            (Route::Folder(raw), Role::Main) => Resource::Folder(raw),
             _ => return self.fail(Refused::NoRoute, refuse, services),
         };
         if request.method == Method::Options
-            && let Resource::Listing | Resource::File(_) = resource
+            && let Resource::Listing | Resource::File(_) | Resource::Folder(_) = resource
         {
             let root = matches!(resource, Resource::Listing);
             return self.dav_options(root, refuse, services);
         }
         let access = match (request.method, &resource) {
             (Method::Unknown, _) => return self.fail(Refused::UnknownMethod, refuse, services),
-            (method, Resource::Listing | Resource::File(_)) if dav::is_dav(method) => Access::Dav,
+            (method, Resource::Listing | Resource::File(_) | Resource::Folder(_))
+                if dav::is_dav(method) =>
+            {
+                Access::Dav
+            }
+            (Method::Get | Method::Head, Resource::Folder(_)) => Access::List,
             (Method::Get | Method::Head, _) => Access::Read,
             (Method::Put, Resource::File(_)) => Access::Write,
-            (Method::Delete, Resource::File(_)) => Access::Delete,
+            (Method::Delete, Resource::File(_) | Resource::Folder(_)) => Access::Delete,
+            (Method::Mkcol, Resource::File(_) | Resource::Folder(_)) => Access::Mkcol,
+            (Method::Move, Resource::File(_) | Resource::Folder(_)) => Access::Move,
+            (Method::Copy, Resource::File(_) | Resource::Folder(_)) => Access::Copy,
             _ => {
                 let allowed = match resource {
                     Resource::File(_) => dav::ALLOW_FILE,
+                    Resource::Folder(_) => dav::ALLOW_FOLDER,
                     Resource::Listing => dav::ALLOW_ROOT,
                     _ => "GET, HEAD",
                 };
@@ -700,7 +745,7 @@ impl Session {
                 let fields = [("Content-Type", "text/plain; version=0.0.4")];
                 self.respond(200, &fields, text.as_bytes(), head_only, after, services)
             }
-            Resource::Listing | Resource::File(_) => {
+            Resource::Listing | Resource::File(_) | Resource::Folder(_) => {
                 let user = match self.authenticate(&request.credentials, services) {
                     Authenticated::User(user) => Some(user),
                     Authenticated::Pending => return,
@@ -732,8 +777,8 @@ impl Session {
                     }
                 };
                 match resource {
-                    Resource::File(raw) => {
-                        let Some(name) = http::decode_name(raw) else {
+                    Resource::File(raw) | Resource::Folder(raw) => {
+                        let Some(name) = http::decode_path(raw) else {
                             Event::NameRefused {
                                 user: &user,
                                 verb: request.method.as_str(),
@@ -749,7 +794,7 @@ impl Session {
                     _ if matches!(access, Access::Dav) => {
                         self.dav(request, &user, &dir, None, after, services)
                     }
-                    _ => self.listing(request, &user, &dir, after, services),
+                    _ => self.listing(request, &user, &dir, None, after, services),
                 }
             }
         }
@@ -855,15 +900,19 @@ impl Session {
         Ok(dir)
     }
 
+    /// The listing of the folder `path` (the root for `None`), of the
+    /// whole tree beneath it with `?recursive`.
     fn listing(
         &mut self,
         request: &Request<'_>,
         user: &str,
         dir: &UserDir,
+        path: Option<FilePath<'_>>,
         after: After,
         services: &Services,
     ) {
-        let listing = match services.storage.listing(dir) {
+        let recursive = http::query_has(request.query, b"recursive");
+        let listing = match services.storage.listing_of(dir, path, recursive) {
             Ok(listing) => listing,
             Err(err) => {
                 log::error!("{} {user}: listing failed: {err}", self.shell.peer);
@@ -957,7 +1006,7 @@ impl Session {
         let Some(file_name) = name::validate(name.as_bytes()) else {
             return self.fail(Refused::Malformed, After::Close, services);
         };
-        if let Access::Write | Access::Delete = access
+        if let Access::Write | Access::Delete | Access::Mkcol | Access::Move | Access::Copy = access
             && let Err(refused) = self.dav_guard(request, user, dir, file_name, services)
         {
             // A refused PUT leaves its body unread.
@@ -968,21 +1017,19 @@ impl Session {
             };
             return self.fail(refused, after, services);
         }
+        // One arm per method, each a function of its own (WebDAV's
+        // methods live in `http/folders.rs`).
         match access {
             Access::Dav => self.dav(request, user, dir, Some(file_name), after, services),
             Access::Read => self.download(request, user, dir, file_name, after, services),
             Access::Write => self.start_upload(request, user, dir, file_name, after, services),
-            Access::Delete => match services.storage.delete(dir, file_name) {
-                Ok(size) => {
-                    Session::dav_forget(user, file_name.as_str(), services);
-                    transfer::deleted(who(self.shell.peer, user), file_name, size, started);
-                    self.respond(204, &[], b"", true, after, services);
-                }
-                Err(err) => {
-                    log::info!("{} {user}: DELETE {name:?}: {err}", self.shell.peer);
-                    self.fail(err, after, services);
-                }
-            },
+            Access::List => self.listing(request, user, dir, Some(file_name), after, services),
+            Access::Delete => self.delete(request, user, dir, file_name, started, after, services),
+            Access::Mkcol => self.mkcol(request, user, dir, file_name, after, services),
+            Access::Move => {
+                self.move_or_copy(request, user, dir, file_name, false, after, services)
+            }
+            Access::Copy => self.move_or_copy(request, user, dir, file_name, true, after, services),
         }
     }
 
@@ -991,15 +1038,19 @@ impl Session {
         request: &Request<'_>,
         user: &str,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         after: After,
         services: &Services,
     ) {
         let (file, meta) = match services.storage.open_read(dir, name) {
             Ok(opened) => opened,
+            // A folder's URL ends with `/`: the client is sent there.
+            Err(StorageError::IsFolder) => {
+                return self.redirect_to_folder(request, after, services);
+            }
             Err(err) => {
                 log::info!("{} {user}: GET {name:?}: {err}", self.shell.peer);
-                return self.fail(err, after, services);
+                return self.fail(not_found(err), after, services);
             }
         };
         let size = meta.len();
@@ -1065,7 +1116,7 @@ impl Session {
         request: &Request<'_>,
         user: &str,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         after: After,
         services: &Services,
     ) {
@@ -1248,6 +1299,15 @@ impl Session {
     }
 }
 
+/// A missing folder on the way to what a `GET`, `HEAD` or `DELETE` names
+/// is a missing file (`404`), not a conflict.
+fn not_found(err: StorageError) -> StorageError {
+    match err {
+        StorageError::NoFolder => StorageError::NotFound,
+        other => other,
+    }
+}
+
 const JSON_OPEN: &str = "[";
 const JSON_CLOSE: &str = "]\n";
 
@@ -1261,9 +1321,10 @@ fn write_listing_entry(entry: &Entry, index: usize, json: bool, out: &mut Vec<u8
     // Writing into a Vec cannot fail.
     let _ = write!(
         out,
-        "{}{{\"name\":\"{}\",\"size\":{},\"mtime\":{}}}",
+        "{}{{\"name\":\"{}\",\"type\":\"{}\",\"size\":{},\"mtime\":{}}}",
         if index == 0 { "" } else { "," },
         escape8259::escape(&entry.name),
+        if entry.folder { "folder" } else { "file" },
         entry.size,
         entry.mtime
     );

@@ -52,9 +52,11 @@ use crate::audit::{Event, TransferKind, Who};
 use crate::integrity::Digest;
 use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
-use crate::protocol::name::{self, FileName};
+use crate::protocol::path::{self as name, FilePath, FilePathBuf};
 use crate::protocol::reply::Reply;
-use crate::storage::{HashLookup, Identity, PutStarted, StorageError, UserDir};
+use crate::storage::{Copying, HashLookup, Identity, PutStarted, StorageError, UserDir};
+
+mod folders;
 
 /// While more reply bytes than this wait to be sent, no further pipelined
 /// command runs: a client that sends and never reads cannot grow the buffer.
@@ -77,6 +79,10 @@ struct Pending {
     rest: Option<u64>,
     /// `EXPECT`: the next `PUT` must have this digest.
     expect: Option<Digest>,
+    /// `FROM`: the source of the next `MOVE` or `COPY`.
+    from: Option<FilePathBuf>,
+    /// `REPLACE`: the next `MOVE` or `COPY` may replace its destination.
+    replace: bool,
 }
 
 impl Login {
@@ -193,6 +199,8 @@ enum State {
     Sending(Login, Box<Download>),
     Listing(Login, Box<Streaming>),
     Hashing(Login, Box<Digesting>),
+    /// A `COPY`, a step at a time.
+    Copying(Login, Box<Copying>),
     Closing,
 }
 
@@ -219,7 +227,9 @@ impl Front for Session {
             State::Closing => Phase::Closing,
             State::Receiving(..) => Phase::Receiving,
             State::Sending(..) => Phase::Sending,
-            State::Listing(..) | State::Hashing(..) | State::Verifying(_) => Phase::Working,
+            State::Listing(..) | State::Hashing(..) | State::Copying(..) | State::Verifying(_) => {
+                Phase::Working
+            }
             State::Auth { .. } | State::Idle(_) => Phase::Ready,
         }
     }
@@ -392,7 +402,8 @@ impl Front for Session {
             | State::Idle(_)
             | State::Sending(..)
             | State::Listing(..)
-            | State::Hashing(..) => MAX_LINE.saturating_sub(self.shell.input.len()),
+            | State::Hashing(..)
+            | State::Copying(..) => MAX_LINE.saturating_sub(self.shell.input.len()),
         }
     }
 
@@ -409,7 +420,7 @@ impl Front for Session {
                 Some(self.shell.last_activity + policy.stall_timeout)
             }
             // Hashing is the server's own work.
-            State::Hashing(..) => None,
+            State::Hashing(..) | State::Copying(..) => None,
             State::Verifying(ref verifying) => Some(verifying.since + policy.auth_timeout),
         }
     }
@@ -444,7 +455,7 @@ impl Front for Session {
     /// caller should call [`Front::work`].
     fn has_work(&self) -> bool {
         match &self.state {
-            State::Hashing(..) => true,
+            State::Hashing(..) | State::Copying(..) => true,
             State::Listing(..) => self.shell.out.queued().is_empty(),
             State::Verifying(verifying) => verifying.check.is_running(),
             _ => false,
@@ -503,6 +514,9 @@ impl Front for Session {
             // One slice is this session's whole turn: with at most two
             // checks running, a turn of the loop spends about 2 ms on them.
             return usize::MAX;
+        }
+        if let State::Copying(..) = self.state {
+            return self.copy_step(services);
         }
         let State::Hashing(_, job) = &mut self.state else {
             return 0;
@@ -576,6 +590,10 @@ impl Front for Session {
                         let who = login.who(peer);
                         receive.intake.interrupt(then, who, reason, services);
                     }
+                }
+                State::Copying(login, _) => {
+                    // The copy was never placed: nothing changed.
+                    log::info!("{} {}: COPY stopped: {reason}", peer, login.user);
                 }
                 State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
             }
@@ -659,7 +677,21 @@ impl Session {
         let names_a_file = |verb: Verb| {
             matches!(
                 verb,
-                Verb::View | Verb::Get | Verb::Put | Verb::Del | Verb::Hash | Verb::Partial
+                Verb::View
+                    | Verb::Get
+                    | Verb::Put
+                    | Verb::Del
+                    | Verb::Hash
+                    | Verb::Partial
+                    | Verb::Stat
+                    | Verb::Mkdir
+                    | Verb::Rmdir
+                    | Verb::Rmtree
+                    | Verb::From
+                    | Verb::Move
+                    | Verb::Copy
+                    | Verb::List
+                    | Verb::Tree
             )
         };
         let path = match &command {
@@ -739,7 +771,34 @@ impl Session {
                 self.state = State::Closing;
             }
             Command::Auth { user, password } => self.auth(user, password, services),
-            Command::List => self.logged_in(services, |s, login| s.start_list(login, services)),
+            Command::List { path } => self.logged_in(services, |s, login| {
+                s.start_list(login, path, false, services)
+            }),
+            Command::Tree { path } => self.logged_in(services, |s, login| {
+                s.start_list(login, path, true, services)
+            }),
+            Command::Stat { name } => {
+                self.logged_in(services, |s, login| s.stat(login, name, services))
+            }
+            Command::Mkdir { name } => {
+                self.logged_in(services, |s, login| s.mkdir(login, name, services))
+            }
+            Command::Rmdir { name } => {
+                self.logged_in(services, |s, login| s.rmdir(login, name, services))
+            }
+            Command::Rmtree { name } => {
+                self.logged_in(services, |s, login| s.rmtree(login, name, services))
+            }
+            Command::From { name } => {
+                self.logged_in(services, |s, login| s.from(login, name, services))
+            }
+            Command::Replace => self.logged_in(services, |s, login| s.replace(login, services)),
+            Command::Move { name } => {
+                self.logged_in(services, |s, login| s.move_to(login, name, services))
+            }
+            Command::Copy { name } => {
+                self.logged_in(services, |s, login| s.copy_to(login, name, services))
+            }
             Command::View { name } => self.logged_in(services, |s, login| {
                 s.start_download(login, Verb::View, name, services)
             }),
@@ -849,9 +908,16 @@ impl Session {
         }
     }
 
-    /// Starts a `LIST`: nothing is sent until its first step has run.
-    fn start_list(&mut self, login: Login, services: &Services) -> State {
-        match services.storage.listing(&login.dir) {
+    /// Starts a `LIST` (or a `TREE`, `recursive`): nothing is sent until
+    /// its first step has run.
+    fn start_list(
+        &mut self,
+        login: Login,
+        path: Option<FilePath<'_>>,
+        recursive: bool,
+        services: &Services,
+    ) -> State {
+        match services.storage.listing_of(&login.dir, path, recursive) {
             Ok(listing) => State::Listing(login, Box::new(Streaming::new(listing))),
             Err(err) => {
                 log::error!("{} {}: LIST failed: {err}", self.shell.peer, login.user);
@@ -910,7 +976,7 @@ impl Session {
         &mut self,
         mut login: Login,
         verb: Verb,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         services: &Services,
     ) -> State {
         let offset = if verb == Verb::Get {
@@ -960,7 +1026,7 @@ impl Session {
         &mut self,
         mut login: Login,
         size: u64,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         services: &Services,
     ) -> State {
         let rest = login.take_rest();
@@ -1040,7 +1106,7 @@ impl Session {
         State::Idle(login)
     }
 
-    fn delete(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
+    fn delete(&mut self, login: Login, name: FilePath<'_>, services: &Services) -> State {
         let started = Instant::now();
         match services.storage.delete(&login.dir, name) {
             Ok(size) => {
@@ -1057,7 +1123,7 @@ impl Session {
 }
 
 impl Session {
-    fn hash(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
+    fn hash(&mut self, login: Login, name: FilePath<'_>, services: &Services) -> State {
         let (file, size, identity) = match services.storage.hash_lookup(&login.dir, name) {
             Ok(HashLookup::ToRead {
                 file,
@@ -1161,7 +1227,7 @@ impl Session {
         });
     }
 
-    fn partial(&mut self, login: Login, name: FileName<'_>, services: &Services) -> State {
+    fn partial(&mut self, login: Login, name: FilePath<'_>, services: &Services) -> State {
         match services.storage.partial_len(&login.dir, name) {
             Ok(held) => self.reply(Reply::PartialHeld(held), services),
             Err(err) => {

@@ -19,7 +19,9 @@ pub const LIST_STEP_ENTRIES: usize = 256;
 pub(crate) fn write_listing_line(entry: &Entry, out: &mut Vec<u8>) {
     use std::io::Write as _;
     // Writing into a Vec cannot fail.
-    let _ = writeln!(out, "{} {} {}", entry.size, entry.mtime, entry.name);
+    // A folder's name ends with `/`, its type marker (no name holds one).
+    let marker = if entry.folder { "/" } else { "" };
+    let _ = writeln!(out, "{} {} {}{marker}", entry.size, entry.mtime, entry.name);
 }
 
 /// One step of a listing of either front: writes the next entries with

@@ -122,6 +122,8 @@ pub(crate) enum Refused {
     RangeNotSatisfiable,
     /// A file name that breaks the rules.
     NameNotAllowed,
+    /// A body where the method takes none (`MKCOL`'s).
+    UnsupportedBody,
 }
 
 impl From<Refused> for Failure {
@@ -181,6 +183,13 @@ impl Failure {
                 Reply::OffsetPastHeld { offset, held }
             }
             Failure::Storage(StorageError::Io(err)) => Reply::LocalError(err),
+            Failure::Storage(StorageError::NoFolder) => Reply::NoSuchFolder,
+            Failure::Storage(StorageError::IsFolder) => Reply::IsFolder,
+            Failure::Storage(StorageError::NotFolder) => Reply::NotFolder,
+            Failure::Storage(StorageError::NotEmpty) => Reply::NotEmpty,
+            Failure::Storage(StorageError::Exists) => Reply::Exists,
+            Failure::Storage(StorageError::IntoItself) => Reply::IntoItself,
+            Failure::Storage(StorageError::SamePath) => Reply::SamePath,
             Failure::OverQuota(OverQuota::Bytes { quota }) => Reply::QuotaBytes { quota },
             Failure::OverQuota(OverQuota::Files { max }) => Reply::QuotaFiles { max },
             Failure::TooLarge { max } => Reply::TooLarge { max },
@@ -206,6 +215,7 @@ impl Failure {
             Failure::Request(Refused::LengthRequired) => Reply::BadArguments(Verb::Put),
             Failure::Request(Refused::Malformed | Refused::NameNotAllowed) => Reply::NameNotAllowed,
             Failure::Request(Refused::RangeNotSatisfiable) => Reply::BadArguments(Verb::Rest),
+            Failure::Request(Refused::UnsupportedBody) => Reply::UnknownCommand,
             // The line protocol has no WebDAV.
             Failure::Dav(_) => Reply::UnknownCommand,
         }
@@ -219,6 +229,21 @@ impl Failure {
             Failure::Storage(StorageError::NotRegular) => (403, "not a regular file".into()),
             Failure::Storage(err @ StorageError::OffsetPastHeld { .. }) => {
                 (416, err.to_string().into())
+            }
+            // WebDAV's words (RFC 4918): a missing parent, a folder in
+            // the way or not empty, a replacement not allowed are
+            // conflicts; a move into itself is forbidden. A front that
+            // means another status for one method (404 for a missing
+            // folder on GET, 412 or 405 for an existing target) says so.
+            Failure::Storage(
+                err @ (StorageError::NoFolder
+                | StorageError::IsFolder
+                | StorageError::NotFolder
+                | StorageError::NotEmpty
+                | StorageError::Exists),
+            ) => (409, err.to_string().into()),
+            Failure::Storage(err @ (StorageError::IntoItself | StorageError::SamePath)) => {
+                (403, err.to_string().into())
             }
             Failure::Storage(StorageError::Io(err)) => match err.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => (507, describe_io(err).into()),
@@ -265,6 +290,7 @@ impl Failure {
                     Refused::ExpectationFailed => 417,
                     Refused::Malformed | Refused::NameNotAllowed => 400,
                     Refused::RangeNotSatisfiable => 416,
+                    Refused::UnsupportedBody => 415,
                 };
                 (status, reason(status).into())
             }

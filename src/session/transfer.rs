@@ -12,7 +12,7 @@ use super::outbox::{FileBody, FileOutput, Outbox};
 use crate::audit::{Ending, Transfer, TransferKind, Who};
 use crate::integrity::{Digest, Hasher};
 use crate::metrics::Direction;
-use crate::protocol::name::FileName;
+use crate::protocol::path::FilePath;
 use crate::storage::Upload;
 
 /// Bytes a `VIEW` shows.
@@ -39,7 +39,7 @@ impl Download {
     /// Starts sending `total` bytes of `file` from `offset`.
     pub fn start(
         kind: TransferKind,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         file: File,
         offset: u64,
         total: u64,
@@ -155,7 +155,7 @@ impl Intake {
     /// Starts an upload of `size` bytes (if announced) into `upload`,
     /// whose held bytes `hasher` covers.
     pub fn start(
-        name: FileName<'_>,
+        name: FilePath<'_>,
         size: Option<u64>,
         upload: Upload,
         hasher: Hasher,
@@ -277,7 +277,7 @@ impl Intake {
 }
 
 /// A file was deleted: the same line from every front.
-pub fn deleted(who: Who<'_>, name: FileName<'_>, size: u64, started: Instant) {
+pub fn deleted(who: Who<'_>, name: FilePath<'_>, size: u64, started: Instant) {
     let line = Transfer {
         kind: TransferKind::Delete,
         name: name.as_str(),

@@ -1,7 +1,14 @@
 //! What WebDAV asks of storage beyond reading and writing files: the
-//! facts of a file or of the user's root with a [`Version`] (its ETag),
-//! dead properties kept beside the server's other records of the user
-//! (`.ferry/users/<user>/props/<name>`), and setting a modification time.
+//! facts of a file, a folder or the user's root with a [`Version`] (its
+//! ETag), dead properties kept beside the server's other records of the
+//! user, and setting a modification time.
+//!
+//! Dead-property records follow the tree as the SHA-256 records do: the
+//! record of the file `a/b/c` is `.ferry/users/<user>/props/a/b/c`, and a
+//! folder's own (and the root's) is the file `\x01` inside its mirror
+//! folder (`props/a/b/\x01`, `props/\x01`), a name no file can have. So
+//! a move of a folder moves its records with one rename, and a removed
+//! tree's records go with it.
 //!
 //! A dead-property record is the client's data, not a cache: it is kept
 //! across a `PUT` that replaces the file, removed with the file, and
@@ -22,8 +29,10 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
 
-use super::{Storage, StorageError, UserDir, record};
-use crate::protocol::name::FileName;
+use super::dir::Dir;
+use super::folders::Folder;
+use super::{DIR_MODE, Storage, StorageError, UserDir, record};
+use crate::protocol::path::FilePath;
 
 const MAGIC: &str = "ferry-props 1";
 /// Most bytes of dead properties per resource (names and values):
@@ -71,19 +80,21 @@ impl fmt::Display for Version {
     }
 }
 
-/// A file or the user's root, as WebDAV describes it.
+/// A file, a folder or the user's root, as WebDAV describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Facts {
+pub struct DavFacts {
+    pub folder: bool,
     pub size: u64,
     /// Seconds since the epoch.
     pub mtime: i64,
     pub version: Version,
 }
 
-impl Facts {
-    fn of(meta: &Metadata) -> Facts {
-        Facts {
-            size: meta.size(),
+impl DavFacts {
+    fn of(meta: &Metadata) -> DavFacts {
+        DavFacts {
+            folder: meta.is_dir(),
+            size: if meta.is_dir() { 0 } else { meta.size() },
             mtime: meta.mtime(),
             version: Version::of(meta),
         }
@@ -107,25 +118,97 @@ pub enum PropsError {
     Storage(StorageError),
 }
 
+/// The name of a folder's (or the root's) own record inside its mirror
+/// folder under `props/`: a control byte, which no file name holds.
+const SELF_RECORD: &str = "\u{1}";
+
 impl Storage {
-    /// The facts of the regular file `name`.
-    pub fn facts(&self, dir: &UserDir, name: FileName<'_>) -> Result<Facts, StorageError> {
-        let meta = dir.inner.files.stat(name.as_str())?;
-        if !meta.file_type().is_file() {
+    /// The facts of `path` (the user's root for `None`): a regular file or
+    /// a folder; anything else is [`StorageError::NotRegular`].
+    pub fn dav_facts(
+        &self,
+        dir: &UserDir,
+        path: Option<FilePath<'_>>,
+    ) -> Result<DavFacts, StorageError> {
+        let Some(path) = path else {
+            return Ok(DavFacts::of(&dir.inner.files.metadata()?));
+        };
+        let folder = self.folder_of(dir, path).map_err(|err| match err {
+            StorageError::NoFolder => StorageError::NotFound,
+            other => other,
+        })?;
+        let meta = folder.entry(path.leaf().as_str())?;
+        if !meta.is_file && !meta.is_dir {
             return Err(StorageError::NotRegular);
         }
-        Ok(Facts::of(&meta))
+        Ok(DavFacts {
+            folder: meta.is_dir,
+            size: if meta.is_dir { 0 } else { meta.len },
+            mtime: meta.mtime,
+            version: meta.version(),
+        })
     }
 
-    /// The facts of the user's directory itself.
-    pub fn root_facts(&self, dir: &UserDir) -> io::Result<Facts> {
-        Ok(Facts::of(&dir.inner.files.metadata()?))
+    /// The mirror under `props/` of the folder `path` (the props root for
+    /// `None`), created with `create` (a stale record in the way removed).
+    fn props_mirror<'a>(
+        &self,
+        dir: &'a UserDir,
+        path: Option<FilePath<'_>>,
+        create: bool,
+    ) -> Option<Folder<'a>> {
+        let props = &dir.inner.props;
+        let Some(path) = path else {
+            return Some(Folder::Root(props));
+        };
+        if !create {
+            return props.open_folder(path.as_str()).ok().map(Folder::Sub);
+        }
+        let mut held: Option<Dir> = None;
+        for name in path.names() {
+            let at = held.as_ref().unwrap_or(props);
+            let next = match at.open_dir(name.as_str()) {
+                Ok(next) => next,
+                Err(_) => {
+                    record::remove(at, name.as_str());
+                    at.ensure_dir(name.as_str(), DIR_MODE, false).ok()?
+                }
+            };
+            held = Some(next);
+        }
+        held.map(Folder::Sub)
     }
 
-    /// The dead properties of `name` (none when there is no record or it
+    /// Where the record of `path` is: a file's beside its siblings', a
+    /// folder's (and the root's) inside the folder's own mirror.
+    fn props_record<'a>(
+        &self,
+        dir: &'a UserDir,
+        path: Option<FilePath<'a>>,
+        folder: bool,
+        create: bool,
+    ) -> Option<(Folder<'a>, &'a str)> {
+        match path {
+            Some(path) if !folder => {
+                let mirror = self.props_mirror(dir, path.parent(), create)?;
+                Some((mirror, path.leaf().as_str()))
+            }
+            _ => Some((self.props_mirror(dir, path, create)?, SELF_RECORD)),
+        }
+    }
+
+    /// The dead properties of `path` (none when there is no record or it
     /// cannot be read).
-    pub fn dead_props(&self, dir: &UserDir, name: &str) -> Vec<DeadProp> {
-        let Ok(file) = dir.inner.props.open_regular(record_name(name), false) else {
+    pub fn dead_props(
+        &self,
+        dir: &UserDir,
+        path: Option<FilePath<'_>>,
+        folder: bool,
+    ) -> Vec<DeadProp> {
+        let Some((mirror, name)) = self.props_record(dir, path, folder, false) else {
+            return Vec::new();
+        };
+        let Ok(file) = mirror.open_regular(name, false) else {
             return Vec::new();
         };
         let mut bytes = Vec::new();
@@ -134,16 +217,17 @@ impl Storage {
             return Vec::new();
         }
         parse_props(&bytes).unwrap_or_else(|| {
-            log::warn!("ignoring a malformed property record of {name:?}");
+            log::warn!("ignoring a malformed property record of {path:?}");
             Vec::new()
         })
     }
 
-    /// Replaces the dead properties of `name` (none removes the record).
+    /// Replaces the dead properties of `path` (none removes the record).
     pub fn set_dead_props(
         &self,
         dir: &UserDir,
-        name: &str,
+        path: Option<FilePath<'_>>,
+        folder: bool,
         props: &[DeadProp],
     ) -> Result<(), PropsError> {
         let size: usize = props
@@ -153,11 +237,16 @@ impl Storage {
         if size > MAX_DEAD_PROPS || props.len() > MAX_DEAD_PROP_COUNT {
             return Err(PropsError::TooMany);
         }
-        let record = record_name(name);
         if props.is_empty() {
-            record::remove(&dir.inner.props, record);
+            if let Some((mirror, name)) = self.props_record(dir, path, folder, false) {
+                record::remove(&mirror, name);
+            }
             return Ok(());
         }
+        let Some((mirror, name)) = self.props_record(dir, path, folder, true) else {
+            let err = io::Error::other("cannot make the property records' folder");
+            return Err(PropsError::Storage(StorageError::Io(err)));
+        };
         let mut text = format!("{MAGIC}\n").into_bytes();
         for p in props {
             let _ = writeln!(text, "{} {} {}", p.ns.len(), p.name.len(), p.xml.len());
@@ -171,7 +260,7 @@ impl Storage {
         let result = tmp
             .create_new(&tmp_name, PROPS_MODE)
             .and_then(|mut file| file.write_all(&text))
-            .and_then(|()| tmp.rename(&tmp_name, &dir.inner.props, record));
+            .and_then(|()| tmp.rename(&tmp_name, &mirror, name));
         if let Err(err) = result {
             let _ = tmp.remove(&tmp_name);
             return Err(PropsError::Storage(StorageError::Io(err)));
@@ -179,35 +268,65 @@ impl Storage {
         Ok(())
     }
 
-    /// Removes the dead properties of `name`, as its file goes.
-    pub(super) fn forget_dead_props(&self, dir: &UserDir, name: &str) {
-        record::remove(&dir.inner.props, record_name(name));
+    /// Removes the dead properties of `path` as it goes: a file's record,
+    /// or a folder's whole mirror (its members' records with it).
+    pub(super) fn forget_dead_props(&self, dir: &UserDir, path: FilePath<'_>, folder: bool) {
+        let Some(parent) = self.props_mirror(dir, path.parent(), false) else {
+            return;
+        };
+        let leaf = path.leaf().as_str();
+        if !folder {
+            if parent.entry(leaf).is_ok_and(|meta| meta.is_file) {
+                record::remove(&parent, leaf);
+            }
+            return;
+        }
+        if parent.entry(leaf).is_ok_and(|meta| meta.is_dir) {
+            let _ = self.to_trash(&parent, leaf, None);
+        }
     }
 
-    /// Sets the modification time of the regular file `name` (`PROPPATCH`
+    /// The dead properties of `from` follow it to `to` (a move); those
+    /// `to` had are gone, as what it named is.
+    pub(super) fn move_dead_props(
+        &self,
+        dir: &UserDir,
+        from: FilePath<'_>,
+        to: FilePath<'_>,
+        folder: bool,
+    ) {
+        self.forget_dead_props(dir, to, folder);
+        let Some(source) = self.props_mirror(dir, from.parent(), false) else {
+            return;
+        };
+        let from_leaf = from.leaf().as_str();
+        if source.entry(from_leaf).is_err() {
+            return;
+        }
+        if let Some(target) = self.props_mirror(dir, to.parent(), true) {
+            let _ = source.rename(from_leaf, &target, to.leaf().as_str());
+        }
+    }
+
+    /// Sets the modification time of the regular file `path` (`PROPPATCH`
     /// of `getlastmodified` or Windows' `Win32LastModifiedTime`). The
     /// recorded digest follows the file to its new identity.
     pub fn set_modified(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        path: FilePath<'_>,
         time: SystemTime,
     ) -> Result<(), StorageError> {
-        let (file, _) = dir.inner.files.open_regular_read(name.as_str())?;
-        let digest = self.stored_digest(dir, name, &file);
+        let folder = self.folder_of(dir, path)?;
+        let (file, _) = folder.open_regular_read(path.leaf().as_str())?;
+        let digest = self.stored_digest(dir, path, &file);
         file.set_times(FileTimes::new().set_modified(time))?;
         if let Some(digest) = digest {
             let identity = super::Identity::of_file(&file)?;
-            self.remember_digest(dir, name, &identity, digest);
+            self.remember_digest(dir, path, &identity, digest);
         }
         Ok(())
     }
-}
-
-/// The record of a resource: the file's name, or `.` for the user's
-/// root (no file name is `.`).
-fn record_name(name: &str) -> &str {
-    if name.is_empty() { "." } else { name }
 }
 
 fn parse_props(bytes: &[u8]) -> Option<Vec<DeadProp>> {
@@ -238,6 +357,7 @@ fn parse_props(bytes: &[u8]) -> Option<Vec<DeadProp>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::path;
 
     #[test]
     fn a_props_record_reads_back() {
@@ -256,18 +376,33 @@ mod tests {
                 xml: "<n xmlns=\"\"/>".into(),
             },
         ];
-        storage.set_dead_props(&dir, "f", &props).unwrap();
-        assert_eq!(storage.dead_props(&dir, "f"), props);
-        assert_eq!(storage.dead_props(&dir, ""), []);
-        storage.set_dead_props(&dir, "f", &[]).unwrap();
-        assert_eq!(storage.dead_props(&dir, "f"), []);
+        let f = path::validate(b"f");
+        storage.set_dead_props(&dir, f, false, &props).unwrap();
+        assert_eq!(storage.dead_props(&dir, f, false), props);
+        assert_eq!(storage.dead_props(&dir, None, true), []);
+        let deep = path::validate(b"a/b");
+        storage.set_dead_props(&dir, deep, true, &props).unwrap();
+        storage
+            .set_dead_props(&dir, None, true, &props[1..])
+            .unwrap();
+        assert_eq!(storage.dead_props(&dir, deep, true), props);
+        assert_eq!(storage.dead_props(&dir, None, true), props[1..]);
+        let moved = path::validate(b"c").unwrap();
+        storage.move_dead_props(&dir, path::validate(b"a").unwrap(), moved, true);
+        assert_eq!(
+            storage.dead_props(&dir, path::validate(b"c/b"), true),
+            props
+        );
+        assert_eq!(storage.dead_props(&dir, deep, true), []);
+        storage.set_dead_props(&dir, f, false, &[]).unwrap();
+        assert_eq!(storage.dead_props(&dir, f, false), []);
         let big = vec![DeadProp {
             ns: String::new(),
             name: "n".into(),
             xml: "x".repeat(MAX_DEAD_PROPS),
         }];
         assert!(matches!(
-            storage.set_dead_props(&dir, "f", &big),
+            storage.set_dead_props(&dir, f, false, &big),
             Err(PropsError::TooMany)
         ));
     }

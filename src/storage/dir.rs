@@ -44,6 +44,8 @@ impl AsFd for Dir {
 pub struct EntryMeta {
     /// A regular file (not a symlink, whatever it points at).
     pub is_file: bool,
+    /// A folder (not a symlink to one).
+    pub is_dir: bool,
     pub len: u64,
     /// Seconds since the epoch.
     pub mtime: i64,
@@ -92,6 +94,46 @@ impl Dir {
         })
     }
 
+    /// Opens the folder at the relative path `path` (names joined by `/`,
+    /// checked by `protocol::path`) beneath this directory, never
+    /// following a symlink in any of its components
+    /// ([`sys::open_beneath_path`]). A missing component, or one that is
+    /// not a folder, is [`StorageError::NoFolder`]; a symlink anywhere is
+    /// [`StorageError::NotRegular`].
+    pub fn open_folder(&self, path: &str) -> Result<Dir, StorageError> {
+        let fd = sys::open_beneath_path(
+            self.as_fd(),
+            path.as_bytes(),
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR) => StorageError::NoFolder,
+            // A symlink (ELOOP), or an escape that cannot happen without
+            // one (EXDEV).
+            Some(libc::ELOOP | libc::EXDEV) => StorageError::NotRegular,
+            _ => StorageError::Io(err),
+        })?;
+        Ok(Dir {
+            handle: File::from(fd),
+        })
+    }
+
+    /// Creates the folder `name` (mode `mode` exactly); `AlreadyExists`
+    /// when the name is taken, by anything.
+    pub fn mkdir(&self, name: &str, mode: u32) -> io::Result<()> {
+        sys::mkdirat(self.as_fd(), &c_name(name.as_ref())?, mode)?;
+        // Exactly `mode`, whatever the umask: through a handle of the new
+        // folder, never its name followed.
+        self.open_dir(name)?.set_mode(mode)
+    }
+
+    /// Removes the empty folder `name` (a symlink is `ENOTDIR`, never
+    /// followed).
+    pub fn rmdir(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        sys::rmdirat(self.as_fd(), &c_name(name.as_ref())?)
+    }
+
     /// Opens the subdirectory `name`, creating it with `mode` (exactly, not
     /// as masked by the umask) when it does not exist. With `durable`, a
     /// directory created here is recorded in this one on disk before the
@@ -125,6 +167,7 @@ impl Dir {
         let stat = sys::stat_entry(self.as_fd(), &c_name(name.as_ref())?)?;
         Ok(EntryMeta {
             is_file: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
+            is_dir: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
             len: u64::try_from(stat.st_size).unwrap_or(0),
             mtime: stat.st_mtime,
             mtime_nsec: stat.st_mtime_nsec,

@@ -15,7 +15,8 @@
 //!       sums/<name>                SHA-256 record of <user>/<name>
 //!       partial/<name>             bytes of an interrupted upload of <name>
 //!       partial-sums/<name>        saved hash state of those bytes
-//!       props/<name>               WebDAV dead properties of <name> (`.`: of the root)
+//!       props/<path>               WebDAV dead properties of the file <path>;
+//!       props/<path>/\x01, props/\x01  those of the folder <path>, of the root
 //! ```
 //!
 //! Containment: the root is opened once, by path; every other operation is
@@ -52,6 +53,7 @@
 
 mod dav;
 mod dir;
+mod folders;
 mod instance;
 mod listing;
 mod quota;
@@ -70,10 +72,13 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::integrity::{Digest, Hasher};
-use crate::protocol::name::{self, FileName};
+use crate::protocol::name;
+use crate::protocol::path::FilePath;
 
-pub use dav::{DeadProp, Facts, MAX_DEAD_PROP_COUNT, MAX_DEAD_PROPS, PropsError, Version};
+pub use dav::{DavFacts, DeadProp, MAX_DEAD_PROP_COUNT, MAX_DEAD_PROPS, PropsError, Version};
 use dir::Dir;
+pub use folders::{Copying, Facts};
+use folders::{Folder, partial_key};
 use instance::Instance;
 pub use listing::{Listing, Step as ListingStep};
 use quota::{Counts, Tally};
@@ -140,6 +145,20 @@ pub enum StorageError {
     NotRegular,
     /// A resumed upload asked to start past the bytes held for it.
     OffsetPastHeld { offset: u64, held: u64 },
+    /// A folder of the path does not exist (or is not a folder).
+    NoFolder,
+    /// The path names a folder where a file is needed.
+    IsFolder,
+    /// The path names a file where a folder is needed.
+    NotFolder,
+    /// A folder to remove (or replace) is not empty.
+    NotEmpty,
+    /// The path exists, and may not be replaced.
+    Exists,
+    /// A folder moved or copied into itself or beneath itself.
+    IntoItself,
+    /// A move or copy whose source is its destination.
+    SamePath,
     /// The file system failed (disk full, permissions, I/O error).
     Io(io::Error),
 }
@@ -152,6 +171,13 @@ impl std::fmt::Display for StorageError {
             StorageError::OffsetPastHeld { offset, held } => {
                 write!(f, "offset {offset} past the {held} bytes held")
             }
+            StorageError::NoFolder => f.write_str("no such folder"),
+            StorageError::IsFolder => f.write_str("is a folder"),
+            StorageError::NotFolder => f.write_str("not a folder"),
+            StorageError::NotEmpty => f.write_str("folder not empty"),
+            StorageError::Exists => f.write_str("already exists"),
+            StorageError::IntoItself => f.write_str("cannot move or copy a folder into itself"),
+            StorageError::SamePath => f.write_str("source and destination are the same"),
             StorageError::Io(err) => write!(f, "{err}"),
         }
     }
@@ -168,10 +194,14 @@ impl From<io::Error> for StorageError {
     }
 }
 
-/// One file in a listing.
+/// One file or folder in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The name, or in a recursive listing the path relative to the
+    /// listed folder.
     pub name: String,
+    /// A folder (its size is 0).
+    pub folder: bool,
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
@@ -207,6 +237,8 @@ pub struct Storage {
     tallies: RefCell<HashMap<String, Arc<Tally>>>,
     /// The periodic expiry of partials.
     sweep: RefCell<Sweep>,
+    /// Removed trees still to empty (see `storage/folders.rs`).
+    trash: RefCell<Vec<folders::Trash>>,
 }
 
 /// Where the periodic expiry of partials is: a pass visits every user's
@@ -382,6 +414,7 @@ impl Storage {
                 current: None,
                 running: false,
             }),
+            trash: RefCell::new(Vec::new()),
         };
         // The first pass, whole, before serving.
         let expired = storage.sweep_partials(usize::MAX);
@@ -415,6 +448,10 @@ impl Storage {
         let expired = self.sweep_partials(SWEEP_BUDGET);
         if expired > 0 {
             log::info!("removed {expired} expired partial upload(s)");
+        }
+        self.empty_trash(folders::TRASH_BUDGET);
+        if self.has_trash() {
+            self.sweep.borrow_mut().next = Some(now);
         }
     }
 
@@ -652,7 +689,7 @@ impl Storage {
     /// (see [`Listing`]): what `LIST` and the HTTP listing send, with a
     /// small buffer whatever the size of the directory.
     pub fn listing(&self, dir: &UserDir) -> Result<Listing, StorageError> {
-        Listing::new(&dir.inner.files)
+        Listing::new(&dir.inner.files, false)
     }
 
     /// The user's regular files, sorted by name (byte order). Names that
@@ -676,6 +713,7 @@ impl Storage {
             if meta.is_file {
                 entries.push(Entry {
                     name: name.to_owned(),
+                    folder: false,
                     size: meta.len,
                     mtime: meta.mtime,
                     version: meta.version(),
@@ -687,10 +725,10 @@ impl Storage {
     }
 
     /// The size of `name` if it is a regular file now, else `None`.
-    pub fn size_of(&self, dir: &UserDir, name: FileName<'_>) -> Option<u64> {
-        dir.inner
-            .files
-            .stat(name.as_str())
+    pub fn size_of(&self, dir: &UserDir, name: FilePath<'_>) -> Option<u64> {
+        self.folder_of(dir, name)
+            .ok()?
+            .stat(name.leaf().as_str())
             .ok()
             .filter(|meta| meta.is_file())
             .map(|meta| meta.len())
@@ -701,9 +739,13 @@ impl Storage {
     pub fn open_read(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
     ) -> Result<(File, Metadata), StorageError> {
-        dir.inner.files.open_regular_read(name.as_str())
+        let folder = self.folder_of(dir, name)?;
+        let leaf = name.leaf().as_str();
+        folder
+            .open_regular_read(leaf)
+            .map_err(|err| is_folder(&folder, leaf, err))
     }
 
     /// What `HASH` needs, in one call: the recorded SHA-256 of `name` if
@@ -713,7 +755,7 @@ impl Storage {
     pub fn hash_lookup(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
     ) -> Result<HashLookup, StorageError> {
         let (file, meta) = self.open_read(dir, name)?;
         let identity = Identity::of_file(&file)?;
@@ -729,9 +771,10 @@ impl Storage {
 
     /// The recorded SHA-256 of `file` (opened from `name`), if the record
     /// still describes it.
-    pub fn stored_digest(&self, dir: &UserDir, name: FileName<'_>, file: &File) -> Option<Digest> {
+    pub fn stored_digest(&self, dir: &UserDir, name: FilePath<'_>, file: &File) -> Option<Digest> {
         let identity = Identity::of_file(file).ok()?;
-        let hex = record::read(&dir.inner.sums, name.as_str(), &identity, SHA256_KEY)?;
+        let sums = self.sums_of(dir, name, false)?;
+        let hex = record::read(&sums, name.leaf().as_str(), &identity, SHA256_KEY)?;
         Digest::from_hex(hex.as_bytes())
     }
 
@@ -741,39 +784,49 @@ impl Storage {
     pub fn remember_digest(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         identity: &Identity,
         sha256: Digest,
     ) {
-        self.record_digest(dir, name.as_str(), identity, sha256);
+        self.record_digest(dir, name, identity, sha256);
     }
 
-    fn record_digest(&self, dir: &UserDir, name: &str, identity: &Identity, sha256: Digest) {
+    fn record_digest(
+        &self,
+        dir: &UserDir,
+        name: FilePath<'_>,
+        identity: &Identity,
+        sha256: Digest,
+    ) {
+        let Some(sums) = self.sums_of(dir, name, true) else {
+            log::warn!("cannot record the digest of {name}: no record folder");
+            return;
+        };
         let written = record::write(
             &self.tmp(),
             &self.tmp_name("sum"),
-            &dir.inner.sums,
-            name,
+            &sums,
+            name.leaf().as_str(),
             identity,
             SHA256_KEY,
             &sha256.to_string(),
         );
         if let Err(err) = written {
-            let path = dir.inner.path.join(name);
+            let path = dir.inner.path.join(name.as_str());
             log::warn!("cannot record the digest of {}: {err}", path.display());
         }
     }
 
     /// How many bytes of an interrupted upload of `name` are held (0 when
     /// there is none, or it expired).
-    pub fn partial_len(&self, dir: &UserDir, name: FileName<'_>) -> Result<u64, StorageError> {
+    pub fn partial_len(&self, dir: &UserDir, name: FilePath<'_>) -> Result<u64, StorageError> {
         Ok(self.partial(dir, name)?.map_or(0, |meta| meta.len()))
     }
 
     /// The metadata of the live partial of `name`; an expired one is
     /// removed and reported as none.
-    fn partial(&self, dir: &UserDir, name: FileName<'_>) -> Result<Option<Metadata>, StorageError> {
-        let meta = match dir.inner.partial.stat(name.as_str()) {
+    fn partial(&self, dir: &UserDir, name: FilePath<'_>) -> Result<Option<Metadata>, StorageError> {
+        let meta = match dir.inner.partial.stat(partial_key(name)) {
             Ok(meta) => meta,
             Err(StorageError::NotFound) => return Ok(None),
             Err(err) => return Err(err),
@@ -782,13 +835,15 @@ impl Storage {
             return Err(StorageError::NotRegular);
         }
         if self.is_expired(&meta) {
-            self.discard_partial(dir, name.as_str());
+            self.discard_partial(dir, name);
             return Ok(None);
         }
         Ok(Some(meta))
     }
 
-    fn discard_partial(&self, dir: &UserDir, name: &str) {
+    fn discard_partial(&self, dir: &UserDir, name: FilePath<'_>) {
+        let name = partial_key(name);
+        let name = name.as_str();
         if let Ok(meta) = dir.inner.partial.stat(name)
             && meta.file_type().is_file()
         {
@@ -800,24 +855,33 @@ impl Storage {
         record::remove(&dir.inner.partial_sums, name);
     }
 
-    /// Checks that `name` can receive an upload: absent, or a regular file.
-    /// Returns whether the name is new.
-    fn check_target(&self, dir: &UserDir, name: FileName<'_>) -> Result<bool, StorageError> {
-        match dir.inner.files.stat(name.as_str()) {
+    /// Checks that `name` can receive an upload: in a folder that exists,
+    /// absent or a regular file. Returns whether the name is new, and the
+    /// folder.
+    fn check_target<'a>(
+        &self,
+        dir: &'a UserDir,
+        name: FilePath<'_>,
+    ) -> Result<(bool, Folder<'a>), StorageError> {
+        let folder = self.folder_of(dir, name)?;
+        match folder.stat(name.leaf().as_str()) {
+            Ok(meta) if meta.is_dir() => Err(StorageError::IsFolder),
             Ok(meta) if !meta.file_type().is_file() => Err(StorageError::NotRegular),
-            Ok(_) => Ok(false),
-            Err(StorageError::NotFound) => Ok(true),
+            Ok(_) => Ok((false, folder)),
+            Err(StorageError::NotFound) => Ok((true, folder)),
             Err(err) => Err(err),
         }
     }
 
     /// Starts an upload to `name`. Nothing under `name` changes until
     /// [`Storage::commit`].
-    pub fn begin_upload(&self, dir: &UserDir, name: FileName<'_>) -> Result<Upload, StorageError> {
-        let new_name = self.check_target(dir, name)?;
+    pub fn begin_upload(&self, dir: &UserDir, name: FilePath<'_>) -> Result<Upload, StorageError> {
+        let (new_name, folder) = self.check_target(dir, name)?;
         cross_device(dir)?;
         let (tmp, tmp_name, file) = self.create_tmp("upload").map_err(StorageError::Io)?;
-        let mut upload = Upload::new(file, &tmp, tmp_name, 0, dir, name, self.options.fsync);
+        let held = folder.into_held();
+        let fsync = self.options.fsync;
+        let mut upload = Upload::new(file, &tmp, tmp_name, 0, dir, held, name, fsync);
         if new_name {
             upload.claim_file();
         }
@@ -834,10 +898,11 @@ impl Storage {
     pub fn resume_upload(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         offset: u64,
     ) -> Result<Resumed, StorageError> {
-        let new_name = self.check_target(dir, name)?;
+        let (new_name, folder) = self.check_target(dir, name)?;
+        let key = partial_key(name);
         cross_device(dir)?;
         let held = self.partial(dir, name)?;
         let held_len = held.as_ref().map_or(0, |meta| meta.len());
@@ -856,7 +921,7 @@ impl Storage {
         // The saved hash state is read before the partial moves, because
         // the move changes its change time.
         let before = Identity::of(&held);
-        let saved = record::read(&dir.inner.partial_sums, name.as_str(), &before, STATE_KEY)
+        let saved = record::read(&dir.inner.partial_sums, &key, &before, STATE_KEY)
             .and_then(|hex| hex::decode(hex).ok())
             .and_then(|bytes| Hasher::restore(&bytes))
             .filter(|hasher| hasher.len() == held_len && offset == held_len);
@@ -864,11 +929,7 @@ impl Storage {
         let tmp_name = self.tmp_name("upload");
         // Never over an existing file: the name is this server's own, but
         // a move must not be able to replace anything, whatever happened.
-        match dir
-            .inner
-            .partial
-            .rename_noreplace(name.as_str(), &tmp, &tmp_name)
-        {
+        match dir.inner.partial.rename_noreplace(&key, &tmp, &tmp_name) {
             Ok(()) => {}
             // Another session (or server) took it a moment ago.
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
@@ -879,7 +940,7 @@ impl Storage {
         dir.inner
             .tally
             .change(|c| c.partial = c.partial.saturating_sub(held_len));
-        record::remove(&dir.inner.partial_sums, name.as_str());
+        record::remove(&dir.inner.partial_sums, &key);
         let file = match tmp.open_regular(&tmp_name, true) {
             Ok(file) => file,
             Err(err) => {
@@ -889,7 +950,8 @@ impl Storage {
         };
         // From here on, dropping the upload removes the claimed file.
         let fsync = self.options.fsync;
-        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, name, fsync);
+        let held = folder.into_held();
+        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, held, name, fsync);
         if new_name {
             upload.claim_file();
         }
@@ -918,21 +980,25 @@ impl Storage {
     /// client is never told an upload is safe that may not be. A partial of
     /// the same name is superseded and removed.
     pub fn commit(&self, upload: Upload, sha256: Digest) -> io::Result<()> {
-        let (dir, name) = upload.target();
-        let replaced = dir.inner.files.stat(name).ok().filter(Metadata::is_file);
+        let (_, name, folder) = upload.target();
+        let replaced = folder
+            .stat(name.leaf().as_str())
+            .ok()
+            .filter(Metadata::is_file);
         let len = upload.len();
-        let (file, dir, name) = upload.into_place(self.options.fsync)?;
+        let (file, dir, name, folder) = upload.into_place(self.options.fsync)?;
+        let name = name.as_path();
         dir.inner.tally.change(|c| {
             c.stored = (c.stored + len).saturating_sub(replaced.as_ref().map_or(0, Metadata::len));
             c.files += u64::from(replaced.is_none());
         });
         match Identity::of_file(&file) {
-            Ok(identity) => self.record_digest(&dir, &name, &identity, sha256),
+            Ok(identity) => self.record_digest(&dir, name, &identity, sha256),
             Err(err) => log::warn!("cannot record the digest of {name:?}: {err}"),
         }
-        self.discard_partial(&dir, &name);
+        self.discard_partial(&dir, name);
         if self.options.fsync {
-            dir.inner.files.sync()?;
+            folder.get(&dir.inner).sync()?;
         }
         Ok(())
     }
@@ -940,21 +1006,28 @@ impl Storage {
     /// Removes a regular file's name (other hard links and open handles keep
     /// the data) and returns the size it had. With fsync on, the removal is
     /// durable when this returns.
-    pub fn delete(&self, dir: &UserDir, name: FileName<'_>) -> Result<u64, StorageError> {
-        let files = &dir.inner.files;
-        let meta = files.stat(name.as_str())?;
+    pub fn delete(&self, dir: &UserDir, name: FilePath<'_>) -> Result<u64, StorageError> {
+        let files = self.folder_of(dir, name)?;
+        let leaf = name.leaf().as_str();
+        let meta = files.stat(leaf)?;
+        if meta.is_dir() {
+            return Err(StorageError::IsFolder);
+        }
         if !meta.file_type().is_file() {
             return Err(StorageError::NotRegular);
         }
         // unlinkat removes a name, whatever it is by now: even if it was
-        // swapped for something else since the check, nothing is followed.
-        files.remove(name.as_str())?;
+        // swapped for something else since the check, nothing is followed
+        // (and a folder is never removed: EISDIR).
+        files.remove(leaf)?;
         dir.inner.tally.change(|c| {
             c.stored = c.stored.saturating_sub(meta.len());
             c.files = c.files.saturating_sub(1);
         });
-        record::remove(&dir.inner.sums, name.as_str());
-        self.forget_dead_props(dir, name.as_str());
+        if let Some(sums) = self.sums_of(dir, name, false) {
+            record::remove(&sums, leaf);
+        }
+        self.forget_dead_props(dir, name, false);
         if self.options.fsync {
             files.sync()?;
         }
@@ -1001,6 +1074,17 @@ impl Storage {
             log::debug!("no saved hash state for the partial {name:?}: {err}");
             record::remove(&dir.inner.partial_sums, &name);
         }
+    }
+}
+
+/// A folder where a file was wanted is [`StorageError::IsFolder`], not
+/// just "not a regular file".
+fn is_folder(folder: &Dir, leaf: &str, err: StorageError) -> StorageError {
+    match err {
+        StorageError::NotRegular if folder.entry(leaf).is_ok_and(|meta| meta.is_dir) => {
+            StorageError::IsFolder
+        }
+        other => other,
     }
 }
 
@@ -1074,8 +1158,8 @@ mod tests {
     use std::fs;
     use std::io::Read;
 
-    fn name(raw: &str) -> FileName<'_> {
-        name::validate(raw.as_bytes()).unwrap()
+    fn name(raw: &str) -> FilePath<'_> {
+        crate::protocol::path::validate(raw.as_bytes()).unwrap()
     }
 
     fn no_fsync() -> Options {
@@ -1230,19 +1314,27 @@ mod tests {
         fs::write(&outside, b"secret").unwrap();
         std::os::unix::fs::symlink(&outside, dir.file("link")).unwrap();
         fs::create_dir(dir.file("sub")).unwrap();
-        for bad in ["link", "sub"] {
-            assert!(matches!(
-                storage.open_read(&dir, name(bad)),
-                Err(StorageError::NotRegular)
-            ));
-            assert!(matches!(
-                storage.begin_upload(&dir, name(bad)),
-                Err(StorageError::NotRegular)
-            ));
-            assert!(matches!(
-                storage.delete(&dir, name(bad)),
-                Err(StorageError::NotRegular)
-            ));
+        for (bad, refused) in [("link", "NotRegular"), ("sub", "IsFolder")] {
+            let kind = |err: StorageError| match err {
+                StorageError::NotRegular => "NotRegular",
+                StorageError::IsFolder => "IsFolder",
+                _ => "other",
+            };
+            assert_eq!(
+                storage.open_read(&dir, name(bad)).map(drop).map_err(kind),
+                Err(refused)
+            );
+            assert_eq!(
+                storage
+                    .begin_upload(&dir, name(bad))
+                    .map(drop)
+                    .map_err(kind),
+                Err(refused)
+            );
+            assert_eq!(
+                storage.delete(&dir, name(bad)).map(drop).map_err(kind),
+                Err(refused)
+            );
         }
         assert!(storage.list(&dir).unwrap().is_empty());
         assert_eq!(fs::read(&outside).unwrap(), b"secret");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Resumed, Storage, StorageError, Upload, Usage, UserDir};
 use crate::integrity::Hasher;
-use crate::protocol::name::FileName;
+use crate::protocol::path::FilePath;
 
 /// How long a user's running usage counts are trusted before a login that
 /// finds no session of that user open counts the directory again: files
@@ -151,11 +151,10 @@ impl Storage {
         Ok(dir.inner.usage(counts))
     }
 
-    /// Lists the user's files and partials to take the running counts.
+    /// Lists the user's whole tree and partials to take the running counts.
     fn count(&self, dir: &UserDir) -> Result<Counts, StorageError> {
         let taken = Instant::now();
-        let entries = self.list(dir)?;
-        let stored: u64 = entries.iter().map(|e| e.size).sum();
+        let (stored, files) = self.count_tree(dir)?;
         let mut partial_bytes = 0;
         let partial = &dir.inner.partial;
         for name in partial.names()? {
@@ -171,7 +170,7 @@ impl Storage {
         }
         Ok(Counts {
             stored,
-            files: entries.len() as u64,
+            files,
             partial: partial_bytes,
             taken,
         })
@@ -198,7 +197,7 @@ impl Storage {
     pub fn begin_put(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         size: Option<u64>,
         offset: Option<u64>,
         limits: PutLimits,
@@ -246,7 +245,7 @@ impl Storage {
     fn room_for(
         &self,
         dir: &UserDir,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         size: u64,
         limits: PutLimits,
     ) -> Result<Option<u64>, OverQuota> {

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use super::UserDir;
 use super::dir::Dir;
-use crate::protocol::name::FileName;
+use super::folders::{Held, partial_key};
+use crate::protocol::path::{FilePath, FilePathBuf};
 use crate::sys;
 
 /// How many bytes arrive between two hand-overs to the disk. Large enough
@@ -38,7 +39,11 @@ pub struct Upload {
     /// The file's name in `tmp`; `None` once it has left it.
     tmp_name: Option<String>,
     dir: UserDir,
-    name: String,
+    /// The folder the file goes into, as resolved when the upload began.
+    folder: Held,
+    path: FilePathBuf,
+    /// Placing the file must not replace one (a copy without replace).
+    no_replace: bool,
     /// Bytes in the file: the resumed offset plus what was written since.
     len: u64,
     /// Early write-back, when uploads are synced.
@@ -66,13 +71,15 @@ struct Writeback {
 }
 
 impl Upload {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         file: File,
         tmp: &Arc<Dir>,
         tmp_name: String,
         len: u64,
         dir: &UserDir,
-        name: FileName<'_>,
+        folder: Held,
+        path: FilePath<'_>,
         sync: bool,
     ) -> Upload {
         dir.inner.claims.add(len, 0);
@@ -81,7 +88,9 @@ impl Upload {
             tmp: Arc::clone(tmp),
             tmp_name: Some(tmp_name),
             dir: dir.clone(),
-            name: name.as_str().to_owned(),
+            folder,
+            path: path.to_owned(),
+            no_replace: false,
             len,
             writeback: sync.then(Writeback::default),
             failed: false,
@@ -95,9 +104,33 @@ impl Upload {
         self.given_back = bytes;
     }
 
-    /// The user directory and the name the upload is for.
-    pub(super) fn target(&self) -> (&UserDir, &str) {
-        (&self.dir, &self.name)
+    /// The user directory, the path the upload is for, and the folder it
+    /// goes into.
+    pub(super) fn target(&self) -> (&UserDir, FilePath<'_>, &Dir) {
+        (
+            &self.dir,
+            self.path.as_path(),
+            self.folder.get(&self.dir.inner),
+        )
+    }
+
+    /// Placing the upload fails rather than replace a file.
+    pub(super) fn no_replace(&mut self, no_replace: bool) {
+        self.no_replace = no_replace;
+    }
+
+    /// Counts `n` bytes that were written to the file behind its back (a
+    /// copy inside the kernel, at the end of the file), and moves the
+    /// write position past them.
+    pub(super) fn copied(&mut self, n: u64) -> io::Result<()> {
+        self.len += n;
+        let len = self.len;
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("upload already finished"))?
+            .seek(SeekFrom::Start(len))?;
+        self.claim(len);
+        Ok(())
     }
 
     /// Claims one file of the user's quota while the upload runs: its name
@@ -219,7 +252,10 @@ impl Upload {
     /// name. Returns the open file, the user directory and the name. On
     /// error nothing was renamed, and dropping the upload removes the
     /// temporary file.
-    pub(super) fn into_place(mut self, fsync: bool) -> io::Result<(File, UserDir, String)> {
+    pub(super) fn into_place(
+        mut self,
+        fsync: bool,
+    ) -> io::Result<(File, UserDir, FilePathBuf, Held)> {
         if self.failed {
             return Err(io::Error::other("an earlier write of this upload failed"));
         }
@@ -231,11 +267,17 @@ impl Upload {
             file.sync_data()?;
         }
         let tmp_name = self.tmp_name.as_deref().expect("upload placed twice");
-        self.tmp
-            .rename(tmp_name, &self.dir.inner.files, &self.name)?;
+        let folder = self.folder.get(&self.dir.inner);
+        let leaf = self.path.as_path().leaf();
+        if self.no_replace {
+            self.tmp.rename_noreplace(tmp_name, folder, leaf.as_str())?;
+        } else {
+            self.tmp.rename(tmp_name, folder, leaf.as_str())?;
+        }
         // The rename happened: nothing is left to remove.
         self.tmp_name = None;
-        Ok((file, self.dir.clone(), std::mem::take(&mut self.name)))
+        let folder = std::mem::replace(&mut self.folder, Held::Root);
+        Ok((file, self.dir.clone(), self.path.clone(), folder))
     }
 
     /// Moves the file to the user's partial area under its name, in place
@@ -249,20 +291,21 @@ impl Upload {
         }
         let tmp_name = self.tmp_name.as_deref().expect("upload placed twice");
         let partial = &self.dir.inner.partial;
+        let key = partial_key(self.path.as_path());
         let mut older = 0;
-        if let Err(err) = self.tmp.rename_noreplace(tmp_name, partial, &self.name) {
+        if let Err(err) = self.tmp.rename_noreplace(tmp_name, partial, &key) {
             if err.kind() != io::ErrorKind::AlreadyExists {
                 return Err(err);
             }
             // The newest interrupted upload of a name is the one kept.
-            let meta = partial.stat(&self.name).map_err(|err| match err {
+            let meta = partial.stat(&key).map_err(|err| match err {
                 super::StorageError::Io(err) => err,
                 other => io::Error::other(other.to_string()),
             })?;
             if !meta.is_file() {
                 return Err(io::Error::other("a partial that is not a regular file"));
             }
-            match partial.remove(&self.name) {
+            match partial.remove(&key) {
                 Ok(()) => older = meta.len(),
                 // Claimed by a resume meanwhile.
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {}
@@ -270,16 +313,11 @@ impl Upload {
             }
             // Should yet another one have come in between, this one is
             // dropped rather than put over it.
-            self.tmp.rename_noreplace(tmp_name, partial, &self.name)?;
+            self.tmp.rename_noreplace(tmp_name, partial, &key)?;
         }
         self.tmp_name = None;
         let file = self.file.take().expect("upload placed twice");
-        Ok((
-            file,
-            self.dir.clone(),
-            std::mem::take(&mut self.name),
-            older,
-        ))
+        Ok((file, self.dir.clone(), key, older))
     }
 }
 
@@ -304,7 +342,7 @@ mod tests {
     use super::super::{Options, Storage};
     use super::*;
     use crate::integrity::Digest;
-    use crate::protocol::name;
+    use crate::protocol::path as name;
 
     fn synced() -> (tempfile::TempDir, Storage) {
         let root = tempfile::tempdir().unwrap();
@@ -346,7 +384,7 @@ mod tests {
         // A file the upload cannot write to stands in for a full disk.
         let (tmp, tmp_name, _) = storage.create_tmp("upload").unwrap();
         let read_only = tmp.open_regular(&tmp_name, false).unwrap();
-        let mut upload = Upload::new(read_only, &tmp, tmp_name, 0, &dir, name, true);
+        let mut upload = Upload::new(read_only, &tmp, tmp_name, 0, &dir, Held::Root, name, true);
         assert!(upload.write(b"new").is_err());
         assert!(upload.write(b"").is_err(), "a failure is sticky");
         assert!(storage.commit(upload, Digest::of(b"new")).is_err());

@@ -28,6 +28,7 @@ mod defense;
 mod downloads;
 mod embedding;
 mod faults;
+mod folders;
 mod fuzz_regressions;
 mod http;
 mod integrity;

@@ -16,7 +16,7 @@ use crate::integrity::Digest;
 use crate::metrics::Protocol;
 use crate::protocol::chunked::ChunkedDecoder;
 use crate::protocol::http::{self, Body, Expect, Method, Request};
-use crate::protocol::name::{self, FileName};
+use crate::protocol::path::{self, FilePath};
 use crate::protocol::webdav::{
     self, ActiveLock, Condition, DAV, Depth, Facts, IfList, LockScope, MAX_XML_BODY,
     MULTISTATUS_CLOSE, MULTISTATUS_OPEN, PropFind, PropName, PropUpdate, WIN32,
@@ -24,11 +24,13 @@ use crate::protocol::webdav::{
 use crate::session::listing::Streaming;
 use crate::session::locks::{DEFAULT_LOCK_SECS, Lock, LockRefused};
 use crate::session::{DavRefused, Failure, Services};
-use crate::storage::{self, DeadProp, Entry, PropsError, StorageError, UserDir};
+use crate::storage::{DavFacts, DeadProp, Entry, PropsError, StorageError, UserDir};
 
-/// What `Allow` says for a file, and for the root collection.
+/// What `Allow` says for a file, a folder, and the root collection.
 pub(super) const ALLOW_FILE: &str =
-    "OPTIONS, GET, HEAD, PUT, DELETE, PROPFIND, PROPPATCH, LOCK, UNLOCK";
+    "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, MOVE, COPY, PROPFIND, PROPPATCH, LOCK, UNLOCK";
+pub(super) const ALLOW_FOLDER: &str =
+    "OPTIONS, GET, HEAD, DELETE, MKCOL, MOVE, COPY, PROPFIND, PROPPATCH, LOCK, UNLOCK";
 pub(super) const ALLOW_ROOT: &str = "OPTIONS, GET, HEAD, PROPFIND, PROPPATCH, LOCK, UNLOCK";
 const XML: &str = "application/xml; charset=utf-8";
 /// Where WebDAV's resources live.
@@ -83,12 +85,32 @@ impl BodyJob {
     }
 }
 
-/// The rest of a `PROPFIND` of the root with `Depth: 1`, streamed as a
-/// listing is: one `response` per file.
+/// The rest of a `PROPFIND` of a collection with `Depth: 1`, streamed as
+/// a listing is: one `response` per member.
 #[derive(Debug)]
 pub(super) struct Multistatus {
     find: PropFind,
     dir: UserDir,
+    /// The collection's path (`""` for the root).
+    base: String,
+}
+
+/// The path of a resource (`None` for the root).
+fn file_path(path: &str) -> Option<FilePath<'_>> {
+    if path.is_empty() {
+        None
+    } else {
+        path::validate(path.as_bytes())
+    }
+}
+
+/// The path of `name` in the collection `base`.
+fn member(base: &str, name: &str) -> String {
+    if base.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{base}/{name}")
+    }
 }
 
 /// The state tokens an `If` field submits (RFC 4918 §10.4): those it
@@ -165,9 +187,9 @@ struct Described {
 }
 
 impl Described {
-    fn of(path: &str, facts: storage::Facts, collection: bool) -> Described {
+    fn of(path: &str, facts: DavFacts) -> Described {
         Described {
-            collection,
+            collection: facts.folder,
             size: facts.size,
             mtime: facts.mtime,
             etag: facts.version.to_string(),
@@ -177,7 +199,7 @@ impl Described {
 
     fn of_entry(entry: &Entry) -> Described {
         Described {
-            collection: false,
+            collection: entry.folder,
             size: entry.size,
             mtime: entry.mtime,
             etag: entry.version.to_string(),
@@ -277,7 +299,7 @@ fn tagged_path(resource: &str) -> Option<String> {
     };
     match http::route(path) {
         http::Route::Listing => Some(String::new()),
-        http::Route::File(raw) => http::decode_name(raw),
+        http::Route::File(raw) | http::Route::Folder(raw) => http::decode_path(raw),
         _ => None,
     }
 }
@@ -298,7 +320,7 @@ impl Session {
         request: &Request<'_>,
         user: &str,
         dir: &UserDir,
-        name: Option<FileName<'_>>,
+        name: Option<FilePath<'_>>,
         after: After,
         services: &Services,
     ) {
@@ -306,7 +328,7 @@ impl Session {
         let call = Call {
             method: request.method,
             path: name.map_or(String::new(), |n| n.as_str().to_owned()),
-            depth: owned(request.dav.depth),
+            depth: owned(request.depth),
             if_: owned(request.dav.if_),
             timeout: owned(request.dav.timeout),
             lock_token: owned(request.dav.lock_token),
@@ -428,24 +450,21 @@ impl Session {
         }
     }
 
-    /// The current facts of `path` (`None`: no such file), with whether it
-    /// is a collection.
+    /// The current facts of `path` (`None`: nothing there).
     fn facts_of(
         &self,
         dir: &UserDir,
         path: &str,
         services: &Services,
-    ) -> Result<Option<(storage::Facts, bool)>, Failure> {
-        if path.is_empty() {
-            let facts = services.storage.root_facts(dir)?;
-            return Ok(Some((facts, true)));
-        }
-        let Some(name) = name::validate(path.as_bytes()) else {
+    ) -> Result<Option<DavFacts>, Failure> {
+        if !path.is_empty() && file_path(path).is_none() {
             return Ok(None);
-        };
-        match services.storage.facts(dir, name) {
-            Ok(facts) => Ok(Some((facts, false))),
-            Err(StorageError::NotFound) => Ok(None),
+        }
+        match services.storage.dav_facts(dir, file_path(path)) {
+            Ok(facts) => Ok(Some(facts)),
+            Err(StorageError::NotFound | StorageError::NoFolder | StorageError::NotFolder) => {
+                Ok(None)
+            }
             Err(err) => Err(err.into()),
         }
     }
@@ -469,7 +488,7 @@ impl Session {
                 .facts_of(&call.dir, &path, services)
                 .ok()
                 .flatten()
-                .map(|(facts, _)| facts.version.to_string());
+                .map(|facts| facts.version.to_string());
             let locks = services.locks.borrow_mut().covering(&call.user, &path, now);
             list.conditions.iter().all(|condition| match condition {
                 Condition::Token { not, token } => {
@@ -489,13 +508,23 @@ impl Session {
     fn may_write(
         user: &str,
         path: &str,
-        membership: bool,
+        (membership, below): (bool, bool),
         tokens: &[&str],
         services: &Services,
     ) -> Result<(), DavRefused> {
         let now = Instant::now();
         let mut locks = services.locks.borrow_mut();
         let mut applying = locks.covering(user, path, now);
+        if below {
+            // A folder removed or moved takes its members along: their
+            // locks are met too.
+            applying.extend(
+                locks
+                    .at_or_below(user, path, now)
+                    .into_iter()
+                    .filter(|l| l.path != path),
+            );
+        }
         if membership && !path.is_empty() {
             let parent = parent(path);
             applying.extend(
@@ -525,22 +554,21 @@ impl Session {
         }
     }
 
-    /// The checks a `PUT` or `DELETE` of `name` makes before it runs:
-    /// `If-Match`, `If-None-Match`, `If`, and the locks on it.
+    /// The checks a `PUT`, `DELETE`, `MKCOL`, `MOVE` or `COPY` of `path`
+    /// makes before it runs: `If-Match`, `If-None-Match`, `If`, and the
+    /// locks on what it changes (for `MOVE` and `COPY`, the `Destination`
+    /// too).
     pub(super) fn dav_guard(
         &self,
         request: &Request<'_>,
         user: &str,
         dir: &UserDir,
-        name: FileName<'_>,
+        path: FilePath<'_>,
         services: &Services,
     ) -> Result<(), Failure> {
-        let path = name.as_str();
-        let current = match services.storage.facts(dir, name) {
-            Ok(facts) => Some(facts.version.to_string()),
-            Err(StorageError::NotFound) => None,
-            Err(err) => return Err(err.into()),
-        };
+        let current = self
+            .facts_of(dir, path.as_str(), services)?
+            .map(|facts| facts.version.to_string());
         if let Some(value) = request.dav.if_match
             && !webdav::etag_list_matches(value, current.as_deref())
         {
@@ -559,7 +587,7 @@ impl Session {
         if !lists.is_empty() {
             let call = Call {
                 method: request.method,
-                path: path.to_owned(),
+                path: path.as_str().to_owned(),
                 depth: None,
                 if_: None,
                 timeout: None,
@@ -573,8 +601,29 @@ impl Session {
                 return Err(DavRefused::PreconditionFailed.into());
             }
         }
-        let membership = request.method == Method::Delete || current.is_none();
-        Session::may_write(user, path, membership, &submitted(&lists), services)?;
+        let tokens = submitted(&lists);
+        let path = path.as_str();
+        let check = |path: &str, membership: (bool, bool)| {
+            Session::may_write(user, path, membership, &tokens, services)
+        };
+        match request.method {
+            Method::Put => check(path, (current.is_none(), false))?,
+            Method::Mkcol => check(path, (true, false))?,
+            Method::Delete => check(path, (true, true))?,
+            Method::Move | Method::Copy => {
+                if request.method == Method::Move {
+                    check(path, (true, true))?;
+                }
+                let destination = request
+                    .destination
+                    .and_then(http::destination_path)
+                    .and_then(http::decode_path);
+                if let Some(to) = destination {
+                    check(&to, (true, true))?;
+                }
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -594,7 +643,8 @@ impl Session {
         None
     }
 
-    /// A resource is gone: so are its locks.
+    /// A resource is gone (deleted, moved away or replaced): so are its
+    /// locks, and those below it.
     pub(super) fn dav_forget(user: &str, path: &str, services: &Services) {
         services.locks.borrow_mut().forget(user, path);
     }
@@ -614,10 +664,11 @@ impl Session {
             return Err(DavRefused::InfiniteDepth.into());
         }
         let find = webdav::parse_propfind(body).map_err(DavRefused::Xml)?;
-        let Some((facts, collection)) = self.facts_of(&call.dir, &call.path, services)? else {
+        let Some(facts) = self.facts_of(&call.dir, &call.path, services)? else {
             return Err(StorageError::NotFound.into());
         };
-        let described = Described::of(&call.path, facts, collection);
+        let collection = facts.folder;
+        let described = Described::of(&call.path, facts);
         let mut out = String::from(MULTISTATUS_OPEN);
         self.write_described(&mut out, call, &described, &call.path, &find, services);
         if !(collection && depth == Depth::One) {
@@ -626,7 +677,9 @@ impl Session {
             return Ok(());
         }
         // The members follow a step at a time, as a listing's do.
-        let listing = services.storage.listing(&call.dir)?;
+        let listing = services
+            .storage
+            .listing_of(&call.dir, file_path(&call.path), false)?;
         let after = if call.chunked_ok {
             Session::after_of(call)
         } else {
@@ -656,6 +709,7 @@ impl Session {
             dav: Some(Box::new(Multistatus {
                 find,
                 dir: call.dir.clone(),
+                base: call.path.clone(),
             })),
         }));
         Ok(())
@@ -670,7 +724,12 @@ impl Session {
         find: &PropFind,
         services: &Services,
     ) {
-        let dead = || services.storage.dead_props(&call.dir, path);
+        let dead = || {
+            let folder = described.collection;
+            services
+                .storage
+                .dead_props(&call.dir, file_path(path), folder)
+        };
         let locks = || {
             let now = Instant::now();
             let locks = services.locks.borrow_mut().covering(&call.user, path, now);
@@ -696,16 +755,19 @@ impl Session {
         let result = job.streaming.step(out, |entry, _, out| {
             xml.clear();
             let described = Described::of_entry(entry);
-            let dead = || services.storage.dead_props(&ms.dir, &entry.name);
+            let path = member(&ms.base, &entry.name);
+            let dead = || {
+                let folder = entry.folder;
+                services
+                    .storage
+                    .dead_props(&ms.dir, file_path(&path), folder)
+            };
             let locks = || {
                 let now = Instant::now();
-                let locks = services
-                    .locks
-                    .borrow_mut()
-                    .covering(&user, &entry.name, now);
+                let locks = services.locks.borrow_mut().covering(&user, &path, now);
                 discovery(&locks, now)
             };
-            let href = described.href(&entry.name);
+            let href = described.href(&path);
             write_resource(&mut xml, &href, &described, &ms.find, &dead, &locks);
             out.extend_from_slice(xml.as_bytes());
         });
@@ -743,12 +805,15 @@ impl Session {
         lists: &[IfList],
         services: &Services,
     ) -> Result<(), Failure> {
-        Session::may_write(&call.user, &call.path, false, &submitted(lists), services)?;
+        let tokens = submitted(lists);
+        Session::may_write(&call.user, &call.path, (false, false), &tokens, services)?;
         let updates = webdav::parse_propertyupdate(body).map_err(DavRefused::Xml)?;
-        let Some((_, collection)) = self.facts_of(&call.dir, &call.path, services)? else {
+        let Some(facts) = self.facts_of(&call.dir, &call.path, services)? else {
             return Err(StorageError::NotFound.into());
         };
-        let mut props = services.storage.dead_props(&call.dir, &call.path);
+        let collection = facts.folder;
+        let target = file_path(&call.path);
+        let mut props = services.storage.dead_props(&call.dir, target, collection);
         let mut statuses: Vec<(PropName, u16)> = Vec::new();
         let mut modified: Option<SystemTime> = None;
         for update in &updates {
@@ -799,7 +864,7 @@ impl Session {
         if !failed {
             match services
                 .storage
-                .set_dead_props(&call.dir, &call.path, &props)
+                .set_dead_props(&call.dir, target, collection, &props)
             {
                 Ok(()) => {}
                 Err(PropsError::TooMany) => {
@@ -810,10 +875,8 @@ impl Session {
                 Err(PropsError::Storage(err)) => return Err(err.into()),
             }
         }
-        if let (false, Some(time)) = (failed, modified)
-            && let Some(name) = name::validate(call.path.as_bytes())
-        {
-            services.storage.set_modified(&call.dir, name, time)?;
+        if let (false, Some(time), Some(path)) = (failed, modified, target) {
+            services.storage.set_modified(&call.dir, path, time)?;
         }
         if failed {
             // Nothing was applied: the others failed with them.
@@ -836,11 +899,7 @@ impl Session {
         }
         let groups: Vec<(u16, &str)> = groups.iter().map(|(s, p)| (*s, p.as_str())).collect();
         let mut out = String::from(MULTISTATUS_OPEN);
-        let href = if collection {
-            BASE.to_owned()
-        } else {
-            format!("{BASE}{}", call.path)
-        };
+        let href = Described::of(&call.path, facts).href(&call.path);
         webdav::write_response(&mut out, &href, &groups);
         out.push_str(MULTISTATUS_CLOSE);
         self.multistatus(&out, call, services);
@@ -886,7 +945,8 @@ impl Session {
         if !exists {
             // The new file joins its collection, which its locks guard;
             // conflicts with locks on the resource itself are the grant's.
-            Session::may_write(&call.user, &call.path, true, &submitted(lists), services)?;
+            let tokens = submitted(lists);
+            Session::may_write(&call.user, &call.path, (true, false), &tokens, services)?;
         }
         let token = new_token();
         let granted = services.locks.borrow_mut().grant(
@@ -900,7 +960,7 @@ impl Session {
         if !exists {
             // A lock on an unmapped name makes it an empty file (RFC 4918
             // §9.10.4), through the same path as any upload.
-            let created = name::validate(call.path.as_bytes())
+            let created = file_path(&call.path)
                 .ok_or(Failure::Request(super::Refused::NameNotAllowed))
                 .and_then(|name| self.create_empty(call, name, services));
             if let Err(failure) = created {
@@ -923,7 +983,7 @@ impl Session {
     fn create_empty(
         &self,
         call: &Call,
-        name: FileName<'_>,
+        name: FilePath<'_>,
         services: &Services,
     ) -> Result<(), Failure> {
         let limits = services.put_limits();

@@ -1,0 +1,692 @@
+//! Folders: where a path leads beneath a user's directory handle, and
+//! the operations on folders (create, remove, remove a tree, move, copy,
+//! describe).
+//!
+//! A path is resolved from the user's directory handle with
+//! [`Dir::open_folder`] (one `openat2` with `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, or a walk of `O_NOFOLLOW`
+//! opens), so no symlink in any component is ever followed, whenever it
+//! was put there. Every operation then acts on the last name relative to
+//! the folder handle it opened, exactly as on a single name at the root.
+//!
+//! Records follow the tree: the SHA-256 record of `a/b/c` is
+//! `sums/a/b/c`, so moving a folder moves its records with one rename.
+//! Partials and their hash states stay flat, one per path: a single name
+//! keeps its name (the layout of servers before folders), a longer path is
+//! keyed by `\x01` and the SHA-256 of the path (a control byte no name
+//! holds, so no key of a path is ever the name of another).
+//!
+//! A removed tree is first renamed into the server's temporary directory
+//! (so it is gone for every session at once, atomically), then emptied
+//! there by [`Storage::housekeeping`] a bounded number of entries per turn
+//! of the loop.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use super::dir::Dir;
+use super::quota::Tally;
+use super::record::{self, Identity};
+use super::{DIR_MODE, Listing, ListingStep, PutLimits, PutRefusal, Storage, StorageError};
+use super::{Upload, UserDir, UserDirs};
+use crate::integrity::{Digest, Hasher};
+use crate::protocol::path::FilePath;
+use crate::sys;
+
+/// Entries of a removed tree deleted per turn of the loop: like the
+/// expiry of partials, a few milliseconds at most.
+pub(super) const TRASH_BUDGET: usize = 256;
+/// Bytes a copy moves per step: large enough that the calls cost nothing
+/// next to the data, small enough that a step takes about a millisecond
+/// from the page cache.
+const COPY_STEP: usize = 1024 * 1024;
+/// How often a trashed folder is read again when something appeared in it
+/// while it was emptied (an upload that held its handle).
+const TRASH_PASSES: u8 = 3;
+
+/// The folder a path's last name is in: the user's directory itself, or a
+/// folder opened beneath it.
+#[derive(Debug)]
+pub(super) enum Folder<'a> {
+    Root(&'a Dir),
+    Sub(Dir),
+}
+
+impl Deref for Folder<'_> {
+    type Target = Dir;
+
+    fn deref(&self) -> &Dir {
+        match self {
+            Folder::Root(dir) => dir,
+            Folder::Sub(dir) => dir,
+        }
+    }
+}
+
+impl Folder<'_> {
+    pub(super) fn into_held(self) -> Held {
+        match self {
+            Folder::Root(_) => Held::Root,
+            Folder::Sub(dir) => Held::Sub(dir),
+        }
+    }
+}
+
+/// A [`Folder`] kept by an upload: the folder handle it resolved when it
+/// began, so that nothing moved or swapped in meanwhile redirects it.
+#[derive(Debug)]
+pub(super) enum Held {
+    Root,
+    Sub(Dir),
+}
+
+impl Held {
+    pub(super) fn get<'a>(&'a self, dir: &'a UserDirs) -> &'a Dir {
+        match self {
+            Held::Root => &dir.files,
+            Held::Sub(folder) => folder,
+        }
+    }
+}
+
+/// What [`Storage::stat`] tells of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    pub folder: bool,
+    /// Bytes (0 for a folder).
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub mtime: i64,
+    /// The recorded SHA-256 of a file, when the record is current.
+    pub sha256: Option<Digest>,
+}
+
+/// The key of the partial (and of its hash state) of `path`.
+pub(super) fn partial_key(path: FilePath<'_>) -> String {
+    match path.single() {
+        Some(name) => name.as_str().to_owned(),
+        None => format!("\u{1}{}", Digest::of(path.as_str().as_bytes())),
+    }
+}
+
+/// A tree being removed from the temporary directory, depth first.
+#[derive(Debug)]
+pub(super) struct Trash {
+    /// The folders being emptied, innermost last, each with its name in
+    /// the folder before it (the first: in the temporary directory).
+    frames: Vec<TrashFrame>,
+    /// The user's counts, which get each removed file back; `None` for
+    /// a tree of records.
+    tally: Option<Arc<Tally>>,
+}
+
+#[derive(Debug)]
+struct TrashFrame {
+    dir: Dir,
+    name: OsString,
+    names: Vec<OsString>,
+    passes: u8,
+}
+
+impl Storage {
+    /// The folder `path`'s last name is in, opened beneath the user's
+    /// handle; [`StorageError::NoFolder`] when it does not exist.
+    pub(super) fn folder_of<'a>(
+        &self,
+        dir: &'a UserDir,
+        path: FilePath<'_>,
+    ) -> Result<Folder<'a>, StorageError> {
+        match path.parent() {
+            None => Ok(Folder::Root(&dir.inner.files)),
+            Some(parent) => dir
+                .inner
+                .files
+                .open_folder(parent.as_str())
+                .map(Folder::Sub),
+        }
+    }
+
+    /// The folder `path` itself (the user's directory for `None`).
+    fn folder<'a>(
+        &self,
+        dir: &'a UserDir,
+        path: Option<FilePath<'_>>,
+    ) -> Result<Folder<'a>, StorageError> {
+        let Some(path) = path else {
+            return Ok(Folder::Root(&dir.inner.files));
+        };
+        match dir.inner.files.open_folder(path.as_str()) {
+            Ok(folder) => Ok(Folder::Sub(folder)),
+            Err(StorageError::NoFolder) => {
+                // Say which: the path is a file, or is not there.
+                let parent = self.folder_of(dir, path)?;
+                match parent.stat(path.leaf().as_str()) {
+                    Ok(meta) if meta.is_file() => Err(StorageError::NotFolder),
+                    Ok(_) => Err(StorageError::NotRegular),
+                    Err(err) => Err(err),
+                }
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The folder of `path`'s SHA-256 record, mirrored under `sums/`;
+    /// created (a stale record in the way removed) with `create`. `None`
+    /// when there is none: records are never the only copy of anything.
+    pub(super) fn sums_of<'a>(
+        &self,
+        dir: &'a UserDir,
+        path: FilePath<'_>,
+        create: bool,
+    ) -> Option<Folder<'a>> {
+        let sums = &dir.inner.sums;
+        let Some(parent) = path.parent() else {
+            return Some(Folder::Root(sums));
+        };
+        if !create {
+            return sums.open_folder(parent.as_str()).ok().map(Folder::Sub);
+        }
+        let mut held: Option<Dir> = None;
+        for name in parent.names() {
+            let at = held.as_ref().unwrap_or(sums);
+            let next = match at.open_dir(name.as_str()) {
+                Ok(next) => next,
+                Err(_) => {
+                    // A record of a file that had this name, or nothing.
+                    record::remove(at, name.as_str());
+                    at.ensure_dir(name.as_str(), DIR_MODE, false).ok()?
+                }
+            };
+            held = Some(next);
+        }
+        held.map(Folder::Sub)
+    }
+
+    /// Facts about `path`: what it is, its size and time, and its
+    /// recorded SHA-256 (a file's; none when not recorded).
+    pub fn stat(&self, dir: &UserDir, path: FilePath<'_>) -> Result<Facts, StorageError> {
+        let folder = self.folder_of(dir, path)?;
+        let leaf = path.leaf().as_str();
+        let meta = folder.entry(leaf)?;
+        if meta.is_dir {
+            return Ok(Facts {
+                folder: true,
+                size: 0,
+                mtime: meta.mtime,
+                sha256: None,
+            });
+        }
+        if !meta.is_file {
+            return Err(StorageError::NotRegular);
+        }
+        let (file, meta) = folder.open_regular_read(leaf)?;
+        Ok(Facts {
+            folder: false,
+            size: meta.len(),
+            mtime: std::os::unix::fs::MetadataExt::mtime(&meta),
+            sha256: self.stored_digest(dir, path, &file),
+        })
+    }
+
+    /// The files and folders of the folder `path` (the user's directory
+    /// for `None`), or with `recursive` of the whole tree beneath it, a
+    /// batch at a time (see [`Listing`]).
+    pub fn listing_of(
+        &self,
+        dir: &UserDir,
+        path: Option<FilePath<'_>>,
+        recursive: bool,
+    ) -> Result<Listing, StorageError> {
+        let folder = self.folder(dir, path).map_err(|err| match err {
+            // The folder itself is missing: there is no such thing.
+            StorageError::NoFolder => StorageError::NotFound,
+            other => other,
+        })?;
+        Listing::new(&folder, recursive)
+    }
+
+    /// Creates the folder `path`; its parent must exist.
+    pub fn mkdir(&self, dir: &UserDir, path: FilePath<'_>) -> Result<(), StorageError> {
+        let folder = self.folder_of(dir, path)?;
+        match folder.mkdir(path.leaf().as_str(), DIR_MODE) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::Exists);
+            }
+            Err(err) => return Err(err.into()),
+        }
+        if self.options.fsync {
+            folder.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Removes the empty folder `path`.
+    pub fn rmdir(&self, dir: &UserDir, path: FilePath<'_>) -> Result<(), StorageError> {
+        let folder = self.folder_of(dir, path)?;
+        let leaf = path.leaf().as_str();
+        let meta = folder.entry(leaf)?;
+        if meta.is_file {
+            return Err(StorageError::NotFolder);
+        }
+        if !meta.is_dir {
+            return Err(StorageError::NotRegular);
+        }
+        // rmdir never follows: a symlink swapped in since is ENOTDIR.
+        folder.rmdir(leaf).map_err(|err| match err.raw_os_error() {
+            Some(libc::ENOTEMPTY | libc::EEXIST) => StorageError::NotEmpty,
+            Some(libc::ENOTDIR) => StorageError::NotRegular,
+            _ => err.into(),
+        })?;
+        self.trash_records(dir, path);
+        self.forget_dead_props(dir, path, true);
+        if self.options.fsync {
+            folder.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Removes `path` and, for a folder, everything beneath it: the folder
+    /// is moved out of the user's tree at once (atomically), and emptied
+    /// by [`Storage::housekeeping`] in bounded steps. Returns whether it
+    /// was a folder.
+    pub fn remove_tree(&self, dir: &UserDir, path: FilePath<'_>) -> Result<bool, StorageError> {
+        let folder = self.folder_of(dir, path)?;
+        let leaf = path.leaf().as_str();
+        let meta = folder.entry(leaf)?;
+        if meta.is_file {
+            self.delete(dir, path)?;
+            return Ok(false);
+        }
+        if !meta.is_dir {
+            return Err(StorageError::NotRegular);
+        }
+        self.to_trash(&folder, leaf, Some(Arc::clone(&dir.inner.tally)))?;
+        self.trash_records(dir, path);
+        self.forget_dead_props(dir, path, true);
+        if self.options.fsync {
+            folder.sync()?;
+        }
+        Ok(true)
+    }
+
+    /// Moves the records of the folder `path` (if any) to the trash.
+    fn trash_records(&self, dir: &UserDir, path: FilePath<'_>) {
+        if let Some(sums) = self.sums_of(dir, path, false) {
+            let leaf = path.leaf().as_str();
+            if sums.entry(leaf).is_ok_and(|meta| meta.is_dir) {
+                let _ = self.to_trash(&sums, leaf, None);
+            }
+        }
+    }
+
+    /// Renames the folder `name` of `folder` into the temporary directory
+    /// and queues its removal.
+    pub(super) fn to_trash(
+        &self,
+        folder: &Dir,
+        name: &str,
+        tally: Option<Arc<Tally>>,
+    ) -> Result<(), StorageError> {
+        let tmp = self.tmp();
+        let trash_name = self.tmp_name("trash");
+        folder
+            .rename_noreplace(name, &tmp, &trash_name)
+            .map_err(|err| match err.raw_os_error() {
+                Some(libc::ENOENT) => StorageError::NotFound,
+                _ => StorageError::Io(err),
+            })?;
+        let opened = tmp.open_dir(&trash_name);
+        let trashed = match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                log::warn!("cannot open the removed folder {trash_name}: {err}");
+                return Ok(());
+            }
+        };
+        self.trash.borrow_mut().push(Trash {
+            frames: vec![TrashFrame {
+                names: trashed.names().unwrap_or_default(),
+                dir: trashed,
+                name: OsString::from(trash_name),
+                passes: 0,
+            }],
+            tally,
+        });
+        self.sweep.borrow_mut().next = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Whether removed trees are waiting to be emptied.
+    pub(super) fn has_trash(&self) -> bool {
+        !self.trash.borrow().is_empty()
+    }
+
+    /// Removes up to `budget` entries of removed trees; returns how many
+    /// it removed.
+    pub(super) fn empty_trash(&self, budget: usize) -> usize {
+        let tmp = self.tmp();
+        let mut trash = self.trash.borrow_mut();
+        let mut removed = 0;
+        let mut steps = 0;
+        while steps < budget {
+            let Some(job) = trash.last_mut() else {
+                break;
+            };
+            steps += 1;
+            let Some(frame) = job.frames.last_mut() else {
+                trash.pop();
+                continue;
+            };
+            let Some(name) = frame.names.pop() else {
+                let frame = job.frames.pop().expect("a frame");
+                let parent = job.frames.last().map_or(&*tmp, |below| &below.dir);
+                match parent.rmdir(&frame.name) {
+                    Ok(()) => removed += 1,
+                    Err(err)
+                        if err.raw_os_error() == Some(libc::ENOTEMPTY)
+                            && frame.passes < TRASH_PASSES =>
+                    {
+                        // Something arrived meanwhile: read it again.
+                        job.frames.push(TrashFrame {
+                            names: frame.dir.names().unwrap_or_default(),
+                            passes: frame.passes + 1,
+                            ..frame
+                        });
+                    }
+                    Err(err) => log::warn!(
+                        "cannot remove the folder {}: {err}",
+                        frame.name.to_string_lossy()
+                    ),
+                }
+                continue;
+            };
+            let meta = match frame.dir.entry(&name) {
+                Ok(meta) => meta,
+                Err(_) => continue,
+            };
+            if meta.is_dir
+                && let Ok(sub) = frame.dir.open_dir(&name)
+            {
+                let names = sub.names().unwrap_or_default();
+                job.frames.push(TrashFrame {
+                    dir: sub,
+                    name,
+                    names,
+                    passes: 0,
+                });
+                continue;
+            }
+            // A file, or anything else: the name goes, nothing is followed.
+            match frame.dir.remove(&name) {
+                Ok(()) => {
+                    removed += 1;
+                    if meta.is_file
+                        && let Some(tally) = &job.tally
+                    {
+                        tally.change(|c| {
+                            c.stored = c.stored.saturating_sub(meta.len);
+                            c.files = c.files.saturating_sub(1);
+                        });
+                    }
+                }
+                Err(err) => log::warn!("cannot remove {}: {err}", name.to_string_lossy()),
+            }
+        }
+        removed
+    }
+
+    /// Moves (renames) `from` to `to` in one atomic step. Without
+    /// `replace` an existing `to` is [`StorageError::Exists`]; with it, a
+    /// file replaces a file and a folder an empty folder. The SHA-256
+    /// record moves along. Returns whether something was replaced.
+    pub fn rename(
+        &self,
+        dir: &UserDir,
+        from: FilePath<'_>,
+        to: FilePath<'_>,
+        replace: bool,
+    ) -> Result<bool, StorageError> {
+        if from == to {
+            return Err(StorageError::SamePath);
+        }
+        if to.is_within(from) {
+            return Err(StorageError::IntoItself);
+        }
+        let source = self.folder_of(dir, from)?;
+        let (from_leaf, to_leaf) = (from.leaf().as_str(), to.leaf().as_str());
+        let meta = source.stat(from_leaf)?;
+        let is_dir = meta.is_dir();
+        if !is_dir && !meta.is_file() {
+            return Err(StorageError::NotRegular);
+        }
+        let target = self.folder_of(dir, to)?;
+        let digest = if is_dir {
+            None
+        } else {
+            self.sums_of(dir, from, false).and_then(|sums| {
+                record::read(&sums, from_leaf, &Identity::of(&meta), super::SHA256_KEY)
+            })
+        };
+        // What the move replaces: the size of a file, 0 for a folder.
+        let replaced = match target.stat(to_leaf) {
+            Ok(_) if !replace => return Err(StorageError::Exists),
+            Ok(old) if old.is_file() && !is_dir => Some(old.len()),
+            Ok(old) if old.is_dir() && is_dir => Some(0),
+            Ok(_) => return Err(StorageError::Exists),
+            Err(StorageError::NotFound) => None,
+            Err(err) => return Err(err),
+        };
+        let moved = if replace {
+            source.rename(from_leaf, &target, to_leaf)
+        } else {
+            source.rename_noreplace(from_leaf, &target, to_leaf)
+        };
+        moved.map_err(|err| match err.raw_os_error() {
+            Some(libc::EEXIST | libc::ENOTEMPTY | libc::EISDIR | libc::ENOTDIR) => {
+                StorageError::Exists
+            }
+            // The kernel's own check that a folder is not moved beneath
+            // itself (through handles someone moved meanwhile).
+            Some(libc::EINVAL) => StorageError::IntoItself,
+            Some(libc::ENOENT) => StorageError::NotFound,
+            _ => StorageError::Io(err),
+        })?;
+        if let Some(size) = replaced.filter(|_| !is_dir) {
+            dir.inner.tally.change(|c| {
+                c.stored = c.stored.saturating_sub(size);
+                c.files = c.files.saturating_sub(1);
+            });
+        }
+        // The records follow: a file's is written again for the identity
+        // the rename gave it (its change time moved); a folder's records
+        // move with their folder.
+        if is_dir {
+            if let (Some(old), Some(new)) =
+                (self.sums_of(dir, from, false), self.sums_of(dir, to, true))
+            {
+                record::remove(&new, to_leaf);
+                let _ = new.rmdir(to_leaf);
+                let _ = old.rename_noreplace(from_leaf, &new, to_leaf);
+            }
+        } else {
+            if let Some(sums) = self.sums_of(dir, from, false) {
+                record::remove(&sums, from_leaf);
+            }
+            if let Some(sums) = self.sums_of(dir, to, false) {
+                record::remove(&sums, to_leaf);
+            }
+            if let Some(hex) = digest
+                && let Some(sha256) = Digest::from_hex(hex.as_bytes())
+                && let Ok(now) = target.stat(to_leaf)
+                && Identity::of(&now).same_inode(&Identity::of(&meta))
+            {
+                self.record_digest(dir, to, &Identity::of(&now), sha256);
+            }
+        }
+        self.move_dead_props(dir, from, to, is_dir);
+        if self.options.fsync {
+            source.sync()?;
+            target.sync()?;
+        }
+        Ok(replaced.is_some())
+    }
+
+    /// Starts a copy of the file `from` to `to` on the server, within
+    /// `limits` as an upload of its size; [`Copying::step`] moves the
+    /// bytes, [`Storage::finish_copy`] puts the copy in place.
+    pub fn begin_copy(
+        &self,
+        dir: &UserDir,
+        from: FilePath<'_>,
+        to: FilePath<'_>,
+        replace: bool,
+        limits: PutLimits,
+    ) -> Result<Copying, PutRefusal> {
+        if from == to {
+            return Err(StorageError::SamePath.into());
+        }
+        let (file, meta) = self.open_read(dir, from)?;
+        let target = self.folder_of(dir, to)?;
+        match target.stat(to.leaf().as_str()) {
+            Ok(_) if !replace => return Err(StorageError::Exists.into()),
+            Ok(old) if !old.is_file() => return Err(StorageError::Exists.into()),
+            Ok(_) | Err(StorageError::NotFound) => {}
+            Err(err) => return Err(err.into()),
+        }
+        drop(target);
+        let sha256 = self.stored_digest(dir, from, &file);
+        let size = meta.len();
+        let started = self.begin_put(dir, to, Some(size), None, limits)?;
+        let mut upload = started.upload;
+        upload.no_replace(!replace);
+        Ok(Copying {
+            hasher: sha256.is_none().then(Hasher::new),
+            sha256,
+            source: file,
+            upload,
+            size,
+            done: 0,
+            kernel: true,
+            existed: started.existed,
+        })
+    }
+
+    /// Puts a finished copy in place, like an upload; returns its size,
+    /// digest and whether it replaced a file.
+    pub fn finish_copy(&self, copying: Copying) -> Result<(u64, Digest, bool), StorageError> {
+        let Copying {
+            sha256,
+            hasher,
+            upload,
+            size,
+            existed,
+            ..
+        } = copying;
+        let sha256 = match (sha256, hasher) {
+            (Some(sha256), _) => sha256,
+            (None, Some(hasher)) => hasher.finish(),
+            (None, None) => return Err(io::Error::other("copy without a digest").into()),
+        };
+        if upload.len() != size {
+            return Err(io::Error::other("the source changed size during the copy").into());
+        }
+        self.commit(upload, sha256).map_err(|err| {
+            if err.kind() == io::ErrorKind::AlreadyExists {
+                StorageError::Exists
+            } else {
+                StorageError::Io(err)
+            }
+        })?;
+        Ok((size, sha256, existed))
+    }
+
+    /// Bytes and number of the regular files of the user's whole tree.
+    pub(super) fn count_tree(&self, dir: &UserDir) -> Result<(u64, u64), StorageError> {
+        let mut listing = Listing::new(&dir.inner.files, true)?;
+        let (mut bytes, mut files) = (0, 0);
+        loop {
+            match listing.next_entry()? {
+                ListingStep::Entry(entry) if !entry.folder => {
+                    bytes += entry.size;
+                    files += 1;
+                }
+                ListingStep::Entry(_) | ListingStep::Skipped => {}
+                ListingStep::End => return Ok((bytes, files)),
+            }
+        }
+    }
+}
+
+/// A copy on the server in progress (see [`Storage::begin_copy`]).
+#[derive(Debug)]
+pub struct Copying {
+    source: File,
+    upload: Upload,
+    size: u64,
+    done: u64,
+    /// The source's recorded digest, which the copy shares.
+    sha256: Option<Digest>,
+    /// Without a record, the bytes are hashed as they are copied.
+    hasher: Option<Hasher>,
+    /// `copy_file_range` still works here.
+    kernel: bool,
+    existed: bool,
+}
+
+impl Copying {
+    /// Copies the next step of at most [`COPY_STEP`] bytes; true when the
+    /// whole file is copied.
+    pub fn step(&mut self) -> io::Result<bool> {
+        let want = (self.size - self.done).min(COPY_STEP as u64) as usize;
+        if want == 0 {
+            return Ok(true);
+        }
+        if self.kernel && self.hasher.is_none() {
+            use std::os::fd::AsFd;
+            match sys::copy_file_range(
+                self.source.as_fd(),
+                self.done,
+                self.upload.file().as_fd(),
+                self.done,
+                want,
+            ) {
+                Ok(0) => return Err(io::Error::other("the source ended early")),
+                Ok(n) => {
+                    self.upload.copied(n as u64)?;
+                    self.done += n as u64;
+                    return Ok(self.done == self.size);
+                }
+                // Not between these files (another file system, an old
+                // kernel): the bytes go through the server.
+                Err(err)
+                    if matches!(
+                        err.raw_os_error(),
+                        Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    self.kernel = false;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let mut buf = vec![0; want];
+        let n = std::os::unix::fs::FileExt::read_at(&self.source, &mut buf, self.done)?;
+        if n == 0 {
+            return Err(io::Error::other("the source ended early"));
+        }
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
+        self.upload.write(&buf[..n])?;
+        self.done += n as u64;
+        Ok(self.done == self.size)
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}

@@ -24,6 +24,7 @@ mod concurrency;
 mod containment;
 mod control;
 mod crash;
+mod dav_clients;
 mod defense;
 mod downloads;
 mod embedding;

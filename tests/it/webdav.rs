@@ -35,7 +35,13 @@ fn put(addr: std::net::SocketAddr, name: &str, body: &[u8], headers: &[&str]) ->
     let length = format!("Content-Length: {}", body.len());
     let mut all: Vec<&str> = vec![&auth, &length];
     all.extend_from_slice(headers);
-    exchange(addr, &request("PUT", &file_target(name), &all, body))
+    exchange(addr, &request("PUT", &path_target(name), &all, body))
+}
+
+/// `/files/` and the path, each name percent-encoded.
+fn path_target(path: &str) -> String {
+    let names: Vec<String> = path.split('/').map(|n| pct(n.as_bytes())).collect();
+    format!("/files/{}", names.join("/"))
 }
 
 /// The `response` elements of a multistatus body, as text.
@@ -589,4 +595,95 @@ fn xml_bombs_entities_and_oversized_bodies_are_refused() {
     // And the connection goes on.
     c.send(&alice_req("GET", "/files/f"));
     c.response().assert_status(200, "next request");
+}
+
+#[test]
+fn folders_are_collections_with_properties_and_locks() {
+    let (server, addr) = http_server();
+    dav(addr, "MKCOL", "/files/docs/", &[], "").assert_status(201, "mkcol");
+    dav(addr, "MKCOL", "/files/docs/inner/", &[], "").assert_status(201, "mkcol inner");
+    put(addr, "docs/a b.txt", b"abc", &[]).assert_status(201, "put");
+
+    // Depth 1 of a folder: the folder, its file, its subfolder.
+    for target in ["/files/docs/", "/files/docs"] {
+        let resp = dav(addr, "PROPFIND", target, &["Depth: 1"], "");
+        resp.assert_status(207, target);
+        let body = resp.text();
+        let all = responses(&body);
+        assert_eq!(all.len(), 3, "{body}");
+        assert!(all[0].contains("<D:href>/files/docs/</D:href>"), "{body}");
+        let file = all
+            .iter()
+            .find(|r| r.contains("/files/docs/a%20b.txt<"))
+            .unwrap();
+        assert!(file.contains("<D:getcontentlength>3<"), "{file}");
+        let inner = all
+            .iter()
+            .find(|r| r.contains("/files/docs/inner/<"))
+            .unwrap();
+        assert!(inner.contains("<D:collection/>"), "{inner}");
+        assert!(inner.contains("<D:displayname>inner<"), "{inner}");
+    }
+    let resp = dav(addr, "PROPFIND", "/files/nowhere/", &["Depth: 1"], "");
+    resp.assert_status(404, "missing folder");
+
+    // Dead properties of a folder and of a file in it move with MOVE.
+    let set = r#"<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><t xmlns="urn:t">kept</t></D:prop></D:set></D:propertyupdate>"#;
+    dav(addr, "PROPPATCH", "/files/docs/", &[], set).assert_status(207, "folder");
+    dav(addr, "PROPPATCH", "/files/docs/a%20b.txt", &[], set).assert_status(207, "file");
+    let find = propfind_body("<t xmlns=\"urn:t\"/>");
+    let moved = ["Destination: http://127.0.0.1/files/papers/"];
+    dav(addr, "MOVE", "/files/docs/", &moved, "").assert_status(201, "move");
+    for target in ["/files/papers/", "/files/papers/a%20b.txt"] {
+        let text = dav(addr, "PROPFIND", target, &["Depth: 0"], &find).text();
+        assert!(text.contains(">kept</ferryP:t>"), "{target}: {text}");
+    }
+    // A folder with the old name starts without them.
+    dav(addr, "MKCOL", "/files/docs/", &[], "").assert_status(201, "mkcol again");
+    let text = dav(addr, "PROPFIND", "/files/docs/", &["Depth: 0"], &find).text();
+    assert!(!text.contains("kept"), "{text}");
+
+    // A depth-infinity lock on a folder guards everything beneath it.
+    let resp = dav(
+        addr,
+        "LOCK",
+        "/files/papers/",
+        &["Depth: infinity"],
+        LOCK_EXCLUSIVE,
+    );
+    resp.assert_status(200, "lock folder");
+    let token = token_of(&resp);
+    put(addr, "papers/new.txt", b"n", &[]).assert_status(423, "put beneath");
+    put(addr, "papers/a b.txt", b"n", &[]).assert_status(423, "replace beneath");
+    dav(addr, "MKCOL", "/files/papers/sub/", &[], "").assert_status(423, "mkcol beneath");
+    dav(addr, "DELETE", "/files/papers/a%20b.txt", &[], "").assert_status(423, "delete beneath");
+    let away = ["Destination: http://127.0.0.1/files/elsewhere"];
+    dav(addr, "MOVE", "/files/papers/a%20b.txt", &away, "").assert_status(423, "move out");
+    let into = ["Destination: http://127.0.0.1/files/papers/copy.txt"];
+    put(addr, "free.txt", b"f", &[]).assert_status(201, "put outside");
+    dav(addr, "COPY", "/files/free.txt", &into, "").assert_status(423, "copy into");
+    // A lock on a member of a folder stops the folder's removal.
+    let given = format!("If: (<{token}>)");
+    put(addr, "papers/new.txt", b"n", &[&given]).assert_status(201, "with the token");
+    let unlock = format!("Lock-Token: <{token}>");
+    dav(addr, "UNLOCK", "/files/papers/", &[&unlock], "").assert_status(204, "unlock");
+    let resp = dav(addr, "LOCK", "/files/papers/new.txt", &[], LOCK_EXCLUSIVE);
+    resp.assert_status(200, "lock member");
+    let member = token_of(&resp);
+    let recursive = ["Depth: infinity"];
+    dav(addr, "DELETE", "/files/papers/", &recursive, "").assert_status(423, "delete tree");
+    // The token is about the member, so its list is tagged with it (an
+    // untagged list is about the folder, which that lock does not cover).
+    let untagged = format!("If: (<{member}>)");
+    let headers = ["Depth: infinity", untagged.as_str()];
+    dav(addr, "DELETE", "/files/papers/", &headers, "").assert_status(412, "untagged");
+    let given = format!("If: <http://127.0.0.1/files/papers/new.txt> (<{member}>)");
+    let headers = ["Depth: infinity", given.as_str()];
+    dav(addr, "DELETE", "/files/papers/", &headers, "").assert_status(204, "delete tree");
+    assert!(!server.user_dir(ALICE).join("papers").exists());
+    // The member's lock went with it: the same path, made again, is free.
+    dav(addr, "MKCOL", "/files/papers/", &[], "").assert_status(201, "mkcol again");
+    put(addr, "papers/new.txt", b"again", &[]).assert_status(201, "no lock left");
+    // A lock on a name whose folder does not exist is 409.
+    dav(addr, "LOCK", "/files/none/x", &[], LOCK_EXCLUSIVE).assert_status(409, "no folder");
 }

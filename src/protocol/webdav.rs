@@ -172,7 +172,13 @@ fn parse_tree(body: &[u8]) -> Result<Element, XmlError> {
             .read_resolved_event()
             .map_err(|_| XmlError::Malformed)?;
         let ns = match resolved {
-            ResolveResult::Bound(ns) => Some(ns.into_inner().to_owned()),
+            // The namespace as declared, references and all: its value is
+            // what it stands for.
+            ResolveResult::Bound(ns) => Some(
+                quick_xml::escape::unescape(ns.into_inner())
+                    .map_err(|_| XmlError::Entity)?
+                    .into_owned(),
+            ),
             ResolveResult::Unbound => Some(String::new()),
             ResolveResult::Unknown(_) => None,
         };
@@ -922,6 +928,27 @@ mod tests {
         assert_eq!(
             updates[2],
             PropUpdate::Remove(PropName::new("http://example.com/ns", "old"))
+        );
+    }
+
+    /// Found by the fuzz target `webdav_xml`: a namespace declared with
+    /// a reference (`&apos;`) was kept as written, so a stored property
+    /// came back in another namespace (`ur&amp;apos;n:z`).
+    #[test]
+    fn a_namespace_with_references_means_its_value() {
+        let body = br#"<D:propertyupdate xmlns:D="DAV:" xmlns:Z="ur&apos;n:z"><D:set><D:prop><Z:a>1</Z:a></D:prop></D:set></D:propertyupdate>"#;
+        let updates = parse_propertyupdate(body).unwrap();
+        let PropUpdate::Set { prop, element, .. } = &updates[0] else {
+            panic!("{updates:?}");
+        };
+        assert_eq!(prop, &PropName::new("ur'n:z", "a"));
+        let again = format!(
+            "<D:propertyupdate xmlns:D=\"DAV:\"><D:set><D:prop>{element}</D:prop></D:set></D:propertyupdate>"
+        );
+        let reparsed = parse_propertyupdate(again.as_bytes()).unwrap();
+        assert!(
+            matches!(&reparsed[0], PropUpdate::Set { prop: p, .. } if p == prop),
+            "{element}"
         );
     }
 

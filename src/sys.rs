@@ -159,6 +159,18 @@ pub fn open_beneath_path(
             Err(err) => return Err(err),
         }
     }
+    walk_beneath(dir, path, flags, mode)
+}
+
+/// The fallback of [`open_beneath_path`], on its own so that it is
+/// tested on kernels that have `openat2`: one `openat(O_NOFOLLOW)` per
+/// name, each relative to the handle the step before opened.
+pub fn walk_beneath(
+    dir: BorrowedFd<'_>,
+    path: &[u8],
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
     let mut parts = path.split(|&b| b == b'/').peekable();
     let mut held: Option<OwnedFd> = None;
     while let Some(part) = parts.next() {

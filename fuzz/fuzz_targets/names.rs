@@ -1,8 +1,9 @@
 //! `name::validate` and `name::is_valid` against a reference model of the
-//! file-name rules in `protocol.md`, the same rules seen through a command
-//! line, and the HTTP front's percent-decoding of names
-//! (`http::percent_decode`, `http::decode_name`, `http::route`) against a
-//! reference decoder.
+//! file-name rules in `protocol.md`, `path::validate` against a model of
+//! the path rules ("Paths and folders"), the same rules seen through a
+//! command line, and the HTTP front's percent-decoding of names and paths
+//! (`http::percent_decode`, `http::decode_name`, `http::decode_path`,
+//! `http::route`) against a reference decoder.
 //!
 //! The model is written from the protocol text, not from the code: it reads
 //! the name as characters where `validate` scans bytes, so the two only agree
@@ -17,6 +18,7 @@ use common::{same, show};
 use ferry::protocol::http::{self, Route};
 use ferry::protocol::line::{self, Command, ParseError, Parsed, Status, Verb};
 use ferry::protocol::name::{self, MAX_NAME_LEN};
+use ferry::protocol::path::{self, FilePath, MAX_DEPTH, MAX_PATH_LEN};
 use libfuzzer_sys::fuzz_target;
 
 /// `protocol.md`: "1 to 255 bytes of UTF-8", the Linux `NAME_MAX`.
@@ -35,8 +37,68 @@ fn allowed_by_spec(raw: &[u8]) -> bool {
     size_ok && no_forbidden_char && not_a_dot_entry
 }
 
+/// `protocol.md`, "Paths and folders": at most 4096 bytes (without the
+/// leading `/`) and 64 names.
+const SPEC_MAX_PATH_BYTES: usize = 4096;
+const SPEC_MAX_DEPTH: usize = 64;
+
+/// The path rules: an optional leading `/` (the user's root, dropped), then
+/// names joined by single `/`, each allowed by the name rules, at most 64
+/// of them and 4096 bytes.
+fn path_by_spec(raw: &[u8]) -> Option<&[u8]> {
+    let rest = match raw.first() {
+        Some(b'/') => &raw[1..],
+        _ => raw,
+    };
+    let names: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
+    let ok = !rest.is_empty()
+        && rest.len() <= SPEC_MAX_PATH_BYTES
+        && names.len() <= SPEC_MAX_DEPTH
+        && names.iter().all(|name| allowed_by_spec(name));
+    ok.then_some(rest)
+}
+
+fn check_path(data: &[u8]) {
+    assert_eq!((MAX_PATH_LEN, MAX_DEPTH), (SPEC_MAX_PATH_BYTES, SPEC_MAX_DEPTH));
+    let want = path_by_spec(data);
+    let got = path::validate(data);
+    same(
+        got.map(|p| p.as_str().as_bytes()),
+        want,
+        format_args!("path::validate of {}", show(data)),
+    );
+    let Some(valid) = got else {
+        return;
+    };
+    // Its parts put together again are the path; the parent and the last
+    // name split it at its last `/`; a path is within itself and its
+    // parent, never within a longer one.
+    let names: Vec<&str> = valid.names().map(|n| n.as_str()).collect();
+    assert_eq!(names.join("/"), valid.as_str());
+    assert_eq!(names.len(), valid.depth());
+    assert_eq!(valid.leaf().as_str(), *names.last().unwrap());
+    match valid.parent() {
+        Some(parent) => {
+            assert_eq!(format!("{parent}/{}", valid.leaf()), valid.as_str());
+            assert!(valid.is_within(parent) && !parent.is_within(valid));
+        }
+        None => assert_eq!(valid.single(), Some(valid.leaf())),
+    }
+    assert!(valid.is_within(valid));
+    assert!(path::is_valid(valid.as_str()));
+    let owned = valid.to_owned();
+    assert_eq!(owned.as_path(), valid);
+    // A path is a line's last argument: `STAT <path>` holds it whole.
+    check_in_line(b"STAT ", data, Verb::Stat, |name| Command::Stat { name });
+    check_in_line(b"MOVE ", data, Verb::Move, |name| Command::Move { name });
+}
+
 fuzz_target!(|data: &[u8]| {
     check_percent_decoding(data);
+    check_path_decoding(data);
+    if !data.contains(&b'\n') {
+        check_path(data);
+    }
     assert_eq!(MAX_NAME_LEN, SPEC_MAX_NAME_BYTES);
     let expected = allowed_by_spec(data);
 
@@ -80,7 +142,7 @@ fn check_in_line(
     prefix: &[u8],
     raw: &[u8],
     verb: Verb,
-    command: impl for<'a> Fn(name::FileName<'a>) -> Command<'a>,
+    command: impl for<'a> Fn(FilePath<'a>) -> Command<'a>,
 ) {
     let mut text = prefix.to_vec();
     text.extend_from_slice(raw);
@@ -91,7 +153,7 @@ fn check_in_line(
     let want = if raw.is_empty() {
         Err(ParseError::BadArguments(verb))
     } else {
-        match name::validate(raw) {
+        match path::validate(raw) {
             Some(valid) => Ok(command(valid)),
             None => Err(ParseError::NameNotAllowed(verb)),
         }
@@ -172,8 +234,39 @@ fn check_percent_decoding(data: &[u8]) {
     path.extend_from_slice(data);
     let want = if data.is_empty() {
         Route::Listing
+    } else if let Some(folder) = data.strip_suffix(b"/") {
+        Route::Folder(folder)
     } else {
         Route::File(data)
     };
     same(http::route(&path), want, format_args!("route of {}", show(&path)));
+}
+
+/// `protocol.md`, "Paths" of the HTTP front: split at each `/` first, each
+/// segment decoded once (an encoded `/` in a segment refuses the path),
+/// then the path rules on the whole.
+fn check_path_decoding(data: &[u8]) {
+    let mut decoded: Option<Vec<u8>> = Some(Vec::new());
+    for (i, segment) in data.split(|&b| b == b'/').enumerate() {
+        let segment = reference_decode(segment).filter(|s| !s.is_empty() && !s.contains(&b'/'));
+        decoded = match (decoded, segment) {
+            (Some(mut out), Some(segment)) => {
+                if i > 0 {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(&segment);
+                Some(out)
+            }
+            _ => None,
+        };
+    }
+    let want = decoded
+        .as_deref()
+        .and_then(path_by_spec)
+        .map(|bytes| String::from_utf8(bytes.to_vec()).unwrap());
+    same(
+        http::decode_path(data),
+        want,
+        format_args!("decode_path of {}", show(data)),
+    );
 }

@@ -13,6 +13,7 @@
 //! - [`Error`]: what went wrong, sorted into the kinds a caller acts on
 //!   differently (see [`ErrorKind`]).
 
+mod folders;
 pub mod transfer;
 
 use std::fmt;
@@ -22,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::integrity::{Digest, Hasher};
-use crate::protocol::name;
+use crate::protocol::path as name;
+
+pub use folders::Stat;
 
 /// The size of the buffer for file data in both directions.
 const CHUNK: usize = 256 * 1024;
@@ -175,11 +178,14 @@ impl From<io::Error> for Error {
 /// A client call's outcome.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// One line of `LIST`.
+/// One line of `LIST` (or `TREE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// The file name.
+    /// The file or folder name (in a `TREE`, its path relative to the
+    /// listed folder), without a folder's final `/`.
     pub name: String,
+    /// A folder (its line ended with `/`).
+    pub folder: bool,
     /// Its size in bytes.
     pub size: u64,
     /// Modification time, seconds since the Unix epoch.
@@ -398,7 +404,15 @@ impl<S: Read + Write> Connection<S> {
     /// The reply is a series of `150 <n>` blocks of whole lines, ended by
     /// `150 0`.
     pub fn list(&mut self) -> Result<Vec<Entry>> {
-        let mut reply = self.command("LIST")?;
+        self.listing("LIST")
+    }
+
+    /// A `LIST` or `TREE` command line, its blocks read and parsed.
+    fn listing(&mut self, line: &str) -> Result<Vec<Entry>> {
+        let mut reply = self.command(line)?;
+        if reply.code != 150 {
+            return Err(remote_or_unexpected(line, reply));
+        }
         let mut entries = Vec::new();
         loop {
             let n = data_size("LIST", &reply)?;
@@ -720,7 +734,7 @@ pub fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Usage(format!(
-            "{name:?}: not a file name the server allows (1 to 255 bytes, no '/', no control characters, not . or ..)"
+            "{name:?}: not a path the server allows (names of 1 to 255 bytes joined by '/', no control characters, no . or .. or empty name)"
         )))
     }
 }
@@ -746,6 +760,10 @@ fn parse_entry(line: &str) -> Result<Entry> {
     let bad = || Error::Protocol(format!("malformed LIST line {line:?}"));
     let (size, rest) = line.split_once(' ').ok_or_else(bad)?;
     let (mtime, name) = rest.split_once(' ').ok_or_else(bad)?;
+    let (name, folder) = match name.strip_suffix('/') {
+        Some(folder) => (folder, true),
+        None => (name, false),
+    };
     // A name the server could never have stored, and one that could carry
     // terminal escapes to whoever reads the listing.
     if !name::is_valid(name) {
@@ -753,6 +771,7 @@ fn parse_entry(line: &str) -> Result<Entry> {
     }
     Ok(Entry {
         name: name.to_string(),
+        folder,
         size: size.parse().map_err(|_| bad())?,
         mtime: mtime.parse().map_err(|_| bad())?,
     })
@@ -848,9 +867,10 @@ mod tests {
 
     #[test]
     fn names_that_would_break_the_line_are_refused_before_sending() {
-        for bad in ["a\nDEL b", "a\r", "", ".", "..", "x/y"] {
+        for bad in ["a\nDEL b", "a\r", "", ".", "..", "x//y", "x/../y", "x/"] {
             assert_eq!(check_name(bad).unwrap_err().kind(), ErrorKind::Usage);
         }
         check_name("my file.txt").unwrap();
+        check_name("my folder/my file.txt").unwrap();
     }
 }

@@ -548,7 +548,9 @@ pub fn decode_path(raw: &[u8]) -> Option<String> {
     let mut decoded = Vec::with_capacity(raw.len());
     for (i, segment) in raw.split(|&b| b == b'/').enumerate() {
         let segment = percent_decode(segment)?;
-        if segment.contains(&b'/') {
+        // Every segment a name: no empty one (`/files//x` is not `x`), no
+        // encoded `/`.
+        if segment.is_empty() || segment.contains(&b'/') {
             return None;
         }
         if i > 0 {

@@ -88,8 +88,9 @@ pub enum Reply {
     Moved,
     /// `250 copied <size> sha256=<hex>`: `COPY`.
     Copied { size: u64, sha256: Digest },
-    /// `350 from <path>`: `FROM`.
-    From(String),
+    /// `350 ready for MOVE or COPY`: `FROM`. (The path is not echoed: a
+    /// reply stays one short line, whatever the client sent.)
+    From,
     /// `200 replacing`: `REPLACE`.
     Replacing,
     /// `213 type=...`: `STAT`.
@@ -123,7 +124,7 @@ impl Reply {
             Reply::Data(_) => 150,
             Reply::Ok | Reply::Expecting(_) | Reply::Replacing => 200,
             Reply::Sha256(_) | Reply::PartialHeld(_) | Reply::Stat { .. } => 213,
-            Reply::RestartAt(_) | Reply::From(_) => 350,
+            Reply::RestartAt(_) | Reply::From => 350,
             Reply::Created => 257,
             Reply::Removed | Reply::Moved | Reply::Copied { .. } => 250,
             Reply::NeedFrom => 503,
@@ -225,7 +226,7 @@ impl Reply {
             Reply::Copied { size, sha256 } => {
                 write!(out, "{code} copied {size} {SHA256_PREFIX}{sha256}")
             }
-            Reply::From(path) => write!(out, "{code} from {path}"),
+            Reply::From => write!(out, "{code} ready for MOVE or COPY"),
             Reply::Replacing => write!(out, "{code} replacing"),
             Reply::Stat {
                 folder: true,

@@ -108,7 +108,20 @@ impl Dir {
             0,
         )
         .map_err(|err| match err.raw_os_error() {
-            Some(libc::ENOENT | libc::ENOTDIR) => StorageError::NoFolder,
+            Some(libc::ENOENT) => StorageError::NoFolder,
+            // The last name is not a folder: a file, or a symlink (which
+            // O_NOFOLLOW | O_DIRECTORY also reports so). Looked at without
+            // following it, to tell which.
+            Some(libc::ENOTDIR) => {
+                let last = sys::open_beneath_path(self.as_fd(), path.as_bytes(), libc::O_PATH, 0);
+                match last.map(File::from).and_then(|node| node.metadata()) {
+                    Ok(meta) if meta.file_type().is_symlink() => StorageError::NotRegular,
+                    Ok(meta) if !meta.is_file() && !meta.is_dir() => StorageError::NotRegular,
+                    Ok(_) => StorageError::NoFolder,
+                    Err(err) if err.raw_os_error() == Some(libc::ELOOP) => StorageError::NotRegular,
+                    Err(_) => StorageError::NoFolder,
+                }
+            }
             // A symlink (ELOOP), or an escape that cannot happen without
             // one (EXDEV).
             Some(libc::ELOOP | libc::EXDEV) => StorageError::NotRegular,
@@ -434,6 +447,49 @@ mod tests {
         assert!(dir.open_dir("link").is_err());
         assert!(dir.open_dir("file").is_err());
         dir.open_dir("sub").unwrap();
+    }
+
+    #[test]
+    fn paths_are_opened_beneath_without_following_any_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open_path(tmp.path()).unwrap();
+        std::fs::create_dir_all(tmp.path().join("a/b/c")).unwrap();
+        std::fs::write(tmp.path().join("a/file"), b"x").unwrap();
+        std::os::unix::fs::symlink("b", tmp.path().join("a/link")).unwrap();
+        std::os::unix::fs::symlink("/", tmp.path().join("a/b/root")).unwrap();
+        let kind = |path: &str| match dir.open_folder(path) {
+            Ok(_) => "ok",
+            Err(StorageError::NoFolder) => "no folder",
+            Err(StorageError::NotRegular) => "not regular",
+            Err(_) => "other",
+        };
+        assert_eq!(kind("a/b/c"), "ok");
+        assert_eq!(kind("a/link"), "not regular");
+        assert_eq!(kind("a/link/c"), "not regular");
+        assert_eq!(kind("a/b/root"), "not regular");
+        assert_eq!(kind("a/b/root/etc"), "not regular");
+        assert_eq!(kind("a/file"), "no folder");
+        assert_eq!(kind("a/file/x"), "no folder");
+        assert_eq!(kind("a/missing/x"), "no folder");
+        // The walk used where openat2 is missing refuses the same paths.
+        let walk = |path: &str| {
+            sys::walk_beneath(
+                dir.as_fd(),
+                path.as_bytes(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            )
+            .map(drop)
+            .map_err(|err| err.raw_os_error())
+        };
+        assert_eq!(walk("a/b/c"), Ok(()));
+        for refused in ["a/link", "a/link/c", "a/b/root", "a/b/root/etc", "a/file/x"] {
+            let err = walk(refused).unwrap_err();
+            assert!(
+                matches!(err, Some(libc::ELOOP | libc::ENOTDIR)),
+                "{refused}: {err:?}"
+            );
+        }
     }
 
     #[test]

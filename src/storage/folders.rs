@@ -339,25 +339,33 @@ impl Storage {
                 Some(libc::ENOENT) => StorageError::NotFound,
                 _ => StorageError::Io(err),
             })?;
-        let opened = tmp.open_dir(&trash_name);
-        let trashed = match opened {
+        self.queue_trash(OsString::from(trash_name), tally);
+        Ok(())
+    }
+
+    /// Queues the removal of the folder `name` of the temporary directory
+    /// (a removed tree, this server's or a dead one's).
+    pub(super) fn queue_trash(&self, name: OsString, tally: Option<Arc<Tally>>) {
+        let trashed = match self.tmp().open_dir(&name) {
             Ok(opened) => opened,
             Err(err) => {
-                log::warn!("cannot open the removed folder {trash_name}: {err}");
-                return Ok(());
+                log::warn!(
+                    "cannot open the removed folder {}: {err}",
+                    name.to_string_lossy()
+                );
+                return;
             }
         };
         self.trash.borrow_mut().push(Trash {
             frames: vec![TrashFrame {
                 names: trashed.names().unwrap_or_default(),
                 dir: trashed,
-                name: OsString::from(trash_name),
+                name,
                 passes: 0,
             }],
             tally,
         });
         self.sweep.borrow_mut().next = Some(std::time::Instant::now());
-        Ok(())
     }
 
     /// Whether removed trees are waiting to be emptied.

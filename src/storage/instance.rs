@@ -45,10 +45,13 @@ pub(super) struct Instance {
 }
 
 /// What a sweep removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(super) struct Swept {
     pub instances: usize,
     pub files: usize,
+    /// Folders of dead servers (removed trees they had not emptied), for
+    /// the caller to empty in bounded steps.
+    pub folders: Vec<std::ffi::OsString>,
 }
 
 /// A fresh random 128-bit id, in hex.
@@ -167,6 +170,9 @@ fn sweep_locked(instances: &Dir, tmp: &Dir) -> Swept {
         match tmp.remove(file) {
             Ok(()) => swept.files += 1,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) if err.raw_os_error() == Some(libc::EISDIR) => {
+                swept.folders.push(file.clone());
+            }
             Err(err) => log::warn!("cannot remove {}: {err}", file.to_string_lossy()),
         }
     }

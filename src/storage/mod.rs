@@ -395,6 +395,7 @@ impl Storage {
             );
         }
         report_unowned_tmp_files(root, &instances, &tmp);
+        let left_folders = swept.folders;
         let storage = Storage {
             path: root.to_path_buf(),
             root: root_dir,
@@ -420,6 +421,10 @@ impl Storage {
         let expired = storage.sweep_partials(usize::MAX);
         if expired > 0 {
             log::info!("removed {expired} expired partial upload(s)");
+        }
+        // Emptied in housekeeping, a bounded number of entries a turn.
+        for folder in left_folders {
+            storage.queue_trash(folder, None);
         }
         Ok(storage)
     }
@@ -548,12 +553,18 @@ impl Storage {
     /// since (unless another server is sweeping right now).
     fn sweep_instances(&self) {
         match instance::sweep(&self.private, &self.instances, &self.tmp()) {
-            Ok(swept) if swept.instances > 0 || swept.files > 0 => log::info!(
-                "removed {} temporary upload file(s) of {} stopped server(s)",
-                swept.files,
-                swept.instances
-            ),
-            Ok(_) => {}
+            Ok(swept) => {
+                if swept.instances > 0 || swept.files > 0 {
+                    log::info!(
+                        "removed {} temporary upload file(s) of {} stopped server(s)",
+                        swept.files,
+                        swept.instances
+                    );
+                }
+                for folder in swept.folders {
+                    self.queue_trash(folder, None);
+                }
+            }
             Err(err) => log::warn!("cannot sweep stopped servers' files: {err}"),
         }
     }

@@ -38,13 +38,22 @@ fn help_lists_every_command_with_its_syntax() {
     let text = String::from_utf8(text).unwrap();
     for syntax in [
         "AUTH <user> <password>",
-        "LIST",
-        "VIEW <name>",
-        "GET <name>",
-        "PUT <size> <name>",
-        "DEL <name>",
-        "HASH <name>",
-        "PARTIAL <name>",
+        "LIST [<path>]",
+        "TREE [<path>]",
+        "VIEW <path>",
+        "GET <path>",
+        "PUT <size> <path>",
+        "DEL <path>",
+        "HASH <path>",
+        "STAT <path>",
+        "PARTIAL <path>",
+        "MKDIR <path>",
+        "RMDIR <path>",
+        "RMTREE <path>",
+        "FROM <path>",
+        "REPLACE",
+        "MOVE <path>",
+        "COPY <path>",
         "REST <offset>",
         "EXPECT sha256=<hex>",
         "NOOP",
@@ -263,7 +272,8 @@ fn reply_priority_follows_documented_order() {
 fn missing_or_extra_arguments_get_501() {
     let server = TestServer::start();
     let mut c = server.alice();
-    c.expect("LIST extra", 501);
+    // LIST takes a folder's path; a space and nothing is malformed.
+    c.expect("LIST ", 501);
     c.expect("GET", 501);
     c.expect("VIEW", 501);
     c.expect("DEL", 501);

@@ -2,6 +2,8 @@
 //! trees, listings of large folders, and quotas across the tree.
 
 use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::symlink;
 use std::time::Duration;
 
 use crate::common::http::*;
@@ -247,5 +249,428 @@ fn move_and_copy_over_http_follow_destination_and_overwrite() {
         204
     );
     assert_eq!(http(addr, &alice_req("GET", "/files/m/b/f")).body, b"other");
+    drop(server);
+}
+
+/// A tree `a/b/c/d/f` for alice, made over the protocol; returns the
+/// client.
+fn deep_tree(server: &TestServer) -> Client {
+    let mut c = server.alice();
+    for folder in ["a", "a/b", "a/b/c", "a/b/c/d"] {
+        c.expect(&format!("MKDIR {folder}"), 257);
+    }
+    c.put("a/b/c/d/f", b"inside");
+    c
+}
+
+#[test]
+fn traversal_in_any_component_is_refused() {
+    let server = TestServer::start();
+    server.plant_file(BOB, "canary", b"bob's canary");
+    let mut c = deep_tree(&server);
+    for bad in [
+        "..",
+        "../bob/canary",
+        "a/../../bob/canary",
+        "a/b/../../../bob/canary",
+        "a/./b",
+        "a/b/c/d/..",
+        "./a",
+        "a//b",
+        "a/b/",
+        "/",
+        "//a",
+        "a/b/c/d/f/",
+        "a/\u{1}/b",
+    ] {
+        for verb in [
+            "GET", "VIEW", "DEL", "HASH", "STAT", "LIST", "TREE", "MKDIR", "RMDIR", "RMTREE",
+            "FROM", "MOVE", "COPY", "PARTIAL",
+        ] {
+            let (code, text) = c.cmd(&format!("{verb} {bad}"));
+            assert_eq!(code, 553, "{verb} {bad:?} answered `{code} {text}`");
+        }
+        let (code, text) = c.cmd(&format!("PUT 4 {bad}"));
+        assert_eq!(code, 553, "PUT {bad:?} answered `{code} {text}`");
+    }
+    // A leading `/` is the user's own root, never the server's.
+    assert_eq!(c.get("/a/b/c/d/f"), b"inside");
+    assert_eq!(c.cmd("GET /bob/canary").1, "no such folder");
+    assert_eq!(c.cmd("GET /etc/passwd").1, "no such folder");
+    // Path limits: 64 names, 4096 bytes (a line holds less than that).
+    let deep = vec!["x"; 65].join("/");
+    assert_eq!(c.cmd(&format!("STAT {deep}")).0, 553);
+    let deepest = vec!["x"; 64].join("/");
+    assert_eq!(c.cmd(&format!("STAT {deepest}")).1, "no such folder");
+    assert_eq!(
+        fs::read(server.user_dir(BOB).join("canary")).unwrap(),
+        b"bob's canary"
+    );
+}
+
+#[test]
+fn a_symlinked_folder_at_any_depth_is_never_followed() {
+    let server = TestServer::start();
+    let outside = server.root().join("outside");
+    // The same tree outside alice's directory, with a canary everywhere.
+    fs::create_dir_all(outside.join("b/c/d")).unwrap();
+    for at in ["", "b", "b/c", "b/c/d"] {
+        fs::write(outside.join(at).join("f"), b"CANARY").unwrap();
+    }
+    let mut c = deep_tree(&server);
+    let home = server.user_dir(ALICE);
+    for depth in 1..=4 {
+        let folders = ["a", "a/b", "a/b/c", "a/b/c/d"];
+        let swapped = home.join(folders[depth - 1]);
+        let aside = home.join("aside");
+        fs::rename(&swapped, &aside).unwrap();
+        let target = outside.join(["", "b", "b/c", "b/c/d"][depth - 1]);
+        symlink(&target, &swapped).unwrap();
+        let through = "a/b/c/d/f";
+        let folder = folders[3];
+        for line in [
+            format!("GET {through}"),
+            format!("VIEW {through}"),
+            format!("HASH {through}"),
+            format!("STAT {through}"),
+            format!("DEL {through}"),
+            format!("LIST {folder}"),
+            format!("TREE {folder}"),
+            format!("MKDIR {folder}/new"),
+            format!("RMTREE {folder}"),
+            format!("RMDIR {folder}"),
+        ] {
+            let (code, text) = c.cmd(&line);
+            assert_eq!(
+                (code, text.as_str()),
+                (550, "not a regular file"),
+                "depth {depth}: {line}"
+            );
+        }
+        let (code, text) = c.cmd(&format!("PUT 4 {through}"));
+        assert_eq!(
+            (code, text.as_str()),
+            (550, "not a regular file"),
+            "depth {depth}: PUT"
+        );
+        c.cmd(&format!("FROM {through}"));
+        assert_eq!(c.cmd("MOVE moved").0, 550, "depth {depth}: MOVE out");
+        c.cmd("FROM moved-not-there");
+        c.put("here", b"here");
+        c.cmd("FROM here");
+        assert_eq!(
+            c.cmd(&format!("MOVE {folder}/here")).0,
+            550,
+            "depth {depth}: MOVE in"
+        );
+        c.expect("DEL here", 250);
+        // The tree listing leaves the link out; nothing outside changed.
+        let tree = listed(&mut c, "TREE");
+        assert!(
+            tree.keys()
+                .all(|p| !p.ends_with("/f") || p.starts_with("aside/")),
+            "depth {depth}: {tree:?}"
+        );
+        fs::remove_file(&swapped).unwrap();
+        fs::rename(&aside, &swapped).unwrap();
+        for at in ["", "b", "b/c", "b/c/d"] {
+            assert_eq!(fs::read(outside.join(at).join("f")).unwrap(), b"CANARY");
+        }
+        assert!(!outside.join("b/c/d/new").exists());
+    }
+    assert_eq!(c.get("a/b/c/d/f"), b"inside");
+}
+
+#[test]
+fn a_folder_swapped_for_a_symlink_mid_upload_does_not_redirect_it() {
+    let server = TestServer::start();
+    let outside = server.root().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let mut c = deep_tree(&server);
+    let home = server.user_dir(ALICE);
+    let data = pseudo_random_bytes(7, 300_000);
+    c.start_put("a/b/up", data.len());
+    c.send_raw(&data[..100_000]);
+    // While the upload runs, its folder moves away and a symlink to the
+    // outside takes its name.
+    fs::rename(home.join("a/b"), home.join("a/moved")).unwrap();
+    symlink(&outside, home.join("a/b")).unwrap();
+    c.send_raw(&data[100_000..]);
+    let (code, text) = c.read_reply();
+    assert_eq!(code, 226, "{text}");
+    // It landed in the folder it began in, wherever that is now.
+    assert_eq!(fs::read(home.join("a/moved/up")).unwrap(), data);
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing outside"
+    );
+    assert_eq!(c.cmd("GET a/b/up").1, "not a regular file");
+    assert_eq!(c.get("a/moved/up"), data);
+    assert_eq!(
+        c.cmd("HASH a/moved/up").1,
+        format!("sha256={}", sha256_hex(&data))
+    );
+}
+
+#[test]
+fn moves_refuse_into_itself_onto_itself_and_other_users() {
+    let server = TestServer::start();
+    server.plant_file(BOB, "mine", b"bob's");
+    let mut c = deep_tree(&server);
+    c.expect("FROM a", 350);
+    assert_eq!(
+        c.cmd("MOVE a/b/c/a").1,
+        "cannot move or copy a folder into itself"
+    );
+    c.expect("FROM a/b", 350);
+    assert_eq!(c.cmd("MOVE a/b").1, "source and destination are the same");
+    assert_eq!(c.cmd("MOVE x").1, "send FROM first", "FROM is used up");
+    c.expect("FROM a/b/c/d/f", 350);
+    assert_eq!(
+        c.cmd("MOVE /bob/mine").1,
+        "no such folder",
+        "alice's own /bob"
+    );
+    assert_eq!(c.cmd("FROM ../bob/mine").0, 553);
+    assert_eq!(c.cmd("MOVE ../bob/stolen").0, 553);
+    assert_eq!(
+        fs::read(server.user_dir(BOB).join("mine")).unwrap(),
+        b"bob's"
+    );
+    assert!(!server.user_dir(BOB).join("stolen").exists());
+    // A real move: a folder with its content and its digest record.
+    c.expect("FROM a/b", 350);
+    c.expect("MOVE top", 250);
+    assert_eq!(c.get("top/c/d/f"), b"inside");
+    let stat = c.expect("STAT top/c/d/f", 213);
+    assert!(stat.contains(&sha256_hex(b"inside")), "{stat}");
+    // A file moved keeps its record too (its change time moved).
+    c.expect("FROM top/c/d/f", 350);
+    c.expect("MOVE g", 250);
+    let stat = c.expect("STAT g", 213);
+    assert!(stat.contains(&sha256_hex(b"inside")), "{stat}");
+    // Replacing needs REPLACE, and then only a file by a file.
+    c.put("h", b"h");
+    c.expect("FROM g", 350);
+    assert_eq!(c.cmd("MOVE h").1, "already exists");
+    c.expect("REPLACE", 200);
+    c.expect("FROM g", 350);
+    c.expect("MOVE h", 250);
+    assert_eq!(c.get("h"), b"inside");
+    c.expect("REPLACE", 200);
+    c.expect("FROM h", 350);
+    assert_eq!(c.cmd("MOVE top").1, "already exists", "a folder by a file");
+    // COPY: a file only, the copy whole, with its digest.
+    c.expect("FROM h", 350);
+    assert_eq!(
+        c.cmd("COPY top/h2").1,
+        format!("copied 6 sha256={}", sha256_hex(b"inside"))
+    );
+    assert_eq!(c.get("top/h2"), b"inside");
+    c.expect("FROM top", 350);
+    assert_eq!(c.cmd("COPY top2").1, "is a folder");
+}
+
+#[test]
+fn quotas_count_the_whole_tree() {
+    let server = TestServer::builder()
+        .args(["--user-quota", "100", "--user-max-files", "4"])
+        .start();
+    let mut c = server.alice();
+    c.expect("MKDIR a", 257);
+    c.expect("MKDIR a/b", 257);
+    c.put("a/one", &[1; 40]);
+    c.put("a/b/two", &[2; 40]);
+    assert_eq!(c.cmd("PUT 30 three").0, 552, "40 + 40 + 30 > 100");
+    c.put("three", &[3; 20]);
+    // A copy counts as an upload of its size.
+    c.expect("FROM three", 350);
+    assert_eq!(c.cmd("COPY a/b/copy").0, 552);
+    // Moving changes nothing; removing a tree gives its bytes back.
+    c.expect("FROM a/b", 350);
+    c.expect("MOVE b", 250);
+    assert_eq!(c.cmd("PUT 1 x").0, 552);
+    c.expect("RMTREE b", 250);
+    assert!(
+        wait_until(Duration::from_secs(5), || c.cmd("PUT 30 x").0 == 150),
+        "the removed tree's bytes come back"
+    );
+    c.send_raw(&[0; 30]);
+    assert_eq!(c.read_reply().0, 226);
+    c.put("y", b"y");
+    assert_eq!(
+        c.cmd("PUT 1 z").1,
+        "quota exceeded (at most 4 files per user)"
+    );
+}
+
+#[test]
+fn a_removed_tree_a_crashed_server_left_is_emptied_by_the_next() {
+    let server = TestServer::start();
+    drop(server.alice());
+    let instances = server.storage().join(".ferry/instances");
+    let id = fs::read_dir(&instances)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    // What a crash in the middle of emptying a removed tree leaves.
+    let left = server
+        .tmp_dir()
+        .join(format!("{}-trash-7", id.to_string_lossy()));
+    fs::create_dir_all(left.join("a/b")).unwrap();
+    for i in 0..300 {
+        fs::write(left.join(format!("a/b/{i}")), b"x").unwrap();
+    }
+    let server = server.crash_and_restart();
+    assert!(
+        wait_until(Duration::from_secs(5), || server.tmp_entries().is_empty()),
+        "left: {:?}",
+        server.tmp_entries()
+    );
+}
+
+/// `ferry` against `server` as alice, in `work`.
+fn ferry(server: &TestServer, work: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    for var in ["FERRY_SERVER", "FERRY_USER", "FERRY_CONFIG"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("HOME", work)
+        .env("FERRY_PASSWORD", ALICE_PW)
+        .current_dir(work)
+        .args([
+            "--server",
+            &server.addr().to_string(),
+            "--user",
+            ALICE,
+            "--quiet",
+        ]);
+    cmd
+}
+
+#[track_caller]
+fn ferry_ok(cmd: &mut std::process::Command) -> String {
+    let out = run_command_to_exit(cmd, Duration::from_secs(120));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ferry failed\nstdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// Every file under `dir`, by path relative to it, with its content.
+fn local_tree(dir: &std::path::Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in fs::read_dir(&at).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                let rel = entry
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                files.insert(rel, fs::read(entry.path()).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn put_r_then_get_r_of_a_tree_of_1000_files_is_identical() {
+    let server = TestServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path();
+    let tree = work.join("up").join("photos");
+    let mut rng = Rng::new(17);
+    // 10 x 10 folders of 10 files each, 3 levels, names with spaces.
+    for a in 0..10 {
+        for b in 0..10 {
+            let dir = tree.join(format!("year {a}")).join(format!("month {b}"));
+            fs::create_dir_all(&dir).unwrap();
+            for c in 0..10 {
+                let len = rng.range(0, 3000) as usize;
+                fs::write(dir.join(format!("img {c}.jpg")), rng.bytes(len)).unwrap();
+            }
+        }
+    }
+    ferry_ok(ferry(&server, work).args(["put", "-r"]).arg(&tree));
+    // On the server, the same tree, each file with its digest.
+    let mut c = server.alice();
+    let listed = listed(&mut c, "TREE photos");
+    assert_eq!(listed.keys().filter(|p| !p.ends_with('/')).count(), 1000);
+    assert_eq!(listed.keys().filter(|p| p.ends_with('/')).count(), 110);
+    fs::create_dir(work.join("down")).unwrap();
+    ferry_ok(ferry(&server, work).args(["get", "-r", "photos", "-d", "down"]));
+    let sent = local_tree(&tree);
+    assert_eq!(sent.len(), 1000);
+    assert!(
+        local_tree(&work.join("down/photos")) == sent,
+        "the trees differ"
+    );
+    // ls shows folders with a final /; -R the tree.
+    let top = ferry_ok(ferry(&server, work).args(["ls", "photos"]));
+    assert!(
+        top.lines().all(|l| l.ends_with('/')) && top.lines().count() == 10,
+        "{top}"
+    );
+    let deep = ferry_ok(ferry(&server, work).args(["ls", "-R", "photos/year 3"]));
+    assert_eq!(deep.lines().count(), 110, "{deep}");
+}
+
+#[test]
+fn the_client_makes_moves_copies_and_removes_folders() {
+    let server = TestServer::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let work = scratch.path();
+    fs::write(work.join("f"), b"content").unwrap();
+    ferry_ok(ferry(&server, work).args(["mkdir", "-p", "a/b/c"]));
+    ferry_ok(ferry(&server, work).args(["mkdir", "-p", "a/b"]));
+    ferry_ok(ferry(&server, work).args(["put", "f", "-o", "a/b/c/f"]));
+    ferry_ok(ferry(&server, work).args(["cp", "a/b/c/f", "a/g"]));
+    ferry_ok(ferry(&server, work).args(["mv", "a/b", "b"]));
+    let out = run_command_to_exit(
+        ferry(&server, work).args(["mv", "a/g", "b/c/f"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "replacing needs --force: {}",
+        out.stderr
+    );
+    ferry_ok(ferry(&server, work).args(["mv", "--force", "a/g", "b/c/f"]));
+    let out = run_command_to_exit(
+        ferry(&server, work).args(["rmdir", "b"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.stderr.contains("folder not empty"), "{}", out.stderr);
+    ferry_ok(ferry(&server, work).args(["rm", "-r", "b"]));
+    ferry_ok(ferry(&server, work).args(["rmdir", "a"]));
+    let mut c = server.alice();
+    assert!(listed(&mut c, "TREE").is_empty());
+}
+
+#[test]
+fn an_empty_segment_in_a_url_is_refused_not_dropped() {
+    let (server, addr) = http_server();
+    assert_eq!(http(addr, &put_req("/files/x", b"x")).status, 201);
+    for target in ["/files//x", "/files/a//x", "/files//"] {
+        assert_eq!(
+            http(addr, &alice_req("GET", target)).status,
+            400,
+            "{target}"
+        );
+    }
     drop(server);
 }

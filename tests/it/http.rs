@@ -49,7 +49,7 @@ fn parse_json_listing(body: &[u8]) -> Vec<JsonEntry> {
             let keys: BTreeSet<&str> = members.keys().map(String::as_str).collect();
             assert_eq!(
                 keys,
-                BTreeSet::from(["mtime", "name", "size"]),
+                BTreeSet::from(["mtime", "name", "size", "type"]),
                 "listing item {item:?}"
             );
             let Value::String(name) = &members["name"] else {
@@ -777,8 +777,9 @@ fn traversal_attempts_never_leave_alices_directory() {
         ("/files/../bob/canary", 400),
         ("/files/../../canary", 400),
         ("/files/../../etc/passwd", 400),
-        ("/files/a/b", 400),
-        ("/files/bob/canary", 400),
+        // Paths beneath alice's root, whose folders do not exist.
+        ("/files/a/b", 404),
+        ("/files/bob/canary", 404),
         ("/files/a%2fb", 400),
         ("/files/%2fetc%2fpasswd", 400),
         ("/files/a%00b", 400),
@@ -815,8 +816,9 @@ fn traversal_attempts_never_leave_alices_directory() {
         // PUT: refused, except the literal names, which stay inside.
         let put_status = match status {
             400 => 400,
-            _ if target.starts_with("/files/") => 201,
-            _ => 404,
+            _ if !target.starts_with("/files/") => 404,
+            _ if target == "/files/a/b" || target == "/files/bob/canary" => 409,
+            _ => 201,
         };
         let resp = exchange(addr, &put_req(target, b"EVIL-PAYLOAD"));
         resp.assert_status(put_status, &format!("PUT {target}"));
@@ -963,8 +965,13 @@ fn non_regular_files_are_403_and_symlinks_are_not_followed() {
     let alice_dir = server.user_dir(ALICE);
     fs::create_dir(alice_dir.join("subdir")).unwrap();
     std::os::unix::fs::symlink("../bob/canary", alice_dir.join("link")).unwrap();
-    for name in ["subdir", "link"] {
-        let target = format!("/files/{name}");
+    // A folder: redirected to its URL (which lists it), never opened as a
+    // file, never replaced by one.
+    let resp = exchange(addr, &alice_req("GET", "/files/subdir"));
+    resp.assert_status(301, "GET /files/subdir");
+    exchange(addr, &put_req("/files/subdir", b"EVIL")).assert_status(409, "PUT /files/subdir");
+    {
+        let target = "/files/link".to_string();
         let resp = exchange(addr, &alice_req("GET", &target));
         resp.assert_status(403, &format!("GET {target}"));
         assert!(find(&resp.body, b"canary").is_none());
@@ -984,8 +991,12 @@ fn non_regular_files_are_403_and_symlinks_are_not_followed() {
         b"bob's canary"
     );
     let listing = exchange(addr, &alice_req("GET", "/files/"));
-    assert!(
-        parse_json_listing(&listing.body).is_empty(),
+    let json: serde_json::Value = serde_json::from_slice(&listing.body).unwrap();
+    // The folder, never the link.
+    assert_eq!(
+        json,
+        serde_json::json!([{"name": "subdir", "type": "folder", "size": 0,
+            "mtime": json[0]["mtime"].clone()}]),
         "{}",
         listing.text()
     );
@@ -1261,7 +1272,8 @@ fn head_responses_have_no_body_whatever_the_status() {
         ("/files/x", vec![wrong], 401),
         ("/files/..", vec![auth.clone()], 400),
         ("/files/missing", vec![auth.clone()], 404),
-        ("/files/subdir", vec![auth.clone()], 403),
+        // A folder's URL without its `/`.
+        ("/files/subdir", vec![auth.clone()], 301),
         ("/nope", vec![], 404),
     ];
     let mut wrong_bodies = Vec::new();

@@ -155,7 +155,8 @@ fn hash_of_missing_or_irregular_file_is_refused() {
     assert_eq!(c.cmd("HASH link").0, 550);
     assert_eq!(c.cmd("HASH").0, 501);
     assert_eq!(c.cmd("HASH ").0, 501);
-    assert_eq!(c.cmd("HASH a/b").0, 553);
+    assert_eq!(c.cmd("HASH a/b"), (550, "no such folder".to_string()));
+    assert_eq!(c.cmd("HASH a//b").0, 553);
     assert_eq!(c.cmd("HASH ..").0, 553);
     // A deleted file has no digest any more.
     c.put("gone", b"soon gone");

@@ -32,7 +32,7 @@ fn plant_big_directory(server: &TestServer) -> usize {
     plant_empty_files(&dir, (0..FILES).map(big_name));
     // "0 <mtime> <name>\n" each, the mtime ten digits.
     let bytes = FILES * (2 + 11 + NAME_LEN + 1);
-    fs::create_dir(dir.join("a directory")).unwrap();
+    // (A folder is listed since folders came: `0 <mtime> name/`.)
     std::os::unix::fs::symlink(big_name(0), dir.join("a link")).unwrap();
     fs::write(dir.join("bad\u{1}name"), b"x").unwrap();
     bytes

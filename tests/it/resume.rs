@@ -622,7 +622,7 @@ fn refused_resumes_leave_the_partial_unchanged_in_the_documented_order() {
     assert_eq!(refused(600_001, "PUT 600000 e.bin").0, 501);
     fs::remove_dir(&dir).unwrap();
     // A bad name is refused before anything else.
-    assert_eq!(refused(held, "PUT 600000 a/b").0, 553);
+    assert_eq!(refused(held, "PUT 600000 a//b").0, 553);
 
     let kept = fs::read(server.partial_path(ALICE, "e.bin")).unwrap();
     assert_same_bytes(&kept, &data[..held as usize], "partial after refusals");
@@ -639,7 +639,9 @@ fn partial_needs_a_valid_name() {
     let mut c = server.alice();
     assert_eq!(c.cmd("PARTIAL").0, 501);
     assert_eq!(c.cmd("PARTIAL ").0, 501);
-    assert_eq!(c.cmd("PARTIAL a/b").0, 553);
+    assert_eq!(c.cmd("PARTIAL a//b").0, 553);
+    // A path whose folder does not exist holds nothing.
+    assert_eq!(c.partial("a/b"), 0);
     assert_eq!(c.cmd("PARTIAL ..").0, 553);
     assert_eq!(c.partial("never uploaded"), 0);
 }

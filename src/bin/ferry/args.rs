@@ -11,18 +11,48 @@ use lexopt::prelude::*;
 /// completions.
 const COMMANDS: &[(&str, &str)] = &[
     ("put FILE...", "upload files, each under its own file name"),
-    ("put FILE -o NAME", "upload one file under another name"),
+    (
+        "put FILE -o NAME",
+        "upload one file under another name (a path: folder/name)",
+    ),
+    (
+        "put -r DIR...",
+        "upload folders and everything in them, each file verified",
+    ),
     (
         "get NAME...",
         "download files into the current directory (or -d DIR)",
     ),
     ("get NAME -o PATH", "download one file to PATH"),
-    ("ls", "list your files (-h: sizes like 1.5M)"),
+    (
+        "get -r PATH...",
+        "download folders and everything in them, each file verified",
+    ),
+    (
+        "ls [-R] [PATH]",
+        "list your files and folders, or a folder's; -R: the whole tree (-h: sizes like 1.5M)",
+    ),
     (
         "view NAME",
         "show the first 1024 bytes (a hex dump when binary; --raw: the bytes as they are)",
     ),
-    ("rm NAME...", "delete files"),
+    (
+        "rm NAME...",
+        "delete files (-r: folders and everything in them)",
+    ),
+    (
+        "mkdir [-p] PATH...",
+        "create folders (-p: and their parents, none an error)",
+    ),
+    ("rmdir PATH...", "remove empty folders"),
+    (
+        "mv FROM TO",
+        "move or rename a file or folder (--force: replace TO)",
+    ),
+    (
+        "cp FROM TO",
+        "copy a file on the server (--force: replace TO)",
+    ),
     (
         "hash NAME...",
         "print the server's SHA-256 of files, as sha256sum does",
@@ -91,6 +121,18 @@ const OPTIONS: &[(Option<char>, &str, Option<&str>, &str)] = &[
         None,
         "get: replace a local file whose content differs (without it, ferry asks on a \
          terminal and refuses otherwise)",
+    ),
+    (
+        Some('r'),
+        "recursive",
+        None,
+        "put, get, rm, ls: folders and everything in them (-R too)",
+    ),
+    (
+        Some('p'),
+        "parents",
+        None,
+        "mkdir: create the parents too, and take an existing folder as done",
     ),
     (
         Some('h'),
@@ -195,10 +237,16 @@ pub enum Verb {
     Rm,
     Hash,
     Shell,
+    Mkdir,
+    Rmdir,
+    Mv,
+    Cp,
 }
 
 impl Verb {
-    pub const NAMES: [&'static str; 7] = ["put", "get", "ls", "view", "rm", "hash", "shell"];
+    pub const NAMES: [&'static str; 11] = [
+        "put", "get", "ls", "view", "rm", "hash", "shell", "mkdir", "rmdir", "mv", "cp",
+    ];
 
     fn from_name(name: &str) -> Option<Verb> {
         Some(match name {
@@ -209,6 +257,10 @@ impl Verb {
             "rm" => Verb::Rm,
             "hash" => Verb::Hash,
             "shell" => Verb::Shell,
+            "mkdir" => Verb::Mkdir,
+            "rmdir" => Verb::Rmdir,
+            "mv" => Verb::Mv,
+            "cp" => Verb::Cp,
             _ => return None,
         })
     }
@@ -222,8 +274,13 @@ pub struct Options {
     pub human: bool,
     pub raw: bool,
     pub no_resume: bool,
-    /// `get` may replace a local file whose content differs.
+    /// `get` may replace a local file whose content differs; `mv` and
+    /// `cp` may replace their destination.
     pub force: bool,
+    /// `-r`, `-R`: folders and what is in them.
+    pub recursive: bool,
+    /// `mkdir -p`.
+    pub parents: bool,
     /// Bytes per second, at most.
     pub limit_rate: Option<u64>,
     pub output: Option<OsString>,
@@ -299,6 +356,8 @@ pub fn parse(args: Vec<OsString>, in_shell: bool) -> Result<Parsed, String> {
             Long("json") => options.json = true,
             Short('q') | Long("quiet") => options.quiet = true,
             Short('f') | Long("force") => options.force = true,
+            Short('r' | 'R') | Long("recursive") => options.recursive = true,
+            Short('p') | Long("parents") => options.parents = true,
             Value(value) if verb.is_none() => {
                 let name = value.to_string_lossy();
                 match Verb::from_name(&name) {
@@ -333,13 +392,21 @@ pub fn parse(args: Vec<OsString>, in_shell: bool) -> Result<Parsed, String> {
 fn check(verb: Verb, operands: &[OsString], options: &Options) -> Result<(), String> {
     let name = Verb::NAMES[verb as usize];
     match verb {
-        Verb::Put | Verb::Get | Verb::Rm | Verb::Hash if operands.is_empty() => {
+        Verb::Put | Verb::Get | Verb::Rm | Verb::Hash | Verb::Mkdir | Verb::Rmdir
+            if operands.is_empty() =>
+        {
             return Err(format!("{name} needs at least one file name"));
+        }
+        Verb::Mv | Verb::Cp if operands.len() != 2 => {
+            return Err(format!("{name} takes two paths: FROM TO"));
+        }
+        Verb::Ls if operands.len() > 1 => {
+            return Err("ls takes at most one folder".to_string());
         }
         Verb::View if operands.len() != 1 => {
             return Err("view takes exactly one file name".to_string());
         }
-        Verb::Ls | Verb::Shell if !operands.is_empty() => {
+        Verb::Shell if !operands.is_empty() => {
             return Err(format!("{name} takes no file names"));
         }
         _ => {}
@@ -358,8 +425,22 @@ fn check(verb: Verb, operands: &[OsString], options: &Options) -> Result<(), Str
     if options.dir.is_some() && verb != Verb::Get {
         return Err("-d applies to get".to_string());
     }
-    if options.force && !matches!(verb, Verb::Get | Verb::Shell) {
-        return Err("--force applies to get".to_string());
+    if options.force && !matches!(verb, Verb::Get | Verb::Mv | Verb::Cp | Verb::Shell) {
+        return Err("--force applies to get, mv and cp".to_string());
+    }
+    if options.recursive
+        && !matches!(
+            verb,
+            Verb::Put | Verb::Get | Verb::Rm | Verb::Ls | Verb::Shell
+        )
+    {
+        return Err("-r applies to put, get, rm and ls".to_string());
+    }
+    if options.recursive && options.output.is_some() && verb == Verb::Get {
+        return Err("get -r takes -d DIR, not -o".to_string());
+    }
+    if options.parents && !matches!(verb, Verb::Mkdir | Verb::Shell) {
+        return Err("-p applies to mkdir".to_string());
     }
     if options.human && verb != Verb::Ls && verb != Verb::Shell {
         return Err("-h applies to ls".to_string());
@@ -436,7 +517,7 @@ mod tests {
         for bad in [
             &["put"][..],
             &["view", "a", "b"],
-            &["ls", "x"],
+            &["ls", "x", "y"],
             &["put", "a", "b", "-o", "c"],
             &["get", "a", "-o", "x", "-d", "y"],
             &["ls", "--raw"],

@@ -14,6 +14,8 @@ use crate::output::{self, Json};
 use crate::progress::Bar;
 use crate::settings::Settings;
 
+mod folders;
+
 /// Exit statuses (documented in `--help` and README.md).
 pub const EXIT_LOCAL: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -147,8 +149,22 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
     let options = &command.options;
     let out = Out { options };
     match command.verb {
+        Verb::Put if options.recursive => {
+            folders::put_tree(remote, &command.operands, &out, status)
+        }
+        Verb::Get if options.recursive => {
+            folders::get_tree(remote, &command.operands, &out, status)
+        }
         Verb::Put => put(remote, &command.operands, options, &out, status),
         Verb::Get => get(remote, &command.operands, options, &out, status),
+        Verb::Ls if options.recursive || !command.operands.is_empty() => {
+            folders::ls(remote, &command.operands, &out, status)
+        }
+        Verb::Rm if options.recursive => folders::rm_tree(remote, &command.operands, &out, status),
+        Verb::Mkdir => folders::mkdir(remote, &command.operands, &out, status),
+        Verb::Rmdir => folders::rmdir(remote, &command.operands, &out, status),
+        Verb::Mv => folders::mv_or_cp(remote, &command.operands, false, &out, status),
+        Verb::Cp => folders::mv_or_cp(remote, &command.operands, true, &out, status),
         // The server lists in directory order; shown sorted by name.
         Verb::Ls => match remote.run(|conn, _| conn.list()).map(|mut entries| {
             entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
@@ -160,6 +176,7 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
                         Json::new()
                             .str("op", "ls")
                             .str("name", &entry.name)
+                            .str("type", if entry.folder { "folder" } else { "file" })
                             .num("size", entry.size)
                             .num("mtime", entry.mtime)
                             .finish(),
@@ -302,13 +319,15 @@ fn get(
                 continue;
             }
         };
+        // A remote path is saved under its last name.
+        let leaf = name.rsplit('/').next().unwrap_or(&name);
         let mut target = match (&options.output, &options.dir) {
             (Some(path), _) => PathBuf::from(path),
-            (None, Some(dir)) => dir.join(&name),
-            (None, None) => PathBuf::from(&name),
+            (None, Some(dir)) => dir.join(leaf),
+            (None, None) => PathBuf::from(leaf),
         };
         if target.is_dir() {
-            target.push(&name);
+            target.push(leaf);
         }
         // Said of the folder itself: the first file the download opens is
         // NAME.ferry-part, whose name would only puzzle.

@@ -69,9 +69,10 @@ pub fn listing(entries: &[Entry], human: bool) -> String {
         // times are UTC, and a reader must not take them for local times.
         let _ = writeln!(
             out,
-            "{size:>width$}  {} UTC  {}",
+            "{size:>width$}  {} UTC  {}{}",
             utc_minute(entry.mtime),
-            entry.name
+            entry.name,
+            if entry.folder { "/" } else { "" }
         );
     }
     out
@@ -202,11 +203,13 @@ mod tests {
         let entries = [
             Entry {
                 name: "a b".into(),
+                folder: false,
                 size: 5,
                 mtime: 0,
             },
             Entry {
                 name: "big".into(),
+                folder: false,
                 size: 123_456,
                 mtime: 0,
             },

@@ -80,7 +80,7 @@ impl Session {
         services: &Services,
     ) -> State {
         login.pending().from = Some(path.to_owned());
-        self.reply(Reply::From(path.as_str().to_owned()), services);
+        self.reply(Reply::From, services);
         State::Idle(login)
     }
 

@@ -1,0 +1,305 @@
+//! The folder verbs: `mkdir [-p]`, `rmdir`, `mv`, `cp`, `rm -r`,
+//! `ls [-R] [PATH]`, `put -r DIR`, `get -r PATH`. Trees move over one
+//! connection, one verified transfer per file.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ferry::client::transfer;
+use ferry::client::{Connection, Entry, Error};
+
+use super::{Out, Remote, Status, confirm_replace, operand_name, stops_the_run};
+use crate::args::Options;
+use crate::output::{self, Json};
+use crate::progress::Bar;
+
+/// Whether the server refused because the path already exists.
+fn exists(err: &Error) -> bool {
+    matches!(err, Error::Remote { reply, .. } if reply.text == "already exists")
+}
+
+/// `ls [-R] [PATH]`, sorted by name.
+pub(super) fn ls(remote: &mut Remote, operands: &[OsString], out: &Out, status: &mut Status) {
+    let options = out.options;
+    let path = match operands.first().map(|p| operand_name(p)).transpose() {
+        Ok(path) => path,
+        Err(err) => return out.error("ls", operands.first().map(|p| p.as_os_str()), &err, status),
+    };
+    let listed = remote.run(|conn, _| {
+        if options.recursive {
+            conn.tree(path.as_deref())
+        } else {
+            conn.list_folder(path.as_deref())
+        }
+    });
+    let mut entries = match listed {
+        Ok(entries) => entries,
+        Err(err) => return out.error("ls", operands.first().map(|p| p.as_os_str()), &err, status),
+    };
+    entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    if !options.json {
+        return out.text(&output::listing(&entries, options.human));
+    }
+    for entry in &entries {
+        out.line(
+            Json::new()
+                .str("op", "ls")
+                .str("name", &entry.name)
+                .str("type", if entry.folder { "folder" } else { "file" })
+                .num("size", entry.size)
+                .num("mtime", entry.mtime)
+                .finish(),
+        );
+    }
+}
+
+/// `mkdir [-p] PATH...`.
+pub(super) fn mkdir(remote: &mut Remote, operands: &[OsString], out: &Out, status: &mut Status) {
+    each(
+        remote,
+        operands,
+        out,
+        status,
+        "mkdir",
+        |conn, path, options| {
+            if !options.parents {
+                return conn.mkdir(path);
+            }
+            let mut at = String::new();
+            for name in path.trim_start_matches('/').split('/') {
+                if !at.is_empty() {
+                    at.push('/');
+                }
+                at.push_str(name);
+                match conn.mkdir(&at) {
+                    Ok(()) => {}
+                    Err(err) if exists(&err) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+/// `rmdir PATH...`.
+pub(super) fn rmdir(remote: &mut Remote, operands: &[OsString], out: &Out, status: &mut Status) {
+    each(remote, operands, out, status, "rmdir", |conn, path, _| {
+        conn.rmdir(path)
+    });
+}
+
+/// `rm -r PATH...`.
+pub(super) fn rm_tree(remote: &mut Remote, operands: &[OsString], out: &Out, status: &mut Status) {
+    each(remote, operands, out, status, "rm", |conn, path, _| {
+        conn.rmtree(path)
+    });
+}
+
+/// `mv FROM TO` and `cp FROM TO`.
+pub(super) fn mv_or_cp(
+    remote: &mut Remote,
+    operands: &[OsString],
+    copy: bool,
+    out: &Out,
+    status: &mut Status,
+) {
+    let op = if copy { "cp" } else { "mv" };
+    let replace = out.options.force;
+    let result = operand_name(&operands[0]).and_then(|from| {
+        let to = operand_name(&operands[1])?;
+        remote.run(|conn, _| {
+            if copy {
+                conn.copy(&from, &to, replace).map(Some)
+            } else {
+                conn.rename(&from, &to, replace).map(|()| None)
+            }
+        })
+    });
+    match result {
+        Ok(digest) if out.options.json => {
+            let mut json = Json::new()
+                .str("op", op)
+                .str("name", &operands[0].to_string_lossy())
+                .str("to", &operands[1].to_string_lossy());
+            if let Some(digest) = digest {
+                json = json.str("sha256", &digest.to_string());
+            }
+            out.line(json.bool("ok", true).finish());
+        }
+        Ok(_) => {}
+        Err(err) => out.error(op, Some(&operands[0]), &err, status),
+    }
+}
+
+/// One command per operand.
+fn each(
+    remote: &mut Remote,
+    operands: &[OsString],
+    out: &Out,
+    status: &mut Status,
+    op: &str,
+    mut action: impl FnMut(&mut Connection, &str, &Options) -> Result<(), Error>,
+) {
+    for operand in operands {
+        let result = operand_name(operand)
+            .and_then(|path| remote.run(|conn, _| action(conn, &path, out.options)));
+        match result {
+            Ok(()) if out.options.json => out.line(
+                Json::new()
+                    .str("op", op)
+                    .str("name", &operand.to_string_lossy())
+                    .bool("ok", true)
+                    .finish(),
+            ),
+            Ok(()) => {}
+            Err(err) => {
+                let stop = stops_the_run(&err);
+                out.error(op, Some(operand), &err, status);
+                if stop {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `put -r DIR...`: each local folder becomes a remote folder of its name
+/// (or `-o NAME`) with everything in it; symlinks and anything that is
+/// not a file or folder are skipped.
+pub(super) fn put_tree(remote: &mut Remote, operands: &[OsString], out: &Out, status: &mut Status) {
+    let options = out.options;
+    for local in operands {
+        let local = Path::new(local);
+        let base = match &options.output {
+            Some(name) => operand_name(name),
+            None => local
+                .file_name()
+                .ok_or_else(|| Error::Usage(format!("{}: names no folder", local.display())))
+                .and_then(operand_name),
+        };
+        let base = match base {
+            Ok(base) => base,
+            Err(err) => {
+                out.error("put", Some(local.as_os_str()), &err, status);
+                continue;
+            }
+        };
+        // Folders first (parents before children), then the files.
+        let mut folders = vec![(local.to_path_buf(), base.clone())];
+        let mut files = Vec::new();
+        let mut i = 0;
+        while i < folders.len() {
+            let (dir, remote_dir) = folders[i].clone();
+            i += 1;
+            let read = match fs::read_dir(&dir) {
+                Ok(read) => read,
+                Err(err) => {
+                    let err = Error::Local { path: dir, err };
+                    out.error("put", Some(local.as_os_str()), &err, status);
+                    return;
+                }
+            };
+            let mut names: Vec<_> = read.filter_map(Result::ok).collect();
+            names.sort_by_key(|entry| entry.file_name());
+            for entry in names {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue;
+                };
+                let remote_path = format!("{remote_dir}/{name}");
+                if kind.is_dir() {
+                    folders.push((entry.path(), remote_path));
+                } else if kind.is_file() {
+                    files.push((entry.path(), remote_path));
+                }
+            }
+        }
+        for (_, remote_dir) in &folders {
+            match remote.run(|conn, _| conn.mkdir(remote_dir)) {
+                Ok(()) => {}
+                Err(err) if exists(&err) => {}
+                Err(err) => {
+                    let stop = stops_the_run(&err);
+                    out.error("put", Some(local.as_os_str()), &err, status);
+                    if stop {
+                        return;
+                    }
+                }
+            }
+        }
+        for (file, remote_path) in &files {
+            let started = Instant::now();
+            let mut bar = Bar::new(options.quiet, options.limit_rate);
+            let result = remote.run(|conn, attempt| {
+                let resume = !options.no_resume || attempt > 0;
+                transfer::upload(conn, file, remote_path, resume, &mut bar)
+            });
+            bar.clear();
+            if !out.transfer("put", file.as_os_str(), result, started, status) {
+                return;
+            }
+        }
+    }
+}
+
+/// `get -r PATH...`: each remote folder becomes a local folder of its
+/// name (in `-d DIR`, else here) with everything beneath it.
+pub(super) fn get_tree(remote: &mut Remote, operands: &[OsString], out: &Out, status: &mut Status) {
+    let options = out.options;
+    for operand in operands {
+        let path = match operand_name(operand) {
+            Ok(path) => path.trim_start_matches('/').to_string(),
+            Err(err) => {
+                out.error("get", Some(operand), &err, status);
+                continue;
+            }
+        };
+        let entries: Vec<Entry> = match remote.run(|conn, _| conn.tree(Some(&path))) {
+            Ok(entries) => entries,
+            Err(err) => {
+                let stop = stops_the_run(&err);
+                out.error("get", Some(operand), &err, status);
+                if stop {
+                    return;
+                }
+                continue;
+            }
+        };
+        let leaf = path.rsplit('/').next().unwrap_or(&path);
+        let base: PathBuf = options.dir.clone().unwrap_or_default().join(leaf);
+        let mut made = fs::create_dir_all(&base).map_err(|err| Error::Local {
+            path: base.clone(),
+            err,
+        });
+        for entry in entries.iter().filter(|e| e.folder) {
+            if made.is_ok() {
+                let dir = base.join(&entry.name);
+                made = fs::create_dir_all(&dir).map_err(|err| Error::Local { path: dir, err });
+            }
+        }
+        if let Err(err) = made {
+            out.error("get", Some(operand), &err, status);
+            continue;
+        }
+        for entry in entries.iter().filter(|e| !e.folder) {
+            let name = format!("{path}/{}", entry.name);
+            let target = base.join(&entry.name);
+            let started = Instant::now();
+            let mut bar = Bar::new(options.quiet, options.limit_rate);
+            let mut replace = |local: &Path| options.force || confirm_replace(local, &name);
+            let result = remote.run(|conn, attempt| {
+                let resume = !options.no_resume || attempt > 0;
+                transfer::download(conn, &name, &target, resume, &mut replace, &mut bar)
+            });
+            bar.clear();
+            if !out.transfer("get", std::ffi::OsStr::new(&name), result, started, status) {
+                return;
+            }
+        }
+    }
+}

@@ -130,6 +130,13 @@ fn propfind_depth_0_and_1_and_infinity_refused() {
     }
     let resp = dav(addr, "PROPFIND", "/files/nope", &["Depth: 0"], "");
     resp.assert_status(404, "missing file");
+    // Of a file, any depth is the file.
+    let file = file_target(names[0]);
+    for depth in [&["Depth: infinity"][..], &[], &["Depth: 1"]] {
+        let resp = dav(addr, "PROPFIND", &file, depth, "");
+        resp.assert_status(207, "a file at any depth");
+        assert_eq!(responses(&resp.text()).len(), 1);
+    }
     let resp = dav(addr, "PROPFIND", "/files/", &["Depth: 2"], "");
     resp.assert_status(400, "depth 2");
     // Without credentials, a login is asked for.

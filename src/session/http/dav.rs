@@ -660,14 +660,16 @@ impl Session {
             None => Depth::Infinity,
             Some(value) => webdav::parse_depth(value).ok_or(DavRefused::BadField("Depth"))?,
         };
-        if depth == Depth::Infinity {
-            return Err(DavRefused::InfiniteDepth.into());
-        }
         let find = webdav::parse_propfind(body).map_err(DavRefused::Xml)?;
         let Some(facts) = self.facts_of(&call.dir, &call.path, services)? else {
             return Err(StorageError::NotFound.into());
         };
         let collection = facts.folder;
+        // A whole tree is refused (RFC 4918 §9.1); a file's depth is the
+        // file whatever the depth says.
+        if depth == Depth::Infinity && collection {
+            return Err(DavRefused::InfiniteDepth.into());
+        }
         let described = Described::of(&call.path, facts);
         let mut out = String::from(MULTISTATUS_OPEN);
         self.write_described(&mut out, call, &described, &call.path, &find, services);

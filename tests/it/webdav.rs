@@ -423,6 +423,8 @@ fn a_lock_held_by_one_client_is_respected_by_another() {
         fs::read(server.user_dir(ALICE).join("new.doc")).unwrap(),
         b""
     );
+    // Audited as the upload of nothing it is.
+    server.log_containing("upload ip=127.0.0.1 proto=http user=\"alice\" name=\"new.doc\" size=0");
     // A depth-infinity lock on the root covers every file: a new name too.
     let resp = dav(
         addr,

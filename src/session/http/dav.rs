@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::time::{Instant, SystemTime};
 
 use super::{After, Framing, ListJob, Session, State, TEXT};
+use crate::audit::{Ending, Transfer, TransferKind};
 use crate::integrity::Digest;
 use crate::metrics::Protocol;
 use crate::protocol::chunked::ChunkedDecoder;
@@ -982,12 +983,15 @@ impl Session {
         Ok(())
     }
 
+    /// The empty file a `LOCK` of an unmapped name makes: an upload of
+    /// nothing, with its audit line like any other.
     fn create_empty(
         &self,
         call: &Call,
         name: FilePath<'_>,
         services: &Services,
     ) -> Result<(), Failure> {
+        let begun = Instant::now();
         let limits = services.put_limits();
         let started = services
             .storage
@@ -995,7 +999,16 @@ impl Session {
         services
             .storage
             .commit(started.upload, Digest::of(b""))
-            .map_err(Failure::from)
+            .map_err(Failure::from)?;
+        let line = Transfer {
+            kind: TransferKind::Upload,
+            name: name.as_str(),
+            size: 0,
+            moved: 0,
+            started: begun,
+        };
+        line.record(super::who(self.shell.peer, &call.user), Ending::Ok, "");
+        Ok(())
     }
 
     fn unlock(&mut self, call: &Call, services: &Services) -> Result<(), Failure> {

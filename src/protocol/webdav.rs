@@ -217,6 +217,11 @@ fn parse_tree(body: &[u8]) -> Result<Element, XmlError> {
                     }
                 }
                 let name = start.local_name().into_inner().to_owned();
+                // quick-xml takes `< a="b"/>` for an element without a
+                // name; XML has no such thing.
+                if name.is_empty() || name.contains(':') {
+                    return Err(XmlError::Malformed);
+                }
                 let element = Element {
                     ns,
                     name,
@@ -889,6 +894,13 @@ mod tests {
         assert_eq!(parse_propfind(bomb), Err(XmlError::Dtd));
         let entity = br#"<D:propfind xmlns:D="DAV:"><D:prop><x>&lol;</x></D:prop></D:propfind>"#;
         assert_eq!(parse_propfind(entity), Err(XmlError::Entity));
+        // Found by the fuzz target `webdav_xml`: an element without a name.
+        let nameless =
+            br#"<D:propfind xmlns:D="DAV:"><D:prop>< xmlns:x="urn:x"/></D:prop></D:propfind>"#;
+        assert_eq!(parse_propfind(nameless), Err(XmlError::Malformed));
+        let hidden = br#"<?xml version="1.0"?><!-- a comment --><?pi x?>
+<!DOCTYPE x SYSTEM "file:///etc/passwd"><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>"#;
+        assert_eq!(parse_propfind(hidden), Err(XmlError::Dtd));
         let fine = br#"<D:propfind xmlns:D="DAV:"><D:prop><x>&lt;&#65;</x></D:prop></D:propfind>"#;
         assert!(parse_propfind(fine).is_ok());
         let deep = format!(

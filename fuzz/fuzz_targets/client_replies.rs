@@ -101,12 +101,23 @@ fn step(conn: &mut Connection<Wire<'_>>, written: &mut usize, op: u8) -> bool {
         6 => {
             let mut sink = Vec::new();
             let mut hasher = Hasher::new();
-            let got = conn.get("g", arg, &mut sink, Path::new("sink"), &mut hasher, &mut |_| {});
+            let got = conn.get(
+                "g",
+                arg,
+                &mut sink,
+                Path::new("sink"),
+                &mut hasher,
+                &mut |_| {},
+            );
             if let Ok(n) = got {
                 assert_eq!(n, sink.len() as u64);
                 assert_eq!(hasher.len(), n);
             }
-            check_lines(conn, written, if arg > 0 { &["REST", "GET"] } else { &["GET"] });
+            check_lines(
+                conn,
+                written,
+                if arg > 0 { &["REST", "GET"] } else { &["GET"] },
+            );
             return settle(got.map(drop));
         }
         _ => {
@@ -180,7 +191,11 @@ fn check_put(conn: &mut Connection<Wire<'_>>, written: &mut usize, size: u64) {
     if out.is_empty() {
         return;
     }
-    assert!(out.starts_with(line.as_bytes()), "{:?}", String::from_utf8_lossy(out));
+    assert!(
+        out.starts_with(line.as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(out)
+    );
     assert!((out.len() - line.len()) as u64 <= size);
 }
 

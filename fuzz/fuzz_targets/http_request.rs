@@ -29,8 +29,8 @@ use ferry::protocol::http::{
 };
 use ferry::protocol::line::Status;
 use ferry::protocol::name;
-use ferry::session::{Front, Services};
 use ferry::session::http::{OUTPUT_BACKLOG, Session};
+use ferry::session::{Front, Services};
 use ferry::storage::{Options, Storage};
 use libfuzzer_sys::fuzz_target;
 
@@ -67,27 +67,46 @@ fn check_head(input: &[u8]) {
         "a head ends with its blank line: {}",
         show(&input[..request.head_len])
     );
-    assert!(request.path.starts_with(b"/"), "path {}", show(request.path));
+    assert!(
+        request.path.starts_with(b"/"),
+        "path {}",
+        show(request.path)
+    );
     assert!(request.path.len() <= MAX_TARGET);
     assert!(!request.path.contains(&b'?'), "the query is split off");
     assert!(request.minor_version <= 1);
     if request.minor_version == 0 && request.keep_alive {
         // HTTP/1.0 keeps the connection only when asked to.
         let head = String::from_utf8_lossy(&input[..request.head_len]).to_ascii_lowercase();
-        assert!(head.contains("keep-alive"), "{}", show(&input[..request.head_len]));
+        assert!(
+            head.contains("keep-alive"),
+            "{}",
+            show(&input[..request.head_len])
+        );
     }
     if let Body::Length(n) = request.body {
         // A length the parser accepted was written in plain digits.
         let head = String::from_utf8_lossy(&input[..request.head_len]).to_ascii_lowercase();
-        assert!(head.contains(&n.to_string()), "length {n} from {}", show(input));
+        assert!(
+            head.contains(&n.to_string()),
+            "length {n} from {}",
+            show(input)
+        );
     }
     if let Some(range) = request.range {
         for size in [0u64, 1, 1000, u64::MAX] {
             if let Some((first, len)) = range.resolve(size) {
-                assert!(len > 0 && first < size && len <= size - first, "{range:?} in {size}");
+                assert!(
+                    len > 0 && first < size && len <= size - first,
+                    "{range:?} in {size}"
+                );
             }
         }
-        if let ByteRange::From { first, last: Some(last) } = range {
+        if let ByteRange::From {
+            first,
+            last: Some(last),
+        } = range
+        {
             assert!(first <= last);
         }
     }
@@ -107,17 +126,29 @@ fn check_name(raw: &[u8]) {
         return;
     };
     let decoded = percent_decode(raw).expect("an accepted name decodes");
-    same(name.as_bytes(), &decoded[..], "the name is the decoded segment");
+    same(
+        name.as_bytes(),
+        &decoded[..],
+        "the name is the decoded segment",
+    );
     assert!(name::is_valid(&name), "a name breaking the rules: {name:?}");
     assert!(!name.contains('/') && name != "." && name != "..");
 }
 
 /// Percent-decoding against a reference, and round trips.
 fn check_names(input: &[u8]) {
-    same(percent_decode(input), reference_decode(input), "percent_decode");
+    same(
+        percent_decode(input),
+        reference_decode(input),
+        "percent_decode",
+    );
     // Encoding every byte and decoding once gives the bytes back.
     let encoded: String = input.iter().map(|b| format!("%{b:02X}")).collect();
-    same(percent_decode(encoded.as_bytes()), Some(input.to_vec()), "round trip");
+    same(
+        percent_decode(encoded.as_bytes()),
+        Some(input.to_vec()),
+        "round trip",
+    );
     check_name(input);
 }
 
@@ -240,7 +271,11 @@ fn drive_session(input: &[u8], seed: u8) {
                 _ => {}
             }
         }
-        assert!(session.output().len() <= OUTPUT_BOUND, "output {}", session.output().len());
+        assert!(
+            session.output().len() <= OUTPUT_BOUND,
+            "output {}",
+            session.output().len()
+        );
         while session.has_work() {
             session.work(&services);
         }
@@ -252,7 +287,9 @@ fn drive_session(input: &[u8], seed: u8) {
         }
         if let Some(file) = session.file_output() {
             // As `sendfile` would: from the file at the offset given.
-            let n = usize::try_from(file.len).unwrap_or(usize::MAX).min(write_step);
+            let n = usize::try_from(file.len)
+                .unwrap_or(usize::MAX)
+                .min(write_step);
             let start = out.len();
             out.resize(start + n, 0);
             file.file
@@ -285,9 +322,16 @@ fn drive_session(input: &[u8], seed: u8) {
     drop(session);
     let tmp = root.path().join("storage").join(".ferry").join("tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
-    assert!(left.is_empty(), "uploads left in the temporary area: {left:?}");
+    assert!(
+        left.is_empty(),
+        "uploads left in the temporary area: {left:?}"
+    );
     check_responses(&out, cut);
-    same(&std::fs::read(&canary).unwrap()[..], &b"outside"[..], "the canary");
+    same(
+        &std::fs::read(&canary).unwrap()[..],
+        &b"outside"[..],
+        "the canary",
+    );
     assert_outside_untouched(root.path());
 }
 
@@ -387,7 +431,11 @@ fn check_responses(out: &[u8], cut: bool) {
                 }
             }
             if close {
-                assert!(rest.is_empty(), "a response after Connection: close: {}", show(rest));
+                assert!(
+                    rest.is_empty(),
+                    "a response after Connection: close: {}",
+                    show(rest)
+                );
             }
             continue;
         }
@@ -413,7 +461,11 @@ fn check_responses(out: &[u8], cut: bool) {
             assert!(is_next(rest), "after {head:?}: {}", show(rest));
         }
         if close {
-            assert!(rest.is_empty(), "a response after Connection: close: {}", show(rest));
+            assert!(
+                rest.is_empty(),
+                "a response after Connection: close: {}",
+                show(rest)
+            );
         }
     }
 }
@@ -437,5 +489,9 @@ fn assert_outside_untouched(root: &Path) {
         .map(|e| e.unwrap().file_name())
         .collect();
     top.sort();
-    same(top, vec!["canary".into(), "storage".into()], "the test root");
+    same(
+        top,
+        vec!["canary".into(), "storage".into()],
+        "the test root",
+    );
 }

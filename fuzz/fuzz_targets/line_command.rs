@@ -18,7 +18,7 @@ mod common;
 
 use common::{same, show};
 use ferry::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
-use ferry::protocol::name::{self, FileName};
+use ferry::protocol::path::{self as name, FilePath};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -153,7 +153,8 @@ fn check_command(command: &Command<'_>, text: &[u8]) {
         assert_eq!(hex.len(), 64);
         let content = text.strip_suffix(b"\r").unwrap_or(text);
         assert!(
-            content.len() >= 64 && content[content.len() - 64..].eq_ignore_ascii_case(hex.as_bytes()),
+            content.len() >= 64
+                && content[content.len() - 64..].eq_ignore_ascii_case(hex.as_bytes()),
             "{hex} from {}",
             show(text)
         );
@@ -162,7 +163,7 @@ fn check_command(command: &Command<'_>, text: &[u8]) {
         same(
             name::validate(name.as_str().as_bytes()),
             Some(name),
-            "a parsed name is valid",
+            "a parsed path is valid",
         );
     }
 
@@ -208,15 +209,23 @@ fn check_command(command: &Command<'_>, text: &[u8]) {
     );
 }
 
-/// The file name a command carries. Add new commands that name a file here.
-fn file_name<'a>(command: &Command<'a>) -> Option<FileName<'a>> {
+/// The path a command carries. Add new commands that name a path here.
+fn file_name<'a>(command: &Command<'a>) -> Option<FilePath<'a>> {
     match command {
         Command::View { name }
         | Command::Get { name }
         | Command::Put { name, .. }
         | Command::Del { name }
         | Command::Hash { name }
-        | Command::Partial { name } => Some(*name),
+        | Command::Partial { name }
+        | Command::Stat { name }
+        | Command::Mkdir { name }
+        | Command::Rmdir { name }
+        | Command::Rmtree { name }
+        | Command::From { name }
+        | Command::Move { name }
+        | Command::Copy { name } => Some(*name),
+        Command::List { path } | Command::Tree { path } => *path,
         _ => None,
     }
 }

@@ -59,7 +59,10 @@ fn path_by_spec(raw: &[u8]) -> Option<&[u8]> {
 }
 
 fn check_path(data: &[u8]) {
-    assert_eq!((MAX_PATH_LEN, MAX_DEPTH), (SPEC_MAX_PATH_BYTES, SPEC_MAX_DEPTH));
+    assert_eq!(
+        (MAX_PATH_LEN, MAX_DEPTH),
+        (SPEC_MAX_PATH_BYTES, SPEC_MAX_DEPTH)
+    );
     let want = path_by_spec(data);
     let got = path::validate(data);
     same(
@@ -221,7 +224,13 @@ fn check_percent_decoding(data: &[u8]) {
     for upper in [false, true] {
         let encoded: String = data
             .iter()
-            .map(|b| if upper { format!("%{b:02X}") } else { format!("%{b:02x}") })
+            .map(|b| {
+                if upper {
+                    format!("%{b:02X}")
+                } else {
+                    format!("%{b:02x}")
+                }
+            })
             .collect();
         same(
             http::percent_decode(encoded.as_bytes()),
@@ -239,7 +248,11 @@ fn check_percent_decoding(data: &[u8]) {
     } else {
         Route::File(data)
     };
-    same(http::route(&path), want, format_args!("route of {}", show(&path)));
+    same(
+        http::route(&path),
+        want,
+        format_args!("route of {}", show(&path)),
+    );
 }
 
 /// `protocol.md`, "Paths" of the HTTP front: split at each `/` first, each

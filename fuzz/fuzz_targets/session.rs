@@ -21,6 +21,13 @@
 //! changes (a canary file outside the root, the other user's directory and
 //! records, the server's `.ferry/tmp`).
 //!
+//! The model covers folders: paths in every command, `LIST <path>`,
+//! `TREE`, `STAT`, `MKDIR`, `RMDIR`, `RMTREE`, `FROM`/`REPLACE`/`MOVE`
+//! and `COPY`, with the user's tree checked whole at the end (every file a
+//! whole version the model holds, every folder one it knows, the symlink
+//! never followed), and removed trees emptied from `.ferry/tmp` by the
+//! storage's housekeeping before the tree outside is compared.
+//!
 //! The model covers the integrity and resume commands too: `226` and `213`
 //! carry the SHA-256 of the model's bytes (computed here with the `sha2`
 //! crate, not with ferry's code), `EXPECT` and `REST` apply to the next
@@ -39,12 +46,12 @@
 #![no_main]
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 mod common;
 
@@ -52,6 +59,7 @@ use common::{same, short, show};
 use ferry::Users;
 use ferry::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
 use ferry::protocol::name::MAX_NAME_LEN;
+use ferry::protocol::path::{FilePath, MAX_DEPTH};
 use ferry::session::line::{REPLY_BACKLOG, Session};
 use ferry::session::{Front, MAX_AUTH_FAILURES, PREVIEW_LEN, Services, TRANSFER_BUFFER};
 use ferry::storage::{Options, Storage, Usage, UserDir};
@@ -76,8 +84,8 @@ const USERS: [(&str, &[u8]); 2] = [
 /// Every user directory starts with these regular files...
 const HELLO: &[u8] = b"hello, world\n";
 const BIG_LEN: usize = 3000;
-/// ...and these entries that are not regular files: never opened, never
-/// listed, never replaced.
+/// ...and a symlink (never opened, never listed, never replaced, never
+/// followed) and an empty folder (listed, and the fuzzer's to use).
 const LINK: &str = "link";
 const SUBDIR: &str = "sub";
 const CANARY: &[u8] = b"the canary outside the storage root\n";
@@ -96,14 +104,18 @@ const PLANTED_SECS: u64 = 1_700_000_000;
 /// upload discarded`, 206 bytes; this leaves room for longer texts without
 /// letting a runaway line through.
 const MAX_REPLY_LINE: usize = 256;
-/// Longest `LIST` line: `<u64 size> <i64 mtime> <name>\n`.
-const MAX_LISTING_LINE: usize = 20 + 1 + 20 + 1 + MAX_NAME_LEN + 1;
+/// Longest `LIST` or `TREE` line: `<u64 size> <i64 mtime> <path>[/]\n`,
+/// the path of at most as many names as a listing enters folders.
+const MAX_LISTING_LINE: usize = 20 + 1 + 20 + 1 + MAX_DEPTH * (MAX_NAME_LEN + 1) + 1;
 /// Pending output outside a transfer. A command runs only while at most
 /// `REPLY_BACKLOG` bytes wait, and adds one reply line (two for `PUT 0`:
 /// `150 0` and `226`), or `HELP`'s line and text; shutdown may add `421`.
 /// Replies never echo command bytes, so `MAX_LINE` does not enter.
-const IDLE_OUTPUT_BOUND: usize =
-    REPLY_BACKLOG + max(3 * MAX_REPLY_LINE, 2 * MAX_REPLY_LINE + line::HELP_TEXT.len());
+const IDLE_OUTPUT_BOUND: usize = REPLY_BACKLOG
+    + max(
+        3 * MAX_REPLY_LINE,
+        2 * MAX_REPLY_LINE + line::HELP_TEXT.len(),
+    );
 /// Pending output at any time. A download refills only up to
 /// `TRANSFER_BUFFER` pending bytes, but a listing writes whole lines and may
 /// pass it by less than one line.
@@ -174,7 +186,7 @@ fuzz_target!(|data: &[u8]| {
 /// <tmp>/root/.ferry/users/<user>/ digests and partials (see PARTIALS)
 /// <tmp>/root/<user>/hello, big    regular files
 /// <tmp>/root/<user>/link          symlink to the canary
-/// <tmp>/root/<user>/sub/          directory
+/// <tmp>/root/<user>/sub/          an empty folder
 /// ```
 struct World {
     dir: TempDir,
@@ -238,6 +250,15 @@ impl World {
         }
         driver.finish();
         let model = driver.into_model();
+        // Removed trees are emptied in housekeeping, a bounded number of
+        // entries a turn, as the reactor runs it.
+        for _ in 0..100_000 {
+            let now = Instant::now();
+            match storage.next_housekeeping() {
+                Some(at) if at <= now => storage.housekeeping(now),
+                _ => break,
+            }
+        }
         if let Some(at) = USERS.iter().position(|(user, _)| Some(*user) == model.user) {
             self.check_usage(&dirs[at], &model);
         }
@@ -258,12 +279,20 @@ impl World {
             .unwrap()
             .map(|entry| entry.unwrap().metadata().unwrap().len())
             .sum();
-        let stored: u64 = model.files.values().map(|content| content.len() as u64).sum();
+        let stored: u64 = model
+            .files
+            .values()
+            .map(|content| content.len() as u64)
+            .sum();
         let want = Usage {
             bytes: stored + held,
             files: model.files.len() as u64,
         };
-        same(self.services.storage.usage(dir).unwrap(), want, "usage after the session");
+        same(
+            self.services.storage.usage(dir).unwrap(),
+            want,
+            "usage after the session",
+        );
     }
 
     /// After the session is gone: its user's directory holds what the model
@@ -383,30 +412,34 @@ fn plant_home(home: &Path, canary: &Path) {
 }
 
 /// The directory of the user who logged in holds exactly the model's
-/// regular files, and its other entries are untouched.
+/// regular files and folders, and the symlink untouched.
 fn check_home(home: &Path, model: &Model, canary: &Path) {
-    let mut regular = 0;
-    for entry in fs::read_dir(home).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().expect("UTF-8 name");
-        let path = entry.path();
-        let kind = fs::symlink_metadata(&path).unwrap().file_type();
-        match name.as_str() {
-            LINK => {
+    let (mut regular, mut folders) = (0, 0);
+    let mut stack = vec![(home.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().expect("UTF-8 name");
+            let rel = format!("{prefix}{name}");
+            let path = entry.path();
+            let kind = fs::symlink_metadata(&path).unwrap().file_type();
+            if rel == LINK {
                 assert!(kind.is_symlink());
                 assert_eq!(fs::read_link(&path).unwrap(), canary);
-            }
-            SUBDIR => {
-                assert!(kind.is_dir());
-                assert!(fs::read_dir(&path).unwrap().next().is_none(), "{path:?}");
-            }
-            _ => {
+            } else if kind.is_dir() {
+                assert!(
+                    model.folders.contains(&rel),
+                    "a folder {rel:?} the model lacks"
+                );
+                folders += 1;
+                stack.push((path, format!("{rel}/")));
+            } else {
                 assert!(kind.is_file(), "{path:?}");
                 let content = fs::read(&path).unwrap();
-                let want = model.files.get(&name);
+                let want = model.files.get(&rel);
                 assert!(
                     want == Some(&content),
-                    "{name:?} holds {}, the model says {}",
+                    "{rel:?} holds {}, the model says {}",
                     show(&content),
                     want.map_or("nothing".to_owned(), |want| show(want))
                 );
@@ -415,6 +448,7 @@ fn check_home(home: &Path, model: &Model, canary: &Path) {
         }
     }
     assert_eq!(regular, model.files.len(), "files {:?}", model.files.keys());
+    assert_eq!(folders, model.folders.len(), "folders {:?}", model.folders);
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -712,7 +746,13 @@ impl<'a> Driver<'a> {
 struct Model {
     user: Option<&'static str>,
     failures: u8,
+    /// By path.
     files: BTreeMap<String, Vec<u8>>,
+    /// The folders, by path.
+    folders: BTreeSet<String>,
+    /// `FROM` and `REPLACE` for the next `MOVE` or `COPY`.
+    from: Option<String>,
+    replace: bool,
     /// Bytes held of interrupted uploads, by name.
     partials: BTreeMap<String, Vec<u8>>,
     /// `REST` for the next `GET` or `PUT`.
@@ -725,7 +765,11 @@ struct Model {
 
 enum Lookup<'m> {
     File(&'m [u8]),
+    Folder,
+    /// The symlink, or a path through it; a path through a file or a
+    /// missing folder.
     NotRegular,
+    NoFolder,
     Missing,
 }
 
@@ -742,6 +786,9 @@ impl Model {
             user: None,
             failures: 0,
             files,
+            folders: BTreeSet::from([SUBDIR.to_owned()]),
+            from: None,
+            replace: false,
             partials,
             rest: None,
             expect: None,
@@ -750,11 +797,86 @@ impl Model {
     }
 
     fn lookup(&self, name: &str) -> Lookup<'_> {
+        if name == LINK || name.starts_with(&format!("{LINK}/")) {
+            return Lookup::NotRegular;
+        }
+        if let Some((parent, _)) = name.rsplit_once('/')
+            && !self.folders.contains(parent)
+        {
+            return Lookup::NoFolder;
+        }
         match self.files.get(name) {
             Some(content) => Lookup::File(content),
-            None if name == LINK || name == SUBDIR => Lookup::NotRegular,
+            None if self.folders.contains(name) => Lookup::Folder,
             None => Lookup::Missing,
         }
+    }
+
+    /// What `LIST` (or with `tree`, `TREE`) of the folder `folder` (the
+    /// root for "") lists: `(name, size)`, a folder's name with a `/`.
+    fn listing(&self, folder: &str, tree: bool) -> Vec<(String, u64)> {
+        let prefix = if folder.is_empty() {
+            String::new()
+        } else {
+            format!("{folder}/")
+        };
+        let under = |path: &str| -> Option<String> {
+            let rest = path.strip_prefix(&prefix)?;
+            (tree || !rest.contains('/')).then(|| rest.to_owned())
+        };
+        let mut entries: Vec<(String, u64)> = self
+            .files
+            .iter()
+            .filter_map(|(path, content)| under(path).map(|name| (name, content.len() as u64)))
+            .chain(
+                self.folders
+                    .iter()
+                    .filter_map(|path| under(path).map(|name| (format!("{name}/"), 0))),
+            )
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries
+    }
+
+    /// Moves `from` (a file or folder) and everything beneath it to `to`.
+    fn rename(&mut self, from: &str, to: &str) {
+        let moved = |path: &str| -> Option<String> {
+            if path == from {
+                Some(to.to_owned())
+            } else {
+                path.strip_prefix(&format!("{from}/"))
+                    .map(|rest| format!("{to}/{rest}"))
+            }
+        };
+        let files: Vec<String> = self
+            .files
+            .keys()
+            .filter(|p| moved(p).is_some())
+            .cloned()
+            .collect();
+        for path in files {
+            let content = self.files.remove(&path).unwrap();
+            self.files.insert(moved(&path).unwrap(), content);
+        }
+        let folders: Vec<String> = self
+            .folders
+            .iter()
+            .filter(|p| moved(p).is_some())
+            .cloned()
+            .collect();
+        for path in folders {
+            self.folders.remove(&path);
+            self.folders.insert(moved(&path).unwrap());
+        }
+    }
+
+    /// Removes `path` and everything beneath it.
+    fn remove_tree(&mut self, path: &str) {
+        let beneath = format!("{path}/");
+        self.files
+            .retain(|p, _| p != path && !p.starts_with(&beneath));
+        self.folders
+            .retain(|p| p != path && !p.starts_with(&beneath));
     }
 }
 
@@ -867,13 +989,20 @@ impl Checker {
                     };
                     match expect {
                         Expect::Listing { got, files } => {
-                            assert!(got.ends_with(b"\n"), "a block of whole lines: {}", show(&got));
+                            assert!(
+                                got.ends_with(b"\n"),
+                                "a block of whole lines: {}",
+                                show(&got)
+                            );
                             self.phase = Phase::ListBlocks { got, files };
                         }
                         expect => check_download(expect),
                     }
                 }
-                Phase::Greeting | Phase::Replies | Phase::Upload { .. } | Phase::ListBlocks { .. } => {
+                Phase::Greeting
+                | Phase::Replies
+                | Phase::Upload { .. }
+                | Phase::ListBlocks { .. } => {
                     let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
                         assert!(rest.len() < MAX_REPLY_LINE, "runaway reply {}", show(rest));
                         break;
@@ -1032,15 +1161,67 @@ impl Checker {
                     }
                 }
             }
-            Command::List => {
-                let files: Vec<(String, u64)> = self
-                    .model
-                    .files
-                    .iter()
-                    .map(|(name, content)| (name.clone(), content.len() as u64))
-                    .collect();
+            Command::List { path } | Command::Tree { path } => {
+                let tree = matches!(command, Command::Tree { .. });
+                let folder = path.map_or("", |p| p.as_str());
+                if !folder.is_empty() && !matches!(self.model.lookup(folder), Lookup::Folder) {
+                    assert_eq!(code, 550, "{context}");
+                    return;
+                }
+                let files = self.model.listing(folder, tree);
                 assert_eq!(code, 150, "{context}");
                 list_block(&mut self.phase, code, text, Vec::new(), files);
+            }
+            Command::Stat { name } => match self.model.lookup(name.as_str()) {
+                Lookup::File(content) => {
+                    assert_eq!(code, 213, "{context}");
+                    let want = format!("type=file size={} mtime=", content.len());
+                    assert!(text.starts_with(&want), "{context}");
+                    if let Some((_, digest)) = text.split_once(" sha256=") {
+                        assert_eq!(digest, hex(&sha256(content)), "{context}");
+                    }
+                }
+                Lookup::Folder => {
+                    assert_eq!(code, 213, "{context}");
+                    assert!(text.starts_with("type=folder mtime="), "{context}");
+                }
+                _ => assert_eq!(code, 550, "{context}"),
+            },
+            Command::Mkdir { name } => match self.model.lookup(name.as_str()) {
+                Lookup::Missing => {
+                    assert_eq!((code, text), (257, "created"), "{context}");
+                    self.model.folders.insert(name.as_str().to_owned());
+                    self.model.changed = true;
+                }
+                _ => assert_eq!(code, 550, "{context}"),
+            },
+            Command::Rmdir { name } => match self.model.lookup(name.as_str()) {
+                Lookup::Folder if self.model.listing(name.as_str(), false).is_empty() => {
+                    assert_eq!((code, text), (250, "removed"), "{context}");
+                    self.model.folders.remove(name.as_str());
+                    self.model.changed = true;
+                }
+                _ => assert_eq!(code, 550, "{context}"),
+            },
+            Command::Rmtree { name } => match self.model.lookup(name.as_str()) {
+                Lookup::File(_) | Lookup::Folder => {
+                    assert_eq!((code, text), (250, "removed"), "{context}");
+                    self.model.remove_tree(name.as_str());
+                    self.model.changed = true;
+                }
+                _ => assert_eq!(code, 550, "{context}"),
+            },
+            Command::From { name } => {
+                assert_eq!((code, text), (350, "ready for MOVE or COPY"), "{context}");
+                self.model.from = Some(name.as_str().to_owned());
+            }
+            Command::Replace => {
+                assert_eq!((code, text), (200, "replacing"), "{context}");
+                self.model.replace = true;
+            }
+            Command::Move { name } | Command::Copy { name } => {
+                let copy = matches!(command, Command::Copy { .. });
+                self.answer_move(name, copy, code, text, &context);
             }
             Command::View { name } | Command::Get { name } => {
                 let preview = matches!(command, Command::View { .. });
@@ -1075,16 +1256,22 @@ impl Checker {
                             expect: Expect::Bytes(want),
                         };
                     }
-                    Lookup::NotRegular | Lookup::Missing => assert_eq!(code, 550, "{context}"),
+                    _ => assert_eq!(code, 550, "{context}"),
                 }
             }
-            Command::Put { size, name } => self.answer_put(size, name.as_str(), code, text, &context),
+            Command::Put { size, name } => {
+                self.answer_put(size, name.as_str(), code, text, &context)
+            }
             Command::Hash { name } => match self.model.lookup(name.as_str()) {
                 Lookup::File(content) => {
                     assert_eq!(code, 213, "{context}");
-                    assert_eq!(text, format!("sha256={}", hex(&sha256(content))), "{context}");
+                    assert_eq!(
+                        text,
+                        format!("sha256={}", hex(&sha256(content))),
+                        "{context}"
+                    );
                 }
-                Lookup::NotRegular | Lookup::Missing => assert_eq!(code, 550, "{context}"),
+                _ => assert_eq!(code, 550, "{context}"),
             },
             Command::Partial { name } => {
                 let held = self.model.partials.get(name.as_str()).map_or(0, Vec::len);
@@ -1099,7 +1286,11 @@ impl Checker {
             Command::Expect { sha256 } => {
                 assert_eq!(code, 200, "{context}");
                 let digest = *sha256.as_bytes();
-                assert_eq!(text, format!("expecting sha256={}", hex(&digest)), "{context}");
+                assert_eq!(
+                    text,
+                    format!("expecting sha256={}", hex(&digest)),
+                    "{context}"
+                );
                 self.model.expect = Some(digest);
             }
             Command::Del { name } => match self.model.lookup(name.as_str()) {
@@ -1108,8 +1299,62 @@ impl Checker {
                     self.model.files.remove(name.as_str());
                     self.model.changed = true;
                 }
-                Lookup::NotRegular | Lookup::Missing => assert_eq!(code, 550, "{context}"),
+                _ => assert_eq!(code, 550, "{context}"),
             },
+        }
+    }
+
+    /// `MOVE` and `COPY`, in the order of checks of `storage/folders.rs`:
+    /// a `FROM` first, the same path (and for a move, into itself), the
+    /// source, the destination's folder, an existing destination.
+    fn answer_move(&mut self, to: FilePath<'_>, copy: bool, code: u16, text: &str, context: &str) {
+        let (from, replace) = (
+            self.model.from.take(),
+            std::mem::take(&mut self.model.replace),
+        );
+        let Some(from) = from else {
+            assert_eq!((code, text), (503, "send FROM first"), "{context}");
+            return;
+        };
+        let to = to.as_str();
+        if from == to || (!copy && to.starts_with(&format!("{from}/"))) {
+            assert_eq!(code, 553, "{context}");
+            return;
+        }
+        let source = match self.model.lookup(&from) {
+            Lookup::File(content) => Some(content.to_vec()),
+            Lookup::Folder if !copy => None,
+            _ => {
+                assert_eq!(code, 550, "{context}");
+                return;
+            }
+        };
+        let fits = match self.model.lookup(to) {
+            Lookup::NoFolder | Lookup::NotRegular => false,
+            Lookup::Missing => true,
+            _ if !replace => false,
+            Lookup::File(_) => source.is_some(),
+            Lookup::Folder => source.is_none() && self.model.listing(to, false).is_empty(),
+        };
+        if !fits {
+            assert_eq!(code, 550, "{context}");
+            return;
+        }
+        assert_eq!(code, 250, "{context}");
+        self.model.remove_tree(to);
+        self.model.changed = true;
+        match source {
+            Some(content) if copy => {
+                let want = format!("copied {} sha256={}", content.len(), hex(&sha256(&content)));
+                assert_eq!(text, want, "{context}");
+                // Put in place like an upload: its partial is superseded.
+                self.model.partials.remove(to);
+                self.model.files.insert(to.to_owned(), content);
+            }
+            _ => {
+                assert_eq!(text, "moved", "{context}");
+                self.model.rename(&from, to);
+            }
         }
     }
 
@@ -1133,7 +1378,7 @@ impl Checker {
             assert_eq!(text, want, "{context}");
             return;
         }
-        if let Lookup::NotRegular = self.model.lookup(name) {
+        if let Lookup::NotRegular | Lookup::Folder | Lookup::NoFolder = self.model.lookup(name) {
             assert_eq!(code, 550, "{context}");
             return;
         }

@@ -454,7 +454,12 @@ fn bash_completion_offers_commands_and_options() {
     assert!(bash_completes(&ferryd_script, &["ferryd", "ch"]).contains(&"check-config".to_owned()));
     let ferry_script = ferry(&["--generate", "bash"]).stdout;
     let verbs = bash_completes(&ferry_script, &["ferry", "--user", "demo", ""]);
-    assert_eq!(verbs, ["put", "get", "ls", "view", "rm", "hash", "shell"]);
+    assert_eq!(
+        verbs,
+        [
+            "put", "get", "ls", "view", "rm", "mkdir", "rmdir", "mv", "cp", "hash", "shell"
+        ]
+    );
     assert_eq!(
         bash_completes(&ferry_script, &["ferry", "--lim"]),
         ["--limit-rate"]

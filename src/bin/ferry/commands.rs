@@ -148,6 +148,15 @@ fn with_port(server: &str) -> String {
 pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
     let options = &command.options;
     let out = Out { options };
+    // Remote wildcards (`get 'photos/*.jpg'`), for the verbs that take
+    // several existing files.
+    let operands = match command.verb {
+        Verb::Get | Verb::Rm | Verb::Hash if !options.recursive => {
+            let op = Verb::NAMES[command.verb as usize];
+            folders::expand(remote, &command.operands, op, &out, status)
+        }
+        _ => command.operands.clone(),
+    };
     match command.verb {
         Verb::Put if options.recursive => {
             folders::put_tree(remote, &command.operands, &out, status)
@@ -156,7 +165,7 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
             folders::get_tree(remote, &command.operands, &out, status)
         }
         Verb::Put => put(remote, &command.operands, options, &out, status),
-        Verb::Get => get(remote, &command.operands, options, &out, status),
+        Verb::Get => get(remote, &operands, options, &out, status),
         Verb::Ls if options.recursive || !command.operands.is_empty() => {
             folders::ls(remote, &command.operands, &out, status)
         }
@@ -205,42 +214,28 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
                 Err(err) => out.error("view", Some(&command.operands[0]), &err, status),
             }
         }
-        Verb::Rm => each_name(
-            remote,
-            &command.operands,
-            &out,
-            status,
-            "rm",
-            |conn, name| {
-                conn.delete(name)?;
-                Ok((
-                    Json::new()
-                        .str("op", "rm")
-                        .str("name", name)
-                        .bool("ok", true)
-                        .finish(),
-                    None,
-                ))
-            },
-        ),
-        Verb::Hash => each_name(
-            remote,
-            &command.operands,
-            &out,
-            status,
-            "hash",
-            |conn, name| {
-                let digest = conn.hash(name)?;
-                Ok((
-                    Json::new()
-                        .str("op", "hash")
-                        .str("name", name)
-                        .str("sha256", &digest.to_string())
-                        .finish(),
-                    Some(format!("{digest}  {name}\n")),
-                ))
-            },
-        ),
+        Verb::Rm => each_name(remote, &operands, &out, status, "rm", |conn, name| {
+            conn.delete(name)?;
+            Ok((
+                Json::new()
+                    .str("op", "rm")
+                    .str("name", name)
+                    .bool("ok", true)
+                    .finish(),
+                None,
+            ))
+        }),
+        Verb::Hash => each_name(remote, &operands, &out, status, "hash", |conn, name| {
+            let digest = conn.hash(name)?;
+            Ok((
+                Json::new()
+                    .str("op", "hash")
+                    .str("name", name)
+                    .str("sha256", &digest.to_string())
+                    .finish(),
+                Some(format!("{digest}  {name}\n")),
+            ))
+        }),
         Verb::Shell => unreachable!("the shell is started by main"),
     }
 }

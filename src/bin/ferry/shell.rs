@@ -33,19 +33,26 @@ commands:
   put FILE...  [-o NAME]      upload
   get NAME...  [-o PATH | -d DIR]
                               download
-  ls [-h]                     list
+  put -r DIR...               upload folders
+  get -r PATH... [-d DIR]     download folders
+  ls [-h] [-R] [PATH]         list (a folder's name ends with /)
   view NAME [--raw]           the first 1024 bytes
-  rm NAME...                  delete
+  rm [-r] NAME...             delete (-r: folders and everything in them)
   hash NAME...                the server's SHA-256
-  lcd DIR                     change the local directory
+  mkdir [-p] PATH...          create folders
+  rmdir PATH...               remove empty folders
+  mv FROM TO, cp FROM TO      move, copy on the server (--force: replace TO)
+  cd PATH, cd .., cd /        change the remote folder; pwd shows it
+  lcd DIR, lls                change, list the local directory
   help                        this text
   quit, exit                  leave (so does end of input)
 --json, --quiet, --no-resume and --limit-rate work per command. Quote names with spaces:
   get 'my file.txt'";
 
 /// Words that start a shell line, for completion.
-const WORDS: [&str; 10] = [
-    "put", "get", "ls", "view", "rm", "hash", "lcd", "help", "quit", "exit",
+const WORDS: [&str; 17] = [
+    "put", "get", "ls", "view", "rm", "hash", "mkdir", "rmdir", "mv", "cp", "cd", "pwd", "lcd",
+    "lls", "help", "quit", "exit",
 ];
 
 enum Flow {
@@ -64,8 +71,10 @@ pub fn run(remote: &mut Remote, defaults: &Options, status: &mut Status) {
         status.fail(commands::exit_code(err.kind()));
         return;
     }
+    // The remote folder that relative paths start from ("": the root).
+    let mut cwd = String::new();
     if io::stdin().is_terminal() {
-        interactive(remote, defaults, status);
+        interactive(remote, defaults, &mut cwd, status);
     } else {
         for line in io::stdin().lock().lines() {
             let Ok(line) = line else {
@@ -73,14 +82,14 @@ pub fn run(remote: &mut Remote, defaults: &Options, status: &mut Status) {
                 status.fail(EXIT_USAGE);
                 break;
             };
-            if let Flow::Quit = execute(remote, &line, defaults, status) {
+            if let Flow::Quit = execute(remote, &line, defaults, &mut cwd, status) {
                 break;
             }
         }
     }
 }
 
-fn interactive(remote: &mut Remote, defaults: &Options, status: &mut Status) {
+fn interactive(remote: &mut Remote, defaults: &Options, cwd: &mut String, status: &mut Status) {
     let names = Rc::new(RefCell::new(Vec::new()));
     let mut editor: Editor<ShellHelper, DefaultHistory> = match Editor::new() {
         Ok(editor) => editor,
@@ -106,12 +115,24 @@ fn interactive(remote: &mut Remote, defaults: &Options, status: &mut Status) {
     loop {
         if stale {
             // For completion; a failure here shows when a command fails.
-            if let Ok(list) = remote.run(|conn, _| conn.list()) {
-                *names.borrow_mut() = list.into_iter().map(|e| e.name).collect();
+            let folder = (!cwd.is_empty()).then_some(cwd.as_str());
+            if let Ok(list) = remote.run(|conn, _| conn.list_folder(folder)) {
+                // A folder completes with its `/`, ready for the next name.
+                *names.borrow_mut() = list
+                    .into_iter()
+                    .map(|e| {
+                        if e.folder {
+                            format!("{}/", e.name)
+                        } else {
+                            e.name
+                        }
+                    })
+                    .collect();
             }
             stale = false;
         }
-        let line = match editor.readline("ferry> ") {
+        let prompt = format!("ferry:/{cwd}> ");
+        let line = match editor.readline(&prompt) {
             Ok(line) => line,
             Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
@@ -133,7 +154,7 @@ fn interactive(remote: &mut Remote, defaults: &Options, status: &mut Status) {
         // Ctrl-C while a command runs stops its transfer, not the shell
         // (at the prompt the line editor reads it as a key).
         INTERRUPTED.store(false, Ordering::Relaxed);
-        let flow = execute(remote, &line, defaults, status);
+        let flow = execute(remote, &line, defaults, cwd, status);
         if INTERRUPTED.swap(false, Ordering::Relaxed) {
             println!();
         }
@@ -141,7 +162,10 @@ fn interactive(remote: &mut Remote, defaults: &Options, status: &mut Status) {
             Flow::Quit => break,
             Flow::Continue => {
                 let first = line.split_whitespace().next().unwrap_or("");
-                stale = matches!(first, "put" | "rm" | "ls");
+                stale = matches!(
+                    first,
+                    "put" | "rm" | "ls" | "cd" | "mkdir" | "rmdir" | "mv" | "cp"
+                );
             }
         }
     }
@@ -154,8 +178,50 @@ fn remote_banner(remote: &mut Remote) -> String {
     }
 }
 
+/// `path` as seen from the remote folder `cwd`: a path with a leading `/`
+/// starts at the root.
+fn remote_path(cwd: &str, path: &str) -> String {
+    match path.strip_prefix('/') {
+        Some(absolute) => absolute.to_string(),
+        None if cwd.is_empty() => path.to_string(),
+        None => format!("{cwd}/{path}"),
+    }
+}
+
+/// `cd`: `..` goes up, `/` to the root, anything else must be a folder.
+fn change_folder(remote: &mut Remote, cwd: &mut String, to: &str, status: &mut Status) {
+    let target = match to {
+        "/" => String::new(),
+        ".." => cwd
+            .rsplit_once('/')
+            .map_or(String::new(), |(up, _)| up.to_string()),
+        _ => remote_path(cwd, to.trim_end_matches('/')),
+    };
+    if target.is_empty() {
+        cwd.clear();
+        return;
+    }
+    match remote.run(|conn, _| conn.stat(&target)) {
+        Ok(stat) if stat.folder => *cwd = target,
+        Ok(_) => {
+            eprintln!("ferry: cd: {target}: not a folder");
+            status.fail(commands::exit_code(ferry::client::ErrorKind::Remote));
+        }
+        Err(err) => {
+            eprintln!("ferry: cd: {err}");
+            status.fail(commands::exit_code(err.kind()));
+        }
+    }
+}
+
 /// Runs one shell line.
-fn execute(remote: &mut Remote, line: &str, defaults: &Options, status: &mut Status) -> Flow {
+fn execute(
+    remote: &mut Remote,
+    line: &str,
+    defaults: &Options,
+    cwd: &mut String,
+    status: &mut Status,
+) -> Flow {
     let Some(words) = shlex::split(line) else {
         eprintln!("ferry: unbalanced quotes in: {line}");
         status.fail(EXIT_USAGE);
@@ -168,6 +234,45 @@ fn execute(remote: &mut Remote, line: &str, defaults: &Options, status: &mut Sta
         "quit" | "exit" => return Flow::Quit,
         "help" | "?" => {
             println!("{HELP}");
+            return Flow::Continue;
+        }
+        "pwd" => {
+            println!("/{cwd}");
+            return Flow::Continue;
+        }
+        "cd" => {
+            match words.as_slice() {
+                [_] => cwd.clear(),
+                [_, to] => change_folder(remote, cwd, to, status),
+                _ => {
+                    eprintln!("ferry: cd takes one folder");
+                    status.fail(EXIT_USAGE);
+                }
+            }
+            return Flow::Continue;
+        }
+        "lls" => {
+            let dir = words.get(1).map_or(".", String::as_str);
+            match std::fs::read_dir(dir) {
+                Ok(read) => {
+                    let mut names: Vec<String> = read
+                        .filter_map(Result::ok)
+                        .map(|e| {
+                            let dir = e.file_type().is_ok_and(|t| t.is_dir());
+                            let name = e.file_name().to_string_lossy().into_owned();
+                            if dir { format!("{name}/") } else { name }
+                        })
+                        .collect();
+                    names.sort();
+                    for name in names {
+                        println!("{name}");
+                    }
+                }
+                Err(err) => {
+                    eprintln!("ferry: lls: {dir}: {err}");
+                    status.fail(EXIT_LOCAL);
+                }
+            }
             return Flow::Continue;
         }
         "lcd" => {
@@ -195,6 +300,45 @@ fn execute(remote: &mut Remote, line: &str, defaults: &Options, status: &mut Sta
             command.options.quiet |= defaults.quiet;
             command.options.no_resume |= defaults.no_resume;
             command.options.limit_rate = command.options.limit_rate.or(defaults.limit_rate);
+            // Remote paths are relative to the remote folder; put's
+            // operands (and get's -o, -d) are local.
+            if !cwd.is_empty() {
+                if command.verb != Verb::Put {
+                    for operand in &mut command.operands {
+                        let text = operand.to_string_lossy().into_owned();
+                        *operand = OsString::from(remote_path(cwd, &text));
+                    }
+                }
+                if command.verb == Verb::Ls && command.operands.is_empty() {
+                    command.operands.push(OsString::from(cwd.as_str()));
+                }
+                if command.verb == Verb::Put {
+                    match command.options.output.take() {
+                        Some(name) => {
+                            let text = name.to_string_lossy().into_owned();
+                            command.options.output = Some(remote_path(cwd, &text).into());
+                        }
+                        // Each file under its own name, in the folder.
+                        None => {
+                            for local in command.operands.clone() {
+                                let mut one = args::Command {
+                                    verb: Verb::Put,
+                                    operands: vec![local.clone()],
+                                    options: command.options.clone(),
+                                    connect: command.connect.clone(),
+                                };
+                                let name = std::path::Path::new(&local)
+                                    .file_name()
+                                    .map(|n| n.to_string_lossy().into_owned())
+                                    .unwrap_or_default();
+                                one.options.output = Some(remote_path(cwd, &name).into());
+                                commands::run(remote, &one, status);
+                            }
+                            return Flow::Continue;
+                        }
+                    }
+                }
+            }
             commands::run(remote, &command, status);
         }
         Ok(Parsed::Help) => println!("{HELP}"),
@@ -247,7 +391,9 @@ impl Completer for ShellHelper {
         match before[..start].split_whitespace().next() {
             None => Ok((start, candidates(&mut WORDS.iter().copied()))),
             Some("put" | "lcd") => self.files.complete(line, pos, ctx),
-            Some("get" | "view" | "rm" | "hash") => {
+            Some(
+                "get" | "view" | "rm" | "hash" | "cd" | "ls" | "mkdir" | "rmdir" | "mv" | "cp",
+            ) => {
                 let names = self.names.borrow();
                 Ok((start, candidates(&mut names.iter().map(String::as_str))))
             }

@@ -303,3 +303,98 @@ pub(super) fn get_tree(remote: &mut Remote, operands: &[OsString], out: &Out, st
         }
     }
 }
+
+/// Whether `name` matches the shell-style `pattern`: `*` any run of
+/// characters, `?` one character, anything else itself.
+pub(super) fn glob_matches(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // The classic two-pointer match with one backtrack point per `*`.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(at) = star {
+            i = at + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+/// Remote wildcards: an operand whose last name holds `*` or `?` stands
+/// for the files of its folder that match it (sorted); none is an error.
+/// Other operands stay as they are.
+pub(super) fn expand(
+    remote: &mut Remote,
+    operands: &[OsString],
+    op: &str,
+    out: &Out,
+    status: &mut Status,
+) -> Vec<OsString> {
+    let mut expanded = Vec::new();
+    for operand in operands {
+        let Some(text) = operand.to_str() else {
+            expanded.push(operand.clone());
+            continue;
+        };
+        let (folder, pattern) = match text.rsplit_once('/') {
+            Some((folder, pattern)) => (Some(folder), pattern),
+            None => (None, text),
+        };
+        if !pattern.contains(['*', '?']) {
+            expanded.push(operand.clone());
+            continue;
+        }
+        let folder = folder.filter(|f| !f.is_empty());
+        match remote.run(|conn, _| conn.list_folder(folder)) {
+            Ok(entries) => {
+                let mut names: Vec<String> = entries
+                    .into_iter()
+                    .filter(|e| !e.folder && glob_matches(pattern, &e.name))
+                    .map(|e| match folder {
+                        Some(folder) => format!("{folder}/{}", e.name),
+                        None => e.name,
+                    })
+                    .collect();
+                if names.is_empty() {
+                    let err = Error::Usage(format!("{text}: no remote file matches"));
+                    out.error(op, Some(operand), &err, status);
+                }
+                names.sort();
+                expanded.extend(names.into_iter().map(OsString::from));
+            }
+            Err(err) => out.error(op, Some(operand), &err, status),
+        }
+    }
+    expanded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matches;
+
+    #[test]
+    fn wildcards_match_like_a_shell() {
+        for (pattern, name, want) in [
+            ("*.jpg", "a.jpg", true),
+            ("*.jpg", "a.jpeg", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*", "", true),
+            ("*a*b*", "xxaybz", true),
+            ("*a*b", "xxaybz", false),
+            ("img *", "img 1.png", true),
+            ("ü*", "über", true),
+        ] {
+            assert_eq!(glob_matches(pattern, name), want, "{pattern} {name}");
+        }
+    }
+}

@@ -1185,13 +1185,16 @@ impl Session {
         } = *put;
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         let received = intake.received();
+        let path = intake.name().to_owned();
         match intake.finish(None, who(self.shell.peer, &user), services) {
             Finished::Stored(sha256) => {
                 let status = if existed { 204 } else { 201 };
                 self.shell.access_bytes(received);
                 let digest = sha256.to_string();
-                let fields = [("X-Ferry-SHA256", digest.as_str())];
-                self.respond(status, &fields, b"", true, after, services);
+                let etag = self.stored_etag(&user, &path, services);
+                let fields = [("X-Ferry-SHA256", digest.as_str()), ("ETag", &etag)];
+                let fields = &fields[..if etag.is_empty() { 1 } else { 2 }];
+                self.respond(status, fields, b"", true, after, services);
             }
             Finished::Failed(err) => self.fail(err, after, services),
             // Nothing is expected of an HTTP upload's digest.

@@ -496,8 +496,14 @@ fn etags_identify_versions_and_condition_get_and_put() {
     expect_closing_error(addr, &raw, 412, "if-match stale");
     put(addr, "e", b"two", &["If-None-Match: *"]).assert_status(412, "exists");
     put(addr, "new", b"n", &["If-None-Match: *"]).assert_status(201, "new name");
-    put(addr, "e", b"two", &[&format!("If-Match: {etag}")]).assert_status(204, "current etag");
+    let replaced = put(addr, "e", b"two", &[&format!("If-Match: {etag}")]);
+    replaced.assert_status(204, "current etag");
     let next = exchange(addr, &alice_req("GET", "/files/e"));
+    assert_eq!(
+        replaced.header("etag"),
+        next.header("etag"),
+        "a PUT answers the ETag of what it stored"
+    );
     assert_eq!(next.body, b"two");
     assert_ne!(
         next.header("etag"),

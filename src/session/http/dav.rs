@@ -628,6 +628,18 @@ impl Session {
         Ok(())
     }
 
+    /// The ETag of the file `path` of `user` just stored (empty when it
+    /// cannot be told), for the response to its `PUT`.
+    pub(super) fn stored_etag(&mut self, user: &str, path: &str, services: &Services) -> String {
+        let Ok(dir) = self.user_dir(user, services) else {
+            return String::new();
+        };
+        match self.facts_of(&dir, path, services) {
+            Ok(Some(facts)) if !facts.folder => facts.version.to_string(),
+            _ => String::new(),
+        }
+    }
+
     /// `If-Match` and `If-None-Match` of a `GET` or `HEAD`: `Some(304)` or
     /// `Some(412)` when the download is not to be sent.
     pub(super) fn read_condition(request: &Request<'_>, etag: &str) -> Option<u16> {

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::protocol::line::Command;
 use crate::protocol::webdav::LockScope;
 
 /// Locks one user may hold at once: a client locks the files it has open
@@ -194,6 +195,45 @@ impl Locks {
         locks.retain(|l| !(l.path == path || is_below(&l.path, path)));
         self.total -= before - locks.len();
     }
+}
+
+/// Whether a WebDAV lock holds what the line-protocol `command` of `user`
+/// would change (`from`: the source `FROM` gave, for `MOVE`). The line
+/// protocol has no way to give a lock token, so any live lock on what it
+/// changes refuses it: the file itself, for a removal or a move what is
+/// beneath it too, and for a new or removed name its folder's depth-0
+/// lock.
+pub(crate) fn holds_line_command(
+    locks: &mut Locks,
+    user: &str,
+    command: &Command<'_>,
+    from: Option<&str>,
+    now: Instant,
+) -> bool {
+    let mut targets: Vec<(&str, bool)> = Vec::new();
+    match command {
+        Command::Put { name, .. } => targets.push((name.as_str(), false)),
+        Command::Del { name } | Command::Mkdir { name } => targets.push((name.as_str(), false)),
+        Command::Rmdir { name } | Command::Rmtree { name } => targets.push((name.as_str(), true)),
+        Command::Move { name } => {
+            targets.push((name.as_str(), true));
+            targets.extend(from.map(|from| (from, true)));
+        }
+        Command::Copy { name } => targets.push((name.as_str(), true)),
+        _ => return false,
+    }
+    if !locks.by_user.contains_key(user) {
+        return false;
+    }
+    targets.into_iter().any(|(path, below)| {
+        let parent = path.rfind('/').map_or("", |slash| &path[..slash]);
+        !locks.covering(user, path, now).is_empty()
+            || (below && !locks.at_or_below(user, path, now).is_empty())
+            || locks
+                .covering(user, parent, now)
+                .iter()
+                .any(|l| l.path == parent && !l.infinite)
+    })
 }
 
 #[cfg(test)]

@@ -216,7 +216,9 @@ impl Failure {
             Failure::Request(Refused::Malformed | Refused::NameNotAllowed) => Reply::NameNotAllowed,
             Failure::Request(Refused::RangeNotSatisfiable) => Reply::BadArguments(Verb::Rest),
             Failure::Request(Refused::UnsupportedBody) => Reply::UnknownCommand,
-            // The line protocol has no WebDAV.
+            // A WebDAV lock, met by a line command (which cannot give
+            // its token); the line protocol meets no other WebDAV refusal.
+            Failure::Dav(DavRefused::Locked | DavRefused::LockConflict) => Reply::Locked,
             Failure::Dav(_) => Reply::UnknownCommand,
         }
     }

@@ -702,3 +702,46 @@ fn folders_are_collections_with_properties_and_locks() {
     // A lock on a name whose folder does not exist is 409.
     dav(addr, "LOCK", "/files/none/x", &[], LOCK_EXCLUSIVE).assert_status(409, "no folder");
 }
+
+#[test]
+fn a_webdav_lock_holds_against_the_line_protocol() {
+    let (server, addr) = http_server();
+    put(addr, "held.txt", b"v1", &[]).assert_status(201, "put");
+    dav(addr, "MKCOL", "/files/box/", &[], "").assert_status(201, "mkcol");
+    let file_lock = token_of(&dav(addr, "LOCK", "/files/held.txt", &[], LOCK_EXCLUSIVE));
+    let box_lock = token_of(&dav(addr, "LOCK", "/files/box/", &[], LOCK_SHARED));
+
+    // A line client cannot give a token: what a lock holds is refused.
+    let mut c = server.alice();
+    let (code, text) = c.cmd("PUT 2 held.txt");
+    assert_eq!(
+        (code, text.as_str()),
+        (550, "locked (a WebDAV lock holds it)")
+    );
+    c.expect("DEL held.txt", 550);
+    c.expect("FROM held.txt", 350);
+    c.expect("MOVE moved.txt", 550);
+    c.expect("MKDIR box/inner", 550);
+    c.expect("RMTREE box", 550);
+    c.expect("FROM free.txt", 350);
+    c.expect("COPY box/copy.txt", 550);
+    // Reading is not writing, and what no lock holds is free.
+    c.expect("HASH held.txt", 213);
+    c.put("free.txt", b"free");
+    c.expect("MKDIR elsewhere", 257);
+    assert_eq!(
+        fs::read(server.user_dir(ALICE).join("held.txt")).unwrap(),
+        b"v1"
+    );
+
+    for (target, token) in [("/files/held.txt", &file_lock), ("/files/box/", &box_lock)] {
+        let unlock = format!("Lock-Token: <{token}>");
+        dav(addr, "UNLOCK", target, &[&unlock], "").assert_status(204, target);
+    }
+    c.put("held.txt", b"v2");
+    c.expect("MKDIR box/inner", 257);
+    assert_eq!(
+        fs::read(server.user_dir(ALICE).join("held.txt")).unwrap(),
+        b"v2"
+    );
+}

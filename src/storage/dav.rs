@@ -308,6 +308,18 @@ impl Storage {
         }
     }
 
+    /// A copy's dead properties: the source's, in place of whatever the
+    /// replaced file had (RFC 4918 §9.8.2). Best effort: the copy itself
+    /// is what the client asked for.
+    pub(super) fn copy_dead_props(&self, dir: &UserDir, to: &str, props: &[DeadProp]) {
+        let Some(to) = crate::protocol::path::validate(to.as_bytes()) else {
+            return;
+        };
+        if let Err(err) = self.set_dead_props(dir, Some(to), false, props) {
+            log::warn!("cannot copy the dead properties to {to:?}: {err:?}");
+        }
+    }
+
     /// Sets the modification time of the regular file `path` (`PROPPATCH`
     /// of `getlastmodified` or Windows' `Win32LastModifiedTime`). The
     /// recorded digest follows the file to its new identity.

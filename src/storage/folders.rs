@@ -580,6 +580,7 @@ impl Storage {
             done: 0,
             kernel: true,
             existed: started.existed,
+            props: self.dead_props(dir, Some(from), false),
         })
     }
 
@@ -592,6 +593,7 @@ impl Storage {
             upload,
             size,
             existed,
+            props,
             ..
         } = copying;
         let sha256 = match (sha256, hasher) {
@@ -602,6 +604,8 @@ impl Storage {
         if upload.len() != size {
             return Err(io::Error::other("the source changed size during the copy").into());
         }
+        let (dir, to, _) = upload.target();
+        let (dir, to) = (dir.clone(), to.as_str().to_owned());
         self.commit(upload, sha256).map_err(|err| {
             if err.kind() == io::ErrorKind::AlreadyExists {
                 StorageError::Exists
@@ -609,6 +613,7 @@ impl Storage {
                 StorageError::Io(err)
             }
         })?;
+        self.copy_dead_props(&dir, &to, &props);
         Ok((size, sha256, existed))
     }
 
@@ -643,6 +648,8 @@ pub struct Copying {
     /// `copy_file_range` still works here.
     kernel: bool,
     existed: bool,
+    /// The source's WebDAV dead properties, which the copy gets.
+    props: Vec<super::DeadProp>,
 }
 
 impl Copying {

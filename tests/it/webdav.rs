@@ -653,6 +653,11 @@ fn folders_are_collections_with_properties_and_locks() {
         let text = dav(addr, "PROPFIND", target, &["Depth: 0"], &find).text();
         assert!(text.contains(">kept</ferryP:t>"), "{target}: {text}");
     }
+    // COPY gives the copy the source's dead properties.
+    let copied = ["Destination: http://127.0.0.1/files/copied.txt"];
+    dav(addr, "COPY", "/files/papers/a%20b.txt", &copied, "").assert_status(201, "copy");
+    let text = dav(addr, "PROPFIND", "/files/copied.txt", &["Depth: 0"], &find).text();
+    assert!(text.contains(">kept</ferryP:t>"), "copy: {text}");
     // A folder with the old name starts without them.
     dav(addr, "MKCOL", "/files/docs/", &[], "").assert_status(201, "mkcol again");
     let text = dav(addr, "PROPFIND", "/files/docs/", &["Depth: 0"], &find).text();

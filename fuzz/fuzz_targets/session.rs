@@ -253,9 +253,8 @@ impl World {
         // Removed trees are emptied in housekeeping, a bounded number of
         // entries a turn, as the reactor runs it.
         for _ in 0..100_000 {
-            let now = Instant::now();
             match storage.next_housekeeping() {
-                Some(at) if at <= now => storage.housekeeping(now),
+                Some(at) if at <= Instant::now() => storage.housekeeping(Instant::now()),
                 _ => break,
             }
         }
@@ -1317,18 +1316,61 @@ impl Checker {
             return;
         };
         let to = to.as_str();
-        if from == to || (!copy && to.starts_with(&format!("{from}/"))) {
+        let into_itself = to.starts_with(&format!("{from}/"));
+        let folder = matches!(self.model.lookup(&from), Lookup::Folder);
+        if from == to || (into_itself && (!copy || folder)) {
             assert_eq!(code, 553, "{context}");
             return;
         }
         let source = match self.model.lookup(&from) {
             Lookup::File(content) => Some(content.to_vec()),
-            Lookup::Folder if !copy => None,
+            Lookup::Folder => None,
             _ => {
                 assert_eq!(code, 550, "{context}");
                 return;
             }
         };
+        if copy && source.is_none() {
+            // A folder is copied to a new folder, never over anything.
+            if !matches!(self.model.lookup(to), Lookup::Missing) {
+                assert_eq!(code, 550, "{context}");
+                return;
+            }
+            assert_eq!(code, 250, "{context}");
+            let prefix = format!("{from}/");
+            let files: Vec<(String, Vec<u8>)> = self
+                .model
+                .files
+                .iter()
+                .filter_map(|(p, c)| {
+                    p.strip_prefix(&prefix)
+                        .map(|rest| (rest.to_owned(), c.clone()))
+                })
+                .collect();
+            let folders: Vec<String> = self
+                .model
+                .folders
+                .iter()
+                .filter_map(|p| p.strip_prefix(&prefix).map(str::to_owned))
+                .collect();
+            let bytes: usize = files.iter().map(|(_, c)| c.len()).sum();
+            assert_eq!(
+                text,
+                format!("copied {} files, {bytes} bytes", files.len()),
+                "{context}"
+            );
+            self.model.folders.insert(to.to_owned());
+            for rest in folders {
+                self.model.folders.insert(format!("{to}/{rest}"));
+            }
+            for (rest, content) in files {
+                let path = format!("{to}/{rest}");
+                self.model.partials.remove(&path);
+                self.model.files.insert(path, content);
+            }
+            self.model.changed = true;
+            return;
+        }
         let fits = match self.model.lookup(to) {
             Lookup::NoFolder | Lookup::NotRegular => false,
             Lookup::Missing => true,

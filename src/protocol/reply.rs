@@ -86,8 +86,10 @@ pub enum Reply {
     Removed,
     /// `250 moved`: `MOVE`.
     Moved,
-    /// `250 copied <size> sha256=<hex>`: `COPY`.
+    /// `250 copied <size> sha256=<hex>`: `COPY` of a file.
     Copied { size: u64, sha256: Digest },
+    /// `250 copied <files> files, <size> bytes`: `COPY` of a folder.
+    CopiedFolder { files: u64, size: u64 },
     /// `350 ready for MOVE or COPY`: `FROM`. (The path is not echoed: a
     /// reply stays one short line, whatever the client sent.)
     From,
@@ -128,7 +130,9 @@ impl Reply {
             Reply::Sha256(_) | Reply::PartialHeld(_) | Reply::Stat { .. } => 213,
             Reply::RestartAt(_) | Reply::From => 350,
             Reply::Created => 257,
-            Reply::Removed | Reply::Moved | Reply::Copied { .. } => 250,
+            Reply::Removed | Reply::Moved | Reply::Copied { .. } | Reply::CopiedFolder { .. } => {
+                250
+            }
             Reply::NeedFrom => 503,
             Reply::NoSuchFolder
             | Reply::IsFolder
@@ -228,6 +232,9 @@ impl Reply {
             Reply::Moved => write!(out, "{code} moved"),
             Reply::Copied { size, sha256 } => {
                 write!(out, "{code} copied {size} {SHA256_PREFIX}{sha256}")
+            }
+            Reply::CopiedFolder { files, size } => {
+                write!(out, "{code} copied {files} files, {size} bytes")
             }
             Reply::From => write!(out, "{code} ready for MOVE or COPY"),
             Reply::Replacing => write!(out, "{code} replacing"),

@@ -6,23 +6,27 @@
 //! <root>/                          0700
 //!   <user>/                        0700, one per user, created on first login
 //!     <name>                       0600, complete files only
+//!     <folder>/<name>              folders (0700) of files, see `storage/folders.rs`
 //!   .ferry/                        the server's own (usernames never start with '.')
 //!     instances.lock               held while a server registers or sweeps
 //!     instances/<id>               one per running server, flock-ed while it lives
 //!     tmp/<id>-*                   that server's uploads in progress and records
 //!                                  being written; removed once the server is dead
 //!     users/<user>/
-//!       sums/<name>                SHA-256 record of <user>/<name>
-//!       partial/<name>             bytes of an interrupted upload of <name>
-//!       partial-sums/<name>        saved hash state of those bytes
+//!       sums/<path>                SHA-256 record of <user>/<path> (folders mirrored)
+//!       partial/<key>              bytes of an interrupted upload of a path
+//!                                  (key: the name at the root, else \x01 and
+//!                                  the SHA-256 of the path)
+//!       partial-sums/<key>         saved hash state of those bytes
 //!       props/<path>               WebDAV dead properties of the file <path>;
 //!       props/<path>/\x01, props/\x01  those of the folder <path>, of the root
 //! ```
 //!
 //! Containment: the root is opened once, by path; every other operation is
-//! made relative to an open directory handle, one name at a time, without
-//! following symlinks (`openat2` with `RESOLVE_BENEATH |
-//! RESOLVE_NO_SYMLINKS`, see `storage/dir.rs`). A user's handles are taken at login,
+//! made relative to an open directory handle, without following symlinks:
+//! a path's folder is opened beneath the user's handle (`openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, see
+//! `storage/dir.rs`), and its last name used relative to that. A user's handles are taken at login,
 //! so nothing renamed or swapped in later above them changes what the
 //! session reaches. Only regular files are ever opened for reading or
 //! writing: symlinks, directories, FIFOs, sockets and devices in a user
@@ -77,7 +81,7 @@ use crate::protocol::path::FilePath;
 
 pub use dav::{DavFacts, DeadProp, MAX_DEAD_PROP_COUNT, MAX_DEAD_PROPS, PropsError, Version};
 use dir::Dir;
-pub use folders::{Copying, Facts};
+pub use folders::{Copied, Copying, Facts};
 use folders::{Folder, partial_key};
 use instance::Instance;
 pub use listing::{Listing, Step as ListingStep};
@@ -440,23 +444,25 @@ impl Storage {
 
     /// When [`Storage::housekeeping`] next has work.
     pub fn next_housekeeping(&self) -> Option<Instant> {
+        // A removed tree being emptied: every turn, a step at a time.
+        if self.has_trash() {
+            return Some(Instant::now());
+        }
         self.sweep.borrow().next
     }
 
-    /// Removes expired partials (a bounded number per call) and, once per
+    /// Empties removed trees (a bounded number of entries per call),
+    /// removes expired partials (a bounded number per call) and, once per
     /// pass, the temporary files of servers sharing the root that died.
     /// Called by the event loop when [`Storage::next_housekeeping`] comes.
     pub fn housekeeping(&self, now: Instant) {
-        if self.next_housekeeping().is_none_or(|next| now < next) {
+        self.empty_trash(folders::TRASH_BUDGET);
+        if self.sweep.borrow().next.is_none_or(|next| now < next) {
             return;
         }
         let expired = self.sweep_partials(SWEEP_BUDGET);
         if expired > 0 {
             log::info!("removed {expired} expired partial upload(s)");
-        }
-        self.empty_trash(folders::TRASH_BUDGET);
-        if self.has_trash() {
-            self.sweep.borrow_mut().next = Some(now);
         }
     }
 

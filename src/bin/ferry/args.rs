@@ -51,7 +51,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ),
     (
         "cp FROM TO",
-        "copy a file on the server (--force: replace TO)",
+        "copy a file, or a folder with everything in it, on the server (--force: a file replaces TO)",
     ),
     (
         "hash NAME...",

@@ -13,7 +13,7 @@ use crate::protocol::path::{self, FilePath};
 use crate::session::Services;
 use crate::session::replies::{Failure, Refused};
 use crate::session::transfer;
-use crate::storage::{Copying, StorageError, UserDir};
+use crate::storage::{Copying, PutRefusal, StorageError, UserDir};
 
 /// A `COPY` in progress.
 #[derive(Debug)]
@@ -160,7 +160,7 @@ impl Session {
                     user: user.to_owned(),
                 }));
             }
-            Err(crate::storage::PutRefusal::Storage(err)) => {
+            Err(PutRefusal::Storage(err)) => {
                 log::info!("{} {user}: {verb} {from:?}: {err}", self.shell.peer);
                 self.move_failed(err, replace, after, services)
             }
@@ -181,12 +181,6 @@ impl Session {
                 let fields = [("Content-Type", super::TEXT)];
                 self.respond(412, &fields, body, false, after, services);
             }
-            // A folder, where only files are copied.
-            StorageError::IsFolder => {
-                let body = b"folders are not copied\n";
-                let fields = [("Content-Type", super::TEXT)];
-                self.respond(403, &fields, body, false, after, services);
-            }
             err => self.fail(err, after, services),
         }
     }
@@ -196,7 +190,7 @@ impl Session {
         let State::Copying(job) = &mut self.state else {
             return;
         };
-        let finished = match job.copying.step() {
+        let finished = match job.copying.step(&services.storage) {
             Ok(false) => return,
             Ok(true) => None,
             Err(err) => Some(err),
@@ -211,19 +205,31 @@ impl Session {
         } = *job;
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         let result = match finished {
-            Some(err) => Err(StorageError::Io(err)),
-            None => services.storage.finish_copy(copying),
+            Some(refusal) => Err(refusal),
+            None => services
+                .storage
+                .finish_copy(copying)
+                .map_err(PutRefusal::Storage),
         };
         match result {
-            Ok((_, sha256, existed)) => {
-                let status = if existed { 204 } else { 201 };
-                let digest = sha256.to_string();
-                let fields = [("X-Ferry-SHA256", digest.as_str())];
-                self.respond(status, &fields, b"", true, after, services);
+            Ok(copied) => {
+                let status = if copied.existed { 204 } else { 201 };
+                let digest = copied.sha256.map(|d| d.to_string());
+                match &digest {
+                    Some(digest) => {
+                        let fields = [("X-Ferry-SHA256", digest.as_str())];
+                        self.respond(status, &fields, b"", true, after, services);
+                    }
+                    None => self.respond(status, &[], b"", true, after, services),
+                }
             }
-            Err(err) => {
+            Err(PutRefusal::Storage(err)) => {
                 log::info!("{} {user}: COPY: {err}", self.shell.peer);
                 self.move_failed(err, false, after, services);
+            }
+            Err(refusal) => {
+                log::info!("{} {user}: COPY: {refusal:?}", self.shell.peer);
+                self.fail(refusal, after, services);
             }
         }
     }

@@ -142,13 +142,13 @@ impl Session {
         let State::Copying(_, copying) = &mut self.state else {
             return 0;
         };
-        match copying.step() {
+        match copying.step(&services.storage) {
             Ok(false) => return usize::MAX,
             Ok(true) => {}
             Err(err) => {
                 self.transition(|session, state| match state {
                     State::Copying(login, _) => {
-                        log::info!("{} {}: COPY: {err}", session.shell.peer, login.user);
+                        log::info!("{} {}: COPY: {err:?}", session.shell.peer, login.user);
                         session.fail(err, services);
                         State::Idle(login)
                     }
@@ -161,9 +161,16 @@ impl Session {
         self.transition(|session, state| match state {
             State::Copying(login, copying) => {
                 match services.storage.finish_copy(*copying) {
-                    Ok((size, sha256, _)) => {
-                        session.reply(Reply::Copied { size, sha256 }, services)
-                    }
+                    Ok(copied) => match copied.sha256 {
+                        Some(sha256) => {
+                            let size = copied.size;
+                            session.reply(Reply::Copied { size, sha256 }, services)
+                        }
+                        None => {
+                            let (files, size) = (copied.files, copied.size);
+                            session.reply(Reply::CopiedFolder { files, size }, services)
+                        }
+                    },
                     Err(err) => {
                         log::info!("{} {}: COPY: {err}", session.shell.peer, login.user);
                         session.fail(err, services);

@@ -28,11 +28,15 @@ cargo "+${toolchain}" fuzz build -s none
 # past two names of 255 bytes for the names; room for long lines and
 # pipelined uploads in a session; past the 16 KiB head limit for HTTP;
 # a few replies with their data for the client; past the longest PROXY
-# header taken (536 bytes) for proxy_header.
-declare -A max_len=([proxy_header]=1200 [line_command]=9000 [names]=600 [session]=16384 [http_request]=20000 [client_replies]=4096 [tls_session]=20000)
+# header taken (536 bytes) for proxy_header; a few WebDAV bodies (the
+# parser is bounded by the body, 64 KiB in the server).
+declare -A max_len=([proxy_header]=1200 [line_command]=9000 [names]=600 [session]=16384 [http_request]=20000 [client_replies]=4096 [tls_session]=20000 [webdav_xml]=8192)
 
 failed=()
-for target in $(cargo "+${toolchain}" fuzz list); do
+# A failing `cargo fuzz list` must fail the script, not fuzz nothing.
+targets=$(cargo "+${toolchain}" fuzz list)
+[[ -n "$targets" ]] || { echo "cargo fuzz list named no target" >&2; exit 1; }
+for target in $targets; do
     echo "== fuzz ${target} for ${seconds}s"
     mkdir -p "fuzz/corpus/${target}"
     if ! cargo "+${toolchain}" fuzz run -s none "$target" \

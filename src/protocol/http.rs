@@ -14,6 +14,7 @@ use super::line::Status;
 use super::name::{self, FileName};
 use super::path;
 pub use super::web::WebFields;
+pub use super::webdav::DavFields;
 
 /// Longest request head (request line and fields, terminator included).
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -33,14 +34,20 @@ pub enum Method {
     Delete,
     /// The web interface's forms (`protocol/web.rs`).
     Post,
+    /// WebDAV's (see `protocol/webdav.rs`).
+    Options,
+    Propfind,
+    Proppatch,
+    Lock,
+    Unlock,
     /// WebDAV's: create a folder.
     Mkcol,
     /// WebDAV's: move to the `Destination`.
     Move,
     /// WebDAV's: copy to the `Destination`.
     Copy,
-    /// A standard method the server does not serve anywhere (`OPTIONS`,
-    /// `PATCH`, ...): `405`.
+    /// A standard method the server does not serve anywhere (`PATCH`,
+    /// `TRACE`, ...): `405`.
     Other,
     /// Not a method the server knows: `501`.
     Unknown,
@@ -55,6 +62,11 @@ impl Method {
             Method::Put => "PUT",
             Method::Delete => "DELETE",
             Method::Post => "POST",
+            Method::Options => "OPTIONS",
+            Method::Propfind => "PROPFIND",
+            Method::Proppatch => "PROPPATCH",
+            Method::Lock => "LOCK",
+            Method::Unlock => "UNLOCK",
             Method::Mkcol => "MKCOL",
             Method::Move => "MOVE",
             Method::Copy => "COPY",
@@ -70,10 +82,15 @@ impl Method {
             "PUT" => Method::Put,
             "DELETE" => Method::Delete,
             "POST" => Method::Post,
+            "OPTIONS" => Method::Options,
+            "PROPFIND" => Method::Propfind,
+            "PROPPATCH" => Method::Proppatch,
+            "LOCK" => Method::Lock,
+            "UNLOCK" => Method::Unlock,
             "MKCOL" => Method::Mkcol,
             "MOVE" => Method::Move,
             "COPY" => Method::Copy,
-            "OPTIONS" | "PATCH" | "TRACE" | "CONNECT" => Method::Other,
+            "PATCH" | "TRACE" | "CONNECT" => Method::Other,
             _ => Method::Unknown,
         }
     }
@@ -183,6 +200,8 @@ pub struct Request<'a> {
     pub range: Option<ByteRange>,
     /// The fields the web interface reads (cookie, origin, CSRF token).
     pub web: WebFields<'a>,
+    /// The fields WebDAV and conditional requests add, unparsed.
+    pub dav: DavFields<'a>,
     /// `Destination` (WebDAV's `MOVE` and `COPY`), as sent.
     pub destination: Option<&'a [u8]>,
     /// `Overwrite` (WebDAV's `MOVE` and `COPY`).
@@ -280,13 +299,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
     let mut content_range = false;
     let mut content_encoding = false;
     let mut web = WebFields::default();
+    let mut dav = DavFields::default();
     let mut destination = None;
     let mut overwrite = Overwrite::Absent;
     let mut depth = None;
     for field in request.headers.iter() {
         let value = field.value;
         let name = field.name;
-        if web.take(name, value) {
+        if web.take(name, value) || dav.take(name, value) {
             continue;
         }
         if name.eq_ignore_ascii_case("content-length") {
@@ -376,6 +396,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Status<Request<'_>>, HeadError> {
         credentials,
         range,
         web,
+        dav,
         destination,
         overwrite,
         depth,
@@ -582,7 +603,9 @@ pub fn reason(status: u16) -> &'static str {
         201 => "Created",
         204 => "No Content",
         206 => "Partial Content",
+        207 => "Multi-Status",
         303 => "See Other",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -598,6 +621,8 @@ pub fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         412 => "Precondition Failed",
         417 => "Expectation Failed",
+        423 => "Locked",
+        424 => "Failed Dependency",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",

@@ -11,6 +11,8 @@
 //! - [`chunked`]: the chunked transfer coding, decoded incrementally.
 //! - [`proxy`]: the PROXY protocol header (v1 and v2) a load balancer
 //!   sends before anything else.
+//! - [`webdav`]: WebDAV's XML bodies and header fields, and its `207`
+//!   bodies.
 
 pub mod chunked;
 pub mod control;
@@ -21,3 +23,4 @@ pub mod path;
 pub mod proxy;
 pub mod reply;
 pub mod web;
+pub mod webdav;

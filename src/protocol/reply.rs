@@ -129,6 +129,8 @@ pub enum Reply {
     IntoItself,
     /// `553`: a move or copy onto its own source.
     SamePath,
+    /// `550`: a WebDAV lock holds what the command would change.
+    Locked,
 }
 
 impl Reply {
@@ -147,7 +149,8 @@ impl Reply {
             | Reply::IsFolder
             | Reply::NotFolder
             | Reply::NotEmpty
-            | Reply::Exists => 550,
+            | Reply::Exists
+            | Reply::Locked => 550,
             Reply::IntoItself | Reply::SamePath => 553,
             Reply::Greeting => 220,
             Reply::Bye => 221,
@@ -282,6 +285,7 @@ impl Reply {
             Reply::Exists => write!(out, "{code} already exists"),
             Reply::IntoItself => write!(out, "{code} cannot move or copy a folder into itself"),
             Reply::SamePath => write!(out, "{code} source and destination are the same"),
+            Reply::Locked => write!(out, "{code} locked (a WebDAV lock holds it)"),
         };
         out.extend_from_slice(b"\r\n");
     }

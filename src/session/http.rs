@@ -19,6 +19,7 @@
 //! file, and no further pipelined request runs while more than
 //! [`OUTPUT_BACKLOG`] bytes of responses wait to be sent.
 
+mod dav;
 mod web;
 
 use std::io;
@@ -64,6 +65,8 @@ struct ListJob {
     chunked: bool,
     keep_alive: bool,
     user: String,
+    /// A `PROPFIND` of the root with `Depth: 1` (a `207`), not a listing.
+    dav: Option<Box<dav::Multistatus>>,
 }
 
 /// A file being sent as a response body.
@@ -157,6 +160,8 @@ enum State {
     /// Waiting for a request head.
     Head,
     Receiving(Box<Put>),
+    /// The XML body of a WebDAV request is arriving.
+    DavBody(Box<dav::BodyJob>),
     Sending(Box<Send>),
     Listing(Box<ListJob>),
     /// A `COPY`, a step at a time.
@@ -232,6 +237,8 @@ enum Access {
     Write,
     /// `DELETE`.
     Delete,
+    /// WebDAV's (`session/http/dav.rs`).
+    Dav,
     /// `GET`, `HEAD` of a folder.
     List,
     /// `MKCOL`.
@@ -271,7 +278,7 @@ impl Front for Session {
     fn phase(&self) -> Phase {
         match self.state {
             State::Closing => Phase::Closing,
-            State::Receiving(_) => Phase::Receiving,
+            State::Receiving(_) | State::DavBody(_) => Phase::Receiving,
             State::Sending(_) => Phase::Sending,
             State::Listing(_) | State::Copying(_) | State::Verifying(_) => Phase::Working,
             State::Head => Phase::Ready,
@@ -369,6 +376,9 @@ impl Front for Session {
     /// Feeds body bytes to the running upload; returns how many of `data`
     /// belonged to the body.
     fn take_payload(&mut self, data: &[u8], services: &Services) -> usize {
+        if let State::DavBody(_) = self.state {
+            return self.dav_body(data, services);
+        }
         let State::Receiving(put) = &mut self.state else {
             return 0;
         };
@@ -487,7 +497,8 @@ impl Front for Session {
         }
         match &self.state {
             State::Closing => 0,
-            State::Receiving(_) if !self.shell.input.is_empty() => 0,
+            State::Receiving(_) | State::DavBody(_) if !self.shell.input.is_empty() => 0,
+            State::DavBody(job) => job.read_limit(),
             State::Receiving(put) => match &put.framing {
                 Framing::Length { left } => usize::try_from(*left).unwrap_or(usize::MAX),
                 Framing::Chunked(decoder) => usize::try_from(decoder.data_left())
@@ -518,6 +529,7 @@ impl Front for Session {
             }
             State::Head | State::Verifying(_) => self.head_started + policy.head_timeout,
             State::Receiving(_)
+            | State::DavBody(_)
             | State::Sending(_)
             | State::Listing(_)
             | State::Copying(_)
@@ -542,6 +554,7 @@ impl Front for Session {
                 self.abort_upload(*put, "timeout: upload stalled", services);
                 self.fail(Failure::Timeout, After::Close, services);
             }
+            State::DavBody(_) => self.fail(Failure::Timeout, After::Close, services),
             State::Sending(send) => {
                 self.cut(*send, "timeout: the client stopped reading", services);
                 self.shell.out.discard();
@@ -573,8 +586,12 @@ impl Front for Session {
             self.advance(services);
             return usize::MAX;
         }
-        if let State::Listing(_) = self.state {
-            self.list_step();
+        if let State::Listing(job) = &self.state {
+            if job.dav.is_some() {
+                self.dav_list_step(services);
+            } else {
+                self.list_step();
+            }
             self.advance(services);
             // A step is this session's whole turn, as for `LIST`.
             return usize::MAX;
@@ -618,6 +635,7 @@ impl Front for Session {
                 self.abort_upload(*put, "server shutting down", services);
                 self.fail(Failure::ShuttingDown, After::Close, services);
             }
+            State::DavBody(_) => self.fail(Failure::ShuttingDown, After::Close, services),
             State::Sending(send) => {
                 self.cut(*send, "server shutting down", services);
                 self.shell.out.discard();
@@ -638,7 +656,11 @@ impl Front for Session {
             State::Receiving(put) => self.abort_upload(*put, reason, services),
             State::Sending(send) => self.cut(*send, reason, services),
             State::Listing(job) => self.cut_listing(&job, reason),
-            State::Head | State::Copying(_) | State::Verifying(_) | State::Closing => {}
+            State::Head
+            | State::DavBody(_)
+            | State::Copying(_)
+            | State::Verifying(_)
+            | State::Closing => {}
         }
     }
 }
@@ -670,7 +692,9 @@ impl Session {
         self.shell
             .access_begin(services, None, request.method.as_str(), request.path);
         // A body that will not be read leaves the stream unusable.
-        let reads_body = request.method == Method::Put || web::form_len(request) > 0;
+        let reads_body = request.method == Method::Put
+            || web::form_len(request) > 0
+            || dav::takes_body(request.method);
         let keep_alive = request.keep_alive && (reads_body || !request.body.is_present());
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         // A refusal leaves any body unread, so the connection cannot go on.
@@ -696,8 +720,19 @@ impl Session {
             (Route::Folder(raw), Role::Main) => Resource::Folder(raw),
             _ => return self.fail(Refused::NoRoute, refuse, services),
         };
+        if request.method == Method::Options
+            && let Resource::Listing | Resource::File(_) | Resource::Folder(_) = resource
+        {
+            let root = matches!(resource, Resource::Listing);
+            return self.dav_options(root, refuse, services);
+        }
         let access = match (request.method, &resource) {
             (Method::Unknown, _) => return self.fail(Refused::UnknownMethod, refuse, services),
+            (method, Resource::Listing | Resource::File(_) | Resource::Folder(_))
+                if dav::is_dav(method) =>
+            {
+                Access::Dav
+            }
             (Method::Get | Method::Head, Resource::Folder(_)) => Access::List,
             (Method::Get | Method::Head, _) => Access::Read,
             (Method::Put, Resource::File(_)) => Access::Write,
@@ -705,19 +740,11 @@ impl Session {
             (Method::Mkcol, Resource::File(_) | Resource::Folder(_)) => Access::Mkcol,
             (Method::Move, Resource::File(_) | Resource::Folder(_)) => Access::Move,
             (Method::Copy, Resource::File(_) | Resource::Folder(_)) => Access::Copy,
-            (
-                Method::Put
-                | Method::Delete
-                | Method::Mkcol
-                | Method::Move
-                | Method::Copy
-                | Method::Post
-                | Method::Other,
-                _,
-            ) => {
+            _ => {
                 let allowed = match resource {
-                    Resource::File(_) => "GET, HEAD, PUT, DELETE, MKCOL, MOVE, COPY",
-                    Resource::Folder(_) => "GET, HEAD, DELETE, MKCOL, MOVE, COPY",
+                    Resource::File(_) => dav::ALLOW_FILE,
+                    Resource::Folder(_) => dav::ALLOW_FOLDER,
+                    Resource::Listing => dav::ALLOW_ROOT,
                     _ => "GET, HEAD",
                 };
                 let fields = [("Allow", allowed)];
@@ -814,6 +841,9 @@ impl Session {
                         };
                         let file = (access, name.as_str());
                         self.file_request(request, &user, &dir, file, after, services);
+                    }
+                    _ if matches!(access, Access::Dav) => {
+                        self.dav(request, &user, &dir, None, after, services)
                     }
                     _ => self.listing(request, &user, &dir, None, after, services),
                 }
@@ -1018,6 +1048,7 @@ impl Session {
             chunked,
             keep_alive: after == After::KeepAlive,
             user: user.to_owned(),
+            dav: None,
         }));
     }
 
@@ -1084,9 +1115,21 @@ impl Session {
         let Some(file_name) = name::validate(name.as_bytes()) else {
             return self.fail(Refused::Malformed, After::Close, services);
         };
+        if let Access::Write | Access::Delete | Access::Mkcol | Access::Move | Access::Copy = access
+            && let Err(refused) = self.dav_guard(request, user, dir, file_name, services)
+        {
+            // A refused PUT leaves its body unread.
+            let after = if request.body.is_present() {
+                After::Close
+            } else {
+                after
+            };
+            return self.fail(refused, after, services);
+        }
         // One arm per method, each a function of its own (WebDAV's
         // methods live in `http/folders.rs`).
         match access {
+            Access::Dav => self.dav(request, user, dir, Some(file_name), after, services),
             Access::Read => self.download(request, user, dir, file_name, after, services),
             Access::Write => self.start_upload(request, user, dir, file_name, after, services),
             Access::List => self.listing(request, user, dir, Some(file_name), after, services),
@@ -1127,6 +1170,10 @@ impl Session {
             .modified()
             .map(httpdate::fmt_http_date)
             .unwrap_or_default();
+        let etag = crate::storage::Version::of(&meta).to_string();
+        if let Some(status) = Session::read_condition(request, &etag) {
+            return self.not_sent(status, &etag, after, services);
+        }
         let preview = http::query_has(request.query, b"preview");
         let (status, first, len, range_field) = match request.range.filter(|_| !preview) {
             Some(range) => match range.resolve(size) {
@@ -1155,11 +1202,12 @@ impl Session {
         let fields = [
             ("Content-Type", content_type),
             ("Last-Modified", modified.as_str()),
+            ("ETag", etag.as_str()),
             ("Accept-Ranges", "bytes"),
             ("Content-Range", range_field.as_deref().unwrap_or_default()),
         ];
         // The last field only for a range.
-        let mut fields = fields[..if range_field.is_some() { 4 } else { 3 }].to_vec();
+        let mut fields = fields[..if range_field.is_some() { 5 } else { 4 }].to_vec();
         fields.extend(shown.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let fields = &fields[..];
         self.start_head(status, fields, Some(len), after, services);
@@ -1281,13 +1329,16 @@ impl Session {
         } = *put;
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         let received = intake.received();
+        let path = intake.name().to_owned();
         match intake.finish(None, who(self.shell.peer, &user), services) {
             Finished::Stored(sha256) => {
                 let status = if existed { 204 } else { 201 };
                 self.shell.access_bytes(received);
                 let digest = sha256.to_string();
-                let fields = [("X-Ferry-SHA256", digest.as_str())];
-                self.respond(status, &fields, b"", true, after, services);
+                let etag = self.stored_etag(&user, &path, services);
+                let fields = [("X-Ferry-SHA256", digest.as_str()), ("ETag", &etag)];
+                let fields = &fields[..if etag.is_empty() { 1 } else { 2 }];
+                self.respond(status, fields, b"", true, after, services);
             }
             Finished::Failed(err) => self.fail(err, after, services),
             // Nothing is expected of an HTTP upload's digest.

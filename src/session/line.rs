@@ -747,6 +747,19 @@ impl Session {
                 return self.fail(err, services);
             }
         };
+        if let State::Idle(login) = &self.state {
+            let from = login.pending.as_ref().and_then(|p| p.from.as_ref());
+            let held = super::locks::holds_line_command(
+                &mut services.locks.borrow_mut(),
+                &login.user,
+                &command,
+                from.map(|from| from.as_str()),
+                std::time::Instant::now(),
+            );
+            if held {
+                return self.fail(super::DavRefused::Locked, services);
+            }
+        }
         match command {
             Command::Noop => self.reply(Reply::Ok, services),
             Command::Health => {

@@ -23,6 +23,7 @@ mod hashing;
 pub mod http;
 pub mod line;
 mod listing;
+pub(crate) mod locks;
 mod login;
 mod outbox;
 mod replies;
@@ -39,7 +40,7 @@ pub use login::{
     MAX_AUTH_FAILURES, MAX_CHECKS_PER_ADDRESS, MAX_CONCURRENT_CHECKS, MAX_QUEUED_CHECKS,
 };
 pub use outbox::{DIRECT_MIN, FileOutput};
-pub(crate) use replies::Failure;
+pub(crate) use replies::{DavRefused, Failure};
 pub use shell::{Channel, Shell};
 pub use transfer::{Download, PREVIEW_LEN, TRANSFER_BUFFER};
 
@@ -94,6 +95,8 @@ pub struct Services {
     checks: Arc<Mutex<CheckBook>>,
     /// The web interface's browser logins, in memory.
     pub(crate) web: RefCell<crate::web::WebSessions>,
+    /// WebDAV's locks, in memory.
+    pub(crate) locks: RefCell<locks::Locks>,
 }
 
 // The tokens must never reach a log.
@@ -139,6 +142,7 @@ impl Services {
             metrics_token: None,
             checks: Arc::default(),
             web: RefCell::default(),
+            locks: RefCell::default(),
         }
     }
 

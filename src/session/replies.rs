@@ -10,6 +10,7 @@ use crate::limits::Refusal;
 use crate::protocol::http::{HeadError, reason};
 use crate::protocol::line::{ParseError, Verb};
 use crate::protocol::reply::{OUT_OF_DESCRIPTORS, Reply, describe_io};
+use crate::protocol::webdav::XmlError;
 use crate::storage::{OverQuota, PutRefusal, StorageError};
 
 /// An error some layer reported, on its way to the client.
@@ -48,6 +49,58 @@ pub(crate) enum Failure {
     Request(Refused),
     /// A connection over the client limits, refused before its session.
     Connections(Refusal),
+    /// A WebDAV request refused for its meaning (locks, conditions, XML).
+    Dav(DavRefused),
+}
+
+/// Why a WebDAV (or conditional) request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DavRefused {
+    /// A body that is not the XML the method takes, or is refused (DTD,
+    /// entities, too deep).
+    Xml(XmlError),
+    /// A `Depth`, `If`, `Timeout` or `Lock-Token` field that cannot be read.
+    BadField(&'static str),
+    /// `PROPFIND` with `Depth: infinity`.
+    InfiniteDepth,
+    /// A `PROPFIND`, `PROPPATCH` or `LOCK` body over its bound.
+    BodyTooLarge,
+    /// A conditional request (`If`, `If-Match`, `If-None-Match`) whose
+    /// condition does not hold.
+    PreconditionFailed,
+    /// The resource is locked and the request did not give the lock's
+    /// token.
+    Locked,
+    /// A `LOCK` that conflicts with a lock already held.
+    LockConflict,
+    /// Too many locks are held.
+    LocksFull,
+    /// An `UNLOCK` without a `Lock-Token`.
+    NoLockToken,
+    /// An `UNLOCK` whose token is not a lock on the resource.
+    TokenMismatch,
+    /// A `LOCK` refresh whose `If` names no lock on the resource.
+    NoLockToRefresh,
+}
+
+impl DavRefused {
+    /// The precondition element (RFC 4918 §16) the refusal's XML body
+    /// names, when it has one.
+    pub(crate) fn condition(self) -> Option<&'static str> {
+        match self {
+            DavRefused::InfiniteDepth => Some("propfind-finite-depth"),
+            DavRefused::Locked => Some("lock-token-submitted"),
+            DavRefused::LockConflict => Some("no-conflicting-lock"),
+            DavRefused::TokenMismatch => Some("lock-token-matches-request-uri"),
+            _ => None,
+        }
+    }
+}
+
+impl From<DavRefused> for Failure {
+    fn from(refused: DavRefused) -> Failure {
+        Failure::Dav(refused)
+    }
 }
 
 /// Why a request is refused for its syntax, whichever front's. (Each front
@@ -198,6 +251,10 @@ impl Failure {
             Failure::Request(Refused::CrossSite) => Reply::NotLoggedIn,
             Failure::Request(Refused::ResumeUnhashed) => Reply::BadArguments(Verb::Rest),
             Failure::Request(Refused::UnsupportedBody) => Reply::UnknownCommand,
+            // A WebDAV lock, met by a line command (which cannot give
+            // its token); the line protocol meets no other WebDAV refusal.
+            Failure::Dav(DavRefused::Locked | DavRefused::LockConflict) => Reply::Locked,
+            Failure::Dav(_) => Reply::UnknownCommand,
         }
     }
 
@@ -293,6 +350,21 @@ impl Failure {
             Failure::Connections(Refusal::TooManyFromAddress) => {
                 (503, "too many connections from this address".into())
             }
+            Failure::Dav(refused) => match refused {
+                DavRefused::Xml(err) => (400, err.describe().into()),
+                DavRefused::BadField(field) => (400, format!("malformed {field} field").into()),
+                DavRefused::InfiniteDepth => {
+                    (403, "PROPFIND with Depth: infinity is refused".into())
+                }
+                DavRefused::BodyTooLarge => (413, "request body too large".into()),
+                DavRefused::PreconditionFailed => (412, reason(412).into()),
+                DavRefused::Locked => (423, "locked: the request gave no lock token of it".into()),
+                DavRefused::LockConflict => (423, "locked by another lock".into()),
+                DavRefused::LocksFull => (503, "too many locks".into()),
+                DavRefused::NoLockToken => (400, "UNLOCK needs a Lock-Token field".into()),
+                DavRefused::TokenMismatch => (409, "no such lock on this resource".into()),
+                DavRefused::NoLockToRefresh => (412, "no lock of this token to refresh".into()),
+            },
         }
     }
 }

@@ -49,6 +49,14 @@ pub struct EntryMeta {
     pub len: u64,
     /// Seconds since the epoch.
     pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ino: u64,
+}
+
+impl EntryMeta {
+    pub fn version(&self) -> super::Version {
+        super::Version::new(self.ino, self.mtime, self.mtime_nsec, self.len)
+    }
 }
 
 fn c_name(name: &OsStr) -> io::Result<CString> {
@@ -175,6 +183,8 @@ impl Dir {
             is_dir: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
             len: u64::try_from(stat.st_size).unwrap_or(0),
             mtime: stat.st_mtime,
+            mtime_nsec: stat.st_mtime_nsec,
+            ino: stat.st_ino,
         })
     }
 

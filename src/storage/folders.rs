@@ -326,6 +326,7 @@ impl Storage {
             _ => err.into(),
         })?;
         self.trash_records(dir, path);
+        self.forget_dead_props(dir, path, true);
         if self.options.fsync {
             folder.sync()?;
         }
@@ -349,6 +350,7 @@ impl Storage {
         }
         self.to_trash(&folder, leaf, Some(Arc::clone(&dir.inner.tally)))?;
         self.trash_records(dir, path);
+        self.forget_dead_props(dir, path, true);
         if self.options.fsync {
             folder.sync()?;
         }
@@ -367,7 +369,7 @@ impl Storage {
 
     /// Renames the folder `name` of `folder` into the temporary directory
     /// and queues its removal.
-    fn to_trash(
+    pub(super) fn to_trash(
         &self,
         folder: &Dir,
         name: &str,
@@ -565,6 +567,7 @@ impl Storage {
                 self.record_digest(dir, to, &Identity::of(&now), sha256);
             }
         }
+        self.move_dead_props(dir, from, to, is_dir);
         if self.options.fsync {
             source.sync()?;
             target.sync()?;
@@ -646,6 +649,7 @@ impl Storage {
             done: 0,
             kernel: true,
             existed: started.existed,
+            props: self.dead_props(dir, Some(from), false),
         })
     }
 
@@ -678,6 +682,7 @@ impl Storage {
             upload,
             size,
             existed,
+            props,
             ..
         } = copying;
         let sha256 = match (sha256, hasher) {
@@ -688,6 +693,8 @@ impl Storage {
         if upload.len() != size {
             return Err(io::Error::other("the source changed size during the copy").into());
         }
+        let (dir, to, _) = upload.target();
+        let (dir, to) = (dir.clone(), to.as_str().to_owned());
         self.commit(upload, sha256).map_err(|err| {
             if err.kind() == io::ErrorKind::AlreadyExists {
                 StorageError::Exists
@@ -695,6 +702,7 @@ impl Storage {
                 StorageError::Io(err)
             }
         })?;
+        self.copy_dead_props(&dir, &to, &props);
         Ok((size, sha256, existed))
     }
 
@@ -815,6 +823,8 @@ struct FileCopy {
     /// `copy_file_range` still works here.
     kernel: bool,
     existed: bool,
+    /// The source's WebDAV dead properties, which the copy gets.
+    props: Vec<super::DeadProp>,
 }
 
 impl FileCopy {

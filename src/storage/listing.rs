@@ -122,6 +122,7 @@ impl Listing {
                     folder: meta.is_dir,
                     size: if meta.is_dir { 0 } else { meta.len },
                     mtime: meta.mtime,
+                    version: meta.version(),
                 }));
             }
         }

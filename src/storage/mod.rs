@@ -22,6 +22,8 @@
 //!       partial-sums/<key>         saved hash state of those bytes
 //!       claims/<id>                bytes and files server <id>'s running uploads
 //!                                  of <user> claim (see quota.rs)
+//!       props/<path>               WebDAV dead properties of the file <path>;
+//!       props/<path>/\x01, props/\x01  those of the folder <path>, of the root
 //! ```
 //!
 //! Containment: the root is opened once, by path; every other operation is
@@ -64,6 +66,7 @@
 //! tied to the file's identity, so asking for it costs no re-read.
 
 mod clock;
+mod dav;
 mod dir;
 mod folders;
 mod instance;
@@ -86,6 +89,7 @@ use crate::integrity::{Digest, Hasher};
 use crate::protocol::name;
 use crate::protocol::path::FilePath;
 
+pub use dav::{DavFacts, DeadProp, MAX_DEAD_PROP_COUNT, MAX_DEAD_PROPS, PropsError, Version};
 use dir::Dir;
 pub use folders::{Copied, Copying, Facts};
 use folders::{Folder, partial_key};
@@ -109,6 +113,7 @@ const USERS_DIR: &str = "users";
 const SUMS_DIR: &str = "sums";
 const PARTIAL_DIR: &str = "partial";
 const PARTIAL_SUMS_DIR: &str = "partial-sums";
+const PROPS_DIR: &str = "props";
 /// Record keys.
 const SHA256_KEY: &str = "sha256";
 const STATE_KEY: &str = "sha256-state";
@@ -223,6 +228,8 @@ pub struct Entry {
     pub size: u64,
     /// Seconds since the Unix epoch.
     pub mtime: i64,
+    /// What tells this version of the file from others (the ETag).
+    pub version: Version,
 }
 
 /// The storage root. Several servers may share it (see the module docs).
@@ -737,6 +744,7 @@ impl Storage {
         };
         records.ensure_dir(SUMS_DIR, DIR_MODE, durable)?;
         records.ensure_dir(PARTIAL_SUMS_DIR, DIR_MODE, durable)?;
+        records.ensure_dir(PROPS_DIR, DIR_MODE, durable)?;
         let records_held = records.metadata()?;
         // Kept open for the commands a login is usually followed by; the
         // record directories close here.
@@ -825,6 +833,7 @@ impl Storage {
                     folder: false,
                     size: meta.len,
                     mtime: meta.mtime,
+                    version: meta.version(),
                 });
             }
         }
@@ -1142,6 +1151,7 @@ impl Storage {
         if let Some(sums) = self.sums_of(dir, name, false) {
             record::remove(&sums, leaf);
         }
+        self.forget_dead_props(dir, name, false);
         if self.options.fsync {
             files.sync()?;
         }

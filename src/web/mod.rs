@@ -753,6 +753,7 @@ mod tests {
             folder: false,
             size: 5,
             mtime: 0,
+            version: Default::default(),
         }];
         let sort = Sort::from_query(None);
         let pages = [
@@ -786,6 +787,7 @@ mod tests {
                 folder: false,
                 size: 1,
                 mtime: 0,
+                version: Default::default(),
             })
             .collect();
         let sort = Sort::from_query(None);

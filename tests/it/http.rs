@@ -1433,15 +1433,22 @@ fn methods_limits_and_expectations() {
             .map(|m| m.trim().to_string())
             .collect()
     };
-    let all =
-        BTreeSet::from(["GET", "HEAD", "PUT", "DELETE", "MKCOL", "MOVE", "COPY"].map(String::from));
+    // WebDAV's (issue 20) and the folders' (issue 17) methods too.
+    let dav = ["OPTIONS", "PROPFIND", "PROPPATCH", "LOCK", "UNLOCK"];
+    let all = BTreeSet::from_iter(
+        ["GET", "HEAD", "PUT", "DELETE", "MKCOL", "MOVE", "COPY"]
+            .into_iter()
+            .chain(dav)
+            .map(String::from),
+    );
     let read_only = BTreeSet::from(["GET", "HEAD"].map(String::from));
+    let root = BTreeSet::from_iter(["GET", "HEAD"].into_iter().chain(dav).map(String::from));
     for (method, target, want) in [
         ("POST", "/files/x", &all),
         ("POST", "/healthz", &read_only),
         ("PUT", "/metrics", &read_only),
-        ("DELETE", "/files/", &read_only),
-        ("PUT", "/files/", &read_only),
+        ("DELETE", "/files/", &root),
+        ("PUT", "/files/", &root),
     ] {
         let resp = exchange(addr, &alice_req(method, target));
         resp.assert_status(405, &format!("{method} {target}"));
@@ -1460,7 +1467,8 @@ fn methods_limits_and_expectations() {
         "POST with a body",
     );
     assert_eq!(allow(&resp), all);
-    for method in ["BREW", "get", "PROPFIND"] {
+    // PROPFIND is WebDAV's now (tests/it/webdav.rs); SEARCH is not served.
+    for method in ["BREW", "get", "SEARCH"] {
         exchange(addr, &alice_req(method, "/files/x")).assert_status(501, method);
     }
 

@@ -81,25 +81,31 @@ impl Remote {
     /// Connects and logs in, unless already done.
     pub fn connect(&mut self) -> Result<&mut Connection, Error> {
         if self.conn.is_none() {
-            let timeouts = Timeouts {
-                connect: self.settings.timeout.min(Duration::from_secs(10)),
-                io: self.settings.timeout,
-                ..Timeouts::default()
-            };
-            let tls = self.settings.tls.as_ref();
-            let server = with_port(&self.settings.server, tls.is_some());
-            let mut conn =
-                Connection::open(server.as_str(), timeouts, tls).map_err(|err| match err {
-                    Error::Network(err) => Error::Network(io::Error::new(
-                        err.kind(),
-                        format!("cannot connect to {server}: {err}"),
-                    )),
-                    other => other,
-                })?;
-            conn.login(&self.settings.user, &self.password)?;
-            self.conn = Some(conn);
+            self.conn = Some(self.new_session()?);
         }
         Ok(self.conn.as_mut().expect("connected just now"))
+    }
+
+    /// A session of its own, logged in (the shell's completion lists
+    /// folders on one, beside the commands' session).
+    pub fn new_session(&self) -> Result<Connection, Error> {
+        let timeouts = Timeouts {
+            connect: self.settings.timeout.min(Duration::from_secs(10)),
+            io: self.settings.timeout,
+            ..Timeouts::default()
+        };
+        let tls = self.settings.tls.as_ref();
+        let server = with_port(&self.settings.server, tls.is_some());
+        let conn = Connection::open(server.as_str(), timeouts, tls).map_err(|err| match err {
+            Error::Network(err) => Error::Network(io::Error::new(
+                err.kind(),
+                format!("cannot connect to {server}: {err}"),
+            )),
+            other => other,
+        })?;
+        let mut conn = conn;
+        conn.login(&self.settings.user, &self.password)?;
+        Ok(conn)
     }
 
     /// Runs `op`; after a network failure, reconnects and runs it again, up

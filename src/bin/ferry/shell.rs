@@ -99,9 +99,12 @@ fn interactive(remote: &mut Remote, defaults: &Options, cwd: &mut String, status
             return;
         }
     };
+    let folder = Rc::new(RefCell::new(String::new()));
     editor.set_helper(Some(ShellHelper {
         names: Rc::clone(&names),
         files: FilenameCompleter::new(),
+        cwd: Rc::clone(&folder),
+        lister: RefCell::new(remote.new_session().ok()),
     }));
     let history = history_path();
     if let Some(path) = &history {
@@ -131,6 +134,7 @@ fn interactive(remote: &mut Remote, defaults: &Options, cwd: &mut String, status
             }
             stale = false;
         }
+        folder.borrow_mut().clone_from(cwd);
         let prompt = format!("ferry:/{cwd}> ");
         let line = match editor.readline(&prompt) {
             Ok(line) => line,
@@ -360,6 +364,38 @@ fn history_path() -> Option<PathBuf> {
 struct ShellHelper {
     names: Rc<RefCell<Vec<String>>>,
     files: FilenameCompleter,
+    /// The shell's remote folder.
+    cwd: Rc<RefCell<String>>,
+    /// A session of its own for listing the folders a word goes into
+    /// (the commands' session is the shell's), opened at start.
+    lister: RefCell<Option<crate::commands::Connection>>,
+}
+
+impl ShellHelper {
+    /// The names in the remote folder `folder` (relative to the shell's
+    /// folder), a folder's with its `/`; none when it cannot be listed.
+    fn names_in(&self, folder: &str) -> Vec<String> {
+        let mut lister = self.lister.borrow_mut();
+        let Some(conn) = lister.as_mut() else {
+            return Vec::new();
+        };
+        let path = remote_path(&self.cwd.borrow(), folder);
+        let listed = conn.list_folder((!path.is_empty()).then_some(path.as_str()));
+        listed
+            .map(|entries| {
+                entries
+                    .into_iter()
+                    .map(|e| {
+                        if e.folder {
+                            format!("{}/", e.name)
+                        } else {
+                            e.name
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl Completer for ShellHelper {
@@ -380,11 +416,12 @@ impl Completer for ShellHelper {
                 .map(|w| Pair {
                     display: w.to_string(),
                     // A whole word is followed by a space, as in a shell,
-                    // so the next word can be typed at once.
+                    // so the next word can be typed at once; a folder by
+                    // nothing, so that its names can be completed next.
                     replacement: shlex::try_quote(w)
                         .map(|q| q.into_owned())
                         .unwrap_or_else(|_| w.to_string())
-                        + " ",
+                        + if w.ends_with('/') { "" } else { " " },
                 })
                 .collect()
         };
@@ -394,6 +431,18 @@ impl Completer for ShellHelper {
             Some(
                 "get" | "view" | "rm" | "hash" | "cd" | "ls" | "mkdir" | "rmdir" | "mv" | "cp",
             ) => {
+                // Folder by folder: a word with a `/` completes in the
+                // folder before its last `/`.
+                if let Some((folder, _)) = word.rsplit_once('/') {
+                    // `/x`: in the root.
+                    let listed = if folder.is_empty() { "/" } else { folder };
+                    let names: Vec<String> = self
+                        .names_in(listed)
+                        .into_iter()
+                        .map(|name| format!("{folder}/{name}"))
+                        .collect();
+                    return Ok((start, candidates(&mut names.iter().map(String::as_str))));
+                }
                 let names = self.names.borrow();
                 Ok((start, candidates(&mut names.iter().map(String::as_str))))
             }

@@ -71,7 +71,10 @@ impl Session {
             Err(err) => Err(err),
         };
         match result {
-            Ok(()) => self.respond(204, &[], b"", true, after, services),
+            Ok(()) => {
+                Session::dav_forget(user, path.as_str(), services);
+                self.respond(204, &[], b"", true, after, services)
+            }
             Err(err) => {
                 log::info!("{} {user}: DELETE {path:?}: {err}", self.shell.peer);
                 self.fail(not_found(err), after, services);
@@ -136,6 +139,10 @@ impl Session {
         if !copy {
             return match storage.rename(dir, from, to, replace) {
                 Ok(replaced) => {
+                    // Locks stay with the URL they were taken on, which
+                    // now names nothing (or something else).
+                    Session::dav_forget(user, from.as_str(), services);
+                    Session::dav_forget(user, to.as_str(), services);
                     let status = if replaced { 204 } else { 201 };
                     self.respond(status, &[], b"", true, after, services);
                 }

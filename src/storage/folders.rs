@@ -479,6 +479,42 @@ impl Storage {
         removed
     }
 
+    /// Before a move or copy of `from` over `to` that replaces (WebDAV's
+    /// `Overwrite: T`): removes `to` when it is there and the move could
+    /// not take its place as it is (a folder, whatever it holds; a file
+    /// where a folder goes), as [`Storage::remove_tree`] does. Returns
+    /// whether it removed something. `from` must exist and must not lie
+    /// beneath `to` (that would remove the source): else the error the
+    /// move itself would give, and nothing is removed.
+    pub fn replaced_first(
+        &self,
+        dir: &UserDir,
+        from: FilePath<'_>,
+        to: FilePath<'_>,
+    ) -> Result<bool, StorageError> {
+        if from == to {
+            return Err(StorageError::SamePath);
+        }
+        if to.is_within(from) || from.is_within(to) {
+            return Err(StorageError::IntoItself);
+        }
+        let source = self.folder_of(dir, from)?.stat(from.leaf().as_str())?;
+        let target = match self.folder_of(dir, to) {
+            Ok(folder) => match folder.stat(to.leaf().as_str()) {
+                Ok(meta) => meta,
+                Err(StorageError::NotFound) => return Ok(false),
+                Err(err) => return Err(err),
+            },
+            // No parent: the move itself says so.
+            Err(_) => return Ok(false),
+        };
+        if target.is_file() && source.is_file() {
+            return Ok(false);
+        }
+        self.remove_tree(dir, to)?;
+        Ok(true)
+    }
+
     /// Moves (renames) `from` to `to` in one atomic step. Without
     /// `replace` an existing `to` is [`StorageError::Exists`]; with it, a
     /// file replaces a file and a folder an empty folder. The SHA-256

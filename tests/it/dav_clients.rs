@@ -101,23 +101,6 @@ fn litmus_group(group: &str) -> LitmusGroup {
     }
 }
 
-/// The copymove tests that fail for a reason of the folders' rules (issue
-/// 17), not of WebDAV's: a `MOVE` or `COPY` with `Overwrite: T` replaces
-/// only a file or an empty folder (`409`), where RFC 4918 §9.8.4 and
-/// §9.9.3 delete the destination first; and a `DELETE` of a folder
-/// without `Depth: infinity` removes only an empty one, where RFC 4918
-/// §9.6.1 makes it recursive (litmus's `copy_shallow` meets the
-/// collection a failed test left). Each is listed
-/// so that any other failure fails this test, and one of these that
-/// starts passing does not.
-const KNOWN_COPYMOVE_FAILURES: [&str; 5] = [
-    "copy_overwrite",
-    "copy_coll",
-    "copy_shallow",
-    "move",
-    "move_coll",
-];
-
 #[test]
 fn litmus_basic_copymove_props_locks_and_http() {
     if !outside_client("litmus") {
@@ -134,11 +117,7 @@ fn litmus_basic_copymove_props_locks_and_http() {
             result.failed
         );
         assert!(result.run > 1, "{group} ran: {}", result.text);
-        let unexpected: Vec<&String> = result
-            .failed
-            .iter()
-            .filter(|name| group != "copymove" || !KNOWN_COPYMOVE_FAILURES.contains(&name.as_str()))
-            .collect();
+        let unexpected: Vec<&String> = result.failed.iter().collect();
         assert!(
             unexpected.is_empty(),
             "litmus {group}: unexpected failures {unexpected:?}:\n{}",
@@ -152,8 +131,7 @@ fn litmus_basic_copymove_props_locks_and_http() {
         );
         counts.insert(group, (result.run, result.passed));
     }
-    // The groups that depend on nothing the folders refuse pass whole.
-    for group in ["basic", "props", "locks", "http"] {
+    for group in ["basic", "copymove", "props", "locks", "http"] {
         let (run, passed) = counts[group];
         assert_eq!(run, passed, "litmus {group}");
     }

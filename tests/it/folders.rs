@@ -146,16 +146,14 @@ fn folders_over_http_mkcol_put_list_redirect_and_delete() {
     assert_eq!(status(&alice_req("GET", "/files/docs%2Fa%20b.txt")), 400);
     assert_eq!(status(&alice_req("GET", "/files/docs/..")), 400);
     assert_eq!(status(&alice_req("GET", "/files/docs//x")), 400);
-    // A folder that is not empty goes only when the request says so.
-    let refused = http(addr, &alice_req("DELETE", "/files/docs/"));
+    // `Depth: 0` removes only an empty folder; a DELETE of a folder is
+    // otherwise of all of it (RFC 4918 §9.6.1: no Depth is infinity).
+    let refused = http(addr, &alice_with("DELETE", "/files/docs/", &["Depth: 0"]));
     assert_eq!(
         (refused.status, refused.text().as_str()),
         (409, "folder not empty\n")
     );
-    assert_eq!(
-        status(&alice_with("DELETE", "/files/docs", &["Depth: infinity"])),
-        204
-    );
+    assert_eq!(status(&alice_req("DELETE", "/files/docs")), 204);
     assert_eq!(status(&alice_req("GET", "/files/docs/")), 404);
     assert_eq!(status(&alice_req("MKCOL", "/files/e")), 201);
     assert_eq!(
@@ -232,7 +230,18 @@ fn move_and_copy_over_http_follow_destination_and_overwrite() {
         (201, None)
     );
     assert_eq!(http(addr, &alice_req("GET", "/files/z/b/f")).body, b"data");
-    assert_eq!(status(&alice_with("COPY", "/files/a", &[&dest("z")])), 409);
+    // Over an existing folder, `Overwrite: T` (the default) removes it
+    // first, whatever it holds (RFC 4918 §9.8.4).
+    assert_eq!(status(&put_req("/files/z/only-in-z", b"gone")), 201);
+    assert_eq!(status(&alice_with("COPY", "/files/a", &[&dest("z")])), 204);
+    assert_eq!(status(&alice_req("GET", "/files/z/only-in-z")), 404);
+    assert_eq!(http(addr, &alice_req("GET", "/files/z/b/f")).body, b"data");
+    // Never by removing the source's own folder.
+    assert_eq!(
+        status(&alice_with("MOVE", "/files/z/b", &[&dest("z")])),
+        403
+    );
+    assert_eq!(http(addr, &alice_req("GET", "/files/z/b/f")).body, b"data");
     assert_eq!(
         status(&alice_with(
             "COPY",

@@ -21,6 +21,8 @@ pub(super) struct HttpCopy {
     copying: Copying,
     pub(super) keep_alive: bool,
     user: String,
+    /// The destination was there and was removed first (`Overwrite: T`).
+    cleared: bool,
 }
 
 impl Session {
@@ -38,8 +40,8 @@ impl Session {
         self.respond(301, &fields, b"", head_only, after, services);
     }
 
-    /// `DELETE` of a file, an empty folder, or (with `Depth: infinity` or
-    /// `?recursive`) a whole tree.
+    /// `DELETE` of a file or of a folder with all it holds (with
+    /// `Depth: 0`, only an empty folder).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn delete(
         &mut self,
@@ -58,10 +60,14 @@ impl Session {
                 Ok(())
             }
             Err(StorageError::IsFolder) => {
+                // RFC 4918 §9.6.1: a DELETE of a collection removes all of
+                // it (no Depth means infinity), which WebDAV clients count
+                // on; `Depth: 0` is the form that removes only an empty
+                // folder, and `?recursive` says the default out loud.
                 let recursive = http::query_has(request.query, b"recursive")
                     || request
                         .depth
-                        .is_some_and(|depth| depth.eq_ignore_ascii_case(b"infinity"));
+                        .is_none_or(|depth| depth.eq_ignore_ascii_case(b"infinity"));
                 if recursive {
                     storage.remove_tree(dir, path).map(drop)
                 } else {
@@ -136,9 +142,28 @@ impl Session {
         let to = path::validate(to.as_bytes()).expect("a decoded path is valid");
         let replace = request.overwrite.allows();
         let storage = &services.storage;
+        // RFC 4918 §9.8.4, §9.9.3: with `Overwrite: T` a destination the
+        // move or copy cannot simply replace (a folder, or a file where a
+        // folder goes) is deleted first, whatever it holds, as a DELETE
+        // would (`Depth: infinity`). Never when the source lies beneath
+        // the destination, or is not there to take its place.
+        let cleared = match replace.then(|| storage.replaced_first(dir, from, to)) {
+            Some(Err(err)) => {
+                log::info!("{} {user}: {verb} {from:?}: {err}", self.shell.peer);
+                return self.move_failed(err, replace, after, services);
+            }
+            Some(Ok(cleared)) => {
+                if cleared {
+                    Session::dav_forget(user, to.as_str(), services);
+                }
+                cleared
+            }
+            None => false,
+        };
         if !copy {
             return match storage.rename(dir, from, to, replace) {
                 Ok(replaced) => {
+                    let replaced = replaced || cleared;
                     // Locks stay with the URL they were taken on, which
                     // now names nothing (or something else).
                     Session::dav_forget(user, from.as_str(), services);
@@ -158,6 +183,7 @@ impl Session {
                     copying,
                     keep_alive: after == After::KeepAlive,
                     user: user.to_owned(),
+                    cleared,
                 }));
             }
             Err(PutRefusal::Storage(err)) => {
@@ -202,6 +228,7 @@ impl Session {
             copying,
             keep_alive,
             user,
+            cleared,
         } = *job;
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         let result = match finished {
@@ -213,7 +240,7 @@ impl Session {
         };
         match result {
             Ok(copied) => {
-                let status = if copied.existed { 204 } else { 201 };
+                let status = if copied.existed || cleared { 204 } else { 201 };
                 let digest = copied.sha256.map(|d| d.to_string());
                 match &digest {
                     Some(digest) => {

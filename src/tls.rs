@@ -742,18 +742,8 @@ fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
 
 /// `YYMMDDHHMMSSZ` (UTCTime, for years before 2050) of a Unix time.
 fn utc_time(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
     let rest = secs % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::protocol::civil_from_days((secs / 86_400) as i64);
     format!(
         "{:02}{month:02}{day:02}{:02}{:02}{:02}Z",
         year % 100,

@@ -30,7 +30,8 @@ use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
 
 use super::dir::Dir;
-use super::{DIR_MODE, PROPS_DIR, Storage, StorageError, UserDir, record};
+use super::folders::mirror;
+use super::{PROPS_DIR, Storage, StorageError, UserDir, record};
 use crate::protocol::path::FilePath;
 
 const MAGIC: &str = "ferry-props 1";
@@ -151,26 +152,7 @@ impl Storage {
     /// The mirror under `props/` of the folder `path` (the props root for
     /// `None`), created with `create` (a stale record in the way removed).
     fn props_mirror(&self, dir: &UserDir, path: Option<FilePath<'_>>, create: bool) -> Option<Dir> {
-        let props = self.records(dir, PROPS_DIR).ok()?;
-        let Some(path) = path else {
-            return Some(props);
-        };
-        if !create {
-            return props.open_folder(path.as_str()).ok();
-        }
-        let mut held: Option<Dir> = None;
-        for name in path.names() {
-            let at = held.as_ref().unwrap_or(&props);
-            let next = match at.open_dir(name.as_str()) {
-                Ok(next) => next,
-                Err(_) => {
-                    record::remove(at, name.as_str());
-                    at.ensure_dir(name.as_str(), DIR_MODE, false).ok()?
-                }
-            };
-            held = Some(next);
-        }
-        held
+        mirror(self.records(dir, PROPS_DIR).ok()?, path, create)
     }
 
     /// Where the record of `path` is: a file's beside its siblings', a

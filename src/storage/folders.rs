@@ -177,6 +177,34 @@ impl TrashFrame {
     }
 }
 
+/// The folder mirroring `folder` (the user's root for `None`) beneath
+/// `base`, a record directory whose tree follows the user's (`sums/`,
+/// `props/`); made with `create`, a stale record in the way removed.
+/// `None` when there is none: records are never the only copy of
+/// anything.
+pub(super) fn mirror(base: Dir, folder: Option<FilePath<'_>>, create: bool) -> Option<Dir> {
+    let Some(folder) = folder else {
+        return Some(base);
+    };
+    if !create {
+        return base.open_folder(folder.as_str()).ok();
+    }
+    let mut held: Option<Dir> = None;
+    for name in folder.names() {
+        let at = held.as_ref().unwrap_or(&base);
+        let next = match at.open_dir(name.as_str()) {
+            Ok(next) => next,
+            Err(_) => {
+                // A record of a file that had this name, or nothing.
+                record::remove(at, name.as_str());
+                at.ensure_dir(name.as_str(), DIR_MODE, false).ok()?
+            }
+        };
+        held = Some(next);
+    }
+    held
+}
+
 impl Storage {
     /// The folder `path`'s last name is in, opened beneath the user's
     /// handle; [`StorageError::NoFolder`] when it does not exist.
@@ -227,26 +255,7 @@ impl Storage {
     /// when there is none: records are never the only copy of anything.
     pub(super) fn sums_of(&self, dir: &UserDir, path: FilePath<'_>, create: bool) -> Option<Dir> {
         let sums = self.records(dir, super::SUMS_DIR).ok()?;
-        let Some(parent) = path.parent() else {
-            return Some(sums);
-        };
-        if !create {
-            return sums.open_folder(parent.as_str()).ok();
-        }
-        let mut held: Option<Dir> = None;
-        for name in parent.names() {
-            let at = held.as_ref().unwrap_or(&sums);
-            let next = match at.open_dir(name.as_str()) {
-                Ok(next) => next,
-                Err(_) => {
-                    // A record of a file that had this name, or nothing.
-                    record::remove(at, name.as_str());
-                    at.ensure_dir(name.as_str(), DIR_MODE, false).ok()?
-                }
-            };
-            held = Some(next);
-        }
-        held
+        mirror(sums, path.parent(), create)
     }
 
     /// Facts about `path`: what it is, its size and time, and its

@@ -192,18 +192,8 @@ pub fn human_size(size: u64) -> String {
 /// Seconds since the epoch as `(2026-11-30T01:20:00Z, 2026-11-30 01:20 UTC)`:
 /// the machine form for `<time datetime>`, the text shown without script.
 pub fn utc(mtime: i64) -> (String, String) {
-    let days = mtime.div_euclid(86_400);
     let secs = mtime.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::protocol::civil_from_days(mtime.div_euclid(86_400));
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
     (
         format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z"),

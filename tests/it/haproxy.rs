@@ -445,7 +445,11 @@ fn run_farm(work: &Path, roots: [&Path; 3]) {
             thread::spawn(move || {
                 let mut refused = 0;
                 let mut n = 0;
-                while refused < 2 && n < 12 {
+                // Bounded by time, not by a count of attempts: while an
+                // instance is killed and restarted on a loaded machine
+                // (JuiceFS is slow), a dozen attempts could all fail.
+                let began = Instant::now();
+                while refused < 2 && began.elapsed() < Duration::from_secs(20) {
                     n += 1;
                     let Ok(mut c) = Line::connect(&format!("127.0.4.{}", i + 1), front_line) else {
                         continue;

@@ -346,7 +346,7 @@ fn plant_records(records: &Path, mtime: SystemTime) {
     let mut builder = fs::DirBuilder::new();
     builder.mode(0o700);
     builder.create(records).unwrap();
-    for sub in ["sums", "partial", "partial-sums"] {
+    for sub in ["sums", "partial", "partial-sums", "props"] {
         builder.create(records.join(sub)).unwrap();
     }
     for (name, content) in PARTIALS {

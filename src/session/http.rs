@@ -1071,9 +1071,28 @@ impl Session {
         let result = job.streaming.step(out, |entry, index, out| {
             write_listing_entry(entry, index, json, out);
         });
-        if json && matches!(result, Ok(true)) {
-            out.extend_from_slice(JSON_CLOSE.as_bytes());
-            job.streaming.wrote(JSON_CLOSE.len());
+        let close = if json { JSON_CLOSE } else { "" };
+        self.end_list_step(start, close.as_bytes(), result);
+    }
+
+    /// How every step of a streamed listing ends (the JSON or text
+    /// listing, WebDAV's `207`): `close` after the last entry, the step's
+    /// bytes framed as one chunk, and once the folder is read to its end
+    /// the last chunk and the response's end. `start` is where the step's
+    /// bytes began in the output.
+    pub(super) fn end_list_step(
+        &mut self,
+        start: usize,
+        close: &[u8],
+        result: Result<bool, crate::storage::StorageError>,
+    ) {
+        let State::Listing(job) = &mut self.state else {
+            return;
+        };
+        let out = self.shell.out.buf();
+        if matches!(result, Ok(true)) && !close.is_empty() {
+            out.extend_from_slice(close);
+            job.streaming.wrote(close.len());
         }
         let added = out.len() - start;
         if job.chunked && added > 0 {

@@ -786,31 +786,7 @@ impl Session {
             write_resource(&mut xml, &href, &described, &ms.find, &dead, &locks);
             out.extend_from_slice(xml.as_bytes());
         });
-        if matches!(result, Ok(true)) {
-            out.extend_from_slice(MULTISTATUS_CLOSE.as_bytes());
-            job.streaming.wrote(MULTISTATUS_CLOSE.len());
-        }
-        let added = out.len() - start;
-        if job.chunked && added > 0 {
-            let size = format!("{added:x}\r\n");
-            out.splice(start..start, size.bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        match result {
-            Ok(false) => {}
-            Ok(true) => {
-                if job.chunked {
-                    out.extend_from_slice(b"0\r\n\r\n");
-                }
-                job.streaming.ended(self.shell.peer, &job.user, &Ok(()));
-                let keep = job.keep_alive && !self.shell.shutting_down;
-                self.after_response(After::from_keep_alive(keep));
-            }
-            Err(err) => {
-                job.streaming.ended(self.shell.peer, &job.user, &Err(err));
-                self.state = State::Closing;
-            }
-        }
+        self.end_list_step(start, MULTISTATUS_CLOSE.as_bytes(), result);
     }
 
     fn proppatch(

@@ -752,18 +752,19 @@ impl Storage {
     }
 
     /// Bytes and number of the regular files of the user's whole tree.
-    pub(super) fn count_tree(&self, dir: &UserDir) -> Result<(u64, u64), StorageError> {
+    pub(super) fn count_tree(&self, dir: &UserDir) -> Result<(u64, u64, bool), StorageError> {
         let files = self.files(dir)?;
         let mut listing = Listing::new(&files, true)?;
-        let (mut bytes, mut files) = (0, 0);
+        let (mut bytes, mut files, mut folders) = (0, 0, false);
         loop {
             match listing.next_entry()? {
                 ListingStep::Entry(entry) if !entry.folder => {
                     bytes += entry.size;
                     files += 1;
                 }
-                ListingStep::Entry(_) | ListingStep::Skipped => {}
-                ListingStep::End => return Ok((bytes, files)),
+                ListingStep::Entry(_) => folders = true,
+                ListingStep::Skipped => {}
+                ListingStep::End => return Ok((bytes, files, folders)),
             }
         }
     }

@@ -424,7 +424,12 @@ impl Storage {
             .stamp(dir)
             .ok()
             .filter(|stamp| self.clock.age(latest(stamp)) >= SETTLED);
-        let (stored, files) = self.count_tree(dir)?;
+        let (stored, files, folders) = self.count_tree(dir)?;
+        // The stamp sees changes in the user's root only: a file another
+        // server stores in a folder changes that folder's times alone. So
+        // a tree with folders is counted again at every check while the
+        // root is shared (a listing of the tree each time).
+        let stamp = stamp.filter(|_| !folders);
         let mut partial_bytes = 0;
         let partial = self.records(dir, super::PARTIAL_DIR)?;
         for name in partial.names()? {

@@ -533,3 +533,23 @@ fn health_probes_leave_no_zombies() {
         zombies_of(server.pid())
     );
 }
+
+#[test]
+fn a_file_stored_in_a_folder_through_one_instance_counts_on_the_other() {
+    let (a, b) = two_on_one_root(&["--user-quota", "3M"]);
+    let mut on_b = b.alice();
+    on_b.expect("MKDIR sub", 257);
+    // A counts alice's tree, and the count settles: her root directory
+    // does not change again below.
+    let mut on_a = a.alice();
+    on_a.put("x", b"x");
+    std::thread::sleep(Duration::from_millis(1500));
+    // A refused upload makes A count, and keep the count with the time
+    // of alice's root, which stays as it is from here.
+    assert_eq!(on_a.cmd("PUT 5000000 w").0, 552);
+    // B stores 2 MB in the folder: only `sub`'s times change.
+    on_b.put("sub/f", &vec![1u8; 2_000_000]);
+    let (code, text) = on_a.put_reply(b"z", &vec![2u8; 2_000_000]);
+    assert_eq!(code, 552, "A did not see what B stored in sub/: {text}");
+    assert!(stored_bytes(&a, ALICE) <= QUOTA);
+}

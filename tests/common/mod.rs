@@ -1817,3 +1817,14 @@ impl Client {
         }
     }
 }
+
+/// `TcpStream::peek`, again when a signal interrupted it (std's
+/// `read_exact` does this for reads; `peek` does not).
+pub fn peek_retrying(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match stream.peek(buf) {
+            Err(err) if err.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}

@@ -849,7 +849,7 @@ fn disk_full_mid_upload_answers_451_keeps_serving_and_recovers() {
 /// closing the socket now makes the kernel send a reset (RST), not a FIN.
 fn wait_for_unread(c: &Client) {
     let mut byte = [0u8; 1];
-    let n = c.stream().peek(&mut byte).expect("peek");
+    let n = peek_retrying(c.stream(), &mut byte).expect("peek");
     assert_eq!(n, 1, "the server closed instead of replying");
 }
 

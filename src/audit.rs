@@ -175,6 +175,51 @@ pub struct Who<'a> {
     pub user: &'a str,
 }
 
+/// A change to the tree of folders, written when it is done: the same kind
+/// and fields whichever front made it (a line `MKDIR`, an HTTP `MKCOL` and
+/// the web interface's new folder are all `mkdir`; a `RMTREE`, an HTTP
+/// `DELETE` of a folder and the web interface's delete of one are all
+/// `rmtree`). `name` is the path changed; a move or copy adds `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeChange {
+    Mkdir,
+    Rmdir,
+    Rmtree,
+    Move,
+    Copy,
+}
+
+impl TreeChange {
+    fn as_str(self) -> &'static str {
+        match self {
+            TreeChange::Mkdir => "mkdir",
+            TreeChange::Rmdir => "rmdir",
+            TreeChange::Rmtree => "rmtree",
+            TreeChange::Move => "move",
+            TreeChange::Copy => "copy",
+        }
+    }
+
+    /// Writes the line: `<kind> ip= protocol= user= name= [to=]`.
+    pub fn record(self, who: Who<'_>, name: &str, to: Option<&str>) {
+        struct To<'a>(Option<&'a str>);
+        impl fmt::Display for To<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Some(to) => write!(f, " to={}", Quoted(to)),
+                    None => Ok(()),
+                }
+            }
+        }
+        event(
+            self.as_str(),
+            who.peer,
+            who.protocol,
+            format_args!("user={} name={}{}", Quoted(who.user), Quoted(name), To(to)),
+        );
+    }
+}
+
 /// The kinds of transfer line: the same kind and fields whichever front
 /// caused it (an HTTP `DELETE` and a line `DEL` are both `delete`, a
 /// preview is `view`).

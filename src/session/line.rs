@@ -54,7 +54,7 @@ use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
 use crate::protocol::path::{self as name, FilePath, FilePathBuf};
 use crate::protocol::reply::Reply;
-use crate::storage::{Copying, HashLookup, Identity, PutStarted, StorageError, UserDir};
+use crate::storage::{HashLookup, Identity, PutStarted, StorageError, UserDir};
 
 mod folders;
 
@@ -200,7 +200,7 @@ enum State {
     Listing(Login, Box<Streaming>),
     Hashing(Login, Box<Digesting>),
     /// A `COPY`, a step at a time.
-    Copying(Login, Box<Copying>),
+    Copying(Login, Box<folders::LineCopy>),
     Closing,
 }
 

@@ -95,3 +95,76 @@ fn both_fronts_write_the_same_transfer_events() {
     assert_eq!(lines.0, expected, "the line protocol's events");
     assert_eq!(lines.1, expected, "HTTP's events");
 }
+
+#[test]
+fn both_fronts_write_the_same_folder_events() {
+    let server = TestServer::builder()
+        .args(["--login-delay", "0", "--http-listen", "127.0.0.1:0"])
+        .start();
+    let mut a = server.alice();
+    a.expect("MKDIR d", 257);
+    a.put("d/f", b"x");
+    a.expect("FROM d", 350);
+    a.expect("MOVE e", 250);
+    a.expect("FROM e", 350);
+    a.expect("COPY c", 250);
+    a.expect("MKDIR empty", 257);
+    a.expect("RMDIR empty", 250);
+    a.expect("RMTREE e", 250);
+    a.expect("RMTREE c", 250);
+    drop(a);
+
+    let auth = basic_credentials(ALICE, ALICE_PW);
+    let head = format!("Host: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n");
+    let dest = |to: &str| format!("Destination: /files/{to}\r\n");
+    for (request, status) in [
+        (format!("MKCOL /files/d HTTP/1.1\r\n{head}\r\n"), "201"),
+        (
+            format!("PUT /files/d/f HTTP/1.1\r\n{head}Content-Length: 1\r\n\r\nx"),
+            "201",
+        ),
+        (
+            format!("MOVE /files/d/ HTTP/1.1\r\n{head}{}\r\n", dest("e/")),
+            "201",
+        ),
+        (
+            format!("COPY /files/e/ HTTP/1.1\r\n{head}{}\r\n", dest("c/")),
+            "201",
+        ),
+        (format!("MKCOL /files/empty HTTP/1.1\r\n{head}\r\n"), "201"),
+        (
+            format!("DELETE /files/empty/ HTTP/1.1\r\n{head}Depth: 0\r\n\r\n"),
+            "204",
+        ),
+        (format!("DELETE /files/e/ HTTP/1.1\r\n{head}\r\n"), "204"),
+        (format!("DELETE /files/c/ HTTP/1.1\r\n{head}\r\n"), "204"),
+    ] {
+        let response = http(&server, &request);
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{request:?}: {response}"
+        );
+    }
+
+    let expected = [
+        r#"mkdir ip=127.0.0.1 proto=* user="alice" name="d" (no secs)"#,
+        r#"upload ip=127.0.0.1 proto=* user="alice" name="d/f" size=1 received=1 result=ok"#,
+        r#"move ip=127.0.0.1 proto=* user="alice" name="d" to="e" (no secs)"#,
+        r#"copy ip=127.0.0.1 proto=* user="alice" name="e" to="c" (no secs)"#,
+        r#"mkdir ip=127.0.0.1 proto=* user="alice" name="empty" (no secs)"#,
+        r#"rmdir ip=127.0.0.1 proto=* user="alice" name="empty" (no secs)"#,
+        r#"rmtree ip=127.0.0.1 proto=* user="alice" name="e" (no secs)"#,
+        r#"rmtree ip=127.0.0.1 proto=* user="alice" name="c" (no secs)"#,
+    ];
+    let mut lines = (Vec::new(), Vec::new());
+    let complete = wait_until(Duration::from_secs(5), || {
+        lines = (
+            transfer_lines(&server, "line"),
+            transfer_lines(&server, "http"),
+        );
+        lines.0.len() >= expected.len() && lines.1.len() >= expected.len()
+    });
+    assert!(complete, "audit lines missing: {lines:#?}");
+    assert_eq!(lines.0, expected, "the line protocol's events");
+    assert_eq!(lines.1, expected, "HTTP's events");
+}

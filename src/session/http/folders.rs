@@ -8,8 +8,9 @@
 use std::time::Instant;
 
 use super::{After, Session, State, not_found, who};
+use crate::audit::TreeChange;
 use crate::protocol::http::{self, Overwrite, Request};
-use crate::protocol::path::{self, FilePath};
+use crate::protocol::path::{self, FilePath, FilePathBuf};
 use crate::session::Services;
 use crate::session::replies::{Failure, Refused};
 use crate::session::transfer;
@@ -23,6 +24,9 @@ pub(super) struct HttpCopy {
     user: String,
     /// The destination was there and was removed first (`Overwrite: T`).
     cleared: bool,
+    /// For the audit line once the copy is in place.
+    from: FilePathBuf,
+    to: FilePathBuf,
 }
 
 impl Session {
@@ -68,11 +72,15 @@ impl Session {
                     || request
                         .depth
                         .is_none_or(|depth| depth.eq_ignore_ascii_case(b"infinity"));
-                if recursive {
-                    storage.remove_tree(dir, path).map(drop)
+                let (change, removed) = if recursive {
+                    (TreeChange::Rmtree, storage.remove_tree(dir, path).map(drop))
                 } else {
-                    storage.rmdir(dir, path)
+                    (TreeChange::Rmdir, storage.rmdir(dir, path))
+                };
+                if removed.is_ok() {
+                    change.record(who(self.shell.peer, user), path.as_str(), None);
                 }
+                removed
             }
             Err(err) => Err(err),
         };
@@ -105,7 +113,10 @@ impl Session {
             return self.fail(refused, After::Close, services);
         }
         match services.storage.mkdir(dir, path) {
-            Ok(()) => self.respond(201, &[], b"", true, after, services),
+            Ok(()) => {
+                TreeChange::Mkdir.record(who(self.shell.peer, user), path.as_str(), None);
+                self.respond(201, &[], b"", true, after, services)
+            }
             Err(StorageError::Exists) => {
                 let fields = [("Allow", "GET, HEAD, DELETE, MOVE, COPY")];
                 let refused = Failure::Request(Refused::MethodNotAllowed);
@@ -164,6 +175,8 @@ impl Session {
             return match storage.rename(dir, from, to, replace) {
                 Ok(replaced) => {
                     let replaced = replaced || cleared;
+                    let who = who(self.shell.peer, user);
+                    TreeChange::Move.record(who, from.as_str(), Some(to.as_str()));
                     // Locks stay with the URL they were taken on, which
                     // now names nothing (or something else).
                     Session::dav_forget(user, from.as_str(), services);
@@ -184,6 +197,8 @@ impl Session {
                     keep_alive: after == After::KeepAlive,
                     user: user.to_owned(),
                     cleared,
+                    from: from.to_owned(),
+                    to: to.to_owned(),
                 }));
             }
             Err(PutRefusal::Storage(err)) => {
@@ -229,6 +244,8 @@ impl Session {
             keep_alive,
             user,
             cleared,
+            from,
+            to,
         } = *job;
         let after = After::from_keep_alive(keep_alive && !self.shell.shutting_down);
         let result = match finished {
@@ -240,6 +257,8 @@ impl Session {
         };
         match result {
             Ok(copied) => {
+                let who = who(self.shell.peer, &user);
+                TreeChange::Copy.record(who, from.as_str(), Some(to.as_str()));
                 let status = if copied.existed || cleared { 204 } else { 201 };
                 let digest = copied.sha256.map(|d| d.to_string());
                 match &digest {

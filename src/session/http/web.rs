@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt as _;
 use std::time::Instant;
 
 use super::{After, Authenticated, Session};
+use crate::audit::TreeChange;
 use crate::protocol::http::{Body, Credentials, MAX_HEAD, Method, Request};
 use crate::protocol::name;
 use crate::protocol::path::{self, FilePath};
@@ -538,11 +539,8 @@ impl Session {
         match removed {
             Ok(size) => {
                 if facts.folder {
-                    log::info!(
-                        "{} {}: web delete of the folder {name:?}",
-                        self.shell.peer,
-                        login.user
-                    );
+                    let who = who(self.shell.peer, &login.user);
+                    TreeChange::Rmtree.record(who, name.as_str(), None);
                 } else {
                     transfer::deleted(who(self.shell.peer, &login.user), name, size, started);
                 }
@@ -577,7 +575,8 @@ impl Session {
         };
         match services.storage.mkdir(&dir, target) {
             Ok(()) => {
-                log::info!("{} {}: web mkdir {target:?}", self.shell.peer, login.user);
+                let who = who(self.shell.peer, &login.user);
+                TreeChange::Mkdir.record(who, target.as_str(), None);
                 self.see_other(&web::folder_href(&folder), None, after, services);
             }
             Err(err) => self.storage_refusal_of(&login.user, "mkdir", target, err, after, services),
@@ -598,11 +597,8 @@ impl Session {
         };
         match services.storage.rename(&dir, from, to, false) {
             Ok(_) => {
-                log::info!(
-                    "{} {}: web move {from:?} to {to:?}",
-                    self.shell.peer,
-                    login.user
-                );
+                let who = who(self.shell.peer, &login.user);
+                TreeChange::Move.record(who, from.as_str(), Some(to.as_str()));
                 let back = web::folder_href(web::parent(to.as_str()));
                 self.see_other(&back, None, after, services);
             }

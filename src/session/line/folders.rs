@@ -4,10 +4,20 @@
 //! step, run by [`Session::copy_step`] under the loop's budget.
 
 use super::{Login, Session, State};
-use crate::protocol::path::FilePath;
+use crate::audit::TreeChange;
+use crate::protocol::path::{FilePath, FilePathBuf};
 use crate::protocol::reply::Reply;
 use crate::session::replies::Failure;
 use crate::session::{Front, Services};
+use crate::storage::Copying;
+
+/// A `COPY` in progress, with its paths for the audit line at its end.
+#[derive(Debug)]
+pub(super) struct LineCopy {
+    copying: Copying,
+    from: FilePathBuf,
+    to: FilePathBuf,
+}
 
 impl Session {
     /// Says why a folder command failed, and logs it.
@@ -46,7 +56,10 @@ impl Session {
 
     pub(super) fn mkdir(&mut self, login: Login, path: FilePath<'_>, services: &Services) -> State {
         match services.storage.mkdir(&login.dir, path) {
-            Ok(()) => self.reply(Reply::Created, services),
+            Ok(()) => {
+                TreeChange::Mkdir.record(login.who(self.shell.peer), path.as_str(), None);
+                self.reply(Reply::Created, services)
+            }
             Err(err) => self.folder_failed(&login, "MKDIR", path, err, services),
         }
         State::Idle(login)
@@ -54,7 +67,10 @@ impl Session {
 
     pub(super) fn rmdir(&mut self, login: Login, path: FilePath<'_>, services: &Services) -> State {
         match services.storage.rmdir(&login.dir, path) {
-            Ok(()) => self.reply(Reply::Removed, services),
+            Ok(()) => {
+                TreeChange::Rmdir.record(login.who(self.shell.peer), path.as_str(), None);
+                self.reply(Reply::Removed, services)
+            }
             Err(err) => self.folder_failed(&login, "RMDIR", path, err, services),
         }
         State::Idle(login)
@@ -67,7 +83,10 @@ impl Session {
         services: &Services,
     ) -> State {
         match services.storage.remove_tree(&login.dir, path) {
-            Ok(_) => self.reply(Reply::Removed, services),
+            Ok(_) => {
+                TreeChange::Rmtree.record(login.who(self.shell.peer), path.as_str(), None);
+                self.reply(Reply::Removed, services)
+            }
             Err(err) => self.folder_failed(&login, "RMTREE", path, err, services),
         }
         State::Idle(login)
@@ -105,7 +124,11 @@ impl Session {
             .storage
             .rename(&login.dir, from.as_path(), to, replace)
         {
-            Ok(_) => self.reply(Reply::Moved, services),
+            Ok(_) => {
+                let who = login.who(self.shell.peer);
+                TreeChange::Move.record(who, from.as_str(), Some(to.as_str()));
+                self.reply(Reply::Moved, services)
+            }
             Err(err) => self.folder_failed(&login, "MOVE", to, err, services),
         }
         State::Idle(login)
@@ -128,7 +151,10 @@ impl Session {
             .begin_copy(&login.dir, from.as_path(), to, replace, limits)
         {
             // The bytes move in `copy_step`, a step per turn.
-            Ok(copying) => State::Copying(login, Box::new(copying)),
+            Ok(copying) => {
+                let to = to.to_owned();
+                State::Copying(login, Box::new(LineCopy { copying, from, to }))
+            }
             Err(refusal) => {
                 self.folder_failed(&login, "COPY", to, refusal, services);
                 State::Idle(login)
@@ -139,10 +165,10 @@ impl Session {
     /// One step of a `COPY`; the reply once the copy is in place. Returns
     /// how much of the session's turn it used.
     pub(super) fn copy_step(&mut self, services: &Services) -> usize {
-        let State::Copying(_, copying) = &mut self.state else {
+        let State::Copying(_, job) = &mut self.state else {
             return 0;
         };
-        match copying.step(&services.storage) {
+        match job.copying.step(&services.storage) {
             Ok(false) => return usize::MAX,
             Ok(true) => {}
             Err(err) => {
@@ -159,18 +185,23 @@ impl Session {
             }
         }
         self.transition(|session, state| match state {
-            State::Copying(login, copying) => {
-                match services.storage.finish_copy(*copying) {
-                    Ok(copied) => match copied.sha256 {
-                        Some(sha256) => {
-                            let size = copied.size;
-                            session.reply(Reply::Copied { size, sha256 }, services)
+            State::Copying(login, job) => {
+                let LineCopy { copying, from, to } = *job;
+                match services.storage.finish_copy(copying) {
+                    Ok(copied) => {
+                        let who = login.who(session.shell.peer);
+                        TreeChange::Copy.record(who, from.as_str(), Some(to.as_str()));
+                        match copied.sha256 {
+                            Some(sha256) => {
+                                let size = copied.size;
+                                session.reply(Reply::Copied { size, sha256 }, services)
+                            }
+                            None => {
+                                let (files, size) = (copied.files, copied.size);
+                                session.reply(Reply::CopiedFolder { files, size }, services)
+                            }
                         }
-                        None => {
-                            let (files, size) = (copied.files, copied.size);
-                            session.reply(Reply::CopiedFolder { files, size }, services)
-                        }
-                    },
+                    }
                     Err(err) => {
                         log::info!("{} {}: COPY: {err}", session.shell.peer, login.user);
                         session.fail(err, services);

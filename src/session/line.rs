@@ -48,7 +48,7 @@ use super::listing::{Streaming, write_listing_line};
 use super::replies::Failure;
 use super::transfer::{self, Download, Finished, Intake, Interrupted, PREVIEW_LEN};
 use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
-use crate::audit::{Event, TransferKind, Who};
+use crate::audit::{Event, TransferKind, TreeChange, Who};
 use crate::integrity::Digest;
 use crate::metrics::Protocol;
 use crate::protocol::line::{self, Command, MAX_LINE, ParseError, Status, Verb};
@@ -802,15 +802,15 @@ impl Session {
             Command::Stat { name } => {
                 self.logged_in(services, |s, login| s.stat(login, name, services))
             }
-            Command::Mkdir { name } => {
-                self.logged_in(services, |s, login| s.mkdir(login, name, services))
-            }
-            Command::Rmdir { name } => {
-                self.logged_in(services, |s, login| s.rmdir(login, name, services))
-            }
-            Command::Rmtree { name } => {
-                self.logged_in(services, |s, login| s.rmtree(login, name, services))
-            }
+            Command::Mkdir { name } => self.logged_in(services, |s, login| {
+                s.change_tree(login, name, TreeChange::Mkdir, services)
+            }),
+            Command::Rmdir { name } => self.logged_in(services, |s, login| {
+                s.change_tree(login, name, TreeChange::Rmdir, services)
+            }),
+            Command::Rmtree { name } => self.logged_in(services, |s, login| {
+                s.change_tree(login, name, TreeChange::Rmtree, services)
+            }),
             Command::From { name } => {
                 self.logged_in(services, |s, login| s.from(login, name, services))
             }

@@ -54,40 +54,30 @@ impl Session {
         State::Idle(login)
     }
 
-    pub(super) fn mkdir(&mut self, login: Login, path: FilePath<'_>, services: &Services) -> State {
-        match services.storage.mkdir(&login.dir, path) {
-            Ok(()) => {
-                TreeChange::Mkdir.record(login.who(self.shell.peer), path.as_str(), None);
-                self.reply(Reply::Created, services)
-            }
-            Err(err) => self.folder_failed(&login, "MKDIR", path, err, services),
-        }
-        State::Idle(login)
-    }
-
-    pub(super) fn rmdir(&mut self, login: Login, path: FilePath<'_>, services: &Services) -> State {
-        match services.storage.rmdir(&login.dir, path) {
-            Ok(()) => {
-                TreeChange::Rmdir.record(login.who(self.shell.peer), path.as_str(), None);
-                self.reply(Reply::Removed, services)
-            }
-            Err(err) => self.folder_failed(&login, "RMDIR", path, err, services),
-        }
-        State::Idle(login)
-    }
-
-    pub(super) fn rmtree(
+    /// `MKDIR`, `RMDIR` or `RMTREE` (`change`): one storage call, its
+    /// audit line once done, the reply.
+    pub(super) fn change_tree(
         &mut self,
         login: Login,
         path: FilePath<'_>,
+        change: TreeChange,
         services: &Services,
     ) -> State {
-        match services.storage.remove_tree(&login.dir, path) {
-            Ok(_) => {
-                TreeChange::Rmtree.record(login.who(self.shell.peer), path.as_str(), None);
-                self.reply(Reply::Removed, services)
+        let storage = &services.storage;
+        let (done, verb, reply) = match change {
+            TreeChange::Mkdir => (storage.mkdir(&login.dir, path), "MKDIR", Reply::Created),
+            TreeChange::Rmdir => (storage.rmdir(&login.dir, path), "RMDIR", Reply::Removed),
+            _ => {
+                let removed = storage.remove_tree(&login.dir, path).map(drop);
+                (removed, "RMTREE", Reply::Removed)
             }
-            Err(err) => self.folder_failed(&login, "RMTREE", path, err, services),
+        };
+        match done {
+            Ok(()) => {
+                change.record(login.who(self.shell.peer), path.as_str(), None);
+                self.reply(reply, services)
+            }
+            Err(err) => self.folder_failed(&login, verb, path, err, services),
         }
         State::Idle(login)
     }

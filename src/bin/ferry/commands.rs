@@ -178,35 +178,12 @@ pub fn run(remote: &mut Remote, command: &Command, status: &mut Status) {
         }
         Verb::Put => put(remote, &command.operands, options, &out, status),
         Verb::Get => get(remote, &operands, options, &out, status),
-        Verb::Ls if options.recursive || !command.operands.is_empty() => {
-            folders::ls(remote, &command.operands, &out, status)
-        }
+        Verb::Ls => folders::ls(remote, &command.operands, &out, status),
         Verb::Rm if options.recursive => folders::rm_tree(remote, &command.operands, &out, status),
         Verb::Mkdir => folders::mkdir(remote, &command.operands, &out, status),
         Verb::Rmdir => folders::rmdir(remote, &command.operands, &out, status),
         Verb::Mv => folders::mv_or_cp(remote, &command.operands, false, &out, status),
         Verb::Cp => folders::mv_or_cp(remote, &command.operands, true, &out, status),
-        // The server lists in directory order; shown sorted by name.
-        Verb::Ls => match remote.run(|conn, _| conn.list()).map(|mut entries| {
-            entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-            entries
-        }) {
-            Ok(entries) if options.json => {
-                for entry in &entries {
-                    out.line(
-                        Json::new()
-                            .str("op", "ls")
-                            .str("name", &entry.name)
-                            .str("type", if entry.folder { "folder" } else { "file" })
-                            .num("size", entry.size)
-                            .num("mtime", entry.mtime)
-                            .finish(),
-                    );
-                }
-            }
-            Ok(entries) => out.text(&output::listing(&entries, options.human)),
-            Err(err) => out.error("ls", None, &err, status),
-        },
         Verb::View => {
             let name = operand_name(&command.operands[0]);
             match name.and_then(|name| remote.run(|conn, _| conn.view(&name)).map(|b| (name, b))) {

@@ -84,9 +84,12 @@ impl Dir {
             0,
         )
         .map_err(|err| match err.raw_os_error() {
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
-                io::Error::other(format!("{} is not a directory", name.to_string_lossy()))
-            }
+            // A kind of its own, so that a walk can tell a name swapped
+            // for a symlink or a file (passed over) from a failure.
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) => io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", name.to_string_lossy()),
+            ),
             _ => err,
         })?;
         Ok(Dir {

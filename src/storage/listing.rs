@@ -104,9 +104,22 @@ impl Listing {
             let path = format!("{}{name}", frame.prefix);
             if meta.is_dir && self.recursive && depth < path::MAX_DEPTH {
                 // Opened without following anything: a folder swapped for
-                // a symlink since the look is left out, never entered.
-                let Ok(sub) = frame.dir.open_dir(OsStr::from_bytes(raw)) else {
-                    continue;
+                // a symlink (or removed) since the look is left out, never
+                // entered. Any other failure (out of descriptors, I/O) ends
+                // the listing with an error: a listing that silently left a
+                // folder out would be taken as the whole tree by a copy,
+                // the quota's count or a sync.
+                let sub = match frame.dir.open_dir(OsStr::from_bytes(raw)) {
+                    Ok(sub) => sub,
+                    Err(err)
+                        if matches!(
+                            err.kind(),
+                            std::io::ErrorKind::NotADirectory | std::io::ErrorKind::NotFound
+                        ) =>
+                    {
+                        continue;
+                    }
+                    Err(err) => return Err(StorageError::Io(err)),
                 };
                 self.frames.push(Frame {
                     dir: sub,

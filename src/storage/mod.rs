@@ -373,7 +373,7 @@ fn reopen_same(parent: &Dir, name: &str, id: DirId, path: &Path) -> io::Result<D
         ))
     };
     let dir = parent.open_dir(name).map_err(|err| match err.kind() {
-        io::ErrorKind::NotFound => moved(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => moved(),
         _ => err,
     })?;
     let meta = dir.metadata()?;

@@ -350,7 +350,7 @@ impl Storage {
             }
         };
         let (bytes, files) = if shared {
-            self.others_claims(dir)
+            self.others_claims(dir)?
         } else {
             (0, 0)
         };
@@ -369,16 +369,22 @@ impl Storage {
         stamp_of(&*self.files(dir)?, &self.records(dir, super::PARTIAL_DIR)?)
     }
 
-    /// What the other live servers' uploads of the user claim.
-    fn others_claims(&self, dir: &UserDir) -> (u64, u64) {
+    /// What the other live servers' uploads of the user claim. A claim
+    /// that cannot be read fails the check rather than count as nothing,
+    /// which would let the user past the quota; one removed meanwhile (its
+    /// upload ended) is nothing.
+    fn others_claims(&self, dir: &UserDir) -> Result<(u64, u64), StorageError> {
         let Some(shared) = &dir.inner.claims.shared else {
-            return (0, 0);
+            return Ok((0, 0));
         };
-        let Ok(claims) = shared.dir(false) else {
-            return (0, 0);
+        let claims = match shared.dir(false) {
+            Ok(claims) => claims,
+            // No upload of this user has published a claim yet.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(err) => return Err(StorageError::Io(err)),
         };
         let mut sum = (0u64, 0u64);
-        for name in claims.names().unwrap_or_default() {
+        for name in claims.names()? {
             let Some(id) = name.to_str() else {
                 continue;
             };
@@ -387,19 +393,19 @@ impl Storage {
             if id == shared.id || self.instances.stat(id).is_err() {
                 continue;
             }
-            let Ok(file) = claims.open_regular(id, false) else {
-                continue;
+            let file = match claims.open_regular(id, false) {
+                Ok(file) => file,
+                Err(StorageError::NotFound) => continue,
+                Err(err) => return Err(err),
             };
             let mut buf = [0u8; CLAIM_LEN];
-            let Ok(n) = file.read_at(&mut buf, 0) else {
-                continue;
-            };
+            let n = file.read_at(&mut buf, 0)?;
             if let Some((bytes, files)) = std::str::from_utf8(&buf[..n]).ok().and_then(parse_claim)
             {
                 sum = (sum.0.saturating_add(bytes), sum.1.saturating_add(files));
             }
         }
-        sum
+        Ok(sum)
     }
 
     /// The claims of `user`'s uploads, published in the shared root.

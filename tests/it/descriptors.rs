@@ -222,3 +222,119 @@ fn out_of_descriptors_is_a_temporary_refusal_and_the_server_recovers() {
     got.assert_status(200, "HTTP after the descriptors came back");
     assert_eq!(got.body, b"after");
 }
+
+/// A tree `a/b/c/d` with a file in each folder; the paths `TREE` lists.
+fn plant_tree(server: &TestServer) -> Vec<String> {
+    let mut c = server.alice();
+    let mut expected = Vec::new();
+    let mut folder = String::new();
+    for name in ["a", "b", "c", "d"] {
+        folder = if folder.is_empty() {
+            name.to_string()
+        } else {
+            format!("{folder}/{name}")
+        };
+        c.expect(&format!("MKDIR {folder}"), 257);
+        c.put(&format!("{folder}/f"), folder.as_bytes());
+        expected.push(format!("{folder}/"));
+        expected.push(format!("{folder}/f"));
+    }
+    expected.sort();
+    expected
+}
+
+/// `TREE`'s listing: the paths it named, sorted, or the reply that
+/// ended it in place of the next block.
+fn tree_of(c: &mut Client) -> Result<Vec<String>, (u16, String)> {
+    c.send_line("TREE");
+    let mut data = Vec::new();
+    loop {
+        let (code, text) = c.read_reply();
+        if code != 150 {
+            return Err((code, text));
+        }
+        let n: usize = text.parse().unwrap();
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&c.read_exact_bytes(n));
+    }
+    let mut names: Vec<String> = parse_listing(&data)
+        .into_iter()
+        .map(|entry| String::from_utf8(entry.name).unwrap())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// A recursive listing that cannot open a subfolder for want of
+/// descriptors used to leave that folder out and end as if complete: a
+/// partial tree taken as the whole by `get -r`, a sync or a folder copy.
+/// Whatever the limit, the listing is now either whole or ends with an
+/// error reply, and the folder copy either copies everything or fails.
+#[test]
+fn a_recursive_listing_short_of_descriptors_fails_instead_of_leaving_folders_out() {
+    if !outside_client("prlimit") {
+        return;
+    }
+    let server = TestServer::builder()
+        .users_file(format!("{ALICE}:{ALICE_PW}\n"))
+        .arg("--idle-timeout")
+        .arg("60")
+        .start();
+    let expected = plant_tree(&server);
+    let mut refused = 0;
+    // From no descriptor to spare up to more than the tree needs: every
+    // point at which a listing can run short.
+    for extra in 0..8u64 {
+        let mut c = server.alice();
+        c.noop();
+        let held = server.open_descriptors();
+        let first_free = (0..).find(|n| !held.contains(n)).unwrap();
+        set_soft_open_files(server.pid(), u64::from(first_free) + extra);
+        let listed = tree_of(&mut c);
+        let copied = match &listed {
+            Ok(_) => Some(c.cmd("FROM a").0)
+                .filter(|&code| code == 350)
+                .map(|_| c.cmd(&format!("COPY copy{extra}"))),
+            Err(_) => None,
+        };
+        set_soft_open_files(server.pid(), 1024);
+        match listed {
+            // Copies made before are in the tree too (a copy that failed
+            // part-way keeps what it copied): only `a` is checked.
+            Ok(names) => assert_eq!(
+                names
+                    .into_iter()
+                    .filter(|n| n.starts_with("a/"))
+                    .collect::<Vec<_>>(),
+                expected,
+                "TREE with {extra} descriptors to spare"
+            ),
+            Err((code, text)) => {
+                refused += 1;
+                assert!(
+                    code == 421 || code == 451,
+                    "TREE with {extra} to spare ended `{code} {text}`"
+                );
+            }
+        }
+        // A folder copy that says it copied did copy all four files.
+        if let Some((250, text)) = copied {
+            assert!(
+                text.starts_with("copied 4 files"),
+                "COPY with {extra} to spare: `250 {text}`"
+            );
+        }
+    }
+    assert!(refused > 0, "no limit made the listing run short");
+    // And with descriptors back, the whole tree is listed.
+    let mut c = server.alice();
+    let names = tree_of(&mut c).unwrap();
+    for path in &expected {
+        assert!(
+            names.contains(path),
+            "{path} missing after recovery: {names:?}"
+        );
+    }
+}

@@ -9,7 +9,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ferry::protocol::{http, line};
+use ferry::internal::protocol::{http, line};
 
 /// One line of each kind a busy session sends, with its terminator.
 const LINES: &[(&str, &[u8])] = &[

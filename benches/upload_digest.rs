@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench upload_digest` measures, on this machine:
 //!
-//! 1. SHA-256 alone, in memory, through `ferry::integrity::Hasher`;
+//! 1. SHA-256 alone, in memory, through `ferry::internal::integrity::Hasher`;
 //! 2. uploads of a large file to a release `ferryd` over loopback, with the
 //!    storage on tmpfs (`/dev/shm` when present) and `--no-fsync`, so the
 //!    disk does not hide the CPU cost;
@@ -26,7 +26,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry::integrity::Hasher;
+use ferry::internal::integrity::Hasher;
 
 const ROUNDS: usize = 5;
 const CHUNK: usize = 1 << 20;

@@ -61,39 +61,19 @@ pub mod client;
 pub mod config;
 
 // The server's insides: public for the fuzz targets, the integration tests
-// and the two binaries, hidden from the documented API (rustls keeps
-// `rustls::internal` for the same reason). They change without notice.
+// and the two binaries through `ferry::internal`, hidden from the
+// documented API (rustls keeps `rustls::internal` for the same reason).
+// They change without notice. Imported here, so that the crate names them
+// `crate::storage` and so on.
 #[doc(hidden)]
-pub mod access;
-#[doc(hidden)]
-pub mod audit;
-#[doc(hidden)]
-pub mod auth;
-#[doc(hidden)]
-pub mod health;
-#[doc(hidden)]
-pub mod integrity;
-#[doc(hidden)]
-pub mod kdf;
-#[doc(hidden)]
-pub mod limits;
-#[doc(hidden)]
-pub mod metrics;
-#[doc(hidden)]
-pub mod ops;
-#[doc(hidden)]
-pub mod protocol;
+pub mod internal;
+use internal::{
+    access, audit, auth, health, integrity, kdf, limits, metrics, protocol, session, storage,
+    systemd, tls,
+};
 mod reactor;
-#[doc(hidden)]
-pub mod session;
-#[doc(hidden)]
-pub mod storage;
 mod sys;
 // The web interface's pages, logins and assets (`session/http/web.rs` answers).
-#[doc(hidden)]
-pub mod systemd;
-#[doc(hidden)]
-pub mod tls;
 mod web;
 
 use std::io;

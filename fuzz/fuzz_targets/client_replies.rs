@@ -23,7 +23,7 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 
 use ferry::client::{Connection, Error, ErrorKind};
-use ferry::integrity::Hasher;
+use ferry::internal::integrity::Hasher;
 use libfuzzer_sys::fuzz_target;
 
 /// The two ends of the wire: the server's bytes to read, the client's

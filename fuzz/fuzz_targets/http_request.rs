@@ -22,16 +22,16 @@ use std::path::Path;
 
 use common::{same, show};
 use ferry::Users;
-use ferry::protocol::chunked::{ChunkedDecoder, ChunkedError};
-use ferry::protocol::http::{
+use ferry::internal::protocol::chunked::{ChunkedDecoder, ChunkedError};
+use ferry::internal::protocol::http::{
     self, Body, ByteRange, MAX_HEAD, MAX_TARGET, Method, Route, decode_name, parse_head,
     percent_decode,
 };
-use ferry::protocol::line::Status;
-use ferry::protocol::name;
-use ferry::session::http::{OUTPUT_BACKLOG, Session};
-use ferry::session::{Front, Services};
-use ferry::storage::{Options, Storage};
+use ferry::internal::protocol::line::Status;
+use ferry::internal::protocol::name;
+use ferry::internal::session::http::{OUTPUT_BACKLOG, Session};
+use ferry::internal::session::{Front, Services};
+use ferry::internal::storage::{Options, Storage};
 use libfuzzer_sys::fuzz_target;
 
 /// Most file bytes a response can hold at once (`TRANSFER_BUFFER`), plus a

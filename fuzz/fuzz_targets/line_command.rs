@@ -17,8 +17,8 @@
 mod common;
 
 use common::{same, show};
-use ferry::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
-use ferry::protocol::path::{self as name, FilePath};
+use ferry::internal::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
+use ferry::internal::protocol::path::{self as name, FilePath};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

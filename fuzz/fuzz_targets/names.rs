@@ -15,10 +15,10 @@
 mod common;
 
 use common::{same, show};
-use ferry::protocol::http::{self, Route};
-use ferry::protocol::line::{self, Command, ParseError, Parsed, Status, Verb};
-use ferry::protocol::name::{self, MAX_NAME_LEN};
-use ferry::protocol::path::{self, FilePath, MAX_DEPTH, MAX_PATH_LEN};
+use ferry::internal::protocol::http::{self, Route};
+use ferry::internal::protocol::line::{self, Command, ParseError, Parsed, Status, Verb};
+use ferry::internal::protocol::name::{self, MAX_NAME_LEN};
+use ferry::internal::protocol::path::{self, FilePath, MAX_DEPTH, MAX_PATH_LEN};
 use libfuzzer_sys::fuzz_target;
 
 /// `protocol.md`: "1 to 255 bytes of UTF-8", the Linux `NAME_MAX`.

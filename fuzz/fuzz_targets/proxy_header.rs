@@ -10,7 +10,7 @@
 mod common;
 
 use common::{same, show};
-use ferry::protocol::proxy::{self, MAX_V1, MAX_V2, Status};
+use ferry::internal::protocol::proxy::{self, MAX_V1, MAX_V2, Status};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -57,12 +57,12 @@ mod common;
 
 use common::{same, short, show};
 use ferry::Users;
-use ferry::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
-use ferry::protocol::name::MAX_NAME_LEN;
-use ferry::protocol::path::{FilePath, MAX_DEPTH};
-use ferry::session::line::{REPLY_BACKLOG, Session};
-use ferry::session::{Front, MAX_AUTH_FAILURES, PREVIEW_LEN, Services, TRANSFER_BUFFER};
-use ferry::storage::{Options, Storage, Usage, UserDir};
+use ferry::internal::protocol::line::{self, Command, MAX_LINE, ParseError, Parsed, Status};
+use ferry::internal::protocol::name::MAX_NAME_LEN;
+use ferry::internal::protocol::path::{FilePath, MAX_DEPTH};
+use ferry::internal::session::line::{REPLY_BACKLOG, Session};
+use ferry::internal::session::{Front, MAX_AUTH_FAILURES, PREVIEW_LEN, Services, TRANSFER_BUFFER};
+use ferry::internal::storage::{Options, Storage, Usage, UserDir};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;

@@ -1,4 +1,4 @@
-//! The server side of the TLS layer (`ferry::tls::Transport`) on arbitrary
+//! The server side of the TLS layer (`ferry::internal::tls::Transport`) on arbitrary
 //! bytes, with a line session behind it, driven as the reactor drives it.
 //!
 //! The first byte picks the mode and the sizes of reads and writes:
@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 
 use common::show;
 use ferry::Users;
-use ferry::session::line::Session;
-use ferry::session::{Front, Services};
-use ferry::storage::{Options, Storage};
-use ferry::tls::{Acceptor, Front as TlsFront, SEND_LIMIT, TlsFiles, Transport};
+use ferry::internal::session::line::Session;
+use ferry::internal::session::{Front, Services};
+use ferry::internal::storage::{Options, Storage};
+use ferry::internal::tls::{Acceptor, Front as TlsFront, SEND_LIMIT, TlsFiles, Transport};
 use libfuzzer_sys::fuzz_target;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -48,7 +48,7 @@ fn acceptor() -> &'static Acceptor {
     ACCEPTOR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();
         let (cert, key) = (dir.join("c.pem"), dir.join("k.pem"));
-        ferry::tls::make_self_signed(&cert, &key).unwrap();
+        ferry::internal::tls::make_self_signed(&cert, &key).unwrap();
         let files = TlsFiles {
             cert,
             key,

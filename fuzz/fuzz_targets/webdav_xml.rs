@@ -11,7 +11,7 @@
 mod common;
 
 use common::{same, show};
-use ferry::protocol::webdav::{self, Condition, PropFind, PropUpdate, XmlError};
+use ferry::internal::protocol::webdav::{self, Condition, PropFind, PropUpdate, XmlError};
 use libfuzzer_sys::fuzz_target;
 
 /// Whether the document's prolog (before its root element, where XML

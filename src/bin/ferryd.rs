@@ -1,6 +1,6 @@
 //! `ferryd`: the ferry server as a program. Reads its settings (the config
 //! file and the command line, through the one option table in
-//! [`ferry::ops::settings`]), sets up logging and users, and runs
+//! [`ferry::internal::ops::settings`]), sets up logging and users, and runs
 //! [`ferry::Server`] with signal handling; or runs one of the operator's
 //! commands: `check-config`, `user`, `hash-password`, `generate`.
 
@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ferry::auth::LoadError;
-use ferry::ops::manual::{CommandDoc, Manual, OptionDoc};
-use ferry::ops::settings::{
+use ferry::internal::auth::LoadError;
+use ferry::internal::ops::manual::{CommandDoc, Manual, OptionDoc};
+use ferry::internal::ops::settings::{
     DEFAULT_CONFIG, OPTIONS, Opt, Settings, effective, example_config, find, load, read_token,
 };
-use ferry::ops::users_file::{self, Edit, EditError};
+use ferry::internal::ops::users_file::{self, Edit, EditError};
 use ferry::{Server, Users};
 use simplelog::{ConfigBuilder, LevelFilter, WriteLogger};
 
@@ -320,7 +320,7 @@ fn parse_command_line(
         match arg {
             Short('h') | Long("help") => return Ok(None),
             Long("iterations") => {
-                let min = ferry::kdf::MIN_ITERATIONS;
+                let min = ferry::internal::kdf::MIN_ITERATIONS;
                 match count(&mut parser, "--iterations").map(u32::try_from) {
                     Ok(Ok(n)) if n >= min => iterations = Some(n),
                     _ => return Err(format!("--iterations must be a number of at least {min}")),
@@ -498,7 +498,7 @@ fn user_command(line: CommandLine) -> ExitCode {
         [action @ ("add" | "passwd" | "del"), user] => (*action, *user),
         _ => return usage_error("user: add USER, passwd USER, del USER or list"),
     };
-    if !ferry::auth::is_valid_username(user.as_bytes()) {
+    if !ferry::internal::auth::is_valid_username(user.as_bytes()) {
         return usage_error(&format!("user: {user:?} is not a valid username"));
     }
     let entry = if action == "del" {
@@ -511,8 +511,10 @@ fn user_command(line: CommandLine) -> ExitCode {
                 return ExitCode::from(EXIT_USAGE);
             }
         };
-        let iterations = line.iterations.unwrap_or(ferry::kdf::DEFAULT_ITERATIONS);
-        match ferry::auth::hash_entry(password.as_bytes(), iterations) {
+        let iterations = line
+            .iterations
+            .unwrap_or(ferry::internal::kdf::DEFAULT_ITERATIONS);
+        match ferry::internal::auth::hash_entry(password.as_bytes(), iterations) {
             Ok(entry) => entry,
             Err(err) => {
                 eprintln!("ferryd user: no random salt: {err}");
@@ -772,7 +774,7 @@ fn hash_password(args: impl Iterator<Item = OsString>) -> ExitCode {
     use lexopt::prelude::*;
     let mut parser = lexopt::Parser::from_args(args);
     let mut user = None;
-    let mut iterations = ferry::kdf::DEFAULT_ITERATIONS;
+    let mut iterations = ferry::internal::kdf::DEFAULT_ITERATIONS;
     let usage = |message: &str| {
         eprintln!("ferryd hash-password: {message}\n{HASH_USAGE}");
         ExitCode::from(EXIT_USAGE)
@@ -782,9 +784,9 @@ fn hash_password(args: impl Iterator<Item = OsString>) -> ExitCode {
             Ok(None) => break,
             Ok(Some(Long("iterations"))) => {
                 match count(&mut parser, "--iterations").map(u32::try_from) {
-                    Ok(Ok(n)) if n >= ferry::kdf::MIN_ITERATIONS => iterations = n,
+                    Ok(Ok(n)) if n >= ferry::internal::kdf::MIN_ITERATIONS => iterations = n,
                     _ => {
-                        let min = ferry::kdf::MIN_ITERATIONS;
+                        let min = ferry::internal::kdf::MIN_ITERATIONS;
                         return usage(&format!("--iterations must be a number of at least {min}"));
                     }
                 }
@@ -803,7 +805,7 @@ fn hash_password(args: impl Iterator<Item = OsString>) -> ExitCode {
     let Some(user) = user else {
         return usage("which user?");
     };
-    if !ferry::auth::is_valid_username(user.as_bytes()) {
+    if !ferry::internal::auth::is_valid_username(user.as_bytes()) {
         return usage(&format!("{user:?} is not a valid username"));
     }
     let password = match read_new_password() {
@@ -813,7 +815,7 @@ fn hash_password(args: impl Iterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let hash = match ferry::auth::hash_entry(password.as_bytes(), iterations) {
+    let hash = match ferry::internal::auth::hash_entry(password.as_bytes(), iterations) {
         Ok(hash) => hash,
         Err(err) => {
             eprintln!("ferryd hash-password: no random salt: {err}");
@@ -855,13 +857,13 @@ fn read_new_password() -> Result<String, String> {
 fn tls_files(
     settings: &Settings,
     handshake_timeout: std::time::Duration,
-) -> Result<ferry::tls::TlsFiles, String> {
+) -> Result<ferry::internal::tls::TlsFiles, String> {
     let (cert, key) = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         _ => {
-            let (cert, key) = ferry::tls::self_signed_paths(&settings.users);
+            let (cert, key) = ferry::internal::tls::self_signed_paths(&settings.users);
             if !cert.exists() && !key.exists() {
-                let fingerprint = ferry::tls::make_self_signed(&cert, &key)?;
+                let fingerprint = ferry::internal::tls::make_self_signed(&cert, &key)?;
                 eprintln!(
                     "ferryd: created a self-signed TLS certificate {}",
                     cert.display()
@@ -873,12 +875,13 @@ fn tls_files(
             (cert, key)
         }
     };
-    let files = ferry::tls::TlsFiles {
+    let files = ferry::internal::tls::TlsFiles {
         cert,
         key,
         client_ca: settings.tls_client_ca.clone(),
     };
-    ferry::tls::Acceptor::load(&files, handshake_timeout).map_err(|why| format!("TLS: {why}"))?;
+    ferry::internal::tls::Acceptor::load(&files, handshake_timeout)
+        .map_err(|why| format!("TLS: {why}"))?;
     Ok(files)
 }
 

@@ -6,10 +6,10 @@ use std::fs;
 use std::net::SocketAddr;
 
 use ferry::Users;
-use ferry::protocol::line::{self, MAX_LINE, Parsed, Status};
-use ferry::session::line::Session;
-use ferry::session::{Front, Services};
-use ferry::storage::{Options, Storage};
+use ferry::internal::protocol::line::{self, MAX_LINE, Parsed, Status};
+use ferry::internal::session::line::Session;
+use ferry::internal::session::{Front, Services};
+use ferry::internal::storage::{Options, Storage};
 
 struct Harness {
     root: tempfile::TempDir,
@@ -347,8 +347,8 @@ fn a_listing_that_sent_nothing_yet_is_answered_421_at_shutdown() {
 /// reads nothing pipelines.
 #[test]
 fn pipelined_help_never_grows_the_output_past_the_backlog_and_one_text() {
-    use ferry::protocol::line::HELP_TEXT;
-    use ferry::session::line::REPLY_BACKLOG;
+    use ferry::internal::protocol::line::HELP_TEXT;
+    use ferry::internal::session::line::REPLY_BACKLOG;
     let h = Harness::new();
     let services = h.services();
     let mut session = Session::new(peer(), services);

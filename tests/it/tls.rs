@@ -563,8 +563,8 @@ fn the_first_run_makes_a_self_signed_certificate_and_prints_its_fingerprint() {
         let mode = fs::metadata(file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", file.display());
     }
-    let der = ferry::tls::load_certs(&cert).unwrap();
-    let pin = ferry::tls::fingerprint(&der[0]);
+    let der = ferry::internal::tls::load_certs(&cert).unwrap();
+    let pin = ferry::internal::tls::fingerprint(&der[0]);
     let log = server.log_containing("fingerprint: ");
     assert!(
         log.contains(&format!("fingerprint: {pin}\n")),
@@ -584,7 +584,7 @@ fn the_first_run_makes_a_self_signed_certificate_and_prints_its_fingerprint() {
     let server = server.stop_and_restart_with(["--tls-listen", "127.0.0.1:0"]);
     server.logged_addr(TLS_MARKER);
     assert!(!server.stderr_text().contains("fingerprint"));
-    assert_eq!(ferry::tls::load_certs(&cert).unwrap(), der);
+    assert_eq!(ferry::internal::tls::load_certs(&cert).unwrap(), der);
 }
 
 /// Certificate login: a valid client certificate logs its common name in
@@ -900,8 +900,8 @@ fn the_ferry_tool_speaks_tls() {
     );
     assert!(put.status.success(), "{}{}", put.stdout, put.stderr);
     let pin = {
-        let der = ferry::tls::load_certs(&root.join("server.crt")).unwrap();
-        ferry::tls::fingerprint(&der[0])
+        let der = ferry::internal::tls::load_certs(&root.join("server.crt")).unwrap();
+        ferry::internal::tls::fingerprint(&der[0])
     };
     let plain_addr = os(&format!("127.0.0.1:{port}"));
     let ls = ferry(

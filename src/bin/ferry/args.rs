@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferry::ops::manual::{CommandDoc, Manual, OptionDoc};
+use ferry::internal::ops::manual::{CommandDoc, Manual, OptionDoc};
 use lexopt::prelude::*;
 
 /// The commands: usage and help, for `--help`, the man page and the

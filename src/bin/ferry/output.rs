@@ -101,7 +101,7 @@ pub fn human_size(bytes: u64) -> String {
 pub fn utc_minute(epoch_secs: u64) -> String {
     let days = (epoch_secs / 86_400) as i64;
     let secs = epoch_secs % 86_400;
-    let (year, month, day) = ferry::access::civil_from_days(days);
+    let (year, month, day) = ferry::internal::access::civil_from_days(days);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}",
         secs / 3600,

@@ -27,24 +27,25 @@ use std::mem;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::listing::{Streaming, write_listing_line};
 use super::login::MAX_AUTH_FAILURES;
 use super::replies::{Failure, Refused};
 use super::transfer::{Download, Finished, Intake, Interrupted, PREVIEW_LEN};
-use super::{Checked, Front, LoginStart, PasswordCheck, Phase, Services, Shell};
-use crate::audit::{Event, TransferKind, Who};
+use super::{Checked, Front, PasswordCheck, Phase, Services, Shell};
+use crate::audit::{Event, TransferKind};
 use crate::integrity::Hasher;
 use crate::metrics::Protocol;
 use crate::protocol::chunked::ChunkedDecoder;
-use crate::protocol::http::{
-    self, Body, Credentials, Expect, MAX_HEAD, Method, Request, Route, write_head,
-};
+use crate::protocol::http::{self, Body, Expect, MAX_HEAD, Method, Request, Route, write_head};
 use crate::protocol::line::Status;
 use crate::protocol::path::{self as name, FilePath};
-use crate::storage::{Entry, OverQuota, StorageError, UserDir};
+use crate::storage::{OverQuota, StorageError, UserDir};
 
+mod auth;
 mod folders;
+mod listing;
+use auth::{AuthCache, Authenticated, HttpVerifying, bearer_matches, who};
 use folders::HttpCopy;
+use listing::ListJob;
 
 /// While more response bytes than this wait to be sent, no further
 /// pipelined request is handled.
@@ -53,21 +54,6 @@ pub const OUTPUT_BACKLOG: usize = 64 * 1024;
 /// what follows the body (a pipelined request) stays small.
 const CHUNK_FRAMING_READ: usize = 64;
 const TEXT: &str = "text/plain; charset=utf-8";
-
-/// A listing being sent: the directory is read a step at a time
-/// ([`Front::work`]), as for the line protocol's `LIST`, and the body
-/// has no length: HTTP/1.1 sends it chunked (a chunk per step), HTTP/1.0
-/// ends it by closing the connection.
-#[derive(Debug)]
-struct ListJob {
-    streaming: Streaming,
-    json: bool,
-    chunked: bool,
-    keep_alive: bool,
-    user: String,
-    /// A `PROPFIND` of the root with `Depth: 1` (a `207`), not a listing.
-    dav: Option<Box<dav::Multistatus>>,
-}
 
 /// A file being sent as a response body.
 #[derive(Debug)]
@@ -97,62 +83,6 @@ struct Put {
     keep_alive: bool,
     /// `?resumable`: an interruption keeps what arrived as a partial.
     resumable: bool,
-}
-
-/// A password check for the request waiting at the front of the input.
-#[derive(Debug)]
-struct HttpVerifying {
-    key: [u8; 32],
-    check: PasswordCheck,
-    /// [`Services::users_generation`] when the check started.
-    generation: u64,
-}
-
-/// The last credentials checked on this connection and their outcome, so a
-/// keep-alive client does not pay for a password check per request.
-#[derive(Debug)]
-struct AuthCache {
-    /// SHA-256 of the user and password, not the password itself.
-    key: [u8; 32],
-    result: Option<String>,
-    /// The users file the outcome was decided under
-    /// ([`Services::users_generation`]): after a reload it is checked
-    /// again, so a removed user or an old password stops working at once.
-    generation: u64,
-    /// Whether the outcome is already in the audit log and counters.
-    recorded: bool,
-    /// The user's directory, once a request needed it: kept for the
-    /// requests that follow on this connection, as a line session keeps
-    /// it from login to logout, so that each does not open it again.
-    dir: Option<UserDir>,
-}
-
-/// What [`Session::authenticate`] found.
-enum Authenticated {
-    User(String),
-    No,
-    Pending,
-    /// Too many password checks wait: `503`, try again later.
-    Busy,
-}
-
-/// Who an audit line is about.
-fn who(peer: SocketAddr, user: &str) -> Who<'_> {
-    Who {
-        peer,
-        protocol: Protocol::Http,
-        user,
-    }
-}
-
-/// A digest of credentials for [`AuthCache`]: user and password with a
-/// separator, so `a:bc` and `ab:c` differ.
-fn credentials_key(user: &[u8], password: &[u8]) -> [u8; 32] {
-    let mut hasher = Hasher::new();
-    hasher.update(&(user.len() as u64).to_be_bytes());
-    hasher.update(user);
-    hasher.update(password);
-    *hasher.finish().as_bytes()
 }
 
 #[derive(Debug)]
@@ -203,18 +133,6 @@ pub struct Session {
     cookie_user: Option<Box<str>>,
     /// The form body of the `POST` being handled (`http/web.rs`).
     form: Box<[u8]>,
-}
-
-/// Whether the request carries the metrics token, compared in constant
-/// time so that the time to refuse tells nothing about the token.
-fn bearer_matches(credentials: &Credentials, token: Option<&str>) -> bool {
-    use subtle::ConstantTimeEq;
-    match (credentials, token) {
-        (Credentials::Bearer(given), Some(token)) => {
-            bool::from(given.as_slice().ct_eq(token.as_bytes()))
-        }
-        _ => false,
-    }
 }
 
 /// What a request names, once its path named something.
@@ -851,276 +769,6 @@ impl Session {
         }
     }
 
-    /// The user the credentials name; a failure is counted (wrong
-    /// credentials) or not (none given). A hashed password puts the session
-    /// in `Verifying` and the request is handled again when it is decided.
-    fn authenticate(&mut self, credentials: &Credentials, services: &Services) -> Authenticated {
-        if let Some(user) = self.cookie_user.take() {
-            return Authenticated::User(user.into());
-        }
-        let (user, password): (&[u8], &[u8]) = match credentials {
-            Credentials::Missing | Credentials::Bearer(_)
-                if self.shell.channel.certified.is_some() =>
-            {
-                return self.certificate_login(services);
-            }
-            Credentials::Missing | Credentials::Bearer(_) => return Authenticated::No,
-            Credentials::Malformed => (b"", b""),
-            Credentials::Basic { user, password } => (user, password),
-        };
-        let key = credentials_key(user, password);
-        let generation = services.users_generation();
-        let result = match self.auth_cache.take() {
-            // Decided before on this connection (or just now, by a
-            // password check) under the users in force: no second check.
-            Some(cached) if cached.key == key && cached.generation == generation => {
-                let result = if cached.result.is_some() && cached.recorded {
-                    cached.result.clone()
-                } else {
-                    super::finish_login(
-                        services,
-                        self.shell.peer,
-                        user,
-                        cached.result.clone(),
-                        false,
-                        Protocol::Http,
-                    )
-                };
-                self.auth_cache = Some(Box::new(AuthCache {
-                    recorded: true,
-                    ..*cached
-                }));
-                result
-            }
-            _ => {
-                match super::start_login(services, self.shell.peer, user, password, Protocol::Http)
-                {
-                    LoginStart::Done(result) => {
-                        let result = super::finish_login(
-                            services,
-                            self.shell.peer,
-                            user,
-                            result,
-                            false,
-                            Protocol::Http,
-                        );
-                        self.auth_cache = Some(Box::new(AuthCache {
-                            key,
-                            result: result.clone(),
-                            generation,
-                            recorded: true,
-                            dir: None,
-                        }));
-                        result
-                    }
-                    LoginStart::Locked => super::finish_login(
-                        services,
-                        self.shell.peer,
-                        user,
-                        None,
-                        true,
-                        Protocol::Http,
-                    ),
-                    LoginStart::Busy => return Authenticated::Busy,
-                    LoginStart::Pending(check) => {
-                        self.state = State::Verifying(Box::new(HttpVerifying {
-                            key,
-                            check,
-                            generation,
-                        }));
-                        return Authenticated::Pending;
-                    }
-                }
-            }
-        };
-        if let Some(name) = result {
-            return Authenticated::User(name);
-        }
-        // The response to it closes the connection after the last failure
-        // allowed (see `handle`).
-        super::failed_on_connection(&mut self.failures, &mut self.shell, services);
-        Authenticated::No
-    }
-
-    /// A request without credentials on a connection with a client
-    /// certificate: the user it names, when it is valid and names one; a
-    /// failed login otherwise. Decided once per connection (and users
-    /// file); a failure counts again with every request, as a wrong
-    /// password would.
-    fn certificate_login(&mut self, services: &Services) -> Authenticated {
-        let claimed = self
-            .shell
-            .channel
-            .certified_user()
-            .unwrap_or_default()
-            .to_owned();
-        let key = credentials_key(claimed.as_bytes(), b"\0client certificate");
-        let generation = services.users_generation();
-        if let Some(cached) = &self.auth_cache
-            && cached.key == key
-            && cached.generation == generation
-            && let Some(user) = &cached.result
-        {
-            return Authenticated::User(user.clone());
-        }
-        let peer = self.shell.peer;
-        let start =
-            super::start_certificate_login(services, &self.shell.channel, peer, claimed.as_bytes());
-        let (result, locked) = match start {
-            LoginStart::Done(result) => (result, false),
-            _ => (None, true),
-        };
-        let result = super::finish_login(
-            services,
-            peer,
-            claimed.as_bytes(),
-            result,
-            locked,
-            Protocol::Http,
-        );
-        self.auth_cache = Some(Box::new(AuthCache {
-            key,
-            result: result.clone(),
-            generation,
-            recorded: true,
-            dir: None,
-        }));
-        if let Some(name) = result {
-            return Authenticated::User(name);
-        }
-        super::failed_on_connection(&mut self.failures, &mut self.shell, services);
-        Authenticated::No
-    }
-
-    /// The directory of `user`, who the cached credentials name.
-    fn user_dir(&mut self, user: &str, services: &Services) -> io::Result<UserDir> {
-        let Some(cache) = self
-            .auth_cache
-            .as_mut()
-            .filter(|cache| cache.result.as_deref() == Some(user))
-        else {
-            return services.storage.user_dir(user);
-        };
-        if let Some(dir) = &cache.dir {
-            return Ok(dir.clone());
-        }
-        let dir = services.storage.user_dir(user)?;
-        cache.dir = Some(dir.clone());
-        Ok(dir)
-    }
-
-    /// The listing of the folder `path` (the root for `None`), of the
-    /// whole tree beneath it with `?recursive`.
-    fn listing(
-        &mut self,
-        request: &Request<'_>,
-        user: &str,
-        dir: &UserDir,
-        path: Option<FilePath<'_>>,
-        after: After,
-        services: &Services,
-    ) {
-        let recursive = http::query_has(request.query, b"recursive");
-        let listing = match services.storage.listing_of(dir, path, recursive) {
-            Ok(listing) => listing,
-            Err(err) => {
-                log::error!("{} {user}: listing failed: {err}", self.shell.peer);
-                return self.fail(err, after, services);
-            }
-        };
-        let json = http::query_value(request.query, b"format") != Some(b"text");
-        let content_type = if json { "application/json" } else { TEXT };
-        // The length is not known before the end; HTTP/1.0 has no chunked
-        // coding, so there the body ends where the connection closes.
-        let chunked = request.minor_version >= 1;
-        let after = if chunked { after } else { After::Close };
-        let mut fields = vec![("Content-Type", content_type)];
-        if chunked {
-            fields.push(("Transfer-Encoding", "chunked"));
-        }
-        self.start_head(200, &fields, None, after, services);
-        if request.method == Method::Head {
-            return self.after_response(after);
-        }
-        self.state = State::Listing(Box::new(ListJob {
-            streaming: Streaming::new(listing),
-            json,
-            chunked,
-            keep_alive: after == After::KeepAlive,
-            user: user.to_owned(),
-            dav: None,
-        }));
-    }
-
-    /// One step of a listing: the next chunk of entries (with `[` before
-    /// the first and `]` after the last, for JSON), and the end of the
-    /// body once the directory is read to its end. A directory that cannot
-    /// be read further cuts the body short: the connection closes without
-    /// the last chunk, which a client sees as an incomplete response.
-    fn list_step(&mut self) {
-        let State::Listing(job) = &mut self.state else {
-            return;
-        };
-        let out = self.shell.out.buf();
-        let start = out.len();
-        let json = job.json;
-        if json && job.streaming.bytes() == 0 {
-            out.extend_from_slice(JSON_OPEN.as_bytes());
-            job.streaming.wrote(JSON_OPEN.len());
-        }
-        let result = job.streaming.step(out, |entry, index, out| {
-            write_listing_entry(entry, index, json, out);
-        });
-        let close = if json { JSON_CLOSE } else { "" };
-        self.end_list_step(start, close.as_bytes(), result);
-    }
-
-    /// How every step of a streamed listing ends (the JSON or text
-    /// listing, WebDAV's `207`): `close` after the last entry, the step's
-    /// bytes framed as one chunk, and once the folder is read to its end
-    /// the last chunk and the response's end. `start` is where the step's
-    /// bytes began in the output.
-    pub(super) fn end_list_step(
-        &mut self,
-        start: usize,
-        close: &[u8],
-        result: Result<bool, crate::storage::StorageError>,
-    ) {
-        let State::Listing(job) = &mut self.state else {
-            return;
-        };
-        let out = self.shell.out.buf();
-        if matches!(result, Ok(true)) && !close.is_empty() {
-            out.extend_from_slice(close);
-            job.streaming.wrote(close.len());
-        }
-        let added = out.len() - start;
-        if job.chunked && added > 0 {
-            let size = format!("{added:x}\r\n");
-            out.splice(start..start, size.bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        match result {
-            Ok(false) => {}
-            Ok(true) => {
-                if job.chunked {
-                    out.extend_from_slice(b"0\r\n\r\n");
-                }
-                job.streaming.ended(self.shell.peer, &job.user, &Ok(()));
-                let keep = job.keep_alive && !self.shell.shutting_down;
-                self.after_response(After::from_keep_alive(keep));
-            }
-            Err(err) => {
-                job.streaming.ended(self.shell.peer, &job.user, &Err(err));
-                self.state = State::Closing;
-            }
-        }
-    }
-
-    fn cut_listing(&self, job: &ListJob, reason: &str) {
-        job.streaming.cut(self.shell.peer, &job.user, reason);
-    }
-
     fn file_request(
         &mut self,
         request: &Request<'_>,
@@ -1482,28 +1130,6 @@ fn not_found(err: StorageError) -> StorageError {
         StorageError::NoFolder => StorageError::NotFound,
         other => other,
     }
-}
-
-const JSON_OPEN: &str = "[";
-const JSON_CLOSE: &str = "]\n";
-
-/// One entry of a listing: the line protocol's `LIST` line, or a JSON
-/// object (with a leading comma after the first).
-fn write_listing_entry(entry: &Entry, index: usize, json: bool, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    if !json {
-        return write_listing_line(entry, out);
-    }
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "{}{{\"name\":\"{}\",\"type\":\"{}\",\"size\":{},\"mtime\":{}}}",
-        if index == 0 { "" } else { "," },
-        escape8259::escape(&entry.name),
-        if entry.folder { "folder" } else { "file" },
-        entry.size,
-        entry.mtime
-    );
 }
 
 #[cfg(test)]

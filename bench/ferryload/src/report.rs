@@ -532,9 +532,10 @@ pub fn main(results: &str, machine: &str, evidence: &str, only: &str, curves: &s
         }
     }
     target(
-        "stripped release binary < 2 MB".into(),
+        // The bound README gives (issues 9, 16 and 18), since TLS.
+        "stripped release binary < 2.5 MB".into(),
         med("s0-binary", "ferryd", "stripped_size").map(|v| (v, format!("{} bytes", fmt(v)))),
-        &|v| v < 2_000_000.0,
+        &|v| v < 2_500_000.0,
     );
     target(
         "start-up to listening < 10 ms".into(),

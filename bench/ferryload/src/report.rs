@@ -368,7 +368,8 @@ pub fn main(results: &str, machine: &str, evidence: &str, only: &str, curves: &s
     }
 
     // The targets, checked against the same medians.
-    out.push_str("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
+    // (A partial run lists only what it measured: perhaps nothing.)
+    let mut targets = String::new();
     let partial = !only.trim().is_empty();
     let mut target = |name: String, measured: Option<(f64, String)>, pass: &dyn Fn(f64) -> bool| {
         let (m, v) = match measured {
@@ -376,7 +377,7 @@ pub fn main(results: &str, machine: &str, evidence: &str, only: &str, curves: &s
             _ if partial => return,
             _ => ("not measured".into(), "n/a"),
         };
-        out.push_str(&format!("| {name} | {m} | {v} |\n"));
+        targets.push_str(&format!("| {name} | {m} | {v} |\n"));
     };
     let ratio = |s: &str, a: &str, b: &str, m: &str| -> Option<(f64, String)> {
         let r = med(s, a, m)? / med(s, b, m)?;
@@ -542,7 +543,11 @@ pub fn main(results: &str, machine: &str, evidence: &str, only: &str, curves: &s
         med("s0-binary", "ferryd", "startup").map(|v| (v, format!("{} ms", fmt(v)))),
         &|v| v < 10.0,
     );
-    out.push('\n');
+    if !targets.is_empty() {
+        out.push_str("## Targets\n\n| target | measured | verdict |\n|---|---|---|\n");
+        out.push_str(&targets);
+        out.push('\n');
+    }
     if let Ok(e) = fs::read_to_string(evidence) {
         out.push_str(&e);
     }

@@ -72,7 +72,9 @@ const NOTES: &[(&str, &str)] = &[
          request); nginx-log is nginx at its best with `access_log` on, to a file, in its \
          default format. ferryd always checks the password (cached); ferryd-http runs at \
          `--log-level warn`, ferryd-http-deflog at its default logging (`info`, no access \
-         log) into a log file, as an operator would run it: compare it with nginx-log.",
+         log) into a log file, as an operator would run it: compare it with nginx-log. \
+         log_per_req = bytes the server wrote into that log / requests served (ferryd: an \
+         audit line per download; nginx: its combined access-log line).",
     ),
     (
         "s4-footprint",
@@ -115,7 +117,9 @@ const NOTES: &[(&str, &str)] = &[
          `GET /files/dir/` (JSON), nginx `GET /dir/` with `autoindex_format json` (no auth, \
          `access_log off`). One persistent connection per system, the median of several \
          listings, time from the request to the last byte; ratios below 1 are ferryd faster. \
-         The same points are drawn in folder-curve.svg.",
+         nginx reads the whole folder and sorts it before it sends a byte; ferryd sends \
+         directory order in bounded blocks as it reads. The same points are drawn in \
+         folder-curve.svg.",
     ),
     (
         "s7-folder-memory",

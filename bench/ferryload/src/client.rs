@@ -286,32 +286,53 @@ impl Client {
     }
 
     /// The listing; returns its size in bytes. `list_path` is the HTTP path
-    /// of the directory (FTP: the directory name).
+    /// of the directory (FTP: the directory name; line: `/` is the root).
     pub fn list(&mut self, list_path: &str) -> io::Result<u64> {
+        self.listing(list_path, false, &mut |_| ())
+    }
+
+    /// A folder's listing, or with `recursive` the whole tree beneath it
+    /// (line `TREE`, HTTP `?recursive`: ferryd's forms), handing the body to
+    /// `sink`; returns its size in bytes. Line paths are sent without their
+    /// leading and trailing `/` (a path has no empty component); `/` alone,
+    /// or nothing, is the root.
+    pub fn listing(
+        &mut self,
+        list_path: &str,
+        recursive: bool,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<u64> {
         match self {
             Client::Line(c) => {
-                c.w().write_all(b"LIST\n")?;
+                let verb = if recursive { "TREE" } else { "LIST" };
+                let path = list_path.trim_matches('/');
+                if path.is_empty() {
+                    c.send(&format!("{verb}\n"))?;
+                } else {
+                    c.send(&format!("{verb} {path}\n"))?;
+                }
                 // Blocks of `150 <n>` and their bytes, until `150 0`.
                 let mut total = 0;
                 loop {
-                    match line_download(c, &mut |_| ())? {
+                    match line_download(c, sink)? {
                         0 => return Ok(total),
                         n => total += n,
                     }
                 }
             }
             Client::Http(c, auth, _) => {
+                let query = if recursive { "?recursive" } else { "" };
                 let head = format!(
-                    "GET {list_path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {auth}\r\n\r\n"
+                    "GET {list_path}{query} HTTP/1.1\r\nHost: bench\r\nAuthorization: Basic {auth}\r\n\r\n"
                 );
                 c.w().write_all(head.as_bytes())?;
-                http_response(c, &[200], false, &mut |_| ()).map(|(n, _)| n)
+                http_response(c, &[200], false, sink).map(|(n, _)| n)
             }
             Client::Ftp(c, _) => {
                 let mut data = ftp_pasv(c)?;
                 c.send(&format!("NLST {list_path}\r\n"))?;
                 ftp_reply(c, "150")?;
-                let n = data.drain_to_end(&mut |_| ())?;
+                let n = data.drain_to_end(sink)?;
                 ftp_reply(c, "226")?;
                 Ok(n)
             }

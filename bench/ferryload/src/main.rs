@@ -152,7 +152,13 @@ fn main() {
                 .unwrap_or_else(|_| die("--value: not a number")),
             &a.s("unit"),
         ),
-        "report" => report::main(&a.s("results"), &a.or("machine", ""), &a.or("evidence", "")),
+        "report" => report::main(
+            &a.s("results"),
+            &a.or("machine", ""),
+            &a.or("evidence", ""),
+            &a.or("only", ""),
+            &a.or("curves", ""),
+        ),
         "svg" => svg::main(&a.s("curves"), &a.s("dir")),
         "hashrate" => hashrate(&a),
         _ => die(&format!("unknown command {cmd}")),
@@ -732,40 +738,123 @@ fn burst(a: &Args) {
 }
 
 /// Creates `--n` empty files `f000000`.. in `--dir` (for the LIST curve;
-/// the listing cost is per entry, not per byte).
+/// the listing cost is per entry, not per byte). With `--levels L` (L > 0)
+/// a tree instead: `--fanout F` folders `d0`.. in each folder, L levels
+/// deep, and the `--n` files spread evenly over the F^L deepest folders.
 fn populate(a: &Args) {
     let dir = a.s("dir");
     let n = a.n("n", 0);
-    fs::create_dir_all(&dir).unwrap_or_else(|e| die(&format!("{dir}: {e}")));
-    for i in 0..n {
-        let p = Path::new(&dir).join(format!("f{i:06}"));
-        if !p.exists() {
-            fs::File::create(&p).unwrap_or_else(|e| die(&format!("{}: {e}", p.display())));
+    let levels = a.n("levels", 0) as u32;
+    let fanout = a.n("fanout", 10).max(1);
+    let leaves = fanout.pow(levels);
+    for leaf in 0..leaves {
+        let mut d = Path::new(&dir).to_path_buf();
+        let mut rest = leaf;
+        for _ in 0..levels {
+            d.push(format!("d{}", rest % fanout));
+            rest /= fanout;
+        }
+        fs::create_dir_all(&d).unwrap_or_else(|e| die(&format!("{}: {e}", d.display())));
+        // Leaf k of L gets files [k n / L, (k + 1) n / L): n in all.
+        for i in leaf * n / leaves..(leaf + 1) * n / leaves {
+            let p = d.join(format!("f{i:06}"));
+            if !p.exists() {
+                fs::File::create(&p).unwrap_or_else(|e| die(&format!("{}: {e}", p.display())));
+            }
         }
     }
 }
 
-/// LIST of `--list-path`, median of `--repeat`, as a curve point with
-/// x = `--files`.
+/// LIST of `--list-path`, median of `--repeat`. With `--recursive 1` the
+/// whole tree beneath it in one request (ferryd: line `TREE`, HTTP
+/// `?recursive`); with `--walk 1` the tree the way a client must fetch it
+/// from nginx's `autoindex`, which has no recursive form: the folder's
+/// JSON, then each folder it names, one request after another over the
+/// same keep-alive connection, until none is left. The time is to the
+/// last byte of the last listing. With `--curve FILE` a curve point with
+/// x = `--files`; with `--out` the rows `<--metric> (ms)` and, for a
+/// tree, `requests` and `bytes` per listing.
 fn list(a: &Args) {
     let t = a.target();
     let repeat = a.n("repeat", 5).max(1);
     let path = a.or("list-path", "/");
+    let recursive = a.n("recursive", 0) == 1;
+    let walk = a.n("walk", 0) == 1;
     let mut c = Client::open(&t).unwrap_or_else(|e| die(&format!("connect {}: {e}", t.addr)));
     let mut times = Vec::new();
+    let (mut requests, mut bytes) = (0u64, 0u64);
     for _ in 0..repeat {
         let s = Instant::now();
-        c.list(&path).unwrap_or_else(|e| die(&format!("LIST: {e}")));
+        (requests, bytes) = if walk {
+            walk_autoindex(&mut c, &path)
+        } else {
+            let n = c
+                .listing(&path, recursive, &mut |_| ())
+                .unwrap_or_else(|e| die(&format!("LIST {path}: {e}")));
+            (1, n)
+        };
         times.push(s.elapsed().as_secs_f64());
     }
-    let line = format!(
-        "{}\t{}\t{}\t{:.6}\n",
-        a.s("chart"),
-        a.s("system"),
-        a.s("files"),
-        median(&mut times) * 1e3
-    );
-    append(&a.s("curve"), &line);
+    let ms = median(&mut times) * 1e3;
+    if let Some(curve) = a.map.get("curve") {
+        let line = format!(
+            "{}\t{}\t{}\t{ms:.6}\n",
+            a.s("chart"),
+            a.s("system"),
+            a.s("files")
+        );
+        append(curve, &line);
+    }
+    if a.map.contains_key("out") {
+        let out = Out::new(a);
+        out.row(&a.or("metric", "ttlb"), ms, "ms");
+        if recursive || walk {
+            out.row("requests", requests as f64, "count");
+            out.row("bytes", bytes as f64, "B");
+        }
+    }
+}
+
+/// Fetches `path` and every folder beneath it from nginx's `autoindex_format
+/// json`, depth first, over `c`; returns the requests made and the bytes
+/// of all the listings.
+fn walk_autoindex(c: &mut Client, path: &str) -> (u64, u64) {
+    let mut todo = vec![path.to_owned()];
+    let (mut requests, mut bytes) = (0u64, 0u64);
+    let mut body = Vec::new();
+    while let Some(dir) = todo.pop() {
+        body.clear();
+        bytes += c
+            .listing(&dir, false, &mut |b| body.extend_from_slice(b))
+            .unwrap_or_else(|e| die(&format!("GET {dir}: {e}")));
+        requests += 1;
+        for name in autoindex_folders(&body) {
+            todo.push(format!("{dir}{name}/"));
+        }
+    }
+    (requests, bytes)
+}
+
+/// The folders an `autoindex_format json` listing names: nginx writes one
+/// object per line, `{ "name":"<name>", "type":"directory", ... }`. The
+/// benchmark's names are plain ASCII without quotes or escapes, so the
+/// name is what lies between its quotes (anything else is refused).
+fn autoindex_folders(body: &[u8]) -> Vec<String> {
+    let text = std::str::from_utf8(body).unwrap_or_else(|_| die("autoindex: not UTF-8"));
+    text.lines()
+        .filter(|l| l.contains("\"type\":\"directory\""))
+        .map(|l| {
+            let name = l
+                .split_once("\"name\":\"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map(|(name, _)| name)
+                .unwrap_or_else(|| die(&format!("autoindex: no name in {l:?}")));
+            if name.contains(['\\', '%', '&']) {
+                die(&format!("autoindex: a name the walk cannot use: {name:?}"));
+            }
+            name.to_owned()
+        })
+        .collect()
 }
 
 /// SHA-256 of `--mib` MiB in memory, with the same `sha2` ferryd uses:

@@ -1,5 +1,7 @@
-//! Draws the cost curves as log-log SVG line charts, one file per chart:
-//! rows `chart system x y` of `curves.tsv` become `<dir>/<chart>.svg`.
+//! Draws the cost curves as SVG line charts, one file per chart: rows
+//! `chart system x y` of `curves.tsv` become `<dir>/<chart>.svg`. The x
+//! axis is logarithmic; so is y, except for memory, whose y axis starts
+//! at 0 so that a flat line looks flat and a growing one grows.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,6 +21,9 @@ struct Chart {
     title: &'static str,
     x_label: &'static str,
     y_label: &'static str,
+    /// The unit of y in a point's tooltip.
+    unit: &'static str,
+    log_y: bool,
 }
 
 fn describe(name: &str) -> Chart {
@@ -27,16 +32,36 @@ fn describe(name: &str) -> Chart {
             title: "Time per operation vs file size",
             x_label: "file size (bytes)",
             y_label: "time per operation (ms)",
+            unit: "ms",
+            log_y: true,
         },
         "list-curve" => Chart {
             title: "LIST time vs files in the directory",
             x_label: "files in the directory",
             y_label: "LIST time (ms)",
+            unit: "ms",
+            log_y: true,
+        },
+        "folder-curve" => Chart {
+            title: "Listing a subfolder: time to last byte",
+            x_label: "entries in the folder",
+            y_label: "time to last byte (ms)",
+            unit: "ms",
+            log_y: true,
+        },
+        "folder-memory" => Chart {
+            title: "Listing a subfolder: server peak RSS",
+            x_label: "entries in the folder",
+            y_label: "peak RSS, VmHWM (MiB)",
+            unit: "MiB",
+            log_y: false,
         },
         _ => Chart {
             title: "",
             x_label: "x",
             y_label: "y",
+            unit: "",
+            log_y: true,
         },
     }
 }
@@ -110,7 +135,8 @@ fn draw(c: &Chart, series: &[(&str, Vec<(f64, f64)>)]) -> String {
         y0 = y0.min(y);
         y1 = y1.max(y);
     }
-    // Whole decades on both axes.
+    // Whole decades on the x axis, and on y when it is logarithmic; a
+    // linear y axis runs from 0 to a round number above the highest point.
     let (lx0, lx1) = (
         x0.log10().floor(),
         x1.log10().ceil().max(x0.log10().floor() + 1.0),
@@ -119,10 +145,18 @@ fn draw(c: &Chart, series: &[(&str, Vec<(f64, f64)>)]) -> String {
         y0.log10().floor(),
         y1.log10().ceil().max(y0.log10().floor() + 1.0),
     );
+    let step = linear_step(y1);
+    let ymax = (y1 / step).ceil().max(1.0) * step;
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
     let px = |x: f64| LEFT + (x.log10() - lx0) / (lx1 - lx0) * pw;
-    let py = |y: f64| TOP + ph - (y.log10() - ly0) / (ly1 - ly0) * ph;
+    let py = |y: f64| {
+        if c.log_y {
+            TOP + ph - (y.log10() - ly0) / (ly1 - ly0) * ph
+        } else {
+            TOP + ph - y / ymax * ph
+        }
+    };
     let mut s = String::new();
     let _ = write!(
         s,
@@ -143,13 +177,23 @@ fn draw(c: &Chart, series: &[(&str, Vec<(f64, f64)>)]) -> String {
             si(10f64.powi(d))
         );
     }
-    for d in ly0 as i32..=ly1 as i32 {
-        let y = py(10f64.powi(d));
-        let label = if d < 0 {
-            format!("{}", 10f64.powi(d))
-        } else {
-            si(10f64.powi(d))
-        };
+    let y_ticks: Vec<(f64, String)> = if c.log_y {
+        (ly0 as i32..=ly1 as i32)
+            .map(|d| {
+                let v = 10f64.powi(d);
+                (v, if d < 0 { format!("{v}") } else { si(v) })
+            })
+            .collect()
+    } else {
+        (0..=(ymax / step).round() as u32)
+            .map(|k| {
+                let v = f64::from(k) * step;
+                (v, format!("{v}"))
+            })
+            .collect()
+    };
+    for (v, label) in y_ticks {
+        let y = py(v);
         let _ = writeln!(
             s,
             r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"##,
@@ -162,12 +206,13 @@ fn draw(c: &Chart, series: &[(&str, Vec<(f64, f64)>)]) -> String {
         s,
         r##"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>
 <text x="{:.1}" y="{:.1}" text-anchor="middle">{} (log)</text>
-<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{} (log)</text>"##,
+<text transform="translate(18 {:.1}) rotate(-90)" text-anchor="middle">{}{}</text>"##,
         LEFT + pw / 2.0,
         H - 18.0,
         c.x_label,
         TOP + ph / 2.0,
-        c.y_label
+        c.y_label,
+        if c.log_y { " (log)" } else { "" }
     );
     for (i, (name, pts)) in series.iter().enumerate() {
         let col = COLOURS[i % COLOURS.len()];
@@ -183,10 +228,11 @@ fn draw(c: &Chart, series: &[(&str, Vec<(f64, f64)>)]) -> String {
         for &(x, y) in pts {
             let _ = writeln!(
                 s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{col}"><title>{name}: {} -> {y:.3} ms</title></circle>"#,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{col}"><title>{name}: {} -> {y:.3} {}</title></circle>"#,
                 px(x),
                 py(y),
-                si(x)
+                si(x),
+                c.unit
             );
         }
         let ly = TOP + 10.0 + i as f64 * 20.0;
@@ -201,4 +247,16 @@ fn draw(c: &Chart, series: &[(&str, Vec<(f64, f64)>)]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// A round step (1, 2 or 5 times a power of ten) that splits 0..`max` into
+/// at most about six parts.
+fn linear_step(max: f64) -> f64 {
+    let raw = (max / 5.0).max(1e-9);
+    let p = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * p)
 }

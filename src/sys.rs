@@ -756,6 +756,12 @@ pub fn raise_open_file_limit() -> io::Result<OpenFileLimit> {
     })
 }
 
+/// The process or the system has no descriptor left (`EMFILE`,
+/// `ENFILE`): a temporary refusal, not a failure of the request.
+pub fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

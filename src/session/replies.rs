@@ -3,6 +3,7 @@
 //! HTTP status with the text of its plain-text body. No other code decides
 //! a reply code for an error.
 
+use crate::sys;
 use std::borrow::Cow;
 use std::io;
 
@@ -181,12 +182,6 @@ impl From<HeadError> for Failure {
     }
 }
 
-/// The process (or the system) has no descriptor left to open what a
-/// request needs: `EMFILE`, `ENFILE`.
-fn out_of_descriptors(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
-}
-
 impl Failure {
     /// True for a refusal that ends the connection though the session
     /// would not otherwise: a request that found no descriptor free is
@@ -195,7 +190,7 @@ impl Failure {
     pub(crate) fn ends_connection(&self) -> bool {
         match self {
             Failure::Storage(StorageError::Io(err)) | Failure::Internal(err) => {
-                out_of_descriptors(err)
+                sys::out_of_descriptors(err)
             }
             _ => false,
         }

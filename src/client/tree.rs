@@ -375,10 +375,8 @@ impl Downloads {
                 && in_flight < WINDOW_FILES
                 && pipe.room(2 * self.jobs[next].remote.len() + 40)
             {
-                if !self.state[next].finished {
-                    if self.start(next, &mut pipe, observer) {
-                        in_flight += 1;
-                    }
+                if !self.state[next].finished && self.start(next, &mut pipe, observer) {
+                    in_flight += 1;
                 }
                 next += 1;
             }
@@ -751,10 +749,9 @@ impl Uploads {
                     && in_flight < WINDOW_FILES
                     && pipe.room(self.jobs[next].remote.len() + 10)
                 {
-                    if !self.state[next].finished {
-                        if self.ask(next, &mut pipe, &mut ready, observer) {
-                            in_flight += 1;
-                        }
+                    if !self.state[next].finished && self.ask(next, &mut pipe, &mut ready, observer)
+                    {
+                        in_flight += 1;
                     }
                     next += 1;
                 }

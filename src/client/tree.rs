@@ -966,3 +966,159 @@ impl Uploads {
         observer.finished(&self.jobs[i], result);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Progress;
+
+    /// A server's replies, handed out one line (or one data block) per
+    /// read, with a log of what the client wrote and read, in order.
+    struct Script {
+        replies: VecDeque<Vec<u8>>,
+        log: Vec<String>,
+    }
+
+    impl Script {
+        fn new(replies: &[&[u8]]) -> Script {
+            Script {
+                replies: replies.iter().map(|r| r.to_vec()).collect(),
+                log: Vec::new(),
+            }
+        }
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(mut next) = self.replies.pop_front() else {
+                return Ok(0);
+            };
+            let n = next.len().min(buf.len());
+            buf[..n].copy_from_slice(&next[..n]);
+            if n < next.len() {
+                self.replies.push_front(next.split_off(n));
+            }
+            self.log.push(format!(
+                "read {}",
+                String::from_utf8_lossy(&next[..n]).trim_end()
+            ));
+            Ok(n)
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let text = String::from_utf8_lossy(buf);
+            self.log.push(format!("write {}", text.trim_end()));
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[derive(Default)]
+    struct Outcomes(Vec<(String, bool)>);
+
+    impl Progress for Outcomes {
+        fn advance(&mut self, _bytes: u64) {}
+    }
+
+    impl Meter for Outcomes {
+        fn begin(&mut self, _name: &str, _done: u64) {}
+    }
+
+    impl Observer for Outcomes {
+        fn finished(&mut self, job: &Job, result: Result<Report>) {
+            self.0.push((job.remote.clone(), result.is_ok()));
+        }
+    }
+
+    fn scratch(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ferry-{test}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_next_put_goes_out_before_the_last_226_is_read() {
+        let dir = scratch("tree-put");
+        fs::write(dir.join("a"), b"hello").unwrap();
+        fs::write(dir.join("b"), b"abc").unwrap();
+        let stored =
+            |data: &[u8]| format!("226 stored {} sha256={}\r\n", data.len(), Digest::of(data));
+        let (a, b) = (stored(b"hello"), stored(b"abc"));
+        let script = Script::new(&[
+            b"220 ferry ready\r\n",
+            b"150 5\r\n",
+            a.as_bytes(),
+            b"150 3\r\n",
+            b.as_bytes(),
+        ]);
+        let mut conn = Connection::on(script).unwrap();
+        let jobs = ["a", "b"].map(|n| Job {
+            local: dir.join(n),
+            remote: format!("t/{n}"),
+        });
+        let mut uploads = Uploads::new(jobs.to_vec(), false);
+        let mut outcomes = Outcomes::default();
+        uploads.run(&mut conn, &mut outcomes).unwrap();
+        assert_eq!(outcomes.0, [("t/a".into(), true), ("t/b".into(), true)]);
+        assert_eq!(
+            conn.get_mut().log[1..],
+            [
+                "write PUT 5 t/a".to_string(),
+                "read 150 5".into(),
+                "write hello".into(),
+                "write PUT 3 t/b".into(),
+                format!("read {}", a.trim_end()),
+                "read 150 3".into(),
+                "write abc".into(),
+                format!("read {}", b.trim_end()),
+            ]
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn gets_go_out_together_and_each_file_is_verified() {
+        let dir = scratch("tree-get");
+        let hash = |data: &[u8]| format!("213 sha256={}\r\n", Digest::of(data));
+        let (a, b) = (hash(b"hello"), hash(b"abc"));
+        let script = Script::new(&[
+            b"220 ferry ready\r\n",
+            a.as_bytes(),
+            b"150 5\r\n",
+            b"hello",
+            b.as_bytes(),
+            // Not the bytes HASH announced: b fails, and only b.
+            b"150 3\r\n",
+            b"abd",
+            b.as_bytes(),
+        ]);
+        let mut conn = Connection::on(script).unwrap();
+        let jobs = ["a", "b"].map(|n| Job {
+            local: dir.join(n),
+            remote: format!("t/{n}"),
+        });
+        let mut downloads = Downloads::new(jobs.to_vec(), true);
+        let mut outcomes = Outcomes::default();
+        downloads.run(&mut conn, &mut outcomes).unwrap();
+        assert_eq!(outcomes.0, [("t/a".into(), true), ("t/b".into(), false)]);
+        let log = &conn.get_mut().log;
+        assert_eq!(
+            log[1], "write HASH t/a\r\nGET t/a\r\nHASH t/b\r\nGET t/b",
+            "{log:?}"
+        );
+        assert_eq!(
+            log.last().unwrap(),
+            &format!("read {}", b.trim_end()),
+            "the second HASH"
+        );
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"hello");
+        assert!(!dir.join("b").exists() && !part_path(&dir.join("b")).exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -321,6 +321,9 @@ struct Fetch {
     received: Option<Digest>,
     /// What went wrong while more of its replies are still coming.
     failure: Option<Error>,
+    /// The target differs: whether to replace it is asked once nothing
+    /// else is on the wire.
+    question: bool,
 }
 
 /// Downloads of many files, pipelined (see the [module](self)).
@@ -329,6 +332,10 @@ pub struct Downloads {
     resume: bool,
     state: Vec<Fetch>,
     blame: Option<usize>,
+    /// Files whose targets differ, waiting for [`Observer::replace`]. It
+    /// may ask a person, so it is asked with nothing in flight: a server
+    /// sending data meanwhile would give up on a client that long silent.
+    questions: VecDeque<usize>,
 }
 
 impl Downloads {
@@ -342,6 +349,7 @@ impl Downloads {
             resume,
             state,
             blame: None,
+            questions: VecDeque::new(),
         }
     }
 
@@ -365,6 +373,7 @@ impl Downloads {
             };
         }
         self.blame = None;
+        self.questions.clear();
         let mut pipe = Pipe::default();
         let (mut next, mut in_flight) = (0, 0);
         loop {
@@ -373,6 +382,7 @@ impl Downloads {
             }
             while next < self.jobs.len()
                 && in_flight < WINDOW_FILES
+                && self.questions.is_empty()
                 && pipe.room(2 * self.jobs[next].remote.len() + 40)
             {
                 if !self.state[next].finished && self.start(next, &mut pipe, observer) {
@@ -380,15 +390,26 @@ impl Downloads {
                 }
                 next += 1;
             }
+            if pipe.awaited.is_empty() {
+                while let Some(i) = self.questions.pop_front() {
+                    if !self.ask(i, &mut pipe, observer) {
+                        in_flight -= 1;
+                    }
+                }
+            }
             pipe.flush(conn)?;
             let Some((i, step)) = pipe.next() else {
+                if next < self.jobs.len() && in_flight < WINDOW_FILES {
+                    continue;
+                }
                 return stalled(next == self.jobs.len());
             };
             self.blame = Some(i);
+            let was_finished = self.state[i].finished;
             let reply = conn.reply()?;
             self.state[i].pending -= 1;
             match step {
-                Step::Hash => self.hashed(i, reply, &mut pipe, observer)?,
+                Step::Hash => self.hashed(i, reply, observer)?,
                 Step::Rest if reply.code != 350 => return Err(unexpected("REST", reply)),
                 Step::Rest => {}
                 Step::Get => self.got(i, reply, conn, &mut pipe, observer)?,
@@ -396,13 +417,13 @@ impl Downloads {
                 _ => unreachable!("downloads send no {step:?}"),
             }
             let fetch = &mut self.state[i];
-            if fetch.pending == 0 && !fetch.finished {
+            if fetch.pending == 0 && !fetch.finished && !fetch.question {
                 let err = fetch.failure.take().unwrap_or_else(|| {
                     Error::Protocol(format!("{}: no outcome", self.jobs[i].remote))
                 });
                 self.finish(i, Err(err), observer);
             }
-            if self.state[i].finished {
+            if self.state[i].finished && !was_finished {
                 in_flight -= 1;
             }
             self.blame = None;
@@ -455,13 +476,7 @@ impl Downloads {
         self.state[i].have = have;
     }
 
-    fn hashed(
-        &mut self,
-        i: usize,
-        reply: Reply,
-        pipe: &mut Pipe,
-        observer: &mut dyn Observer,
-    ) -> Result<()> {
+    fn hashed(&mut self, i: usize, reply: Reply, observer: &mut dyn Observer) -> Result<()> {
         let job = &self.jobs[i];
         if reply.code != 213 {
             let err = remote_or_unexpected(&job.remote, reply);
@@ -486,25 +501,36 @@ impl Downloads {
                 };
                 self.finish(i, Ok(report), observer);
             }
-            Ok(true) if observer.replace(job) => {
-                let resume = self.resume || self.state[i].tried;
-                self.fetch(i, resume, pipe);
-            }
             Ok(true) => {
-                let err = Error::local(
-                    &job.local,
-                    io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        format!(
-                            "exists with other content than {}; not replaced (--force replaces it)",
-                            job.remote
-                        ),
-                    ),
-                );
-                self.finish(i, Err(err), observer);
+                self.state[i].question = true;
+                self.questions.push_back(i);
             }
         }
         Ok(())
+    }
+
+    /// Asks whether the target of file `i` may be replaced, and fetches it
+    /// or fails it; false when it finished here.
+    fn ask(&mut self, i: usize, pipe: &mut Pipe, observer: &mut dyn Observer) -> bool {
+        self.state[i].question = false;
+        let job = &self.jobs[i];
+        if observer.replace(job) {
+            let resume = self.resume || self.state[i].tried;
+            self.fetch(i, resume, pipe);
+            return true;
+        }
+        let err = Error::local(
+            &job.local,
+            io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "exists with other content than {}; not replaced (--force replaces it)",
+                    job.remote
+                ),
+            ),
+        );
+        self.finish(i, Err(err), observer);
+        false
     }
 
     /// The reply to `GET`, and its data.
@@ -771,6 +797,7 @@ impl Uploads {
                 return stalled(next == self.jobs.len() && ready.is_empty() && !put_out);
             };
             self.blame = Some(i);
+            let was_finished = self.state[i].finished;
             let reply = conn.reply()?;
             let job = &self.jobs[i];
             match step {
@@ -798,7 +825,7 @@ impl Uploads {
                 Step::Stored => self.stored(i, reply, &mut ready, observer)?,
                 _ => unreachable!("uploads send no {step:?}"),
             }
-            if self.state[i].finished {
+            if self.state[i].finished && !was_finished {
                 in_flight -= 1;
             }
             self.blame = None;
@@ -1019,7 +1046,7 @@ mod tests {
     }
 
     #[derive(Default)]
-    struct Outcomes(Vec<(String, bool)>);
+    struct Outcomes(Vec<(String, bool)>, Vec<usize>);
 
     impl Progress for Outcomes {
         fn advance(&mut self, _bytes: u64) {}
@@ -1032,6 +1059,12 @@ mod tests {
     impl Observer for Outcomes {
         fn finished(&mut self, job: &Job, result: Result<Report>) {
             self.0.push((job.remote.clone(), result.is_ok()));
+        }
+
+        /// Yes, noting how many files had finished when it was asked.
+        fn replace(&mut self, _job: &Job) -> bool {
+            self.1.push(self.0.len());
+            true
         }
     }
 
@@ -1119,6 +1152,37 @@ mod tests {
         );
         assert_eq!(fs::read(dir.join("a")).unwrap(), b"hello");
         assert!(!dir.join("b").exists() && !part_path(&dir.join("b")).exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn whether_to_replace_a_file_is_asked_with_nothing_in_flight() {
+        let dir = scratch("tree-ask");
+        fs::write(dir.join("a"), b"old").unwrap();
+        let hash = |data: &[u8]| format!("213 sha256={}\r\n", Digest::of(data));
+        let (a, b) = (hash(b"new"), hash(b"bbb"));
+        let script = Script::new(&[
+            b"220 ferry ready\r\n",
+            a.as_bytes(),
+            b.as_bytes(),
+            b"150 3\r\n",
+            b"bbb",
+            b"150 3\r\n",
+            b"new",
+        ]);
+        let mut conn = Connection::on(script).unwrap();
+        let jobs = ["a", "b"].map(|n| Job {
+            local: dir.join(n),
+            remote: format!("t/{n}"),
+        });
+        let mut downloads = Downloads::new(jobs.to_vec(), true);
+        let mut outcomes = Outcomes::default();
+        downloads.run(&mut conn, &mut outcomes).unwrap();
+        assert_eq!(outcomes.0, [("t/b".into(), true), ("t/a".into(), true)]);
+        assert_eq!(outcomes.1, [1], "asked once, after b was done");
+        let log = &conn.get_mut().log;
+        assert_eq!(log[1], "write HASH t/a\r\nHASH t/b\r\nGET t/b", "{log:?}");
+        assert_eq!(fs::read(dir.join("a")).unwrap(), b"new");
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -25,7 +25,7 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// command before it gives up and lets the reply through (and notes that
 /// the client did not pipeline). Only a client that waits for each reply
 /// ever meets it.
-const HOLD: Duration = Duration::from_secs(1);
+const HOLD: Duration = Duration::from_secs(2);
 
 /// `ferry --quiet --json` as alice against `addr`, in `work`.
 fn ferry(addr: SocketAddr, work: &Path) -> Command {

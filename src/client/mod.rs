@@ -10,12 +10,15 @@
 //!   passes can turn into a second command line.
 //! - [`transfer`]: whole-file uploads and downloads with resume and SHA-256
 //!   verification, the way the `ferry` tool does them.
+//! - [`tree`]: the same for many files (a folder and everything in it),
+//!   pipelined over one connection.
 //! - [`Error`]: what went wrong, sorted into the kinds a caller acts on
 //!   differently (see [`ErrorKind`]).
 
 mod folders;
 mod tls;
 pub mod transfer;
+pub mod tree;
 
 pub use tls::{Stream, TlsOptions};
 
@@ -606,8 +609,27 @@ impl<S: Read + Write> Connection<S> {
             )));
         }
         progress.announce(announced);
-        let mut buf = vec![0; CHUNK];
-        let mut left = announced;
+        self.send_payload(announced, source, source_path, hasher, progress)?;
+        let reply = self.read_reply()?;
+        match reply.code {
+            226 => stored_digest(size, &reply).ok_or_else(|| unexpected("PUT", reply.clone())),
+            421 => Err(Error::Closed(reply)),
+            _ => Err(remote_or_unexpected(name, reply)),
+        }
+    }
+
+    /// Sends the `n` payload bytes of a `PUT` that the server answered
+    /// `150 <n>`, reading them from `source` and feeding them to `hasher`.
+    fn send_payload(
+        &mut self,
+        n: u64,
+        source: &mut dyn Read,
+        source_path: &Path,
+        hasher: &mut Hasher,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let mut buf = vec![0; CHUNK.min(n.try_into().unwrap_or(CHUNK))];
+        let mut left = n;
         while left > 0 {
             if progress.cancelled() {
                 return Err(Error::Cancelled);
@@ -633,12 +655,7 @@ impl<S: Read + Write> Connection<S> {
             left -= got as u64;
             progress.advance(got as u64);
         }
-        let reply = self.read_reply()?;
-        match reply.code {
-            226 => stored_digest(size, &reply).ok_or_else(|| unexpected("PUT", reply.clone())),
-            421 => Err(Error::Closed(reply)),
-            _ => Err(remote_or_unexpected(name, reply)),
-        }
+        Ok(())
     }
 
     fn read_reply(&mut self) -> Result<Reply> {

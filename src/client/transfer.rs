@@ -247,7 +247,7 @@ pub fn download<S: Read + Write>(
 /// Whether something is at `target` that a download of content `expected`
 /// would destroy: a file with other content, or anything not a regular
 /// file (a symlink is judged by itself, not followed).
-fn target_differs(target: &Path, expected: &Digest) -> Result<bool> {
+pub(super) fn target_differs(target: &Path, expected: &Digest) -> Result<bool> {
     match fs::symlink_metadata(target) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(Error::local(target, err)),
@@ -257,7 +257,7 @@ fn target_differs(target: &Path, expected: &Digest) -> Result<bool> {
 }
 
 /// Makes a rename in `path`'s directory durable, as far as it can.
-fn sync_parent(path: &Path) {
+pub(super) fn sync_parent(path: &Path) {
     let parent = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -281,7 +281,7 @@ pub fn hash_file(path: &Path) -> Result<Digest> {
     hash_prefix(&mut file, path, size)
 }
 
-fn hash_prefix(file: &mut File, path: &Path, len: u64) -> Result<Digest> {
+pub(super) fn hash_prefix(file: &mut File, path: &Path, len: u64) -> Result<Digest> {
     let mut hasher = Hasher::new();
     file.seek(SeekFrom::Start(0))
         .map_err(|e| Error::local(path, e))?;
@@ -290,7 +290,7 @@ fn hash_prefix(file: &mut File, path: &Path, len: u64) -> Result<Digest> {
 }
 
 /// Feeds the first `len` bytes of `file` (from where it stands) to `hasher`.
-fn hash_into(file: &mut File, path: &Path, len: u64, hasher: &mut Hasher) -> Result<()> {
+pub(super) fn hash_into(file: &mut File, path: &Path, len: u64, hasher: &mut Hasher) -> Result<()> {
     let mut buf = vec![0; 256 * 1024];
     let mut left = len;
     while left > 0 {
@@ -310,7 +310,7 @@ fn hash_into(file: &mut File, path: &Path, len: u64, hasher: &mut Hasher) -> Res
     Ok(())
 }
 
-fn is_checksum_refusal(reply: &super::Reply) -> bool {
+pub(super) fn is_checksum_refusal(reply: &super::Reply) -> bool {
     reply.code == 451 && reply.text.starts_with("checksum mismatch")
 }
 

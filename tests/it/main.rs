@@ -49,5 +49,6 @@ mod shutdown;
 mod startup;
 mod systemd;
 mod tls;
+mod tree_client;
 mod web;
 mod webdav;

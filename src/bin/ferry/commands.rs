@@ -108,13 +108,18 @@ impl Remote {
         Ok(conn)
     }
 
+    /// Reconnections allowed after a dropped connection.
+    pub fn retries(&self) -> u32 {
+        self.settings.retries.max(self.min_retries)
+    }
+
     /// Runs `op`; after a network failure, reconnects and runs it again, up
     /// to the retries allowed. `op` learns which attempt it is (0 first).
     pub fn run<T>(
         &mut self,
         mut op: impl FnMut(&mut Connection, u32) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let retries = self.settings.retries.max(self.min_retries);
+        let retries = self.retries();
         let mut attempt = 0;
         loop {
             let result = self.connect().and_then(|conn| op(conn, attempt));

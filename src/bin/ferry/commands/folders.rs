@@ -1,14 +1,14 @@
 //! The folder verbs: `mkdir [-p]`, `rmdir`, `mv`, `cp`, `rm -r`,
 //! `ls [-R] [PATH]`, `put -r DIR`, `get -r PATH`. Trees move over one
-//! connection, one verified transfer per file.
+//! connection, pipelined (`ferry::client::tree`), each file verified.
 
-use std::ffi::OsString;
-use std::fs;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use ferry::client::transfer;
-use ferry::client::{Entry, Error};
+use ferry::client::transfer::{Meter, Report};
+use ferry::client::tree::{self, Downloads, Job, Observer, Uploads};
+use ferry::client::{Entry, Error, ErrorKind, Progress};
 
 use super::Connection;
 
@@ -182,69 +182,38 @@ pub(super) fn put_tree(remote: &mut Remote, operands: &[OsString], out: &Out, st
                 .ok_or_else(|| Error::Usage(format!("{}: names no folder", local.display())))
                 .and_then(operand_name),
         };
-        let base = match base {
-            Ok(base) => base,
+        let walked = base.and_then(|base| tree::walk_local(local, &base));
+        let (folders, files) = match walked {
+            Ok(walked) => walked,
             Err(err) => {
+                let local_error = err.kind() == ErrorKind::Local;
                 out.error("put", Some(local.as_os_str()), &err, status);
+                if local_error {
+                    return;
+                }
                 continue;
             }
         };
-        // Folders first (parents before children), then the files.
-        let mut folders = vec![(local.to_path_buf(), base.clone())];
-        let mut files = Vec::new();
-        let mut i = 0;
-        while i < folders.len() {
-            let (dir, remote_dir) = folders[i].clone();
-            i += 1;
-            let read = match fs::read_dir(&dir) {
-                Ok(read) => read,
-                Err(err) => {
-                    let err = Error::Local { path: dir, err };
-                    out.error("put", Some(local.as_os_str()), &err, status);
-                    return;
-                }
-            };
-            let mut names: Vec<_> = read.filter_map(Result::ok).collect();
-            names.sort_by_key(|entry| entry.file_name());
-            for entry in names {
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                    continue;
-                };
-                let remote_path = format!("{remote_dir}/{name}");
-                if kind.is_dir() {
-                    folders.push((entry.path(), remote_path));
-                } else if kind.is_file() {
-                    files.push((entry.path(), remote_path));
-                }
-            }
-        }
-        for (_, remote_dir) in &folders {
-            match remote.run(|conn, _| conn.mkdir(remote_dir)) {
-                Ok(()) => {}
-                Err(err) if exists(&err) => {}
-                Err(err) => {
-                    let stop = stops_the_run(&err);
-                    out.error("put", Some(local.as_os_str()), &err, status);
-                    if stop {
-                        return;
+        // Folders first, parents before children, all written at once.
+        match remote.run(|conn, _| conn.mkdirs(&folders)) {
+            Ok(made) => {
+                for err in made.into_iter().filter_map(Result::err) {
+                    if !exists(&err) {
+                        out.error("put", Some(local.as_os_str()), &err, status);
                     }
                 }
             }
-        }
-        for (file, remote_path) in &files {
-            let started = Instant::now();
-            let mut bar = Bar::new(options.quiet, options.limit_rate);
-            let result = remote.run(|conn, attempt| {
-                let resume = !options.no_resume || attempt > 0;
-                transfer::upload(conn, file, remote_path, resume, &mut bar)
-            });
-            bar.clear();
-            if !out.transfer("put", file.as_os_str(), result, started, status) {
-                return;
+            Err(err) => {
+                let stop = stops_the_run(&err);
+                out.error("put", Some(local.as_os_str()), &err, status);
+                if stop {
+                    return;
+                }
             }
+        }
+        let mut uploads = Uploads::new(files, !options.no_resume);
+        if !run_batch(remote, &mut uploads, &mut Tally::new("put", out, status)) {
+            return;
         }
     }
 }
@@ -274,35 +243,136 @@ pub(super) fn get_tree(remote: &mut Remote, operands: &[OsString], out: &Out, st
         };
         let leaf = path.rsplit('/').next().unwrap_or(&path);
         let base: PathBuf = options.dir.clone().unwrap_or_default().join(leaf);
-        let mut made = fs::create_dir_all(&base).map_err(|err| Error::Local {
-            path: base.clone(),
-            err,
-        });
-        for entry in entries.iter().filter(|e| e.folder) {
-            if made.is_ok() {
-                let dir = base.join(&entry.name);
-                made = fs::create_dir_all(&dir).map_err(|err| Error::Local { path: dir, err });
+        let jobs = match tree::local_jobs(&path, &entries, &base) {
+            Ok(jobs) => jobs,
+            Err(err) => {
+                out.error("get", Some(operand), &err, status);
+                continue;
             }
+        };
+        let mut downloads = Downloads::new(jobs, !options.no_resume);
+        if !run_batch(remote, &mut downloads, &mut Tally::new("get", out, status)) {
+            return;
         }
-        if let Err(err) = made {
-            out.error("get", Some(operand), &err, status);
+    }
+}
+
+/// [`Uploads`] and [`Downloads`], to [`run_batch`].
+trait Batch {
+    fn run(&mut self, conn: &mut Connection, observer: &mut dyn Observer) -> Result<(), Error>;
+    fn give_up(&mut self) -> Option<Job>;
+}
+
+impl Batch for Uploads {
+    fn run(&mut self, conn: &mut Connection, observer: &mut dyn Observer) -> Result<(), Error> {
+        Uploads::run(self, conn, observer)
+    }
+
+    fn give_up(&mut self) -> Option<Job> {
+        Uploads::give_up(self).cloned()
+    }
+}
+
+impl Batch for Downloads {
+    fn run(&mut self, conn: &mut Connection, observer: &mut dyn Observer) -> Result<(), Error> {
+        Downloads::run(self, conn, observer)
+    }
+
+    fn give_up(&mut self) -> Option<Job> {
+        Downloads::give_up(self).cloned()
+    }
+}
+
+/// Runs `batch` until every file has its outcome, reconnecting after a
+/// dropped connection as `--retries` allows; the retries count again once
+/// a file has gone through. False when the run must stop.
+fn run_batch(remote: &mut Remote, batch: &mut dyn Batch, tally: &mut Tally) -> bool {
+    loop {
+        let before = tally.finished;
+        let err = match remote.run(|conn, _| batch.run(conn, tally)) {
+            Ok(()) => return true,
+            Err(err) => err,
+        };
+        if err.is_retryable() && tally.finished > before && remote.retries() > 0 {
+            eprintln!("ferry: {err}; reconnecting (files went through since the last retry)");
             continue;
         }
-        for entry in entries.iter().filter(|e| !e.folder) {
-            let name = format!("{path}/{}", entry.name);
-            let target = base.join(&entry.name);
-            let started = Instant::now();
-            let mut bar = Bar::new(options.quiet, options.limit_rate);
-            let mut replace = |local: &Path| options.force || confirm_replace(local, &name);
-            let result = remote.run(|conn, attempt| {
-                let resume = !options.no_resume || attempt > 0;
-                transfer::download(conn, &name, &target, resume, &mut replace, &mut bar)
-            });
-            bar.clear();
-            if !out.transfer("get", std::ffi::OsStr::new(&name), result, started, status) {
-                return;
+        // Stopped by the user: the other files wait for the next run.
+        let stop = stops_the_run(&err) || err.kind() == ErrorKind::Cancelled;
+        match batch.give_up() {
+            Some(job) => tally.finished(&job, Err(err)),
+            None => {
+                tally.bar.clear();
+                tally.out.error(tally.op, None, &err, tally.status);
             }
         }
+        if stop {
+            return false;
+        }
+    }
+}
+
+/// Reports each file of a tree as it finishes, and shows the progress of
+/// the one moving.
+struct Tally<'a> {
+    op: &'static str,
+    bar: Bar,
+    out: &'a Out<'a>,
+    status: &'a mut Status,
+    /// When the previous file finished: a file's time counts from there,
+    /// since the files overlap.
+    since: Instant,
+    finished: usize,
+}
+
+impl<'a> Tally<'a> {
+    fn new(op: &'static str, out: &'a Out<'a>, status: &'a mut Status) -> Tally<'a> {
+        Tally {
+            op,
+            bar: Bar::new(out.options.quiet, out.options.limit_rate),
+            out,
+            status,
+            since: Instant::now(),
+            finished: 0,
+        }
+    }
+}
+
+impl Progress for Tally<'_> {
+    fn announce(&mut self, bytes: u64) {
+        self.bar.announce(bytes);
+    }
+
+    fn advance(&mut self, bytes: u64) {
+        self.bar.advance(bytes);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.bar.cancelled()
+    }
+}
+
+impl Meter for Tally<'_> {
+    fn begin(&mut self, name: &str, done: u64) {
+        self.bar.begin(name, done);
+    }
+}
+
+impl Observer for Tally<'_> {
+    fn finished(&mut self, job: &Job, result: Result<Report, Error>) {
+        self.bar.clear();
+        let operand = match self.op {
+            "put" => job.local.as_os_str(),
+            _ => OsStr::new(&job.remote),
+        };
+        self.out
+            .transfer(self.op, operand, result, self.since, self.status);
+        self.since = Instant::now();
+        self.finished += 1;
+    }
+
+    fn replace(&mut self, job: &Job) -> bool {
+        self.out.options.force || confirm_replace(&job.local, &job.remote)
     }
 }
 

@@ -49,5 +49,6 @@ mod shutdown;
 mod startup;
 mod systemd;
 mod tls;
+mod upload_boundaries;
 mod web;
 mod webdav;

@@ -50,5 +50,6 @@ mod startup;
 mod systemd;
 mod tls;
 mod tree_client;
+mod upload_boundaries;
 mod web;
 mod webdav;

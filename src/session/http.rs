@@ -34,7 +34,7 @@ use super::{Checked, Front, PasswordCheck, Phase, Services, Shell};
 use crate::audit::{Event, TransferKind};
 use crate::integrity::Hasher;
 use crate::metrics::Protocol;
-use crate::protocol::chunked::ChunkedDecoder;
+use crate::protocol::chunked::{ChunkedDecoder, ChunkedError};
 use crate::protocol::http::{self, Body, Expect, MAX_HEAD, Method, Request, Route, write_head};
 use crate::protocol::line::Status;
 use crate::protocol::path::{self as name, FilePath};
@@ -63,10 +63,36 @@ struct Send {
     user: String,
 }
 
+/// How a request body ends: after a declared length, or at the chunked
+/// coding's last chunk.
 #[derive(Debug)]
 enum Framing {
     Length { left: u64 },
     Chunked(ChunkedDecoder),
+}
+
+impl Framing {
+    /// Hands the body bytes at the front of `data` to `sink` (a chunked
+    /// body without its framing); returns how many bytes of `data` were
+    /// the body's and whether the body is complete.
+    fn feed(
+        &mut self,
+        data: &[u8],
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(usize, bool), ChunkedError> {
+        match self {
+            Framing::Length { left } => {
+                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+                sink(&data[..n]);
+                *left -= n as u64;
+                Ok((n, *left == 0))
+            }
+            Framing::Chunked(decoder) => {
+                let n = decoder.decode(data, &mut sink)?;
+                Ok((n, decoder.is_done()))
+            }
+        }
+    }
 }
 
 /// A `PUT` body being received.
@@ -327,24 +353,16 @@ impl Front for Session {
             // A failed write is answered once the body is all read.
             intake.write(bytes);
         };
-        let (taken, done) = match framing {
-            Framing::Length { left } => {
-                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                write(&data[..n]);
-                *left -= n as u64;
-                (n, *left == 0)
-            }
-            Framing::Chunked(decoder) => match decoder.decode(data, &mut write) {
-                Ok(n) => (n, decoder.is_done()),
-                Err(err) => {
-                    if let State::Receiving(put) = self.take_state() {
-                        let reason = format!("bad chunked body: {err:?}");
-                        self.abort_upload(*put, &reason, services);
-                    }
-                    self.fail(Refused::Malformed, After::Close, services);
-                    return data.len();
+        let (taken, done) = match framing.feed(data, &mut write) {
+            Ok(fed) => fed,
+            Err(err) => {
+                if let State::Receiving(put) = self.take_state() {
+                    let reason = format!("bad chunked body: {err:?}");
+                    self.abort_upload(*put, &reason, services);
                 }
-            },
+                self.fail(Refused::Malformed, After::Close, services);
+                return data.len();
+            }
         };
         if put.intake.received() > max || over_quota {
             let over = match chunked_quota {

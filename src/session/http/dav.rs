@@ -382,21 +382,9 @@ impl Session {
                 body.extend_from_slice(bytes);
             }
         };
-        let (taken, done) = match framing {
-            Framing::Length { left } => {
-                let n = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                keep(&data[..n]);
-                *left -= n as u64;
-                (n, *left == 0)
-            }
-            Framing::Chunked(decoder) => match decoder.decode(data, &mut keep) {
-                Ok(n) => (n, decoder.is_done()),
-                Err(_) => {
-                    let refused = super::Refused::Malformed;
-                    self.fail(refused, After::Close, services);
-                    return data.len();
-                }
-            },
+        let Ok((taken, done)) = framing.feed(data, &mut keep) else {
+            self.fail(super::Refused::Malformed, After::Close, services);
+            return data.len();
         };
         if over {
             self.dav_fail(DavRefused::BodyTooLarge, After::Close, services);

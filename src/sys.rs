@@ -320,6 +320,68 @@ pub fn renameat_noreplace(
     unlinkat(from_dir, from)
 }
 
+/// `linkat(from_dir, from, to_dir, to, 0)`: a second name for the file
+/// `from` names (a symlink there is linked itself, never followed); never
+/// replaces `to`.
+pub fn linkat(
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &CStr,
+) -> io::Result<()> {
+    // SAFETY: both descriptors are live, both names NUL-terminated; flags
+    // 0 never follows a symlink at `from`.
+    cvt(unsafe {
+        libc::linkat(
+            from_dir.as_raw_fd(),
+            from.as_ptr(),
+            to_dir.as_raw_fd(),
+            to.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Whether `file` is on a file system that only this kernel writes
+/// (tmpfs, ext2/3/4, XFS, Btrfs, F2FS), where a lease sees every reader.
+/// A network or FUSE file system (NFS, JuiceFS) may have readers on other
+/// machines or mounts that no lease here can see.
+pub fn on_local_file_system(file: BorrowedFd<'_>) -> io::Result<bool> {
+    // The magic numbers of statfs(2), as the kernel's `__fsword_t`.
+    const TMPFS: libc::__fsword_t = 0x0102_1994;
+    const EXT: libc::__fsword_t = 0xEF53;
+    const XFS: libc::__fsword_t = 0x5846_5342;
+    const BTRFS: libc::__fsword_t = 0x9123_683E_u32 as libc::__fsword_t;
+    const F2FS: libc::__fsword_t = 0xF2F5_2010_u32 as libc::__fsword_t;
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `file` is live and `buf` points at a writable statfs.
+    cvt(unsafe { libc::fstatfs(file.as_raw_fd(), buf.as_mut_ptr()) })?;
+    // SAFETY: fstatfs succeeded, so it filled `buf`.
+    let kind = unsafe { buf.assume_init() }.f_type;
+    Ok(matches!(kind, TMPFS | EXT | XFS | BTRFS | F2FS))
+}
+
+/// Whether `file` is open nowhere else, in this process or any other:
+/// a write lease (`F_SETLEASE`, `F_WRLCK`) is granted only then, and is
+/// given back at once. `Ok(false)` when someone else has it open
+/// (`EAGAIN`); an error where the file system has no leases (NFS, say)
+/// or they are turned off (`fs.leases-enable`).
+pub fn open_nowhere_else(file: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: `file` is live; F_SETLEASE takes an integer argument.
+    let ret = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_WRLCK) };
+    if ret != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(false),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: as above.
+    cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) })?;
+    Ok(true)
+}
+
 /// Which mount `fd` is on: its mount id (`statx` with `STATX_MNT_ID`,
 /// Linux 5.8), or where the kernel does not say, its device number. A
 /// rename works only within one mount, and a bind mount of a directory of

@@ -246,6 +246,17 @@ impl Dir {
         Ok((file, opened))
     }
 
+    /// Gives the file `name` the second name `to` in `to_dir` (a symlink
+    /// is linked itself, never followed); never replaces `to`.
+    pub fn link(&self, name: impl AsRef<OsStr>, to_dir: &Dir, to: &str) -> io::Result<()> {
+        sys::linkat(
+            self.as_fd(),
+            &c_name(name.as_ref())?,
+            to_dir.as_fd(),
+            &c_name(to.as_ref())?,
+        )
+    }
+
     /// Creates the new file `name` (read and write, mode `mode` exactly);
     /// fails if the name exists in any form.
     pub fn create_new(&self, name: &str, mode: u32) -> io::Result<File> {

@@ -469,8 +469,10 @@ impl Storage {
                 job.frames.push(TrashFrame::new(sub, name, 0));
                 continue;
             }
-            // A file, or anything else: the name goes, nothing is followed.
-            match frame.dir.remove(&name) {
+            // A file, or anything else: the name goes, nothing is followed
+            // (a large file is freed in steps, see `retire.rs`).
+            let len = if meta.is_file { meta.len } else { 0 };
+            match self.remove_file(&frame.dir, &name, len) {
                 Ok(()) => {
                     removed += 1;
                     if meta.is_file
@@ -566,6 +568,9 @@ impl Storage {
             Err(err) => return Err(err),
         };
         let moved = if replace {
+            if let Some(len) = replaced.filter(|_| !is_dir) {
+                self.retire(&target, to_leaf, len);
+            }
             source.rename(from_leaf, &target, to_leaf)
         } else {
             source.rename_noreplace(from_leaf, &target, to_leaf)

@@ -74,6 +74,7 @@ mod listing;
 mod partial;
 mod quota;
 mod record;
+mod retire;
 mod upload;
 
 use std::cell::{Cell, RefCell};
@@ -267,6 +268,8 @@ pub struct Storage {
     clock: clock::Clock,
     /// Removed trees still to empty (see `storage/folders.rs`).
     trash: RefCell<Vec<folders::Trash>>,
+    /// Large files being freed a step at a time (see `storage/retire.rs`).
+    retiring: RefCell<retire::Retiring>,
 }
 
 /// Where the periodic expiry of partials is: a pass visits every user's
@@ -489,6 +492,7 @@ impl Storage {
             }),
             clock,
             trash: RefCell::new(Vec::new()),
+            retiring: RefCell::new(retire::Retiring::default()),
         };
         // The first pass, whole, before serving.
         let expired = storage.sweep_partials(usize::MAX);
@@ -517,7 +521,11 @@ impl Storage {
         if self.has_trash() {
             return Some(Instant::now());
         }
-        self.sweep.borrow().next
+        let sweep = self.sweep.borrow().next;
+        match (sweep, self.next_retire_step()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Empties removed trees (a bounded number of entries per call),
@@ -526,6 +534,7 @@ impl Storage {
     /// Called by the event loop when [`Storage::next_housekeeping`] comes.
     pub fn housekeeping(&self, now: Instant) {
         self.empty_trash(folders::TRASH_BUDGET);
+        self.retire_step(now);
         if self.sweep.borrow().next.is_none_or(|next| now < next) {
             return;
         }
@@ -831,6 +840,7 @@ impl Storage {
         let held = folder.into_held();
         let fsync = self.options.fsync;
         let mut upload = Upload::new(file, &tmp, tmp_name, 0, dir, held, name, fsync);
+        upload.retire_via(self.retiring.borrow().dropped());
         if new_name {
             upload.claim_file();
         }
@@ -904,6 +914,7 @@ impl Storage {
         let fsync = self.options.fsync;
         let held = folder.into_held();
         let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, held, name, fsync);
+        upload.retire_via(self.retiring.borrow().dropped());
         if new_name {
             upload.claim_file();
         }
@@ -939,6 +950,9 @@ impl Storage {
             .ok()
             .filter(Metadata::is_file);
         let len = upload.len();
+        if let Some(old) = &replaced {
+            self.retire(&folder, name.leaf().as_str(), old.len());
+        }
         let (file, dir, name) = upload.into_place(&folder, self.options.fsync)?;
         let name = name.as_path();
         dir.inner.tally.change(|c| {
@@ -972,7 +986,7 @@ impl Storage {
         // unlinkat removes a name, whatever it is by now: even if it was
         // swapped for something else since the check, nothing is followed
         // (and a folder is never removed: EISDIR).
-        files.remove(leaf)?;
+        self.remove_file(&files, leaf, meta.len())?;
         dir.inner.tally.change(|c| {
             c.stored = c.stored.saturating_sub(meta.len());
             c.files = c.files.saturating_sub(1);

@@ -85,7 +85,7 @@ impl Storage {
             .stat(&tmp_name)
             .is_ok_and(|now| (now.dev(), now.ino()) == (meta.dev(), meta.ino()));
         if same {
-            record::remove(&tmp, &tmp_name);
+            self.free_tmp_file(&tmp_name, meta.len());
             return true;
         }
         if let Err(err) = tmp.rename_noreplace(&tmp_name, partials, name) {

@@ -17,10 +17,11 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::UserDir;
 use super::dir::Dir;
 use super::folders::{Held, partial_key};
+use super::{UserDir, retire};
 use crate::protocol::path::{FilePath, FilePathBuf};
 use crate::sys;
 
@@ -60,6 +61,10 @@ pub struct Upload {
     /// Bytes that placing the upload frees: the file it replaces and the
     /// partial it supersedes.
     given_back: u64,
+    /// Where a large upload dropped unfinished says it left its file to
+    /// be freed in steps (see `storage/retire.rs`); without it the file
+    /// is removed at once.
+    retiring: Option<Arc<AtomicUsize>>,
 }
 
 /// How far the data has been handed to the disk.
@@ -98,7 +103,14 @@ impl Upload {
             claimed: len,
             claimed_file: false,
             given_back: 0,
+            retiring: None,
         }
+    }
+
+    /// A dropped upload of [`retire::RETIRE_MIN`] bytes or more leaves its
+    /// file under a retired name and counts it in `dropped`.
+    pub(super) fn retire_via(&mut self, dropped: Arc<AtomicUsize>) {
+        self.retiring = Some(dropped);
     }
 
     pub(super) fn give_back(&mut self, bytes: u64) {
@@ -329,6 +341,18 @@ impl Drop for Upload {
             return;
         };
         drop(self.file.take());
+        if let Some(dropped) = &self.retiring
+            && self.len >= retire::RETIRE_MIN
+        {
+            let retired = retire::Retiring::name_for(&tmp_name);
+            match self.tmp.rename_noreplace(&tmp_name, &self.tmp, &retired) {
+                Ok(()) => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(err) => log::debug!("cannot retire {tmp_name}: {err}"),
+            }
+        }
         if let Err(err) = self.tmp.remove(&tmp_name) {
             log::error!("cannot remove temporary file {tmp_name}: {err}");
         }

@@ -172,6 +172,7 @@ impl Storage {
             && let Ok(meta) = partial.stat(name)
             && meta.file_type().is_file()
         {
+            self.retire(&partial, name, meta.len());
             record::remove(&partial, name);
             dir.inner
                 .tally

@@ -69,6 +69,7 @@ mod clock;
 mod dav;
 mod dir;
 mod folders;
+mod handles;
 mod instance;
 mod listing;
 mod quota;
@@ -91,6 +92,7 @@ use crate::protocol::path::FilePath;
 
 pub use dav::{DavFacts, DeadProp, MAX_DEAD_PROP_COUNT, MAX_DEAD_PROPS, PropsError, Version};
 use dir::Dir;
+pub use dir::EntryMeta;
 pub use folders::{Copied, Copying, Facts};
 use folders::{Folder, partial_key};
 use instance::Instance;
@@ -134,6 +136,8 @@ const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// microseconds); the record directories under `.ferry/users` are opened
 /// for the command that needs them and closed after it.
 pub const OPEN_USER_DIRS: usize = 64;
+
+pub use handles::OPEN_FILES;
 
 /// How long an interrupted upload is kept for resuming by default.
 pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -250,6 +254,8 @@ pub struct Storage {
     users: Arc<Dir>,
     /// The user directories kept open ([`OPEN_USER_DIRS`]).
     open_dirs: RefCell<OpenDirs>,
+    /// Small files kept open between downloads ([`OPEN_FILES`]).
+    open_files: RefCell<handles::OpenFiles>,
     /// `.ferry/instances`.
     instances: Dir,
     /// This server's registration: its id and the lock that says it lives.
@@ -473,6 +479,7 @@ impl Storage {
                 capacity: OPEN_USER_DIRS,
                 dirs: Vec::new(),
             }),
+            open_files: RefCell::default(),
             instances,
             instance,
             options,
@@ -865,6 +872,41 @@ impl Storage {
             .map_err(|err| is_folder(&folder, leaf, err))
     }
 
+    /// [`Storage::open_read`] for a download, with what a response says
+    /// of the file. A small file downloaded again is served from a handle
+    /// kept since, while its name still leads to that same unchanged
+    /// inode (one `fstatat` instead of five calls; see
+    /// `storage/handles.rs`); the containment is that of `open_read`.
+    pub fn open_download(
+        &self,
+        dir: &UserDir,
+        name: FilePath<'_>,
+    ) -> Result<(Arc<File>, EntryMeta), StorageError> {
+        let folder = self.folder_of(dir, name)?;
+        let leaf = name.leaf().as_str();
+        let user = dir.inner.files;
+        let kept = self.open_files.borrow_mut().get(user, name.as_str());
+        if let Some((stamp, file)) = kept {
+            if let Ok((meta, now)) = folder.entry_stamped(leaf)
+                && now == stamp
+            {
+                return Ok((file, meta));
+            }
+            self.open_files.borrow_mut().forget(user, name.as_str());
+        }
+        let (file, meta) = folder
+            .open_regular_read(leaf)
+            .map_err(|err| is_folder(&folder, leaf, err))?;
+        let file = Arc::new(file);
+        if meta.len() <= handles::SMALL_FILE {
+            let stamp = handles::Stamp::of(&meta);
+            self.open_files
+                .borrow_mut()
+                .keep(user, name.as_str(), stamp, &file);
+        }
+        Ok((file, EntryMeta::of(&meta)))
+    }
+
     /// What `HASH` needs, in one call: the recorded SHA-256 of `name` if
     /// the record still describes the file, else the file opened to read
     /// and hash, with its size and identity at the moment of opening (a
@@ -1112,6 +1154,9 @@ impl Storage {
         let len = upload.len();
         let (file, dir, name) = upload.into_place(&folder, self.options.fsync)?;
         let name = name.as_path();
+        self.open_files
+            .borrow_mut()
+            .forget(dir.inner.files, name.as_str());
         dir.inner.tally.change(|c| {
             c.stored = (c.stored + len).saturating_sub(replaced.as_ref().map_or(0, Metadata::len));
             c.files += u64::from(replaced.is_none());
@@ -1144,6 +1189,9 @@ impl Storage {
         // swapped for something else since the check, nothing is followed
         // (and a folder is never removed: EISDIR).
         files.remove(leaf)?;
+        self.open_files
+            .borrow_mut()
+            .forget(dir.inner.files, name.as_str());
         dir.inner.tally.change(|c| {
             c.stored = c.stored.saturating_sub(meta.len());
             c.files = c.files.saturating_sub(1);

@@ -2,7 +2,7 @@
 //! function: opening a name relative to a directory handle (`openat2`,
 //! `openat`), renaming (also without replacing, `renameat2`) and unlinking
 //! relative to directory handles, random bytes (`getrandom`), the mount
-//! a descriptor is on (`statx`),
+//! a descriptor is on (`statx`) and its file system's type (`fstatfs`),
 //! creating a directory relative to one, listing a directory from its
 //! handle, whole or a batch at a time (`getdents64`), and describing its
 //! entries (`fstatat`), starting or awaiting
@@ -318,6 +318,21 @@ pub fn renameat_noreplace(
         )
     })?;
     unlinkat(from_dir, from)
+}
+
+/// The type of the file system `fd` is on (`f_type` of `fstatfs`: one of
+/// the `*_MAGIC` numbers of `linux/magic.h`).
+pub fn fs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `fd` is live and `buf` is writable memory the size of the
+    // `statfs` the kernel fills in.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), buf.as_mut_ptr()) })?;
+    // SAFETY: fstatfs succeeded, so the kernel filled in the struct (and
+    // it was zeroed before besides).
+    let buf = unsafe { buf.assume_init() };
+    // `__fsword_t`: i64 here, narrower on some architectures.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(buf.f_type as i64)
 }
 
 /// Which mount `fd` is on: its mount id (`statx` with `STATX_MNT_ID`,

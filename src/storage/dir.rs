@@ -395,6 +395,12 @@ impl Dir {
         sys::mount_of(self.as_fd())
     }
 
+    /// The type of the file system the directory is on (see
+    /// [`sys::fs_type`]).
+    pub fn fs_type(&self) -> io::Result<i64> {
+        sys::fs_type(self.as_fd())
+    }
+
     /// The directory's own metadata.
     pub fn metadata(&self) -> io::Result<Metadata> {
         self.handle.metadata()

@@ -15,6 +15,12 @@
 //! opened. The inode is the one held open, so it cannot have been freed
 //! and its number reused meanwhile, and reads see its current bytes.
 //!
+//! Only on the local file systems [`coherent`] names: a network file
+//! system's client may answer the `fstatat` from its attribute cache, where
+//! an open asks the server (close-to-open consistency), so a file another
+//! server of the farm replaced could be served in its old version for a
+//! while. Elsewhere every download opens its file the safe way.
+//!
 //! The server's own changes (an upload committed over a name, a delete)
 //! drop the handle at once; a name changed behind the server's back is
 //! caught by the check at its next download, and its handle is dropped
@@ -85,13 +91,41 @@ struct Kept {
     file: Arc<File>,
 }
 
+/// Whether the file system type `f_type` (of `fstatfs`) is a local one
+/// whose names and attributes every process sees at once: tmpfs, ext2-4,
+/// XFS, Btrfs, F2FS, ZFS, bcachefs, overlayfs. Any other (NFS, CIFS,
+/// FUSE such as JuiceFS, CephFS, or one not known here) keeps no handles.
+pub fn coherent(f_type: i64) -> bool {
+    const LOCAL: [i64; 8] = [
+        0x0102_1994, // tmpfs
+        0xef53,      // ext2, ext3, ext4
+        0x5846_5342, // XFS
+        0x9123_683e, // Btrfs
+        0xf2f5_2010, // F2FS
+        0x2fc1_2fc1, // ZFS
+        0xca45_1a4e, // bcachefs
+        0x794c_7630, // overlayfs
+    ];
+    LOCAL.contains(&f_type)
+}
+
 /// The kept handles, the most recently used last.
 #[derive(Debug, Default)]
 pub struct OpenFiles {
+    /// Handles are kept at all (see [`coherent`]).
+    enabled: bool,
     files: Vec<Kept>,
 }
 
 impl OpenFiles {
+    /// Kept handles, or none (`enabled` false: every `keep` is ignored).
+    pub fn new(enabled: bool) -> OpenFiles {
+        OpenFiles {
+            enabled,
+            files: Vec::new(),
+        }
+    }
+
     /// The handle kept for `path` in the user directory `user`, with the
     /// stamp it was checked with.
     pub fn get(&mut self, user: (u64, u64), path: &str) -> Option<(Stamp, Arc<File>)> {
@@ -109,6 +143,9 @@ impl OpenFiles {
     /// handle used least recently goes when [`OPEN_FILES`] are kept.
     pub fn keep(&mut self, user: (u64, u64), path: &str, stamp: Stamp, file: &Arc<File>) {
         self.forget(user, path);
+        if !self.enabled {
+            return;
+        }
         if self.files.len() >= OPEN_FILES {
             self.files.remove(0);
         }
@@ -138,7 +175,7 @@ mod tests {
         std::fs::write(&path, b"x").unwrap();
         let file = Arc::new(File::open(&path).unwrap());
         let stamp = Stamp::of(&file.metadata().unwrap());
-        let mut kept = OpenFiles::default();
+        let mut kept = OpenFiles::new(true);
         for i in 0..OPEN_FILES {
             kept.keep((1, 1), &format!("n{i}"), stamp, &file);
         }
@@ -153,5 +190,19 @@ mod tests {
         kept.forget((1, 1), "n0");
         assert!(kept.get((1, 1), "n0").is_none());
         assert_eq!(Arc::strong_count(&file), OPEN_FILES);
+        let mut none = OpenFiles::new(false);
+        none.keep((1, 1), "n0", stamp, &file);
+        assert!(none.get((1, 1), "n0").is_none());
+    }
+
+    #[test]
+    fn only_local_file_systems_keep_handles() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = std::fs::File::open(tmp.path()).unwrap();
+        let f_type = crate::sys::fs_type(std::os::fd::AsFd::as_fd(&dir)).unwrap();
+        // The tests' temporary directories are on a local file system.
+        assert!(coherent(f_type), "{f_type:#x}");
+        assert!(!coherent(0x6969), "NFS");
+        assert!(!coherent(0x6573_5546), "FUSE");
     }
 }

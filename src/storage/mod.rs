@@ -878,12 +878,14 @@ impl Storage {
 
     /// The size of `name` if it is a regular file now, else `None`.
     pub fn size_of(&self, dir: &UserDir, name: FilePath<'_>) -> Option<u64> {
+        // One fstatat (Dir::entry), not an O_PATH open, fstat and close:
+        // nothing is opened, so nothing needs checking before it is.
         self.folder_of(dir, name)
             .ok()?
-            .stat(name.leaf().as_str())
+            .entry(name.leaf().as_str())
             .ok()
-            .filter(|meta| meta.is_file())
-            .map(|meta| meta.len())
+            .filter(|meta| meta.is_file)
+            .map(|meta| meta.len)
     }
 
     /// Opens a regular file for reading and returns it with its metadata
@@ -1032,13 +1034,13 @@ impl Storage {
         let name = partial_key(name);
         let name = name.as_str();
         if let Ok(partial) = self.records(dir, PARTIAL_DIR)
-            && let Ok(meta) = partial.stat(name)
-            && meta.file_type().is_file()
+            && let Ok(meta) = partial.entry(name)
+            && meta.is_file
         {
             record::remove(&partial, name);
             dir.inner
                 .tally
-                .change(|c| c.partial = c.partial.saturating_sub(meta.len()));
+                .change(|c| c.partial = c.partial.saturating_sub(meta.len));
         }
         if let Ok(sums) = self.records(dir, PARTIAL_SUMS_DIR) {
             record::remove(&sums, name);
@@ -1054,9 +1056,9 @@ impl Storage {
         name: FilePath<'_>,
     ) -> Result<(bool, Folder), StorageError> {
         let folder = self.folder_of(dir, name)?;
-        match folder.stat(name.leaf().as_str()) {
-            Ok(meta) if meta.is_dir() => Err(StorageError::IsFolder),
-            Ok(meta) if !meta.file_type().is_file() => Err(StorageError::NotRegular),
+        match folder.entry(name.leaf().as_str()) {
+            Ok(meta) if meta.is_dir => Err(StorageError::IsFolder),
+            Ok(meta) if !meta.is_file => Err(StorageError::NotRegular),
             Ok(_) => Ok((false, folder)),
             Err(StorageError::NotFound) => Ok((true, folder)),
             Err(err) => Err(err),
@@ -1176,9 +1178,9 @@ impl Storage {
         let (dir, name, held) = upload.target();
         let folder = self.held_folder(dir, held)?;
         let replaced = folder
-            .stat(name.leaf().as_str())
+            .entry(name.leaf().as_str())
             .ok()
-            .filter(Metadata::is_file);
+            .filter(|meta| meta.is_file);
         let len = upload.len();
         let (file, dir, name) = upload.into_place(&folder, self.options.fsync)?;
         let name = name.as_path();
@@ -1186,7 +1188,7 @@ impl Storage {
             .borrow_mut()
             .forget(dir.inner.files, name.as_str());
         dir.inner.tally.change(|c| {
-            c.stored = (c.stored + len).saturating_sub(replaced.as_ref().map_or(0, Metadata::len));
+            c.stored = (c.stored + len).saturating_sub(replaced.map_or(0, |meta| meta.len));
             c.files += u64::from(replaced.is_none());
         });
         match record::settled(file, &folder, name.leaf().as_str()) {

@@ -215,6 +215,12 @@ impl Dir {
         Ok(EntryMeta::of_stat(&stat))
     }
 
+    /// What one `fstatat(AT_SYMLINK_NOFOLLOW)` of `name` says, whole: a
+    /// symlink described, never followed, and nothing opened.
+    pub fn entry_stat(&self, name: impl AsRef<OsStr>) -> Result<libc::stat, StorageError> {
+        Ok(sys::stat_entry(self.as_fd(), &c_name(name.as_ref())?)?)
+    }
+
     /// [`Dir::entry`], with what a kept handle of the entry must match
     /// (see `storage/handles.rs`), from the same one `fstatat`.
     pub fn entry_stamped(

@@ -170,10 +170,16 @@ pub struct Policy {
 /// sweep's two directories, the spare descriptor that lets a connection be
 /// refused when there are none left, the two or three a command opens for
 /// a moment (one thread: never more at once), up to eight control
-/// connections (not counted against `--max-connections`), and the user
-/// directories kept open ([`crate::storage::OPEN_USER_DIRS`]). About 40
-/// of the first 64 are used; the rest is margin.
-pub const DESCRIPTOR_RESERVE: u64 = 64 + crate::storage::OPEN_USER_DIRS as u64;
+/// connections (not counted against `--max-connections`), the user
+/// directories and record directories kept open
+/// ([`crate::storage::OPEN_USER_DIRS`], [`crate::storage::OPEN_RECORD_DIRS`])
+/// and the small files kept open between downloads
+/// ([`crate::storage::OPEN_FILES`]). About 40 of the first 64 are used;
+/// the rest is margin.
+pub const DESCRIPTOR_RESERVE: u64 = 64
+    + crate::storage::OPEN_USER_DIRS as u64
+    + crate::storage::OPEN_RECORD_DIRS as u64
+    + crate::storage::OPEN_FILES as u64;
 
 /// Descriptors one client connection holds at most: its socket, and while
 /// a transfer runs the one thing it reads or writes (an upload's temporary

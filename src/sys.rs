@@ -2,7 +2,7 @@
 //! function: opening a name relative to a directory handle (`openat2`,
 //! `openat`), renaming (also without replacing, `renameat2`) and unlinking
 //! relative to directory handles, random bytes (`getrandom`), the mount
-//! a descriptor is on (`statx`),
+//! a descriptor is on (`statx`) and its file system's type (`fstatfs`),
 //! creating a directory relative to one, listing a directory from its
 //! handle, whole or a batch at a time (`getdents64`), and describing its
 //! entries (`fstatat`), starting or awaiting
@@ -343,25 +343,6 @@ pub fn linkat(
     .map(drop)
 }
 
-/// Whether `file` is on a file system that only this kernel writes
-/// (tmpfs, ext2/3/4, XFS, Btrfs, F2FS), where a lease sees every reader.
-/// A network or FUSE file system (NFS, JuiceFS) may have readers on other
-/// machines or mounts that no lease here can see.
-pub fn on_local_file_system(file: BorrowedFd<'_>) -> io::Result<bool> {
-    // The magic numbers of statfs(2), as the kernel's `__fsword_t`.
-    const TMPFS: libc::__fsword_t = 0x0102_1994;
-    const EXT: libc::__fsword_t = 0xEF53;
-    const XFS: libc::__fsword_t = 0x5846_5342;
-    const BTRFS: libc::__fsword_t = 0x9123_683E_u32 as libc::__fsword_t;
-    const F2FS: libc::__fsword_t = 0xF2F5_2010_u32 as libc::__fsword_t;
-    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
-    // SAFETY: `file` is live and `buf` points at a writable statfs.
-    cvt(unsafe { libc::fstatfs(file.as_raw_fd(), buf.as_mut_ptr()) })?;
-    // SAFETY: fstatfs succeeded, so it filled `buf`.
-    let kind = unsafe { buf.assume_init() }.f_type;
-    Ok(matches!(kind, TMPFS | EXT | XFS | BTRFS | F2FS))
-}
-
 /// Whether `file` is open nowhere else, in this process or any other:
 /// a write lease (`F_SETLEASE`, `F_WRLCK`) is granted only then, and is
 /// given back at once. `Ok(false)` when someone else has it open
@@ -380,6 +361,21 @@ pub fn open_nowhere_else(file: BorrowedFd<'_>) -> io::Result<bool> {
     // SAFETY: as above.
     cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_UNLCK) })?;
     Ok(true)
+}
+
+/// The type of the file system `fd` is on (`f_type` of `fstatfs`: one of
+/// the `*_MAGIC` numbers of `linux/magic.h`).
+pub fn fs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    let mut buf = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `fd` is live and `buf` is writable memory the size of the
+    // `statfs` the kernel fills in.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), buf.as_mut_ptr()) })?;
+    // SAFETY: fstatfs succeeded, so the kernel filled in the struct (and
+    // it was zeroed before besides).
+    let buf = unsafe { buf.assume_init() };
+    // `__fsword_t`: i64 here, narrower on some architectures.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(buf.f_type as i64)
 }
 
 /// Which mount `fd` is on: its mount id (`statx` with `STATX_MNT_ID`,

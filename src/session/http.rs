@@ -839,7 +839,7 @@ impl Session {
         if http::query_has(request.query, b"partial") {
             return self.partial_held(user, dir, name, after, services);
         }
-        let (file, meta) = match services.storage.open_read(dir, name) {
+        let (file, meta) = match services.storage.open_download(dir, name) {
             Ok(opened) => opened,
             // A folder's URL ends with `/`: the client is sent there.
             Err(StorageError::IsFolder) => {
@@ -850,12 +850,9 @@ impl Session {
                 return self.fail(not_found(err), after, services);
             }
         };
-        let size = meta.len();
-        let modified = meta
-            .modified()
-            .map(httpdate::fmt_http_date)
-            .unwrap_or_default();
-        let etag = crate::storage::Version::of(&meta).to_string();
+        let size = meta.len;
+        let modified = httpdate::fmt_http_date(meta.modified());
+        let etag = meta.version().to_string();
         if let Some(status) = Session::read_condition(request, &etag) {
             return self.not_sent(status, &etag, after, services);
         }

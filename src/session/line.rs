@@ -987,9 +987,9 @@ impl Session {
         };
         let opened = services
             .storage
-            .open_read(&login.dir, name)
+            .open_download(&login.dir, name)
             .map(|(file, meta)| {
-                let size = meta.len();
+                let size = meta.len;
                 if offset > size {
                     return Err(Failure::OffsetPastEnd { offset, size });
                 }

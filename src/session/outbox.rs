@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io;
 use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Downloads shorter than this go through the buffer when the reactor
@@ -55,16 +56,18 @@ pub struct FileOutput<'a> {
 }
 
 /// A file being downloaded and the next byte of it to send. Reads go by
-/// offset, never through the file's own position.
+/// offset, never through the file's own position, so one handle can serve
+/// several downloads at once (the storage keeps small files' handles
+/// between downloads and shares them).
 #[derive(Debug)]
 pub struct FileBody {
-    file: File,
+    file: Arc<File>,
     next: u64,
 }
 
 impl FileBody {
     /// Sends `file` from `offset` on.
-    pub fn new(file: File, offset: u64) -> FileBody {
+    pub fn new(file: Arc<File>, offset: u64) -> FileBody {
         FileBody { file, next: offset }
     }
 

@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io;
 use std::mem;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::Services;
@@ -40,7 +41,7 @@ impl Download {
     pub fn start(
         kind: TransferKind,
         name: FilePath<'_>,
-        file: File,
+        file: impl Into<Arc<File>>,
         offset: u64,
         total: u64,
         services: &Services,
@@ -49,7 +50,7 @@ impl Download {
         Download {
             kind,
             name: name.as_str().to_owned(),
-            body: FileBody::new(file, offset),
+            body: FileBody::new(file.into(), offset),
             total,
             remaining: total,
             started: Instant::now(),

@@ -23,8 +23,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::StorageError;
+use super::handles::Stamp;
 use crate::sys;
 
 /// An open directory handle.
@@ -56,6 +58,38 @@ pub struct EntryMeta {
 impl EntryMeta {
     pub fn version(&self) -> super::Version {
         super::Version::new(self.ino, self.mtime, self.mtime_nsec, self.len)
+    }
+
+    fn of_stat(stat: &libc::stat) -> EntryMeta {
+        EntryMeta {
+            is_file: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
+            is_dir: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
+            len: u64::try_from(stat.st_size).unwrap_or(0),
+            mtime: stat.st_mtime,
+            mtime_nsec: stat.st_mtime_nsec,
+            ino: stat.st_ino,
+        }
+    }
+
+    pub fn of(meta: &Metadata) -> EntryMeta {
+        EntryMeta {
+            is_file: meta.file_type().is_file(),
+            is_dir: meta.is_dir(),
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// The modification time (the epoch for one before it, which no
+    /// header can say anyway).
+    pub fn modified(&self) -> SystemTime {
+        let (Ok(secs), Ok(nanos)) = (u64::try_from(self.mtime), u32::try_from(self.mtime_nsec))
+        else {
+            return UNIX_EPOCH;
+        };
+        UNIX_EPOCH + Duration::new(secs, nanos)
     }
 }
 
@@ -181,14 +215,23 @@ impl Dir {
     /// the calls [`Dir::stat`] would make.
     pub fn entry(&self, name: impl AsRef<OsStr>) -> Result<EntryMeta, StorageError> {
         let stat = sys::stat_entry(self.as_fd(), &c_name(name.as_ref())?)?;
-        Ok(EntryMeta {
-            is_file: stat.st_mode & libc::S_IFMT == libc::S_IFREG,
-            is_dir: stat.st_mode & libc::S_IFMT == libc::S_IFDIR,
-            len: u64::try_from(stat.st_size).unwrap_or(0),
-            mtime: stat.st_mtime,
-            mtime_nsec: stat.st_mtime_nsec,
-            ino: stat.st_ino,
-        })
+        Ok(EntryMeta::of_stat(&stat))
+    }
+
+    /// What one `fstatat(AT_SYMLINK_NOFOLLOW)` of `name` says, whole: a
+    /// symlink described, never followed, and nothing opened.
+    pub fn entry_stat(&self, name: impl AsRef<OsStr>) -> Result<libc::stat, StorageError> {
+        Ok(sys::stat_entry(self.as_fd(), &c_name(name.as_ref())?)?)
+    }
+
+    /// [`Dir::entry`], with what a kept handle of the entry must match
+    /// (see `storage/handles.rs`), from the same one `fstatat`.
+    pub fn entry_stamped(
+        &self,
+        name: impl AsRef<OsStr>,
+    ) -> Result<(EntryMeta, Stamp), StorageError> {
+        let stat = sys::stat_entry(self.as_fd(), &c_name(name.as_ref())?)?;
+        Ok((EntryMeta::of_stat(&stat), Stamp::of_stat(&stat)))
     }
 
     /// An `O_PATH` handle of `name`: enough to learn what it is, not to
@@ -370,6 +413,12 @@ impl Dir {
     /// work only within one.
     pub fn mount(&self) -> io::Result<u64> {
         sys::mount_of(self.as_fd())
+    }
+
+    /// The type of the file system the directory is on (see
+    /// [`sys::fs_type`]).
+    pub fn fs_type(&self) -> io::Result<i64> {
+        sys::fs_type(self.as_fd())
     }
 
     /// The directory's own metadata.

@@ -69,6 +69,7 @@ mod clock;
 mod dav;
 mod dir;
 mod folders;
+mod handles;
 mod instance;
 mod listing;
 mod partial;
@@ -93,6 +94,7 @@ use crate::protocol::path::FilePath;
 
 pub use dav::{DavFacts, DeadProp, MAX_DEAD_PROP_COUNT, MAX_DEAD_PROPS, PropsError, Version};
 use dir::Dir;
+pub use dir::EntryMeta;
 pub use folders::{Copied, Copying, Facts};
 use folders::{Folder, partial_key};
 use instance::Instance;
@@ -133,9 +135,20 @@ const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// idle logged-in session costs its socket and nothing more (ten thousand
 /// distinct users held four handles each before). The others are opened
 /// again when a command needs them (an `openat2` and an `fstat`, a few
-/// microseconds); the record directories under `.ferry/users` are opened
-/// for the command that needs them and closed after it.
+/// microseconds); the record directories under `.ferry/users` are kept
+/// the same way ([`OPEN_RECORD_DIRS`]), and the folders in them opened for
+/// the command that needs them and closed after it.
 pub const OPEN_USER_DIRS: usize = 64;
+
+/// Users' record directories (`.ferry/users/<user>`) kept open between
+/// commands, the most recently used, on the same terms as
+/// [`OPEN_USER_DIRS`]: a 64 KiB upload looks into it six times (partial,
+/// partial-sums and sums, before and after), and opening it again and
+/// checking it is the one found at login each time was 18 of the upload's
+/// 70 system calls.
+pub const OPEN_RECORD_DIRS: usize = 32;
+
+pub use handles::OPEN_FILES;
 
 /// How long an interrupted upload is kept for resuming by default.
 pub const DEFAULT_PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -252,6 +265,10 @@ pub struct Storage {
     users: Arc<Dir>,
     /// The user directories kept open ([`OPEN_USER_DIRS`]).
     open_dirs: RefCell<OpenDirs>,
+    /// The users' record directories kept open ([`OPEN_RECORD_DIRS`]).
+    open_records: RefCell<OpenDirs>,
+    /// Small files kept open between downloads ([`OPEN_FILES`]).
+    open_files: RefCell<handles::OpenFiles>,
     /// `.ferry/instances`.
     instances: Dir,
     /// This server's registration: its id and the lock that says it lives.
@@ -467,6 +484,7 @@ impl Storage {
         }
         clock::publish_ttl(&private, options.partial_ttl)?;
         let left_folders = swept.folders;
+        let keep_files = root_dir.fs_type().is_ok_and(handles::coherent);
         let storage = Storage {
             path: root.to_path_buf(),
             root: Arc::new(root_dir),
@@ -477,6 +495,11 @@ impl Storage {
                 capacity: OPEN_USER_DIRS,
                 dirs: Vec::new(),
             }),
+            open_records: RefCell::new(OpenDirs {
+                capacity: OPEN_RECORD_DIRS,
+                dirs: Vec::new(),
+            }),
+            open_files: RefCell::new(handles::OpenFiles::new(keep_files)),
             instances,
             instance,
             options,
@@ -673,11 +696,23 @@ impl Storage {
 
     /// One of the user's record directories (`sums`, `partial`,
     /// `partial-sums`), opened for the command that needs it beneath
-    /// `.ferry/users/<user>`, which must be the one found at login.
+    /// `.ferry/users/<user>`, which must be the one found at login: from
+    /// those kept open ([`OPEN_RECORD_DIRS`]), or else opened again and
+    /// checked (see [`reopen_same`]).
     fn records(&self, dir: &UserDir, which: &str) -> io::Result<Dir> {
-        let user = &dir.inner.user;
-        let path = self.path.join(PRIVATE_DIR).join(USERS_DIR).join(user);
-        reopen_same(&self.users, user, dir.inner.records, &path)?.open_dir(which)
+        let id = dir.inner.records;
+        let kept = self.open_records.borrow_mut().get(id);
+        let records = match kept {
+            Some(records) => records,
+            None => {
+                let user = &dir.inner.user;
+                let path = self.path.join(PRIVATE_DIR).join(USERS_DIR).join(user);
+                let records = Arc::new(reopen_same(&self.users, user, id, &path)?);
+                self.open_records.borrow_mut().keep(id, &records);
+                records
+            }
+        };
+        records.open_dir(which)
     }
 
     /// The user's regular files a batch at a time, in directory order
@@ -722,12 +757,14 @@ impl Storage {
 
     /// The size of `name` if it is a regular file now, else `None`.
     pub fn size_of(&self, dir: &UserDir, name: FilePath<'_>) -> Option<u64> {
+        // One fstatat (Dir::entry), not an O_PATH open, fstat and close:
+        // nothing is opened, so nothing needs checking before it is.
         self.folder_of(dir, name)
             .ok()?
-            .stat(name.leaf().as_str())
+            .entry(name.leaf().as_str())
             .ok()
-            .filter(|meta| meta.is_file())
-            .map(|meta| meta.len())
+            .filter(|meta| meta.is_file)
+            .map(|meta| meta.len)
     }
 
     /// Opens a regular file for reading and returns it with its metadata
@@ -742,6 +779,41 @@ impl Storage {
         folder
             .open_regular_read(leaf)
             .map_err(|err| is_folder(&folder, leaf, err))
+    }
+
+    /// [`Storage::open_read`] for a download, with what a response says
+    /// of the file. A small file downloaded again is served from a handle
+    /// kept since, while its name still leads to that same unchanged
+    /// inode (one `fstatat` instead of five calls; see
+    /// `storage/handles.rs`); the containment is that of `open_read`.
+    pub fn open_download(
+        &self,
+        dir: &UserDir,
+        name: FilePath<'_>,
+    ) -> Result<(Arc<File>, EntryMeta), StorageError> {
+        let folder = self.folder_of(dir, name)?;
+        let leaf = name.leaf().as_str();
+        let user = dir.inner.files;
+        let kept = self.open_files.borrow_mut().get(user, name.as_str());
+        if let Some((stamp, file)) = kept {
+            if let Ok((meta, now)) = folder.entry_stamped(leaf)
+                && now == stamp
+            {
+                return Ok((file, meta));
+            }
+            self.open_files.borrow_mut().forget(user, name.as_str());
+        }
+        let (file, meta) = folder
+            .open_regular_read(leaf)
+            .map_err(|err| is_folder(&folder, leaf, err))?;
+        let file = Arc::new(file);
+        if meta.len() <= handles::SMALL_FILE {
+            let stamp = handles::Stamp::of(&meta);
+            self.open_files
+                .borrow_mut()
+                .keep(user, name.as_str(), stamp, &file);
+        }
+        Ok((file, EntryMeta::of(&meta)))
     }
 
     /// What `HASH` needs, in one call: the recorded SHA-256 of `name` if
@@ -822,9 +894,9 @@ impl Storage {
         name: FilePath<'_>,
     ) -> Result<(bool, Folder), StorageError> {
         let folder = self.folder_of(dir, name)?;
-        match folder.stat(name.leaf().as_str()) {
-            Ok(meta) if meta.is_dir() => Err(StorageError::IsFolder),
-            Ok(meta) if !meta.file_type().is_file() => Err(StorageError::NotRegular),
+        match folder.entry(name.leaf().as_str()) {
+            Ok(meta) if meta.is_dir => Err(StorageError::IsFolder),
+            Ok(meta) if !meta.is_file => Err(StorageError::NotRegular),
             Ok(_) => Ok((false, folder)),
             Err(StorageError::NotFound) => Ok((true, folder)),
             Err(err) => Err(err),
@@ -946,17 +1018,20 @@ impl Storage {
         let (dir, name, held) = upload.target();
         let folder = self.held_folder(dir, held)?;
         let replaced = folder
-            .stat(name.leaf().as_str())
+            .entry(name.leaf().as_str())
             .ok()
-            .filter(Metadata::is_file);
+            .filter(|meta| meta.is_file);
         let len = upload.len();
         if let Some(old) = &replaced {
-            self.retire(&folder, name.leaf().as_str(), old.len());
+            self.retire(&folder, name.leaf().as_str(), old.len);
         }
         let (file, dir, name) = upload.into_place(&folder, self.options.fsync)?;
         let name = name.as_path();
+        self.open_files
+            .borrow_mut()
+            .forget(dir.inner.files, name.as_str());
         dir.inner.tally.change(|c| {
-            c.stored = (c.stored + len).saturating_sub(replaced.as_ref().map_or(0, Metadata::len));
+            c.stored = (c.stored + len).saturating_sub(replaced.map_or(0, |meta| meta.len));
             c.files += u64::from(replaced.is_none());
         });
         match record::settled(file, &folder, name.leaf().as_str()) {
@@ -987,6 +1062,9 @@ impl Storage {
         // swapped for something else since the check, nothing is followed
         // (and a folder is never removed: EISDIR).
         self.remove_file(&files, leaf, meta.len())?;
+        self.open_files
+            .borrow_mut()
+            .forget(dir.inner.files, name.as_str());
         dir.inner.tally.change(|c| {
             c.stored = c.stored.saturating_sub(meta.len());
             c.files = c.files.saturating_sub(1);

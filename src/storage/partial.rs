@@ -169,14 +169,14 @@ impl Storage {
         let name = partial_key(name);
         let name = name.as_str();
         if let Ok(partial) = self.records(dir, PARTIAL_DIR)
-            && let Ok(meta) = partial.stat(name)
-            && meta.file_type().is_file()
+            && let Ok(meta) = partial.entry(name)
+            && meta.is_file
         {
-            self.retire(&partial, name, meta.len());
+            self.retire(&partial, name, meta.len);
             record::remove(&partial, name);
             dir.inner
                 .tally
-                .change(|c| c.partial = c.partial.saturating_sub(meta.len()));
+                .change(|c| c.partial = c.partial.saturating_sub(meta.len));
         }
         if let Ok(sums) = self.records(dir, PARTIAL_SUMS_DIR) {
             record::remove(&sums, name);

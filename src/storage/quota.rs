@@ -159,7 +159,15 @@ impl Claims {
             return;
         }
         let line = format!("{:020} {:020}\n", now.0, now.1);
-        let written = shared.dir(true).and_then(|dir| {
+        // Made by this server's first publication for the user; only if it
+        // is gone since (or never made) is it made again, so that the
+        // publications of an upload's start and end cost no mkdir each.
+        let dir = if published.is_some() {
+            shared.dir(false).or_else(|_| shared.dir(true))
+        } else {
+            shared.dir(true)
+        };
+        let written = dir.and_then(|dir| {
             dir.open_or_create(&shared.id, 0o600)?
                 .write_all_at(line.as_bytes(), 0)
         });

@@ -58,6 +58,16 @@ impl Identity {
         }
     }
 
+    fn of_stat(stat: &libc::stat) -> Identity {
+        Identity {
+            dev: stat.st_dev,
+            ino: stat.st_ino,
+            size: u64::try_from(stat.st_size).unwrap_or(0),
+            mtime: (stat.st_mtime, stat.st_mtime_nsec),
+            ctime: (stat.st_ctime, stat.st_ctime_nsec),
+        }
+    }
+
     pub fn of_file(file: &File) -> io::Result<Identity> {
         Ok(Identity::of(&file.metadata()?))
     }
@@ -91,8 +101,10 @@ impl Identity {
 pub(super) fn settled(file: File, dir: &Dir, name: &str) -> io::Result<Identity> {
     let open = Identity::of_file(&file)?;
     drop(file);
-    match dir.stat(name) {
-        Ok(meta) if Identity::of(&meta).same_inode(&open) => Ok(Identity::of(&meta)),
+    // One fstatat of the name (nothing opened), not an O_PATH open, fstat
+    // and close.
+    match dir.entry_stat(name) {
+        Ok(stat) if Identity::of_stat(&stat).same_inode(&open) => Ok(Identity::of_stat(&stat)),
         _ => Ok(open),
     }
 }

@@ -188,7 +188,7 @@ fn step(tmp: &Dir, name: &str) -> io::Result<Step> {
         tmp.remove(name)?;
         return Ok(Step::Gone);
     }
-    if !sys::on_local_file_system(file.as_fd())? {
+    if !super::handles::coherent(sys::fs_type(file.as_fd())?) {
         return Err(io::Error::other(
             "not a local file system: readers elsewhere are not seen",
         ));

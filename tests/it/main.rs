@@ -37,6 +37,7 @@ mod fuzz_regressions;
 mod haproxy;
 mod http;
 mod integrity;
+mod kept_handles;
 mod large_files;
 mod listing_stream;
 mod metrics_access;

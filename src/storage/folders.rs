@@ -298,7 +298,14 @@ impl Storage {
             StorageError::NoFolder => StorageError::NotFound,
             other => other,
         })?;
-        Listing::new(&folder, recursive)
+        // A subfolder was opened for this listing alone; the user's
+        // directory is shared, so the listing reads from a handle of its
+        // own (one open fewer for a subfolder).
+        let own = match folder {
+            Folder::Root(shared) => shared.reopen()?,
+            Folder::Sub(own) => own,
+        };
+        Listing::new(own, recursive)
     }
 
     /// Creates the folder `path`; its parent must exist.
@@ -649,7 +656,7 @@ impl Storage {
             let folder = source
                 .open_dir(from.leaf().as_str())
                 .map_err(StorageError::from)?;
-            let listing = Listing::new(&folder, true)?;
+            let listing = Listing::new(folder, true)?;
             // A folder copy makes a new folder: it never replaces one.
             self.mkdir(dir, to)?;
             return Ok(Copying(Kind::Tree(Box::new(TreeCopy {
@@ -759,7 +766,7 @@ impl Storage {
     /// Bytes and number of the regular files of the user's whole tree.
     pub(super) fn count_tree(&self, dir: &UserDir) -> Result<(u64, u64, bool), StorageError> {
         let files = self.files(dir)?;
-        let mut listing = Listing::new(&files, true)?;
+        let mut listing = Listing::new(files.reopen()?, true)?;
         let (mut bytes, mut files, mut folders) = (0, 0, false);
         loop {
             match listing.next_entry()? {

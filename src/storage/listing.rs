@@ -46,10 +46,12 @@ struct Frame {
 }
 
 impl Listing {
-    pub(super) fn new(folder: &Dir, recursive: bool) -> Result<Listing, StorageError> {
+    /// The listing of `folder`, a handle of its own: its read position is
+    /// the listing's (a shared handle is [`Dir::reopen`]ed first).
+    pub(super) fn new(folder: Dir, recursive: bool) -> Result<Listing, StorageError> {
         Ok(Listing {
             frames: vec![Frame {
-                dir: folder.reopen()?,
+                dir: folder,
                 prefix: String::new(),
                 buf: Vec::new(),
                 pos: 0,

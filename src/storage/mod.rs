@@ -720,7 +720,7 @@ impl Storage {
     /// small buffer whatever the size of the directory.
     pub fn listing(&self, dir: &UserDir) -> Result<Listing, StorageError> {
         let files = self.files(dir)?;
-        Listing::new(&files, false)
+        Listing::new(files.reopen()?, false)
     }
 
     /// The user's regular files, sorted by name (byte order). Names that

@@ -67,6 +67,10 @@ impl Session {
             user: user.to_owned(),
             dav: None,
         }));
+        // The first step now, a bounded one, so that the head goes out
+        // with the first entries (a small folder: with all of them) in one
+        // write, not a write of its own.
+        self.list_step();
     }
 
     /// One step of a listing: the next chunk of entries (with `[` before

@@ -66,7 +66,8 @@ pub const REPLY_BACKLOG: usize = 4096;
 /// asked of the next transfer.
 #[derive(Debug)]
 struct Login {
-    user: String,
+    /// The user's directory, which also holds the user's name (shared by
+    /// every session of the user: no copy per session).
     dir: UserDir,
     /// Boxed, and absent until used: most sessions never send them.
     pending: Option<Box<Pending>>,
@@ -86,12 +87,12 @@ struct Pending {
 }
 
 impl Login {
-    fn new(user: &str, dir: UserDir) -> Login {
-        Login {
-            user: user.to_owned(),
-            dir,
-            pending: None,
-        }
+    fn new(dir: UserDir) -> Login {
+        Login { dir, pending: None }
+    }
+
+    fn user(&self) -> &str {
+        self.dir.user()
     }
 
     /// The user, for an audit line.
@@ -99,7 +100,7 @@ impl Login {
         Who {
             peer,
             protocol: Protocol::Line,
-            user: &self.user,
+            user: self.user(),
         }
     }
 
@@ -306,7 +307,7 @@ impl Front for Session {
             log::error!(
                 "{} {}: write of {:?} failed: {err}",
                 self.shell.peer,
-                login.user,
+                login.user(),
                 receive.intake.name()
             );
         }
@@ -535,12 +536,12 @@ impl Front for Session {
                 State::Sending(login, download) => {
                     download.cut(login.who(peer), reason, services);
                 }
-                State::Listing(login, job) => job.cut(peer, &login.user, reason),
+                State::Listing(login, job) => job.cut(peer, login.user(), reason),
                 State::Hashing(login, job) => {
                     log::info!(
                         "{} {}: hashing stopped after {} of {} bytes: {reason}",
                         peer,
-                        login.user,
+                        login.user(),
                         job.hashing.progress().0,
                         job.hashing.progress().1
                     );
@@ -553,7 +554,7 @@ impl Front for Session {
                 }
                 State::Copying(login, _) => {
                     // The copy was never placed: nothing changed.
-                    log::info!("{} {}: COPY stopped: {reason}", peer, login.user);
+                    log::info!("{} {}: COPY stopped: {reason}", peer, login.user());
                 }
                 State::Auth { .. } | State::Verifying(_) | State::Idle(_) | State::Closing => {}
             }
@@ -666,18 +667,18 @@ impl Session {
         };
         // Who: the user logged in, or the one an AUTH claims to be.
         let user = match (&self.state, &command) {
-            (State::Idle(login), _) => Some(login.user.as_bytes()),
+            (State::Idle(login), _) => Some(login.user().as_bytes()),
             (_, Ok(Command::Auth { user, .. })) => Some(*user),
             _ => None,
         };
         self.shell.access_begin(services, user, verb, path);
         if let State::Idle(login) = &self.state
-            && !services.user_exists(&login.user)
+            && !services.user_exists(login.user())
         {
             log::info!(
                 "{} {}: closed, the user was removed from the users file",
                 self.shell.peer,
-                login.user
+                login.user()
             );
             self.reply(Reply::AccountRemoved, services);
             self.state = State::Closing;
@@ -695,7 +696,7 @@ impl Session {
                 }
                 if let (ParseError::NameNotAllowed(verb), State::Idle(login)) = (err, &self.state) {
                     Event::NameRefused {
-                        user: &login.user,
+                        user: login.user(),
                         verb: verb.as_str(),
                         name: name_argument(line, verb),
                     }
@@ -711,7 +712,7 @@ impl Session {
             let from = login.pending.as_ref().and_then(|p| p.from.as_ref());
             let held = super::locks::holds_line_command(
                 &mut services.locks.borrow_mut(),
-                &login.user,
+                login.user(),
                 &command,
                 from.map(|from| from.as_str()),
                 std::time::Instant::now(),
@@ -896,7 +897,7 @@ impl Session {
         match services.storage.user_dir(&name) {
             Ok(dir) => {
                 self.reply(Reply::LoggedIn, services);
-                State::Idle(Login::new(&name, dir))
+                State::Idle(Login::new(dir))
             }
             Err(err) => {
                 log::error!(
@@ -921,7 +922,7 @@ impl Session {
         match services.storage.listing_of(&login.dir, path, recursive) {
             Ok(listing) => State::Listing(login, Box::new(Streaming::new(listing))),
             Err(err) => {
-                log::error!("{} {}: LIST failed: {err}", self.shell.peer, login.user);
+                log::error!("{} {}: LIST failed: {err}", self.shell.peer, login.user());
                 self.fail(err, services);
                 State::Idle(login)
             }
@@ -965,7 +966,7 @@ impl Session {
         ended: Result<(), StorageError>,
         services: &Services,
     ) -> State {
-        job.ended(self.shell.peer, &login.user, &ended);
+        job.ended(self.shell.peer, login.user(), &ended);
         match ended {
             Ok(()) => self.reply(Reply::Data(0), services),
             Err(err) => self.fail(err, services),
@@ -1014,7 +1015,7 @@ impl Session {
                 log::info!(
                     "{} {}: {} {name:?}: {err}",
                     self.shell.peer,
-                    login.user,
+                    login.user(),
                     verb.as_str()
                 );
                 self.fail(err, services);
@@ -1042,7 +1043,7 @@ impl Session {
                 log::info!(
                     "{} {}: PUT {name:?}: {refusal:?}",
                     self.shell.peer,
-                    login.user
+                    login.user()
                 );
                 self.fail(refusal, services);
                 return State::Idle(login);
@@ -1053,7 +1054,7 @@ impl Session {
             log::info!(
                 "{} {}: PUT {name:?} continues at byte {offset}",
                 self.shell.peer,
-                login.user
+                login.user()
             );
         }
         let intake = Intake::start(
@@ -1115,7 +1116,7 @@ impl Session {
                 self.reply(Reply::Deleted, services);
             }
             Err(err) => {
-                log::info!("{} {}: DEL {name:?}: {err}", self.shell.peer, login.user);
+                log::info!("{} {}: DEL {name:?}: {err}", self.shell.peer, login.user());
                 self.fail(err, services);
             }
         }
@@ -1131,7 +1132,7 @@ impl Session {
                 log::info!(
                     "{} {}: PARTIAL {name:?}: {err}",
                     self.shell.peer,
-                    login.user
+                    login.user()
                 );
                 self.fail(err, services);
             }

@@ -26,6 +26,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::sync::Arc;
 
 use super::dir::Dir;
 use crate::sys;
@@ -39,7 +40,7 @@ const LOCK_MODE: u32 = 0o600;
 /// This server's registration; dropping it (at exit) releases the lock.
 #[derive(Debug)]
 pub(super) struct Instance {
-    pub id: String,
+    pub id: Arc<str>,
     /// Holds the `flock` that says "alive".
     _lock: File,
 }
@@ -110,7 +111,13 @@ pub(super) fn register(
         instances.sync()?;
     }
     drop(start);
-    Ok((Instance { id, _lock: lock }, swept))
+    Ok((
+        Instance {
+            id: id.into(),
+            _lock: lock,
+        },
+        swept,
+    ))
 }
 
 /// Temporary files that no registered server (alive or dead) owns:

@@ -276,9 +276,11 @@ pub struct Storage {
     options: Options,
     next_tmp: Cell<u64>,
     /// The logged-in users, shared by their sessions.
-    user_dirs: RefCell<HashMap<String, Weak<UserDirs>>>,
+    user_dirs: RefCell<HashMap<Arc<str>, Weak<UserDirs>>>,
+    /// The size of `user_dirs` at which it is next pruned.
+    user_dirs_pruned_at: Cell<usize>,
     /// Every user's running usage counts, kept across logins.
-    tallies: RefCell<HashMap<String, Arc<Tally>>>,
+    tallies: RefCell<HashMap<Arc<str>, Arc<Tally>>>,
     /// The periodic expiry of partials.
     sweep: RefCell<Sweep>,
     /// The file system's clock and the root's partial TTL.
@@ -322,9 +324,8 @@ type DirId = (u64, u64);
 
 #[derive(Debug)]
 struct UserDirs {
-    /// `<root>/<user>`, for messages and tests only: never opened by path.
-    path: PathBuf,
-    user: String,
+    /// Shared with the maps below and the claims (one allocation a user).
+    user: Arc<str>,
     /// `<root>/<user>` and `.ferry/users/<user>` (which holds `sums`,
     /// `partial`, `partial-sums`) as found at login.
     files: DirId,
@@ -414,9 +415,14 @@ impl UserDirs {
 }
 
 impl UserDir {
+    /// The user whose directory this is.
+    pub fn user(&self) -> &str {
+        &self.inner.user
+    }
+
     #[cfg(test)]
-    fn file(&self, name: &str) -> PathBuf {
-        self.inner.path.join(name)
+    fn file(&self, storage: &Storage, name: &str) -> PathBuf {
+        storage.path.join(&*self.inner.user).join(name)
     }
 }
 
@@ -505,6 +511,7 @@ impl Storage {
             options,
             next_tmp: Cell::new(0),
             user_dirs: RefCell::new(HashMap::new()),
+            user_dirs_pruned_at: Cell::new(64),
             tallies: RefCell::new(HashMap::new()),
             sweep: RefCell::new(Sweep {
                 next: Some(Instant::now()),
@@ -624,22 +631,22 @@ impl Storage {
         let partial = records.ensure_dir(PARTIAL_DIR, DIR_MODE, durable)?;
         let held = files.metadata()?;
         let tmp_mount = self.tmp().mount()?;
-        let path = self.path.join(user);
         let foreign = [files.mount()?, partial.mount()?]
             .into_iter()
             .any(|mount| mount != tmp_mount)
-            .then(|| cross_device_message(&path, &self.path));
+            .then(|| cross_device_message(&self.path.join(user), &self.path));
+        let user: Arc<str> = Arc::from(user);
         if let Some(message) = &foreign {
             log::error!("{message}");
         }
         let of = (held.dev(), held.ino());
         let tally = {
             let mut tallies = self.tallies.borrow_mut();
-            match tallies.get(user) {
+            match tallies.get(&*user) {
                 Some(tally) if tally.of == of && tally.fresh() => Arc::clone(tally),
                 _ => {
                     let tally = Arc::new(Tally::new(of));
-                    tallies.insert(user.to_owned(), Arc::clone(&tally));
+                    tallies.insert(Arc::clone(&user), Arc::clone(&tally));
                     tally
                 }
             }
@@ -652,17 +659,22 @@ impl Storage {
         // record directories close here.
         self.open_dirs.borrow_mut().keep(of, &Arc::new(files));
         let inner = Arc::new(UserDirs {
-            path,
-            user: user.to_owned(),
+            user: Arc::clone(&user),
             files: of,
             records: (records_held.dev(), records_held.ino()),
-            claims: self.claims_for(user)?,
+            claims: self.claims_for(&user)?,
             tally,
             foreign,
         });
         let mut cache = self.user_dirs.borrow_mut();
-        cache.retain(|_, dirs| dirs.strong_count() > 0);
-        cache.insert(user.to_owned(), Arc::downgrade(&inner));
+        // Entries of users with no session left are pruned once the map
+        // has doubled since the last pruning: amortised O(1) a login,
+        // where a scan at each new user's login was O(users).
+        if cache.len() >= self.user_dirs_pruned_at.get() {
+            cache.retain(|_, dirs| dirs.strong_count() > 0);
+            self.user_dirs_pruned_at.set((2 * cache.len()).max(64));
+        }
+        cache.insert(user, Arc::downgrade(&inner));
         Ok(UserDir { inner })
     }
 
@@ -688,7 +700,7 @@ impl Storage {
             &self.root,
             &dir.inner.user,
             id,
-            &dir.inner.path,
+            &self.path.join(&*dir.inner.user),
         )?);
         self.open_dirs.borrow_mut().keep(id, &files);
         Ok(files)
@@ -705,7 +717,7 @@ impl Storage {
         let records = match kept {
             Some(records) => records,
             None => {
-                let user = &dir.inner.user;
+                let user: &str = &dir.inner.user;
                 let path = self.path.join(PRIVATE_DIR).join(USERS_DIR).join(user);
                 let records = Arc::new(reopen_same(&self.users, user, id, &path)?);
                 self.open_records.borrow_mut().keep(id, &records);
@@ -880,7 +892,7 @@ impl Storage {
             &sha256.to_string(),
         );
         if let Err(err) = written {
-            let path = dir.inner.path.join(name.as_str());
+            let path = self.path.join(&*dir.inner.user).join(name.as_str());
             log::warn!("cannot record the digest of {}: {err}", path.display());
         }
     }
@@ -1315,8 +1327,8 @@ mod tests {
         let (root, storage, dir) = setup();
         let outside = root.path().join("canary");
         fs::write(&outside, b"secret").unwrap();
-        std::os::unix::fs::symlink(&outside, dir.file("link")).unwrap();
-        fs::create_dir(dir.file("sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.file(&storage, "link")).unwrap();
+        fs::create_dir(dir.file(&storage, "sub")).unwrap();
         for (bad, refused) in [("link", "NotRegular"), ("sub", "IsFolder")] {
             let kind = |err: StorageError| match err {
                 StorageError::NotRegular => "NotRegular",
@@ -1396,7 +1408,7 @@ mod tests {
         storage.commit(upload, Digest::of(b"any")).unwrap();
         assert_eq!(storage.usage(&dir).unwrap(), usage(10, 1));
         // A file planted behind the server's back is not listed again...
-        fs::write(dir.file("planted"), [0; 5]).unwrap();
+        fs::write(dir.file(&storage, "planted"), [0; 5]).unwrap();
         assert_eq!(storage.usage(&dir).unwrap(), usage(10, 1));
         // ...while the server's own changes are counted.
         let mut upload = storage.begin_upload(&dir, name("a")).unwrap();
@@ -1421,7 +1433,7 @@ mod tests {
         let dir = storage.user_dir("alice").unwrap();
         assert_eq!(storage.usage(&dir).unwrap(), usage(8, 1));
         // Or at once when asked, with the handles still held.
-        fs::write(dir.file("planted too"), [0; 4]).unwrap();
+        fs::write(dir.file(&storage, "planted too"), [0; 4]).unwrap();
         assert_eq!(storage.usage(&dir).unwrap(), usage(8, 1));
         storage.recount("alice");
         assert_eq!(storage.usage(&dir).unwrap(), usage(12, 2));

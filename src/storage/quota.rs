@@ -97,9 +97,9 @@ struct SharedClaim {
     /// is made beneath `<user>/` at the first claim (a user who never
     /// uploads gets none).
     users: Arc<Dir>,
-    user: String,
-    /// This server's id: the file's name.
-    id: String,
+    /// The user's name and this server's id (the file's name), shared.
+    user: Arc<str>,
+    id: Arc<str>,
     /// What the file says now: (bytes, files); `None` before it is made.
     published: Mutex<Option<(u64, u64)>>,
 }
@@ -107,7 +107,7 @@ struct SharedClaim {
 impl SharedClaim {
     /// `.ferry/users/<user>/claims/`, made when `create` is set.
     fn dir(&self, create: bool) -> io::Result<Dir> {
-        let records = self.users.open_dir(&self.user)?;
+        let records = self.users.open_dir(&*self.user)?;
         if create {
             records.ensure_dir(CLAIMS_DIR, super::DIR_MODE, false)
         } else {
@@ -184,7 +184,7 @@ impl Drop for SharedClaim {
         if made.is_some()
             && let Ok(dir) = self.dir(false)
         {
-            super::record::remove(&dir, &self.id);
+            super::record::remove(&dir, &*self.id);
         }
     }
 }
@@ -398,7 +398,7 @@ impl Storage {
             };
             // Ours, or a dead server's whose file the sweep has not
             // removed yet while its instance file is gone already.
-            if id == shared.id || self.instances.stat(id).is_err() {
+            if id == &*shared.id || self.instances.stat(id).is_err() {
                 continue;
             }
             let file = match claims.open_regular(id, false) {
@@ -417,12 +417,12 @@ impl Storage {
     }
 
     /// The claims of `user`'s uploads, published in the shared root.
-    pub(super) fn claims_for(&self, user: &str) -> io::Result<Claims> {
+    pub(super) fn claims_for(&self, user: &Arc<str>) -> io::Result<Claims> {
         Ok(Claims {
             shared: Some(SharedClaim {
                 users: Arc::clone(&self.users),
-                user: user.to_owned(),
-                id: self.instance.id.clone(),
+                user: Arc::clone(user),
+                id: Arc::clone(&self.instance.id),
                 published: Mutex::new(None),
             }),
             ..Claims::default()

@@ -33,7 +33,7 @@ impl Session {
         log::info!(
             "{} {}: {verb} {path:?}: {failure:?}",
             self.shell.peer,
-            login.user
+            login.user()
         );
         self.fail(failure, services);
     }
@@ -164,7 +164,7 @@ impl Session {
             Err(err) => {
                 self.transition(|session, state| match state {
                     State::Copying(login, _) => {
-                        log::info!("{} {}: COPY: {err:?}", session.shell.peer, login.user);
+                        log::info!("{} {}: COPY: {err:?}", session.shell.peer, login.user());
                         session.fail(err, services);
                         State::Idle(login)
                     }
@@ -193,7 +193,7 @@ impl Session {
                         }
                     }
                     Err(err) => {
-                        log::info!("{} {}: COPY: {err}", session.shell.peer, login.user);
+                        log::info!("{} {}: COPY: {err}", session.shell.peer, login.user());
                         session.fail(err, services);
                     }
                 }

@@ -67,7 +67,7 @@ impl Session {
                 return State::Idle(login);
             }
             Err(err) => {
-                log::info!("{} {}: HASH {name:?}: {err}", self.shell.peer, login.user);
+                log::info!("{} {}: HASH {name:?}: {err}", self.shell.peer, login.user());
                 self.fail(err, services);
                 return State::Idle(login);
             }
@@ -103,7 +103,7 @@ impl Session {
                 log::info!(
                     "{} {}: HASH {name:?} read {} bytes in {secs:.3}s",
                     self.shell.peer,
-                    login.user,
+                    login.user(),
                     end
                 );
                 // Recorded only if the file did not change while it was read.
@@ -121,7 +121,7 @@ impl Session {
                 log::info!(
                     "{} {}: PUT {:?} hashed the {} bytes held in {secs:.3}s",
                     self.shell.peer,
-                    login.user,
+                    login.user(),
                     receive.intake.name(),
                     end
                 );
@@ -152,7 +152,7 @@ impl Session {
             };
             log::error!(
                 "{peer} {}: reading {name:?} to hash it failed: {err}",
-                login.user
+                login.user()
             );
             session.fail(err, services);
             State::Idle(login)

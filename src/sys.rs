@@ -307,16 +307,7 @@ pub fn renameat_noreplace(
     if !matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
         return Err(err);
     }
-    // SAFETY: as above; flags 0 never follows a symlink at `from`.
-    cvt(unsafe {
-        libc::linkat(
-            from_dir.as_raw_fd(),
-            from.as_ptr(),
-            to_dir.as_raw_fd(),
-            to.as_ptr(),
-            0,
-        )
-    })?;
+    linkat(from_dir, from, to_dir, to)?;
     unlinkat(from_dir, from)
 }
 

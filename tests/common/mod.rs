@@ -343,66 +343,8 @@ impl ServerBuilder {
     /// Spawns ferryd and waits for its listening line.
     pub fn start(self) -> TestServer {
         self.write_users();
-        let mut cmd = self.command();
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn ferryd");
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let lines2 = Arc::clone(&lines);
-        let reader = thread::spawn(move || {
-            let mut r = BufReader::new(stderr);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match r.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf)
-                            .trim_end_matches(['\n', '\r'])
-                            .to_string();
-                        lines2.lock().unwrap().push(line.clone());
-                        let _ = tx.send(line);
-                    }
-                }
-            }
-        });
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = parse_listening_line(&line) {
-                        break addr;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "ferryd did not print {LISTENING_MARKER:?} within {STARTUP_TIMEOUT:?}; stderr:\n{}",
-                        lines.lock().unwrap().join("\n")
-                    );
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = wait_child(&mut child, Duration::from_secs(5));
-                    panic!(
-                        "ferryd closed stderr before listening (status {status:?}); stderr:\n{}",
-                        lines.lock().unwrap().join("\n")
-                    );
-                }
-            }
-        };
-        TestServer {
-            dir: self.dir,
-            addr,
-            child,
-            exit_status: None,
-            stderr_lines: lines,
-            stderr_reader: Some(reader),
-        }
+        let cmd = self.command();
+        self.spawn(cmd)
     }
 }
 
@@ -1730,13 +1672,18 @@ impl ServerBuilder {
         let reader = thread::spawn(move || {
             let mut r = BufReader::new(stderr);
             let mut buf = Vec::new();
-            while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
-                let line = String::from_utf8_lossy(&buf)
-                    .trim_end_matches(['\n', '\r'])
-                    .to_string();
+            loop {
                 buf.clear();
-                lines2.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string();
+                        lines2.lock().unwrap().push(line.clone());
+                        let _ = tx.send(line);
+                    }
+                }
             }
         });
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -1748,12 +1695,18 @@ impl ServerBuilder {
                         break addr;
                     }
                 }
-                Err(_) => {
+                Err(RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     panic!(
-                        "ferryd did not print {LISTENING_MARKER:?} within {STARTUP_TIMEOUT:?}; \
-                         stderr:\n{}",
+                        "ferryd did not print {LISTENING_MARKER:?} within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                        lines.lock().unwrap().join("\n")
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = wait_child(&mut child, Duration::from_secs(5));
+                    panic!(
+                        "ferryd closed stderr before listening (status {status:?}); stderr:\n{}",
                         lines.lock().unwrap().join("\n")
                     );
                 }

@@ -703,10 +703,16 @@ impl Reactor {
                 }
             }
             if conn.writable && !conn.session.output().is_empty() {
-                match conn
-                    .transport
-                    .write(&mut conn.stream, conn.session.output())
-                {
+                // A reply the file's bytes follow at once by `sendfile`
+                // waits for them in the kernel: one packet, one wake-up
+                // of the client, as with nginx's `tcp_nopush`.
+                let written = if !conn.transport.is_tls() && conn.session.file_follows_output() {
+                    sys::send_more(conn.stream.as_fd(), conn.session.output())
+                } else {
+                    conn.transport
+                        .write(&mut conn.stream, conn.session.output())
+                };
+                match written {
                     Ok(0) => conn
                         .session
                         .connection_lost("connection closed while writing", services),

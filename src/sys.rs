@@ -562,6 +562,29 @@ pub fn set_listen_backlog(socket: BorrowedFd<'_>, backlog: i32) -> io::Result<()
     cvt(unsafe { libc::listen(socket.as_raw_fd(), backlog) }).map(drop)
 }
 
+/// `send(socket, buf, MSG_NOSIGNAL | MSG_MORE)`: like a write of `buf`,
+/// but the kernel holds a short tail back for the bytes that follow at
+/// once (a reply before the file `sendfile` sends), so both leave in one
+/// packet and wake the client once. The next send without `MSG_MORE`
+/// (every `sendfile` ends so) pushes it out.
+pub fn send_more(socket: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `socket` is live for the duration of the call and the kernel
+    // reads at most `buf.len()` bytes from `buf`, which is valid for them.
+    let sent = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_MORE,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Never negative here, and never more than `buf.len()`.
+    Ok(sent as usize)
+}
+
 /// Most bytes one `sendfile` call moves on Linux, whatever it is asked.
 const SENDFILE_MAX: usize = 0x7fff_f000;
 

@@ -458,6 +458,15 @@ pub trait Front {
         self.shell().out.sendable()
     }
 
+    /// The file of a download follows [`Front::output`] as soon as that is
+    /// sent, through [`Front::file_output`]: the driver may write the
+    /// output so that the kernel waits for the file's first bytes and sends
+    /// them together (see `sys::send_more`).
+    fn file_follows_output(&self) -> bool {
+        self.download()
+            .is_some_and(|download| download.file_follows(&self.shell().out))
+    }
+
     /// True while there is anything to send, from the buffer or a file.
     fn wants_to_write(&self) -> bool {
         !self.output().is_empty() || self.file_output().is_some()

@@ -194,6 +194,12 @@ impl Outbox {
         self.sends_file_directly(total) && self.hold_until.is_none() && self.queued().is_empty()
     }
 
+    /// Whether a file of a download of `total` bytes will be offered to
+    /// the driver as soon as what is queued now has been sent.
+    pub fn file_follows(&self, total: u64) -> bool {
+        self.sends_file_directly(total) && self.hold_until.is_none()
+    }
+
     /// Holds everything queued (and queued later) until `until`.
     pub fn hold(&mut self, until: Instant) {
         self.hold_until = Some(until);

@@ -64,6 +64,12 @@ impl Download {
             .then(|| self.body.output(self.remaining))
     }
 
+    /// Bytes of the file will be offered by [`Download::file_output`] once
+    /// what `out` queues now is sent.
+    pub fn file_follows(&self, out: &Outbox) -> bool {
+        self.remaining > 0 && out.file_follows(self.total)
+    }
+
     /// The driver sent `n` bytes of [`Download::file_output`].
     pub fn file_written(&mut self, n: u64) {
         let n = n.min(self.remaining);

@@ -317,10 +317,28 @@ impl Dir {
     /// Opens the regular file `name` for reading and writing, creating it
     /// (mode `mode`) when it does not exist: a lock file.
     pub fn open_or_create(&self, name: &str, mode: u32) -> io::Result<File> {
+        let (file, meta) = self.open_rw(name, libc::O_CREAT, mode)?;
+        // Exactly `mode` when just created, whatever the umask.
+        if meta.permissions().mode() & 0o7777 != mode && meta.len() == 0 {
+            file.set_permissions(Permissions::from_mode(mode))?;
+        }
+        Ok(file)
+    }
+
+    /// Opens the existing regular file at `path` beneath this directory
+    /// (names joined by `/`, no symlink followed in any of them) for
+    /// reading and writing: one `openat2` and one `fstat`.
+    pub fn open_existing_rw(&self, path: &str) -> io::Result<File> {
+        Ok(self.open_rw(path, 0, 0)?.0)
+    }
+
+    /// Opens `name` for reading and writing with `flags` added, never
+    /// blocking on a FIFO, and checks that it is a regular file.
+    fn open_rw(&self, name: &str, flags: i32, mode: u32) -> io::Result<(File, Metadata)> {
         let fd = sys::open_beneath(
             self.as_fd(),
             &c_name(name.as_ref())?,
-            libc::O_RDWR | libc::O_CREAT | libc::O_NOCTTY | libc::O_NONBLOCK,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | flags,
             mode,
         )?;
         let file = File::from(fd);
@@ -328,11 +346,7 @@ impl Dir {
         if !meta.file_type().is_file() {
             return Err(io::Error::other(format!("{name} is not a regular file")));
         }
-        // Exactly `mode` when just created, whatever the umask.
-        if meta.permissions().mode() & 0o7777 != mode && meta.len() == 0 {
-            file.set_permissions(Permissions::from_mode(mode))?;
-        }
-        Ok(file)
+        Ok((file, meta))
     }
 
     /// Renames `from` in this directory to `to` in `to_dir`, replacing

@@ -102,6 +102,7 @@ pub use listing::{Listing, Step as ListingStep};
 use quota::{Claims, Counts, Tally};
 pub use quota::{OverQuota, PutLimits, PutRefusal, PutStarted};
 pub use record::Identity;
+use upload::Claim;
 pub use upload::Upload;
 
 /// Mode of the storage root and of every user directory: private to the
@@ -712,6 +713,14 @@ impl Storage {
     /// those kept open ([`OPEN_RECORD_DIRS`]), or else opened again and
     /// checked (see [`reopen_same`]).
     fn records(&self, dir: &UserDir, which: &str) -> io::Result<Dir> {
+        self.records_root(dir)?.open_dir(which)
+    }
+
+    /// `.ferry/users/<user>` itself (see [`Storage::records`]): a record
+    /// is looked up beneath it as `<which>/<key>` in one `openat2`, which
+    /// follows no symlink in either name, where opening `<which>` first
+    /// would take an open and a close more.
+    fn records_root(&self, dir: &UserDir) -> io::Result<Arc<Dir>> {
         let id = dir.inner.records;
         let kept = self.open_records.borrow_mut().get(id);
         let records = match kept {
@@ -724,7 +733,7 @@ impl Storage {
                 records
             }
         };
-        records.open_dir(which)
+        Ok(records)
     }
 
     /// The user's regular files a batch at a time, in directory order
@@ -900,17 +909,19 @@ impl Storage {
     /// Checks that `name` can receive an upload: in a folder that exists,
     /// absent or a regular file. Returns whether the name is new, and the
     /// folder.
+    /// The size of the regular file `name` replaces (`None`: the name is
+    /// new), one `fstatat`.
     fn check_target(
         &self,
         dir: &UserDir,
         name: FilePath<'_>,
-    ) -> Result<(bool, Folder), StorageError> {
+    ) -> Result<(Option<u64>, Folder), StorageError> {
         let folder = self.folder_of(dir, name)?;
         match folder.entry(name.leaf().as_str()) {
             Ok(meta) if meta.is_dir => Err(StorageError::IsFolder),
             Ok(meta) if !meta.is_file => Err(StorageError::NotRegular),
-            Ok(_) => Ok((false, folder)),
-            Err(StorageError::NotFound) => Ok((true, folder)),
+            Ok(meta) => Ok((Some(meta.len), folder)),
+            Err(StorageError::NotFound) => Ok((None, folder)),
             Err(err) => Err(err),
         }
     }
@@ -918,19 +929,30 @@ impl Storage {
     /// Starts an upload to `name`. Nothing under `name` changes until
     /// [`Storage::commit`].
     pub fn begin_upload(&self, dir: &UserDir, name: FilePath<'_>) -> Result<Upload, StorageError> {
-        let (new_name, folder) = self.check_target(dir, name)?;
+        self.start_upload(dir, name, 0)
+    }
+
+    /// [`Storage::begin_upload`], claiming `claim` bytes from the start.
+    fn start_upload(
+        &self,
+        dir: &UserDir,
+        name: FilePath<'_>,
+        claim: u64,
+    ) -> Result<Upload, StorageError> {
+        let (replaced, folder) = self.check_target(dir, name)?;
         cross_device(dir)?;
         let (tmp, tmp_name, file) = self.create_tmp("upload").map_err(StorageError::Io)?;
         let held = folder.into_held();
         let fsync = self.options.fsync;
-        let mut upload = Upload::new(file, &tmp, tmp_name, 0, dir, held, name, fsync);
+        let claim = Claim {
+            bytes: claim,
+            new_name: replaced.is_none(),
+        };
+        let mut upload = Upload::new(file, &tmp, tmp_name, 0, dir, held, name, fsync, claim);
         upload.retire_via(self.retiring.borrow().dropped());
-        if new_name {
-            upload.claim_file();
-        }
         // Placing it replaces the file and supersedes the partial.
         let held = self.partial_len(dir, name).unwrap_or(0);
-        upload.give_back(self.size_of(dir, name).unwrap_or(0).saturating_add(held));
+        upload.give_back(replaced.unwrap_or(0).saturating_add(held));
         Ok(upload)
     }
 
@@ -944,7 +966,18 @@ impl Storage {
         name: FilePath<'_>,
         offset: u64,
     ) -> Result<Resumed, StorageError> {
-        let (new_name, folder) = self.check_target(dir, name)?;
+        self.continue_upload(dir, name, offset, 0)
+    }
+
+    /// [`Storage::resume_upload`], claiming `claim` bytes from the start.
+    fn continue_upload(
+        &self,
+        dir: &UserDir,
+        name: FilePath<'_>,
+        offset: u64,
+        claim: u64,
+    ) -> Result<Resumed, StorageError> {
+        let (replaced, folder) = self.check_target(dir, name)?;
         let key = partial_key(name);
         cross_device(dir)?;
         let held = self.partial(dir, name)?;
@@ -957,7 +990,7 @@ impl Storage {
         }
         let Some(held) = held else {
             return Ok(Resumed {
-                upload: self.begin_upload(dir, name)?,
+                upload: self.start_upload(dir, name, claim)?,
                 hasher: Some(Hasher::new()),
             });
         };
@@ -997,11 +1030,12 @@ impl Storage {
         // From here on, dropping the upload removes the claimed file.
         let fsync = self.options.fsync;
         let held = folder.into_held();
-        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, held, name, fsync);
+        let claim = Claim {
+            bytes: claim,
+            new_name: replaced.is_none(),
+        };
+        let mut upload = Upload::new(file, &tmp, tmp_name, offset, dir, held, name, fsync, claim);
         upload.retire_via(self.retiring.borrow().dropped());
-        if new_name {
-            upload.claim_file();
-        }
         let claimed = Identity::of_file(upload.file())?;
         if claimed.size() < offset {
             // Replaced by a shorter partial between the look and the move
@@ -1014,7 +1048,7 @@ impl Storage {
         }
         let hasher = saved.filter(|_| claimed.same_inode(&before) && claimed.size() == held_len);
         upload.cut_to(offset)?;
-        upload.give_back(self.size_of(dir, name).unwrap_or(0));
+        upload.give_back(replaced.unwrap_or(0));
         Ok(Resumed { upload, hasher })
     }
 
@@ -1460,6 +1494,58 @@ mod tests {
         assert!(replacing.claim_within(1000, 1000));
         let mut other = storage.begin_upload(&dir, name("b")).unwrap();
         assert!(!other.claim_within(1, 1000));
+    }
+
+    #[test]
+    fn claims_are_published_for_new_names_and_steps_not_for_small_replacements() {
+        let (root, storage, dir) = setup();
+        let claim_file = root
+            .path()
+            .join(PRIVATE_DIR)
+            .join(USERS_DIR)
+            .join("alice/claims");
+        let claim_file = claim_file.join(&*storage.instance.id);
+        let said = || fs::read_to_string(&claim_file).ok();
+        let limits = quota::PutLimits {
+            max_file_size: u64::MAX,
+            user_quota: None,
+            user_max_files: None,
+        };
+        let put = |path, size| {
+            storage
+                .begin_put(&dir, name(path), Some(size), None, limits)
+                .unwrap()
+                .upload
+        };
+        // A new name: the file is claimed, with the bytes, at once.
+        let mut upload = put("a", 10);
+        assert_eq!(
+            said().as_deref(),
+            Some(concat!("00000000000000000010 ", "00000000000000000001\n"))
+        );
+        upload.write(&[1; 10]).unwrap();
+        storage.commit(upload, Digest::of(&[1; 10])).unwrap();
+        assert_eq!(
+            said().as_deref(),
+            Some(concat!("00000000000000000000 ", "00000000000000000000\n"))
+        );
+        // Replacing it with less than a step: nothing written.
+        fs::remove_file(&claim_file).unwrap();
+        let small = put("a", quota::CLAIM_STEP - 1);
+        assert_eq!(said(), None);
+        drop(small);
+        assert_eq!(said(), None);
+        // A step or more is published, and so is its end.
+        let big = put("a", quota::CLAIM_STEP);
+        assert_eq!(
+            said().as_deref(),
+            Some(concat!("00000000000001048576 ", "00000000000000000000\n"))
+        );
+        drop(big);
+        assert_eq!(
+            said().as_deref(),
+            Some(concat!("00000000000000000000 ", "00000000000000000000\n"))
+        );
     }
 
     #[test]

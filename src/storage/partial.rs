@@ -150,7 +150,8 @@ impl Storage {
         dir: &UserDir,
         name: FilePath<'_>,
     ) -> Result<Option<Metadata>, StorageError> {
-        let meta = match self.records(dir, PARTIAL_DIR)?.stat(partial_key(name)) {
+        let key = format!("{PARTIAL_DIR}/{}", partial_key(name));
+        let meta = match self.records_root(dir)?.stat(key) {
             Ok(meta) => meta,
             Err(StorageError::NotFound) => return Ok(None),
             Err(err) => return Err(err),
@@ -168,17 +169,24 @@ impl Storage {
     pub(super) fn discard_partial(&self, dir: &UserDir, name: FilePath<'_>) {
         let name = partial_key(name);
         let name = name.as_str();
-        if let Ok(partial) = self.records(dir, PARTIAL_DIR)
-            && let Ok(meta) = partial.entry(name)
-            && meta.is_file
+        let Ok(records) = self.records_root(dir) else {
+            return;
+        };
+        // Usually there is neither: one `openat2` each tells (see
+        // `Storage::records_root`), and only what exists is removed.
+        if let Ok(meta) = records.stat(format!("{PARTIAL_DIR}/{name}"))
+            && meta.is_file()
+            && let Ok(partial) = records.open_dir(PARTIAL_DIR)
         {
-            self.retire(&partial, name, meta.len);
+            self.retire(&partial, name, meta.len());
             record::remove(&partial, name);
             dir.inner
                 .tally
-                .change(|c| c.partial = c.partial.saturating_sub(meta.len));
+                .change(|c| c.partial = c.partial.saturating_sub(meta.len()));
         }
-        if let Ok(sums) = self.records(dir, PARTIAL_SUMS_DIR) {
+        if records.stat(format!("{PARTIAL_SUMS_DIR}/{name}")).is_ok()
+            && let Ok(sums) = records.open_dir(PARTIAL_SUMS_DIR)
+        {
             record::remove(&sums, name);
         }
     }

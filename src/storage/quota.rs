@@ -11,11 +11,13 @@
 //!   the shared root: each server keeps one small file per user with
 //!   uploads running, `.ferry/users/<user>/claims/<instance id>`, holding what
 //!   its uploads of that user claim (`<bytes> <files>`, rewritten in place
-//!   when the number of claimed files changes, when the claims start or
-//!   end, and when the bytes moved by [`CLAIM_STEP`]; removed with the
-//!   user's handles, or by the sweep of a dead server's files). A quota
-//!   check adds up the claims of the other servers whose instance file
-//!   exists.
+//!   when the number of claimed files changes, when the bytes moved by
+//!   [`CLAIM_STEP`] since the file last said them, and when the claims
+//!   end; removed with the user's handles, or by the sweep of a dead
+//!   server's files). So an upload of less than a step that replaces a
+//!   file writes no claim at all: what the file says is never a step or
+//!   more from what this server's uploads hold. A quota check adds up the
+//!   claims of the other servers whose instance file exists.
 //! - **Stored files and partials**, changed by other servers behind this
 //!   one's running counts, are counted again whenever the user's directory
 //!   or partials directory changed since the last count (their `mtime` and
@@ -34,7 +36,8 @@
 //! upload admitted during such a window (at most the smaller of the quota
 //! and `--max-file-size`); the file limit likewise by N - 1 files per
 //! window. Uploads that start further apart than that are held to the
-//! quota exactly.
+//! quota to within what the claim files may leave unsaid: less than
+//! [`CLAIM_STEP`] per server, the `N * CLAIM_STEP` of the bound.
 
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -89,7 +92,7 @@ pub(super) struct Claims {
 
 /// This server's claim file for one user. It holds no descriptor: the
 /// file is opened for each publication (at most one per upload's start,
-/// end and [`CLAIM_STEP`] of growth), so that a logged-in user costs no
+/// end and [`CLAIM_STEP`] of change), so that a logged-in user costs no
 /// descriptor beyond the sessions' sockets (issue 23).
 #[derive(Debug)]
 struct SharedClaim {
@@ -152,25 +155,35 @@ impl Claims {
         );
         let mut published = shared.published.lock().unwrap_or_else(|e| e.into_inner());
         let last = published.unwrap_or((0, 0));
-        let due = now.1 != last.1
-            || (now.0 == 0) != (last.0 == 0)
-            || now.0.abs_diff(last.0) >= CLAIM_STEP;
+        // Bytes within CLAIM_STEP of what the file says are within the
+        // bound, so an upload under a step that replaces a file publishes
+        // nothing; claims that end are published, so that the others never
+        // go on counting bytes nobody holds any more.
+        let due =
+            now.1 != last.1 || now.0.abs_diff(last.0) >= CLAIM_STEP || (now.0 == 0 && last.0 != 0);
         if !due {
             return;
         }
         let line = format!("{:020} {:020}\n", now.0, now.1);
-        // Made by this server's first publication for the user; only if it
-        // is gone since (or never made) is it made again, so that the
-        // publications of an upload's start and end cost no mkdir each.
-        let dir = if published.is_some() {
-            shared.dir(false).or_else(|_| shared.dir(true))
-        } else {
-            shared.dir(true)
+        // Made by this server's first publication for the user; after that
+        // the file is opened by its path beneath `users/` in one `openat2`
+        // (no symlink followed in any of its names), and only if it is gone
+        // is the directory opened (and made) again, so that the
+        // publications of an upload's start and end cost four calls each.
+        let direct = match *published {
+            Some(_) => {
+                let path = format!("{}/{CLAIMS_DIR}/{}", shared.user, shared.id);
+                shared.users.open_existing_rw(&path)
+            }
+            None => Err(io::ErrorKind::NotFound.into()),
         };
-        let written = dir.and_then(|dir| {
-            dir.open_or_create(&shared.id, 0o600)?
-                .write_all_at(line.as_bytes(), 0)
+        let file = direct.or_else(|_| {
+            shared
+                .dir(false)
+                .or_else(|_| shared.dir(true))?
+                .open_or_create(&shared.id, 0o600)
         });
+        let written = file.and_then(|file| file.write_all_at(line.as_bytes(), 0));
         match written {
             Ok(()) => *published = Some(now),
             Err(err) => log::warn!("cannot publish upload claims: {err}"),
@@ -498,19 +511,21 @@ impl Storage {
             return Err(PutRefusal::TooLarge { max });
         }
         let room = self.room_for(dir, name, declared, limits)?;
-        let existed = self.size_of(dir, name).is_some();
-        let Resumed { mut upload, hasher } = match offset {
+        // The declared size is claimed as the upload is made: one
+        // publication of the claim, not one for the file and one for the
+        // bytes.
+        let Resumed { upload, hasher } = match offset {
             Some(offset) if offset > declared => {
                 let size = declared;
                 return Err(PutRefusal::OffsetPastEnd { offset, size });
             }
-            Some(offset) => self.resume_upload(dir, name, offset)?,
+            Some(offset) => self.continue_upload(dir, name, offset, declared)?,
             None => Resumed {
-                upload: self.begin_upload(dir, name)?,
+                upload: self.start_upload(dir, name, declared)?,
                 hasher: Some(Hasher::new()),
             },
         };
-        upload.claim(declared);
+        let existed = !upload.is_new_name();
         let (limit, limited_by_quota) = match (room, limits.user_quota) {
             (Some(room), Some(quota)) if room < limits.max_file_size => {
                 (room, Some(OverQuota::Bytes { quota }))

@@ -31,6 +31,14 @@ use crate::sys;
 /// milliseconds on an ordinary SSD.
 const WRITEBACK_CHUNK: u64 = 8 * 1024 * 1024;
 
+/// What an upload claims of the user's quota from its start: `bytes` (at
+/// least what it holds) and, when its name is new, one file.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Claim {
+    pub(super) bytes: u64,
+    pub(super) new_name: bool,
+}
+
 #[derive(Debug)]
 pub struct Upload {
     file: Option<File>,
@@ -87,8 +95,11 @@ impl Upload {
         folder: Held,
         path: FilePath<'_>,
         sync: bool,
+        claim: Claim,
     ) -> Upload {
-        dir.inner.claims.add(len, 0);
+        // One publication for the file and the bytes (see `Claims`).
+        let claimed = len.max(claim.bytes);
+        dir.inner.claims.add(claimed, u64::from(claim.new_name));
         Upload {
             file: Some(file),
             tmp: Arc::clone(tmp),
@@ -100,8 +111,8 @@ impl Upload {
             len,
             writeback: sync.then(Writeback::default),
             failed: false,
-            claimed: len,
-            claimed_file: false,
+            claimed,
+            claimed_file: claim.new_name,
             given_back: 0,
             retiring: None,
         }
@@ -142,13 +153,9 @@ impl Upload {
         Ok(())
     }
 
-    /// Claims one file of the user's quota while the upload runs: its name
-    /// is new, so placing it will add a file.
-    pub(super) fn claim_file(&mut self) {
-        if !self.claimed_file {
-            self.dir.inner.claims.add(0, 1);
-            self.claimed_file = true;
-        }
+    /// The name was new when the upload began: placing it adds a file.
+    pub(super) fn is_new_name(&self) -> bool {
+        self.claimed_file
     }
 
     /// Claims `size` bytes of the user's quota for as long as the upload
@@ -406,7 +413,17 @@ mod tests {
         // A file the upload cannot write to stands in for a full disk.
         let (tmp, tmp_name, _) = storage.create_tmp("upload").unwrap();
         let read_only = tmp.open_regular(&tmp_name, false).unwrap();
-        let mut upload = Upload::new(read_only, &tmp, tmp_name, 0, &dir, Held::Root, name, true);
+        let mut upload = Upload::new(
+            read_only,
+            &tmp,
+            tmp_name,
+            0,
+            &dir,
+            Held::Root,
+            name,
+            true,
+            Claim::default(),
+        );
         assert!(upload.write(b"new").is_err());
         assert!(upload.write(b"").is_err(), "a failure is sticky");
         assert!(storage.commit(upload, Digest::of(b"new")).is_err());

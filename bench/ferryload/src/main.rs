@@ -515,7 +515,8 @@ fn variants(size: usize) -> Vec<(Vec<u8>, String)> {
 /// of LIST (10%), VIEW (20%), GET (40%) and PUT (30%) for `--secs`. Every
 /// GET is hashed and compared with what that session last stored there,
 /// every VIEW compared byte for byte, every server-reported upload digest
-/// checked: mismatches are `checksum_errors`.
+/// checked: mismatches are `checksum_errors`. With `--server-pid`, also
+/// the server's CPU time per operation over the same window.
 fn mix(a: &Args) {
     let base = a.target();
     let conns = a.n("conns", 1000) as usize;
@@ -642,14 +643,25 @@ fn mix(a: &Args) {
                 .unwrap_or_else(|e| die(&format!("thread: {e}"))),
         );
     }
+    // `--server-pid`: the server's CPU time over the same window (its one
+    // thread; nginx: its worker), per operation done: steadier than the
+    // rate on a machine whose speed swings, and what the rate comes to
+    // when the server is the bottleneck.
+    let server = a.map.get("server-pid").cloned();
     barrier.wait();
     let start = Instant::now();
+    let cpu0 = server.as_deref().and_then(cpu_ns);
     std::thread::sleep(Duration::from_secs(secs));
+    let cpu1 = server.as_deref().and_then(cpu_ns);
     stop.store(true, Ordering::Relaxed);
     let lat = merge(hs.into_iter().filter_map(|h| h.join().ok()).collect());
     let el = start.elapsed().as_secs_f64();
     let out = Out::new(a);
     out.row("ops", lat.len() as f64 / el, "op/s");
+    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
+        let ops = lat.len().max(1) as f64 * secs as f64 / el;
+        out.row("server_cpu_per_op", (c1 - c0) as f64 / 1e3 / ops, "us");
+    }
     out.row(
         "throughput",
         bytes.load(Ordering::Relaxed) as f64 / el / 1e6,
@@ -671,6 +683,17 @@ fn mix(a: &Args) {
         listen_overflows().saturating_sub(overflows0) as f64,
         "count",
     );
+}
+
+/// CPU time the thread `pid` has run, in nanoseconds (the first field of
+/// `/proc/<pid>/schedstat`).
+fn cpu_ns(pid: &str) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The kernel's count of connections dropped because a listener's accept

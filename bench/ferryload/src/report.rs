@@ -108,7 +108,10 @@ const NOTES: &[(&str, &str)] = &[
          differ from what that session stored, and upload digests the server reported wrong; \
          session_errors counts sessions that ended with an I/O or protocol error (30 s read \
          timeout). The sessions connect spread over 2 s (see 5a for a storm). nginx is at \
-         its best (no auth, `access_log off`); nginx-auth checks Basic auth of 100 users.",
+         its best (no auth, `access_log off`); nginx-auth checks Basic auth of 100 users. \
+         server_cpu_per_op = the server's CPU time (ferryd's one thread, nginx's one worker) \
+         over the measured seconds / the operations done in them: steadier than the rate \
+         when the machine's speed swings from run to run.",
     ),
     (
         "s7-folder-time",
@@ -153,6 +156,7 @@ const RATIO_METRICS: &[&str] = &[
     "ops",
     "ttlb",
     "peak_rss",
+    "server_cpu_per_op",
 ];
 
 /// Whether a metric gets ratios: the named ones, and the per-size columns

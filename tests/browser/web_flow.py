@@ -24,6 +24,7 @@ from selenium import webdriver
 from selenium.common.exceptions import (
     NoAlertPresentException,
     StaleElementReferenceException,
+    WebDriverException,
 )
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -100,7 +101,20 @@ def unlabelled_inputs():
 
 
 def names_listed():
-    return [a.text for a in driver.find_elements(By.CSS_SELECTOR, "td.name a")]
+    # The list is drawn again after an upload, a drop or a delete: a link
+    # found a moment before may be gone when its text is read. Chromium
+    # says so as a stale element or, between two of its calls, as a node
+    # that "does not belong to the document"; either way, look again.
+    for _ in range(50):
+        try:
+            return [a.text for a in driver.find_elements(By.CSS_SELECTOR, "td.name a")]
+        except StaleElementReferenceException:
+            pass
+        except WebDriverException as err:
+            if "does not belong to the document" not in str(err):
+                raise
+        time.sleep(0.1)
+    raise TimeoutError("the file list kept changing for 5 s")
 
 
 def sha256(path):

@@ -887,19 +887,24 @@ impl Storage {
         identity: &Identity,
         sha256: Digest,
     ) {
+        let value = sha256.to_string();
+        // A file in the user's root: `sums/<name>` opened beneath the kept
+        // records directory in one call (see `Storage::records_root`).
+        let direct = match (name.single(), self.records_root(dir)) {
+            (Some(leaf), Ok(records)) => {
+                let path = format!("{SUMS_DIR}/{}", leaf.as_str());
+                record::write(&records, &path, identity, SHA256_KEY, &value).is_ok()
+            }
+            _ => false,
+        };
+        if direct {
+            return;
+        }
         let Some(sums) = self.sums_of(dir, name, true) else {
             log::warn!("cannot record the digest of {name}: no record folder");
             return;
         };
-        let written = record::write(
-            &self.tmp(),
-            &self.tmp_name("sum"),
-            &sums,
-            name.leaf().as_str(),
-            identity,
-            SHA256_KEY,
-            &sha256.to_string(),
-        );
+        let written = record::write(&sums, name.leaf().as_str(), identity, SHA256_KEY, &value);
         if let Err(err) = written {
             let path = self.path.join(&*dir.inner.user).join(name.as_str());
             log::warn!("cannot record the digest of {}: {err}", path.display());

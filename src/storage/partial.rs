@@ -229,15 +229,7 @@ impl Storage {
         let saved = match (hasher, record::settled(file, &partial, &name)) {
             (Some(hasher), Ok(identity)) if hasher.len() == len => {
                 let state = hex::encode(hasher.save());
-                record::write(
-                    &self.tmp(),
-                    &self.tmp_name("state"),
-                    &sums,
-                    &name,
-                    &identity,
-                    STATE_KEY,
-                    &state,
-                )
+                record::write(&sums, &name, &identity, STATE_KEY, &state)
             }
             _ => Err(io::Error::other("no hash state for these bytes")),
         };

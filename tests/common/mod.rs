@@ -1104,33 +1104,31 @@ impl TestServer {
     }
 }
 
-/// The digest in a record file: its last line must be `sha256 <hex>`.
+/// The digest in a record file: its `sha256 <hex>` line (the third, before
+/// the `end` line that vouches for the record).
 #[track_caller]
 pub fn recorded_sha256(record: &Path) -> String {
     let text = fs::read_to_string(record)
         .unwrap_or_else(|e| panic!("cannot read the record {}: {e}", record.display()));
-    let last = text.lines().last().unwrap_or("");
-    last.strip_prefix("sha256 ")
-        .unwrap_or_else(|| panic!("last line of {} is {last:?}", record.display()))
+    text.lines()
+        .find_map(|line| line.strip_prefix("sha256 "))
+        .unwrap_or_else(|| panic!("no sha256 line in {}: {text:?}", record.display()))
         .to_string()
 }
 
-/// Replaces the value of the `sha256 <hex>` last line of a record with
-/// `hex`, keeping every other byte as it was.
+/// Replaces the value of a record's `sha256 <hex>` line with `hex`, and
+/// its `end` line with the digest of the new lines, so that the server
+/// takes the forged record for a whole one; the size stays the same.
 pub fn forge_recorded_sha256(record: &Path, hex: &str) {
     let text = fs::read_to_string(record).unwrap();
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    // A final LF leaves an empty last piece: the value line is before it.
-    let at = lines.len() - if text.ends_with('\n') { 2 } else { 1 };
+    let lines: Vec<&str> = text.lines().collect();
     assert!(
-        lines[at].starts_with("sha256 "),
-        "last line of {} is {:?}",
-        record.display(),
-        lines[at]
+        lines.len() == 4 && lines[2].starts_with("sha256 ") && lines[3].starts_with("end "),
+        "not a version 3 record with a digest: {}: {text:?}",
+        record.display()
     );
-    let forged_line = format!("sha256 {hex}");
-    lines[at] = &forged_line;
-    let forged = lines.join("\n");
+    let body = format!("{}\n{}\nsha256 {hex}\n", lines[0], lines[1]);
+    let forged = format!("{body}end {}\n", sha256_hex(body.as_bytes()));
     assert_eq!(forged.len(), text.len(), "the forged record changed size");
     fs::write(record, forged).unwrap();
 }

@@ -163,23 +163,25 @@ pub struct Policy {
     pub web_session_timeout: Duration,
 }
 
-/// Descriptors the server holds whatever its client connections, kept
-/// out of what the connection limit is derived from: the standard streams
+/// Descriptors the server holds, with `open_files` descriptors, whatever
+/// its client connections, kept out of what the connection limit is
+/// derived from: the standard streams
 /// and logs, the poll, its waker and the signal pipe, up to four
 /// listeners, the storage root's own handles (about seven), the expiry
 /// sweep's two directories, the spare descriptor that lets a connection be
 /// refused when there are none left, the two or three a command opens for
 /// a moment (one thread: never more at once), up to eight control
 /// connections (not counted against `--max-connections`), the user
-/// directories and record directories kept open
-/// ([`crate::storage::OPEN_USER_DIRS`], [`crate::storage::OPEN_RECORD_DIRS`])
+/// directories and record directories kept open (a thirty-second of the
+/// limit each, between 64 and 32 and 1,024: [`crate::storage::kept_dirs`])
 /// and the small files kept open between downloads
 /// ([`crate::storage::OPEN_FILES`]). About 40 of the first 64 are used;
-/// the rest is margin.
-pub const DESCRIPTOR_RESERVE: u64 = 64
-    + crate::storage::OPEN_USER_DIRS as u64
-    + crate::storage::OPEN_RECORD_DIRS as u64
-    + crate::storage::OPEN_FILES as u64;
+/// the rest is margin. 192 at the limit of 1,024 descriptors, 2,144 from
+/// 32,768 up.
+pub fn descriptor_reserve(open_files: u64) -> u64 {
+    let (users, records) = crate::storage::kept_dirs(open_files);
+    64 + users as u64 + records as u64 + crate::storage::OPEN_FILES as u64
+}
 
 /// Descriptors one client connection holds at most: its socket, and while
 /// a transfer runs the one thing it reads or writes (an upload's temporary
@@ -200,10 +202,11 @@ impl Policy {
 }
 
 /// How many connections `open_files` descriptors serve at once with each
-/// of them in a transfer: `(open_files - DESCRIPTOR_RESERVE) / 2`, at
+/// of them in a transfer: `(open_files - descriptor_reserve) / 2`, at
 /// least 1. Below it, no request fails for lack of descriptors.
 pub fn connection_capacity(open_files: u64) -> usize {
-    let usable = open_files.saturating_sub(DESCRIPTOR_RESERVE) / DESCRIPTORS_PER_CONNECTION;
+    let usable =
+        open_files.saturating_sub(descriptor_reserve(open_files)) / DESCRIPTORS_PER_CONNECTION;
     usize::try_from(usable.max(1)).unwrap_or(usize::MAX)
 }
 

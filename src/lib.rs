@@ -283,7 +283,7 @@ fn log_capacity(max_connections: usize) {
         "up to {max_connections} connections at once; the open-file limit {open_files} holds \
          {capacity} ({} descriptors each, {} kept for the server)",
         config::DESCRIPTORS_PER_CONNECTION,
-        config::DESCRIPTOR_RESERVE
+        config::descriptor_reserve(open_files)
     );
     if max_connections > capacity {
         log::warn!(

@@ -77,7 +77,7 @@ impl Folder {
         match self {
             // Not kept: an upload would hold the user's directory open
             // whether or not it is among the open ones, a descriptor per
-            // upload beyond what a transfer costs (see `OPEN_USER_DIRS`).
+            // upload beyond what a transfer costs (see `kept_dirs`).
             Folder::Root(_) => Held::Root,
             Folder::Sub(dir) => Held::Sub(Arc::new(dir)),
         }

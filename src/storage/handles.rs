@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 /// Handles kept: enough for the small files a busy moment fetches again and
 /// again; counted in the server's descriptor reserve
-/// (`config::DESCRIPTOR_RESERVE`).
+/// (`config::descriptor_reserve`).
 pub const OPEN_FILES: usize = 32;
 
 /// Largest file kept open. Below this the open costs as much as the

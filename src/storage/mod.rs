@@ -34,7 +34,7 @@
 //! directories are found at login, and nothing renamed or swapped in later
 //! changes what the session reaches: their identities (device and inode)
 //! are remembered then, and a directory opened again later (an idle
-//! user's handles are not kept, see [`OPEN_USER_DIRS`]) must be that same
+//! user's handles are not kept, see [`kept_dirs`]) must be that same
 //! directory, opened beneath the server's own handle of the root (or of
 //! `.ferry/users`) without following symlinks; one moved away or replaced
 //! (by another directory or a symlink) is refused, never followed. Only
@@ -136,18 +136,35 @@ const SWEEP_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// idle logged-in session costs its socket and nothing more (ten thousand
 /// distinct users held four handles each before). The others are opened
 /// again when a command needs them (an `openat2` and an `fstat`, a few
-/// microseconds); the record directories under `.ferry/users` are kept
-/// the same way ([`OPEN_RECORD_DIRS`]), and the folders in them opened for
-/// the command that needs them and closed after it.
+/// microseconds); the users' record directories (`.ferry/users/<user>`)
+/// are kept the same way, and the folders in them opened for the command
+/// that needs them and closed after it. A 64 KiB upload looks into its
+/// record directory three times and its user directory twice: opening
+/// them again and checking they are the ones found at login each time was
+/// 18 of the upload's 70 system calls when both were opened per command.
+///
+/// How many of each: a thirty-second of the open-file limit
+/// `open_files`, at least [`OPEN_USER_DIRS`] user directories and
+/// [`OPEN_RECORD_DIRS`] record directories, at most [`MAX_KEPT_DIRS`]
+/// each. With 100 users at work and 64 and 32 kept, a third of the
+/// commands opened the user directory again and two thirds the record
+/// directory: 3 to 5 % of the server's CPU in the 1,000-session mix.
+pub fn kept_dirs(open_files: u64) -> (usize, usize) {
+    let share = usize::try_from(open_files / 32).unwrap_or(usize::MAX);
+    (
+        share.clamp(OPEN_USER_DIRS, MAX_KEPT_DIRS),
+        share.clamp(OPEN_RECORD_DIRS, MAX_KEPT_DIRS),
+    )
+}
+
+/// The fewest user directories kept open (see [`kept_dirs`]).
 pub const OPEN_USER_DIRS: usize = 64;
 
-/// Users' record directories (`.ferry/users/<user>`) kept open between
-/// commands, the most recently used, on the same terms as
-/// [`OPEN_USER_DIRS`]: a 64 KiB upload looks into it six times (partial,
-/// partial-sums and sums, before and after), and opening it again and
-/// checking it is the one found at login each time was 18 of the upload's
-/// 70 system calls.
+/// The fewest record directories kept open (see [`kept_dirs`]).
 pub const OPEN_RECORD_DIRS: usize = 32;
+
+/// The most directories of each kind kept open (see [`kept_dirs`]).
+pub const MAX_KEPT_DIRS: usize = 1024;
 
 pub use handles::OPEN_FILES;
 
@@ -264,9 +281,9 @@ pub struct Storage {
     tmp: RefCell<Arc<Dir>>,
     /// `.ferry/users`.
     users: Arc<Dir>,
-    /// The user directories kept open ([`OPEN_USER_DIRS`]).
+    /// The user directories kept open ([`kept_dirs`]).
     open_dirs: RefCell<OpenDirs>,
-    /// The users' record directories kept open ([`OPEN_RECORD_DIRS`]).
+    /// The users' record directories kept open ([`kept_dirs`]).
     open_records: RefCell<OpenDirs>,
     /// Small files kept open between downloads ([`OPEN_FILES`]).
     open_files: RefCell<handles::OpenFiles>,
@@ -351,33 +368,48 @@ pub struct Usage {
     pub files: u64,
 }
 
-/// The user directories kept open, most recently used last.
+/// Directories kept open, the most recently used (see [`kept_dirs`]).
 #[derive(Debug)]
 struct OpenDirs {
     capacity: usize,
-    dirs: Vec<(DirId, Arc<Dir>)>,
+    /// Each with when it was last used (`clock`).
+    dirs: HashMap<DirId, (Arc<Dir>, u64)>,
+    clock: u64,
 }
 
 impl OpenDirs {
+    fn new(capacity: usize) -> OpenDirs {
+        OpenDirs {
+            capacity,
+            dirs: HashMap::new(),
+            clock: 0,
+        }
+    }
+
     fn get(&mut self, id: DirId) -> Option<Arc<Dir>> {
-        let at = self.dirs.iter().position(|(held, _)| *held == id)?;
-        let entry = self.dirs.remove(at);
-        let dir = Arc::clone(&entry.1);
-        self.dirs.push(entry);
-        Some(dir)
+        self.clock += 1;
+        let (dir, used) = self.dirs.get_mut(&id)?;
+        *used = self.clock;
+        Some(Arc::clone(dir))
     }
 
     fn keep(&mut self, id: DirId, dir: &Arc<Dir>) {
-        self.dirs.retain(|(held, _)| *held != id);
+        self.dirs.remove(&id);
         if self.capacity == 0 {
             return;
         }
         if self.dirs.len() >= self.capacity {
-            // Closed now: nobody else holds these between commands.
-            let excess = self.dirs.len() + 1 - self.capacity;
-            self.dirs.drain(..excess);
+            // The eighth used least recently is closed at once (nobody
+            // else holds these between commands), so that a server with
+            // more users at work than it keeps does not look through all
+            // of them at every open.
+            let excess = (self.dirs.len() + 1 - self.capacity).max(self.capacity / 8);
+            let mut used: Vec<u64> = self.dirs.values().map(|(_, used)| *used).collect();
+            let (_, &mut newest_closed, _) = used.select_nth_unstable(excess - 1);
+            self.dirs.retain(|_, (_, used)| *used > newest_closed);
         }
-        self.dirs.push((id, Arc::clone(dir)));
+        self.clock += 1;
+        self.dirs.insert(id, (Arc::clone(dir), self.clock));
     }
 }
 
@@ -492,20 +524,16 @@ impl Storage {
         clock::publish_ttl(&private, options.partial_ttl)?;
         let left_folders = swept.folders;
         let keep_files = root_dir.fs_type().is_ok_and(handles::coherent);
+        let (kept_users, kept_records) =
+            kept_dirs(crate::config::open_file_limit().unwrap_or(1024));
         let storage = Storage {
             path: root.to_path_buf(),
             root: Arc::new(root_dir),
             private,
             tmp: RefCell::new(Arc::new(tmp)),
             users: Arc::new(users),
-            open_dirs: RefCell::new(OpenDirs {
-                capacity: OPEN_USER_DIRS,
-                dirs: Vec::new(),
-            }),
-            open_records: RefCell::new(OpenDirs {
-                capacity: OPEN_RECORD_DIRS,
-                dirs: Vec::new(),
-            }),
+            open_dirs: RefCell::new(OpenDirs::new(kept_users)),
+            open_records: RefCell::new(OpenDirs::new(kept_records)),
             open_files: RefCell::new(handles::OpenFiles::new(keep_files)),
             instances,
             instance,
@@ -621,7 +649,7 @@ impl Storage {
     /// The directory of `user` (a valid username), created mode 0700 on
     /// first use, with the server's record directories for it. Sessions of
     /// the same user share one [`UserDir`] (and so the claims of their
-    /// uploads); it holds no descriptor (see [`OPEN_USER_DIRS`]).
+    /// uploads); it holds no descriptor (see [`kept_dirs`]).
     pub fn user_dir(&self, user: &str) -> io::Result<UserDir> {
         if let Some(inner) = self.cached_user_dir(user) {
             return Ok(UserDir { inner });
@@ -710,7 +738,7 @@ impl Storage {
     /// One of the user's record directories (`sums`, `partial`,
     /// `partial-sums`), opened for the command that needs it beneath
     /// `.ferry/users/<user>`, which must be the one found at login: from
-    /// those kept open ([`OPEN_RECORD_DIRS`]), or else opened again and
+    /// those kept open ([`kept_dirs`]), or else opened again and
     /// checked (see [`reopen_same`]).
     fn records(&self, dir: &UserDir, which: &str) -> io::Result<Dir> {
         self.records_root(dir)?.open_dir(which)
@@ -1499,6 +1527,37 @@ mod tests {
         assert!(replacing.claim_within(1000, 1000));
         let mut other = storage.begin_upload(&dir, name("b")).unwrap();
         assert!(!other.claim_within(1, 1000));
+    }
+
+    #[test]
+    fn directories_kept_grow_with_the_open_file_limit_and_the_least_used_go() {
+        assert_eq!(kept_dirs(1024), (64, 32));
+        assert_eq!(kept_dirs(20_000), (625, 625));
+        assert_eq!(kept_dirs(1 << 20), (1024, 1024));
+        assert_eq!(crate::config::descriptor_reserve(1024), 192);
+        assert_eq!(crate::config::descriptor_reserve(65_536), 2144);
+        let mut last = 0;
+        for limit in (256..70_000).step_by(97) {
+            let capacity = crate::config::connection_capacity(limit);
+            assert!(capacity >= last, "{limit}: {capacity} < {last}");
+            last = capacity;
+        }
+
+        let root = tempfile::tempdir().unwrap();
+        let dir = Arc::new(Dir::open_path(root.path()).unwrap());
+        let mut kept = OpenDirs::new(16);
+        for i in 0..16 {
+            kept.keep((1, i), &dir);
+        }
+        // 0 and 1 used again: 2 and 3 are now the least recently used.
+        assert!(kept.get((1, 0)).is_some() && kept.get((1, 1)).is_some());
+        kept.keep((1, 100), &dir);
+        // Full: the eighth used least recently (2) was closed, not 0 or 1.
+        assert_eq!(kept.dirs.len(), 15);
+        assert!(kept.get((1, 2)).is_none() && kept.get((1, 3)).is_none());
+        assert!(kept.get((1, 0)).is_some() && kept.get((1, 100)).is_some());
+        // Only this map and `dir` hold the handle.
+        assert_eq!(Arc::strong_count(&dir), 16);
     }
 
     #[test]

@@ -200,13 +200,19 @@ mod tests {
     use super::*;
     use std::fs;
 
-    #[test]
-    fn a_record_is_believed_only_for_its_file() {
+    /// A directory with a file `data` in it, and the file's identity.
+    fn setup() -> (tempfile::TempDir, Dir, std::path::PathBuf, Identity) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Dir::open_path(tmp.path()).unwrap();
         let data = tmp.path().join("data");
         fs::write(&data, b"hello").unwrap();
         let identity = Identity::of(&fs::metadata(&data).unwrap());
+        (tmp, dir, data, identity)
+    }
+
+    #[test]
+    fn a_record_is_believed_only_for_its_file() {
+        let (tmp, dir, data, identity) = setup();
         write(&dir, "record", &identity, "sha256", "abc").unwrap();
         assert_eq!(
             read(&dir, "record", &identity, "sha256").as_deref(),
@@ -256,11 +262,7 @@ mod tests {
 
     #[test]
     fn a_record_half_written_or_mixed_with_an_older_one_is_not_believed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = Dir::open_path(tmp.path()).unwrap();
-        let data = tmp.path().join("data");
-        fs::write(&data, b"hello").unwrap();
-        let identity = Identity::of(&fs::metadata(&data).unwrap());
+        let (tmp, dir, _, identity) = setup();
         let path = tmp.path().join("record");
         write(&dir, "record", &identity, "sha256", &"a".repeat(64)).unwrap();
         let whole = fs::read(&path).unwrap();

@@ -191,7 +191,7 @@ impl Outbox {
     /// the driver now: the driver sends it, and everything queued before
     /// the file has been sent.
     pub fn file_may_follow(&self, total: u64) -> bool {
-        self.sends_file_directly(total) && self.hold_until.is_none() && self.queued().is_empty()
+        self.file_follows(total) && self.queued().is_empty()
     }
 
     /// Whether a file of a download of `total` bytes will be offered to

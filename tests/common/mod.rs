@@ -116,6 +116,22 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
     Rng::new(seed).bytes(len)
 }
 
+/// Writes a tree of 1,000 files under `tree`: 10 x 10 folders, three
+/// levels, names with spaces (`year 3/month 7/img 5.jpg`), each file of
+/// fewer than `max_len` random bytes from `rng`.
+pub fn write_photo_tree(tree: &Path, rng: &mut Rng, max_len: u64) {
+    for a in 0..10 {
+        for b in 0..10 {
+            let dir = tree.join(format!("year {a}")).join(format!("month {b}"));
+            fs::create_dir_all(&dir).unwrap();
+            for c in 0..10 {
+                let len = rng.range(0, max_len) as usize;
+                fs::write(dir.join(format!("img {c}.jpg")), rng.bytes(len)).unwrap();
+            }
+        }
+    }
+}
+
 /// The tests' one source of random numbers (xorshift64*): seedable, so
 /// that a run can be repeated, and good enough that different seeds give
 /// different contents and corruption shows in a hash.

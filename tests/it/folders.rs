@@ -634,17 +634,7 @@ fn put_r_then_get_r_of_a_tree_of_1000_files_is_identical() {
     let work = scratch.path();
     let tree = work.join("up").join("photos");
     let mut rng = Rng::new(17);
-    // 10 x 10 folders of 10 files each, 3 levels, names with spaces.
-    for a in 0..10 {
-        for b in 0..10 {
-            let dir = tree.join(format!("year {a}")).join(format!("month {b}"));
-            fs::create_dir_all(&dir).unwrap();
-            for c in 0..10 {
-                let len = rng.range(0, 3000) as usize;
-                fs::write(dir.join(format!("img {c}.jpg")), rng.bytes(len)).unwrap();
-            }
-        }
-    }
+    write_photo_tree(&tree, &mut rng, 3000);
     ferry_ok(ferry(&server, work).args(["put", "-r"]).arg(&tree));
     // On the server, the same tree, each file with its digest.
     let mut c = server.alice();

@@ -123,17 +123,7 @@ fn put_r_then_get_r_of_1000_small_files_and_some_large_ones_is_identical() {
     let work = scratch.path();
     let tree = work.join("up").join("album");
     let mut rng = Rng::new(1017);
-    // 10 x 10 folders of 10 files each, 3 levels, names with spaces.
-    for a in 0..10 {
-        for b in 0..10 {
-            let dir = tree.join(format!("year {a}")).join(format!("month {b}"));
-            fs::create_dir_all(&dir).unwrap();
-            for c in 0..10 {
-                let len = rng.range(0, 2000) as usize;
-                fs::write(dir.join(format!("img {c}.jpg")), rng.bytes(len)).unwrap();
-            }
-        }
-    }
+    write_photo_tree(&tree, &mut rng, 2000);
     // A few larger ones at each level, and an empty one.
     let large = [
         ("big.bin", 3 << 20),
